@@ -1,0 +1,30 @@
+# Sprout: `make run` starts a server on its embedded defaults, `make test` runs every test.
+SWIFT ?= swift
+AGENT_SCRATCH := .build-agent
+
+.PHONY: deps build agent run test bench-agent clean
+
+deps:
+	./scripts/install-deps.sh
+
+# The agent is linked fully static so it runs in any root filesystem,
+# including a busybox-only one with no libc of its own.
+agent:
+	$(SWIFT) build -c release --product sprout-agent -Xswiftc -static-executable --scratch-path $(AGENT_SCRATCH)
+
+build: agent
+	$(SWIFT) build -c release
+
+run: deps build
+	.build/release/sprout server
+
+test: deps agent
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+bench-agent: agent
+	$(SWIFT) build -c release --product sprout-agent-bench
+	.build/release/sprout-agent-bench --agent $(AGENT_SCRATCH)/release/sprout-agent
+
+clean:
+	rm -rf .build $(AGENT_SCRATCH)

@@ -1,0 +1,35 @@
+#define _GNU_SOURCE
+#include "csprout.h"
+#include <fcntl.h>
+#include <sched.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int csprout_accept4_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+int csprout_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int csprout_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
+int csprout_spawn_addchdir(void *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np((posix_spawn_file_actions_t *)actions, path);
+}
+int csprout_setns(int fd, int nstype) { return setns(fd, nstype); }
+int csprout_unshare(int flags) { return unshare(flags); }
+
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+int csprout_open_pty(char *slave_name, size_t len) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname_r(master, slave_name, len) != 0) {
+        int saved = errno;
+        close(master);
+        errno = saved;
+        return -1;
+    }
+    return master;
+}
+
+#include <sys/prctl.h>
+int csprout_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }

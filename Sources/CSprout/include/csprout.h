@@ -1,0 +1,18 @@
+// GNU/Linux calls that Swift's Glibc module does not expose without _GNU_SOURCE.
+#ifndef CSPROUT_H
+#define CSPROUT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+int csprout_accept4_cloexec(int fd);
+int csprout_pipe2_cloexec(int fds[2]);
+int csprout_spawn_setsid_flag(void);
+int csprout_spawn_addchdir(void *actions, const char *path);
+int csprout_setns(int fd, int nstype);
+int csprout_unshare(int flags);
+/// Opens a PTY master (close-on-exec, unlocked); writes the slave path to slave_name.
+int csprout_open_pty(char *slave_name, size_t len);
+int csprout_set_child_subreaper(void);
+
+#endif

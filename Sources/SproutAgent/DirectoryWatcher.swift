@@ -1,0 +1,107 @@
+import Glibc
+import SproutAgentProtocol
+import SproutCore
+import SproutSystem
+
+/// Watches a directory (optionally its whole tree) with inotify and sends each
+/// change as an `Event` until the client closes the connection.
+final class DirectoryWatcher {
+    private let inotifyFD: Int32
+    private let recursive: Bool
+    private var paths: [Int32: String] = [:]
+
+    private static let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO)
+
+    init(root: String, recursive: Bool) throws {
+        var st = stat()
+        try sysCall(root) { stat(root, &st) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw SproutError(.invalidArgument, "\(root) is not a directory")
+        }
+        inotifyFD = try sysCall("inotify_init") { inotify_init1(Int32(IN_CLOEXEC)) }
+        self.recursive = recursive
+        do {
+            try add(root)
+        } catch {
+            close(inotifyFD)
+            throw error
+        }
+    }
+
+    deinit { close(inotifyFD) }
+
+    private func add(_ dir: String) throws {
+        let wd = inotify_add_watch(inotifyFD, dir, Self.mask | UInt32(IN_ONLYDIR))
+        guard wd >= 0 else { throw SproutError.system("watch \(dir)") }
+        paths[wd] = dir
+        guard recursive else { return }
+        for name in (try? FileService.children(dir)) ?? [] {
+            let child = dir == "/" ? "/" + name : dir + "/" + name
+            var st = stat()
+            if lstat(child, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+                try? add(child)
+            }
+        }
+    }
+
+    /// Streams events until the peer closes `channel` or a send fails.
+    func run(channel: FrameChannel) {
+        let size = 64 * 1024
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
+        defer { buffer.deallocate() }
+        var fds = [
+            pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: channel.readFD, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            let r = poll(&fds, 2, -1)
+            if r < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            // Anything from the client (data or EOF) ends the watch.
+            if fds[1].revents != 0 { return }
+            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+            let n = read(inotifyFD, buffer.baseAddress!, size)
+            guard n > 0 else { continue }
+            var events: [WatchEvent] = []
+            var offset = 0
+            while offset + MemoryLayout<inotify_event>.size <= n {
+                let base = buffer.baseAddress! + offset
+                let wd = base.loadUnaligned(as: Int32.self)
+                let mask = base.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                let length = Int(base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+                let nameStart = base + MemoryLayout<inotify_event>.size
+                let name = length > 0 ? String(cString: nameStart.assumingMemoryBound(to: CChar.self)) : ""
+                offset += MemoryLayout<inotify_event>.size + length
+                guard let dir = paths[wd] else { continue }
+                if mask & UInt32(IN_IGNORED) != 0 {
+                    paths.removeValue(forKey: wd)
+                    continue
+                }
+                let path = name.isEmpty ? dir : (dir == "/" ? "/" + name : dir + "/" + name)
+                let isDir = mask & UInt32(IN_ISDIR) != 0
+                let kind: WatchEvent.Kind
+                if mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 {
+                    kind = .create
+                    if isDir && recursive { try? add(path) }
+                } else if mask & UInt32(IN_DELETE) != 0 {
+                    kind = .remove
+                } else if mask & UInt32(IN_MOVED_FROM) != 0 {
+                    kind = .rename
+                } else if mask & UInt32(IN_MODIFY) != 0 {
+                    kind = .write
+                } else {
+                    continue
+                }
+                let event = WatchEvent(type: kind, path: path, isDir: isDir)
+                // Coalesce a burst of writes to one file into one event.
+                if kind == .write, events.last == event { continue }
+                events.append(event)
+            }
+            for event in events {
+                do { try channel.send(message: Event(watch: event)) } catch { return }
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Glibc
+import SproutAgentProtocol
+import SproutCore
+import SproutSystem
+
+/// File operations inside the sandbox. Paths are absolute, or relative to the
+/// agent's working directory; they are normalised (`.`, `..`, repeated `/`)
+/// before use.
+enum FileService {
+    /// Makes `path` absolute and normalised.
+    static func resolve(_ path: String, base: String) throws -> String {
+        guard !path.isEmpty else { throw SproutError(.invalidArgument, "path is empty") }
+        guard !path.utf8.contains(0) else { throw SproutError(.invalidArgument, "path contains a NUL byte") }
+        let full = path.hasPrefix("/") ? path : base + "/" + path
+        var parts: [Substring] = []
+        for part in full.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..": if !parts.isEmpty { parts.removeLast() }
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func info(_ path: String) throws -> FileInfo {
+        var st = stat()
+        try sysCall("\(path)") { lstat(path, &st) }
+        return makeInfo(path: path, st: st)
+    }
+
+    static func makeInfo(path: String, st: stat) -> FileInfo {
+        let type: FileInfo.Kind
+        var target: String?
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: type = .file
+        case S_IFDIR: type = .dir
+        case S_IFLNK:
+            type = .symlink
+            var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink(path, &buf, buf.count - 1)
+            if n >= 0 {
+                buf[n] = 0
+                target = cStringToString(buf)
+            }
+        default: type = .other
+        }
+        let name = path == "/" ? "/" : String(path.split(separator: "/").last ?? "")
+        return FileInfo(
+            path: path, name: name, type: type, size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
+            mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, target: target)
+    }
+
+    /// Entries below `path`, sorted by path; `depth` 1 lists only its children.
+    static func list(_ path: String, depth: Int) throws -> [FileInfo] {
+        guard depth >= 1 && depth <= 64 else {
+            throw SproutError(.invalidArgument, "depth must be between 1 and 64, got \(depth)")
+        }
+        let root = try info(path)
+        guard root.type == .dir else { throw SproutError(.invalidArgument, "\(path) is not a directory") }
+        var out: [FileInfo] = []
+        try walk(path, depth: depth, into: &out)
+        return out
+    }
+
+    private static func walk(_ dir: String, depth: Int, into out: inout [FileInfo]) throws {
+        let names = try children(dir)
+        for name in names {
+            let child = dir == "/" ? "/" + name : dir + "/" + name
+            guard let entry = try? info(child) else { continue }  // vanished meanwhile
+            out.append(entry)
+            if entry.type == .dir && depth > 1 {
+                try? walk(child, depth: depth - 1, into: &out)
+            }
+        }
+    }
+
+    static func children(_ dir: String) throws -> [String] {
+        guard let d = opendir(dir) else { throw SproutError.system(dir) }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// `mkdir -p`.
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) == 0 { continue }
+            let e = errno
+            guard e == EEXIST else { throw SproutError.system("mkdir \(current)", errno: e) }
+            var st = stat()
+            guard stat(current, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+                throw SproutError(.conflict, "\(current) exists and is not a directory")
+            }
+        }
+    }
+
+    static func move(from: String, to: String) throws {
+        guard from != "/" && to != "/" else { throw SproutError(.invalidArgument, "cannot move /") }
+        var st = stat()
+        try sysCall(from) { lstat(from, &st) }
+        try makeDirectories(parent(of: to))
+        try sysCall("move \(from) to \(to)") { rename(from, to) }
+    }
+
+    static func remove(_ path: String, recursive: Bool) throws {
+        guard path != "/" else { throw SproutError(.invalidArgument, "refusing to remove /") }
+        var st = stat()
+        try sysCall(path) { lstat(path, &st) }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            if recursive {
+                for name in try children(path) { try remove(path + "/" + name, recursive: true) }
+            }
+            if rmdir(path) != 0 {
+                let e = errno
+                if e == ENOTEMPTY || e == EEXIST {
+                    throw SproutError(.conflict, "directory \(path) is not empty (remove it recursively)")
+                }
+                throw SproutError.system("rmdir \(path)", errno: e)
+            }
+        } else {
+            try sysCall("remove \(path)") { unlink(path) }
+        }
+    }
+
+    static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+        return String(path[..<slash])
+    }
+
+    static func baseName(of path: String) -> String {
+        String(path.split(separator: "/").last ?? "")
+    }
+
+    static func setClock(unixNanos: Int64) throws {
+        guard unixNanos > 0 else { throw SproutError(.invalidArgument, "time must be after 1970") }
+        var ts = timespec(tv_sec: Int(unixNanos / 1_000_000_000), tv_nsec: Int(unixNanos % 1_000_000_000))
+        try sysCall("set the clock") { clock_settime(CLOCK_REALTIME, &ts) }
+    }
+}

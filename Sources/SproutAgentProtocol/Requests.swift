@@ -1,0 +1,273 @@
+import SproutCore
+
+/// Every operation the agent offers. On the wire: `{"op": "<name>", ...fields}`.
+public enum AgentRequest: Sendable {
+    case health
+    case startProcess(ProcessSpec)
+    case attachProcess(ProcessSelector)
+    case listProcesses
+    case signalProcess(SignalRequest)
+    case stat(PathRequest)
+    case list(ListRequest)
+    case read(PathRequest)
+    case write(WriteRequest)
+    case mkdir(PathRequest)
+    case move(MoveRequest)
+    case remove(RemoveRequest)
+    case watch(WatchRequest)
+    case setClock(ClockRequest)
+
+    /// The operation's name on the wire.
+    public var op: String {
+        switch self {
+        case .health: "health"
+        case .startProcess: "process.start"
+        case .attachProcess: "process.attach"
+        case .listProcesses: "process.list"
+        case .signalProcess: "process.signal"
+        case .stat: "file.stat"
+        case .list: "file.list"
+        case .read: "file.read"
+        case .write: "file.write"
+        case .mkdir: "file.mkdir"
+        case .move: "file.move"
+        case .remove: "file.remove"
+        case .watch: "file.watch"
+        case .setClock: "clock.set"
+        }
+    }
+}
+
+extension AgentRequest: Codable {
+    private enum OpKey: String, CodingKey { case op }
+
+    public init(from decoder: Decoder) throws {
+        let op = try decoder.container(keyedBy: OpKey.self).decode(String.self, forKey: .op)
+        switch op {
+        case "health": self = .health
+        case "process.start": self = .startProcess(try ProcessSpec(from: decoder))
+        case "process.attach": self = .attachProcess(try ProcessSelector(from: decoder))
+        case "process.list": self = .listProcesses
+        case "process.signal": self = .signalProcess(try SignalRequest(from: decoder))
+        case "file.stat": self = .stat(try PathRequest(from: decoder))
+        case "file.list": self = .list(try ListRequest(from: decoder))
+        case "file.read": self = .read(try PathRequest(from: decoder))
+        case "file.write": self = .write(try WriteRequest(from: decoder))
+        case "file.mkdir": self = .mkdir(try PathRequest(from: decoder))
+        case "file.move": self = .move(try MoveRequest(from: decoder))
+        case "file.remove": self = .remove(try RemoveRequest(from: decoder))
+        case "file.watch": self = .watch(try WatchRequest(from: decoder))
+        case "clock.set": self = .setClock(try ClockRequest(from: decoder))
+        default:
+            throw DecodingError.dataCorrupted(.init(codingPath: [OpKey.op], debugDescription: "unknown op '\(op)'"))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: OpKey.self)
+        try c.encode(op, forKey: .op)
+        switch self {
+        case .health, .listProcesses: break
+        case .startProcess(let r): try r.encode(to: encoder)
+        case .attachProcess(let r): try r.encode(to: encoder)
+        case .signalProcess(let r): try r.encode(to: encoder)
+        case .stat(let r), .read(let r), .mkdir(let r): try r.encode(to: encoder)
+        case .list(let r): try r.encode(to: encoder)
+        case .write(let r): try r.encode(to: encoder)
+        case .move(let r): try r.encode(to: encoder)
+        case .remove(let r): try r.encode(to: encoder)
+        case .watch(let r): try r.encode(to: encoder)
+        case .setClock(let r): try r.encode(to: encoder)
+        }
+    }
+}
+
+/// A terminal's size in character cells.
+public struct TerminalSize: Codable, Sendable, Equatable {
+    public var cols: UInt16
+    public var rows: UInt16
+    public init(cols: UInt16, rows: UInt16) {
+        self.cols = cols
+        self.rows = rows
+    }
+}
+
+/// What to run. Give `cmd` (an argv) or `shell` (run by `/bin/sh -c`), not both.
+public struct ProcessSpec: Codable, Sendable {
+    public var cmd: [String]?
+    public var shell: String?
+    public var cwd: String?
+    public var env: [String: String]?
+    /// A user-chosen name to find the process by later.
+    public var tag: String?
+    /// Open a pipe for standard input (otherwise it reads /dev/null).
+    public var stdin: Bool?
+    /// Run on a pseudo-terminal of this size instead of pipes.
+    public var pty: TerminalSize?
+
+    public init(
+        cmd: [String]? = nil, shell: String? = nil, cwd: String? = nil, env: [String: String]? = nil,
+        tag: String? = nil, stdin: Bool? = nil, pty: TerminalSize? = nil
+    ) {
+        self.cmd = cmd
+        self.shell = shell
+        self.cwd = cwd
+        self.env = env
+        self.tag = tag
+        self.stdin = stdin
+        self.pty = pty
+    }
+}
+
+/// Names a process by its id or its tag.
+public struct ProcessSelector: Codable, Sendable {
+    public var id: String?
+    public var tag: String?
+    public init(id: String? = nil, tag: String? = nil) {
+        self.id = id
+        self.tag = tag
+    }
+}
+
+public struct SignalRequest: Codable, Sendable {
+    public var id: String?
+    public var tag: String?
+    public var signal: Int32
+    public init(id: String? = nil, tag: String? = nil, signal: Int32) {
+        self.id = id
+        self.tag = tag
+        self.signal = signal
+    }
+}
+
+/// How a process ended: `code` for a normal exit, `signal` when killed by one.
+public struct ProcessExit: Codable, Sendable, Equatable {
+    public var code: Int32?
+    public var signal: Int32?
+    public init(code: Int32? = nil, signal: Int32? = nil) {
+        self.code = code
+        self.signal = signal
+    }
+}
+
+/// A process the agent started.
+public struct ProcessInfo: Codable, Sendable {
+    public var id: String
+    public var pid: Int32
+    public var tag: String?
+    public var cmd: [String]
+    public var cwd: String
+    public var pty: Bool
+    /// Seconds since the Unix epoch.
+    public var startedAt: Double
+    /// Set once the process has ended.
+    public var exit: ProcessExit?
+
+    public init(id: String, pid: Int32, tag: String?, cmd: [String], cwd: String, pty: Bool, startedAt: Double, exit: ProcessExit?) {
+        self.id = id
+        self.pid = pid
+        self.tag = tag
+        self.cmd = cmd
+        self.cwd = cwd
+        self.pty = pty
+        self.startedAt = startedAt
+        self.exit = exit
+    }
+}
+
+public struct PathRequest: Codable, Sendable {
+    public var path: String
+    public init(path: String) { self.path = path }
+}
+
+public struct ListRequest: Codable, Sendable {
+    public var path: String
+    /// 1 lists the directory itself; 2 includes its children's entries, and so on.
+    public var depth: Int?
+    public init(path: String, depth: Int? = nil) {
+        self.path = path
+        self.depth = depth
+    }
+}
+
+public struct WriteRequest: Codable, Sendable {
+    public var path: String
+    /// Permission bits for a new file (default 0644).
+    public var mode: UInt32?
+    public init(path: String, mode: UInt32? = nil) {
+        self.path = path
+        self.mode = mode
+    }
+}
+
+public struct MoveRequest: Codable, Sendable {
+    public var from: String
+    public var to: String
+    public init(from: String, to: String) {
+        self.from = from
+        self.to = to
+    }
+}
+
+public struct RemoveRequest: Codable, Sendable {
+    public var path: String
+    /// Remove directories with everything in them.
+    public var recursive: Bool?
+    public init(path: String, recursive: Bool? = nil) {
+        self.path = path
+        self.recursive = recursive
+    }
+}
+
+public struct WatchRequest: Codable, Sendable {
+    public var path: String
+    public var recursive: Bool?
+    public init(path: String, recursive: Bool? = nil) {
+        self.path = path
+        self.recursive = recursive
+    }
+}
+
+public struct ClockRequest: Codable, Sendable {
+    /// The wall-clock time to set, in nanoseconds since the Unix epoch.
+    public var unixNanos: Int64
+    public init(unixNanos: Int64) { self.unixNanos = unixNanos }
+}
+
+/// A file system entry.
+public struct FileInfo: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case file, dir, symlink, other }
+    public var path: String
+    public var name: String
+    public var type: Kind
+    public var size: Int64
+    /// Permission bits.
+    public var mode: UInt32
+    /// Seconds since the Unix epoch.
+    public var mtime: Double
+    /// Where a symlink points.
+    public var target: String?
+
+    public init(path: String, name: String, type: Kind, size: Int64, mode: UInt32, mtime: Double, target: String?) {
+        self.path = path
+        self.name = name
+        self.type = type
+        self.size = size
+        self.mode = mode
+        self.mtime = mtime
+        self.target = target
+    }
+}
+
+/// A change seen by `file.watch`.
+public struct WatchEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case create, write, remove, rename }
+    public var type: Kind
+    public var path: String
+    public var isDir: Bool
+    public init(type: Kind, path: String, isDir: Bool) {
+        self.type = type
+        self.path = path
+        self.isDir = isDir
+    }
+}

@@ -1,0 +1,88 @@
+import Glibc
+import SproutAgentProtocol
+import SproutCore
+import SproutSystem
+
+/// Runs `sprout-agent` as a plain host process on loopback, on a free port.
+/// For tests and benchmarks of the agent itself; real sandboxes start the
+/// agent inside their runtime.
+public final class LocalAgent: @unchecked Sendable {
+    public let pid: pid_t
+    public let port: UInt16
+    public let token: String
+    private let stopped = Locked(false)
+
+    public var endpoint: AgentEndpoint { AgentEndpoint(host: "127.0.0.1", port: port, token: token) }
+    public var client: AgentClient { AgentClient(endpoint: endpoint) }
+
+    /// Starts `binary` with the given working directory and waits until it listens.
+    public init(binary: String, workdir: String = "/") throws {
+        token = Identifiers.random(length: 32)
+        let out = try Spawn.pipe()
+        var options = Spawn.Options()
+        options.stdout = out.write
+        options.stderr = 2
+        let env = ["SPROUT_AGENT_TOKEN=\(token)", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
+        do {
+            pid = try Spawn.spawn(
+                path: binary, argv: ["sprout-agent", "--listen", "127.0.0.1:0", "--workdir", workdir],
+                env: env, options: options)
+        } catch {
+            close(out.read)
+            close(out.write)
+            throw error
+        }
+        close(out.write)
+        defer { close(out.read) }
+        // The agent prints "sprout-agent listening on HOST:PORT" once ready.
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while Glibc.read(out.read, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("sprout-agent listening on "), let colon = text.lastIndex(of: ":"),
+            let p = UInt16(text[text.index(after: colon)...])
+        else {
+            kill(pid, SIGKILL)
+            waitpid(pid, nil, 0)
+            throw SproutError(.unavailable, "sprout-agent did not start (it printed '\(text)')")
+        }
+        port = p
+    }
+
+    deinit { stop() }
+
+    /// Stops the agent (SIGTERM, then SIGKILL after 2 s) and reaps it.
+    public func stop() {
+        let already = stopped.withLock { s -> Bool in
+            defer { s = true }
+            return s
+        }
+        guard !already else { return }
+        kill(pid, SIGTERM)
+        let deadline = monotonicSeconds() + 2
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if monotonicSeconds() > deadline {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                return
+            }
+            usleep(5000)
+        }
+    }
+
+    /// The `sprout-agent` binary next to the running executable (as in a
+    /// SwiftPM build folder), if there is one.
+    public static func binaryBesideExecutable() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        var dir = cStringToString(Array(buf[0..<n]) + [0])
+        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+            dir = String(dir[..<slash])
+            let candidate = dir + "/sprout-agent"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}

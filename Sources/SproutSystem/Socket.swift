@@ -1,0 +1,111 @@
+import CSprout
+import Glibc
+import SproutCore
+
+/// TCP sockets with blocking I/O.
+public enum Socket {
+    /// Opens a listening IPv4 TCP socket. Port 0 picks a free port.
+    /// Returns the descriptor and the bound port.
+    public static func listenTCP(host: String, port: UInt16, backlog: Int32 = 512) throws -> (fd: Int32, port: UInt16) {
+        let fd = try sysCall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var addr = try ipv4Address(host: host, port: port)
+            try withUnsafePointer(to: &addr) { p in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    _ = try sysCall("bind \(host):\(port)") { bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+            }
+            try sysCall("listen") { listen(fd, backlog) }
+            return (fd, try localPort(fd))
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Accepts one connection; the new descriptor is close-on-exec.
+    public static func accept(_ listener: Int32) throws -> Int32 {
+        try sysCall("accept") { csprout_accept4_cloexec(listener) }
+    }
+
+    /// Connects to an IPv4 TCP address, with a timeout.
+    public static func connectTCP(host: String, port: UInt16, timeoutSeconds: Double = 10) throws -> Int32 {
+        let fd = try sysCall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            var addr = try ipv4Address(host: host, port: port)
+            Descriptor.setNonBlocking(fd, true)
+            let rc = withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    connect(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            if rc != 0 {
+                let e = errno
+                guard e == EINPROGRESS || e == EINTR else {
+                    throw SproutError(.unavailable, "connect \(host):\(port): \(errnoText(e))")
+                }
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&pfd, 1, Int32(timeoutSeconds * 1000))
+                if ready == 0 { throw SproutError(.timeout, "connect \(host):\(port): timed out") }
+                var soError: Int32 = 0
+                var len = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
+                if soError != 0 {
+                    throw SproutError(.unavailable, "connect \(host):\(port): \(errnoText(soError))")
+                }
+            }
+            Descriptor.setNonBlocking(fd, false)
+            setNoDelay(fd)
+            return fd
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Disables Nagle's algorithm: our frames are small and latency matters.
+    public static func setNoDelay(_ fd: Int32) {
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Sets (or clears, with 0) the receive timeout.
+    public static func setReceiveTimeout(_ fd: Int32, seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Half-closes the sending side.
+    public static func shutdownWrite(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Shuts down both directions, waking any thread blocked on the socket.
+    public static func shutdownBoth(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    public static func localPort(_ fd: Int32) throws -> UInt16 {
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &addr) { p in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                _ = try sysCall("getsockname") { getsockname(fd, sa, &len) }
+            }
+        }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    static func ipv4Address(host: String, port: UInt16) throws -> sockaddr_in {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        let name = host == "localhost" ? "127.0.0.1" : host
+        guard inet_pton(AF_INET, name, &addr.sin_addr) == 1 else {
+            throw SproutError(.invalidArgument, "not an IPv4 address: \(host)")
+        }
+        return addr
+    }
+}

@@ -1,0 +1,88 @@
+import Glibc
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutSystem
+import Testing
+
+@Suite("agent protocol and auth")
+struct ProtocolTests {
+    @Test("health reports the protocol and agent version")
+    func health() async throws {
+        try await AgentHarness.with { agent in
+            let health = try await agent.client.health()
+            #expect(health.protocolVersion == AgentProtocol.version)
+            #expect(health.agentVersion == AgentProtocol.agentVersion)
+            #expect(health.pid == agent.pid)
+        }
+    }
+
+    @Test("a wrong or missing token is refused")
+    func wrongToken() async throws {
+        try await AgentHarness.with { agent in
+            var wrong = agent.client.endpoint
+            wrong.token = "not-the-token-at-all"
+            await #expect(throws: SproutError(.unauthorized, "invalid agent token")) {
+                try await AgentClient(endpoint: wrong).run(ProcessSpec(cmd: ["true"]))
+            }
+            let (channel, reply) = try agentConnect(agent, .health, token: "")
+            channel.close()
+            #expect(reply.error?.code == "unauthorized")
+        }
+    }
+
+    @Test("another protocol version is refused with a clear error")
+    func protocolMismatch() async throws {
+        try await AgentHarness.with { agent in
+            let (channel, reply) = try agentConnect(agent, .health, version: 99)
+            channel.close()
+            #expect(reply.error == ErrorBody(code: "protocol_mismatch", message: "client speaks agent protocol 99, this agent speaks 1"))
+        }
+    }
+
+    @Test("garbage, malformed JSON and oversized frames get errors; the agent keeps serving")
+    func garbage() async throws {
+        try await AgentHarness.with { agent in
+            // Binary garbage: an unknown frame kind.
+            let raw = try Socket.connectTCP(host: "127.0.0.1", port: agent.port)
+            try Descriptor.writeAll(raw, [0, 0, 0, 3, 0xEE, 1, 2, 3])
+            let garbageReply = try FrameChannel(fd: raw).receiveMessage(Reply.self)
+            #expect(garbageReply.error?.code == "malformed")
+
+            // A frame header announcing 1 GiB.
+            let big = try Socket.connectTCP(host: "127.0.0.1", port: agent.port)
+            try Descriptor.writeAll(big, [0x40, 0, 0, 0, 1])
+            let bigReply = try FrameChannel(fd: big).receiveMessage(Reply.self)
+            #expect(bigReply.error?.code == "too_large")
+
+            // Valid framing, invalid JSON, and an unknown op.
+            let bad = FrameChannel(fd: try Socket.connectTCP(host: "127.0.0.1", port: agent.port))
+            try bad.send(.message, Array("{not json".utf8))
+            #expect(try bad.receiveMessage(Reply.self).error?.code == "malformed")
+            let unknown = FrameChannel(fd: try Socket.connectTCP(host: "127.0.0.1", port: agent.port))
+            try unknown.send(.message, Array(#"{"protocolVersion":1,"token":"x","request":{"op":"format.disk"}}"#.utf8))
+            let unknownReply = try unknown.receiveMessage(Reply.self)
+            #expect(unknownReply.error?.code == "malformed")
+            #expect(unknownReply.error?.message.contains("unknown op 'format.disk'") == true)
+
+            #expect(try await agent.client.run(ProcessSpec(cmd: ["true"])).exit == ProcessExit(code: 0))
+        }
+    }
+
+    @Test("setting the clock to now succeeds (root) or is refused clearly")
+    func clock() async throws {
+        try await AgentHarness.with { agent in
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            let now = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+            if geteuid() == 0 {
+                try await agent.client.setClock(unixNanos: now)
+            } else {
+                await #expect(throws: SproutError.self) { try await agent.client.setClock(unixNanos: now) }
+            }
+            await #expect(throws: SproutError(.invalidArgument, "time must be after 1970")) {
+                try await agent.client.setClock(unixNanos: -5)
+            }
+        }
+    }
+}

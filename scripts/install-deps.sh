@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the host packages Sprout needs. Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+  runsc            # gVisor, the default runtime
+  runc             # the fast, weaker runtime
+  busybox-static   # the root of the built-in `empty` env
+  debootstrap      # builds the built-in `debian` env
+  iptables         # NAT and egress rules for sandbox networks
+  iproute2         # network namespaces and veth pairs
+  util-linux       # nsenter, mount
+  coreutils
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v swift >/dev/null || { echo "install-deps: swift is not on PATH" >&2; exit 1; }
