@@ -117,3 +117,34 @@ func agentConnect(_ agent: AgentHarness, _ request: AgentRequest, token: String?
     try channel.send(message: RequestEnvelope(token: token ?? agent.token, request: request, protocolVersion: version))
     return (channel, try channel.receiveMessage(Reply.self))
 }
+
+@Suite("agent memory")
+struct MemoryTests {
+    /// Peak resident memory of a process, from /proc (kB).
+    func peakRSSKiB(_ pid: pid_t) throws -> Int {
+        let status = String(decoding: try Descriptor.readFile("/proc/\(pid)/status"), as: UTF8.self)
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+    }
+
+    @Test("a 1 GiB file transfers both ways with bounded agent memory")
+    func gigabyte() async throws {
+        try await AgentHarness.with { agent in
+            let local = agent.workdir + "-sparse.bin"
+            let back = agent.workdir + "-sparse-back.bin"
+            defer {
+                unlink(local)
+                unlink(back)
+            }
+            let fd = open(local, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            ftruncate(fd, 1 << 30)
+            close(fd)
+            let before = try peakRSSKiB(agent.pid)
+            #expect(try await agent.client.upload(localPath: local, to: agent.workdir + "/big.bin") == 1 << 30)
+            #expect(try await agent.client.download(agent.workdir + "/big.bin", to: back) == 1 << 30)
+            let after = try peakRSSKiB(agent.pid)
+            // A few 1 MiB chunks in flight, not the file.
+            #expect(after - before < 32 * 1024, "agent peak RSS grew by \(after - before) KiB")
+        }
+    }
+}
