@@ -5,23 +5,58 @@ let package = Package(
     name: "sprout",
     platforms: [.macOS(.v14)],
     products: [
+        .executable(name: "sprout", targets: ["sprout"]),
         .executable(name: "sprout-agent", targets: ["sprout-agent"]),
         .library(name: "SproutClient", targets: ["SproutClient"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
     targets: [
-        // Ids, the one error type, hashing helpers. No I/O.
+        // Ids, the one error type. No I/O.
         .target(name: "SproutCore"),
+        // The few GNU/Linux calls Swift's Glibc module does not expose.
+        .target(name: "CSprout"),
         // Thin, safe wrappers over the POSIX calls everything else needs:
         // descriptors, sockets, threads, locks, process spawning.
-        .target(name: "CSprout"),
         .target(name: "SproutSystem", dependencies: ["SproutCore", "CSprout"]),
         // The versioned host <-> agent wire format, defined once.
         .target(name: "SproutAgentProtocol", dependencies: ["SproutCore", "SproutSystem"]),
         // The in-sandbox daemon as a library; `sprout-agent` is its thin executable.
         .target(name: "SproutAgent", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
-        // Typed Swift client for the agent protocol (and, later, the REST API).
+        // Typed Swift clients: the agent protocol and the REST API.
         .target(name: "SproutClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
+        // mounts, network namespaces, cgroups.
+        .target(name: "SproutRuntime", dependencies: [
+            "SproutCore", "SproutSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The Hummingbird app: routes, auth, catalog, sandbox manager, metrics.
+        .target(name: "SproutServer", dependencies: [
+            "SproutCore", "SproutSystem", "SproutRuntime", "SproutClient", "SproutAgentProtocol",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The `sprout` command line: one file per command.
+        .target(name: "SproutCLI", dependencies: [
+            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "sprout", dependencies: ["SproutCLI"]),
         // Loopback micro-benchmark of the agent protocol.
         .executableTarget(name: "sprout-agent-bench", dependencies: ["SproutClient"]),
         .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutClient", "SproutSystem"]),

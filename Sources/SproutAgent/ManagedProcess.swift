@@ -53,9 +53,9 @@ final class ManagedProcess: @unchecked Sendable {
         self.openStreams = streamCount
     }
 
-    var info: ProcessInfo {
+    var info: AgentProcess {
         lock.withLock {
-            ProcessInfo(id: id, pid: pid, tag: tag, cmd: cmd, cwd: cwd, pty: isTerminal, startedAt: startedAt, exit: exit)
+            AgentProcess(id: id, pid: pid, tag: tag, cmd: cmd, cwd: cwd, pty: isTerminal, startedAt: startedAt, exit: exit)
         }
     }
 
@@ -67,10 +67,10 @@ final class ManagedProcess: @unchecked Sendable {
     /// output, so the reply is the first frame the client sees. Returns the
     /// subscription key, or nil if the process had already finished (the exit
     /// event has then been sent too).
-    func attach(_ channel: FrameChannel, reply: (ProcessInfo) -> Reply) throws -> Int? {
+    func attach(_ channel: FrameChannel, reply: (AgentProcess) -> Reply) throws -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        let current = ProcessInfo(id: id, pid: pid, tag: tag, cmd: cmd, cwd: cwd, pty: isTerminal, startedAt: startedAt, exit: exit)
+        let current = AgentProcess(id: id, pid: pid, tag: tag, cmd: cmd, cwd: cwd, pty: isTerminal, startedAt: startedAt, exit: exit)
         try channel.send(message: reply(current))
         if let exit {
             try channel.send(message: Event(exit: exit))

@@ -99,7 +99,7 @@ final class ProcessTable: @unchecked Sendable {
         }
     }
 
-    func list() -> [ProcessInfo] {
+    func list() -> [AgentProcess] {
         lock.withLock { order.compactMap { byID[$0]?.info } }
     }
 

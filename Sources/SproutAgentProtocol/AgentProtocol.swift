@@ -52,16 +52,16 @@ public struct Reply: Codable, Sendable {
     public var protocolVersion: Int
     public var error: ErrorBody?
     public var health: Health?
-    public var process: ProcessInfo?
-    public var processes: [ProcessInfo]?
+    public var process: AgentProcess?
+    public var processes: [AgentProcess]?
     public var file: FileInfo?
     public var entries: [FileInfo]?
     /// Bytes written, for `write`.
     public var size: Int64?
 
     public init(
-        error: ErrorBody? = nil, health: Health? = nil, process: ProcessInfo? = nil,
-        processes: [ProcessInfo]? = nil, file: FileInfo? = nil, entries: [FileInfo]? = nil, size: Int64? = nil
+        error: ErrorBody? = nil, health: Health? = nil, process: AgentProcess? = nil,
+        processes: [AgentProcess]? = nil, file: FileInfo? = nil, entries: [FileInfo]? = nil, size: Int64? = nil
     ) {
         self.protocolVersion = AgentProtocol.version
         self.error = error

@@ -151,7 +151,7 @@ public struct ProcessExit: Codable, Sendable, Equatable {
 }
 
 /// A process the agent started.
-public struct ProcessInfo: Codable, Sendable {
+public struct AgentProcess: Codable, Sendable {
     public var id: String
     public var pid: Int32
     public var tag: String?

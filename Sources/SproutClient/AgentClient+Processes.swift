@@ -25,11 +25,11 @@ public struct ProcessResult: Sendable {
 /// Closing the session detaches from the process; it keeps running.
 public final class ProcessSession: AsyncSequence, Sendable {
     public typealias Element = ProcessOutput
-    public let info: ProcessInfo
+    public let info: AgentProcess
     private let channel: FrameChannel
     private let queue: HandoffQueue<ProcessOutput>
 
-    init(info: ProcessInfo, channel: FrameChannel) {
+    init(info: AgentProcess, channel: FrameChannel) {
         self.info = info
         self.channel = channel
         self.queue = HandoffQueue(limit: 256)
@@ -145,12 +145,12 @@ extension AgentClient {
         return try await session.collect()
     }
 
-    public func processes() async throws -> [ProcessInfo] {
+    public func processes() async throws -> [AgentProcess] {
         try await call(.listProcesses).processes ?? []
     }
 
     @discardableResult
-    public func signal(_ selector: ProcessSelector, _ number: Int32) async throws -> ProcessInfo {
+    public func signal(_ selector: ProcessSelector, _ number: Int32) async throws -> AgentProcess {
         let reply = try await call(.signalProcess(SignalRequest(id: selector.id, tag: selector.tag, signal: number)))
         guard let info = reply.process else { throw SproutError(.malformed, "signal reply without process") }
         return info

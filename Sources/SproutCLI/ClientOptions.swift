@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import SproutClient
+import SproutCore
+import SproutServer
+
+/// Where the API is and which key to use: flags, then environment
+/// (`SPROUT_API_URL`, `SPROUT_API_KEY`), then `sprout login`'s config file,
+/// then the local server's defaults (its `admin.key`), so the quick start
+/// needs no set-up.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .customLong("api-url"), help: "Sprout API URL (default http://127.0.0.1:7070).")
+    var apiURL: String?
+
+    @Option(name: .customLong("api-key"), help: "API key (sk_...).")
+    var apiKey: String?
+
+    func client() throws -> SproutAPIClient {
+        let env = ProcessInfo.processInfo.environment
+        let saved = ClientConfigFile.load()
+        let url = apiURL ?? env["SPROUT_API_URL"] ?? saved?.apiURL ?? "http://127.0.0.1:7070"
+        var key = apiKey ?? env["SPROUT_API_KEY"] ?? saved?.apiKey
+        if key == nil {
+            let path = ServerConfiguration().adminKeyPath
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+        }
+        return try SproutAPIClient(url: url, apiKey: key)
+    }
+}
+
+/// `~/.config/sprout/config.json`, written by `sprout login`.
+struct ClientConfigFile: Codable {
+    var apiURL: String
+    var apiKey: String
+
+    static var path: String {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["XDG_CONFIG_HOME"] ?? ((env["HOME"] ?? "/root") + "/.config")
+        return base + "/sprout/config.json"
+    }
+
+    static func load() -> ClientConfigFile? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return try? JSONDecoder().decode(ClientConfigFile.self, from: data)
+    }
+
+    func save() throws {
+        let dir = (Self.path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let data = try JSONEncoder().encode(self)
+        let temp = Self.path + ".tmp"
+        guard FileManager.default.createFile(atPath: temp, contents: data, attributes: [.posixPermissions: 0o600]) else {
+            throw SproutError(.io, "cannot write \(temp)")
+        }
+        _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: Self.path), withItemAt: URL(fileURLWithPath: temp))
+    }
+}
+
+/// Output helpers: `--json` prints one JSON document; otherwise a table.
+enum Output {
+    static func json<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+
+    static func table(_ header: [String], _ rows: [[String]]) {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }
+        print(line(header))
+        rows.forEach { print(line($0)) }
+    }
+
+    static func date(_ seconds: Double?) -> String {
+        guard let seconds else { return "-" }
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+}
+
+/// Parses `K=V` arguments.
+func keyValues(_ items: [String], what: String) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for item in items {
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw SproutError(.invalidArgument, "\(what) must be KEY=VALUE, got '\(item)'")
+        }
+        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+    }
+    return out
+}

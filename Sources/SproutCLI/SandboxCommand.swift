@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import SproutClient
+import SproutCore
+
+/// `sprout sandbox ...`
+struct SandboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
+        subcommands: [
+            SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxShell.self,
+            SandboxFiles.self, SandboxTimeout.self, SandboxKill.self,
+        ])
+}
+
+struct SandboxCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Start a sandbox from an env.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The env to start from (empty, debian, or an env id).") var env: String
+    @Option(help: "Seconds until the sandbox is killed unless extended.") var timeout: Int?
+    @Option(help: "CPU limit in cores.") var cpu: Double?
+    @Option(help: "Memory limit in MiB.") var memory: Int?
+    @Option(name: .customLong("env"), help: "Environment variable KEY=VALUE (repeatable).") var envVars: [String] = []
+    @Option(name: .customLong("meta"), help: "Metadata KEY=VALUE (repeatable).") var meta: [String] = []
+    @Flag(name: .customLong("no-internet"), help: "No outbound network access.") var noInternet = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let request = API.CreateSandbox(
+            env: env, timeoutSeconds: timeout, cpu: cpu, memoryMB: memory,
+            envVars: try keyValues(envVars, what: "--env"), metadata: try keyValues(meta, what: "--meta"),
+            internet: noInternet ? false : nil)
+        let sandbox = try await client.client().createSandbox(request)
+        if json { try Output.json(sandbox) } else { print(sandbox.id) }
+    }
+}
+
+struct SandboxList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List sandboxes.")
+    @OptionGroup var client: ClientOptions
+    @Flag(help: "Include killed sandboxes.") var all = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let sandboxes = try await client.client().sandboxes(includeEnded: all)
+        if json { return try Output.json(sandboxes) }
+        Output.table(["ID", "ENV", "STATE", "CPU", "MEMORY", "EXPIRES", "ADDRESS"], sandboxes.map {
+            [$0.id, $0.env, $0.state, String($0.cpu), "\($0.memoryMB) MiB", Output.date($0.expiresAt), $0.address ?? "-"]
+        })
+    }
+}
+
+struct SandboxShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one sandbox.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let s = try await client.client().sandbox(id)
+        if json { return try Output.json(s) }
+        let rows: [(String, String)] = [
+            ("id", s.id), ("env", s.env), ("state", s.state), ("runtime", s.runtime), ("team", s.team),
+            ("created", Output.date(s.createdAt)), ("expires", Output.date(s.expiresAt)), ("ended", Output.date(s.endedAt)),
+            ("cpu", String(s.cpu)), ("memory", "\(s.memoryMB) MiB"), ("internet", s.internet ? "on" : "off"),
+            ("address", s.address ?? "-"), ("env vars", s.envVarNames.joined(separator: ", ")),
+            ("metadata", s.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
+        ] + (s.error.map { [("error", $0)] } ?? [])
+        for (k, v) in rows { print("\(k.padding(toLength: 9, withPad: " ", startingAt: 0)) \(v)") }
+    }
+}
+
+struct SandboxTimeout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "timeout", abstract: "Set a sandbox's timeout from now.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Argument(help: "Seconds from now.") var seconds: Int
+
+    func run() async throws {
+        let s = try await client.client().setTimeout(id, seconds: seconds)
+        print("\(s.id) expires at \(Output.date(s.expiresAt))")
+    }
+}
+
+struct SandboxKill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Kill a sandbox.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+
+    func run() async throws {
+        let s = try await client.client().killSandbox(id)
+        print("\(s.id) \(s.state)")
+    }
+}
+
+struct SandboxExec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec", abstract: "Run a command in a sandbox; exits with its exit code.")
+    @OptionGroup var client: ClientOptions
+    @Option(help: "Working directory.") var cwd: String?
+    @Option(name: .customLong("env"), help: "Environment variable KEY=VALUE (repeatable).") var envVars: [String] = []
+    @Argument var id: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+
+    func run() async throws {
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard !argv.isEmpty else { throw SproutError(.invalidArgument, "give a command after --") }
+        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"))
+        let exit = try await client.client().exec(id, request) { event in
+            if let bytes = event.stdoutBytes { FileHandle.standardOutput.write(Data(bytes)) }
+            if let bytes = event.stderrBytes { FileHandle.standardError.write(Data(bytes)) }
+            if let error = event.error { FileHandle.standardError.write(Data("sprout: \(error.message)\n".utf8)) }
+        }
+        if let code = exit.code, code != 0 { throw ExitCode(code) }
+        if let signal = exit.signal { throw ExitCode(128 + signal) }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import SproutCore
+import SproutRuntime
+import SproutClient
+import SproutServer
+
+/// `sprout server`: runs the API server on its embedded defaults.
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "server", abstract: "Run the Sprout server.")
+
+    @Option(help: "Data directory (default /var/lib/sprout as root, else ~/.sprout).")
+    var data: String?
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one).") var port = 7070
+    @Option(help: "Sandbox runtime: gvisor or runc.") var runtime = "gvisor"
+    @Option(help: "Cache for built base envs (default DATA/cache).") var cache: String?
+    @Option(help: "The statically linked sprout-agent to inject.") var agent: String?
+    @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
+
+    func run() async throws {
+        guard let kind = RuntimeKind(rawValue: runtime) else {
+            throw SproutError(.invalidArgument, "unknown runtime '\(runtime)' (use gvisor or runc)")
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw SproutError(.invalidArgument, "unknown log level '\(logLevel)'")
+        }
+        guard getuid() == 0 else {
+            throw SproutError(.forbidden, "sprout server needs root (it creates namespaces, mounts and cgroups)")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var config = ServerConfiguration(dataDirectory: data ?? ServerConfiguration.defaultDataDirectory)
+        config.host = host
+        config.port = port
+        config.runtime = kind
+        config.cacheDirectory = cache
+        config.agentBinary = agent
+        config.defaultTimeoutSeconds = defaultTimeout
+        let logger = Logger(label: "sprout")
+        let host = self.host
+        let (app, parts) = try await buildApplication(config, logger: logger) { port in
+            FileHandle.standardOutput.write(Data("sprout server listening on http://\(host):\(port)\n".utf8))
+        }
+        if let key = parts.newAdminKey {
+            FileHandle.standardOutput.write(Data("admin API key (shown once; also saved to \(config.adminKeyPath)): \(key)\n".utf8))
+        }
+        try await app.runService()
+    }
+}
+
+/// `sprout login`: saves the API URL and key for later commands.
+struct LoginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "login", abstract: "Save the API URL and key.")
+
+    @Option(name: .customLong("api-url")) var apiURL: String
+    @Option(name: .customLong("api-key")) var apiKey: String
+
+    func run() async throws {
+        let client = try SproutAPIClient(url: apiURL, apiKey: apiKey)
+        _ = try await client.sandboxes()  // proves both the URL and the key
+        try ClientConfigFile(apiURL: apiURL, apiKey: apiKey).save()
+        print("logged in to \(apiURL); settings saved to \(ClientConfigFile.path)")
+    }
+}

@@ -1,0 +1,186 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import SproutAgentProtocol
+
+/// The REST API's request and response bodies, shared by the server and the
+/// client so the two cannot drift. See openapi.yaml.
+public enum API {
+    public struct ErrorEnvelope: Codable, Sendable {
+        public var error: ErrorBody
+        public init(error: ErrorBody) { self.error = error }
+    }
+
+    public struct CreateSandbox: Codable, Sendable {
+        public var env: String
+        public var timeoutSeconds: Int?
+        public var cpu: Double?
+        public var memoryMB: Int?
+        public var envVars: [String: String]?
+        public var metadata: [String: String]?
+        public var internet: Bool?
+
+        public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
+                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil) {
+            self.env = env
+            self.timeoutSeconds = timeoutSeconds
+            self.cpu = cpu
+            self.memoryMB = memoryMB
+            self.envVars = envVars
+            self.metadata = metadata
+            self.internet = internet
+        }
+    }
+
+    public struct Sandbox: Codable, Sendable, Equatable {
+        public var id: String
+        public var env: String
+        public var runtime: String
+        public var state: String
+        public var team: String
+        /// Seconds since the Unix epoch.
+        public var createdAt: Double
+        public var expiresAt: Double?
+        public var endedAt: Double?
+        public var cpu: Double
+        public var memoryMB: Int
+        public var internet: Bool
+        public var metadata: [String: String]
+        /// Names of the sandbox's environment variables (values are not echoed back).
+        public var envVarNames: [String]
+        /// The sandbox's address on the host's sandbox network.
+        public var address: String?
+        public var error: String?
+
+        public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
+                    endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, metadata: [String: String],
+                    envVarNames: [String], address: String?, error: String?) {
+            self.id = id
+            self.env = env
+            self.runtime = runtime
+            self.state = state
+            self.team = team
+            self.createdAt = createdAt
+            self.expiresAt = expiresAt
+            self.endedAt = endedAt
+            self.cpu = cpu
+            self.memoryMB = memoryMB
+            self.internet = internet
+            self.metadata = metadata
+            self.envVarNames = envVarNames
+            self.address = address
+            self.error = error
+        }
+    }
+
+    public struct SetTimeout: Codable, Sendable {
+        public var timeoutSeconds: Int
+        public init(timeoutSeconds: Int) { self.timeoutSeconds = timeoutSeconds }
+    }
+
+    public struct Exec: Codable, Sendable {
+        public var cmd: [String]?
+        public var shell: String?
+        public var cwd: String?
+        public var env: [String: String]?
+        /// Bytes for standard input (base64); stdin is closed after them.
+        public var stdin: String?
+        public var tag: String?
+
+        public init(cmd: [String]? = nil, shell: String? = nil, cwd: String? = nil, env: [String: String]? = nil,
+                    stdin: [UInt8]? = nil, tag: String? = nil) {
+            self.cmd = cmd
+            self.shell = shell
+            self.cwd = cwd
+            self.env = env
+            self.stdin = stdin.map { Data($0).base64EncodedString() }
+            self.tag = tag
+        }
+    }
+
+    /// One line of an exec's NDJSON stream. Exactly one field is set.
+    public struct ExecEvent: Codable, Sendable {
+        public var started: AgentProcess?
+        /// Base64 of the bytes.
+        public var stdout: String?
+        public var stderr: String?
+        public var exit: ProcessExit?
+        public var error: ErrorBody?
+
+        public init(started: AgentProcess? = nil, stdout: [UInt8]? = nil, stderr: [UInt8]? = nil, exit: ProcessExit? = nil, error: ErrorBody? = nil) {
+            self.started = started
+            self.stdout = stdout.map { Data($0).base64EncodedString() }
+            self.stderr = stderr.map { Data($0).base64EncodedString() }
+            self.exit = exit
+            self.error = error
+        }
+
+        public var stdoutBytes: [UInt8]? { stdout.flatMap { Data(base64Encoded: $0) }.map { Array($0) } }
+        public var stderrBytes: [UInt8]? { stderr.flatMap { Data(base64Encoded: $0) }.map { Array($0) } }
+    }
+
+    public struct Signal: Codable, Sendable {
+        public var signal: Int32
+        public init(signal: Int32) { self.signal = signal }
+    }
+
+    public struct Key: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var team: String
+        /// The first characters of the secret, to recognise it.
+        public var prefix: String
+        public var admin: Bool
+        public var createdAt: Double
+        public var revokedAt: Double?
+
+        public init(id: String, name: String, team: String, prefix: String, admin: Bool, createdAt: Double, revokedAt: Double?) {
+            self.id = id
+            self.name = name
+            self.team = team
+            self.prefix = prefix
+            self.admin = admin
+            self.createdAt = createdAt
+            self.revokedAt = revokedAt
+        }
+    }
+
+    public struct CreateKey: Codable, Sendable {
+        public var name: String?
+        public var team: String?
+        public var admin: Bool?
+        public init(name: String? = nil, team: String? = nil, admin: Bool? = nil) {
+            self.name = name
+            self.team = team
+            self.admin = admin
+        }
+    }
+
+    /// A new key: the secret is shown here once and never again.
+    public struct CreatedKey: Codable, Sendable {
+        public var key: Key
+        public var secret: String
+        public init(key: Key, secret: String) {
+            self.key = key
+            self.secret = secret
+        }
+    }
+
+    public struct Health: Codable, Sendable {
+        public var status: String
+        public var version: String
+        public var runtime: String
+        public init(status: String, version: String, runtime: String) {
+            self.status = status
+            self.version = version
+            self.runtime = runtime
+        }
+    }
+
+    public struct Entries: Codable, Sendable {
+        public var entries: [FileInfo]
+        public init(entries: [FileInfo]) { self.entries = entries }
+    }
+}

@@ -1,0 +1,68 @@
+import Glibc
+import SproutCore
+import SproutSystem
+
+/// A sandbox's place on the host network: a /30 out of 10.88.0.0/16 with the
+/// host's end of the veth at .1 and the sandbox at .2.
+public struct NetworkSlot: Sendable, Equatable, Codable {
+    public var index: Int
+    public init(index: Int) { self.index = index }
+
+    private var base: Int { index * 4 }
+    public var hostAddress: String { "10.88.\(base >> 8).\((base & 0xFF) + 1)" }
+    public var sandboxAddress: String { "10.88.\(base >> 8).\((base & 0xFF) + 2)" }
+    public static let poolCIDR = "10.88.0.0/16"
+    public static let capacity = 16384
+}
+
+/// Hands out network slots, host-wide: a slot is taken by creating a lock file
+/// with O_EXCL in a directory shared by every Sprout server on the host, so
+/// two servers (or two test suites) never hand out the same addresses.
+public struct NetworkPool: Sendable {
+    public let directory: String
+
+    public init(directory: String = "/run/sprout/net") {
+        self.directory = directory
+    }
+
+    /// Takes a free slot for `owner` (a sandbox id).
+    public func allocate(owner: String) throws -> NetworkSlot {
+        try FileSystem.makeDirectories(directory)
+        let start = Int.random(in: 0..<NetworkSlot.capacity)
+        for offset in 0..<NetworkSlot.capacity {
+            let index = (start + offset) % NetworkSlot.capacity
+            let fd = open(path(index), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                try? Descriptor.writeAll(fd, Array(owner.utf8))
+                close(fd)
+                return NetworkSlot(index: index)
+            }
+            guard errno == EEXIST else { throw SproutError.system("allocate a network slot") }
+        }
+        throw SproutError(.unavailable, "no free sandbox network addresses (all \(NetworkSlot.capacity) in use)")
+    }
+
+    /// Claims a specific slot for `owner` again (after a restart); true if it is ours.
+    public func owns(_ slot: NetworkSlot, owner: String) -> Bool {
+        guard let bytes = try? Descriptor.readFile(path(slot.index), limit: 256) else { return false }
+        return String(decoding: bytes, as: UTF8.self) == owner
+    }
+
+    public func release(_ slot: NetworkSlot, owner: String) {
+        if owns(slot, owner: owner) { unlink(path(slot.index)) }
+    }
+
+    /// Every slot held by one of `owners`, for reconciliation.
+    public func slots(ownedBy predicate: (String) -> Bool) -> [(NetworkSlot, String)] {
+        guard let names = try? FileSystem.children(directory) else { return [] }
+        return names.compactMap { name in
+            guard name.hasPrefix("slot-"), let index = Int(name.dropFirst(5)),
+                let bytes = try? Descriptor.readFile(path(index), limit: 256)
+            else { return nil }
+            let owner = String(decoding: bytes, as: UTF8.self)
+            return predicate(owner) ? (NetworkSlot(index: index), owner) : nil
+        }
+    }
+
+    private func path(_ index: Int) -> String { "\(directory)/slot-\(index)" }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import GRDB
+import SproutCore
+
+/// The server's durable state in SQLite (WAL): API keys and sandboxes.
+/// Every write is a transaction, so a crash never leaves half a record.
+public final class Catalog: Sendable {
+    let db: DatabaseQueue
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        do {
+            db = try DatabaseQueue(path: path, configuration: config)
+            try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
+            try Self.migrator.migrate(db)
+        } catch {
+            throw SproutError(.internal, "cannot open the catalog at \(path): \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.create(table: "apiKey") { t in
+                t.primaryKey("id", .text)
+                t.column("name", .text).notNull()
+                t.column("team", .text).notNull()
+                t.column("prefix", .text).notNull()
+                t.column("hash", .text).notNull().unique()
+                t.column("admin", .boolean).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("revokedAt", .double)
+            }
+            try db.create(table: "sandbox") { t in
+                t.primaryKey("id", .text)
+                t.column("team", .text).notNull().indexed()
+                t.column("env", .text).notNull()
+                t.column("runtime", .text).notNull()
+                t.column("state", .text).notNull().indexed()
+                t.column("createdAt", .double).notNull()
+                t.column("expiresAt", .double)
+                t.column("endedAt", .double)
+                t.column("cpu", .double).notNull()
+                t.column("memoryMB", .integer).notNull()
+                t.column("internet", .boolean).notNull()
+                t.column("metadata", .text).notNull()
+                t.column("envVars", .text).notNull()
+                t.column("slot", .integer)
+                t.column("agentToken", .text).notNull()
+                t.column("error", .text)
+            }
+        }
+        return m
+    }
+}
+
+/// A stored API key. The secret itself is never stored, only its SHA-256.
+struct KeyRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "apiKey"
+    var id: String
+    var name: String
+    var team: String
+    var prefix: String
+    var hash: String
+    var admin: Bool
+    var createdAt: Double
+    var revokedAt: Double?
+}
+
+/// A sandbox as the catalog remembers it.
+struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "sandbox"
+    var id: String
+    var team: String
+    var env: String
+    var runtime: String
+    var state: SandboxState
+    var createdAt: Double
+    var expiresAt: Double?
+    var endedAt: Double?
+    var cpu: Double
+    var memoryMB: Int
+    var internet: Bool
+    var metadata: String
+    var envVars: String
+    var slot: Int?
+    var agentToken: String
+    var error: String?
+
+    var metadataDictionary: [String: String] { Self.decode(metadata) }
+    var envVarsDictionary: [String: String] { Self.decode(envVars) }
+
+    static func encode(_ dict: [String: String]) -> String {
+        let data = (try? JSONEncoder.sorted.encode(dict)) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [String: String] {
+        (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}
+
+func now() -> Double { Date().timeIntervalSince1970 }

@@ -1,0 +1,59 @@
+import Foundation
+import Hummingbird
+import SproutClient
+import SproutCore
+
+/// `/v1/sandboxes`: create, list, show, kill, timeout.
+struct SandboxRoutes {
+    let manager: SandboxManager
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("sandboxes") { request, context in
+            let body = try await JSONBody.decode(API.CreateSandbox.self, from: request)
+            let sandbox = try await manager.create(body, for: try context.caller())
+            return try JSONBody.response(sandbox, status: .created)
+        }
+        group.get("sandboxes") { request, context in
+            let all = request.uri.queryParameters.get("all") == "true"
+            return try JSONBody.response(try await manager.list(for: try context.caller(), includeEnded: all))
+        }
+        group.get("sandboxes/:id") { _, context in
+            try JSONBody.response(try await manager.get(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.delete("sandboxes/:id") { _, context in
+            try JSONBody.response(try await manager.kill(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/timeout") { request, context in
+            let body = try await JSONBody.decode(API.SetTimeout.self, from: request)
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await manager.setTimeout(id, seconds: body.timeoutSeconds, for: try context.caller()))
+        }
+    }
+}
+
+/// `/v1/keys`: admin only.
+struct KeyRoutes {
+    let keys: KeyStore
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("keys") { request, context in
+            let caller = try context.caller()
+            try Self.requireAdmin(caller)
+            let body = try await JSONBody.decode(API.CreateKey.self, from: request)
+            let created = try keys.create(name: body.name ?? "", team: body.team ?? caller.team, admin: body.admin ?? false)
+            return try JSONBody.response(created, status: .created)
+        }
+        group.get("keys") { _, context in
+            try Self.requireAdmin(try context.caller())
+            return try JSONBody.response(try keys.list())
+        }
+        group.delete("keys/:id") { _, context in
+            try Self.requireAdmin(try context.caller())
+            return try JSONBody.response(try keys.revoke(id: try context.parameters.require("id")))
+        }
+    }
+
+    static func requireAdmin(_ identity: Identity) throws {
+        guard identity.admin else { throw SproutError(.forbidden, "managing keys needs an admin key") }
+    }
+}

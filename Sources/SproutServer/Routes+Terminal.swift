@@ -1,0 +1,73 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import NIOCore
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+
+/// `GET /v1/sandboxes/{id}/pty?cols=&rows=` (WebSocket): an interactive
+/// terminal. Binary messages carry terminal bytes both ways; text messages
+/// carry JSON control: `{"resize": {"cols", "rows"}}` or `{"signal": N}` from
+/// the client, `{"exit": {...}}` from the server just before it closes.
+struct TerminalRoutes {
+    let manager: SandboxManager
+    static let defaultShell = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
+
+    func register(webSocket group: RouterGroup<SproutContext>) {
+        group.ws("sandboxes/:id/pty") { request, context in
+            _ = try Self.size(request)
+            _ = try await manager.agent(try context.parameters.require("id"), for: try context.caller())
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, wsContext in
+            let context = wsContext.requestContext
+            let size = try Self.size(wsContext.request)
+            let agent = try await manager.agent(try context.parameters.require("id"), for: try context.caller())
+            let command = wsContext.request.uri.queryParameters.get("cmd")
+            let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, pty: size))
+            defer { session.close() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await item in session {
+                        switch item {
+                        case .stdout(let bytes), .stderr(let bytes):
+                            try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                        case .error(let error):
+                            try await outbound.write(.text(Self.json(API.ExecEvent(error: error))))
+                        case .exit(let status):
+                            try await outbound.write(.text(Self.json(API.ExecEvent(exit: status))))
+                            return
+                        }
+                    }
+                }
+                group.addTask {
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        switch message {
+                        case .binary(let buffer):
+                            try session.write(Array(buffer.readableBytesView))
+                        case .text(let text):
+                            let control = try JSONDecoder().decode(Control.self, from: Data(text.utf8))
+                            if let resize = control.resize { try session.resize(cols: resize.cols, rows: resize.rows) }
+                            if let signal = control.signal { try session.signal(signal) }
+                        }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    static func size(_ request: Request) throws -> TerminalSize {
+        let cols = request.uri.queryParameters.get("cols").flatMap { UInt16($0) } ?? 80
+        let rows = request.uri.queryParameters.get("rows").flatMap { UInt16($0) } ?? 24
+        guard (1...1000).contains(cols), (1...1000).contains(rows) else {
+            throw SproutError(.invalidArgument, "cols and rows must be 1-1000")
+        }
+        return TerminalSize(cols: cols, rows: rows)
+    }
+
+    static func json<T: Encodable>(_ value: T) -> String {
+        String(decoding: (try? JSONEncoder.sorted.encode(value)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,254 @@
+import Foundation
+import GRDB
+import Logging
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+extension SandboxManager {
+    // MARK: Create
+
+    /// Creates a sandbox and returns once its agent is ready. A failure at any
+    /// step removes everything made so far: no container, mount, namespace,
+    /// veth, address or directory is left, and no record.
+    public func create(_ request: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
+        let started = monotonicSeconds()
+        let limits = try validate(request)
+        guard BaseImages.names.contains(request.env) else {
+            throw SproutError(.notFound, "no env named '\(request.env)'")
+        }
+        if let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes {
+            throw SproutError(.unavailable, "not enough disk space in \(settings.dataDirectory): \(free >> 20) MiB free, \(settings.minimumFreeBytes >> 20) MiB needed")
+        }
+        let bases = self.bases
+        let logger = self.logger
+        let envName = request.env
+        let baseLayer = try await onThread {
+            try bases.ensure(envName) { line in logger.info("\(line)", metadata: ["env": "\(envName)"]) }
+        }
+
+        createsInFlight += 1
+        defer { createsInFlight -= 1 }
+        let id = Identifiers.make(prefix: "sbx", length: 16)
+        let token = Identifiers.random(length: 40)
+        let slot = try pool.allocate(owner: slotOwner(id))
+        var record = SandboxRecord(
+            id: id, team: identity.team, env: request.env, runtime: runtime.kind.rawValue, state: .creating,
+            createdAt: now(), expiresAt: now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
+            memoryMB: limits.memoryMB, internet: request.internet ?? true,
+            metadata: SandboxRecord.encode(request.metadata ?? [:]), envVars: SandboxRecord.encode(request.envVars ?? [:]),
+            slot: slot.index, agentToken: token, error: nil)
+        do {
+            try await catalog.db.write { [record] in try record.insert($0) }
+        } catch {
+            pool.release(slot, owner: slotOwner(id))
+            throw error
+        }
+        let log = logger.withSandbox(id)
+        log.info("creating", metadata: ["env": "\(request.env)", "runtime": "\(runtime.kind.rawValue)"])
+
+        let launch = try makeLaunch(record: record, slot: slot, layers: [baseLayer])
+        let network = self.network
+        let runtime = self.runtime
+        let internet = record.internet
+        do {
+            try await onThread {
+                try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
+                try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: id, slot: slot)
+                try network.create(sandboxID: id, slot: slot, internet: internet)
+                try runtime.start(launch)
+            }
+            record.state = try record.state.transition(to: .running, id: id)
+            record.expiresAt = now() + Double(limits.timeout)
+            try await catalog.db.write { [record] in try record.update($0) }
+        } catch {
+            log.error("create failed; rolling back", metadata: ["error": "\(error)"])
+            metrics.runtimeError(operation: "create")
+            metrics.create(result: "error", seconds: monotonicSeconds() - started)
+            await removeHostResources(id: id, slot: slot)
+            _ = try? await catalog.db.write { try SandboxRecord.deleteOne($0, key: id) }
+            throw error
+        }
+        let seconds = monotonicSeconds() - started
+        metrics.create(result: "ok", seconds: seconds)
+        publishStateCounts()
+        log.info("running", metadata: ["seconds": "\(String(format: "%.3f", seconds))", "address": "\(slot.sandboxAddress)"])
+        return record.api
+    }
+
+    struct Limits {
+        var cpu: Double
+        var memoryMB: Int
+        var timeout: Int
+    }
+
+    func validate(_ request: API.CreateSandbox) throws -> Limits {
+        let cores = Double(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let cpu = request.cpu ?? settings.defaultCPU
+        guard cpu >= 0.1 && cpu <= cores else {
+            throw SproutError(.invalidArgument, "cpu must be between 0.1 and \(Int(cores)) (this host's cores), got \(cpu)")
+        }
+        let memory = request.memoryMB ?? settings.defaultMemoryMB
+        guard memory >= 64 && memory <= 65536 else {
+            throw SproutError(.invalidArgument, "memoryMB must be between 64 and 65536, got \(memory)")
+        }
+        let timeout = request.timeoutSeconds ?? settings.defaultTimeoutSeconds
+        try validateTimeout(timeout)
+        try Self.validateMetadata(request.metadata ?? [:])
+        try Self.validateEnvVars(request.envVars ?? [:])
+        return Limits(cpu: cpu, memoryMB: memory, timeout: timeout)
+    }
+
+    static func validateMetadata(_ metadata: [String: String]) throws {
+        guard metadata.count <= 64 else { throw SproutError(.invalidArgument, "at most 64 metadata entries") }
+        for (key, value) in metadata {
+            guard !key.isEmpty, key.count <= 64, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) else {
+                throw SproutError(.invalidArgument, "metadata key '\(key.prefix(64))' must be 1-64 characters of letters, digits, '.', '_' and '-'")
+            }
+            guard value.utf8.count <= 1024, !value.contains(where: { $0.isNewline || ($0.asciiValue.map { $0 < 32 || $0 == 127 } ?? false) }) else {
+                throw SproutError(.invalidArgument, "metadata value for '\(key)' must be at most 1024 bytes without control characters")
+            }
+        }
+    }
+
+    static func validateEnvVars(_ vars: [String: String]) throws {
+        guard vars.count <= 256 else { throw SproutError(.invalidArgument, "at most 256 environment variables") }
+        for (key, value) in vars {
+            let valid = !key.isEmpty && key.count <= 256 && (key.first.map { $0 == "_" || ($0.isASCII && $0.isLetter) } ?? false)
+                && key.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+            guard valid else { throw SproutError(.invalidArgument, "invalid environment variable name '\(key.prefix(64))'") }
+            guard value.utf8.count <= 32768, !value.contains("\0") else {
+                throw SproutError(.invalidArgument, "environment variable \(key) must be at most 32 KiB without NUL bytes")
+            }
+        }
+    }
+
+    func makeLaunch(record: SandboxRecord, slot: NetworkSlot, layers: [String]) throws -> ContainerLaunch {
+        let dir = directory(record.id)
+        var args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
+        for (key, value) in record.envVarsDictionary.sorted(by: { $0.key < $1.key }) {
+            args += ["--env", "\(key)=\(value)"]
+        }
+        let spec = ContainerSpec(
+            id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: network.namespacePath(record.id),
+            args: args,
+            env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SPROUT_AGENT_TOKEN=\(record.agentToken)",
+                  "HOME=/root"],
+            cpus: record.cpu, memoryMB: record.memoryMB, pidsLimit: settings.pidsLimit,
+            readOnlyFiles: [
+                (settings.agentBinary, "/.sprout/sprout-agent"),
+                (dir + "/etc/hosts", "/etc/hosts"),
+                (dir + "/etc/hostname", "/etc/hostname"),
+                (dir + "/etc/resolv.conf", "/etc/resolv.conf"),
+            ],
+            cgroupsPath: "/sprout/\(record.id)")
+        return ContainerLaunch(
+            spec: spec, rootfs: rootfs(record.id, layers: layers), logPath: dir + "/runtime.log",
+            readyPrefix: "sprout-agent listening")
+    }
+
+    /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf,
+    /// written into its directory and bind-mounted: no shared file, no lock.
+    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot) throws {
+        try FileSystem.makeDirectories(directory + "/etc")
+        try FileSystem.writeAtomically(directory + "/etc/hosts", """
+            127.0.0.1\tlocalhost
+            ::1\tlocalhost ip6-localhost ip6-loopback
+            \(slot.sandboxAddress)\t\(id)
+
+            """)
+        try FileSystem.writeAtomically(directory + "/etc/hostname", id + "\n")
+        let hostResolv = (try? Descriptor.readFile("/etc/resolv.conf", limit: 65536)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let servers = hostResolv.split(separator: "\n").filter { line in
+            line.hasPrefix("nameserver") && !line.contains(" 127.") && !line.contains(" ::1")
+        }
+        try FileSystem.writeAtomically(directory + "/etc/resolv.conf", servers.joined(separator: "\n") + "\n")
+    }
+
+    // MARK: Kill
+
+    /// Kills a sandbox: stops its container and removes everything it held.
+    public func kill(_ id: String, for identity: Identity) async throws -> API.Sandbox {
+        let record = try record(id, for: identity)
+        return try await kill(record, reason: "request")
+    }
+
+    func kill(_ current: SandboxRecord, reason: String) async throws -> API.Sandbox {
+        let started = monotonicSeconds()
+        let id = current.id
+        if current.state == .killed { return current.api }
+        if current.state == .killing {
+            throw SproutError(.conflict, "sandbox \(id) is already being killed")
+        }
+        if current.state == .creating {
+            throw SproutError(.conflict, "sandbox \(id) is still being created; kill it once it is running")
+        }
+        var record = current
+        record.state = try record.state.transition(to: .killing, id: id)
+        try await catalog.db.write { [record] in try record.update($0) }
+        await removeHostResources(id: id, slot: record.slot.map { NetworkSlot(index: $0) })
+        record.state = try record.state.transition(to: .killed, id: id)
+        record.endedAt = now()
+        try await catalog.db.write { [record] in try record.update($0) }
+        metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
+        publishStateCounts()
+        logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
+        return record.api
+    }
+
+    /// Removes every host resource a sandbox may hold. Idempotent.
+    func removeHostResources(id: String, slot: NetworkSlot?) async {
+        let runtime = self.runtime
+        let network = self.network
+        let pool = self.pool
+        let owner = slotOwner(id)
+        let dir = directory(id)
+        let layers = [dir]  // only the mount point matters for teardown
+        let rootfs = OverlayRootfs(layers: layers, directory: dir)
+        let log = logger.withSandbox(id)
+        _ = try? await onThread {
+            runtime.destroy(id: id, rootfs: rootfs)
+            network.destroy(sandboxID: id)
+            if let slot { pool.release(slot, owner: owner) }
+            do { try FileSystem.removeTree(dir) } catch { log.error("cannot remove \(dir): \(error)") }
+        }
+    }
+
+    // MARK: Timeouts
+
+    /// Kills every sandbox whose timeout has passed. Returns how many.
+    @discardableResult
+    public func reapExpired() async -> Int {
+        let expired = (try? await catalog.db.read { db in
+            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("expiresAt") < now()).fetchAll(db)
+        }) ?? []
+        for record in expired {
+            _ = try? await kill(record, reason: "timeout")
+        }
+        return expired.count
+    }
+
+    /// Kills every live sandbox (graceful server shutdown).
+    public func killAll() async {
+        while createsInFlight > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+        let live = (try? await catalog.db.read { db in
+            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue).fetchAll(db)
+        }) ?? []
+        await withTaskGroup(of: Void.self) { group in
+            for record in live {
+                group.addTask { _ = try? await self.kill(record, reason: "shutdown") }
+            }
+        }
+    }
+}
+
+extension Logger {
+    /// A logger that tags every line with the sandbox id.
+    func withSandbox(_ id: String) -> Logger {
+        var copy = self
+        copy[metadataKey: "sandbox"] = "\(id)"
+        return copy
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import GRDB
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+extension SandboxManager {
+    /// Brings the host and the catalog back in line after a crash: a sandbox
+    /// that is still running with a healthy agent is adopted again; everything
+    /// else this server made (containers, namespaces, veths, addresses,
+    /// directories) is removed, and its record marked killed.
+    public func reconcile() async -> (adopted: [String], removed: [String]) {
+        let records = (try? await catalog.db.read { db in
+            try SandboxRecord.filter(Column("state") != SandboxState.killed.rawValue).fetchAll(db)
+        }) ?? []
+        let runtime = self.runtime
+        let containers = Set(await (try? onThread { runtime.containerIDs() }) ?? [])
+        var adopted: Set<String> = []
+        var removed: [String] = []
+        for record in records {
+            if record.state == .running, containers.contains(record.id), await agentAnswers(record) {
+                adopted.insert(record.id)
+                logger.withSandbox(record.id).info("adopted after restart")
+                continue
+            }
+            await removeHostResources(id: record.id, slot: record.slot.map { NetworkSlot(index: $0) })
+            var ended = record
+            ended.state = .killed
+            ended.endedAt = now()
+            ended.error = "lost when the server stopped unexpectedly"
+            _ = try? await catalog.db.write { [ended] in try ended.update($0) }
+            removed.append(record.id)
+            logger.withSandbox(record.id).warning("removed after restart", metadata: ["was": "\(record.state.rawValue)"])
+        }
+        // Anything on the host the catalog does not account for.
+        var orphans = Set(containers).union(network.existingSandboxIDs())
+        orphans.formUnion(((try? FileSystem.children(sandboxesDirectory)) ?? []))
+        let prefix = "\(instance)/"
+        let slots = pool.slots { $0.hasPrefix(prefix) }
+        orphans.formUnion(slots.map { String($0.1.dropFirst(prefix.count)) })
+        orphans.subtract(adopted)
+        orphans.subtract(removed)
+        for id in orphans.sorted() {
+            let slot = slots.first { $0.1 == prefix + id }?.0
+            await removeHostResources(id: id, slot: slot)
+            removed.append(id)
+            logger.withSandbox(id).warning("removed orphaned host resources")
+        }
+        publishStateCounts()
+        return (adopted.sorted(), removed)
+    }
+
+    private func agentAnswers(_ record: SandboxRecord) async -> Bool {
+        guard let slot = record.slot else { return false }
+        var client = AgentClient(endpoint: AgentEndpoint(
+            host: NetworkSlot(index: slot).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+        client.connectTimeoutSeconds = 2
+        return (try? await client.health()) != nil
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import GRDB
+import Logging
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+/// Owns every sandbox's lifecycle: create (with rollback), timeouts, kill,
+/// and reconciliation with what is on the host after a restart.
+///
+/// The catalog is the source of truth; state changes go through
+/// `SandboxState.transition`. Host work (runtime, network) runs on dedicated
+/// threads; the actor only serialises bookkeeping, so creates run in parallel.
+public actor SandboxManager {
+    public struct Settings: Sendable {
+        public var dataDirectory: String
+        public var agentBinary: String
+        public var defaultTimeoutSeconds = 300
+        public var maxTimeoutSeconds = 86_400
+        public var defaultCPU = 1.0
+        public var defaultMemoryMB = 512
+        public var pidsLimit = 1024
+        /// Refuse creates when the data directory has less free space than this.
+        public var minimumFreeBytes: Int64 = 256 << 20
+
+        public init(dataDirectory: String, agentBinary: String) {
+            self.dataDirectory = dataDirectory
+            self.agentBinary = agentBinary
+        }
+    }
+
+    let settings: Settings
+    let catalog: Catalog
+    let runtime: any SandboxRuntime
+    let network: SandboxNetwork
+    let pool: NetworkPool
+    let bases: BaseImages
+    let instance: String
+    let metrics: ServerMetrics
+    let logger: Logger
+    /// Creates in progress; shutdown waits for them before killing everything.
+    var createsInFlight = 0
+
+    public init(
+        settings: Settings, catalog: Catalog, runtime: any SandboxRuntime, bases: BaseImages, instance: String,
+        metrics: ServerMetrics, logger: Logger
+    ) {
+        self.settings = settings
+        self.catalog = catalog
+        self.runtime = runtime
+        self.network = SandboxNetwork(namespacePrefix: "sprout-\(instance)-")
+        self.pool = NetworkPool()
+        self.bases = bases
+        self.instance = instance
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    var sandboxesDirectory: String { settings.dataDirectory + "/sandboxes" }
+    func directory(_ id: String) -> String { "\(sandboxesDirectory)/\(id)" }
+    func rootfs(_ id: String, layers: [String]) -> OverlayRootfs { OverlayRootfs(layers: layers, directory: directory(id)) }
+    func slotOwner(_ id: String) -> String { "\(instance)/\(id)" }
+
+    // MARK: Queries
+
+    /// The sandbox `id` if `identity`'s team owns it; 404 otherwise, so ids of
+    /// other teams' sandboxes do not leak.
+    func record(_ id: String, for identity: Identity) throws -> SandboxRecord {
+        let record = try catalog.db.read { try SandboxRecord.fetchOne($0, key: id) }
+        guard let record, record.team == identity.team else {
+            throw SproutError(.notFound, "no sandbox with id '\(id)'")
+        }
+        return record
+    }
+
+    public func get(_ id: String, for identity: Identity) throws -> API.Sandbox {
+        try record(id, for: identity).api
+    }
+
+    public func list(for identity: Identity, includeEnded: Bool = false) throws -> [API.Sandbox] {
+        try catalog.db.read { db in
+            var query = SandboxRecord.filter(Column("team") == identity.team)
+            if !includeEnded { query = query.filter(Column("state") != SandboxState.killed.rawValue) }
+            return try query.order(Column("createdAt")).fetchAll(db)
+        }.map(\.api)
+    }
+
+    /// A client for the agent of a running sandbox.
+    public func agent(_ id: String, for identity: Identity) throws -> AgentClient {
+        let record = try record(id, for: identity)
+        guard record.state == .running, let slot = record.slot else {
+            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
+        }
+        return AgentClient(endpoint: AgentEndpoint(
+            host: NetworkSlot(index: slot).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+    }
+
+    /// The sandbox's address, for port previews.
+    public func address(_ id: String, for identity: Identity) throws -> String {
+        let record = try record(id, for: identity)
+        guard record.state == .running, let slot = record.slot else {
+            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
+        }
+        return NetworkSlot(index: slot).sandboxAddress
+    }
+
+    public func setTimeout(_ id: String, seconds: Int, for identity: Identity) throws -> API.Sandbox {
+        try validateTimeout(seconds)
+        let current = try record(id, for: identity)
+        guard current.state == .running || current.state == .creating else {
+            throw SproutError(.conflict, "sandbox \(id) is \(current.state.rawValue)")
+        }
+        return try catalog.db.write { db in
+            guard var record = try SandboxRecord.fetchOne(db, key: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+            record.expiresAt = now() + Double(seconds)
+            try record.update(db)
+            return record.api
+        }
+    }
+
+    func validateTimeout(_ seconds: Int) throws {
+        guard seconds >= 1 && seconds <= settings.maxTimeoutSeconds else {
+            throw SproutError(.invalidArgument, "timeoutSeconds must be between 1 and \(settings.maxTimeoutSeconds), got \(seconds)")
+        }
+    }
+
+    func publishStateCounts() {
+        let counts = (try? catalog.db.read { db in
+            try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM sandbox GROUP BY state")
+                .reduce(into: [String: Int]()) { $0[$1["state"]] = $1["n"] }
+        }) ?? [:]
+        metrics.sandboxesByState(counts)
+    }
+}
+
+extension SandboxRecord {
+    var api: API.Sandbox {
+        API.Sandbox(
+            id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
+            expiresAt: state == .killed ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
+            internet: internet, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
+            address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error)
+    }
+}

@@ -1,0 +1,59 @@
+import Prometheus
+
+/// The server's Prometheus metrics, in a registry of its own (so several
+/// servers can live in one process, as in tests). Served at `/metrics`.
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    static let latencyBuckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    public init() {}
+
+    private func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "sprout", metricName: name, helpText: help)
+    }
+
+    func request(method: String, route: String, status: Int, seconds: Double) {
+        registry.makeCounter(
+            descriptor: descriptor("http_requests_total", "HTTP requests by method, route and status"),
+            labels: [("method", method), ("route", route), ("status", String(status))]
+        ).increment()
+        registry.makeValueHistogram(
+            descriptor: descriptor("http_request_duration_seconds", "HTTP request latency by method and route"),
+            labels: [("method", method), ("route", route)], buckets: Self.latencyBuckets
+        ).record(seconds)
+    }
+
+    func sandboxesByState(_ counts: [String: Int]) {
+        for state in SandboxState.allCases.map(\.rawValue) {
+            registry.makeGauge(descriptor: descriptor("sandboxes", "Sandboxes by state"), labels: [("state", state)])
+                .set(Double(counts[state] ?? 0))
+        }
+    }
+
+    func create(result: String, seconds: Double) {
+        registry.makeCounter(descriptor: descriptor("sandbox_creates_total", "Sandbox creates by result"), labels: [("result", result)])
+            .increment()
+        if result == "ok" {
+            registry.makeValueHistogram(
+                descriptor: descriptor("sandbox_create_duration_seconds", "Time from request to a ready agent"),
+                labels: [], buckets: Self.latencyBuckets
+            ).record(seconds)
+        }
+    }
+
+    func kill(reason: String, seconds: Double) {
+        registry.makeCounter(descriptor: descriptor("sandbox_kills_total", "Sandbox kills by reason"), labels: [("reason", reason)])
+            .increment()
+        registry.makeValueHistogram(
+            descriptor: descriptor("sandbox_kill_duration_seconds", "Time to tear a sandbox down"),
+            labels: [], buckets: Self.latencyBuckets
+        ).record(seconds)
+    }
+
+    func runtimeError(operation: String) {
+        registry.makeCounter(descriptor: descriptor("runtime_errors_total", "Runtime failures by operation"), labels: [("operation", operation)])
+            .increment()
+    }
+
+    public func text() -> String { registry.emitToString() }
+}

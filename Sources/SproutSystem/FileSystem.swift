@@ -1,0 +1,130 @@
+import Glibc
+import SproutCore
+
+/// Host file system helpers.
+public enum FileSystem {
+    /// `mkdir -p`.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) == 0 { continue }
+            let e = errno
+            guard e == EEXIST else { throw SproutError.system("mkdir \(current)", errno: e) }
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func children(_ dir: String) throws -> [String] {
+        guard let d = opendir(dir) else { throw SproutError.system(dir) }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// `rm -rf`, without following symlinks and without crossing into mounts
+    /// (a mount point is unmounted first, lazily).
+    public static func removeTree(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            if errno == ENOENT { return }
+            throw SproutError.system(path)
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try children(path) { try removeTree(path + "/" + name) }
+            if rmdir(path) != 0 {
+                let e = errno
+                if e == EBUSY {
+                    umount2(path, Int32(MNT_DETACH))
+                    if rmdir(path) == 0 { return }
+                }
+                throw SproutError.system("remove \(path)", errno: e)
+            }
+        } else if unlink(path) != 0 && errno != ENOENT {
+            throw SproutError.system("remove \(path)")
+        }
+    }
+
+    /// Writes a file atomically: temp file, fsync, rename.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+        let temp = path + ".tmp-\(Identifiers.random(length: 6))"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SproutError.system("create \(temp)") }
+        do {
+            try Descriptor.writeAll(fd, bytes)
+            try sysCall("fsync \(path)") { fsync(fd) }
+            fchmod(fd, mode)
+            close(fd)
+            try sysCall("rename \(path)") { rename(temp, path) }
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+    }
+
+    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o644) throws {
+        try writeAtomically(path, Array(text.utf8), mode: mode)
+    }
+
+    /// Mount points at or below `prefix`, deepest first (from /proc/self/mounts).
+    public static func mounts(under prefix: String) -> [String] {
+        guard let bytes = try? Descriptor.readFile("/proc/self/mounts", limit: 64 << 20) else { return [] }
+        let text = String(decoding: bytes, as: UTF8.self)
+        var found: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 1 else { continue }
+            let point = unescapeMountPath(String(fields[1]))
+            if point == prefix || point.hasPrefix(prefix.hasSuffix("/") ? prefix : prefix + "/") { found.append(point) }
+        }
+        return found.sorted { $0.count > $1.count }
+    }
+
+    private static func unescapeMountPath(_ s: String) -> String {
+        // /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let bytes = Array(s.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == 92, i + 3 < bytes.count, let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Unmounts `path`; lazily if it is busy. Not mounted is not an error.
+    public static func unmount(_ path: String) {
+        if umount2(path, 0) != 0 && errno == EBUSY {
+            umount2(path, Int32(MNT_DETACH))
+        }
+    }
+
+    /// Free bytes on the file system holding `path`.
+    public static func freeBytes(_ path: String) -> Int64? {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return nil }
+        return Int64(st.f_bavail) * Int64(st.f_frsize)
+    }
+}

@@ -1,0 +1,3 @@
+import SproutCLI
+
+await Sprout.runMain()
