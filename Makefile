@@ -1,5 +1,6 @@
 # Sprout: `make run` starts a server on its embedded defaults, `make test` runs every test.
 SWIFT ?= swift
+CC ?= cc
 AGENT_SCRATCH := .build-agent
 
 .PHONY: deps build agent run test bench-agent clean
@@ -11,6 +12,7 @@ deps:
 # including a busybox-only one with no libc of its own.
 agent:
 	$(SWIFT) build -c release --product sprout-agent -Xswiftc -static-executable --scratch-path $(AGENT_SCRATCH)
+	$(CC) -shared -fPIC -O2 -o $(AGENT_SCRATCH)/release/statx-compat.so Support/statx-compat.c
 
 build: agent
 	$(SWIFT) build -c release

@@ -60,5 +60,9 @@ let package = Package(
         // Loopback micro-benchmark of the agent protocol.
         .executableTarget(name: "sprout-agent-bench", dependencies: ["SproutClient"]),
         .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutClient", "SproutSystem"]),
+        // Real server binary, real runsc and runc, real namespaces: needs root.
+        .testTarget(name: "SproutIntegrationTests", dependencies: [
+            "SproutClient", "SproutSystem", "SproutCore", "SproutRuntime", "SproutAgentProtocol", "SproutServer",
+        ]),
     ]
 )

@@ -11,6 +11,8 @@ packages=(
   iproute2         # network namespaces and veth pairs
   util-linux       # nsenter, mount
   coreutils
+  gcc              # builds the small statx compatibility shim for gVisor sandboxes
+  libc6-dev
 )
 
 missing=()

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SproutClient
 import SproutCore
+import SproutSystem
 import SproutServer
 
 /// Where the API is and which key to use: flags, then environment
@@ -54,7 +55,7 @@ struct ClientConfigFile: Codable {
         guard FileManager.default.createFile(atPath: temp, contents: data, attributes: [.posixPermissions: 0o600]) else {
             throw SproutError(.io, "cannot write \(temp)")
         }
-        _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: Self.path), withItemAt: URL(fileURLWithPath: temp))
+        guard rename(temp, Self.path) == 0 else { throw SproutError.system("rename to \(Self.path)") }
     }
 }
 

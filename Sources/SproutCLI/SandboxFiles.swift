@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SproutClient
 import SproutCore
+import SproutSystem
 
 /// `sprout sandbox files ls|cat|put|get|rm ID PATH [LOCAL]`
 struct SandboxFiles: AsyncParsableCommand {
@@ -35,7 +36,7 @@ struct SandboxFiles: AsyncParsableCommand {
             do {
                 let n = try await api.download(id, path: path, toDescriptor: handle.fileDescriptor)
                 try handle.close()
-                _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: local), withItemAt: URL(fileURLWithPath: temp))
+                guard rename(temp, local) == 0 else { throw SproutError.system("rename to \(local)") }
                 FileHandle.standardError.write(Data("\(n) bytes -> \(local)\n".utf8))
             } catch {
                 try? FileManager.default.removeItem(atPath: temp)

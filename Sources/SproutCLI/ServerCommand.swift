@@ -20,6 +20,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The statically linked sprout-agent to inject.") var agent: String?
     @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
+    @Option(help: "Refuse creates below this much free disk space (MiB).") var minFreeMb = 256
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -43,6 +44,7 @@ struct ServerCommand: AsyncParsableCommand {
         config.cacheDirectory = cache
         config.agentBinary = agent
         config.defaultTimeoutSeconds = defaultTimeout
+        config.minimumFreeBytes = Int64(minFreeMb) << 20
         let logger = Logger(label: "sprout")
         let host = self.host
         let (app, parts) = try await buildApplication(config, logger: logger) { port in

@@ -15,8 +15,11 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     private let logger: Logger
 
     /// Checks that the runtime is installed and sets up the mount namespace.
-    public init(kind: RuntimeKind, stateRoot: String, logger: Logger) throws {
-        guard let path = Spawn.resolveExecutable(kind.binary, searchPath: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") else {
+    public init(
+        kind: RuntimeKind, stateRoot: String, logger: Logger,
+        searchPath: String = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    ) throws {
+        guard let path = Spawn.resolveExecutable(kind.binary, searchPath: searchPath) else {
             throw SproutError(.unavailable,
                 "the \(kind.rawValue) runtime needs `\(kind.binary)`, which is not installed: apt-get install \(kind.package)")
         }

@@ -21,6 +21,8 @@ public struct ServerConfiguration: Sendable {
     public var agentBinary: String?
     public var defaultTimeoutSeconds = 300
     public var maxUploadBytes: Int64 = 4 << 30
+    /// Creates are refused (cleanly) when the data directory has less free space.
+    public var minimumFreeBytes: Int64 = 256 << 20
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -74,7 +76,11 @@ public func buildApplication(
     }
 
     var settings = SandboxManager.Settings(dataDirectory: data, agentBinary: agentBinary)
+    if config.runtime == .gvisor {
+        settings.statxShim = try installStatxShim(agentSource: AgentBinary.locate(explicit: config.agentBinary), into: data + "/agent")
+    }
     settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
+    settings.minimumFreeBytes = config.minimumFreeBytes
     let metrics = ServerMetrics()
     let manager = SandboxManager(
         settings: settings, catalog: catalog, runtime: runtime,
@@ -160,4 +166,18 @@ func installAgent(_ config: ServerConfiguration, into dir: String) throws -> Str
     let target = dir + "/sprout-agent"
     try FileSystem.writeAtomically(target, try Descriptor.readFile(source, limit: 256 << 20), mode: 0o755)
     return target
+}
+
+/// Installs the statx shim that gVisor sandboxes preload (see
+/// Support/statx-compat.c), if it was built next to the agent. Returns the
+/// shim and the `ld.so.preload` that names it.
+func installStatxShim(agentSource: String?, into dir: String) throws -> (library: String, preload: String)? {
+    guard let agentSource, let slash = agentSource.lastIndex(of: "/") else { return nil }
+    let source = String(agentSource[..<slash]) + "/statx-compat.so"
+    guard FileSystem.exists(source) else { return nil }
+    let library = dir + "/statx-compat.so"
+    try FileSystem.writeAtomically(library, try Descriptor.readFile(source, limit: 16 << 20), mode: 0o755)
+    let preload = dir + "/ld.so.preload"
+    try FileSystem.writeAtomically(preload, SandboxManager.statxShimPath + "\n")
+    return (library, preload)
 }

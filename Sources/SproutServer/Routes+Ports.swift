@@ -27,7 +27,16 @@ struct PortRoutes {
     func register(webSocket group: RouterGroup<SproutContext>) {
         for path in ["sandboxes/:id/ports/:port/**", "sandboxes/:id/ports/:port"] {
             group.ws(RouterPath(path)) { _, context in
-                _ = try await target(context)
+                let (address, port) = try await target(context)
+                // Refuse the upgrade (503) if nothing listens, rather than accept and close.
+                try await onThread {
+                    do {
+                        let fd = try Socket.connectTCP(host: address, port: port, timeoutSeconds: 5)
+                        Descriptor.close(fd)
+                    } catch {
+                        throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox")
+                    }
+                }
                 return .upgrade([:])
             } onUpgrade: { inbound, outbound, wsContext in
                 let (address, port) = try await target(wsContext.requestContext)

@@ -142,7 +142,7 @@ extension SandboxManager {
                 (dir + "/etc/hosts", "/etc/hosts"),
                 (dir + "/etc/hostname", "/etc/hostname"),
                 (dir + "/etc/resolv.conf", "/etc/resolv.conf"),
-            ],
+            ] + (settings.statxShim.map { [($0.library, Self.statxShimPath), ($0.preload, "/etc/ld.so.preload")] } ?? []),
             cgroupsPath: "/sprout/\(record.id)")
         return ContainerLaunch(
             spec: spec, rootfs: rootfs(record.id, layers: layers), logPath: dir + "/runtime.log",

@@ -24,6 +24,9 @@ public actor SandboxManager {
         public var pidsLimit = 1024
         /// Refuse creates when the data directory has less free space than this.
         public var minimumFreeBytes: Int64 = 256 << 20
+        /// gVisor only: a statx shim and the ld.so.preload naming it, bind-mounted
+        /// into every sandbox (Debian's runsc rejects AT_NO_AUTOMOUNT).
+        public var statxShim: (library: String, preload: String)?
 
         public init(dataDirectory: String, agentBinary: String) {
             self.dataDirectory = dataDirectory
@@ -31,6 +34,7 @@ public actor SandboxManager {
         }
     }
 
+    static let statxShimPath = "/.sprout/statx-compat.so"
     let settings: Settings
     let catalog: Catalog
     let runtime: any SandboxRuntime

@@ -61,8 +61,17 @@ public final class HandoffQueue<Element: Sendable>: @unchecked Sendable {
         finish()
     }
 
-    /// The next element, or nil at the end.
+    /// The next element, or nil at the end. Cancelling the waiting task
+    /// cancels the queue (and so stops the producer).
     public func next() async throws -> Element? {
+        try await withTaskCancellationHandler {
+            try await take()
+        } onCancel: {
+            cancel()
+        }
+    }
+
+    private func take() async throws -> Element? {
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Element?, Error>) in
             lock.lock()
             if head < buffer.count {

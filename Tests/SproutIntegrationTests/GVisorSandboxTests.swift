@@ -1,0 +1,208 @@
+import Foundation
+import Glibc
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import Testing
+
+extension Integration {
+    @Suite("sandboxes on gVisor")
+    struct GVisorSandboxTests {
+        @Test("create from empty, exec with stdout/stderr/exit, identity files, file put/get, kill")
+        func lifecycle() async throws {
+            let data = try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(
+                    env: "empty", memoryMB: 256, envVars: ["GREETING": "hello"], metadata: ["owner": "tests"]))
+                #expect(sandbox.state == "running")
+                #expect(sandbox.runtime == "gvisor")
+                #expect(sandbox.metadata == ["owner": "tests"])
+                #expect(sandbox.envVarNames == ["GREETING"])
+
+                let result = try await api.run(sandbox.id, API.Exec(shell: "echo out; echo err >&2; echo $GREETING; exit 3"))
+                #expect(result.exit == ProcessExit(code: 3))
+                #expect(result.stdoutText == "out\nhello\n")
+                #expect(result.stderrText == "err\n")
+
+                let identity = try await api.run(sandbox.id, API.Exec(shell: "hostname; grep \(sandbox.id) /etc/hosts"))
+                #expect(identity.stdoutText.hasPrefix("\(sandbox.id)\n"))
+                #expect(identity.stdoutText.contains("\(sandbox.address ?? "?")\t\(sandbox.id)"))
+
+                let payload = Identifiers.randomBytes(300_000)
+                try await api.write(sandbox.id, bytes: payload, to: "/code/data.bin")
+                #expect(try await api.read(sandbox.id, path: "/code/data.bin") == payload)
+                let listing = try await api.list(sandbox.id, path: "/code")
+                #expect(listing.map(\.name) == ["data.bin"])
+                #expect(try await api.stat(sandbox.id, path: "/code/data.bin").size == 300_000)
+                try await api.remove(sandbox.id, path: "/code/data.bin")
+                #expect(try await api.list(sandbox.id, path: "/code").isEmpty)
+
+                // The memory limit is a real cgroup limit.
+                let limit = try String(contentsOfFile: "/sys/fs/cgroup/memory/sprout/\(sandbox.id)/memory.limit_in_bytes", encoding: .utf8)
+                #expect(limit.trimmedLines == String(256 << 20))
+
+                let killed = try await api.killSandbox(sandbox.id)
+                #expect(killed.state == "killed")
+                #expect(try await api.sandboxes().isEmpty)
+                await #expect(throws: SproutError.self) { try await api.run(sandbox.id, API.Exec(cmd: ["true"])) }
+                expectNoLeftovers(server.data)
+                return server.data
+            }
+            expectNoLeftovers(data)
+        }
+
+        @Test("an interactive terminal: stty size, resize, exit code")
+        func terminal() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                let ws = try await api.terminal(sandbox.id, cols: 100, rows: 30, command: "/bin/sh")
+                func readUntil(_ needle: String) throws -> String {
+                    var seen = ""
+                    while !seen.contains(needle), let message = try ws.receive() {
+                        if case .binary(let bytes) = message { seen += String(decoding: bytes, as: UTF8.self) }
+                    }
+                    return seen
+                }
+                try ws.send(.binary(Array("stty size\n".utf8)))
+                #expect(try readUntil("30 100").contains("30 100"))
+                try ws.send(.text(#"{"resize":{"cols":120,"rows":40}}"#))
+                try ws.send(.binary(Array("stty size\n".utf8)))
+                #expect(try readUntil("40 120").contains("40 120"))
+                try ws.send(.binary(Array("exit 5\n".utf8)))
+                var exit: ProcessExit?
+                while let message = try ws.receive() {
+                    if case .text(let text) = message {
+                        exit = try JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)).exit
+                        break
+                    }
+                }
+                #expect(exit == ProcessExit(code: 5))
+                ws.close()
+            }
+        }
+
+        @Test("port previews reach an HTTP server and a WebSocket server inside the sandbox")
+        func portPreview() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /www && echo preview-ok > /www/index.html && httpd -p 8080 -h /www"))
+                try await Task.sleep(for: .milliseconds(300))
+                let (status, body) = try await api.preview(sandbox.id, port: 8080, path: "/index.html")
+                #expect(status == 200)
+                #expect(String(decoding: body, as: UTF8.self) == "preview-ok\n")
+                let (missing, _) = try await api.preview(sandbox.id, port: 8080, path: "/nope.html")
+                #expect(missing == 404)
+                let (closed, _) = try await api.preview(sandbox.id, port: 9999, path: "/")
+                #expect(closed == 503)
+
+                // A WebSocket echo server made of busybox tools: it answers the
+                // handshake, then echoes frames back as they come.
+                try await api.write(sandbox.id, bytes: Array(Self.echoServer.utf8), to: "/ws-echo.sh")
+                _ = try await api.run(sandbox.id, API.Exec(shell: "chmod +x /ws-echo.sh; (nc -ll -p 8081 -e /ws-echo.sh >/dev/null 2>&1 &)"))
+                try await Task.sleep(for: .milliseconds(300))
+                let ws = try WebSocketConnection(
+                    host: "127.0.0.1", port: server.port, target: "/v1/sandboxes/\(sandbox.id)/ports/8081/echo",
+                    headers: [("X-API-Key", server.adminKey)])
+                try ws.send(.text("ping through the preview"))
+                #expect(try ws.receive() == .text("ping through the preview"))
+                ws.close()
+            }
+        }
+
+        static let echoServer = #"""
+            #!/bin/sh
+            key=""
+            while read -r line; do
+              line=$(printf '%s' "$line" | tr -d '\r')
+              [ -z "$line" ] && break
+              case "$line" in Sec-WebSocket-Key:*|sec-websocket-key:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');; esac
+            done
+            hex=$(printf '%s' "${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum | cut -d' ' -f1)
+            accept=$(printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')" | base64)
+            printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$accept"
+            exec cat
+            """#
+
+        @Test("a sandbox past its timeout is killed by the reaper; the timeout can be extended")
+        func timeout() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let short = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 2))
+                let extended = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 2))
+                try await api.setTimeout(extended.id, seconds: 60)
+                // Expiry after 2 s, a reaper pass every second, ~1 s to tear down.
+                var state = ""
+                for _ in 0..<60 where state != "killed" {
+                    try await Task.sleep(for: .milliseconds(250))
+                    state = try await api.sandbox(short.id).state
+                }
+                #expect(state == "killed")
+                #expect(try await api.sandbox(extended.id).state == "running")
+                let metrics = try await api.metrics()
+                #expect(metrics.contains(#"sprout_sandbox_kills_total{reason="timeout"} 1"#))
+            }
+        }
+
+        @Test("kill -9 of the server: running sandboxes are adopted, dead ones removed, nothing leaks")
+        func crashAndRestart() async throws {
+            let server = try ServerHarness()
+            defer { server.stop() }
+            let api = server.client
+            let survivor = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+            let victim = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+            _ = try await api.run(survivor.id, API.Exec(shell: "echo before > /code/state"))
+            server.crash()
+            // While the server is down, one container dies.
+            _ = try HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "delete", "--force", victim.id])
+            try server.start()
+            let after = server.client
+            #expect(try await after.sandbox(survivor.id).state == "running")
+            #expect(try await after.run(survivor.id, API.Exec(cmd: ["cat", "/code/state"])).stdoutText == "before\n")
+            let dead = try await after.sandbox(victim.id)
+            #expect(dead.state == "killed")
+            #expect(dead.error != nil)
+            #expect(!FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(victim.id)"))
+            let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+            #expect(!namespaces.contains { $0.hasSuffix(victim.id) })
+            server.stopServer()
+            expectNoLeftovers(server.data)
+        }
+
+        @Test("create from the debian base env")
+        func debian() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "debian"))
+                let result = try await api.run(sandbox.id, API.Exec(shell: "cat /etc/debian_version; id -un; ls /usr/bin/apt-get"))
+                #expect(result.exit == ProcessExit(code: 0))
+                #expect(result.stdoutText.hasPrefix("12."))
+                #expect(result.stdoutText.contains("root\n/usr/bin/apt-get"))
+            }
+        }
+    }
+
+    @Suite("sandboxes on runc")
+    struct RuncSandboxTests {
+        @Test("create, exec, files and kill on runc")
+        func lifecycle() async throws {
+            let data = try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", cpu: 0.5))
+                #expect(sandbox.runtime == "runc")
+                let result = try await api.run(sandbox.id, API.Exec(shell: "hostname; echo oops >&2; exit 7"))
+                #expect(result.exit == ProcessExit(code: 7))
+                #expect(result.stdoutText == "\(sandbox.id)\n")
+                #expect(result.stderrText == "oops\n")
+                try await api.write(sandbox.id, bytes: Array("runc file".utf8), to: "/tmp/x")
+                #expect(try await api.read(sandbox.id, path: "/tmp/x") == Array("runc file".utf8))
+                let quota = try String(contentsOfFile: "/sys/fs/cgroup/cpu/sprout/\(sandbox.id)/cpu.cfs_quota_us", encoding: .utf8)
+                #expect(quota.trimmedLines == "50000")
+                try await api.killSandbox(sandbox.id)
+                return server.data
+            }
+            expectNoLeftovers(data)
+        }
+    }
+}

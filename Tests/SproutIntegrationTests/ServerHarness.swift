@@ -1,0 +1,162 @@
+import Foundation
+import Glibc
+import SproutClient
+import SproutCore
+import SproutSystem
+import Testing
+
+/// Runs the real `sprout server` binary on a free port with its own data
+/// directory (and the shared base-env cache), and removes everything on stop.
+final class ServerHarness: @unchecked Sendable {
+    let data: String
+    let runtime: String
+    let extraArgs: [String]
+    private(set) var pid: pid_t = 0
+    private(set) var port: UInt16 = 0
+    private(set) var adminKey = ""
+    private var logFD: Int32 = -1
+
+    /// Base envs are cached across test runs and servers (building `debian` takes ~30 s).
+    static let cache = ProcessInfo.processInfo.environment["SPROUT_TEST_CACHE"] ?? "/var/cache/sprout-test"
+
+    static var binary: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        var dir = exe
+        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+            dir = String(dir[..<slash])
+            if FileManager.default.isExecutableFile(atPath: dir + "/sprout") { return dir + "/sprout" }
+        }
+        return ".build/debug/sprout"
+    }
+
+    init(runtime: String = "gvisor", extraArgs: [String] = []) throws {
+        var template = Array("/tmp/sprout-it-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+        data = cStringToString(template)
+        self.runtime = runtime
+        self.extraArgs = extraArgs
+        try start()
+    }
+
+    var client: SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: adminKey) }
+
+    func client(key: String?) -> SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: key) }
+
+    /// Starts (or restarts) the server on the same data directory.
+    func start() throws {
+        let out = try Spawn.pipe()
+        logFD = open(data + "/server.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        var options = Spawn.Options()
+        options.stdout = out.write
+        options.stderr = logFD
+        pid = try Spawn.spawn(
+            path: Self.binary,
+            argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", Self.cache] + extraArgs,
+            env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
+        close(out.write)
+        defer { close(out.read) }
+        var text = ""
+        var byte: UInt8 = 0
+        let deadline = monotonicSeconds() + 60
+        while monotonicSeconds() < deadline, read(out.read, &byte, 1) == 1 {
+            text.append(Character(UnicodeScalar(byte)))
+            if text.hasSuffix("\n"), let line = text.split(separator: "\n").last, line.hasPrefix("sprout server listening on ") {
+                port = UInt16(line.split(separator: ":").last ?? "") ?? 0
+                break
+            }
+        }
+        guard port != 0 else {
+            stop()
+            throw SproutError(.unavailable, "server did not start: \(text) \(log)")
+        }
+        adminKey = (try String(contentsOfFile: data + "/admin.key", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    var log: String { (try? String(contentsOfFile: data + "/server.log", encoding: .utf8)) ?? "" }
+
+    /// SIGKILL: the crash case.
+    func crash() {
+        kill(pid, SIGKILL)
+        waitpid(pid, nil, 0)
+        close(logFD)
+    }
+
+    /// SIGTERM and wait: a graceful stop kills every sandbox.
+    func stopServer() {
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        let deadline = monotonicSeconds() + 60
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if monotonicSeconds() > deadline {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                break
+            }
+            usleep(20_000)
+        }
+        pid = 0
+        close(logFD)
+    }
+
+    /// Stops the server and removes its data directory.
+    func stop() {
+        stopServer()
+        do {
+            try FileSystem.removeTree(data)
+        } catch {
+            Issue.record("cannot remove \(data): \(error)")
+        }
+    }
+
+    static func with<T>(runtime: String = "gvisor", extraArgs: [String] = [], _ body: (ServerHarness) async throws -> T) async throws -> T {
+        let server = try ServerHarness(runtime: runtime, extraArgs: extraArgs)
+        defer { server.stop() }
+        return try await body(server)
+    }
+}
+
+/// What Sprout may leave on the host; every test checks it is empty after.
+enum HostResources {
+    static func leftovers(data: String) -> [String] {
+        var found: [String] = []
+        let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") }
+        found += netns.map { "netns \($0)" }
+        for kind in ["runsc", "runc"] {
+            let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")
+            // `list` would create a missing root directory.
+            guard FileManager.default.fileExists(atPath: root) else { continue }
+            if let out = try? hostOutput([kind, "--root", root, "list", "--quiet"]), !out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                found.append("\(kind) containers: \(out)")
+            }
+        }
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
+        let links = (try? hostOutput(["ip", "-o", "link", "show"])) ?? ""
+        found += links.split(separator: "\n").filter { $0.contains(": sp") && $0.contains("@") }.map { "veth \($0.prefix(60))" }
+        let sandboxes = (try? FileManager.default.contentsOfDirectory(atPath: data + "/sandboxes")) ?? []
+        found += sandboxes.map { "sandbox dir \($0)" }
+        let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/sprout")) ?? []).filter { $0.hasPrefix("sbx_") }
+        found += cgroups.map { "cgroup \($0)" }
+        return found
+    }
+
+    static func hostOutput(_ argv: [String]) throws -> String {
+        let out = try Spawn.pipe()
+        var options = Spawn.Options()
+        options.stdout = out.write
+        guard let path = Spawn.resolveExecutable(argv[0], searchPath: "/usr/sbin:/usr/bin:/sbin:/bin") else { return "" }
+        let pid = try Spawn.spawn(path: path, argv: argv, env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], options: options)
+        close(out.write)
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(out.read, &buf, buf.count)
+            if n <= 0 { break }
+            bytes += buf[0..<n]
+        }
+        close(out.read)
+        waitpid(pid, nil, 0)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
