@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Ids, the one error type. No I/O.
@@ -53,8 +54,10 @@ let package = Package(
         ]),
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
-            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol",
+            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol", "SproutRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .executableTarget(name: "sprout", dependencies: ["SproutCLI"]),
         // Loopback micro-benchmark of the agent protocol.

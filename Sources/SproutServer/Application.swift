@@ -60,7 +60,7 @@ public func buildApplication(
     let catalog = try Catalog(path: data + "/sprout.db")
     let keys = KeyStore(catalog: catalog)
     let instance = try instanceID(data)
-    let agentBinary = try installAgent(config, into: data + "/agent")
+    try installAgent(config, into: data + "/agent")
     do {
         try SandboxNetwork.prepareHost()
     } catch {
@@ -75,7 +75,7 @@ public func buildApplication(
         newAdminKey = created.secret
     }
 
-    var settings = SandboxManager.Settings(dataDirectory: data, agentBinary: agentBinary)
+    var settings = SandboxManager.Settings(dataDirectory: data, agentDirectory: data + "/agent")
     if config.runtime == .gvisor {
         settings.statxShim = try installStatxShim(agentSource: AgentBinary.locate(explicit: config.agentBinary), into: data + "/agent")
     }
@@ -107,6 +107,7 @@ public func buildApplication(
     KeyRoutes(keys: keys).register(on: v1)
     AgentRoutes(manager: manager, maxUploadBytes: config.maxUploadBytes).register(on: v1)
     PortRoutes(manager: manager).register(http: v1)
+    TerminalRoutes(manager: manager).register(http: v1)
 
     let wsRouter = Router(context: SproutContext.self)
     wsRouter.middlewares.add(ErrorAndMetricsMiddleware(metrics: metrics))
@@ -156,6 +157,7 @@ func instanceID(_ data: String) throws -> String {
 
 /// Copies the statically linked agent into the data directory, so every
 /// sandbox of this server run uses the same, current agent.
+@discardableResult
 func installAgent(_ config: ServerConfiguration, into dir: String) throws -> String {
     guard let source = AgentBinary.locate(explicit: config.agentBinary) else {
         throw SproutError(.unavailable, "sprout-agent not found: build it with `make agent` or pass --agent PATH")
@@ -169,15 +171,12 @@ func installAgent(_ config: ServerConfiguration, into dir: String) throws -> Str
 }
 
 /// Installs the statx shim that gVisor sandboxes preload (see
-/// Support/statx-compat.c), if it was built next to the agent. Returns the
-/// shim and the `ld.so.preload` that names it.
-func installStatxShim(agentSource: String?, into dir: String) throws -> (library: String, preload: String)? {
+/// Support/statx-compat.c), if it was built next to the agent.
+func installStatxShim(agentSource: String?, into dir: String) throws -> String? {
     guard let agentSource, let slash = agentSource.lastIndex(of: "/") else { return nil }
     let source = String(agentSource[..<slash]) + "/statx-compat.so"
     guard FileSystem.exists(source) else { return nil }
     let library = dir + "/statx-compat.so"
     try FileSystem.writeAtomically(library, try Descriptor.readFile(source, limit: 16 << 20), mode: 0o755)
-    let preload = dir + "/ld.so.preload"
-    try FileSystem.writeAtomically(preload, SandboxManager.statxShimPath + "\n")
-    return (library, preload)
+    return library
 }

@@ -14,6 +14,14 @@ struct TerminalRoutes {
     let manager: SandboxManager
     static let defaultShell = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 
+    /// Without an upgrade the route explains itself instead of a bare 404.
+    func register(http group: RouterGroup<SproutContext>) {
+        group.get("sandboxes/:id/pty") { _, context -> Response in
+            _ = try await manager.agent(try context.parameters.require("id"), for: try context.caller())
+            throw SproutError(.invalidArgument, "the terminal needs a WebSocket upgrade (Upgrade: websocket)")
+        }
+    }
+
     func register(webSocket group: RouterGroup<SproutContext>) {
         group.ws("sandboxes/:id/pty") { request, context in
             _ = try Self.size(request)

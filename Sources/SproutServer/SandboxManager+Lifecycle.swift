@@ -53,13 +53,20 @@ extension SandboxManager {
         let network = self.network
         let runtime = self.runtime
         let internet = record.internet
+        let preload = settings.statxShim.map { _ in Self.statxShimPath }
         do {
-            try await onThread {
+            let phases = try await onThread {
+                let t0 = monotonicSeconds()
                 try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
-                try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: id, slot: slot)
+                try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: id, slot: slot, preload: preload)
+                let t1 = monotonicSeconds()
                 try network.create(sandboxID: id, slot: slot, internet: internet)
+                let t2 = monotonicSeconds()
                 try runtime.start(launch)
+                let t3 = monotonicSeconds()
+                return String(format: "files %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
             }
+            log.debug("started", metadata: ["phases": "\(phases)"])
             record.state = try record.state.transition(to: .running, id: id)
             record.expiresAt = now() + Double(limits.timeout)
             try await catalog.db.write { [record] in try record.update($0) }
@@ -137,34 +144,34 @@ extension SandboxManager {
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SPROUT_AGENT_TOKEN=\(record.agentToken)",
                   "HOME=/root"],
             cpus: record.cpu, memoryMB: record.memoryMB, pidsLimit: settings.pidsLimit,
-            readOnlyFiles: [
-                (settings.agentBinary, "/.sprout/sprout-agent"),
-                (dir + "/etc/hosts", "/etc/hosts"),
-                (dir + "/etc/hostname", "/etc/hostname"),
-                (dir + "/etc/resolv.conf", "/etc/resolv.conf"),
-            ] + (settings.statxShim.map { [($0.library, Self.statxShimPath), ($0.preload, "/etc/ld.so.preload")] } ?? []),
+            // One directory bind: each extra bind mount costs runsc ~6 ms at start.
+            readOnlyMounts: [(settings.agentDirectory, "/.sprout")],
             cgroupsPath: "/sprout/\(record.id)")
         return ContainerLaunch(
             spec: spec, rootfs: rootfs(record.id, layers: layers), logPath: dir + "/runtime.log",
             readyPrefix: "sprout-agent listening")
     }
 
-    /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf,
-    /// written into its directory and bind-mounted: no shared file, no lock.
-    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot) throws {
-        try FileSystem.makeDirectories(directory + "/etc")
-        try FileSystem.writeAtomically(directory + "/etc/hosts", """
+    /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf
+    /// (and, under gVisor, /etc/ld.so.preload naming the statx shim), written
+    /// straight into its writable layer before start: no shared file, no
+    /// lock, no bind mount.
+    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, preload: String?) throws {
+        let etc = directory + "/upper/etc"
+        try FileSystem.makeDirectories(etc)
+        if let preload { try FileSystem.writeAtomically(etc + "/ld.so.preload", preload + "\n") }
+        try FileSystem.writeAtomically(etc + "/hosts", """
             127.0.0.1\tlocalhost
             ::1\tlocalhost ip6-localhost ip6-loopback
             \(slot.sandboxAddress)\t\(id)
 
             """)
-        try FileSystem.writeAtomically(directory + "/etc/hostname", id + "\n")
+        try FileSystem.writeAtomically(etc + "/hostname", id + "\n")
         let hostResolv = (try? Descriptor.readFile("/etc/resolv.conf", limit: 65536)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let servers = hostResolv.split(separator: "\n").filter { line in
             line.hasPrefix("nameserver") && !line.contains(" 127.") && !line.contains(" ::1")
         }
-        try FileSystem.writeAtomically(directory + "/etc/resolv.conf", servers.joined(separator: "\n") + "\n")
+        try FileSystem.writeAtomically(etc + "/resolv.conf", servers.joined(separator: "\n") + "\n")
     }
 
     // MARK: Kill

@@ -16,7 +16,8 @@ import SproutSystem
 public actor SandboxManager {
     public struct Settings: Sendable {
         public var dataDirectory: String
-        public var agentBinary: String
+        /// Holds `sprout-agent` (and the statx shim); bind-mounted read-only at `/.sprout`.
+        public var agentDirectory: String
         public var defaultTimeoutSeconds = 300
         public var maxTimeoutSeconds = 86_400
         public var defaultCPU = 1.0
@@ -24,13 +25,13 @@ public actor SandboxManager {
         public var pidsLimit = 1024
         /// Refuse creates when the data directory has less free space than this.
         public var minimumFreeBytes: Int64 = 256 << 20
-        /// gVisor only: a statx shim and the ld.so.preload naming it, bind-mounted
-        /// into every sandbox (Debian's runsc rejects AT_NO_AUTOMOUNT).
-        public var statxShim: (library: String, preload: String)?
+        /// gVisor only: the statx shim is in the agent directory and every
+        /// sandbox preloads it (Debian's runsc rejects AT_NO_AUTOMOUNT).
+        public var statxShim: String?
 
-        public init(dataDirectory: String, agentBinary: String) {
+        public init(dataDirectory: String, agentDirectory: String) {
             self.dataDirectory = dataDirectory
-            self.agentBinary = agentBinary
+            self.agentDirectory = agentDirectory
         }
     }
 

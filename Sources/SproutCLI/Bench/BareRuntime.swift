@@ -1,0 +1,140 @@
+import Foundation
+import Glibc
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+/// The baseline: the runtime binary alone, on the same root file system,
+/// with no Sprout in the way (no network namespace set-up, no overlay, no agent).
+struct BareRuntime: Sendable {
+    let kind: RuntimeKind
+    let directory: String
+
+    var stateRoot: String { directory + "/state-\(kind.rawValue)" }
+
+    private func bundle(_ id: String, rootfs: String, args: [String]) throws -> String {
+        let dir = "\(directory)/\(id)"
+        try FileSystem.makeDirectories(dir)
+        let config: [String: Any] = [
+            "ociVersion": "1.0.2",
+            "process": ["terminal": false, "user": ["uid": 0, "gid": 0], "args": args, "env": ["PATH=/bin:/usr/bin"], "cwd": "/",
+                        "capabilities": ["bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]],
+                        "noNewPrivileges": true],
+            "root": ["path": rootfs, "readonly": true],
+            "hostname": id,
+            "mounts": [["destination": "/proc", "type": "proc", "source": "proc"],
+                       ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]]],
+            "linux": ["namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"], ["type": "network"]]],
+        ]
+        let data = try JSONSerialization.data(withJSONObject: config)
+        try FileSystem.writeAtomically(dir + "/config.json", Array(data))
+        return dir
+    }
+
+    private var base: [String] {
+        kind == .gvisor ? ["runsc", "--root", stateRoot, "--network=none"] : ["runc", "--root", stateRoot]
+    }
+
+    /// `run` of `echo` until its marker line arrives; returns seconds.
+    func runUntilMarker(rootfs: String) throws -> Double {
+        let id = "bench-\(Identifiers.random(length: 10))"
+        let dir = try bundle(id, rootfs: rootfs, args: ["/bin/echo", "sprout-bench-ready"])
+        defer {
+            _ = try? HostCommand.capture(base + ["delete", "--force", id])
+            try? FileSystem.removeTree(dir)
+        }
+        let out = try Spawn.pipe()
+        var options = Spawn.Options()
+        options.stdout = out.write
+        let started = monotonicSeconds()
+        guard let path = Spawn.resolveExecutable(base[0], searchPath: "/usr/sbin:/usr/bin:/sbin:/bin") else {
+            throw SproutError(.unavailable, "\(base[0]) is not installed")
+        }
+        let pid = try Spawn.spawn(path: path, argv: base + ["run", "--bundle", dir, id], env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], options: options)
+        close(out.write)
+        defer {
+            close(out.read)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(out.read, &byte, 1) == 1 {
+            if byte == 10 {
+                if line == Array("sprout-bench-ready".utf8) { return monotonicSeconds() - started }
+                line = []
+            } else {
+                line.append(byte)
+            }
+        }
+        throw SproutError(.internal, "bare \(kind.binary) run exited without printing its marker")
+    }
+
+    /// Starts an idle container (`sleep`) and returns its id, for memory baselines.
+    func startIdle(rootfs: String) throws -> String {
+        let id = "bench-idle-\(Identifiers.random(length: 8))"
+        let dir = try bundle(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
+        try HostCommand.run(base + ["run", "--detach", "--bundle", dir, id])
+        return id
+    }
+
+    func remove(_ id: String) {
+        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+        try? FileSystem.removeTree("\(directory)/\(id)")
+    }
+
+    func cleanUp() {
+        for id in (try? HostCommand.capture(base + ["list", "--quiet"]))?.stdout.split(separator: "\n") ?? [] {
+            remove(String(id))
+        }
+        try? FileSystem.removeTree(stateRoot)
+    }
+}
+
+/// Host memory of a sandbox's processes.
+enum HostMemory {
+    /// Sum of PSS (KiB) of every process whose command line mentions `id`,
+    /// and all their descendants (gVisor's sentry, gofer and ptrace stubs;
+    /// runc's container processes are found by cgroup instead).
+    static func pssKiB(containerID id: String) -> Int {
+        var parent: [Int32: Int32] = [:]
+        var roots: Set<Int32> = []
+        for name in (try? FileSystem.children("/proc")) ?? [] {
+            guard let pid = Int32(name) else { continue }
+            if let stat = try? Descriptor.readFile("/proc/\(pid)/stat", limit: 4096) {
+                let text = String(decoding: stat, as: UTF8.self)
+                if let close = text.lastIndex(of: ")") {
+                    let fields = text[text.index(after: close)...].split(separator: " ")
+                    if fields.count > 1, let ppid = Int32(fields[1]) { parent[pid] = ppid }
+                }
+            }
+            if let cmd = try? Descriptor.readFile("/proc/\(pid)/cmdline", limit: 65536),
+                String(decoding: cmd, as: UTF8.self).contains(id)
+            {
+                roots.insert(pid)
+            }
+        }
+        for controller in ["memory", "pids"] {
+            if let procs = try? Descriptor.readFile("/sys/fs/cgroup/\(controller)/sprout/\(id)/cgroup.procs", limit: 1 << 20) {
+                for line in String(decoding: procs, as: UTF8.self).split(separator: "\n") { if let p = Int32(line) { roots.insert(p) } }
+            }
+        }
+        var members = roots
+        var changed = true
+        while changed {
+            changed = false
+            for (pid, ppid) in parent where !members.contains(pid) && members.contains(ppid) {
+                members.insert(pid)
+                changed = true
+            }
+        }
+        var total = 0
+        for pid in members {
+            guard let rollup = try? Descriptor.readFile("/proc/\(pid)/smaps_rollup", limit: 65536) else { continue }
+            for line in String(decoding: rollup, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Pss:") {
+                total += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+            }
+        }
+        return total
+    }
+}

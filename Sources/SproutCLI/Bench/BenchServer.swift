@@ -1,0 +1,70 @@
+import Foundation
+import GRDB
+import Glibc
+import SproutClient
+import SproutCore
+import SproutSystem
+
+/// A `sprout server` the benchmark starts for itself on a temporary data
+/// directory, and stops and removes afterwards.
+final class BenchServer: Sendable {
+    let data: String
+    let pid: pid_t
+    let port: UInt16
+    let key: String
+
+    init(runtime: String, cache: String) throws {
+        var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+        data = cStringToString(template)
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "sprout"
+        let out = try Spawn.pipe()
+        let log = open(data + "/server.log", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        var options = Spawn.Options()
+        options.stdout = out.write
+        options.stderr = log
+        pid = try Spawn.spawn(
+            path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning"],
+            env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
+        close(out.write)
+        close(log)
+        defer { close(out.read) }
+        var text = ""
+        var byte: UInt8 = 0
+        var found: UInt16 = 0
+        while read(out.read, &byte, 1) == 1 {
+            text.append(Character(UnicodeScalar(byte)))
+            if byte == 10, let line = text.split(separator: "\n").last, line.hasPrefix("sprout server listening on ") {
+                found = UInt16(line.split(separator: ":").last ?? "") ?? 0
+                break
+            }
+        }
+        port = found
+        guard port != 0, let keyText = try? String(contentsOfFile: data + "/admin.key", encoding: .utf8) else {
+            kill(pid, SIGKILL)
+            waitpid(pid, nil, 0)
+            let log = (try? String(contentsOfFile: data + "/server.log", encoding: .utf8)) ?? ""
+            try? FileSystem.removeTree(data)
+            throw SproutError(.unavailable, "the benchmark's server did not start: \(log)")
+        }
+        key = keyText.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    var client: SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: key) }
+
+    /// The agent endpoint of a sandbox, read from the server's catalog, for
+    /// baselines that talk to the agent directly.
+    func agentEndpoint(_ sandboxID: String, address: String) throws -> AgentEndpoint {
+        let db = try DatabaseQueue(path: data + "/sprout.db")
+        let row = try db.read { try Row.fetchOne($0, sql: "SELECT agentToken FROM sandbox WHERE id = ?", arguments: [sandboxID]) }
+        guard let token: String = row?["agentToken"] else { throw SproutError(.notFound, "no sandbox \(sandboxID)") }
+        return AgentEndpoint(host: address, token: token)
+    }
+
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        try? FileSystem.removeTree(data)
+    }
+}

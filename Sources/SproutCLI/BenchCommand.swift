@@ -1,0 +1,241 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+/// `sprout bench`: measures Sprout against bare baselines in the same run.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure start, exec, transfer and density against baselines run alongside.")
+
+    @Flag(help: "Print one JSON document.") var json = false
+    @Option(help: "Only these metrics (comma-separated).") var only: String?
+    @Option(help: "Runs per latency metric.") var runs = 30
+    @Option(help: "Runtime: gvisor or runc.") var runtime = "gvisor"
+    @Option(help: "Cache for base envs (debian is built once, ~30 s).") var cache = "/var/cache/sprout"
+    @Option(help: "Sandboxes for the density metric.") var density = 50
+
+    static let allMetrics = [
+        "create.empty", "create.debian", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
+        "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm",
+    ]
+
+    func run() async throws {
+        guard let kind = RuntimeKind(rawValue: runtime) else { throw SproutError(.invalidArgument, "unknown runtime '\(runtime)'") }
+        guard runs >= 1 && runs <= 10_000 else { throw SproutError(.invalidArgument, "--runs must be 1-10000") }
+        let selected = only.map { Set($0.split(separator: ",").map(String.init)) } ?? Set(Self.allMetrics)
+        for name in selected where !Self.allMetrics.contains(name) {
+            throw SproutError(.invalidArgument, "unknown metric '\(name)'; known: \(Self.allMetrics.joined(separator: ", "))")
+        }
+        let started = Date()
+        let t0 = monotonicSeconds()
+        let server = try BenchServer(runtime: runtime, cache: cache)
+        var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+        let bare = BareRuntime(kind: kind, directory: cStringToString(template))
+        defer {
+            server.stop()
+            bare.cleanUp()
+            try? FileSystem.removeTree(bare.directory)
+        }
+        let runner = BenchRunner(api: server.client, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
+        var results: [MetricResult] = []
+        for name in Self.allMetrics where selected.contains(name) {
+            if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
+            results.append(try await runner.measure(name, densityCount: density))
+        }
+        let report = BenchReport(machine: Self.machine(kind), startedAt: ISO8601DateFormatter().string(from: started),
+                                 seconds: monotonicSeconds() - t0, metrics: results)
+        if json { try Output.json(report) } else { report.printTable() }
+    }
+
+    static func machine(_ kind: RuntimeKind) -> BenchReport.Machine {
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let version = (try? HostCommand.capture([kind.binary, "--version"]))?.stdout.split(separator: "\n").first.map(String.init) ?? "?"
+        return BenchReport.Machine(
+            cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            memoryGiB: Double(sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))) / Double(1 << 30),
+            kernel: release, runtime: kind.rawValue, runtimeVersion: version)
+    }
+}
+
+/// Runs each metric with its baseline.
+struct BenchRunner: Sendable {
+    let api: SproutAPIClient
+    let server: BenchServer
+    let bare: BareRuntime
+    let cache: String
+    let runs: Int
+    let progress: Bool
+
+    func measure(_ name: String, densityCount: Int) async throws -> MetricResult {
+        switch name {
+        case "create.empty": return try await create(env: "empty", name: name)
+        case "create.debian": return try await create(env: "debian", name: name)
+        case "exec.true": return try await execTrue()
+        case "files.upload", "files.download": return try await transfer(upload: name == "files.upload")
+        case "create.concurrent": return try await concurrent(count: 20)
+        case "density": return try await densityMetric(count: densityCount)
+        case "fork.storage":
+            return .unavailable(name, unit: "MiB", why: "envs and forks are not built yet (issue: Envs as git)")
+        default:
+            return .unavailable(name, unit: "ms", why: "memory snapshots are not built yet (issue: Memory snapshots)")
+        }
+    }
+
+    /// Kills sandboxes in parallel, off the measured path.
+    func killAll(_ ids: [String]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids { group.addTask { _ = try? await api.killSandbox(id) } }
+        }
+    }
+
+    func create(env: String, name: String) async throws -> MetricResult {
+        // Warm-up: builds the base env if needed and warms caches.
+        let warm = try await api.createSandbox(API.CreateSandbox(env: env))
+        await killAll([warm.id])
+        let rootfs = "\(cache)/bases/\(env)"
+        _ = try bare.runUntilMarker(rootfs: rootfs)
+        var sprout = Samples()
+        var baseline = Samples()
+        var pending: [String] = []
+        for i in 0..<runs {
+            // Interleave so both see the same machine conditions.
+            baseline.record(seconds: try bare.runUntilMarker(rootfs: rootfs))
+            let t = monotonicSeconds()
+            let sandbox = try await api.createSandbox(API.CreateSandbox(env: env))
+            sprout.record(seconds: monotonicSeconds() - t)
+            pending.append(sandbox.id)
+            if pending.count == 10 || i == runs - 1 {
+                await killAll(pending)
+                pending = []
+            }
+        }
+        return MetricResult(name: name, unit: "ms", figures: sprout.summary()!, baselineName: "bare \(bare.kind.binary) run",
+                            baseline: baseline.summary()!, note: "create until the agent answers vs. runtime start until a marker prints")
+    }
+
+    func execTrue() async throws -> MetricResult {
+        let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+        defer { Task { [api] in _ = try? await api.killSandbox(sandbox.id) } }
+        let direct = AgentClient(endpoint: try server.agentEndpoint(sandbox.id, address: sandbox.address ?? ""))
+        for _ in 0..<20 {
+            _ = try await api.exec(sandbox.id, API.Exec(cmd: ["/bin/true"]))
+            _ = try await direct.run(ProcessSpec(cmd: ["/bin/true"]))
+        }
+        var viaServer = Samples()
+        var viaAgent = Samples()
+        for _ in 0..<(runs * 10) {
+            var t = monotonicSeconds()
+            _ = try await api.exec(sandbox.id, API.Exec(cmd: ["/bin/true"]))
+            viaServer.record(seconds: monotonicSeconds() - t)
+            t = monotonicSeconds()
+            _ = try await direct.run(ProcessSpec(cmd: ["/bin/true"]))
+            viaAgent.record(seconds: monotonicSeconds() - t)
+        }
+        await killAll([sandbox.id])
+        return MetricResult(name: "exec.true", unit: "ms", figures: viaServer.summary()!, baselineName: "agent directly",
+                            baseline: viaAgent.summary()!, note: "start `true` and receive its exit")
+    }
+
+    func transfer(upload: Bool) async throws -> MetricResult {
+        let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", memoryMB: 1024))
+        let direct = AgentClient(endpoint: try server.agentEndpoint(sandbox.id, address: sandbox.address ?? ""))
+        let local = server.data + "/bench-64m.bin"
+        let back = server.data + "/bench-back.bin"
+        let fd = open(local, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        for _ in 0..<64 { try Descriptor.writeAll(fd, Identifiers.randomBytes(1 << 20)) }
+        close(fd)
+        defer {
+            unlink(local)
+            unlink(back)
+        }
+        let mb = 64 * 1.048576
+        var viaServer: [Double] = []
+        var viaAgent: [Double] = []
+        try await api.upload(sandbox.id, localPath: local, to: "/tmp/bench.bin")
+        for _ in 0..<Swift.max(3, Swift.min(runs, 7)) {
+            if upload {
+                var t = monotonicSeconds()
+                try await api.upload(sandbox.id, localPath: local, to: "/tmp/bench.bin")
+                viaServer.append(mb / (monotonicSeconds() - t))
+                t = monotonicSeconds()
+                try await direct.upload(localPath: local, to: "/tmp/bench.bin")
+                viaAgent.append(mb / (monotonicSeconds() - t))
+            } else {
+                let out = open(back, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                var t = monotonicSeconds()
+                try await api.download(sandbox.id, path: "/tmp/bench.bin", toDescriptor: out)
+                viaServer.append(mb / (monotonicSeconds() - t))
+                close(out)
+                t = monotonicSeconds()
+                try await direct.download("/tmp/bench.bin", to: back)
+                viaAgent.append(mb / (monotonicSeconds() - t))
+            }
+        }
+        await killAll([sandbox.id])
+        return MetricResult(name: upload ? "files.upload" : "files.download", unit: "MB/s", figures: Figures.of(viaServer)!,
+                            baselineName: "agent directly", baseline: Figures.of(viaAgent)!, note: "64 MiB through the server")
+    }
+
+    func concurrent(count: Int) async throws -> MetricResult {
+        let rootfs = "\(cache)/bases/empty"
+        _ = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+        // Sprout: `count` creates at once.
+        let t = monotonicSeconds()
+        let created = try await withThrowingTaskGroup(of: (String, Double).self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let t0 = monotonicSeconds()
+                    let s = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                    return (s.id, monotonicSeconds() - t0)
+                }
+            }
+            var out: [(String, Double)] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        let wall = monotonicSeconds() - t
+        await killAll(try await api.sandboxes().map(\.id))
+        // Baseline: the same number of bare runtime starts at once.
+        let b0 = monotonicSeconds()
+        let bareTimes = try await withThrowingTaskGroup(of: Double.self) { group in
+            for _ in 0..<count { group.addTask { try await onThread { try bare.runUntilMarker(rootfs: rootfs) } } }
+            var out: [Double] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        let bareWall = monotonicSeconds() - b0
+        var perCreate = Samples()
+        created.forEach { perCreate.record(seconds: $0.1) }
+        var perBare = Samples()
+        bareTimes.forEach { perBare.record(seconds: $0) }
+        let s = perCreate.summary()!
+        let b = perBare.summary()!
+        return MetricResult(
+            name: "create.concurrent", unit: "ms", figures: s, baselineName: "\(count) bare runs at once", baseline: b,
+            note: String(format: "%d creates at once: %.0f ms in all (bare: %.0f ms in all); figures are per create", count, wall * 1000, bareWall * 1000))
+    }
+
+    func densityMetric(count: Int) async throws -> MetricResult {
+        var ids: [String] = []
+        for _ in 0..<count {
+            ids.append(try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 3600)).id)
+        }
+        try await Task.sleep(for: .seconds(2))  // let them settle idle
+        let perSandbox = ids.map { Double(HostMemory.pssKiB(containerID: $0)) / 1024 }
+        await killAll(ids)
+        let idle = try bare.startIdle(rootfs: "\(cache)/bases/empty")
+        try await Task.sleep(for: .seconds(2))
+        let bareMiB = Double(HostMemory.pssKiB(containerID: idle)) / 1024
+        bare.remove(idle)
+        return MetricResult(name: "density", unit: "MiB", figures: Figures.of(perSandbox)!, baselineName: "one bare idle sandbox",
+                            baseline: .single(bareMiB), note: "host memory (PSS) per idle sandbox with \(count) running")
+    }
+}
