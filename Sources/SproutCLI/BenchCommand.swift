@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import Glibc
 import SproutAgentProtocol
@@ -18,6 +19,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Runtime: gvisor or runc.") var runtime = "gvisor"
     @Option(help: "Cache for base envs (debian is built once, ~30 s).") var cache = "/var/cache/sprout"
     @Option(help: "Sandboxes for the density metric.") var density = 50
+    @Option(name: .customLong("api-url"), help: "Measure an existing server instead of starting one.") var apiURL: String?
+    @Option(name: .customLong("api-key"), help: "API key for --api-url.") var apiKey: String?
 
     static let allMetrics = [
         "create.empty", "create.debian", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
@@ -33,16 +36,32 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let started = Date()
         let t0 = monotonicSeconds()
-        let server = try BenchServer(runtime: runtime, cache: cache)
+        let server: BenchServer? = apiURL == nil ? try BenchServer(runtime: runtime, cache: cache) : nil
+        let api = try server?.client ?? SproutAPIClient(url: apiURL!, apiKey: apiKey ?? ProcessInfo.processInfo.environment["SPROUT_API_KEY"])
         var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         let bare = BareRuntime(kind: kind, directory: cStringToString(template))
-        defer {
-            server.stop()
+        let cleanUp: @Sendable () -> Void = {
+            server?.stop()
             bare.cleanUp()
             try? FileSystem.removeTree(bare.directory)
         }
-        let runner = BenchRunner(api: server.client, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
+        defer { cleanUp() }
+        // An interrupted benchmark still leaves nothing behind.
+        var interrupts: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("interrupted: cleaning up\n".utf8))
+                cleanUp()
+                Foundation.exit(130)
+            }
+            source.resume()
+            interrupts.append(source)
+        }
+        defer { interrupts.forEach { $0.cancel() } }
+        let runner = BenchRunner(api: api, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
         var results: [MetricResult] = []
         for name in Self.allMetrics where selected.contains(name) {
             if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
@@ -68,7 +87,9 @@ struct BenchCommand: AsyncParsableCommand {
 /// Runs each metric with its baseline.
 struct BenchRunner: Sendable {
     let api: SproutAPIClient
-    let server: BenchServer
+    /// The server the benchmark started (nil with --api-url: then the
+    /// direct-agent baselines, which need its catalog, are not measured).
+    let server: BenchServer?
     let bare: BareRuntime
     let cache: String
     let runs: Int
@@ -124,10 +145,10 @@ struct BenchRunner: Sendable {
     func execTrue() async throws -> MetricResult {
         let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
         defer { Task { [api] in _ = try? await api.killSandbox(sandbox.id) } }
-        let direct = AgentClient(endpoint: try server.agentEndpoint(sandbox.id, address: sandbox.address ?? ""))
+        let direct = try server.map { AgentClient(endpoint: try $0.agentEndpoint(sandbox.id, address: sandbox.address ?? "")) }
         for _ in 0..<20 {
             _ = try await api.exec(sandbox.id, API.Exec(cmd: ["/bin/true"]))
-            _ = try await direct.run(ProcessSpec(cmd: ["/bin/true"]))
+            _ = try await direct?.run(ProcessSpec(cmd: ["/bin/true"]))
         }
         var viaServer = Samples()
         var viaAgent = Samples()
@@ -135,20 +156,23 @@ struct BenchRunner: Sendable {
             var t = monotonicSeconds()
             _ = try await api.exec(sandbox.id, API.Exec(cmd: ["/bin/true"]))
             viaServer.record(seconds: monotonicSeconds() - t)
-            t = monotonicSeconds()
-            _ = try await direct.run(ProcessSpec(cmd: ["/bin/true"]))
-            viaAgent.record(seconds: monotonicSeconds() - t)
+            if let direct {
+                t = monotonicSeconds()
+                _ = try await direct.run(ProcessSpec(cmd: ["/bin/true"]))
+                viaAgent.record(seconds: monotonicSeconds() - t)
+            }
         }
         await killAll([sandbox.id])
         return MetricResult(name: "exec.true", unit: "ms", figures: viaServer.summary()!, baselineName: "agent directly",
-                            baseline: viaAgent.summary()!, note: "start `true` and receive its exit")
+                            baseline: viaAgent.summary(), note: "start `true` and receive its exit" + Self.noBaseline(direct))
     }
 
     func transfer(upload: Bool) async throws -> MetricResult {
         let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", memoryMB: 1024))
-        let direct = AgentClient(endpoint: try server.agentEndpoint(sandbox.id, address: sandbox.address ?? ""))
-        let local = server.data + "/bench-64m.bin"
-        let back = server.data + "/bench-back.bin"
+        let direct = try server.map { AgentClient(endpoint: try $0.agentEndpoint(sandbox.id, address: sandbox.address ?? "")) }
+        let scratch = server?.data ?? bare.directory
+        let local = scratch + "/bench-64m.bin"
+        let back = scratch + "/bench-back.bin"
         let fd = open(local, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         for _ in 0..<64 { try Descriptor.writeAll(fd, Identifiers.randomBytes(1 << 20)) }
         close(fd)
@@ -165,23 +189,31 @@ struct BenchRunner: Sendable {
                 var t = monotonicSeconds()
                 try await api.upload(sandbox.id, localPath: local, to: "/tmp/bench.bin")
                 viaServer.append(mb / (monotonicSeconds() - t))
-                t = monotonicSeconds()
-                try await direct.upload(localPath: local, to: "/tmp/bench.bin")
-                viaAgent.append(mb / (monotonicSeconds() - t))
+                if let direct {
+                    t = monotonicSeconds()
+                    try await direct.upload(localPath: local, to: "/tmp/bench.bin")
+                    viaAgent.append(mb / (monotonicSeconds() - t))
+                }
             } else {
                 let out = open(back, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
                 var t = monotonicSeconds()
                 try await api.download(sandbox.id, path: "/tmp/bench.bin", toDescriptor: out)
                 viaServer.append(mb / (monotonicSeconds() - t))
                 close(out)
-                t = monotonicSeconds()
-                try await direct.download("/tmp/bench.bin", to: back)
-                viaAgent.append(mb / (monotonicSeconds() - t))
+                if let direct {
+                    t = monotonicSeconds()
+                    try await direct.download("/tmp/bench.bin", to: back)
+                    viaAgent.append(mb / (monotonicSeconds() - t))
+                }
             }
         }
         await killAll([sandbox.id])
         return MetricResult(name: upload ? "files.upload" : "files.download", unit: "MB/s", figures: Figures.of(viaServer)!,
-                            baselineName: "agent directly", baseline: Figures.of(viaAgent)!, note: "64 MiB through the server")
+                            baselineName: "agent directly", baseline: Figures.of(viaAgent), note: "64 MiB through the server" + Self.noBaseline(direct))
+    }
+
+    static func noBaseline(_ direct: AgentClient?) -> String {
+        direct == nil ? " (no direct-agent baseline against --api-url: it needs the server's catalog)" : ""
     }
 
     func concurrent(count: Int) async throws -> MetricResult {

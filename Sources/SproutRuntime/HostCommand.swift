@@ -57,6 +57,22 @@ public enum HostCommand {
         return Output(status: decoded.code ?? (128 + (decoded.signal ?? 0)), stdout: stdout, stderr: stderr)
     }
 
+    /// Runs a command whose children outlive it (e.g. `run --detach`): its
+    /// output goes to /dev/null, so no pipe is held open by what it leaves
+    /// running. Throws unless it exits 0.
+    public static func runDetached(_ argv: [String]) throws {
+        guard let path = Spawn.resolveExecutable(argv[0], searchPath: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") else {
+            throw SproutError(.unavailable, "\(argv[0]) is not installed")
+        }
+        let pid = try Spawn.spawn(path: path, argv: argv, env: environment, options: Spawn.Options())
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let decoded = decodeWaitStatus(status)
+        guard decoded.code == 0 else {
+            throw SproutError(.internal, "\(argv.prefix(3).joined(separator: " ")) failed (exit \(decoded.code ?? -1))")
+        }
+    }
+
     /// Runs `argv` and throws a clear error unless it exits 0.
     @discardableResult
     public static func run(_ argv: [String], input: String? = nil) throws -> String {

@@ -74,7 +74,7 @@ struct BareRuntime: Sendable {
     func startIdle(rootfs: String) throws -> String {
         let id = "bench-idle-\(Identifiers.random(length: 8))"
         let dir = try bundle(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
-        try HostCommand.run(base + ["run", "--detach", "--bundle", dir, id])
+        try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
         return id
     }
 

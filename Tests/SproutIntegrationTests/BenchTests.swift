@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+extension Integration {
+    @Suite("sprout bench")
+    struct BenchTests {
+        @Test("a quick run prints one JSON report with percentiles and a baseline, and leaves nothing behind")
+        func quickRun() throws {
+            let result = try CLI.runProcess(
+                [ServerHarness.binary, "bench", "--json", "--runs", "3", "--only", "exec.true,fork.storage", "--cache", ServerHarness.cache])
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            let machine = report?["machine"] as? [String: Any]
+            #expect((machine?["cores"] as? Int ?? 0) >= 1)
+            #expect(machine?["kernel"] as? String != nil)
+            let metrics = report?["metrics"] as? [[String: Any]] ?? []
+            #expect(metrics.map { $0["name"] as? String } == ["exec.true", "fork.storage"])
+            let exec = metrics.first ?? [:]
+            #expect(exec["unit"] as? String == "ms")
+            #expect(exec["runs"] as? Int == 30)  // 10 exec round trips per run
+            for key in ["p50", "p95", "p99", "min", "max", "ratio"] {
+                #expect((exec[key] as? Double ?? 0) > 0, "\(key)")
+            }
+            let baseline = exec["baseline"] as? [String: Any]
+            #expect(baseline?["name"] as? String == "agent directly")
+            #expect((baseline?["p50"] as? Double ?? 0) > 0)
+            #expect(metrics.last?["available"] as? Bool == false)
+            let benchDirs = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("sprout-bench") }
+            #expect(benchDirs.isEmpty, "\(benchDirs)")
+            expectNoLeftovers("/nonexistent")
+        }
+    }
+}
