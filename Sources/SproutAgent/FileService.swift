@@ -76,16 +76,7 @@ enum FileService {
     }
 
     static func children(_ dir: String) throws -> [String] {
-        guard let d = opendir(dir) else { throw SproutError.system(dir) }
-        defer { closedir(d) }
-        var names: [String] = []
-        while let entry = readdir(d) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+        try FileSystem.children(dir)
     }
 
     /// `mkdir -p`.

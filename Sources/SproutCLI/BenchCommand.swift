@@ -23,7 +23,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("api-key"), help: "API key for --api-url.") var apiKey: String?
 
     static let allMetrics = [
-        "create.empty", "create.debian", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
+        "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm",
     ]
 
@@ -97,8 +97,9 @@ struct BenchRunner: Sendable {
 
     func measure(_ name: String, densityCount: Int) async throws -> MetricResult {
         switch name {
-        case "create.empty": return try await create(env: "empty", name: name)
-        case "create.debian": return try await create(env: "debian", name: name)
+        case "create.empty", "create.debian", "create.empty.cold", "create.debian.cold":
+            let parts = name.split(separator: ".")
+            return try await create(env: String(parts[1]), name: name, pooled: parts.count == 2)
         case "exec.true": return try await execTrue()
         case "files.upload", "files.download": return try await transfer(upload: name == "files.upload")
         case "create.concurrent": return try await concurrent(count: 20)
@@ -117,9 +118,11 @@ struct BenchRunner: Sendable {
         }
     }
 
-    func create(env: String, name: String) async throws -> MetricResult {
-        // Warm-up: builds the base env if needed and warms caches.
-        let warm = try await api.createSandbox(API.CreateSandbox(env: env))
+    /// `pooled`: creates as users see them with the warm pool, refilled
+    /// between requests; otherwise every create starts a new container.
+    func create(env: String, name: String, pooled: Bool) async throws -> MetricResult {
+        // Warm-up: builds the base env if needed, starts the pool, warms caches.
+        let warm = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: false))
         await killAll([warm.id])
         let rootfs = "\(cache)/bases/\(env)"
         _ = try bare.runUntilMarker(rootfs: rootfs)
@@ -127,10 +130,11 @@ struct BenchRunner: Sendable {
         var baseline = Samples()
         var pending: [String] = []
         for i in 0..<runs {
+            if pooled { await waitForPool(env) }
             // Interleave so both see the same machine conditions.
             baseline.record(seconds: try bare.runUntilMarker(rootfs: rootfs))
             let t = monotonicSeconds()
-            let sandbox = try await api.createSandbox(API.CreateSandbox(env: env))
+            let sandbox = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: pooled))
             sprout.record(seconds: monotonicSeconds() - t)
             pending.append(sandbox.id)
             if pending.count == 10 || i == runs - 1 {
@@ -138,8 +142,24 @@ struct BenchRunner: Sendable {
                 pending = []
             }
         }
-        return MetricResult(name: name, unit: "ms", figures: sprout.summary()!, baselineName: "bare \(bare.kind.binary) run",
-                            baseline: baseline.summary()!, note: "create until the agent answers vs. runtime start until a marker prints")
+        return MetricResult(
+            name: name, unit: "ms", figures: sprout.summary()!, baselineName: "bare \(bare.kind.binary) run",
+            baseline: baseline.summary()!,
+            note: (pooled ? "from the warm pool (refilled between creates)" : "a new container each time")
+                + ": create until the agent answers vs. runtime start until a marker prints")
+    }
+
+    /// Waits (up to 10 s) until the server's pool for `env` is full again.
+    func waitForPool(_ env: String) async {
+        for _ in 0..<200 {
+            if let text = try? await api.metrics(),
+                let line = text.split(separator: "\n").first(where: { $0.hasPrefix(#"sprout_pool_ready{env="\#(env)"}"#) }),
+                let value = Double(line.split(separator: " ").last ?? ""), value >= 2
+            {
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     func execTrue() async throws -> MetricResult {

@@ -21,6 +21,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
     @Option(help: "Refuse creates below this much free disk space (MiB).") var minFreeMb = 256
+    @Option(help: "Sandboxes kept started ahead of demand per env in use (0: none).") var poolSize = 2
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -45,6 +46,8 @@ struct ServerCommand: AsyncParsableCommand {
         config.agentBinary = agent
         config.defaultTimeoutSeconds = defaultTimeout
         config.minimumFreeBytes = Int64(minFreeMb) << 20
+        guard (0...64).contains(poolSize) else { throw SproutError(.invalidArgument, "--pool-size must be 0-64") }
+        config.poolSize = poolSize
         let logger = Logger(label: "sprout")
         let host = self.host
         let (app, parts) = try await buildApplication(config, logger: logger) { port in

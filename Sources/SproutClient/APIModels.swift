@@ -21,9 +21,13 @@ public enum API {
         public var envVars: [String: String]?
         public var metadata: [String: String]?
         public var internet: Bool?
+        /// Take a sandbox the server started ahead of demand, if one fits
+        /// (default true). False always starts a new one (for benchmarks).
+        public var fromPool: Bool?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
-                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil) {
+                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil,
+                    fromPool: Bool? = nil) {
             self.env = env
             self.timeoutSeconds = timeoutSeconds
             self.cpu = cpu
@@ -31,6 +35,7 @@ public enum API {
             self.envVars = envVars
             self.metadata = metadata
             self.internet = internet
+            self.fromPool = fromPool
         }
     }
 

@@ -58,17 +58,7 @@ public final class LocalAgent: @unchecked Sendable {
             return s
         }
         guard !already else { return }
-        kill(pid, SIGTERM)
-        let deadline = monotonicSeconds() + 2
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            if monotonicSeconds() > deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                return
-            }
-            usleep(5000)
-        }
+        Spawn.terminate(pid, graceSeconds: 2)
     }
 
     /// The `sprout-agent` binary next to the running executable (as in a

@@ -23,6 +23,8 @@ public struct ServerConfiguration: Sendable {
     public var maxUploadBytes: Int64 = 4 << 30
     /// Creates are refused (cleanly) when the data directory has less free space.
     public var minimumFreeBytes: Int64 = 256 << 20
+    /// Sandboxes kept started ahead of demand per env in use (0: no pool).
+    public var poolSize = 2
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -81,6 +83,7 @@ public func buildApplication(
     }
     settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
     settings.minimumFreeBytes = config.minimumFreeBytes
+    settings.poolSize = config.poolSize
     let metrics = ServerMetrics()
     let manager = SandboxManager(
         settings: settings, catalog: catalog, runtime: runtime,
@@ -125,17 +128,27 @@ public func buildApplication(
     return (app, SproutServerParts(manager: manager, keys: keys, metrics: metrics, runtime: runtime, newAdminKey: newAdminKey))
 }
 
-/// Kills sandboxes whose timeout passed, every second; on shutdown, kills
-/// every sandbox and ends the runtime's helpers.
+/// Kills sandboxes whose timeout passed, every second, and refills the warm
+/// pool when woken; on shutdown, kills every sandbox and ends the runtime's
+/// helpers.
 struct SandboxSupervisor: Service {
     let manager: SandboxManager
     let runtime: any SandboxRuntime
     let logger: Logger
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await manager.reapExpired()
-            try? await Task.sleep(for: .seconds(1))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                    await manager.reapExpired()
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            group.addTask {
+                for await _ in manager.poolWakeups.cancelOnGracefulShutdown() {
+                    await manager.fillPool()
+                }
+            }
         }
         logger.info("shutting down: killing sandboxes")
         await manager.killAll()

@@ -52,6 +52,10 @@ struct AgentRoutes {
         try await manager.agent(try context.parameters.require("id"), for: try context.caller())
     }
 
+    func environment(_ context: SproutContext) async throws -> [String: String] {
+        try await manager.environment(try context.parameters.require("id"), for: try context.caller())
+    }
+
     /// The `path` query parameter: absolute, no `..`, no NUL.
     static func path(_ request: Request) throws -> String {
         guard let path = request.uri.queryParameters.get("path"), !path.isEmpty else {
@@ -91,8 +95,9 @@ struct AgentRoutes {
         }
         if let cwd = body.cwd { try Self.validatePath(cwd) }
         let agent = try await agent(context)
+        let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
         let session = try await agent.start(ProcessSpec(
-            cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: body.env, tag: body.tag, stdin: stdin != nil))
+            cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
         if let stdin {
             try session.write(stdin)
             try session.closeStdin()

@@ -30,9 +30,11 @@ struct TerminalRoutes {
         } onUpgrade: { inbound, outbound, wsContext in
             let context = wsContext.requestContext
             let size = try Self.size(wsContext.request)
-            let agent = try await manager.agent(try context.parameters.require("id"), for: try context.caller())
+            let id = try context.parameters.require("id")
+            let agent = try await manager.agent(id, for: try context.caller())
+            let env = try await manager.environment(id, for: try context.caller())
             let command = wsContext.request.uri.queryParameters.get("cmd")
-            let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, pty: size))
+            let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: env, pty: size))
             defer { session.close() }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

@@ -10,23 +10,49 @@ import SproutSystem
 extension SandboxManager {
     // MARK: Create
 
-    /// Creates a sandbox and returns once its agent is ready. A failure at any
-    /// step removes everything made so far: no container, mount, namespace,
-    /// veth, address or directory is left, and no record.
+    /// Creates a sandbox and returns once its agent is ready: a pooled one if
+    /// one fits (milliseconds), else a new one. A failure at any step removes
+    /// everything made so far: no container, mount, namespace, veth, address
+    /// or directory is left, and no record.
     public func create(_ request: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         let limits = try validate(request)
         guard BaseImages.names.contains(request.env) else {
             throw SproutError(.notFound, "no env named '\(request.env)'")
         }
+        let internet = request.internet ?? true
+        let poolable = request.fromPool != false && internet && limits.cpu == settings.defaultCPU
+            && limits.memoryMB == settings.defaultMemoryMB
+        if poolable {
+            wantPool(for: request.env)
+            if let claimed = try await claim(request, limits: limits, for: identity) {
+                metrics.create(result: "pool", seconds: monotonicSeconds() - started)
+                publishStateCounts()
+                logger.withSandbox(claimed.id).info("running (from the pool)")
+                return claimed.api
+            }
+        }
+        let record = try await start(
+            env: request.env, team: identity.team, limits: limits, internet: internet,
+            metadata: request.metadata ?? [:], envVars: request.envVars ?? [:], state: .running)
+        metrics.create(result: "ok", seconds: monotonicSeconds() - started)
+        publishStateCounts()
+        return record.api
+    }
+
+    /// Starts a new sandbox, ending in `state` (`running`, or `pooled` for the pool).
+    func start(
+        env: String, team: String, limits: Limits, internet: Bool, metadata: [String: String], envVars: [String: String],
+        state: SandboxState
+    ) async throws -> SandboxRecord {
+        let started = monotonicSeconds()
         if let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes {
             throw SproutError(.unavailable, "not enough disk space in \(settings.dataDirectory): \(free >> 20) MiB free, \(settings.minimumFreeBytes >> 20) MiB needed")
         }
         let bases = self.bases
         let logger = self.logger
-        let envName = request.env
         let baseLayer = try await onThread {
-            try bases.ensure(envName) { line in logger.info("\(line)", metadata: ["env": "\(envName)"]) }
+            try bases.ensure(env) { line in logger.info("\(line)", metadata: ["env": "\(env)"]) }
         }
 
         createsInFlight += 1
@@ -35,10 +61,10 @@ extension SandboxManager {
         let token = Identifiers.random(length: 40)
         let slot = try pool.allocate(owner: slotOwner(id))
         var record = SandboxRecord(
-            id: id, team: identity.team, env: request.env, runtime: runtime.kind.rawValue, state: .creating,
-            createdAt: now(), expiresAt: now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
-            memoryMB: limits.memoryMB, internet: request.internet ?? true,
-            metadata: SandboxRecord.encode(request.metadata ?? [:]), envVars: SandboxRecord.encode(request.envVars ?? [:]),
+            id: id, team: team, env: env, runtime: runtime.kind.rawValue, state: .creating,
+            createdAt: now(), expiresAt: state == .pooled ? nil : now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
+            memoryMB: limits.memoryMB, internet: internet,
+            metadata: SandboxRecord.encode(metadata), envVars: SandboxRecord.encode(envVars),
             slot: slot.index, agentToken: token, error: nil)
         do {
             try await catalog.db.write { [record] in try record.insert($0) }
@@ -47,12 +73,11 @@ extension SandboxManager {
             throw error
         }
         let log = logger.withSandbox(id)
-        log.info("creating", metadata: ["env": "\(request.env)", "runtime": "\(runtime.kind.rawValue)"])
+        log.info("creating", metadata: ["env": "\(env)", "runtime": "\(runtime.kind.rawValue)", "for": "\(state.rawValue)"])
 
         let launch = try makeLaunch(record: record, slot: slot, layers: [baseLayer])
         let network = self.network
         let runtime = self.runtime
-        let internet = record.internet
         let preload = settings.statxShim.map { _ in Self.statxShimPath }
         do {
             let phases = try await onThread {
@@ -67,8 +92,8 @@ extension SandboxManager {
                 return String(format: "files %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
             }
             log.debug("started", metadata: ["phases": "\(phases)"])
-            record.state = try record.state.transition(to: .running, id: id)
-            record.expiresAt = now() + Double(limits.timeout)
+            record.state = try record.state.transition(to: state, id: id)
+            if state == .running { record.expiresAt = now() + Double(limits.timeout) }
             try await catalog.db.write { [record] in try record.update($0) }
         } catch {
             log.error("create failed; rolling back", metadata: ["error": "\(error)"])
@@ -78,11 +103,8 @@ extension SandboxManager {
             _ = try? await catalog.db.write { try SandboxRecord.deleteOne($0, key: id) }
             throw error
         }
-        let seconds = monotonicSeconds() - started
-        metrics.create(result: "ok", seconds: seconds)
-        publishStateCounts()
-        log.info("running", metadata: ["seconds": "\(String(format: "%.3f", seconds))", "address": "\(slot.sandboxAddress)"])
-        return record.api
+        log.info("\(state.rawValue)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "address": "\(slot.sandboxAddress)"])
+        return record
     }
 
     struct Limits {
@@ -134,10 +156,9 @@ extension SandboxManager {
 
     func makeLaunch(record: SandboxRecord, slot: NetworkSlot, layers: [String]) throws -> ContainerLaunch {
         let dir = directory(record.id)
-        var args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
-        for (key, value) in record.envVarsDictionary.sorted(by: { $0.key < $1.key }) {
-            args += ["--env", "\(key)=\(value)"]
-        }
+        // The sandbox's env vars are not given to the agent: the server adds
+        // them to every process it starts, so pooled sandboxes can take them on.
+        let args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
         let spec = ContainerSpec(
             id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: network.namespacePath(record.id),
             args: args,
@@ -241,7 +262,7 @@ extension SandboxManager {
     public func killAll() async {
         while createsInFlight > 0 { try? await Task.sleep(for: .milliseconds(20)) }
         let live = (try? await catalog.db.read { db in
-            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue).fetchAll(db)
+            try SandboxRecord.filter([SandboxState.running.rawValue, SandboxState.pooled.rawValue].contains(Column("state"))).fetchAll(db)
         }) ?? []
         await withTaskGroup(of: Void.self) { group in
             for record in live {

@@ -29,7 +29,7 @@ extension SandboxManager {
             var ended = record
             ended.state = .killed
             ended.endedAt = now()
-            ended.error = "lost when the server stopped unexpectedly"
+            ended.error = record.state == .pooled ? "pooled; replaced after a restart" : "lost when the server stopped unexpectedly"
             _ = try? await catalog.db.write { [ended] in try ended.update($0) }
             removed.append(record.id)
             logger.withSandbox(record.id).warning("removed after restart", metadata: ["was": "\(record.state.rawValue)"])

@@ -23,6 +23,8 @@ public actor SandboxManager {
         public var defaultCPU = 1.0
         public var defaultMemoryMB = 512
         public var pidsLimit = 1024
+        /// Sandboxes kept started ahead of demand per env in use (0: no pool).
+        public var poolSize = 2
         /// Refuse creates when the data directory has less free space than this.
         public var minimumFreeBytes: Int64 = 256 << 20
         /// gVisor only: the statx shim is in the agent directory and every
@@ -47,6 +49,12 @@ public actor SandboxManager {
     let logger: Logger
     /// Creates in progress; shutdown waits for them before killing everything.
     var createsInFlight = 0
+    /// Envs asked for at least once: the pool keeps sandboxes of them ready.
+    var pooledEnvs: Set<String> = []
+    var fillingPool = false
+    /// Wakes the pool filler (see `SandboxSupervisor`).
+    public nonisolated let poolWakeups: AsyncStream<Void>
+    nonisolated let poolWakeup: AsyncStream<Void>.Continuation
 
     public init(
         settings: Settings, catalog: Catalog, runtime: any SandboxRuntime, bases: BaseImages, instance: String,
@@ -61,6 +69,7 @@ public actor SandboxManager {
         self.instance = instance
         self.metrics = metrics
         self.logger = logger
+        (poolWakeups, poolWakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     var sandboxesDirectory: String { settings.dataDirectory + "/sandboxes" }
@@ -102,6 +111,11 @@ public actor SandboxManager {
             host: NetworkSlot(index: slot).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
     }
 
+    /// The sandbox's env vars, which the server adds to every process it starts there.
+    public func environment(_ id: String, for identity: Identity) throws -> [String: String] {
+        try record(id, for: identity).envVarsDictionary
+    }
+
     /// The sandbox's address, for port previews.
     public func address(_ id: String, for identity: Identity) throws -> String {
         let record = try record(id, for: identity)
@@ -137,6 +151,12 @@ public actor SandboxManager {
                 .reduce(into: [String: Int]()) { $0[$1["state"]] = $1["n"] }
         }) ?? [:]
         metrics.sandboxesByState(counts)
+        var pooled = (try? catalog.db.read { db in
+            try Row.fetchAll(db, sql: "SELECT env, COUNT(*) AS n FROM sandbox WHERE state = 'pooled' GROUP BY env")
+                .reduce(into: [String: Int]()) { $0[$1["env"]] = $1["n"] }
+        }) ?? [:]
+        for env in pooledEnvs where pooled[env] == nil { pooled[env] = 0 }
+        metrics.poolReady(pooled)
     }
 }
 

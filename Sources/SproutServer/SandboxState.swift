@@ -6,18 +6,24 @@ import SproutCore
 ///
 /// ```
 /// creating ──▶ running ──▶ killing ──▶ killed
-///     │                        ▲
-///     └── (failed create: rolled back and removed) 
+///     │           ▲           ▲
+///     │        (claim)        │
+///     └──▶ pooled ────────────┘
+/// (a failed create is rolled back and its record removed)
 /// ```
+/// `pooled` sandboxes are started ahead of demand, belong to no team, and
+/// become `running` when a create claims one.
 public enum SandboxState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
     case creating
+    case pooled
     case running
     case killing
     case killed
 
     public func canTransition(to next: SandboxState) -> Bool {
         switch (self, next) {
-        case (.creating, .running), (.creating, .killing), (.running, .killing), (.killing, .killed): true
+        case (.creating, .running), (.creating, .pooled), (.creating, .killing), (.pooled, .running), (.pooled, .killing),
+            (.running, .killing), (.killing, .killed): true
         default: false
         }
     }

@@ -30,6 +30,13 @@ public final class ServerMetrics: Sendable {
         }
     }
 
+    func poolReady(_ counts: [String: Int]) {
+        for (env, count) in counts {
+            registry.makeGauge(descriptor: descriptor("pool_ready", "Pooled sandboxes ready, by env"), labels: [("env", env)])
+                .set(Double(count))
+        }
+    }
+
     func create(result: String, seconds: Double) {
         registry.makeCounter(descriptor: descriptor("sandbox_creates_total", "Sandbox creates by result"), labels: [("result", result)])
             .increment()

@@ -104,6 +104,23 @@ public enum Spawn {
     }
 }
 
+extension Spawn {
+    /// Stops a child: SIGTERM, then SIGKILL after `graceSeconds`; reaps it.
+    public static func terminate(_ pid: pid_t, graceSeconds: Double) {
+        kill(pid, SIGTERM)
+        let deadline = monotonicSeconds() + graceSeconds
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if monotonicSeconds() > deadline {
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                return
+            }
+            usleep(5000)
+        }
+    }
+}
+
 /// Decodes a `waitpid` status.
 public func decodeWaitStatus(_ status: Int32) -> (code: Int32?, signal: Int32?) {
     let sig = status & 0x7F

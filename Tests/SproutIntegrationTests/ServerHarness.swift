@@ -29,6 +29,8 @@ final class ServerHarness: @unchecked Sendable {
         return ".build/debug/sprout"
     }
 
+    /// Servers start without a warm pool unless a test asks for one, so that
+    /// host-resource checks while they run see only what the test made.
     init(runtime: String = "gvisor", extraArgs: [String] = []) throws {
         var template = Array("/tmp/sprout-it-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
@@ -51,7 +53,8 @@ final class ServerHarness: @unchecked Sendable {
         options.stderr = logFD
         pid = try Spawn.spawn(
             path: Self.binary,
-            argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", Self.cache] + extraArgs,
+            argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", Self.cache]
+                + (extraArgs.contains("--pool-size") ? [] : ["--pool-size", "0"]) + extraArgs,
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         defer { close(out.read) }
@@ -84,17 +87,7 @@ final class ServerHarness: @unchecked Sendable {
     /// SIGTERM and wait: a graceful stop kills every sandbox.
     func stopServer() {
         guard pid > 0 else { return }
-        kill(pid, SIGTERM)
-        let deadline = monotonicSeconds() + 60
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            if monotonicSeconds() > deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                break
-            }
-            usleep(20_000)
-        }
+        Spawn.terminate(pid, graceSeconds: 60)
         pid = 0
         close(logFD)
     }
