@@ -285,8 +285,8 @@ struct BenchRunner: Sendable {
         await killAll(ids)
         let idle = try bare.startIdle(rootfs: "\(cache)/bases/empty")
         try await Task.sleep(for: .seconds(2))
-        let bareMiB = Double(HostMemory.pssKiB(containerID: idle)) / 1024
-        bare.remove(idle)
+        let bareMiB = Double(HostMemory.pssKiB(containerID: idle.id, alsoPID: idle.pid)) / 1024
+        bare.remove(idle.id)
         return MetricResult(name: "density", unit: "MiB", figures: Figures.of(perSandbox)!, baselineName: "one bare idle sandbox",
                             baseline: .single(bareMiB), note: "host memory (PSS) per idle sandbox with \(count) running")
     }

@@ -120,7 +120,7 @@ public func buildApplication(
 
     let app = Application(
         router: router,
-        server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(maxFrameSize: 1 << 20)),
+        server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20))),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
         services: [SandboxSupervisor(manager: manager, runtime: runtime, logger: logger)],
         onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },

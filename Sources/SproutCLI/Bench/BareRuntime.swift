@@ -70,12 +70,15 @@ struct BareRuntime: Sendable {
         throw SproutError(.internal, "bare \(kind.binary) run exited without printing its marker")
     }
 
-    /// Starts an idle container (`sleep`) and returns its id, for memory baselines.
-    func startIdle(rootfs: String) throws -> String {
+    /// Starts an idle container (`sleep`), for memory baselines. Returns its
+    /// id and the host pid of its first process.
+    func startIdle(rootfs: String) throws -> (id: String, pid: Int32) {
         let id = "bench-idle-\(Identifiers.random(length: 8))"
         let dir = try bundle(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
         try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
-        return id
+        let state = try HostCommand.run(base + ["state", id])
+        let object = try JSONSerialization.jsonObject(with: Data(state.utf8)) as? [String: Any]
+        return (id, Int32(object?["pid"] as? Int ?? 0))
     }
 
     func remove(_ id: String) {
@@ -96,7 +99,7 @@ enum HostMemory {
     /// Sum of PSS (KiB) of every process whose command line mentions `id`,
     /// and all their descendants (gVisor's sentry, gofer and ptrace stubs;
     /// runc's container processes are found by cgroup instead).
-    static func pssKiB(containerID id: String) -> Int {
+    static func pssKiB(containerID id: String, alsoPID extra: Int32? = nil) -> Int {
         var parent: [Int32: Int32] = [:]
         var roots: Set<Int32> = []
         for name in (try? FileSystem.children("/proc")) ?? [] {
@@ -119,6 +122,7 @@ enum HostMemory {
                 for line in String(decoding: procs, as: UTF8.self).split(separator: "\n") { if let p = Int32(line) { roots.insert(p) } }
             }
         }
+        if let extra, extra > 0 { roots.insert(extra) }
         var members = roots
         var changed = true
         while changed {
