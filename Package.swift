@@ -35,6 +35,12 @@ let package = Package(
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
         // Typed Swift clients: the agent protocol and the REST API.
         .target(name: "SproutClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        // Content-addressed layers: freezing a sandbox's writable layer,
+        // deterministic digests, deduplication.
+        .target(name: "SproutStore", dependencies: [
+            "SproutCore", "SproutSystem", "CSprout",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces, cgroups.
         .target(name: "SproutRuntime", dependencies: [
@@ -43,7 +49,7 @@ let package = Package(
         ]),
         // The Hummingbird app: routes, auth, catalog, sandbox manager, metrics.
         .target(name: "SproutServer", dependencies: [
-            "SproutCore", "SproutSystem", "SproutRuntime", "SproutClient", "SproutAgentProtocol",
+            "SproutCore", "SproutSystem", "SproutRuntime", "SproutClient", "SproutAgentProtocol", "SproutStore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -65,7 +71,7 @@ let package = Package(
         .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutClient", "SproutSystem"]),
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
-            "SproutClient", "SproutSystem", "SproutCore", "SproutRuntime", "SproutAgentProtocol", "SproutServer",
+            "SproutClient", "SproutSystem", "SproutCore", "SproutRuntime", "SproutAgentProtocol", "SproutServer", "SproutStore",
         ]),
     ]
 )

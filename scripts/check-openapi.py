@@ -87,6 +87,11 @@ check("GET", "/v1/sandboxes/{id}/files/list", f"/v1/sandboxes/{sid}/files/list?p
 check("GET", "/v1/sandboxes/{id}/files/stat", f"/v1/sandboxes/{sid}/files/stat?path=/code/x.txt", 200)
 check("POST", "/v1/sandboxes/{id}/files/mkdir", f"/v1/sandboxes/{sid}/files/mkdir?path=/code/d/e", 201)
 check("DELETE", "/v1/sandboxes/{id}/files", f"/v1/sandboxes/{sid}/files?path=/code/d&recursive=true", 204)
+env = check("POST", "/v1/sandboxes/{id}/snapshot", f"/v1/sandboxes/{sid}/snapshot", 201, json={"name": "spec-env"}).json()
+check("POST", "/v1/sandboxes/{id}/snapshot", f"/v1/sandboxes/{sid}/snapshot", 400, json={"name": "Bad Name"})
+check("GET", "/v1/envs", "/v1/envs", 200)
+check("GET", "/v1/envs/{id}", f"/v1/envs/{env['id']}", 200)
+check("GET", "/v1/envs/{id}", "/v1/envs/no-such-env", 404)
 check("GET", "/v1/sandboxes/{id}/ports/{port}/{path}", f"/v1/sandboxes/{sid}/ports/8080/", 503)
 check("GET", "/v1/sandboxes/{id}/pty", f"/v1/sandboxes/{sid}/pty", 400)  # no upgrade requested
 created = check("POST", "/v1/keys", "/v1/keys", 201, json={"name": "spec", "team": "spec"}).json()

@@ -33,3 +33,9 @@ int csprout_open_pty(char *slave_name, size_t len) {
 
 #include <sys/prctl.h>
 int csprout_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+#include <sys/xattr.h>
+int csprout_is_overlay_opaque(const char *path) {
+    char value = 0;
+    return lgetxattr(path, "trusted.overlay.opaque", &value, 1) == 1 && value == 'y';
+}

@@ -9,7 +9,7 @@ struct SandboxCommand: AsyncParsableCommand {
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
             SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxShell.self,
-            SandboxFiles.self, SandboxTimeout.self, SandboxKill.self,
+            SandboxFiles.self, SandboxTimeout.self, SandboxSnapshot.self, SandboxKill.self,
         ])
 }
 
@@ -114,5 +114,19 @@ struct SandboxExec: AsyncParsableCommand {
         }
         if let code = exit.code, code != 0 { throw ExitCode(code) }
         if let signal = exit.signal { throw ExitCode(128 + signal) }
+    }
+}
+
+struct SandboxSnapshot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Freeze a sandbox's changes into a new env (the sandbox keeps running).")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Option(help: "The new env's name (default: its parent's).") var name: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let env = try await client.client().snapshot(id, name: name)
+        if json { try Output.json(env) } else { print(env.id) }
     }
 }

@@ -7,7 +7,7 @@ public struct Sprout: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sprout",
         abstract: "Self-hostable sandbox environments.",
-        subcommands: [ServerCommand.self, LoginCommand.self, SandboxCommand.self, KeysCommand.self, BenchCommand.self])
+        subcommands: [ServerCommand.self, LoginCommand.self, SandboxCommand.self, EnvCommand.self, KeysCommand.self, BenchCommand.self])
 
     public init() {}
 

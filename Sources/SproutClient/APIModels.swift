@@ -126,6 +126,38 @@ public enum API {
         public var stderrBytes: [UInt8]? { stderr.flatMap { Data(base64Encoded: $0) }.map { Array($0) } }
     }
 
+    /// An env: an immutable root file system to start sandboxes from.
+    public struct Env: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        /// The env it was forked from (nil for built-in bases).
+        public var parent: String?
+        public var base: String
+        /// Layer digests above the base, bottom first.
+        public var layers: [String]
+        public var builtin: Bool
+        public var createdAt: Double?
+        /// Bytes this env's own top layer added to the store.
+        public var ownBytes: Int64
+
+        public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?, ownBytes: Int64) {
+            self.id = id
+            self.name = name
+            self.parent = parent
+            self.base = base
+            self.layers = layers
+            self.builtin = builtin
+            self.createdAt = createdAt
+            self.ownBytes = ownBytes
+        }
+    }
+
+    public struct Snapshot: Codable, Sendable {
+        /// The new env's name (default: the parent's).
+        public var name: String?
+        public init(name: String? = nil) { self.name = name }
+    }
+
     public struct Signal: Codable, Sendable {
         public var signal: Int32
         public init(signal: Int32) { self.signal = signal }

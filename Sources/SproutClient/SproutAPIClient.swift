@@ -130,6 +130,19 @@ public struct SproutAPIClient: Sendable {
         try await call("POST", "/v1/sandboxes/\(percentEncode(id))/timeout", body: API.SetTimeout(timeoutSeconds: seconds), as: API.Sandbox.self)
     }
 
+    /// Freezes a running sandbox's changes into a new env.
+    public func snapshot(_ id: String, name: String? = nil) async throws -> API.Env {
+        try await call("POST", "/v1/sandboxes/\(percentEncode(id))/snapshot", body: API.Snapshot(name: name), as: API.Env.self)
+    }
+
+    public func envs() async throws -> [API.Env] {
+        try await call("GET", "/v1/envs", as: [API.Env].self)
+    }
+
+    public func env(_ id: String) async throws -> API.Env {
+        try await call("GET", "/v1/envs/\(percentEncode(id))", as: API.Env.self)
+    }
+
     // MARK: Keys
 
     public func createKey(_ request: API.CreateKey) async throws -> API.CreatedKey {

@@ -51,8 +51,37 @@ public final class Catalog: Sendable {
                 t.column("error", .text)
             }
         }
+        m.registerMigration("v2-envs") { db in
+            try db.create(table: "env") { t in
+                t.primaryKey("id", .text)
+                t.column("name", .text).notNull().indexed()
+                t.column("parent", .text).notNull()
+                t.column("team", .text).notNull().indexed()
+                t.column("base", .text).notNull()
+                t.column("layers", .text).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("ownBytes", .integer).notNull()
+            }
+        }
         return m
     }
+}
+
+/// An env made by Sprout: a base root plus layers (bottom to top).
+/// Built-in bases (`empty`, `debian`) are not stored; they are their own ids.
+struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "env"
+    var id: String
+    var name: String
+    var parent: String
+    var team: String
+    var base: String
+    /// JSON array of layer digests, bottom first.
+    var layers: String
+    var createdAt: Double
+    var ownBytes: Int64
+
+    var layerList: [String] { (try? JSONDecoder().decode([String].self, from: Data(layers.utf8))) ?? [] }
 }
 
 /// A stored API key. The secret itself is never stored, only its SHA-256.

@@ -3,7 +3,7 @@ import Hummingbird
 import SproutClient
 import SproutCore
 
-/// `/v1/sandboxes`: create, list, show, kill, timeout.
+/// `/v1/sandboxes`: create, list, show, kill, timeout, snapshot; `/v1/envs`.
 struct SandboxRoutes {
     let manager: SandboxManager
 
@@ -22,6 +22,17 @@ struct SandboxRoutes {
         }
         group.delete("sandboxes/:id") { _, context in
             try JSONBody.response(try await manager.kill(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/snapshot") { request, context in
+            let body = try await JSONBody.decode(API.Snapshot.self, from: request)
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await manager.snapshot(id, name: body.name, for: try context.caller()), status: .created)
+        }
+        group.get("envs") { _, context in
+            try JSONBody.response(try await manager.envs(for: try context.caller()))
+        }
+        group.get("envs/:id") { _, context in
+            try JSONBody.response(try await manager.env(try context.parameters.require("id"), for: try context.caller()))
         }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(API.SetTimeout.self, from: request)

@@ -17,15 +17,13 @@ extension SandboxManager {
     public func create(_ request: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         let limits = try validate(request)
-        guard BaseImages.names.contains(request.env) else {
-            throw SproutError(.notFound, "no env named '\(request.env)'")
-        }
+        let env = try resolveEnv(request.env, for: identity)
         let internet = request.internet ?? true
         let poolable = request.fromPool != false && internet && limits.cpu == settings.defaultCPU
             && limits.memoryMB == settings.defaultMemoryMB
         if poolable {
-            wantPool(for: request.env)
-            if let claimed = try await claim(request, limits: limits, for: identity) {
+            wantPool(for: env)
+            if let claimed = try await claim(request, env: env.id, limits: limits, for: identity) {
                 metrics.create(result: "pool", seconds: monotonicSeconds() - started)
                 publishStateCounts()
                 logger.withSandbox(claimed.id).info("running (from the pool)")
@@ -33,7 +31,7 @@ extension SandboxManager {
             }
         }
         let record = try await start(
-            env: request.env, team: identity.team, limits: limits, internet: internet,
+            env: env, team: identity.team, limits: limits, internet: internet,
             metadata: request.metadata ?? [:], envVars: request.envVars ?? [:], state: .running)
         metrics.create(result: "ok", seconds: monotonicSeconds() - started)
         publishStateCounts()
@@ -42,7 +40,7 @@ extension SandboxManager {
 
     /// Starts a new sandbox, ending in `state` (`running`, or `pooled` for the pool).
     func start(
-        env: String, team: String, limits: Limits, internet: Bool, metadata: [String: String], envVars: [String: String],
+        env: ResolvedEnv, team: String, limits: Limits, internet: Bool, metadata: [String: String], envVars: [String: String],
         state: SandboxState
     ) async throws -> SandboxRecord {
         let started = monotonicSeconds()
@@ -51,8 +49,9 @@ extension SandboxManager {
         }
         let bases = self.bases
         let logger = self.logger
+        let baseName = env.base
         let baseLayer = try await onThread {
-            try bases.ensure(env) { line in logger.info("\(line)", metadata: ["env": "\(env)"]) }
+            try bases.ensure(baseName) { line in logger.info("\(line)", metadata: ["env": "\(baseName)"]) }
         }
 
         createsInFlight += 1
@@ -61,7 +60,7 @@ extension SandboxManager {
         let token = Identifiers.random(length: 40)
         let slot = try pool.allocate(owner: slotOwner(id))
         var record = SandboxRecord(
-            id: id, team: team, env: env, runtime: runtime.kind.rawValue, state: .creating,
+            id: id, team: team, env: env.id, runtime: runtime.kind.rawValue, state: .creating,
             createdAt: now(), expiresAt: state == .pooled ? nil : now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
             memoryMB: limits.memoryMB, internet: internet,
             metadata: SandboxRecord.encode(metadata), envVars: SandboxRecord.encode(envVars),
@@ -73,9 +72,9 @@ extension SandboxManager {
             throw error
         }
         let log = logger.withSandbox(id)
-        log.info("creating", metadata: ["env": "\(env)", "runtime": "\(runtime.kind.rawValue)", "for": "\(state.rawValue)"])
+        log.info("creating", metadata: ["env": "\(env.id)", "runtime": "\(runtime.kind.rawValue)", "for": "\(state.rawValue)"])
 
-        let launch = try makeLaunch(record: record, slot: slot, layers: [baseLayer])
+        let launch = try makeLaunch(record: record, slot: slot, layers: lowerDirectories(env, base: baseLayer))
         let network = self.network
         let runtime = self.runtime
         let preload = settings.statxShim.map { _ in Self.statxShimPath }

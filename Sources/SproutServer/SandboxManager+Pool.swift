@@ -11,17 +11,17 @@ import SproutCore
 /// asked for; the pool refills in the background after every claim.
 extension SandboxManager {
     /// Notes that `env` is in use, so the pool keeps sandboxes of it ready.
-    func wantPool(for env: String) {
-        guard settings.poolSize > 0, !pooledEnvs.contains(env) else { return }
-        pooledEnvs.insert(env)
+    func wantPool(for env: ResolvedEnv) {
+        guard settings.poolSize > 0, pooledEnvs[env.id] == nil else { return }
+        pooledEnvs[env.id] = env
         poolWakeup.yield()
     }
 
     /// Takes a pooled sandbox of `request.env` for `identity`, if there is one.
-    func claim(_ request: API.CreateSandbox, limits: Limits, for identity: Identity) async throws -> SandboxRecord? {
+    func claim(_ request: API.CreateSandbox, env: String, limits: Limits, for identity: Identity) async throws -> SandboxRecord? {
         let claimed: SandboxRecord? = try await catalog.db.write { db in
             guard var record = try SandboxRecord
-                .filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == request.env
+                .filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == env
                         && Column("runtime") == self.runtime.kind.rawValue)
                 .order(Column("createdAt"))
                 .fetchOne(db)
@@ -44,10 +44,10 @@ extension SandboxManager {
         guard !fillingPool else { return }
         fillingPool = true
         defer { fillingPool = false }
-        for env in pooledEnvs.sorted() {
+        for env in pooledEnvs.values.sorted(by: { $0.id < $1.id }) {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 let ready = (try? await catalog.db.read { db in
-                    try SandboxRecord.filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == env).fetchCount(db)
+                    try SandboxRecord.filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == env.id).fetchCount(db)
                 }) ?? settings.poolSize
                 guard ready < settings.poolSize else { break }
                 // Refilling yields to the creates users are waiting for.
@@ -59,7 +59,7 @@ extension SandboxManager {
                     _ = try await start(env: env, team: "", limits: limits, internet: true, metadata: [:], envVars: [:], state: .pooled)
                     publishStateCounts()
                 } catch {
-                    logger.error("cannot refill the pool", metadata: ["env": "\(env)", "error": "\(error)"])
+                    logger.error("cannot refill the pool", metadata: ["env": "\(env.id)", "error": "\(error)"])
                     break
                 }
             }

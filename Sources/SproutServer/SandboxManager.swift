@@ -5,6 +5,7 @@ import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutRuntime
+import SproutStore
 import SproutSystem
 
 /// Owns every sandbox's lifecycle: create (with rollback), timeouts, kill,
@@ -44,13 +45,14 @@ public actor SandboxManager {
     let network: SandboxNetwork
     let pool: NetworkPool
     let bases: BaseImages
+    let layers: LayerStore
     let instance: String
     let metrics: ServerMetrics
     let logger: Logger
     /// Creates in progress; shutdown waits for them before killing everything.
     var createsInFlight = 0
     /// Envs asked for at least once: the pool keeps sandboxes of them ready.
-    var pooledEnvs: Set<String> = []
+    var pooledEnvs: [String: ResolvedEnv] = [:]
     var fillingPool = false
     /// Wakes the pool filler (see `SandboxSupervisor`).
     public nonisolated let poolWakeups: AsyncStream<Void>
@@ -66,6 +68,7 @@ public actor SandboxManager {
         self.network = SandboxNetwork(namespacePrefix: "sprout-\(instance)-")
         self.pool = NetworkPool()
         self.bases = bases
+        self.layers = LayerStore(root: settings.dataDirectory + "/layers")
         self.instance = instance
         self.metrics = metrics
         self.logger = logger
@@ -155,7 +158,7 @@ public actor SandboxManager {
             try Row.fetchAll(db, sql: "SELECT env, COUNT(*) AS n FROM sandbox WHERE state = 'pooled' GROUP BY env")
                 .reduce(into: [String: Int]()) { $0[$1["env"]] = $1["n"] }
         }) ?? [:]
-        for env in pooledEnvs where pooled[env] == nil { pooled[env] = 0 }
+        for env in pooledEnvs.keys where pooled[env] == nil { pooled[env] = 0 }
         metrics.poolReady(pooled)
     }
 }

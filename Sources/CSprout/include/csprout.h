@@ -14,5 +14,7 @@ int csprout_unshare(int flags);
 /// Opens a PTY master (close-on-exec, unlocked); writes the slave path to slave_name.
 int csprout_open_pty(char *slave_name, size_t len);
 int csprout_set_child_subreaper(void);
+/// 1 if overlayfs marked the directory opaque (trusted.overlay.opaque = "y").
+int csprout_is_overlay_opaque(const char *path);
 
 #endif

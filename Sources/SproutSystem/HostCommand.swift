@@ -1,6 +1,5 @@
 import Glibc
 import SproutCore
-import SproutSystem
 
 /// Runs host tools (`ip`, `iptables`, `runsc`, `debootstrap`) as supervised
 /// children: own process group, minimal environment, output captured.
@@ -11,7 +10,7 @@ public enum HostCommand {
         public var stderr: String
     }
 
-    static let environment = [
+    public static let environment = [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG=C.UTF-8",
     ]
@@ -111,7 +110,8 @@ public enum HostCommand {
 }
 
 extension String {
-    var trimmed: String {
+    /// Without leading and trailing whitespace.
+    public var trimmed: String {
         var s = Substring(self)
         while let c = s.first, c.isWhitespace { s.removeFirst() }
         while let c = s.last, c.isWhitespace { s.removeLast() }

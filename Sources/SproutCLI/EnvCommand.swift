@@ -1,0 +1,40 @@
+import ArgumentParser
+import Foundation
+import SproutClient
+import SproutCore
+
+/// `sprout env list|show`
+struct EnvCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvList.self, EnvShow.self])
+}
+
+struct EnvList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List envs.")
+    @OptionGroup var client: ClientOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let envs = try await client.client().envs()
+        if json { return try Output.json(envs) }
+        Output.table(["ID", "NAME", "PARENT", "LAYERS", "OWN SIZE", "CREATED"], envs.map {
+            [$0.id, $0.name, $0.parent ?? "-", String($0.layers.count), $0.builtin ? "-" : "\($0.ownBytes) B", Output.date($0.createdAt)]
+        })
+    }
+}
+
+struct EnvShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one env.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let env = try await client.client().env(id)
+        if json { return try Output.json(env) }
+        for (k, v) in [("id", env.id), ("name", env.name), ("parent", env.parent ?? "-"), ("base", env.base),
+                       ("layers", env.layers.map { String($0.prefix(12)) }.joined(separator: " ")), ("own size", "\(env.ownBytes) B")] {
+            print("\(k.padding(toLength: 8, withPad: " ", startingAt: 0)) \(v)")
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Glibc
+import SproutCore
+import SproutSystem
+
+/// Content-addressed, immutable layers on local disk. A layer is a directory
+/// in overlayfs "upper" form (whiteouts and opaque directories included), so
+/// it can be used as a `lowerdir` as it is. Identical content is stored once.
+public struct LayerStore: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    /// Layer paths are short on purpose: an overlay mount takes at most one
+    /// page of options, so shorter paths mean deeper chains per mount.
+    public func path(_ digest: String) -> String { "\(root)/\(digest.prefix(20))" }
+
+    public func contains(_ digest: String) -> Bool { FileSystem.isDirectory(path(digest)) }
+
+    /// Freezes `upper` (a sandbox's writable layer) into the store, leaving
+    /// out `excluding` (paths relative to the root, e.g. per-sandbox identity
+    /// files). Returns the layer's digest and the bytes it added (0 if an
+    /// identical layer was already stored).
+    public func freeze(upper: String, excluding: [String]) throws -> (digest: String, addedBytes: Int64) {
+        try FileSystem.makeDirectories(root, mode: 0o700)
+        let temp = "\(root)/.freeze-\(Identifiers.random(length: 8))"
+        defer { try? FileSystem.removeTree(temp) }
+        // cp -a keeps modes, owners, links, device nodes (whiteouts) and xattrs (opaque dirs).
+        try FileSystem.makeDirectories(temp)
+        try HostCommand.run(["cp", "-a", "--reflink=auto", upper + "/.", temp + "/"])
+        for rel in excluding { unlink("\(temp)/\(rel)") }
+        for rel in excluding {
+            // Drop directories that only held excluded files (e.g. etc/).
+            var dir = (rel as NSString).deletingLastPathComponent
+            while !dir.isEmpty && dir != "/" && dir != "." {
+                let full = "\(temp)/\(dir)"
+                guard let children = try? FileSystem.children(full), children.isEmpty, !LayerDigest.isOpaque(full) else { break }
+                rmdir(full)
+                dir = (dir as NSString).deletingLastPathComponent
+            }
+        }
+        // Timestamps are build noise: normalise them on disk too.
+        try HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"])
+        let digest = try LayerDigest.of(directory: temp)
+        let target = path(digest)
+        if contains(digest) { return (digest, 0) }
+        let bytes = Self.diskUsage(temp)
+        if rename(temp, target) != 0 {
+            if errno == EEXIST || errno == ENOTEMPTY { return (digest, 0) }  // stored meanwhile
+            throw SproutError.system("store layer \(digest)")
+        }
+        return (digest, bytes)
+    }
+
+    /// Bytes a directory tree occupies on disk.
+    public static func diskUsage(_ path: String) -> Int64 {
+        guard let out = try? HostCommand.run(["du", "-s", "-B1", path]),
+            let first = out.split(separator: "\t").first, let bytes = Int64(first)
+        else { return 0 }
+        return bytes
+    }
+}
+

@@ -1,0 +1,86 @@
+import Foundation
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutStore
+import Testing
+
+extension Integration {
+    @Suite("snapshots into envs")
+    struct SnapshotTests {
+        @Test("a snapshot keeps written and deleted files, not the sandbox's identity; forks chain; equal content, equal env")
+        func snapshotAndFork() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let first = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try await api.run(first.id, API.Exec(shell: "echo v1 > /code/app.txt && rm /etc/passwd && mkdir -p /data/empty"))
+                let env1 = try await api.snapshot(first.id, name: "my-app")
+                #expect(env1.parent == "empty")
+                #expect(env1.name == "my-app")
+                #expect(env1.layers.count == 1)
+                #expect(env1.id.hasPrefix("my-app-"))
+                // The original keeps running.
+                #expect(try await api.run(first.id, API.Exec(cmd: ["cat", "/code/app.txt"])).stdoutText == "v1\n")
+
+                let second = try await api.createSandbox(API.CreateSandbox(env: env1.id))
+                #expect(second.env == env1.id)
+                let seen = try await api.run(second.id, API.Exec(shell: "cat /code/app.txt; test -e /etc/passwd || echo gone; test -d /data/empty && echo dir; hostname; cat /etc/hostname"))
+                #expect(seen.stdoutText == "v1\ngone\ndir\n\(second.id)\n\(second.id)\n")
+
+                // A fork of the fork: a chain of two layers; a name finds the newest env.
+                _ = try await api.run(second.id, API.Exec(shell: "echo v2 > /code/app.txt"))
+                let env2 = try await api.snapshot(second.id)
+                #expect(env2.parent == env1.id)
+                #expect(env2.name == "my-app")
+                #expect(env2.layers.count == 2 && env2.layers.first == env1.layers.first)
+                let third = try await api.createSandbox(API.CreateSandbox(env: "my-app"))
+                #expect(third.env == env2.id)
+                #expect(try await api.run(third.id, API.Exec(cmd: ["cat", "/code/app.txt"])).stdoutText == "v2\n")
+                // An old env id still starts, like checking out an old commit.
+                let old = try await api.createSandbox(API.CreateSandbox(env: env1.id))
+                #expect(try await api.run(old.id, API.Exec(cmd: ["cat", "/code/app.txt"])).stdoutText == "v1\n")
+
+                // Snapshotting unchanged content again gives the same env and stores nothing.
+                let again = try await api.snapshot(third.id)
+                #expect(again.parent == env2.id)
+                #expect(try await api.snapshot(third.id) == again)
+                let twin = try await api.createSandbox(API.CreateSandbox(env: env1.id))
+                let twinEnv = try await api.snapshot(twin.id)
+                #expect(twinEnv.layers.count == 2)
+                #expect(twinEnv.ownBytes < 64 * 1024, "an empty fork stored \(twinEnv.ownBytes) bytes")
+
+                // A fork costs its change: a 1 KiB file adds about 1 KiB.
+                #expect(env2.ownBytes < 64 * 1024, "a one-file fork stored \(env2.ownBytes) bytes")
+                let envs = try await api.envs()
+                #expect(Set(envs.map(\.id)).isSuperset(of: ["empty", "debian", env1.id, env2.id]))
+
+                // Another team sees none of it.
+                let other = try await api.createKey(API.CreateKey(team: "other"))
+                let otherAPI = server.client(key: other.secret)
+                await #expect(throws: SproutError(.notFound, "no env named '\(env1.id)'")) {
+                    try await otherAPI.createSandbox(API.CreateSandbox(env: env1.id))
+                }
+                await #expect(throws: SproutError(.invalidArgument, "env name must be 1-64 characters of a-z, 0-9, '-' and '_', and not a built-in name")) {
+                    try await api.snapshot(first.id, name: "../evil")
+                }
+            }
+        }
+
+        @Test("layer digests ignore timestamps and see content, modes and links")
+        func digests() throws {
+            let root = "/tmp/sprout-digest-\(Identifiers.random(length: 6))"
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            try FileManager.default.createDirectory(atPath: root + "/a/b", withIntermediateDirectories: true)
+            try "x".write(toFile: root + "/a/b/f", atomically: false, encoding: .utf8)
+            let first = try LayerDigest.of(directory: root)
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 5)], ofItemAtPath: root + "/a/b/f")
+            #expect(try LayerDigest.of(directory: root) == first)
+            try "y".write(toFile: root + "/a/b/f", atomically: false, encoding: .utf8)
+            #expect(try LayerDigest.of(directory: root) != first)
+            try "x".write(toFile: root + "/a/b/f", atomically: false, encoding: .utf8)
+            #expect(try LayerDigest.of(directory: root) == first)
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: root + "/a/b/f")
+            #expect(try LayerDigest.of(directory: root) != first)
+        }
+    }
+}
