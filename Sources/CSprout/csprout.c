@@ -39,3 +39,6 @@ int csprout_is_overlay_opaque(const char *path) {
     char value = 0;
     return lgetxattr(path, "trusted.overlay.opaque", &value, 1) == 1 && value == 'y';
 }
+int csprout_set_overlay_opaque(const char *path) {
+    return lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0);
+}

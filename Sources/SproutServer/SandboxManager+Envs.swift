@@ -94,10 +94,6 @@ extension SandboxManager {
         }
     }
 
-    /// The overlay lower directories for `env`, topmost first.
-    func lowerDirectories(_ env: ResolvedEnv, base: String) -> [String] {
-        env.layers.reversed().map { layers.path($0) } + [base]
-    }
 }
 
 extension EnvRecord {

@@ -54,6 +54,12 @@ extension SandboxManager {
             try bases.ensure(baseName) { line in logger.info("\(line)", metadata: ["env": "\(baseName)"]) }
         }
 
+        // Deep chains are squashed in blocks (cached) before anything is allocated.
+        let store = self.layers
+        let chain = env.layers
+        let mountable = try await onThread { try store.mountable(chain) }
+        let lowers = mountable.reversed().map { store.path($0) } + [baseLayer]
+
         createsInFlight += 1
         defer { createsInFlight -= 1 }
         let id = Identifiers.make(prefix: "sbx", length: 16)
@@ -74,7 +80,7 @@ extension SandboxManager {
         let log = logger.withSandbox(id)
         log.info("creating", metadata: ["env": "\(env.id)", "runtime": "\(runtime.kind.rawValue)", "for": "\(state.rawValue)"])
 
-        let launch = try makeLaunch(record: record, slot: slot, layers: lowerDirectories(env, base: baseLayer))
+        let launch = try makeLaunch(record: record, slot: slot, layers: lowers)
         let network = self.network
         let runtime = self.runtime
         let preload = settings.statxShim.map { _ in Self.statxShimPath }

@@ -84,3 +84,31 @@ extension Integration {
         }
     }
 }
+
+extension Integration {
+    @Suite("unlimited forking")
+    struct ChainTests {
+        @Test("a chain of 200 forks still starts, and sees every fork's change and deletion")
+        func deepChain() async throws {
+            // runc: the layer logic is the runtime's overlay either way, and runc starts faster.
+            try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
+                let api = server.client
+                var env = "empty"
+                var sandbox = try await api.createSandbox(API.CreateSandbox(env: env))
+                for i in 1...200 {
+                    var script = "echo \(i) > /code/f\(i % 7) && echo \(i) > /code/last"
+                    if i == 50 { script += " && rm /bin/vi" }  // a whiteout deep in the chain
+                    if i == 120 { script += " && rm -r /code && mkdir /code && echo fresh > /code/marker" }  // an opaque dir
+                    _ = try await api.run(sandbox.id, API.Exec(shell: script))
+                    env = try await api.snapshot(sandbox.id).id
+                    try await api.killSandbox(sandbox.id)
+                    sandbox = try await api.createSandbox(API.CreateSandbox(env: env))
+                }
+                #expect(try await api.env(env).layers.count == 200)
+                let seen = try await api.run(sandbox.id, API.Exec(shell: "cat /code/last /code/marker; ls /code | wc -l; test -e /bin/vi || echo vi-gone; cat /code/f3"))
+                // f0...f6 were rewritten after /code was replaced at 120; marker survived.
+                #expect(seen.stdoutText == "200\nfresh\n9\nvi-gone\n199\n")
+            }
+        }
+    }
+}

@@ -16,5 +16,6 @@ int csprout_open_pty(char *slave_name, size_t len);
 int csprout_set_child_subreaper(void);
 /// 1 if overlayfs marked the directory opaque (trusted.overlay.opaque = "y").
 int csprout_is_overlay_opaque(const char *path);
+int csprout_set_overlay_opaque(const char *path);
 
 #endif
