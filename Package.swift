@@ -60,7 +60,7 @@ let package = Package(
         ]),
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
-            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol", "SproutRuntime",
+            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol", "SproutRuntime", "SproutStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -104,8 +104,7 @@ struct BenchRunner: Sendable {
         case "files.upload", "files.download": return try await transfer(upload: name == "files.upload")
         case "create.concurrent": return try await concurrent(count: 20)
         case "density": return try await densityMetric(count: densityCount)
-        case "fork.storage":
-            return .unavailable(name, unit: "MiB", why: "envs and forks are not built yet (issue: Envs as git)")
+        case "fork.storage": return try await forkStorage(count: 100)
         default:
             return .unavailable(name, unit: "ms", why: "memory snapshots are not built yet (issue: Memory snapshots)")
         }
@@ -230,6 +229,37 @@ struct BenchRunner: Sendable {
         await killAll([sandbox.id])
         return MetricResult(name: upload ? "files.upload" : "files.download", unit: "MB/s", figures: Figures.of(viaServer)!,
                             baselineName: "agent directly", baseline: Figures.of(viaAgent), note: "64 MiB through the server" + Self.noBaseline(direct))
+    }
+
+    /// 100 chained forks over debian, each changing one 1 KiB file: how much
+    /// the layer store grows, next to the bytes actually changed.
+    func forkStorage(count: Int) async throws -> MetricResult {
+        guard let server else {
+            return .unavailable("fork.storage", unit: "MiB", why: "needs the benchmark's own server (its layer store is measured)")
+        }
+        let store = server.data + "/layers"
+        let before = LayerStoreSize.bytes(store)
+        var env = "debian"
+        var sandbox = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: false))
+        var kills: [Task<Void, Never>] = []
+        var perFork = Samples()
+        for _ in 0..<count {
+            _ = try await api.run(sandbox.id, API.Exec(shell: "head -c 1024 /dev/urandom > /code/data.bin"))
+            let t = monotonicSeconds()
+            env = try await api.snapshot(sandbox.id).id
+            perFork.record(seconds: monotonicSeconds() - t)
+            let old = sandbox.id
+            kills.append(Task { [api] in _ = try? await api.killSandbox(old) })
+            sandbox = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: false))
+        }
+        kills.append(Task { [api, sandbox] in _ = try? await api.killSandbox(sandbox.id) })
+        for kill in kills { await kill.value }
+        let grown = Double(LayerStoreSize.bytes(store) - before) / Double(1 << 20)
+        let snapshot = perFork.summary()!
+        return MetricResult(
+            name: "fork.storage", unit: "MiB", figures: .single(grown, runs: count),
+            baselineName: "bytes changed", baseline: .single(Double(count * 1024) / Double(1 << 20)),
+            note: String(format: "%d chained forks of debian, one 1 KiB file each; snapshot p50 %.0f ms, p95 %.0f ms", count, snapshot.p50, snapshot.p95))
     }
 
     static func noBaseline(_ direct: AgentClient?) -> String {

@@ -7,14 +7,14 @@ extension Integration {
         @Test("a quick run prints one JSON report with percentiles and a baseline, and leaves nothing behind")
         func quickRun() throws {
             let result = try CLI.runProcess(
-                [ServerHarness.binary, "bench", "--json", "--runs", "3", "--only", "exec.true,fork.storage", "--cache", ServerHarness.cache])
+                [ServerHarness.binary, "bench", "--json", "--runs", "3", "--only", "exec.true,resume", "--cache", ServerHarness.cache])
             #expect(result.status == 0, "\(result.stderr)")
             let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
             let machine = report?["machine"] as? [String: Any]
             #expect((machine?["cores"] as? Int ?? 0) >= 1)
             #expect(machine?["kernel"] as? String != nil)
             let metrics = report?["metrics"] as? [[String: Any]] ?? []
-            #expect(metrics.map { $0["name"] as? String } == ["exec.true", "fork.storage"])
+            #expect(metrics.map { $0["name"] as? String } == ["exec.true", "resume"])
             let exec = metrics.first ?? [:]
             #expect(exec["unit"] as? String == "ms")
             #expect(exec["runs"] as? Int == 30)  // 10 exec round trips per run

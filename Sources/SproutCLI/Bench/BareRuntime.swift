@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SproutCore
 import SproutRuntime
+import SproutStore
 import SproutSystem
 
 /// The baseline: the runtime binary alone, on the same root file system,
@@ -140,5 +141,13 @@ enum HostMemory {
             }
         }
         return total
+    }
+}
+
+/// Disk usage of the layer store.
+enum LayerStoreSize {
+    static func bytes(_ path: String) -> Int64 {
+        guard FileSystem.exists(path) else { return 0 }
+        return LayerStore.diskUsage(path)
     }
 }
