@@ -92,6 +92,10 @@ check("POST", "/v1/sandboxes/{id}/snapshot", f"/v1/sandboxes/{sid}/snapshot", 40
 check("GET", "/v1/envs", "/v1/envs", 200)
 check("GET", "/v1/envs/{id}", f"/v1/envs/{env['id']}", 200)
 check("GET", "/v1/envs/{id}", "/v1/envs/no-such-env", 404)
+check("GET", "/v1/envs/{id}/tree", f"/v1/envs/{env['id']}/tree", 200)
+check("DELETE", "/v1/envs/{id}", "/v1/envs/empty", 400)
+check("DELETE", "/v1/envs/{id}", f"/v1/envs/{env['id']}", 200)
+
 check("GET", "/v1/sandboxes/{id}/ports/{port}/{path}", f"/v1/sandboxes/{sid}/ports/8080/", 503)
 check("GET", "/v1/sandboxes/{id}/pty", f"/v1/sandboxes/{sid}/pty", 400)  # no upgrade requested
 created = check("POST", "/v1/keys", "/v1/keys", 201, json={"name": "spec", "team": "spec"}).json()

@@ -6,7 +6,7 @@ import SproutCore
 /// `sprout env list|show`
 struct EnvCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvList.self, EnvShow.self])
+        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvList.self, EnvShow.self, EnvTree.self, EnvDelete.self])
 }
 
 struct EnvList: AsyncParsableCommand {
@@ -36,5 +36,32 @@ struct EnvShow: AsyncParsableCommand {
                        ("layers", env.layers.map { String($0.prefix(12)) }.joined(separator: " ")), ("own size", "\(env.ownBytes) B")] {
             print("\(k.padding(toLength: 8, withPad: " ", startingAt: 0)) \(v)")
         }
+    }
+}
+
+struct EnvTree: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tree", abstract: "Show an env's ancestors and descendants.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let tree = try await client.client().envTree(id)
+        if json { return try Output.json(tree) }
+        for (i, ancestor) in tree.ancestors.reversed().enumerated() { print(String(repeating: "  ", count: i) + ancestor) }
+        let indent = tree.ancestors.count
+        print(String(repeating: "  ", count: indent) + tree.id + "  <")
+        for node in tree.descendants { print(String(repeating: "  ", count: indent + node.depth) + node.id) }
+    }
+}
+
+struct EnvDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an env and the layers only it used.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(help: "Also delete its descendants and kill sandboxes running from them.") var force = false
+
+    func run() async throws {
+        for deleted in try await client.client().deleteEnv(id, force: force) { print("\(deleted) deleted") }
     }
 }

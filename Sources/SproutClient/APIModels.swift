@@ -152,6 +152,33 @@ public enum API {
         }
     }
 
+    /// An env's ancestors (parent first, root last) and descendants (depth-first).
+    public struct EnvTree: Codable, Sendable {
+        public struct Node: Codable, Sendable, Equatable {
+            public var id: String
+            public var parent: String
+            public var depth: Int
+            public init(id: String, parent: String, depth: Int) {
+                self.id = id
+                self.parent = parent
+                self.depth = depth
+            }
+        }
+        public var id: String
+        public var ancestors: [String]
+        public var descendants: [Node]
+        public init(id: String, ancestors: [String], descendants: [Node]) {
+            self.id = id
+            self.ancestors = ancestors
+            self.descendants = descendants
+        }
+    }
+
+    public struct Deleted: Codable, Sendable {
+        public var deleted: [String]
+        public init(deleted: [String]) { self.deleted = deleted }
+    }
+
     public struct Snapshot: Codable, Sendable {
         /// The new env's name (default: the parent's).
         public var name: String?

@@ -143,6 +143,16 @@ public struct SproutAPIClient: Sendable {
         try await call("GET", "/v1/envs/\(percentEncode(id))", as: API.Env.self)
     }
 
+    public func envTree(_ id: String) async throws -> API.EnvTree {
+        try await call("GET", "/v1/envs/\(percentEncode(id))/tree", as: API.EnvTree.self)
+    }
+
+    /// Deletes an env (with `force`: its descendants too) and collects its layers.
+    @discardableResult
+    public func deleteEnv(_ id: String, force: Bool = false) async throws -> [String] {
+        try await call("DELETE", "/v1/envs/\(percentEncode(id))?force=\(force)", as: API.Deleted.self).deleted
+    }
+
     // MARK: Keys
 
     public func createKey(_ request: API.CreateKey) async throws -> API.CreatedKey {

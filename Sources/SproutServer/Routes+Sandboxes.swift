@@ -34,6 +34,14 @@ struct SandboxRoutes {
         group.get("envs/:id") { _, context in
             try JSONBody.response(try await manager.env(try context.parameters.require("id"), for: try context.caller()))
         }
+        group.get("envs/:id/tree") { _, context in
+            try JSONBody.response(try await manager.tree(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.delete("envs/:id") { request, context in
+            let force = request.uri.queryParameters.get("force") == "true"
+            let deleted = try await manager.deleteEnv(try context.parameters.require("id"), force: force, for: try context.caller())
+            return try JSONBody.response(API.Deleted(deleted: deleted))
+        }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(API.SetTimeout.self, from: request)
             let id = try context.parameters.require("id")

@@ -63,6 +63,8 @@ extension SandboxManager {
         }
         if let name { try Self.validateEnvName(name) }
         let parent = try resolveEnv(record.env, for: identity)
+        snapshotsInFlight += 1
+        defer { snapshotsInFlight -= 1 }
         // gVisor may hold written data in its own cache: flush it to the upper dir.
         let agent = try agent(id, for: identity)
         _ = try await agent.run(ProcessSpec(cmd: ["sync"]))

@@ -51,6 +51,9 @@ public actor SandboxManager {
     let logger: Logger
     /// Creates in progress; shutdown waits for them before killing everything.
     var createsInFlight = 0
+    /// Snapshots whose layer is stored but not yet referenced by an env:
+    /// garbage collection waits while there are any.
+    var snapshotsInFlight = 0
     /// Envs asked for at least once: the pool keeps sandboxes of them ready.
     var pooledEnvs: [String: ResolvedEnv] = [:]
     var fillingPool = false

@@ -33,7 +33,7 @@ extension LayerStore {
         var hasher = SHA256()
         hasher.update(data: Data(layers.joined(separator: "\n").utf8))
         let key = "\(root)/.squash-\(hexString(hasher.finalize()).prefix(32))"
-        if let cached = try? Descriptor.readFile(key, limit: 256) {
+        if let cached = try? Descriptor.readFile(key, limit: 256), FileSystem.exists(key + ".layers") {
             let digest = String(decoding: cached, as: UTF8.self)
             if contains(digest) { return digest }
         }
@@ -51,6 +51,7 @@ extension LayerStore {
                 throw SproutError.system("store squashed layer")
             }
         }
+        try FileSystem.writeAtomically(key + ".layers", layers.joined(separator: "\n"))
         try FileSystem.writeAtomically(key, digest)
         return digest
     }
@@ -89,5 +90,37 @@ extension LayerStore {
                 try HostCommand.run(["cp", "-a", "--reflink=auto", source, destination])
             }
         }
+    }
+}
+
+extension LayerStore {
+    /// Deletes layers not in `live` and not produced by squashing a run of
+    /// live layers. Returns how many layers it removed.
+    @discardableResult
+    public func collect(keeping live: Set<String>) throws -> Int {
+        guard FileSystem.isDirectory(root) else { return 0 }
+        var keep = Set(live.map { path($0) })
+        // A squashed block is kept while every layer it was made of is live.
+        for name in try FileSystem.children(root) where name.hasPrefix(".squash-") {
+            let key = "\(root)/\(name)"
+            let sources = (try? Descriptor.readFile(key + ".layers", limit: 1 << 20)).map {
+                String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init)
+            } ?? []
+            if let digest = try? Descriptor.readFile(key, limit: 256), !sources.isEmpty, sources.allSatisfy(live.contains) {
+                keep.insert(path(String(decoding: digest, as: UTF8.self)))
+            } else {
+                unlink(key)
+                unlink(key + ".layers")
+            }
+        }
+        var removed = 0
+        for name in try FileSystem.children(root) where !name.hasPrefix(".") {
+            let dir = "\(root)/\(name)"
+            if !keep.contains(dir) {
+                try FileSystem.removeTree(dir)
+                removed += 1
+            }
+        }
+        return removed
     }
 }

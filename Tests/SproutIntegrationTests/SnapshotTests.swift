@@ -112,3 +112,45 @@ extension Integration {
         }
     }
 }
+
+extension Integration {
+    @Suite("env graph")
+    struct EnvGraphTests {
+        func layerDirectories(_ server: ServerHarness) -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: server.data + "/layers")) ?? []).filter { !$0.hasPrefix(".") }
+        }
+
+        @Test("tree shows ancestry; delete refuses while used, garbage-collects what only it used, --force cascades")
+        func treeAndDelete() async throws {
+            try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
+                let api = server.client
+                let a = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try await api.run(a.id, API.Exec(shell: "echo one > /code/one"))
+                let e1 = try await api.snapshot(a.id, name: "graph")
+                let b = try await api.createSandbox(API.CreateSandbox(env: e1.id))
+                _ = try await api.run(b.id, API.Exec(shell: "echo two > /code/two"))
+                let e2 = try await api.snapshot(b.id)
+                let tree = try await api.envTree(e2.id)
+                #expect(tree.ancestors == [e1.id, "empty"])
+                #expect(try await api.envTree(e1.id).descendants == [API.EnvTree.Node(id: e2.id, parent: e1.id, depth: 1)])
+                #expect(layerDirectories(server).count == 2)
+
+                await #expect(throws: SproutError(.conflict, "env \(e1.id) has 1 descendant env(s); delete them first or use --force")) {
+                    try await api.deleteEnv(e1.id)
+                }
+                await #expect(throws: SproutError(.invalidArgument, "the built-in env 'empty' cannot be deleted")) {
+                    try await api.deleteEnv("empty")
+                }
+                #expect(try await api.deleteEnv(e2.id) == [e2.id])
+                #expect(layerDirectories(server).count == 1)
+                await #expect(throws: SproutError(.conflict, "sandbox \(b.id) runs from env \(e1.id); kill it first or use --force")) {
+                    try await api.deleteEnv(e1.id)
+                }
+                #expect(try await api.deleteEnv(e1.id, force: true) == [e1.id])
+                #expect(try await api.sandbox(b.id).state == "killed")
+                #expect(layerDirectories(server).isEmpty)
+                await #expect(throws: SproutError(.notFound, "no env named '\(e1.id)'")) { try await api.env(e1.id) }
+            }
+        }
+    }
+}
