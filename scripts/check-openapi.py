@@ -98,6 +98,12 @@ check("DELETE", "/v1/envs/{id}", f"/v1/envs/{env['id']}", 200)
 
 check("GET", "/v1/sandboxes/{id}/ports/{port}/{path}", f"/v1/sandboxes/{sid}/ports/8080/", 503)
 check("GET", "/v1/sandboxes/{id}/pty", f"/v1/sandboxes/{sid}/pty", 400)  # no upgrade requested
+import hashlib
+blob = b"blob content"
+digest = hashlib.sha256(blob).hexdigest()
+assert check("POST", "/v1/blobs/missing", "/v1/blobs/missing", 200, json={"digests": [digest]}).json()["digests"] == [digest]
+check("PUT", "/v1/blobs/{sha256}", f"/v1/blobs/{digest}", 400, data=b"other content")
+check("PUT", "/v1/blobs/{sha256}", f"/v1/blobs/{digest}", 201, data=blob)
 created = check("POST", "/v1/keys", "/v1/keys", 201, json={"name": "spec", "team": "spec"}).json()
 check("GET", "/v1/keys", "/v1/keys", 200)
 check("DELETE", "/v1/keys/{id}", f"/v1/keys/{created['key']['id']}", 200)

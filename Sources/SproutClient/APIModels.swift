@@ -174,6 +174,12 @@ public enum API {
         }
     }
 
+    /// SHA-256 hex digests (for `/v1/blobs/missing`, both ways).
+    public struct BlobList: Codable, Sendable {
+        public var digests: [String]
+        public init(digests: [String]) { self.digests = digests }
+    }
+
     public struct Deleted: Codable, Sendable {
         public var deleted: [String]
         public init(deleted: [String]) { self.deleted = deleted }

@@ -153,6 +153,23 @@ public struct SproutAPIClient: Sendable {
         try await call("DELETE", "/v1/envs/\(percentEncode(id))?force=\(force)", as: API.Deleted.self).deleted
     }
 
+    /// Which of `digests` this team still has to upload.
+    public func missingBlobs(_ digests: [String]) async throws -> [String] {
+        try await call("POST", "/v1/blobs/missing", body: API.BlobList(digests: digests), as: API.BlobList.self).digests
+    }
+
+    /// Uploads a blob under its SHA-256; the server refuses content that does not match.
+    public func uploadBlob(_ digest: String, bytes: [UInt8]) async throws {
+        try await onThread { [self] in
+            let connection = try HTTPConnection(host: connectHost, port: port)
+            defer { connection.close() }
+            try connection.sendHead(method: "PUT", target: "/v1/blobs/\(percentEncode(digest))", host: "\(host):\(port)",
+                                    headers: headers([("Content-Type", "application/octet-stream")]), bodyLength: Int64(bytes.count))
+            try connection.sendBody(bytes)
+            try Self.check(try connection.readResponseHead(requestMethod: "PUT"), connection)
+        }
+    }
+
     // MARK: Keys
 
     public func createKey(_ request: API.CreateKey) async throws -> API.CreatedKey {

@@ -7,6 +7,7 @@ import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutRuntime
+import SproutStore
 import SproutSystem
 
 /// How `sprout server` is set up. Every field has an embedded default.
@@ -111,6 +112,7 @@ public func buildApplication(
     AgentRoutes(manager: manager, maxUploadBytes: config.maxUploadBytes).register(on: v1)
     PortRoutes(manager: manager).register(http: v1)
     TerminalRoutes(manager: manager).register(http: v1)
+    BlobRoutes(catalog: catalog, store: BlobStore(root: data + "/blobs"), maxUploadBytes: config.maxUploadBytes).register(on: v1)
 
     let wsRouter = Router(context: SproutContext.self)
     wsRouter.middlewares.add(ErrorAndMetricsMiddleware(metrics: metrics))

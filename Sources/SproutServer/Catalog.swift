@@ -63,6 +63,15 @@ public final class Catalog: Sendable {
                 t.column("ownBytes", .integer).notNull()
             }
         }
+        m.registerMigration("v3-blobs") { db in
+            // Which team proved it holds which blob: storage is shared, knowledge is not.
+            try db.create(table: "blobOwner") { t in
+                t.column("team", .text).notNull()
+                t.column("digest", .text).notNull()
+                t.column("size", .integer).notNull()
+                t.primaryKey(["team", "digest"])
+            }
+        }
         return m
     }
 }

@@ -1,0 +1,83 @@
+import Crypto
+import Foundation
+import Glibc
+import SproutCore
+import SproutSystem
+
+/// Content-addressed file blobs (what `sprout env push` uploads), stored
+/// once each under their SHA-256. A blob is written to a temporary file while
+/// its hash is computed and only renamed into place if the hash matches the
+/// one it was announced under: a bad upload stores nothing.
+public struct BlobStore: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    public func path(_ digest: String) -> String { "\(root)/\(digest.prefix(2))/\(digest)" }
+
+    public func contains(_ digest: String) -> Bool { FileSystem.exists(path(digest)) }
+
+    public static func isDigest(_ s: String) -> Bool {
+        s.utf8.count == 64 && s.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
+    /// An upload in progress.
+    public final class Writer: @unchecked Sendable {
+        let store: BlobStore
+        let digest: String
+        let temp: String
+        let fd: Int32
+        var hasher = SHA256()
+        public private(set) var size: Int64 = 0
+        var done = false
+
+        init(store: BlobStore, digest: String) throws {
+            self.store = store
+            self.digest = digest
+            try FileSystem.makeDirectories(store.root + "/" + String(digest.prefix(2)))
+            temp = "\(store.root)/.upload-\(Identifiers.random(length: 10))"
+            fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SproutError.system("create \(temp)") }
+        }
+
+        deinit { abort() }
+
+        public func write(_ bytes: UnsafeRawBufferPointer) throws {
+            hasher.update(bufferPointer: bytes)
+            try Descriptor.writeAll(fd, bytes)
+            size += Int64(bytes.count)
+        }
+
+        /// Checks the hash and stores the blob; throws (and stores nothing) on a mismatch.
+        public func commit() throws {
+            guard !done else { return }
+            done = true
+            defer {
+                close(fd)
+                unlink(temp)
+            }
+            let actual = hexString(hasher.finalize())
+            guard actual == digest else {
+                throw SproutError(.invalidArgument, "content does not match sha256 \(digest) (it hashes to \(actual)); nothing stored")
+            }
+            try sysCall("fsync blob") { fsync(fd) }
+            if !store.contains(digest) {
+                try sysCall("store blob \(digest)") { rename(temp, store.path(digest)) }
+            }
+        }
+
+        public func abort() {
+            guard !done else { return }
+            done = true
+            close(fd)
+            unlink(temp)
+        }
+    }
+
+    public func writer(for digest: String) throws -> Writer {
+        guard Self.isDigest(digest) else { throw SproutError(.invalidArgument, "not a sha256 hex digest: \(digest.prefix(80))") }
+        return try Writer(store: self, digest: digest)
+    }
+}
