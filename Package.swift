@@ -69,9 +69,11 @@ let package = Package(
         // Loopback micro-benchmark of the agent protocol.
         .executableTarget(name: "sprout-agent-bench", dependencies: ["SproutClient"]),
         .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutClient", "SproutSystem"]),
+        .testTarget(name: "SproutCoreTests", dependencies: ["SproutCore"]),
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
             "SproutClient", "SproutSystem", "SproutCore", "SproutRuntime", "SproutAgentProtocol", "SproutServer", "SproutStore",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )
