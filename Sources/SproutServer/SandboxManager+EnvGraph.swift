@@ -46,10 +46,11 @@ extension SandboxManager {
             if doomed.count > 1 {
                 throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
             }
-            if let user = users.first {
+            if let user = users.first(where: { $0.state != .pooled }) {
                 throw SproutError(.conflict, "sandbox \(user.id) runs from env \(env.id); kill it first or use --force")
             }
         }
+        for id in doomed { pooledEnvs[id] = nil }  // stop keeping sandboxes of it ready
         for sandbox in users where sandbox.state != .killing && sandbox.state != .creating {
             _ = try? await kill(sandbox, reason: "env deleted")
         }
