@@ -64,6 +64,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "sprout", dependencies: ["SproutCLI"]),
         // Loopback micro-benchmark of the agent protocol.

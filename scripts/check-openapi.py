@@ -104,6 +104,12 @@ digest = hashlib.sha256(blob).hexdigest()
 assert check("POST", "/v1/blobs/missing", "/v1/blobs/missing", 200, json={"digests": [digest]}).json()["digests"] == [digest]
 check("PUT", "/v1/blobs/{sha256}", f"/v1/blobs/{digest}", 400, data=b"other content")
 check("PUT", "/v1/blobs/{sha256}", f"/v1/blobs/{digest}", 201, data=blob)
+push = {"id": "spec-push", "from": "empty", "run": ["echo hi > /hi"], "files": [{"path": "a.txt", "mode": 420, "sha256": digest}]}
+started = check("POST", "/v1/envs", "/v1/envs", 202, json=push).json()
+check("GET", "/v1/builds/{id}/logs", f"/v1/builds/{started['build']['id']}/logs?follow=true", 200)
+assert check("GET", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}?wait=true", 200).json()["status"] == "succeeded"
+assert check("POST", "/v1/envs", "/v1/envs", 200, json=push).json()["env"]["id"] == started["envID"]
+check("POST", "/v1/envs", "/v1/envs", 400, json={**push, "files": [{"path": "../x", "mode": 420, "sha256": digest}]})
 created = check("POST", "/v1/keys", "/v1/keys", 201, json={"name": "spec", "team": "spec"}).json()
 check("GET", "/v1/keys", "/v1/keys", 200)
 check("DELETE", "/v1/keys/{id}", f"/v1/keys/{created['key']['id']}", 200)

@@ -6,7 +6,7 @@ import SproutCore
 /// `sprout env list|show`
 struct EnvCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvInit.self, EnvList.self, EnvShow.self, EnvTree.self, EnvDelete.self])
+        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvInit.self, EnvPush.self, EnvList.self, EnvShow.self, EnvTree.self, EnvDelete.self])
 }
 
 struct EnvList: AsyncParsableCommand {

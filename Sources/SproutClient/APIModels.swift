@@ -174,6 +174,73 @@ public enum API {
         }
     }
 
+    /// `POST /v1/envs`: build an env from a config and files already uploaded as blobs.
+    public struct Push: Codable, Sendable {
+        public struct File: Codable, Sendable, Equatable {
+            /// Relative to /code.
+            public var path: String
+            public var mode: UInt32
+            public var sha256: String
+            public init(path: String, mode: UInt32, sha256: String) {
+                self.path = path
+                self.mode = mode
+                self.sha256 = sha256
+            }
+        }
+        public var id: String
+        public var from: String
+        public var run: [String]
+        public var start: String?
+        public var ready: String?
+        public var cpu: Double?
+        public var memoryMB: Int?
+        public var files: [File]
+        public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File]) {
+            self.id = id
+            self.from = from
+            self.run = run
+            self.start = start
+            self.ready = ready
+            self.cpu = cpu
+            self.memoryMB = memoryMB
+            self.files = files
+        }
+    }
+
+    public struct Build: Codable, Sendable, Equatable {
+        public var id: String
+        public var envID: String
+        /// queued, running, succeeded, failed
+        public var status: String
+        public var failedStep: String?
+        public var exitCode: Int?
+        public var error: String?
+        public var steps: Int
+        public var cachedSteps: Int
+        public init(id: String, envID: String, status: String, failedStep: String?, exitCode: Int?, error: String?, steps: Int, cachedSteps: Int) {
+            self.id = id
+            self.envID = envID
+            self.status = status
+            self.failedStep = failedStep
+            self.exitCode = exitCode
+            self.error = error
+            self.steps = steps
+            self.cachedSteps = cachedSteps
+        }
+    }
+
+    /// The answer to a push: the env at once if this exact env exists, else the build.
+    public struct PushResult: Codable, Sendable {
+        public var envID: String
+        public var env: Env?
+        public var build: Build?
+        public init(envID: String, env: Env?, build: Build?) {
+            self.envID = envID
+            self.env = env
+            self.build = build
+        }
+    }
+
     /// SHA-256 hex digests (for `/v1/blobs/missing`, both ways).
     public struct BlobList: Codable, Sendable {
         public var digests: [String]

@@ -170,6 +170,26 @@ public struct SproutAPIClient: Sendable {
         }
     }
 
+    /// Starts a build (or gets the env at once if it exists unchanged).
+    public func push(_ request: API.Push) async throws -> API.PushResult {
+        try await call("POST", "/v1/envs", body: request, as: API.PushResult.self)
+    }
+
+    /// A build's state; with `wait`, answers once it has ended.
+    public func build(_ id: String, wait: Bool = false) async throws -> API.Build {
+        try await call("GET", "/v1/builds/\(percentEncode(id))" + (wait ? "?wait=true" : ""), as: API.Build.self)
+    }
+
+    /// Streams a build's log to `onChunk` until it ends (with `follow`) or up to now.
+    public func buildLogs(_ id: String, follow: Bool, onChunk: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        try await onThread { [self] in
+            let (connection, head) = try send("GET", "/v1/builds/\(percentEncode(id))/logs?follow=\(follow)")
+            defer { connection.close() }
+            try Self.check(head, connection)
+            while let chunk = try connection.readBodyChunk() { onChunk(chunk) }
+        }
+    }
+
     // MARK: Keys
 
     public func createKey(_ request: API.CreateKey) async throws -> API.CreatedKey {

@@ -112,6 +112,7 @@ public func buildApplication(
     AgentRoutes(manager: manager, maxUploadBytes: config.maxUploadBytes).register(on: v1)
     PortRoutes(manager: manager).register(http: v1)
     TerminalRoutes(manager: manager).register(http: v1)
+    BuildRoutes(manager: manager).register(on: v1)
     BlobRoutes(catalog: catalog, store: BlobStore(root: data + "/blobs"), maxUploadBytes: config.maxUploadBytes).register(on: v1)
 
     let wsRouter = Router(context: SproutContext.self)

@@ -72,8 +72,45 @@ public final class Catalog: Sendable {
                 t.primaryKey(["team", "digest"])
             }
         }
+        m.registerMigration("v4-builds") { db in
+            try db.create(table: "build") { t in
+                t.primaryKey("id", .text)
+                t.column("team", .text).notNull().indexed()
+                t.column("envID", .text).notNull()
+                t.column("status", .text).notNull()
+                t.column("failedStep", .text)
+                t.column("exitCode", .integer)
+                t.column("error", .text)
+                t.column("createdAt", .double).notNull()
+                t.column("finishedAt", .double)
+                t.column("steps", .integer).notNull()
+                t.column("cachedSteps", .integer).notNull()
+            }
+            // A build step's result: its cache key (the layer below it and what
+            // the step does) and the layer it made.
+            try db.create(table: "stepCache") { t in
+                t.primaryKey("key", .text)
+                t.column("layer", .text).notNull()
+            }
+        }
         return m
     }
+}
+
+/// One run of `env push`'s build.
+struct BuildRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "build"
+    var id: String
+    var team: String
+    var envID: String
+    var status: String
+    var failedStep: String?
+    var exitCode: Int?
+    var error: String?
+    var createdAt: Double
+    var finishedAt: Double?
+    var steps: Int
+    var cachedSteps: Int
 }
 
 /// An env made by Sprout: a base root plus layers (bottom to top).

@@ -46,6 +46,7 @@ public actor SandboxManager {
     let pool: NetworkPool
     let bases: BaseImages
     let layers: LayerStore
+    let blobs: BlobStore
     let instance: String
     let metrics: ServerMetrics
     let logger: Logger
@@ -72,6 +73,7 @@ public actor SandboxManager {
         self.pool = NetworkPool()
         self.bases = bases
         self.layers = LayerStore(root: settings.dataDirectory + "/layers")
+        self.blobs = BlobStore(root: settings.dataDirectory + "/blobs")
         self.instance = instance
         self.metrics = metrics
         self.logger = logger

@@ -1,0 +1,168 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Glibc
+import SproutClient
+import SproutCore
+import SproutSystem
+
+/// `sprout env push`: hashes the files, uploads only the blobs the server
+/// lacks (in parallel, with progress), and starts the build.
+struct EnvPush: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "push", abstract: "Build this repository's env from sprout.toml.")
+    @OptionGroup var client: ClientOptions
+    @Option(help: "The config file.") var file = "sprout.toml"
+    @Flag(help: "Stream the build's log until it ends.") var follow = false
+    @Flag(help: "Wait for the build to end.") var wait = false
+    @Flag(help: "Print JSON (the push result, or the finished build with --wait/--follow).") var json = false
+
+    func run() async throws {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw SproutError(.notFound, "no \(file) here (sprout env init writes one)")
+        }
+        let config = try EnvConfig.parse(text, file: file)
+        let root = (file as NSString).deletingLastPathComponent.isEmpty ? "." : (file as NSString).deletingLastPathComponent
+        let files = try config.files.map { try LocalFiles.collect(root: root + "/" + $0) } ?? []
+        let api = try client.client()
+
+        let missing = Set(try await api.missingBlobs(files.map(\.sha256)))
+        let toSend = Dictionary(files.filter { missing.contains($0.sha256) }.map { ($0.sha256, $0.localPath) }, uniquingKeysWith: { a, _ in a })
+        if !toSend.isEmpty { try await upload(toSend, api: api) }
+
+        let readiness: String? = config.ready.map {
+            switch $0 {
+            case .port(let p): "port:\(p)"
+            case .command(let c): c
+            }
+        }
+        let request = API.Push(
+            id: config.id, from: config.from, run: config.run, start: config.start, ready: readiness, cpu: config.cpu,
+            memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) })
+        let result = try await api.push(request)
+        guard let build = result.build else {
+            if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }
+            try LockFile(envID: result.envID, files: files).save(root: root)
+            return
+        }
+        if !json { FileHandle.standardError.write(Data("building \(result.envID) (build \(build.id))\n".utf8)) }
+        guard follow || wait else {
+            if json { try Output.json(result) } else { print(build.id) }
+            return
+        }
+        if follow {
+            try await api.buildLogs(build.id, follow: true) { chunk in FileHandle.standardError.write(Data(chunk)) }
+        }
+        let final = try await api.build(build.id, wait: true)
+        if json { try Output.json(final) }
+        guard final.status == "succeeded" else {
+            throw SproutError(.internal, "build \(final.id) failed at \(final.failedStep ?? "?")"
+                + (final.exitCode.map { " (exit \($0))" } ?? "") + ": \(final.error ?? "")")
+        }
+        try LockFile(envID: final.envID, files: files).save(root: root)
+        if !json { print(final.envID) }
+    }
+
+    /// Uploads blobs, four at a time, with a progress line.
+    func upload(_ blobs: [String: String], api: SproutAPIClient) async throws {
+        let total = blobs.count
+        let done = Locked(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var pending = Array(blobs)
+            func next() {
+                guard let (digest, path) = pending.popLast() else { return }
+                group.addTask {
+                    let bytes = try Descriptor.readFile(path, limit: 4 << 30)
+                    try await api.uploadBlob(digest, bytes: bytes)
+                    let n = done.withLock { $0 += 1; return $0 }
+                    FileHandle.standardError.write(Data("\ruploading files: \(n)/\(total)".utf8))
+                }
+            }
+            for _ in 0..<4 { next() }
+            while try await group.next() != nil { next() }
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
+}
+
+/// The files of a push: every regular file under the folder. Symlinks that
+/// point outside the folder are refused, never followed.
+enum LocalFiles {
+    struct Entry {
+        var path: String
+        var localPath: String
+        var mode: UInt32
+        var sha256: String
+    }
+
+    static func collect(root: String) throws -> [Entry] {
+        guard let resolvedRoot = realPath(root) else {
+            throw SproutError(.notFound, "the files folder \(root) does not exist")
+        }
+        var out: [Entry] = []
+        func walk(_ relative: String) throws {
+            let dir = relative.isEmpty ? resolvedRoot : resolvedRoot + "/" + relative
+            for name in try FileSystem.children(dir) {
+                let rel = relative.isEmpty ? name : relative + "/" + name
+                let full = resolvedRoot + "/" + rel
+                var st = stat()
+                guard lstat(full, &st) == 0 else { throw SproutError.system(full) }
+                var target = full
+                if (st.st_mode & S_IFMT) == S_IFLNK {
+                    guard let real = realPath(full), real.hasPrefix(resolvedRoot + "/")
+                    else {
+                        throw SproutError(.invalidArgument, "\(rel) is a symlink that points outside \(root); refused")
+                    }
+                    target = real
+                    guard stat(real, &st) == 0 else { throw SproutError.system(real) }
+                }
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: try walk(rel)
+                case S_IFREG:
+                    out.append(Entry(path: rel, localPath: target, mode: UInt32(st.st_mode & 0o7777), sha256: try sha256(target)))
+                default: continue
+                }
+            }
+        }
+        try walk("")
+        return out
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    static func sha256(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SproutError.system(path) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try Descriptor.read(fd, into: $0.baseAddress!, count: $0.count) }
+            if n == 0 { break }
+            hasher.update(data: buffer[0..<n])
+        }
+        return hexString(hasher.finalize())
+    }
+}
+
+/// `.sprout/lock.json`: what was last pushed (env id, path -> sha256).
+struct LockFile: Codable {
+    var envID: String
+    var files: [String: String]
+
+    init(envID: String, files: [LocalFiles.Entry]) {
+        self.envID = envID
+        self.files = Dictionary(files.map { ($0.path, $0.sha256) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    func save(root: String) throws {
+        let dir = root + "/.sprout"
+        try FileSystem.makeDirectories(dir)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try FileSystem.writeAtomically(dir + "/lock.json", Array(try encoder.encode(self)))
+    }
+}

@@ -1,0 +1,306 @@
+import Crypto
+import Foundation
+import GRDB
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// `env push`: an env built from a config and files, step by step, each step
+/// cached by the layer below it and what it does.
+///
+/// The chain is: the `from` env, then one layer per `run` step (in order),
+/// then the files layer (`/code` holds exactly the pushed files), then `start`
+/// is run and `ready` awaited to prove the env starts. Files come after the
+/// steps so that editing code rebuilds only the files layer; `run` steps see
+/// the parent env, not `/code`. Every step runs in a build sandbox of its own
+/// (no team, killed afterwards) under the config's CPU and memory limits.
+extension SandboxManager {
+    static let buildStepTimeoutSeconds = 900.0
+
+    var buildsDirectory: String { settings.dataDirectory + "/builds" }
+    func buildLogPath(_ id: String) -> String { "\(buildsDirectory)/\(id).log" }
+
+    /// Starts building `request` (or answers with the env at once if this exact
+    /// env exists: an unchanged push builds nothing).
+    public func push(_ request: API.Push, for identity: Identity) async throws -> API.PushResult {
+        try Self.validateEnvName(request.id)
+        let limits = try validate(API.CreateSandbox(env: request.from, cpu: request.cpu, memoryMB: request.memoryMB))
+        guard request.run.count <= 100, request.run.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 65536 }) else {
+            throw SproutError(.invalidArgument, "at most 100 run steps, each a non-empty command")
+        }
+        if request.ready != nil && request.start == nil { throw SproutError(.invalidArgument, "ready needs start") }
+        if let ready = request.ready, ready.hasPrefix("port:"), UInt16(ready.dropFirst(5)).map({ $0 > 0 }) != true {
+            throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
+        }
+        let from = try resolveEnv(request.from, for: identity)
+        try await checkFiles(request.files, team: identity.team)
+
+        var hasher = SHA256()
+        let files = request.files.sorted { $0.path < $1.path }
+        let normalized = ["from \(from.id)"] + request.run.map { "run \($0)" } + files.map { "file \($0.path) \(String($0.mode, radix: 8)) \($0.sha256)" }
+            + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
+        hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
+        let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
+        if let existing = try await catalog.db.read({ try EnvRecord.fetchOne($0, key: envID) }), existing.team == identity.team {
+            return API.PushResult(envID: envID, env: existing.api, build: nil)
+        }
+        // The history parent: the previous push of this name, else the env it builds on.
+        let previous = try await catalog.db.read { db in
+            try EnvRecord.filter(Column("name") == request.id && Column("team") == identity.team).order(Column("createdAt").desc).fetchOne(db)
+        }
+        let build = BuildRecord(
+            id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID, status: "running",
+            failedStep: nil, exitCode: nil, error: nil, createdAt: now(), finishedAt: nil,
+            steps: request.run.count + 1 + (request.start == nil ? 0 : 1), cachedSteps: 0)
+        try FileSystem.makeDirectories(buildsDirectory, mode: 0o700)
+        try FileSystem.writeAtomically(buildLogPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
+        try await catalog.db.write { [build] in try build.insert($0) }
+        let job = BuildJob(
+            build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
+            team: identity.team, limits: limits)
+        Task { await self.runBuild(job) }
+        return API.PushResult(envID: envID, env: nil, build: build.api)
+    }
+
+    struct BuildJob: Sendable {
+        var build: BuildRecord
+        var request: API.Push
+        var files: [API.Push.File]
+        var from: ResolvedEnv
+        var envID: String
+        var parent: String
+        var team: String
+        var limits: Limits
+    }
+
+    func checkFiles(_ files: [API.Push.File], team: String) async throws {
+        guard files.count <= 100_000 else { throw SproutError(.tooLarge, "at most 100000 files") }
+        var seen = Set<String>()
+        for file in files {
+            let parts = file.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard !file.path.isEmpty, !file.path.hasPrefix("/"), file.path.utf8.count <= 4096, !file.path.contains("\0"),
+                parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." })
+            else { throw SproutError(.invalidArgument, "bad file path '\(file.path.prefix(200))': relative, no '.' or '..' parts") }
+            guard seen.insert(file.path).inserted else { throw SproutError(.invalidArgument, "file '\(file.path)' is listed twice") }
+            guard file.mode <= 0o7777 else { throw SproutError(.invalidArgument, "bad mode for '\(file.path)'") }
+            guard BlobStore.isDigest(file.sha256) else { throw SproutError(.invalidArgument, "bad sha256 for '\(file.path)'") }
+        }
+        let digests = Array(Set(files.map(\.sha256)))
+        let owned = try await catalog.db.read { db in
+            try Set(String.fetchAll(db, sql: "SELECT digest FROM blobOwner WHERE team = ?", arguments: [team]))
+        }
+        if let missing = digests.first(where: { !owned.contains($0) || !blobs.contains($0) }) {
+            throw SproutError(.invalidArgument, "blob \(missing) has not been uploaded (POST /v1/blobs/missing tells which)")
+        }
+    }
+
+    // MARK: Running a build
+
+    func runBuild(_ job: BuildJob) async {
+        let log = BuildLog(path: buildLogPath(job.build.id))
+        var record = job.build
+        var chain = job.from.layers
+        var key = "env \(job.from.id)"
+        var added: Int64 = 0
+        var cached = 0
+        do {
+            for (index, command) in job.request.run.enumerated() {
+                key = Self.stepKey(key, "run \(command)")
+                let label = "run[\(index + 1)]: \(command)"
+                if let layer = try await cachedLayer(key) {
+                    log.line("step \(label) (cached)")
+                    chain.append(layer)
+                    cached += 1
+                    continue
+                }
+                log.line("step \(label)")
+                let (layer, bytes) = try await buildStep(job, chain: chain, label: label, log: log) { agent in
+                    try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/"), log: log)
+                }
+                try await remember(key, layer)
+                chain.append(layer)
+                added += bytes
+            }
+            key = Self.stepKey(key, "files " + job.files.map { "\($0.path) \($0.mode) \($0.sha256)" }.joined(separator: ";"))
+            if let layer = try await cachedLayer(key) {
+                log.line("step files: \(job.files.count) file(s) (cached)")
+                chain.append(layer)
+                cached += 1
+            } else {
+                log.line("step files: \(job.files.count) file(s) to /code")
+                let blobs = self.blobs
+                let (layer, bytes) = try await buildStep(job, chain: chain, label: "files", log: log) { agent in
+                    _ = try await agent.run(ProcessSpec(shell: "rm -rf /code && mkdir -p /code"))
+                    for file in job.files {
+                        try await agent.upload(localPath: blobs.path(file.sha256), to: "/code/" + file.path, mode: file.mode)
+                    }
+                    return 0
+                }
+                try await remember(key, layer)
+                chain.append(layer)
+                added += bytes
+            }
+            if let start = job.request.start {
+                log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
+                try await checkStart(job, chain: chain, command: start, log: log)
+            }
+            let env = EnvRecord(
+                id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
+                layers: SandboxRecord.encodeList(chain), createdAt: now(), ownBytes: added)
+            try await catalog.db.write { db in
+                if try EnvRecord.fetchOne(db, key: env.id) == nil { try env.insert(db) }
+            }
+            record.status = "succeeded"
+            log.line("built \(job.envID) (\(cached) of \(record.steps) step(s) cached)")
+        } catch let failure as BuildFailure {
+            record.status = "failed"
+            record.failedStep = failure.step
+            record.exitCode = failure.exitCode
+            record.error = failure.message
+            log.line("failed at \(failure.step): \(failure.message)")
+        } catch {
+            record.status = "failed"
+            record.error = "\(error)"
+            log.line("failed: \(error)")
+        }
+        record.cachedSteps = cached
+        record.finishedAt = now()
+        _ = try? await catalog.db.write { [record] in try record.update($0) }
+        logger.info("build \(record.status)", metadata: ["build": "\(record.id)", "env": "\(job.envID)"])
+    }
+
+    struct BuildFailure: Error {
+        var step: String
+        var exitCode: Int?
+        var message: String
+    }
+
+    static func stepKey(_ below: String, _ step: String) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Data("\(below)\n\(step)".utf8))
+        return hexString(hasher.finalize())
+    }
+
+    func cachedLayer(_ key: String) async throws -> String? {
+        let layer = try await catalog.db.read { db in try String.fetchOne(db, sql: "SELECT layer FROM stepCache WHERE key = ?", arguments: [key]) }
+        guard let layer, layers.contains(layer) else { return nil }
+        return layer
+    }
+
+    func remember(_ key: String, _ layer: String) async throws {
+        try await catalog.db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO stepCache (key, layer) VALUES (?, ?)", arguments: [key, layer])
+        }
+    }
+
+    /// Runs one step in a build sandbox on `chain` and freezes what it changed.
+    func buildStep(
+        _ job: BuildJob, chain: [String], label: String, log: BuildLog,
+        _ body: @escaping @Sendable (AgentClient) async throws -> Int32
+    ) async throws -> (String, Int64) {
+        let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
+        let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
+        defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
+        let agent = agentClient(sandbox)
+        let status = try await withTimeout(Self.buildStepTimeoutSeconds) { try await body(agent) }
+        guard let status else {
+            throw BuildFailure(step: label, exitCode: nil, message: "timed out after \(Int(Self.buildStepTimeoutSeconds)) s")
+        }
+        guard status == 0 else { throw BuildFailure(step: label, exitCode: Int(status), message: "exited with \(status)") }
+        _ = try await agent.run(ProcessSpec(cmd: ["sync"]))
+        let store = layers
+        let upper = directory(sandbox.id) + "/upper"
+        let frozen = try await onThread { try store.freeze(upper: upper, excluding: Self.identityFiles) }
+        return (frozen.digest, frozen.addedBytes)
+    }
+
+    /// Starts `start` in a sandbox on the finished chain and waits for `ready`.
+    func checkStart(_ job: BuildJob, chain: [String], command: String, log: BuildLog) async throws {
+        let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
+        let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
+        defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
+        let agent = agentClient(sandbox)
+        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", tag: "start"))
+        process.close()
+        let deadline = monotonicSeconds() + 60
+        let address = NetworkSlot(index: sandbox.slot ?? 0).sandboxAddress
+        while monotonicSeconds() < deadline {
+            if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
+                throw BuildFailure(step: "start", exitCode: exit.code.map(Int.init), message: "start exited before it was ready")
+            }
+            switch job.request.ready {
+            case nil:
+                return
+            case let ready? where ready.hasPrefix("port:"):
+                let port = UInt16(ready.dropFirst(5)) ?? 0
+                if (try? await onThread { Descriptor.close(try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)) }) != nil { return }
+            case let ready?:
+                if try await agent.run(ProcessSpec(shell: ready, cwd: "/code")).exit == ProcessExit(code: 0) { return }
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw BuildFailure(step: "start", exitCode: nil, message: "not ready after 60 s (\(job.request.ready ?? ""))")
+    }
+
+    static func runLogged(_ agent: AgentClient, _ spec: ProcessSpec, log: BuildLog) async throws -> Int32 {
+        let session = try await agent.start(spec)
+        defer { session.close() }
+        for try await item in session {
+            switch item {
+            case .stdout(let bytes), .stderr(let bytes): log.append(bytes)
+            case .error(let error): log.line("agent: \(error.message)")
+            case .exit(let status): return status.code ?? (128 + (status.signal ?? 0))
+            }
+        }
+        throw SproutError(.unavailable, "the step's process stream ended without an exit status")
+    }
+
+    func agentClient(_ record: SandboxRecord) -> AgentClient {
+        AgentClient(endpoint: AgentEndpoint(
+            host: NetworkSlot(index: record.slot ?? 0).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+    }
+
+    public func build(_ id: String, for identity: Identity) async throws -> API.Build {
+        guard let record = try await catalog.db.read({ try BuildRecord.fetchOne($0, key: id) }), record.team == identity.team else {
+            throw SproutError(.notFound, "no build with id '\(id)'")
+        }
+        return record.api
+    }
+}
+
+/// Runs `body`, or gives up (nil) after `seconds`.
+func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        let first = try await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}
+
+/// A build's log: appended as steps run, streamed to clients.
+struct BuildLog: Sendable {
+    let path: String
+
+    func append(_ bytes: [UInt8]) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        try? Descriptor.writeAll(fd, bytes)
+        close(fd)
+    }
+
+    func line(_ text: String) { append(Array("==> \(text)\n".utf8)) }
+}
+
+extension BuildRecord {
+    var api: API.Build {
+        API.Build(id: id, envID: envID, status: status, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps, cachedSteps: cachedSteps)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import SproutClient
+import SproutCore
+import Testing
+
+extension Integration {
+    @Suite("env push")
+    struct PushTests {
+        @Test("push builds steps, files and start; unchanged push builds nothing; a file change rebuilds only the files; deletions and failures")
+        func push() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let repo = server.data + "/repo"
+                try FileManager.default.createDirectory(atPath: repo + "/files/sub", withIntermediateDirectories: true)
+                try """
+                    id = "demo"
+                    [template]
+                    from = "empty"
+                    [build]
+                    files = "files"
+                    run = ["echo one > /one.txt", "echo two > /two.txt"]
+                    start = "httpd -f -p 8080 -h /code"
+                    ready = "port:8080"
+                    """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                try "v1\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
+                try "sub\n".write(toFile: repo + "/files/sub/a.txt", atomically: true, encoding: .utf8)
+                let cli = CLI(server: server)
+                func push() throws -> CLI.Result { try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
+
+                let first = try push()
+                #expect(first.status == 0, "\(first.stderr)")
+                let build1 = try JSONDecoder().decode(API.Build.self, from: Data(first.stdout.utf8))
+                #expect(build1.status == "succeeded" && build1.cachedSteps == 0 && build1.steps == 4)
+                #expect(FileManager.default.fileExists(atPath: repo + "/.sprout/lock.json"))
+
+                // Unchanged: the same env at once, no build.
+                let t = ContinuousClock.now
+                let same = try push()
+                #expect(ContinuousClock.now - t < .seconds(1))
+                let result = try JSONDecoder().decode(API.PushResult.self, from: Data(same.stdout.utf8))
+                #expect(result.envID == build1.envID && result.build == nil)
+
+                // One file changed, one deleted: a new env whose parent is the old one; the run steps come from the cache.
+                try "v2\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
+                try FileManager.default.removeItem(atPath: repo + "/files/sub/a.txt")
+                let build2 = try JSONDecoder().decode(API.Build.self, from: Data(try push().stdout.utf8))
+                #expect(build2.status == "succeeded" && build2.cachedSteps == 2 && build2.envID != build1.envID)
+                let api = server.client
+                #expect(try await api.env(build2.envID).parent == build1.envID)
+                let fresh = try await api.createSandbox(API.CreateSandbox(env: "demo"))
+                #expect(try await api.run(fresh.id, API.Exec(shell: "cat /code/index.html /one.txt /two.txt; ls /code")).stdoutText
+                        == "v2\none\ntwo\nindex.html\n")  // sub/a.txt, deleted locally, is gone
+                // The old env still starts with the old files.
+                let old = try await api.createSandbox(API.CreateSandbox(env: build1.envID))
+                #expect(try await api.run(old.id, API.Exec(cmd: ["cat", "/code/index.html", "/code/sub/a.txt"])).stdoutText == "v1\nsub\n")
+
+                // A failing step: the build fails with the step and its exit code; no env appears.
+                let config = try String(contentsOfFile: repo + "/sprout.toml", encoding: .utf8)
+                try config.replacingOccurrences(of: "echo two > /two.txt", with: "exit 3").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let failed = try push()
+                #expect(failed.status != 0)
+                let build3 = try JSONDecoder().decode(API.Build.self, from: Data(failed.stdout.utf8))
+                #expect(build3.status == "failed" && build3.failedStep == "run[2]: exit 3" && build3.exitCode == 3)
+                await #expect(throws: SproutError.self) { try await api.env(build3.envID) }
+
+                // A symlink out of the files folder is refused, not followed.
+                try FileManager.default.createSymbolicLink(atPath: repo + "/files/escape", withDestinationPath: "/etc/passwd")
+                let escaped = try push()
+                #expect(escaped.stderr.contains("escape is a symlink that points outside"))
+            }
+        }
+    }
+}
