@@ -6,7 +6,10 @@ import SproutCore
 /// `sprout env list|show`
 struct EnvCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [EnvInit.self, EnvPush.self, EnvList.self, EnvShow.self, EnvTree.self, EnvDelete.self])
+        commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [
+            EnvInit.self, EnvPush.self, EnvList.self, EnvShow.self, EnvLogs.self, EnvTree.self, EnvPublish.self, EnvUnpublish.self,
+            EnvDelete.self,
+        ])
 }
 
 struct EnvList: AsyncParsableCommand {
@@ -17,8 +20,9 @@ struct EnvList: AsyncParsableCommand {
     func run() async throws {
         let envs = try await client.client().envs()
         if json { return try Output.json(envs) }
-        Output.table(["ID", "NAME", "PARENT", "LAYERS", "OWN SIZE", "CREATED"], envs.map {
-            [$0.id, $0.name, $0.parent ?? "-", String($0.layers.count), $0.builtin ? "-" : "\($0.ownBytes) B", Output.date($0.createdAt)]
+        Output.table(["ID", "NAME", "PARENT", "STATUS", "LAYERS", "OWN SIZE", "CREATED"], envs.map {
+            [$0.id, $0.name, $0.parent ?? "-", $0.builtin ? "built-in" : ($0.published ? "published" : "unpublished"),
+             String($0.layers.count), $0.builtin ? "-" : "\($0.ownBytes) B", Output.date($0.createdAt)]
         })
     }
 }
@@ -63,5 +67,38 @@ struct EnvDelete: AsyncParsableCommand {
 
     func run() async throws {
         for deleted in try await client.client().deleteEnv(id, force: force) { print("\(deleted) deleted") }
+    }
+}
+
+struct EnvPublish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "publish", abstract: "Point the env's name at it.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+
+    func run() async throws {
+        let env = try await client.client().setPublished(id, true)
+        print("\(env.name) -> \(env.id)")
+    }
+}
+
+struct EnvUnpublish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unpublish", abstract: "Stop the env's name pointing at it.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+
+    func run() async throws {
+        let env = try await client.client().setPublished(id, false)
+        print("\(env.id) unpublished; \(env.name) now means the newest other published \(env.name) env, if any")
+    }
+}
+
+struct EnvLogs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Show a build's log.")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "A build id (env push prints it).") var id: String
+    @Flag(help: "Keep streaming until the build ends.") var follow = false
+
+    func run() async throws {
+        try await client.client().buildLogs(id, follow: follow) { chunk in FileHandle.standardOutput.write(Data(chunk)) }
     }
 }

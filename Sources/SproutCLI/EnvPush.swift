@@ -15,6 +15,7 @@ struct EnvPush: AsyncParsableCommand {
     @Flag(help: "Stream the build's log until it ends.") var follow = false
     @Flag(help: "Wait for the build to end.") var wait = false
     @Flag(help: "Print JSON (the push result, or the finished build with --wait/--follow).") var json = false
+    @Flag(help: "Build without moving the name to the new env (publish it later).") var draft = false
 
     func run() async throws {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
@@ -24,6 +25,9 @@ struct EnvPush: AsyncParsableCommand {
         let root = (file as NSString).deletingLastPathComponent.isEmpty ? "." : (file as NSString).deletingLastPathComponent
         let files = try config.files.map { try LocalFiles.collect(root: root + "/" + $0) } ?? []
         let api = try client.client()
+        for other in DuplicateConfigs.find(near: root, id: config.id, excluding: file) {
+            FileHandle.standardError.write(Data("warning: \(other) also names the env '\(config.id)'; both pushes move the same name\n".utf8))
+        }
 
         let missing = Set(try await api.missingBlobs(files.map(\.sha256)))
         let toSend = Dictionary(files.filter { missing.contains($0.sha256) }.map { ($0.sha256, $0.localPath) }, uniquingKeysWith: { a, _ in a })
@@ -37,7 +41,8 @@ struct EnvPush: AsyncParsableCommand {
         }
         let request = API.Push(
             id: config.id, from: config.from, run: config.run, start: config.start, ready: readiness, cpu: config.cpu,
-            memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) })
+            memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
+            draft: draft)
         let result = try await api.push(request)
         guard let build = result.build else {
             if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }
@@ -59,7 +64,12 @@ struct EnvPush: AsyncParsableCommand {
                 + (final.exitCode.map { " (exit \($0))" } ?? "") + ": \(final.error ?? "")")
         }
         try LockFile(envID: final.envID, files: files).save(root: root)
-        if !json { print(final.envID) }
+        if !json {
+            print(final.envID)
+            if draft {
+                FileHandle.standardError.write(Data("note: \(final.envID) is unpublished: `\(config.id)` does not start it; use its id, or `sprout env publish \(final.envID)`\n".utf8))
+            }
+        }
     }
 
     /// Uploads blobs, four at a time, with a progress line.
@@ -164,5 +174,34 @@ struct LockFile: Codable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileSystem.writeAtomically(dir + "/lock.json", Array(try encoder.encode(self)))
+    }
+}
+
+/// Other sprout.toml files in the same repository that name the same env.
+enum DuplicateConfigs {
+    static func find(near root: String, id: String, excluding file: String) -> [String] {
+        // The repository: the nearest folder up with .git, else the config's folder.
+        var top = URL(fileURLWithPath: root).standardizedFileURL.path
+        var probe = top
+        while probe != "/" && !probe.isEmpty {
+            if FileManager.default.fileExists(atPath: probe + "/.git") { top = probe; break }
+            probe = (probe as NSString).deletingLastPathComponent
+        }
+        let mine = URL(fileURLWithPath: file).standardizedFileURL.path
+        var found: [String] = []
+        guard let walker = FileManager.default.enumerator(atPath: top) else { return [] }
+        var scanned = 0
+        while let rel = walker.nextObject() as? String, scanned < 20_000 {
+            scanned += 1
+            if rel.hasPrefix(".git") || rel.contains("/.build") || rel.hasPrefix(".build") || rel.contains("node_modules") { continue }
+            guard rel.hasSuffix("sprout.toml") else { continue }
+            let path = top + "/" + rel
+            guard URL(fileURLWithPath: path).standardizedFileURL.path != mine,
+                let text = try? String(contentsOfFile: path, encoding: .utf8),
+                let other = try? EnvConfig.parse(text, file: rel), other.id == id
+            else { continue }
+            found.append(rel)
+        }
+        return found
     }
 }

@@ -139,8 +139,11 @@ public enum API {
         public var createdAt: Double?
         /// Bytes this env's own top layer added to the store.
         public var ownBytes: Int64
+        /// Whether its name points at it (the newest published env of a name wins).
+        public var published: Bool
 
-        public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?, ownBytes: Int64) {
+        public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
+                    ownBytes: Int64, published: Bool) {
             self.id = id
             self.name = name
             self.parent = parent
@@ -149,6 +152,7 @@ public enum API {
             self.builtin = builtin
             self.createdAt = createdAt
             self.ownBytes = ownBytes
+            self.published = published
         }
     }
 
@@ -195,7 +199,10 @@ public enum API {
         public var cpu: Double?
         public var memoryMB: Int?
         public var files: [File]
-        public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File]) {
+        /// Build without moving the name to the new env.
+        public var draft: Bool?
+        public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
+                    draft: Bool? = nil) {
             self.id = id
             self.from = from
             self.run = run
@@ -204,6 +211,7 @@ public enum API {
             self.cpu = cpu
             self.memoryMB = memoryMB
             self.files = files
+            self.draft = draft
         }
     }
 

@@ -143,6 +143,12 @@ public struct SproutAPIClient: Sendable {
         try await call("GET", "/v1/envs/\(percentEncode(id))", as: API.Env.self)
     }
 
+    /// Points (or stops pointing) the env's name at it.
+    @discardableResult
+    public func setPublished(_ id: String, _ published: Bool) async throws -> API.Env {
+        try await call("POST", "/v1/envs/\(percentEncode(id))/" + (published ? "publish" : "unpublish"), as: API.Env.self)
+    }
+
     public func envTree(_ id: String) async throws -> API.EnvTree {
         try await call("GET", "/v1/envs/\(percentEncode(id))/tree", as: API.EnvTree.self)
     }

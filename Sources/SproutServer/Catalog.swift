@@ -93,6 +93,14 @@ public final class Catalog: Sendable {
                 t.column("layer", .text).notNull()
             }
         }
+        m.registerMigration("v5-published") { db in
+            // A name points at its newest published env, like a branch.
+            try db.alter(table: "env") { t in
+                t.add(column: "published", .boolean).notNull().defaults(to: true)
+                t.add(column: "publishedAt", .double)
+            }
+            try db.execute(sql: "UPDATE env SET publishedAt = createdAt")
+        }
         return m
     }
 }
@@ -126,6 +134,9 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var layers: String
     var createdAt: Double
     var ownBytes: Int64
+    var published: Bool = true
+    /// When the name last moved to this env; the name points at the latest.
+    var publishedAt: Double?
 
     var layerList: [String] { (try? JSONDecoder().decode([String].self, from: Data(layers.utf8))) ?? [] }
 }

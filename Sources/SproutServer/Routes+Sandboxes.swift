@@ -34,6 +34,12 @@ struct SandboxRoutes {
         group.get("envs/:id") { _, context in
             try JSONBody.response(try await manager.env(try context.parameters.require("id"), for: try context.caller()))
         }
+        group.post("envs/:id/publish") { _, context in
+            try JSONBody.response(try await manager.setPublished(try context.parameters.require("id"), true, for: try context.caller()))
+        }
+        group.post("envs/:id/unpublish") { _, context in
+            try JSONBody.response(try await manager.setPublished(try context.parameters.require("id"), false, for: try context.caller()))
+        }
         group.get("envs/:id/tree") { _, context in
             try JSONBody.response(try await manager.tree(try context.parameters.require("id"), for: try context.caller()))
         }

@@ -45,7 +45,9 @@ extension SandboxManager {
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let existing = try await catalog.db.read({ try EnvRecord.fetchOne($0, key: envID) }), existing.team == identity.team {
-            return API.PushResult(envID: envID, env: existing.api, build: nil)
+            // Unchanged: nothing to build; a non-draft push publishes it again.
+            let env = request.draft == true || existing.published ? existing.api : try await setPublished(envID, true, for: identity)
+            return API.PushResult(envID: envID, env: env, build: nil)
         }
         // The history parent: the previous push of this name, else the env it builds on.
         let previous = try await catalog.db.read { db in
@@ -149,7 +151,8 @@ extension SandboxManager {
             }
             let env = EnvRecord(
                 id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
-                layers: SandboxRecord.encodeList(chain), createdAt: now(), ownBytes: added)
+                layers: SandboxRecord.encodeList(chain), createdAt: now(), ownBytes: added, published: job.request.draft != true,
+            publishedAt: job.request.draft == true ? nil : now())
             try await catalog.db.write { db in
                 if try EnvRecord.fetchOne(db, key: env.id) == nil { try env.insert(db) }
             }

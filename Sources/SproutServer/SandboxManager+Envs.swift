@@ -28,16 +28,24 @@ extension SandboxManager {
         if BaseImages.names.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
         let record = try catalog.db.read { db -> EnvRecord? in
             if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == identity.team { return byID }
-            return try EnvRecord.filter(Column("name") == reference && Column("team") == identity.team)
-                .order(Column("createdAt").desc).fetchOne(db)
+            return try EnvRecord.filter(Column("name") == reference && Column("team") == identity.team && Column("published") == true)
+                .order(Column("publishedAt").desc).fetchOne(db)
         }
-        guard let record else { throw SproutError(.notFound, "no env named '\(reference)'") }
+        guard let record else {
+            let drafts = try catalog.db.read { db in
+                try EnvRecord.filter(Column("name") == reference && Column("team") == identity.team).fetchCount(db)
+            }
+            if drafts > 0 {
+                throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
+            }
+            throw SproutError(.notFound, "no env named '\(reference)'")
+        }
         return ResolvedEnv(id: record.id, base: record.base, layers: record.layerList)
     }
 
     public func envs(for identity: Identity) throws -> [API.Env] {
         let builtins = BaseImages.names.map {
-            API.Env(id: $0, name: $0, parent: nil, base: $0, layers: [], builtin: true, createdAt: nil, ownBytes: 0)
+            API.Env(id: $0, name: $0, parent: nil, base: $0, layers: [], builtin: true, createdAt: nil, ownBytes: 0, published: true)
         }
         let own = try catalog.db.read { db in
             try EnvRecord.filter(Column("team") == identity.team).order(Column("createdAt")).fetchAll(db)
@@ -78,7 +86,8 @@ extension SandboxManager {
         let envID = "\(envName)-\(hexString(hasher.finalize()).prefix(8))"
         let env = EnvRecord(
             id: envID, name: envName, parent: parent.id, team: identity.team, base: parent.base,
-            layers: SandboxRecord.encodeList(parent.layers + [frozen.digest]), createdAt: now(), ownBytes: frozen.addedBytes)
+            layers: SandboxRecord.encodeList(parent.layers + [frozen.digest]), createdAt: now(), ownBytes: frozen.addedBytes,
+            published: true, publishedAt: now())
         let stored = try await catalog.db.write { db -> EnvRecord in
             if let existing = try EnvRecord.fetchOne(db, key: envID) { return existing }
             try env.insert(db)
@@ -86,6 +95,23 @@ extension SandboxManager {
         }
         logger.withSandbox(id).info("snapshot", metadata: ["env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)"])
         return stored.api
+    }
+
+    /// Moves (or, with `false`, takes away) the name's pointer to this env.
+    public func setPublished(_ reference: String, _ published: Bool, for identity: Identity) async throws -> API.Env {
+        guard !BaseImages.names.contains(reference) else {
+            throw SproutError(.invalidArgument, "the built-in env '\(reference)' is always published")
+        }
+        let record = try await catalog.db.write { db -> EnvRecord in
+            guard var record = try EnvRecord.fetchOne(db, key: reference), record.team == identity.team else {
+                throw SproutError(.notFound, "no env with id '\(reference)'")
+            }
+            record.published = published
+            record.publishedAt = published ? now() : nil
+            try record.update(db)
+            return record
+        }
+        return record.api
     }
 
     static func validateEnvName(_ name: String) throws {
@@ -100,7 +126,8 @@ extension SandboxManager {
 
 extension EnvRecord {
     var api: API.Env {
-        API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt, ownBytes: ownBytes)
+        API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt,
+                ownBytes: ownBytes, published: published)
     }
 }
 

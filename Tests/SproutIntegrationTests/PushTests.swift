@@ -62,6 +62,26 @@ extension Integration {
                 #expect(build3.status == "failed" && build3.failedStep == "run[2]: exit 3" && build3.exitCode == 3)
                 await #expect(throws: SproutError.self) { try await api.env(build3.envID) }
 
+                // A draft does not move the name; publish does; unpublish moves it back.
+                try config.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)  // the working config again
+                try "v3\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
+                let draft = try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--draft", "--json"])
+                let build4 = try JSONDecoder().decode(API.Build.self, from: Data(draft.stdout.utf8))
+                #expect(build4.status == "succeeded")
+                #expect(try await api.env(build4.envID).published == false)
+                #expect(try await api.createSandbox(API.CreateSandbox(env: "demo")).env == build2.envID)
+                try await api.setPublished(build4.envID, true)
+                #expect(try await api.createSandbox(API.CreateSandbox(env: "demo")).env == build4.envID)
+                try await api.setPublished(build4.envID, false)
+                #expect(try await api.createSandbox(API.CreateSandbox(env: "demo")).env == build2.envID)
+                let listing = try cli.run(["env", "list"]).stdout
+                #expect(listing.contains("unpublished") && listing.contains("published"))
+
+                // A second config naming the same env gets a warning.
+                try FileManager.default.createDirectory(atPath: repo + "/other", withIntermediateDirectories: true)
+                try "id = \"demo\"\n".write(toFile: repo + "/other/sprout.toml", atomically: true, encoding: .utf8)
+                #expect(try push().stderr.contains("other/sprout.toml also names the env 'demo'"))
+
                 // A symlink out of the files folder is refused, not followed.
                 try FileManager.default.createSymbolicLink(atPath: repo + "/files/escape", withDestinationPath: "/etc/passwd")
                 let escaped = try push()
