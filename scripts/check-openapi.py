@@ -109,6 +109,7 @@ started = check("POST", "/v1/envs", "/v1/envs", 202, json=push).json()
 check("GET", "/v1/builds/{id}/logs", f"/v1/builds/{started['build']['id']}/logs?follow=true", 200)
 assert check("GET", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}?wait=true", 200).json()["status"] == "succeeded"
 assert check("POST", "/v1/envs", "/v1/envs", 200, json=push).json()["env"]["id"] == started["envID"]
+check("DELETE", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}", 409)  # already ended
 check("POST", "/v1/envs/{id}/unpublish", f"/v1/envs/{started['envID']}/unpublish", 200)
 check("POST", "/v1/envs/{id}/publish", f"/v1/envs/{started['envID']}/publish", 200)
 check("POST", "/v1/envs/{id}/publish", "/v1/envs/empty/publish", 400)

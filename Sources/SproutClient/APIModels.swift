@@ -201,8 +201,10 @@ public enum API {
         public var files: [File]
         /// Build without moving the name to the new env.
         public var draft: Bool?
+        /// Seconds any one step may take (default 900).
+        public var timeoutSeconds: Int?
         public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
-                    draft: Bool? = nil) {
+                    draft: Bool? = nil, timeoutSeconds: Int? = nil) {
             self.id = id
             self.from = from
             self.run = run
@@ -212,6 +214,7 @@ public enum API {
             self.memoryMB = memoryMB
             self.files = files
             self.draft = draft
+            self.timeoutSeconds = timeoutSeconds
         }
     }
 

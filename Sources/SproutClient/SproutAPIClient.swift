@@ -186,6 +186,11 @@ public struct SproutAPIClient: Sendable {
         try await call("GET", "/v1/builds/\(percentEncode(id))" + (wait ? "?wait=true" : ""), as: API.Build.self)
     }
 
+    @discardableResult
+    public func cancelBuild(_ id: String) async throws -> API.Build {
+        try await call("DELETE", "/v1/builds/\(percentEncode(id))", as: API.Build.self)
+    }
+
     /// Streams a build's log to `onChunk` until it ends (with `follow`) or up to now.
     public func buildLogs(_ id: String, follow: Bool, onChunk: @escaping @Sendable ([UInt8]) -> Void) async throws {
         try await onThread { [self] in

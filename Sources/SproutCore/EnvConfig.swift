@@ -21,6 +21,8 @@ public struct EnvConfig: Equatable, Sendable {
     public var ready: Readiness?
     public var cpu: Double?
     public var memoryMB: Int?
+    /// Seconds any one build step may take before it is killed (default 900).
+    public var timeoutSeconds: Int?
 
     public enum Readiness: Equatable, Sendable {
         case port(UInt16)
@@ -38,8 +40,14 @@ public struct EnvConfig: Equatable, Sendable {
         self.memoryMB = memoryMB
     }
 
+    public init(id: String, from: String, files: String?, run: [String], start: String?, ready: Readiness?, cpu: Double?, memoryMB: Int?,
+                timeoutSeconds: Int?) {
+        self.init(id: id, from: from, files: files, run: run, start: start, ready: ready, cpu: cpu, memoryMB: memoryMB)
+        self.timeoutSeconds = timeoutSeconds
+    }
+
     static let keys: Set<String> = [
-        "id", "template.from", "build.files", "build.run", "build.start", "build.ready", "build.cpu", "build.memory_mb",
+        "id", "template.from", "build.files", "build.run", "build.start", "build.ready", "build.cpu", "build.memory_mb", "build.timeout",
     ]
 
     /// Parses and checks a config; every error names the file, line and key.
@@ -100,6 +108,12 @@ public struct EnvConfig: Equatable, Sendable {
             }
             config.memoryMB = n
         }
+        if let entry = entries["build.timeout"] {
+            guard case .integer(let n) = entry.value, n >= 1 && n <= 86_400 else {
+                throw SproutError(.invalidArgument, "\(file):\(entry.line): 'build.timeout' must be whole seconds, 1-86400")
+            }
+            config.timeoutSeconds = n
+        }
         return config
     }
 
@@ -119,6 +133,7 @@ public struct EnvConfig: Equatable, Sendable {
         # ready = "port:8000"            # or a command that exits 0 once started
         # cpu = 2
         # memory_mb = 1024
+        # timeout = 900                  # seconds any one step may take
 
         """
     }

@@ -30,6 +30,9 @@ struct BuildRoutes {
             }
             return try JSONBody.response(build)
         }
+        group.delete("builds/:id") { _, context in
+            try JSONBody.response(try await manager.cancelBuild(try context.parameters.require("id"), for: try context.caller()))
+        }
         group.get("builds/:id/logs") { request, context in
             let id = try context.parameters.require("id")
             let caller = try context.caller()

@@ -18,7 +18,7 @@ import SproutSystem
 /// the parent env, not `/code`. Every step runs in a build sandbox of its own
 /// (no team, killed afterwards) under the config's CPU and memory limits.
 extension SandboxManager {
-    static let buildStepTimeoutSeconds = 900.0
+    static let defaultStepTimeoutSeconds = 900
 
     var buildsDirectory: String { settings.dataDirectory + "/builds" }
     func buildLogPath(_ id: String) -> String { "\(buildsDirectory)/\(id).log" }
@@ -32,6 +32,9 @@ extension SandboxManager {
             throw SproutError(.invalidArgument, "at most 100 run steps, each a non-empty command")
         }
         if request.ready != nil && request.start == nil { throw SproutError(.invalidArgument, "ready needs start") }
+        if let t = request.timeoutSeconds, !(1...86_400).contains(t) {
+            throw SproutError(.invalidArgument, "timeoutSeconds must be 1-86400")
+        }
         if let ready = request.ready, ready.hasPrefix("port:"), UInt16(ready.dropFirst(5)).map({ $0 > 0 }) != true {
             throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
         }
@@ -42,6 +45,7 @@ extension SandboxManager {
         let files = request.files.sorted { $0.path < $1.path }
         let normalized = ["from \(from.id)"] + request.run.map { "run \($0)" } + files.map { "file \($0.path) \(String($0.mode, radix: 8)) \($0.sha256)" }
             + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
+            + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let existing = try await catalog.db.read({ try EnvRecord.fetchOne($0, key: envID) }), existing.team == identity.team {
@@ -63,7 +67,7 @@ extension SandboxManager {
         let job = BuildJob(
             build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
             team: identity.team, limits: limits)
-        Task { await self.runBuild(job) }
+        buildTasks[build.id] = Task { await self.runBuild(job) }
         return API.PushResult(envID: envID, env: nil, build: build.api)
     }
 
@@ -165,13 +169,20 @@ extension SandboxManager {
             record.error = failure.message
             log.line("failed at \(failure.step): \(failure.message)")
         } catch {
-            record.status = "failed"
-            record.error = "\(error)"
-            log.line("failed: \(error)")
+            record.status = Task.isCancelled ? "cancelled" : "failed"
+            record.error = Task.isCancelled ? "cancelled" : "\(error)"
+            log.line("\(record.status): \(record.error ?? "")")
         }
+        if Task.isCancelled && record.status != "cancelled" && record.status != "succeeded" {
+            record.status = "cancelled"
+        }
+        buildTasks[record.id] = nil
         record.cachedSteps = cached
         record.finishedAt = now()
-        _ = try? await catalog.db.write { [record] in try record.update($0) }
+        // Recorded even when the build was cancelled (a cancelled task's GRDB calls throw).
+        let catalog = self.catalog
+        let final = record
+        await Task.detached { _ = try? await catalog.db.write { try final.update($0) } }.value
         logger.info("build \(record.status)", metadata: ["build": "\(record.id)", "env": "\(job.envID)"])
     }
 
@@ -208,9 +219,10 @@ extension SandboxManager {
         let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
         defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
         let agent = agentClient(sandbox)
-        let status = try await withTimeout(Self.buildStepTimeoutSeconds) { try await body(agent) }
+        let timeout = job.request.timeoutSeconds ?? Self.defaultStepTimeoutSeconds
+        let status = try await withTimeout(Double(timeout)) { try await body(agent) }
         guard let status else {
-            throw BuildFailure(step: label, exitCode: nil, message: "timed out after \(Int(Self.buildStepTimeoutSeconds)) s")
+            throw BuildFailure(step: label, exitCode: nil, message: "timed out after \(timeout) s")
         }
         guard status == 0 else { throw BuildFailure(step: label, exitCode: Int(status), message: "exited with \(status)") }
         _ = try await agent.run(ProcessSpec(cmd: ["sync"]))
@@ -228,7 +240,8 @@ extension SandboxManager {
         let agent = agentClient(sandbox)
         let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", tag: "start"))
         process.close()
-        let deadline = monotonicSeconds() + 60
+        let limit = Double(job.request.timeoutSeconds ?? 60)
+        let deadline = monotonicSeconds() + limit
         let address = NetworkSlot(index: sandbox.slot ?? 0).sandboxAddress
         while monotonicSeconds() < deadline {
             if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
@@ -245,7 +258,7 @@ extension SandboxManager {
             }
             try await Task.sleep(for: .milliseconds(250))
         }
-        throw BuildFailure(step: "start", exitCode: nil, message: "not ready after 60 s (\(job.request.ready ?? ""))")
+        throw BuildFailure(step: "start", exitCode: nil, message: "not ready after \(Int(limit)) s (\(job.request.ready ?? ""))")
     }
 
     static func runLogged(_ agent: AgentClient, _ spec: ProcessSpec, log: BuildLog) async throws -> Int32 {
@@ -264,6 +277,17 @@ extension SandboxManager {
     func agentClient(_ record: SandboxRecord) -> AgentClient {
         AgentClient(endpoint: AgentEndpoint(
             host: NetworkSlot(index: record.slot ?? 0).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+    }
+
+    /// Cancels a running build: its step is stopped, its sandboxes removed, no env made.
+    public func cancelBuild(_ id: String, for identity: Identity) async throws -> API.Build {
+        let current = try await build(id, for: identity)
+        guard current.status == "running", let task = buildTasks[id] else {
+            throw SproutError(.conflict, "build \(id) is \(current.status), not running")
+        }
+        task.cancel()
+        _ = await task.value
+        return try await build(id, for: identity)
     }
 
     public func build(_ id: String, for identity: Identity) async throws -> API.Build {

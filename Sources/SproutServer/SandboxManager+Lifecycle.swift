@@ -105,7 +105,9 @@ extension SandboxManager {
             metrics.runtimeError(operation: "create")
             metrics.create(result: "error", seconds: monotonicSeconds() - started)
             await removeHostResources(id: id, slot: slot)
-            _ = try? await catalog.db.write { try SandboxRecord.deleteOne($0, key: id) }
+            // Detached: the rollback must complete even if this task was cancelled.
+            let catalog = self.catalog
+            await Task.detached { _ = try? await catalog.db.write { try SandboxRecord.deleteOne($0, key: id) } }.value
             throw error
         }
         log.info("\(state.rawValue)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "address": "\(slot.sandboxAddress)"])

@@ -55,6 +55,8 @@ public actor SandboxManager {
     /// Snapshots whose layer is stored but not yet referenced by an env:
     /// garbage collection waits while there are any.
     var snapshotsInFlight = 0
+    /// Builds in progress, so they can be cancelled.
+    var buildTasks: [String: Task<Void, Never>] = [:]
     /// Envs asked for at least once: the pool keeps sandboxes of them ready.
     var pooledEnvs: [String: ResolvedEnv] = [:]
     var fillingPool = false

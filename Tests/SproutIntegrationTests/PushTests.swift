@@ -90,3 +90,31 @@ extension Integration {
         }
     }
 }
+
+extension Integration.PushTests {
+    @Test("a step that never finishes is killed at the build timeout; a running build can be cancelled; both clean up")
+    func timeoutAndCancel() async throws {
+        let data = try await ServerHarness.with { (server: ServerHarness) async throws in
+            let api = server.client
+            let hang = API.Push(id: "hang", from: "empty", run: ["sleep 1000"], start: nil, ready: nil, cpu: nil, memoryMB: nil, files: [],
+                                timeoutSeconds: 2)
+            let started = try await api.push(hang)
+            let build = try await api.build(started.build!.id, wait: true)
+            #expect(build.status == "failed" && build.failedStep == "run[1]: sleep 1000" && build.error == "timed out after 2 s")
+
+            var forever = hang
+            forever.timeoutSeconds = 600
+            forever.id = "forever"
+            let running = try await api.push(forever)
+            try await Task.sleep(for: .milliseconds(1500))
+            let cancelled = try await api.cancelBuild(running.build!.id)
+            #expect(cancelled.status == "cancelled")
+            await #expect(throws: SproutError.self) { try await api.env(running.envID) }
+            // The build sandboxes go away (killed in the background after each step).
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await api.sandboxes().isEmpty)
+            return server.data
+        }
+        expectNoLeftovers(data)
+    }
+}
