@@ -42,7 +42,7 @@ struct EnvPush: AsyncParsableCommand {
         let request = API.Push(
             id: config.id, from: config.from, run: config.run, start: config.start, ready: readiness, cpu: config.cpu,
             memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
-            draft: draft, timeoutSeconds: config.timeoutSeconds)
+            draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files)
         let result = try await api.push(request)
         guard let build = result.build else {
             if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }
@@ -59,6 +59,7 @@ struct EnvPush: AsyncParsableCommand {
         }
         let final = try await api.build(build.id, wait: true)
         if json { try Output.json(final) }
+        for warning in final.warnings ?? [] { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
         guard final.status == "succeeded" else {
             throw SproutError(.internal, "build \(final.id) failed at \(final.failedStep ?? "?")"
                 + (final.exitCode.map { " (exit \($0))" } ?? "") + ": \(final.error ?? "")")
@@ -166,6 +167,11 @@ struct LockFile: Codable {
     init(envID: String, files: [LocalFiles.Entry]) {
         self.envID = envID
         self.files = Dictionary(files.map { ($0.path, $0.sha256) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    static func load(root: String) -> LockFile? {
+        guard let data = FileManager.default.contents(atPath: root + "/.sprout/lock.json") else { return nil }
+        return try? JSONDecoder().decode(LockFile.self, from: data)
     }
 
     func save(root: String) throws {

@@ -203,8 +203,13 @@ public enum API {
         public var draft: Bool?
         /// Seconds any one step may take (default 900).
         public var timeoutSeconds: Int?
+        /// What the previous push sent (path -> sha256, from .sprout/lock.json):
+        /// a file in /code that differs from it was changed in the env, and is
+        /// left alone with a warning; a file it lists that is no longer pushed
+        /// is deleted.
+        public var lock: [String: String]?
         public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
-                    draft: Bool? = nil, timeoutSeconds: Int? = nil) {
+                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil) {
             self.id = id
             self.from = from
             self.run = run
@@ -215,6 +220,7 @@ public enum API {
             self.files = files
             self.draft = draft
             self.timeoutSeconds = timeoutSeconds
+            self.lock = lock
         }
     }
 
@@ -228,7 +234,10 @@ public enum API {
         public var error: String?
         public var steps: Int
         public var cachedSteps: Int
-        public init(id: String, envID: String, status: String, failedStep: String?, exitCode: Int?, error: String?, steps: Int, cachedSteps: Int) {
+        /// Files left alone because they changed in the env since the last push.
+        public var warnings: [String]?
+        public init(id: String, envID: String, status: String, failedStep: String?, exitCode: Int?, error: String?, steps: Int, cachedSteps: Int,
+                    warnings: [String]? = nil) {
             self.id = id
             self.envID = envID
             self.status = status
@@ -237,6 +246,7 @@ public enum API {
             self.error = error
             self.steps = steps
             self.cachedSteps = cachedSteps
+            self.warnings = warnings
         }
     }
 

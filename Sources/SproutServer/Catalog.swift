@@ -101,6 +101,9 @@ public final class Catalog: Sendable {
             }
             try db.execute(sql: "UPDATE env SET publishedAt = createdAt")
         }
+        m.registerMigration("v6-build-warnings") { db in
+            try db.alter(table: "build") { t in t.add(column: "warnings", .text) }
+        }
         return m
     }
 }
@@ -119,6 +122,8 @@ struct BuildRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var finishedAt: Double?
     var steps: Int
     var cachedSteps: Int
+    /// JSON array of warnings (files left alone).
+    var warnings: String?
 }
 
 /// An env made by Sprout: a base root plus layers (bottom to top).

@@ -25,7 +25,8 @@ extension SandboxManager {
 
     /// Starts building `request` (or answers with the env at once if this exact
     /// env exists: an unchanged push builds nothing).
-    public func push(_ request: API.Push, for identity: Identity) async throws -> API.PushResult {
+    public func push(_ original: API.Push, for identity: Identity) async throws -> API.PushResult {
+        var request = original
         try Self.validateEnvName(request.id)
         let limits = try validate(API.CreateSandbox(env: request.from, cpu: request.cpu, memoryMB: request.memoryMB))
         guard request.run.count <= 100, request.run.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 65536 }) else {
@@ -41,11 +42,19 @@ extension SandboxManager {
         let from = try resolveEnv(request.from, for: identity)
         try await checkFiles(request.files, team: identity.team)
 
-        var hasher = SHA256()
         let files = request.files.sorted { $0.path < $1.path }
+        // Only lock entries that can change the outcome count (for the id and
+        // the cache): a file pushed again with the bytes the lock names acts
+        // exactly as if it had no entry. So an unchanged repo keeps its env id.
+        var pushed: [String: String] = [:]
+        for file in files { pushed[file.path] = file.sha256 }
+        let relevant: [String: String] = (request.lock ?? [:]).filter { entry in pushed[entry.key] != entry.value }
+        request.lock = relevant.isEmpty ? nil : relevant
+        var hasher = SHA256()
         let normalized = ["from \(from.id)"] + request.run.map { "run \($0)" } + files.map { "file \($0.path) \(String($0.mode, radix: 8)) \($0.sha256)" }
             + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
             + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
+            + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let existing = try await catalog.db.read({ try EnvRecord.fetchOne($0, key: envID) }), existing.team == identity.team {
@@ -54,13 +63,14 @@ extension SandboxManager {
             return API.PushResult(envID: envID, env: env, build: nil)
         }
         // The history parent: the previous push of this name, else the env it builds on.
+        let name = request.id
         let previous = try await catalog.db.read { db in
-            try EnvRecord.filter(Column("name") == request.id && Column("team") == identity.team).order(Column("createdAt").desc).fetchOne(db)
+            try EnvRecord.filter(Column("name") == name && Column("team") == identity.team).order(Column("createdAt").desc).fetchOne(db)
         }
         let build = BuildRecord(
             id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID, status: "running",
             failedStep: nil, exitCode: nil, error: nil, createdAt: now(), finishedAt: nil,
-            steps: request.run.count + 1 + (request.start == nil ? 0 : 1), cachedSteps: 0)
+            steps: request.run.count + 1 + (request.start == nil ? 0 : 1), cachedSteps: 0, warnings: nil)
         try FileSystem.makeDirectories(buildsDirectory, mode: 0o700)
         try FileSystem.writeAtomically(buildLogPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
         try await catalog.db.write { [build] in try build.insert($0) }
@@ -130,7 +140,9 @@ extension SandboxManager {
                 chain.append(layer)
                 added += bytes
             }
-            key = Self.stepKey(key, "files " + job.files.map { "\($0.path) \($0.mode) \($0.sha256)" }.joined(separator: ";"))
+            let lock = job.request.lock ?? [:]
+            key = Self.stepKey(key, "files " + job.files.map { "\($0.path) \($0.mode) \($0.sha256)" }.joined(separator: ";")
+                + " lock " + lock.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ";"))
             if let layer = try await cachedLayer(key) {
                 log.line("step files: \(job.files.count) file(s) (cached)")
                 chain.append(layer)
@@ -138,13 +150,18 @@ extension SandboxManager {
             } else {
                 log.line("step files: \(job.files.count) file(s) to /code")
                 let blobs = self.blobs
+                let warnings = Locked<[String]>([])
                 let (layer, bytes) = try await buildStep(job, chain: chain, label: "files", log: log) { agent in
-                    _ = try await agent.run(ProcessSpec(shell: "rm -rf /code && mkdir -p /code"))
-                    for file in job.files {
+                    let plan = try await Self.planFiles(job.files, lock: lock, agent: agent)
+                    for path in plan.delete { try await agent.remove("/code/" + path) }
+                    for file in plan.write {
                         try await agent.upload(localPath: blobs.path(file.sha256), to: "/code/" + file.path, mode: file.mode)
                     }
+                    warnings.withLock { $0 = plan.warnings }
                     return 0
                 }
+                for warning in warnings.current { log.line("warning: \(warning)") }
+                record.warnings = SandboxRecord.encodeList(warnings.current)
                 try await remember(key, layer)
                 chain.append(layer)
                 added += bytes
@@ -184,6 +201,48 @@ extension SandboxManager {
         let final = record
         await Task.detached { _ = try? await catalog.db.write { try final.update($0) } }.value
         logger.info("build \(record.status)", metadata: ["build": "\(record.id)", "env": "\(job.envID)"])
+    }
+
+    /// What the files step does to /code, following the lock (the seeds'
+    /// rules): a pushed file is written unless /code holds a version the lock
+    /// does not explain (changed in the env: left alone, with a warning); a
+    /// file the lock lists that is no longer pushed is deleted, unless it too
+    /// changed in the env.
+    struct FilePlan {
+        var write: [API.Push.File] = []
+        var delete: [String] = []
+        var warnings: [String] = []
+    }
+
+    static func planFiles(_ files: [API.Push.File], lock: [String: String], agent: AgentClient) async throws -> FilePlan {
+        let listing = try await agent.run(ProcessSpec(shell: "mkdir -p /code && cd /code && find . -type f -exec sha256sum {} +"))
+        var remote: [String: String] = [:]
+        for line in listing.stdoutText.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            guard parts.count == 2 else { continue }
+            var path = String(parts[1]).trimmingCharacters(in: .whitespaces)
+            if path.hasPrefix("./") { path.removeFirst(2) }
+            remote[path] = String(parts[0])
+        }
+        var plan = FilePlan()
+        let pushed = Set(files.map(\.path))
+        for file in files {
+            switch (remote[file.path], lock[file.path]) {
+            case (nil, _): plan.write.append(file)
+            case (let now?, _) where now == file.sha256: plan.write.append(file)  // same bytes; mode may differ
+            case (let now?, let last?) where now == last: plan.write.append(file)
+            default: plan.warnings.append("/code/\(file.path) changed in the env since the last push; left alone")
+            }
+        }
+        for (path, last) in lock.sorted(by: { $0.key < $1.key }) where !pushed.contains(path) {
+            guard let now = remote[path] else { continue }
+            if now == last {
+                plan.delete.append(path)
+            } else {
+                plan.warnings.append("/code/\(path) was deleted locally but changed in the env; left alone")
+            }
+        }
+        return plan
     }
 
     struct BuildFailure: Error {
@@ -328,6 +387,7 @@ struct BuildLog: Sendable {
 
 extension BuildRecord {
     var api: API.Build {
-        API.Build(id: id, envID: envID, status: status, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps, cachedSteps: cachedSteps)
+        API.Build(id: id, envID: envID, status: status, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps,
+                  cachedSteps: cachedSteps, warnings: warnings.map { SandboxRecord.decodeList($0) })
     }
 }

@@ -118,3 +118,38 @@ extension Integration.PushTests {
         expectNoLeftovers(data)
     }
 }
+
+extension Integration.PushTests {
+    @Test("the lock file: a file deleted locally is deleted in the env; one changed in the env since the last push is left alone, with a warning")
+    func lockRules() async throws {
+        try await ServerHarness.with { (server: ServerHarness) async throws in
+            let repo = server.data + "/merge"
+            try FileManager.default.createDirectory(atPath: repo + "/files", withIntermediateDirectories: true)
+            let config = "id = \"merge\"\n[template]\nfrom = \"FROM\"\n[build]\nfiles = \"files\"\n"
+            try config.replacingOccurrences(of: "FROM", with: "empty").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+            try "a1\n".write(toFile: repo + "/files/a.txt", atomically: true, encoding: .utf8)
+            try "b1\n".write(toFile: repo + "/files/b.txt", atomically: true, encoding: .utf8)
+            let cli = CLI(server: server)
+            func push() throws -> CLI.Result { try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
+            #expect(try push().status == 0)
+
+            // Someone edits b.txt in a sandbox of the env and snapshots it under the same name.
+            let api = server.client
+            let edit = try await api.createSandbox(API.CreateSandbox(env: "merge"))
+            _ = try await api.run(edit.id, API.Exec(shell: "echo edited-in-env > /code/b.txt"))
+            _ = try await api.snapshot(edit.id)
+
+            // Locally: a.txt deleted, b.txt changed; the next push builds on the edited env.
+            try config.replacingOccurrences(of: "FROM", with: "merge").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+            try FileManager.default.removeItem(atPath: repo + "/files/a.txt")
+            try "b2\n".write(toFile: repo + "/files/b.txt", atomically: true, encoding: .utf8)
+            let result = try push()
+            #expect(result.status == 0, "\(result.stderr)")
+            let build = try JSONDecoder().decode(API.Build.self, from: Data(result.stdout.utf8))
+            #expect(build.warnings == ["/code/b.txt changed in the env since the last push; left alone"])
+            #expect(result.stderr.contains("warning: /code/b.txt changed in the env"))
+            let check = try await api.createSandbox(API.CreateSandbox(env: build.envID))
+            #expect(try await api.run(check.id, API.Exec(shell: "ls /code; cat /code/b.txt")).stdoutText == "b.txt\nedited-in-env\n")
+        }
+    }
+}
