@@ -122,6 +122,7 @@ extension SandboxManager {
         var key = "env \(job.from.id)"
         var added: Int64 = 0
         var cached = 0
+        var made: [String] = []
         do {
             for (index, command) in job.request.run.enumerated() {
                 key = Self.stepKey(key, "run \(command)")
@@ -138,6 +139,7 @@ extension SandboxManager {
                 }
                 try await remember(key, layer)
                 chain.append(layer)
+                made.append(layer)
                 added += bytes
             }
             let lock = job.request.lock ?? [:]
@@ -164,6 +166,7 @@ extension SandboxManager {
                 record.warnings = SandboxRecord.encodeList(warnings.current)
                 try await remember(key, layer)
                 chain.append(layer)
+                made.append(layer)
                 added += bytes
             }
             if let start = job.request.start {
@@ -194,6 +197,7 @@ extension SandboxManager {
             record.status = "cancelled"
         }
         buildTasks[record.id] = nil
+        if record.status != "succeeded" { await discard(made) }
         record.cachedSteps = cached
         record.finishedAt = now()
         // Recorded even when the build was cancelled (a cancelled task's GRDB calls throw).
@@ -243,6 +247,22 @@ extension SandboxManager {
             }
         }
         return plan
+    }
+
+    /// Removes the layers a failed or cancelled build made (and their cache
+    /// entries), unless an env has come to use them meanwhile.
+    func discard(_ made: [String]) async {
+        guard !made.isEmpty else { return }
+        let catalog = self.catalog
+        let store = self.layers
+        await Task.detached {
+            let used = Set(((try? await catalog.db.read { db in try EnvRecord.fetchAll(db) }) ?? []).flatMap(\.layerList))
+            let unused = made.filter { !used.contains($0) }
+            _ = try? await catalog.db.write { db in
+                for layer in unused { try db.execute(sql: "DELETE FROM stepCache WHERE layer = ?", arguments: [layer]) }
+            }
+            for layer in unused { try? FileSystem.removeTree(store.path(layer)) }
+        }.value
     }
 
     struct BuildFailure: Error {

@@ -153,3 +153,47 @@ extension Integration.PushTests {
         }
     }
 }
+
+extension Integration.PushTests {
+    @Test("push from debian; a failed build leaves no layer, no env and nothing on the host")
+    func debianAndCleanup() async throws {
+        let data = try await ServerHarness.with { (server: ServerHarness) async throws in
+            let api = server.client
+            let ok = try await api.push(API.Push(
+                id: "deb", from: "debian", run: ["echo built > /etc/sprout-built", "apt-get --version | head -1 > /apt.txt"],
+                start: nil, ready: nil, cpu: nil, memoryMB: nil, files: []))
+            let built = try await api.build(ok.build!.id, wait: true)
+            #expect(built.status == "succeeded", "\(built)")
+            let sandbox = try await api.createSandbox(API.CreateSandbox(env: "deb"))
+            let seen = try await api.run(sandbox.id, API.Exec(shell: "cat /etc/sprout-built /apt.txt; cat /etc/debian_version"))
+            #expect(seen.stdoutText.hasPrefix("built\napt "))
+            let layersBefore = try FileManager.default.contentsOfDirectory(atPath: server.data + "/layers").filter { !$0.hasPrefix(".") }
+
+            let bad = try await api.push(API.Push(
+                id: "deb", from: "debian", run: ["echo half > /half.txt", "false"], start: nil, ready: nil, cpu: nil, memoryMB: nil, files: []))
+            let failed = try await api.build(bad.build!.id, wait: true)
+            #expect(failed.status == "failed" && failed.failedStep == "run[2]: false" && failed.exitCode == 1)
+            let layersAfter = try FileManager.default.contentsOfDirectory(atPath: server.data + "/layers").filter { !$0.hasPrefix(".") }
+            #expect(Set(layersAfter) == Set(layersBefore), "the failed build's first layer must go too")
+            #expect(try await api.env("deb").id == built.envID)
+            try await api.killSandbox(sandbox.id)
+            try await Task.sleep(for: .seconds(2))  // build sandboxes are killed in the background
+            return server.data
+        }
+        expectNoLeftovers(data)
+    }
+
+    @Test("no disk space: the build fails cleanly and no env appears")
+    func diskFull() async throws {
+        // Failure injection: the server is told it needs more free space than any disk has.
+        try await ServerHarness.with(extraArgs: ["--min-free-mb", "100000000"]) { (server: ServerHarness) async throws in
+            let api = server.client
+            let started = try await api.push(API.Push(id: "full", from: "empty", run: ["true"], start: nil, ready: nil, cpu: nil, memoryMB: nil, files: []))
+            let build = try await api.build(started.build!.id, wait: true)
+            #expect(build.status == "failed")
+            #expect(build.error?.contains("not enough disk space") == true)
+            await #expect(throws: SproutError.self) { try await api.env(started.envID) }
+            expectNoLeftovers(server.data)
+        }
+    }
+}
