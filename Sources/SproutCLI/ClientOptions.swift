@@ -78,6 +78,13 @@ enum Output {
         rows.forEach { print(line($0)) }
     }
 
+    static func bytes(_ n: Int64) -> String {
+        if n < 1 << 10 { return "\(n) B" }
+        if n < 1 << 20 { return String(format: "%.1f KiB", Double(n) / 1024) }
+        if n < 1 << 30 { return String(format: "%.1f MiB", Double(n) / 1048576) }
+        return String(format: "%.2f GiB", Double(n) / 1073741824)
+    }
+
     static func date(_ seconds: Double?) -> String {
         guard let seconds else { return "-" }
         let formatter = ISO8601DateFormatter()

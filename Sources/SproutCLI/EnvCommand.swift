@@ -20,9 +20,10 @@ struct EnvList: AsyncParsableCommand {
     func run() async throws {
         let envs = try await client.client().envs()
         if json { return try Output.json(envs) }
-        Output.table(["ID", "NAME", "PARENT", "STATUS", "LAYERS", "OWN SIZE", "CREATED"], envs.map {
+        Output.table(["ID", "NAME", "PARENT", "STATUS", "LAYERS", "OWN SIZE", "TOTAL SIZE", "CREATED"], envs.map {
             [$0.id, $0.name, $0.parent ?? "-", $0.builtin ? "built-in" : ($0.published ? "published" : "unpublished"),
-             String($0.layers.count), $0.builtin ? "-" : "\($0.ownBytes) B", Output.date($0.createdAt)]
+             String($0.layers.count), $0.builtin ? "-" : Output.bytes($0.ownBytes), $0.totalBytes.map(Output.bytes) ?? "-",
+             Output.date($0.createdAt)]
         })
     }
 }

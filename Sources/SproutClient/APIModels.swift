@@ -141,9 +141,11 @@ public enum API {
         public var ownBytes: Int64
         /// Whether its name points at it (the newest published env of a name wins).
         public var published: Bool
+        /// The whole chain's bytes: the base plus every layer.
+        public var totalBytes: Int64?
 
         public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
-                    ownBytes: Int64, published: Bool) {
+                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil) {
             self.id = id
             self.name = name
             self.parent = parent
@@ -153,6 +155,7 @@ public enum API {
             self.createdAt = createdAt
             self.ownBytes = ownBytes
             self.published = published
+            self.totalBytes = totalBytes
         }
     }
 

@@ -104,6 +104,10 @@ public final class Catalog: Sendable {
         m.registerMigration("v6-build-warnings") { db in
             try db.alter(table: "build") { t in t.add(column: "warnings", .text) }
         }
+        m.registerMigration("v7-env-total") { db in
+            // Bytes of the whole chain: the base plus every layer's own bytes.
+            try db.alter(table: "env") { t in t.add(column: "totalBytes", .integer).notNull().defaults(to: 0) }
+        }
         return m
     }
 }
@@ -142,6 +146,8 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var published: Bool = true
     /// When the name last moved to this env; the name points at the latest.
     var publishedAt: Double?
+    /// The base's bytes plus the own bytes of every layer of the chain.
+    var totalBytes: Int64 = 0
 
     var layerList: [String] { (try? JSONDecoder().decode([String].self, from: Data(layers.utf8))) ?? [] }
 }

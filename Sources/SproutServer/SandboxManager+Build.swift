@@ -173,10 +173,11 @@ extension SandboxManager {
                 log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
                 try await checkStart(job, chain: chain, command: start, log: log)
             }
+            let total = try await chainBytes(job.from) + added
             let env = EnvRecord(
                 id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
                 layers: SandboxRecord.encodeList(chain), createdAt: now(), ownBytes: added, published: job.request.draft != true,
-            publishedAt: job.request.draft == true ? nil : now())
+            publishedAt: job.request.draft == true ? nil : now(), totalBytes: total)
             try await catalog.db.write { db in
                 if try EnvRecord.fetchOne(db, key: env.id) == nil { try env.insert(db) }
             }

@@ -45,7 +45,8 @@ extension SandboxManager {
 
     public func envs(for identity: Identity) throws -> [API.Env] {
         let builtins = BaseImages.names.map {
-            API.Env(id: $0, name: $0, parent: nil, base: $0, layers: [], builtin: true, createdAt: nil, ownBytes: 0, published: true)
+            API.Env(id: $0, name: $0, parent: nil, base: $0, layers: [], builtin: true, createdAt: nil, ownBytes: 0, published: true,
+                    totalBytes: baseBytes[$0])
         }
         let own = try catalog.db.read { db in
             try EnvRecord.filter(Column("team") == identity.team).order(Column("createdAt")).fetchAll(db)
@@ -87,7 +88,7 @@ extension SandboxManager {
         let env = EnvRecord(
             id: envID, name: envName, parent: parent.id, team: identity.team, base: parent.base,
             layers: SandboxRecord.encodeList(parent.layers + [frozen.digest]), createdAt: now(), ownBytes: frozen.addedBytes,
-            published: true, publishedAt: now())
+            published: true, publishedAt: now(), totalBytes: try await chainBytes(parent) + frozen.addedBytes)
         let stored = try await catalog.db.write { db -> EnvRecord in
             if let existing = try EnvRecord.fetchOne(db, key: envID) { return existing }
             try env.insert(db)
@@ -114,6 +115,16 @@ extension SandboxManager {
         return record.api
     }
 
+    /// The bytes of an env's whole chain (for the totals `env list` shows).
+    func chainBytes(_ env: ResolvedEnv) async throws -> Int64 {
+        if let record = try await catalog.db.read({ try EnvRecord.fetchOne($0, key: env.id) }) { return record.totalBytes }
+        if let known = baseBytes[env.base] { return known }
+        let path = bases.path(env.base)
+        let bytes = await (try? onThread { LayerStore.diskUsage(path) }) ?? 0
+        baseBytes[env.base] = bytes
+        return bytes
+    }
+
     static func validateEnvName(_ name: String) throws {
         guard !name.isEmpty, name.count <= 64, !BaseImages.names.contains(name),
             name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") })
@@ -127,7 +138,7 @@ extension SandboxManager {
 extension EnvRecord {
     var api: API.Env {
         API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt,
-                ownBytes: ownBytes, published: published)
+                ownBytes: ownBytes, published: published, totalBytes: totalBytes)
     }
 }
 

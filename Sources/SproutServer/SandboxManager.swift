@@ -55,6 +55,8 @@ public actor SandboxManager {
     /// Snapshots whose layer is stored but not yet referenced by an env:
     /// garbage collection waits while there are any.
     var snapshotsInFlight = 0
+    /// Bytes of each built-in base, measured once.
+    var baseBytes: [String: Int64] = [:]
     /// Builds in progress, so they can be cancelled.
     var buildTasks: [String: Task<Void, Never>] = [:]
     /// Envs asked for at least once: the pool keeps sandboxes of them ready.

@@ -19,6 +19,7 @@ extension Integration {
                 #expect(env1.name == "my-app")
                 #expect(env1.layers.count == 1)
                 #expect(env1.id.hasPrefix("my-app-"))
+                #expect((env1.totalBytes ?? 0) > env1.ownBytes, "the total counts the base too")
                 // The original keeps running.
                 #expect(try await api.run(first.id, API.Exec(cmd: ["cat", "/code/app.txt"])).stdoutText == "v1\n")
 
