@@ -265,8 +265,11 @@ extension SandboxManager {
         return expired.count
     }
 
-    /// Kills every live sandbox (graceful server shutdown).
+    /// Cancels every build and kills every live sandbox (graceful server shutdown).
     public func killAll() async {
+        // Builds first: a cancelled build stops starting build sandboxes.
+        for task in buildTasks.values { task.cancel() }
+        for task in buildTasks.values { _ = await task.value }
         while createsInFlight > 0 { try? await Task.sleep(for: .milliseconds(20)) }
         let live = (try? await catalog.db.read { db in
             try SandboxRecord.filter([SandboxState.running.rawValue, SandboxState.pooled.rawValue].contains(Column("state"))).fetchAll(db)

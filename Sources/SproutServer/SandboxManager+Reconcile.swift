@@ -20,7 +20,8 @@ extension SandboxManager {
         var adopted: Set<String> = []
         var removed: [String] = []
         for record in records {
-            if record.state == .running, containers.contains(record.id), await agentAnswers(record) {
+            // Build sandboxes (no team) belonged to builds that died with the server.
+            if record.state == .running, !record.team.isEmpty, containers.contains(record.id), await agentAnswers(record) {
                 adopted.insert(record.id)
                 logger.withSandbox(record.id).info("adopted after restart")
                 continue
@@ -29,7 +30,8 @@ extension SandboxManager {
             var ended = record
             ended.state = .killed
             ended.endedAt = now()
-            ended.error = record.state == .pooled ? "pooled; replaced after a restart" : "lost when the server stopped unexpectedly"
+            ended.error = record.state == .pooled ? "pooled; replaced after a restart"
+                : record.team.isEmpty ? "build sandbox of an interrupted build" : "lost when the server stopped unexpectedly"
             _ = try? await catalog.db.write { [ended] in try ended.update($0) }
             removed.append(record.id)
             logger.withSandbox(record.id).warning("removed after restart", metadata: ["was": "\(record.state.rawValue)"])
@@ -47,6 +49,11 @@ extension SandboxManager {
             await removeHostResources(id: id, slot: slot)
             removed.append(id)
             logger.withSandbox(id).warning("removed orphaned host resources")
+        }
+        // Builds cannot survive a restart: their tasks died with the server.
+        _ = try? await catalog.db.write { db in
+            try db.execute(sql: "UPDATE build SET status = 'failed', error = 'interrupted by a server restart', finishedAt = ? WHERE status = 'running'",
+                           arguments: [now()])
         }
         publishStateCounts()
         return (adopted.sorted(), removed)

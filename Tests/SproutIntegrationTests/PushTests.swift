@@ -197,3 +197,22 @@ extension Integration.PushTests {
         }
     }
 }
+
+extension Integration.PushTests {
+    @Test("a build interrupted by a server crash is marked failed after the restart, and its sandbox removed")
+    func crashDuringBuild() async throws {
+        let server = try ServerHarness()
+        defer { server.stop() }
+        let api = server.client
+        let started = try await api.push(API.Push(id: "crashy", from: "empty", run: ["sleep 1000"], start: nil, ready: nil, cpu: nil,
+                                                  memoryMB: nil, files: [], timeoutSeconds: 600))
+        try await Task.sleep(for: .milliseconds(1500))
+        server.crash()
+        try server.start()
+        let build = try await server.client.build(started.build!.id)
+        #expect(build.status == "failed" && build.error == "interrupted by a server restart")
+        #expect(try await server.client.sandboxes().isEmpty)
+        server.stopServer()
+        expectNoLeftovers(server.data)
+    }
+}
