@@ -38,10 +38,11 @@ public struct ContainerSpec: Sendable {
 
 /// Writes the OCI runtime bundle (`config.json`) for a container.
 enum OCIBundle {
+    /// Docker's default set. Never CAP_SYS_TIME or CAP_NET_ADMIN: under runc they would reach the host.
     static let capabilities = [
         "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
         "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE", "CAP_SYS_TIME",
+        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
     ]
 
     /// 65536 open files, or the host's own hard limit if lower (a container

@@ -58,6 +58,7 @@ public enum Socket {
             }
             Descriptor.setNonBlocking(fd, false)
             setNoDelay(fd)
+            setKeepAlive(fd)
             return fd
         } catch {
             Glibc.close(fd)
@@ -69,6 +70,20 @@ public enum Socket {
     public static func setNoDelay(_ fd: Int32) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Probes an idle connection after 5 s, every 2 s, 3 times: a peer that
+    /// vanished without a FIN (a killed sandbox whose network is gone) is
+    /// noticed within ≈ 11 s instead of never.
+    public static func setKeepAlive(_ fd: Int32) {
+        var on: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, socklen_t(MemoryLayout<Int32>.size))
+        var idle: Int32 = 5
+        var interval: Int32 = 2
+        var count: Int32 = 3
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// Sets (or clears, with 0) the receive timeout.

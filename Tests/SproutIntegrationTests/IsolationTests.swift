@@ -1,0 +1,119 @@
+import Foundation
+import Glibc
+import SproutAgentProtocol
+import SproutClient
+import SproutCore
+import SproutStore
+import SproutSystem
+import Testing
+
+/// Probes that try to get out of a sandbox. Each must fail to escape.
+extension Integration {
+    @Suite("isolation probes")
+    struct IsolationTests {
+        /// A TCP listener on every host address; records any connection it gets.
+        final class HostListener: @unchecked Sendable {
+            let fd: Int32
+            let port: UInt16
+            let connections = Locked(0)
+
+            init() throws {
+                (fd, port) = try Socket.listenTCP(host: "0.0.0.0", port: 0)
+                startThread { [fd, connections] in
+                    while let client = try? Socket.accept(fd) {
+                        connections.withLock { $0 += 1 }
+                        Descriptor.close(client)
+                    }
+                }
+            }
+
+            func close() { Socket.shutdownBoth(fd); Descriptor.close(fd) }
+        }
+
+        static func probes(runtime: String) async throws {
+            try await ServerHarness.with(runtime: runtime) { (server: ServerHarness) async throws in
+                let api = server.client
+                let a = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                let b = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+
+                // 1. A marker file on the host is not there.
+                let marker = "/tmp/sprout-marker-\(Identifiers.random(length: 8))"
+                try "host secret".write(toFile: marker, atomically: true, encoding: .utf8)
+                defer { unlink(marker) }
+                #expect(try await api.run(a.id, API.Exec(shell: "cat \(marker)")).exit != ProcessExit(code: 0))
+
+                // 2. Host processes and the other sandbox's processes are invisible.
+                _ = try await api.run(b.id, API.Exec(shell: "(sleep 300 &) ; echo started"))
+                let ps = try await api.run(a.id, API.Exec(shell: "ps -o args"))
+                #expect(!ps.stdoutText.contains("sprout server") && !ps.stdoutText.contains("sleep 300"), "\(ps.stdoutText)")
+
+                // 3. The other sandbox's files are invisible.
+                let secret = "secret-\(Identifiers.random(length: 8))"
+                _ = try await api.run(b.id, API.Exec(shell: "echo x > /code/\(secret)"))
+                #expect(try await api.run(a.id, API.Exec(shell: "find / -name \(secret) 2>/dev/null")).stdoutText.isEmpty)
+
+                // 4. A server on the host (all addresses, loopback included) cannot be reached.
+                let listener = try HostListener()
+                defer { listener.close() }
+                let hostSide = a.address.map { address -> String in
+                    var parts = address.split(separator: ".").map(String.init)
+                    parts[3] = String((Int(parts[3]) ?? 2) - 1)
+                    return parts.joined(separator: ".")
+                } ?? "10.88.0.1"
+                for target in [hostSide, "127.0.0.1"] {
+                    _ = try await api.run(a.id, API.Exec(shell: "echo hi | nc -w 2 \(target) \(listener.port)"))
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(listener.connections.current == 0, "a sandbox reached a server on the host")
+
+                // 5. The other sandbox's address cannot be reached.
+                _ = try await api.run(b.id, API.Exec(shell: "mkdir -p /www && echo hi > /www/i && httpd -p 8080 -h /www"))
+                let cross = try await api.run(a.id, API.Exec(shell: "echo -e 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 \(b.address ?? "") 8080"))
+                #expect(!cross.stdoutText.contains("hi"), "a sandbox reached another sandbox: \(cross.stdoutText)")
+                // (The host itself still reaches it: the preview works.)
+                #expect(try await api.preview(b.id, port: 8080, path: "/i").0 == 200)
+
+                // 6. Writes never touch the env below.
+                let base = ServerHarness.cache + "/bases/empty"
+                let before = try LayerDigest.of(directory: base)
+                _ = try await api.run(a.id, API.Exec(shell: "echo pwned > /etc/passwd; rm -f /bin/ls; mkdir /new-dir"))
+                #expect(try LayerDigest.of(directory: base) == before)
+
+                // 7. The clock and the host's network settings stay the host's.
+                let route = try HostResources.hostOutput(["ip", "route", "show", "default"])
+                _ = try await api.run(a.id, API.Exec(shell: "date -s '2001-01-01 00:00:00'; ip link set eth0 down; ip route del default"))
+                #expect(Calendar(identifier: .gregorian).component(.year, from: Date()) >= 2025, "the host clock moved")
+                #expect(try HostResources.hostOutput(["ip", "route", "show", "default"]) == route)
+
+                // 8. Exceeding the memory limit harms only that sandbox. (sort holds its
+                // one 600 MB line in memory; the limit is 128 MiB.)
+                let small = try await api.createSandbox(API.CreateSandbox(env: "empty", memoryMB: 128))
+                let hog = try? await withThrowingTaskGroup(of: ProcessResult?.self) { group in
+                    group.addTask { try await api.run(small.id, API.Exec(shell: "head -c 600000000 /dev/zero | sort > /dev/null && echo survived")) }
+                    group.addTask { try await Task.sleep(for: .seconds(60)); return nil }
+                    let first = try await group.next() ?? nil
+                    group.cancelAll()
+                    return first
+                }
+                #expect(hog?.stdoutText.contains("survived") != true, "a 600 MB allocation succeeded under a 128 MiB limit")
+                #expect(try await api.run(b.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
+                #expect(try await api.health().status == "ok")
+
+                // 9. A fork bomb is contained by the pids limit; others keep being served.
+                let bomb = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try await api.run(bomb.id, API.Exec(shell: "(b() { b | b & }; b) >/dev/null 2>&1 </dev/null & echo launched"))
+                try await Task.sleep(for: .seconds(3))
+                #expect(try await api.run(b.id, API.Exec(shell: "echo alive")).stdoutText == "alive\n")
+                #expect(try await api.health().status == "ok")
+                try await api.killSandbox(bomb.id)
+                try await api.killSandbox(small.id)
+            }
+        }
+
+        @Test("on gVisor: host files, processes, loopback, other sandboxes, the env below, clock, network, memory, fork bomb")
+        func gvisor() async throws { try await Self.probes(runtime: "gvisor") }
+
+        @Test("on runc: the same probes")
+        func runc() async throws { try await Self.probes(runtime: "runc") }
+    }
+}
