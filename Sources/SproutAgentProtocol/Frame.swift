@@ -185,13 +185,6 @@ public final class FrameChannel: @unchecked Sendable {
         }
     }
 
-    /// Wakes any thread blocked reading this channel, without closing it.
-    public func shutdown() {
-        stateLock.withLock {
-            if !isClosed { Socket.shutdownBoth(readFD) }
-        }
-    }
-
     /// Half-close: the peer sees end of stream, reads still work.
     public func finishWriting() {
         writeLock.withLock {
