@@ -128,7 +128,7 @@ public final class AgentServer: @unchecked Sendable {
             try FileTransfer.receive(request, path: try path(request.path), over: channel)
         case .mkdir(let request):
             let target = try path(request.path)
-            try FileService.makeDirectories(target)
+            try FileSystem.makeDirectories(target)
             try channel.send(message: Reply(file: FileService.info(target)))
         case .move(let request):
             let to = try path(request.to)

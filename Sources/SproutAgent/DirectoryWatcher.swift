@@ -35,7 +35,7 @@ final class DirectoryWatcher {
         guard wd >= 0 else { throw SproutError.system("watch \(dir)") }
         paths[wd] = dir
         guard recursive else { return }
-        for name in (try? FileService.children(dir)) ?? [] {
+        for name in (try? FileSystem.children(dir)) ?? [] {
             let child = dir == "/" ? "/" + name : dir + "/" + name
             var st = stat()
             if lstat(child, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {

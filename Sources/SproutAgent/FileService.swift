@@ -64,7 +64,7 @@ enum FileService {
     }
 
     private static func walk(_ dir: String, depth: Int, into out: inout [FileInfo]) throws {
-        let names = try children(dir)
+        let names = try FileSystem.children(dir)
         for name in names {
             let child = dir == "/" ? "/" + name : dir + "/" + name
             guard let entry = try? info(child) else { continue }  // vanished meanwhile
@@ -75,30 +75,11 @@ enum FileService {
         }
     }
 
-    static func children(_ dir: String) throws -> [String] {
-        try FileSystem.children(dir)
-    }
-
-    /// `mkdir -p`.
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
-        var current = ""
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, mode) == 0 { continue }
-            let e = errno
-            guard e == EEXIST else { throw SproutError.system("mkdir \(current)", errno: e) }
-            var st = stat()
-            guard stat(current, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-                throw SproutError(.conflict, "\(current) exists and is not a directory")
-            }
-        }
-    }
-
     static func move(from: String, to: String) throws {
         guard from != "/" && to != "/" else { throw SproutError(.invalidArgument, "cannot move /") }
         var st = stat()
         try sysCall(from) { lstat(from, &st) }
-        try makeDirectories(parent(of: to))
+        try FileSystem.makeDirectories(parent(of: to))
         try sysCall("move \(from) to \(to)") { rename(from, to) }
     }
 
@@ -108,7 +89,7 @@ enum FileService {
         try sysCall(path) { lstat(path, &st) }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             if recursive {
-                for name in try children(path) { try remove(path + "/" + name, recursive: true) }
+                for name in try FileSystem.children(path) { try remove(path + "/" + name, recursive: true) }
             }
             if rmdir(path) != 0 {
                 let e = errno

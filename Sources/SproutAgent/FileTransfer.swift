@@ -44,7 +44,7 @@ enum FileTransfer {
         guard path != "/" else { throw SproutError(.invalidArgument, "cannot write to /") }
         let mode = mode_t(request.mode ?? 0o644) & 0o7777
         let dir = FileService.parent(of: path)
-        try FileService.makeDirectories(dir)
+        try FileSystem.makeDirectories(dir)
         let temp = "\(dir == "/" ? "" : dir)/.\(FileService.baseName(of: path)).upload-\(Identifiers.random(length: 8))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SproutError.system("create \(temp)") }

@@ -207,3 +207,12 @@ extension JSONEncoder {
 }
 
 func now() -> Double { Date().timeIntervalSince1970 }
+
+extension Catalog {
+    /// The blobs a team has uploaded itself (storage is shared, knowledge is not).
+    func blobsOwned(by team: String) async throws -> Set<String> {
+        try await db.read { db in
+            try Set(String.fetchAll(db, sql: "SELECT digest FROM blobOwner WHERE team = ?", arguments: [team]))
+        }
+    }
+}

@@ -23,9 +23,7 @@ struct BlobRoutes {
             for digest in body.digests where !BlobStore.isDigest(digest) {
                 throw SproutError(.invalidArgument, "not a sha256 hex digest: \(digest.prefix(80))")
             }
-            let owned = try await catalog.db.read { db in
-                try Set(String.fetchAll(db, sql: "SELECT digest FROM blobOwner WHERE team = ?", arguments: [team]))
-            }
+            let owned = try await catalog.blobsOwned(by: team)
             let missing = Array(Set(body.digests.filter { !owned.contains($0) || !store.contains($0) })).sorted()
             return try JSONBody.response(API.BlobList(digests: missing))
         }

@@ -105,9 +105,7 @@ extension SandboxManager {
             guard BlobStore.isDigest(file.sha256) else { throw SproutError(.invalidArgument, "bad sha256 for '\(file.path)'") }
         }
         let digests = Array(Set(files.map(\.sha256)))
-        let owned = try await catalog.db.read { db in
-            try Set(String.fetchAll(db, sql: "SELECT digest FROM blobOwner WHERE team = ?", arguments: [team]))
-        }
+        let owned = try await catalog.blobsOwned(by: team)
         if let missing = digests.first(where: { !owned.contains($0) || !blobs.contains($0) }) {
             throw SproutError(.invalidArgument, "blob \(missing) has not been uploaded (POST /v1/blobs/missing tells which)")
         }
@@ -298,7 +296,7 @@ extension SandboxManager {
         let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
         let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
         defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
-        let agent = agentClient(sandbox)
+        let agent = sandbox.agentClient
         let timeout = job.request.timeoutSeconds ?? Self.defaultStepTimeoutSeconds
         let status = try await withTimeout(Double(timeout)) { try await body(agent) }
         guard let status else {
@@ -317,7 +315,7 @@ extension SandboxManager {
         let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
         let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
         defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
-        let agent = agentClient(sandbox)
+        let agent = sandbox.agentClient
         let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", tag: "start"))
         process.close()
         let limit = Double(job.request.timeoutSeconds ?? 60)
@@ -352,11 +350,6 @@ extension SandboxManager {
             }
         }
         throw SproutError(.unavailable, "the step's process stream ended without an exit status")
-    }
-
-    func agentClient(_ record: SandboxRecord) -> AgentClient {
-        AgentClient(endpoint: AgentEndpoint(
-            host: NetworkSlot(index: record.slot ?? 0).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
     }
 
     /// Cancels a running build: its step is stopped, its sandboxes removed, no env made.

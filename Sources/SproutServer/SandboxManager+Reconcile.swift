@@ -60,9 +60,8 @@ extension SandboxManager {
     }
 
     private func agentAnswers(_ record: SandboxRecord) async -> Bool {
-        guard let slot = record.slot else { return false }
-        var client = AgentClient(endpoint: AgentEndpoint(
-            host: NetworkSlot(index: slot).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+        guard record.slot != nil else { return false }
+        var client = record.agentClient
         client.connectTimeoutSeconds = 2
         return (try? await client.health()) != nil
     }

@@ -116,11 +116,10 @@ public actor SandboxManager {
     /// A client for the agent of a running sandbox.
     public func agent(_ id: String, for identity: Identity) throws -> AgentClient {
         let record = try record(id, for: identity)
-        guard record.state == .running, let slot = record.slot else {
+        guard record.state == .running, record.slot != nil else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
         }
-        return AgentClient(endpoint: AgentEndpoint(
-            host: NetworkSlot(index: slot).sandboxAddress, port: AgentProtocol.defaultPort, token: record.agentToken))
+        return record.agentClient
     }
 
     /// The sandbox's env vars, which the server adds to every process it starts there.
@@ -173,6 +172,12 @@ public actor SandboxManager {
 }
 
 extension SandboxRecord {
+    /// A client for this sandbox's agent, at its network slot's address.
+    var agentClient: AgentClient {
+        AgentClient(endpoint: AgentEndpoint(
+            host: NetworkSlot(index: slot ?? 0).sandboxAddress, port: AgentProtocol.defaultPort, token: agentToken))
+    }
+
     var api: API.Sandbox {
         API.Sandbox(
             id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,

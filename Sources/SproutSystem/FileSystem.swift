@@ -3,7 +3,7 @@ import SproutCore
 
 /// Host file system helpers.
 public enum FileSystem {
-    /// `mkdir -p`.
+    /// `mkdir -p`; a non-directory in the way is a `conflict`.
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var current = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
@@ -11,6 +11,9 @@ public enum FileSystem {
             if mkdir(current, mode) == 0 { continue }
             let e = errno
             guard e == EEXIST else { throw SproutError.system("mkdir \(current)", errno: e) }
+            guard isDirectory(current) else {
+                throw SproutError(.conflict, "\(current) exists and is not a directory")
+            }
         }
     }
 

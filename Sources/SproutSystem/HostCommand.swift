@@ -16,8 +16,9 @@ public enum HostCommand {
     ]
 
     /// Runs `argv` to completion (blocking the calling thread). `input` is
-    /// written to its stdin. Throws if it cannot start; returns its status.
-    public static func capture(_ argv: [String], input: String? = nil, extraEnv: [String] = []) throws -> Output {
+    /// written to its stdin; `env` replaces the minimal default environment.
+    /// Throws if it cannot start; returns its status.
+    public static func capture(_ argv: [String], input: String? = nil, environment env: [String]? = nil) throws -> Output {
         guard let path = Spawn.resolveExecutable(argv[0], searchPath: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") else {
             throw SproutError(.unavailable, "\(argv[0]) is not installed")
         }
@@ -33,7 +34,7 @@ public enum HostCommand {
         }
         let pid: pid_t
         do {
-            pid = try Spawn.spawn(path: path, argv: argv, env: environment + extraEnv, options: options)
+            pid = try Spawn.spawn(path: path, argv: argv, env: env ?? environment, options: options)
         } catch {
             [out.read, out.write, err.read, err.write].forEach { close($0) }
             if let inPipe { close(inPipe.read); close(inPipe.write) }

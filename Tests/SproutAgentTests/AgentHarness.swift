@@ -41,24 +41,3 @@ final class AgentHarness: @unchecked Sendable {
         return try await body(harness)
     }
 }
-
-extension Spawn {
-    /// Runs a host command to completion and returns its stdout (test helper).
-    static func output(_ argv: [String]) throws -> String {
-        let out = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        let pid = try Spawn.spawn(path: argv[0], argv: argv, env: ["PATH=/usr/bin:/bin"], options: options)
-        close(out.write)
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = Glibc.read(out.read, &buf, buf.count)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        close(out.read)
-        waitpid(pid, nil, 0)
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}

@@ -25,8 +25,8 @@ struct FileTests {
             #expect(sent == 64 << 20)
             let received = try await agent.client.download(remote, to: back)
             #expect(received == 64 << 20)
-            let want = try Spawn.output(["/usr/bin/sha256sum", local]).prefix(64)
-            let got = try Spawn.output(["/usr/bin/sha256sum", back]).prefix(64)
+            let want = try HostCommand.capture(["sha256sum", local]).stdout.prefix(64)
+            let got = try HostCommand.capture(["sha256sum", back]).stdout.prefix(64)
             // The agent's own copy, hashed inside the agent.
             let inside = try await agent.client.run(ProcessSpec(cmd: ["sha256sum", remote])).stdoutText.prefix(64)
             #expect(want.count == 64)

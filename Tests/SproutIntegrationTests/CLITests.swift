@@ -17,33 +17,16 @@ struct CLI {
     }
 
     func run(_ args: [String], env extra: [String] = []) throws -> Result {
-        let out = try Spawn.pipe()
-        let err = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        options.stderr = err.write
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=\(server.data)", "SPROUT_API_URL=http://127.0.0.1:\(server.port)",
                    "SPROUT_API_KEY=\(key ?? server.adminKey)"] + extra
-        let pid = try Spawn.spawn(path: ServerHarness.binary, argv: ["sprout"] + args, env: env, options: options)
-        close(out.write)
-        close(err.write)
-        let stdout = Self.drain(out.read)
-        let stderr = Self.drain(err.read)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        return Result(status: decodeWaitStatus(status).code ?? -1, stdout: stdout, stderr: stderr)
+        return try Self.runProcess([ServerHarness.binary] + args, env: env)
     }
 
-    static func drain(_ fd: Int32) -> String {
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        close(fd)
-        return String(decoding: bytes, as: UTF8.self)
+    /// Runs a program (argv[0] a path) with `env` and collects its output.
+    static func runProcess(_ argv: [String], env: [String]? = nil) throws -> Result {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let output = try HostCommand.capture(argv, environment: env ?? ["PATH=\(path)", "HOME=/root"])
+        return Result(status: output.status, stdout: output.stdout, stderr: output.stderr)
     }
 }
 

@@ -28,24 +28,3 @@ extension Integration {
         }
     }
 }
-
-extension CLI {
-    /// Runs any program and collects its output.
-    static func runProcess(_ argv: [String]) throws -> Result {
-        let out = try Spawn.pipe()
-        let err = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        options.stderr = err.write
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        let env = ["PATH=\(path)", "HOME=/root"]
-        let pid = try Spawn.spawn(path: argv[0], argv: argv, env: env, options: options)
-        close(out.write)
-        close(err.write)
-        let stdout = drain(out.read)
-        let stderr = drain(err.read)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        return Result(status: decodeWaitStatus(status).code ?? -1, stdout: stdout, stderr: stderr)
-    }
-}

@@ -135,21 +135,6 @@ enum HostResources {
     }
 
     static func hostOutput(_ argv: [String]) throws -> String {
-        let out = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        guard let path = Spawn.resolveExecutable(argv[0], searchPath: "/usr/sbin:/usr/bin:/sbin:/bin") else { return "" }
-        let pid = try Spawn.spawn(path: path, argv: argv, env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], options: options)
-        close(out.write)
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(out.read, &buf, buf.count)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        close(out.read)
-        waitpid(pid, nil, 0)
-        return String(decoding: bytes, as: UTF8.self)
+        try HostCommand.capture(argv).stdout
     }
 }
