@@ -74,7 +74,6 @@ final class ManagedProcess: @unchecked Sendable {
         try channel.send(message: reply(current))
         if let exit {
             try channel.send(message: Event(exit: exit))
-            channel.finishWriting()
             return nil
         }
         nextSubscriber += 1
@@ -164,8 +163,8 @@ final class ManagedProcess: @unchecked Sendable {
         }
         guard let targets, let status = exit else { return }
         for channel in targets.values {
+            // The exit event is the last frame; the client closes first (see `AgentServer.finish`).
             try? channel.send(message: Event(exit: status))
-            channel.finishWriting()
         }
     }
 

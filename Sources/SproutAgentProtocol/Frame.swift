@@ -185,12 +185,4 @@ public final class FrameChannel: @unchecked Sendable {
         }
     }
 
-    /// Half-close: the peer sees end of stream, reads still work.
-    public func finishWriting() {
-        writeLock.withLock {
-            stateLock.withLock {
-                if !isClosed { Socket.shutdownWrite(writeFD) }
-            }
-        }
-    }
 }

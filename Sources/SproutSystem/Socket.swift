@@ -92,6 +92,13 @@ public enum Socket {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
+    /// Makes `close` reset the connection (SO_LINGER 0) instead of sending a
+    /// FIN, so this end never sits in TIME_WAIT.
+    public static func setAbortiveClose(_ fd: Int32) {
+        var option = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+    }
+
     /// Half-closes the sending side.
     public static func shutdownWrite(_ fd: Int32) {
         shutdown(fd, Int32(SHUT_WR))
