@@ -34,6 +34,14 @@ int csprout_open_pty(char *slave_name, size_t len) {
 #include <sys/prctl.h>
 int csprout_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
+#include <sys/wait.h>
+int csprout_peek_exited_child(void) {
+    siginfo_t info;
+    info.si_pid = 0;
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) != 0) return -1;
+    return info.si_pid;
+}
+
 #include <sys/xattr.h>
 int csprout_is_overlay_opaque(const char *path) {
     char value = 0;

@@ -69,6 +69,7 @@ public func buildApplication(
     } catch {
         throw SproutError(.unavailable, "cannot set up sandbox networking (needs root, iproute2 and iptables): \(error)")
     }
+    OrphanReaper.startForRuntimes()
     let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", logger: logger)
 
     var newAdminKey: String?

@@ -14,6 +14,9 @@ int csprout_unshare(int flags);
 /// Opens a PTY master (close-on-exec, unlocked); writes the slave path to slave_name.
 int csprout_open_pty(char *slave_name, size_t len);
 int csprout_set_child_subreaper(void);
+/// Blocks until a child has exited and returns its pid without reaping it
+/// (waitid with WNOWAIT); -1 with errno (ECHILD: no children) on failure.
+int csprout_peek_exited_child(void);
 /// 1 if overlayfs marked the directory opaque (trusted.overlay.opaque = "y").
 int csprout_is_overlay_opaque(const char *path);
 int csprout_set_overlay_opaque(const char *path);
