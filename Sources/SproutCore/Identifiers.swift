@@ -31,6 +31,13 @@ public enum Identifiers {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// True for names safe to use as one path component: 1-128 ASCII
+    /// letters, digits, '_' and '-'.
+    public static func isSafeName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 128
+            && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 95 || $0 == 45 }
+    }
+
     /// An id with a type prefix, e.g. `sbx_8h2k...`.
     public static func make(prefix: String, length: Int = 16) -> String {
         "\(prefix)_\(random(length: length))"

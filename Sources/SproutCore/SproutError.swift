@@ -39,3 +39,10 @@ public struct SproutError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 }
+
+extension Error {
+    /// The one-sentence message of a `SproutError`, else the error's description.
+    public var sentence: String {
+        (self as? SproutError)?.message ?? String(describing: self)
+    }
+}

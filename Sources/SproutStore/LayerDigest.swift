@@ -12,8 +12,10 @@ import SproutSystem
 /// numbers do not count, so building the same thing twice gives the same
 /// digest.
 public enum LayerDigest {
-    public static func of(directory root: String) throws -> String {
+    /// `salt`, if given, is hashed first: equal content, distinct layer.
+    public static func of(directory root: String, salt: String? = nil) throws -> String {
         var hasher = SHA256()
+        if let salt { hasher.update(data: Data(salt.utf8)) }
         try walk(root, relative: "", into: &hasher)
         return hexString(hasher.finalize())
     }

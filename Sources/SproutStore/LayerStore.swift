@@ -22,8 +22,10 @@ public struct LayerStore: Sendable {
     /// Freezes `upper` (a sandbox's writable layer) into the store, leaving
     /// out `excluding` (paths relative to the root, e.g. per-sandbox identity
     /// files). Returns the layer's digest and the bytes it added (0 if an
-    /// identical layer was already stored).
-    public func freeze(upper: String, excluding: [String]) throws -> (digest: String, addedBytes: Int64) {
+    /// identical layer was already stored). Timestamps, which are build
+    /// noise, are set to 0 unless `keepTimes` (a layer a memory image was
+    /// taken on: the restored processes expect their files as they were).
+    public func freeze(upper: String, excluding: [String], keepTimes: Bool = false) throws -> (digest: String, addedBytes: Int64) {
         try FileSystem.makeDirectories(root, mode: 0o700)
         let temp = "\(root)/.freeze-\(Identifiers.random(length: 8))"
         defer { try? FileSystem.removeTree(temp) }
@@ -41,9 +43,11 @@ public struct LayerStore: Sendable {
                 dir = (dir as NSString).deletingLastPathComponent
             }
         }
-        // Timestamps are build noise: normalise them on disk too.
-        try HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"])
-        let digest = try LayerDigest.of(directory: temp)
+        if !keepTimes {
+            try HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"])
+        }
+        // The digest ignores timestamps; a layer with kept times is its own layer.
+        let digest = try LayerDigest.of(directory: temp, salt: keepTimes ? "times \(Identifiers.random(length: 16))" : nil)
         let target = path(digest)
         if contains(digest) { return (digest, 0) }
         let bytes = Self.diskUsage(temp)
