@@ -9,7 +9,8 @@ struct SandboxCommand: AsyncParsableCommand {
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
             SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxShell.self,
-            SandboxFiles.self, SandboxTimeout.self, SandboxSnapshot.self, SandboxKill.self,
+            SandboxFiles.self, SandboxTimeout.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
+            SandboxKill.self,
         ])
 }
 
@@ -79,6 +80,46 @@ struct SandboxTimeout: AsyncParsableCommand {
     func run() async throws {
         let s = try await client.client().setTimeout(id, seconds: seconds)
         print("\(s.id) expires at \(Output.date(s.expiresAt))")
+    }
+}
+
+struct SandboxPause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause", abstract: "Save a sandbox's memory and stop it; resume brings every process back (gVisor).")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(name: .customLong("auto-resume"), help: "Resume on the next request that needs the sandbox.") var autoResume = false
+
+    func run() async throws {
+        let s = try await client.client().pause(id, autoResume: autoResume)
+        let memory = s.memory.map { " (\(Output.bytes($0.logicalBytes)) of memory images, \(Output.bytes($0.storedBytes)) stored)" } ?? ""
+        print("\(s.id) \(s.state)\(memory)")
+    }
+}
+
+struct SandboxResume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume a paused sandbox.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+
+    func run() async throws {
+        let s = try await client.client().resume(id)
+        print("\(s.id) \(s.state)")
+    }
+}
+
+struct SandboxFork: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fork", abstract: "Start copies of a running sandbox, processes included; it keeps running (gVisor).")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Option(help: "How many copies.") var count = 1
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let forks = try await client.client().fork(id, count: count)
+        if json { return try Output.json(forks) }
+        for s in forks { print("\(s.id) \(s.address ?? "")") }
     }
 }
 

@@ -58,10 +58,20 @@ public enum API {
         /// The sandbox's address on the host's sandbox network.
         public var address: String?
         public var error: String?
+        /// Paused sandboxes: resume on the next request that needs the sandbox running.
+        public var autoResume: Bool?
+        /// Seconds of timeout left; the timeout clock stops while a sandbox is paused.
+        public var remainingSeconds: Double?
+        /// The memory images of this sandbox's pauses.
+        public var memory: MemoryImages?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, metadata: [String: String],
-                    envVarNames: [String], address: String?, error: String?) {
+                    envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
+                    memory: MemoryImages? = nil) {
+            self.autoResume = autoResume
+            self.remainingSeconds = remainingSeconds
+            self.memory = memory
             self.id = id
             self.env = env
             self.runtime = runtime
@@ -78,6 +88,35 @@ public enum API {
             self.address = address
             self.error = error
         }
+    }
+
+    /// Memory images kept for a sandbox and what they cost in the chunk store.
+    public struct MemoryImages: Codable, Sendable, Equatable {
+        public var count: Int
+        /// Sum of the images' sizes.
+        public var logicalBytes: Int64
+        /// Bytes of the distinct chunks they use (shared chunks counted once).
+        public var storedBytes: Int64
+        public init(count: Int, logicalBytes: Int64, storedBytes: Int64) {
+            self.count = count
+            self.logicalBytes = logicalBytes
+            self.storedBytes = storedBytes
+        }
+    }
+
+    public struct Pause: Codable, Sendable {
+        public var autoResume: Bool?
+        public init(autoResume: Bool? = nil) { self.autoResume = autoResume }
+    }
+
+    public struct Fork: Codable, Sendable {
+        public var count: Int
+        public init(count: Int) { self.count = count }
+    }
+
+    public struct ForkResult: Codable, Sendable {
+        public var sandboxes: [Sandbox]
+        public init(sandboxes: [Sandbox]) { self.sandboxes = sandboxes }
     }
 
     public struct SetTimeout: Codable, Sendable {
@@ -143,9 +182,12 @@ public enum API {
         public var published: Bool
         /// The whole chain's bytes: the base plus every layer.
         public var totalBytes: Int64?
+        /// Sandboxes of a warm env start from a memory image taken once `start` was ready.
+        public var warm: Bool?
 
         public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
-                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil) {
+                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil, warm: Bool? = nil) {
+            self.warm = warm
             self.id = id
             self.name = name
             self.parent = parent

@@ -130,6 +130,22 @@ public struct SproutAPIClient: Sendable {
         try await call("POST", "/v1/sandboxes/\(percentEncode(id))/timeout", body: API.SetTimeout(timeoutSeconds: seconds), as: API.Sandbox.self)
     }
 
+    /// Checkpoints a running sandbox's memory and stops it; `resume` brings every process back.
+    @discardableResult
+    public func pause(_ id: String, autoResume: Bool = false) async throws -> API.Sandbox {
+        try await call("POST", "/v1/sandboxes/\(percentEncode(id))/pause", body: API.Pause(autoResume: autoResume), as: API.Sandbox.self)
+    }
+
+    @discardableResult
+    public func resume(_ id: String) async throws -> API.Sandbox {
+        try await call("POST", "/v1/sandboxes/\(percentEncode(id))/resume", as: API.Sandbox.self)
+    }
+
+    /// Snapshots a running sandbox once and starts `count` sandboxes from it; the original keeps running.
+    public func fork(_ id: String, count: Int) async throws -> [API.Sandbox] {
+        try await call("POST", "/v1/sandboxes/\(percentEncode(id))/fork", body: API.Fork(count: count), as: API.ForkResult.self).sandboxes
+    }
+
     /// Freezes a running sandbox's changes into a new env.
     public func snapshot(_ id: String, name: String? = nil) async throws -> API.Env {
         try await call("POST", "/v1/sandboxes/\(percentEncode(id))/snapshot", body: API.Snapshot(name: name), as: API.Env.self)

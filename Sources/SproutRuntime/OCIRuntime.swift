@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import SproutCore
@@ -41,6 +42,53 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     public func start(_ launch: ContainerLaunch) throws {
+        try run(launch, command: ["run", "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id], waitForReadyLine: true)
+    }
+
+    public func restore(_ launch: ContainerLaunch, imageDirectory: String) throws {
+        try requireMemorySnapshots()
+        try run(launch, command: ["restore", "--image-path", imageDirectory, "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id],
+                waitForReadyLine: false)
+    }
+
+    public func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) throws {
+        try requireMemorySnapshots()
+        try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
+        let output: HostCommand.Output
+        do {
+            output = try HostCommand.capture(namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id])
+        } catch {
+            destroy(id: id, rootfs: rootfs)
+            throw error
+        }
+        destroy(id: id, rootfs: rootfs)
+        guard output.status == 0 else {
+            throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
+        }
+    }
+
+    private func requireMemorySnapshots() throws {
+        guard capabilities.memorySnapshot else {
+            throw SproutError(.unsupported,
+                "the \(kind.rawValue) runtime cannot snapshot memory on this host (CRIU fails here); pause, resume, live fork and warm starts need --runtime gvisor")
+        }
+    }
+
+    /// The useful line of runsc's (very long) failure output.
+    static func checkpointFailure(_ text: String) -> String {
+        if let range = text.range(of: "save rejected") {
+            let rest = text[range.lowerBound...]
+            let line = rest.prefix { $0 != "\n" }
+            // "...: local A, remote B:" then a goroutine dump.
+            return String(line.prefix(300)).trimmingCharacters(in: CharacterSet(charactersIn: ": "))
+        }
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return String((lines.first { !$0.hasPrefix("goroutine") } ?? lines.first ?? "no output").prefix(300))
+    }
+
+    /// Mounts the root, writes the bundle and runs `command` (run or restore)
+    /// detached; waits for the agent's ready line or for the runtime to return.
+    private func run(_ launch: ContainerLaunch, command: [String], waitForReadyLine wait: Bool) throws {
         let id = launch.spec.id
         let bundle = launch.rootfs.directory + "/bundle"
         try OCIBundle.write(launch.spec, to: bundle)
@@ -53,8 +101,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         }
         // One shell inside the namespace mounts the root and becomes the runtime.
         let script = "mount -t overlay overlay -o \"$1\" \"$2\" && shift 2 && exec \"$@\""
-        let argv = namespace.enter + ["/bin/sh", "-c", script, "sh", options, launch.rootfs.mountPoint]
-            + base + ["run", "--bundle", bundle, "--detach", id]
+        let argv = namespace.enter + ["/bin/sh", "-c", script, "sh", options, launch.rootfs.mountPoint] + base + command
 
         let log = open(launch.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard log >= 0 else { throw SproutError.system("open \(launch.logPath)") }
@@ -74,10 +121,16 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         close(out.write)
         defer { close(out.read) }
         do {
-            try waitForReadyLine(out.read, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath)
-            // `run --detach` returns once the container started.
+            if wait {
+                try waitForReadyLine(out.read, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath)
+            }
+            // `--detach` returns once the container started.
             var status: Int32 = 0
             while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            if !wait && status != 0 {
+                let detail = (try? Descriptor.readFile(launch.logPath, limit: 1 << 20)).map { String(decoding: $0.suffix(1500), as: UTF8.self) } ?? ""
+                throw SproutError(.internal, "\(kind.binary) could not restore sandbox \(id): \(detail.trimmed)")
+            }
         } catch {
             kill(pid, SIGKILL)
             var status: Int32 = 0

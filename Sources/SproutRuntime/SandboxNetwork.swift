@@ -98,6 +98,24 @@ public struct SandboxNetwork: Sendable {
         }
     }
 
+    /// Puts the sandbox's address and default route back on its `eth0`.
+    /// gVisor moves them into its own network stack and strips them from the
+    /// namespace; a restore reads them from the namespace again.
+    public func restoreAddresses(sandboxID: String, slot: NetworkSlot) throws {
+        try HostCommand.run(["ip", "-n", namespaceName(sandboxID), "-batch", "-"], input: """
+            addr replace \(slot.sandboxAddress)/30 dev eth0
+            route replace default via \(slot.hostAddress)
+
+            """)
+    }
+
+    /// Ends every TCP connection between the host and the sandbox from the
+    /// host's side (`ss -K`: the host end is reset, the sandbox end closes).
+    /// gVisor cannot checkpoint a sandbox holding a connected endpoint.
+    public static func closeConnections(to slot: NetworkSlot) {
+        _ = try? HostCommand.capture(["ss", "-K", "-t", "dst", slot.sandboxAddress])
+    }
+
     /// Removes the namespace (which takes the veth pair with it) and any
     /// per-sandbox rule. Idempotent.
     public func destroy(sandboxID: String) {

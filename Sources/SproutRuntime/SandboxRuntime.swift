@@ -57,6 +57,16 @@ public protocol SandboxRuntime: Sendable {
     /// Mounts the root file system, writes the bundle, starts the container
     /// and waits for its ready line. On failure, removes what it made.
     func start(_ launch: ContainerLaunch) throws
+    /// Saves the container's memory (every process, as it stands) into
+    /// `imageDirectory`; the container then stops, is deleted and its root
+    /// file system unmounted. This happens on failure too: gVisor ends a
+    /// sandbox whose save failed. Throws `unsupported` without the
+    /// `memorySnapshot` capability.
+    func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) throws
+    /// Starts a container from a memory image instead of booting it. The
+    /// network namespace must hold the addresses the sandbox should have.
+    /// On failure, removes what it made.
+    func restore(_ launch: ContainerLaunch, imageDirectory: String) throws
     /// Stops and deletes the container and unmounts its root file system.
     /// Idempotent; never throws.
     func destroy(id: String, rootfs: OverlayRootfs)

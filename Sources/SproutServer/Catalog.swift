@@ -108,6 +108,20 @@ public final class Catalog: Sendable {
             // Bytes of the whole chain: the base plus every layer's own bytes.
             try db.alter(table: "env") { t in t.add(column: "totalBytes", .integer).notNull().defaults(to: 0) }
         }
+        m.registerMigration("v8-memory-snapshots") { db in
+            try db.alter(table: "sandbox") { t in
+                // JSON array of memory image ids, oldest first; the last is the one resume restores.
+                t.add(column: "images", .text)
+                t.add(column: "remainingSeconds", .double)
+                t.add(column: "autoResume", .boolean).notNull().defaults(to: false)
+            }
+            try db.alter(table: "env") { t in
+                // A warm env: the memory image taken once `start` was ready, and the
+                // agent token inside it.
+                t.add(column: "memoryImage", .text)
+                t.add(column: "memoryToken", .text)
+            }
+        }
         return m
     }
 }
@@ -148,6 +162,9 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var publishedAt: Double?
     /// The base's bytes plus the own bytes of every layer of the chain.
     var totalBytes: Int64 = 0
+    /// Set for a warm env: sandboxes restore this memory image instead of booting.
+    var memoryImage: String?
+    var memoryToken: String?
 
     var layerList: [String] { (try? JSONDecoder().decode([String].self, from: Data(layers.utf8))) ?? [] }
 }
@@ -184,6 +201,14 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var slot: Int?
     var agentToken: String
     var error: String?
+    /// Memory images of this sandbox's pauses, oldest first (at most `SandboxManager.imageHistory`).
+    var images: String?
+    /// Timeout left when the sandbox was paused; the clock stops while paused.
+    var remainingSeconds: Double?
+    /// Resume on the next request that needs the sandbox running.
+    var autoResume: Bool = false
+
+    var imageList: [String] { images.map { (try? JSONDecoder().decode([String].self, from: Data($0.utf8))) ?? [] } ?? [] }
 
     var metadataDictionary: [String: String] { Self.decode(metadata) }
     var envVarsDictionary: [String: String] { Self.decode(envVars) }

@@ -145,4 +145,16 @@ enum JSONBody {
             throw error
         }
     }
+
+    /// Like `decode`, but an empty body means `empty`.
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request, orIfEmpty empty: T) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch {
+            throw SproutError(.tooLarge, "request body is larger than \(limit) bytes")
+        }
+        if buffer.readableBytes == 0 { return empty }
+        return try JSONDecoder().decode(type, from: Data(buffer.readableBytesView))
+    }
 }

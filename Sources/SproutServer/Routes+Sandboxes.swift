@@ -3,7 +3,7 @@ import Hummingbird
 import SproutClient
 import SproutCore
 
-/// `/v1/sandboxes`: create, list, show, kill, timeout, snapshot; `/v1/envs`.
+/// `/v1/sandboxes`: create, list, show, kill, timeout, snapshot, pause, resume, fork; `/v1/envs`.
 struct SandboxRoutes {
     let manager: SandboxManager
 
@@ -27,6 +27,20 @@ struct SandboxRoutes {
             let body = try await JSONBody.decode(API.Snapshot.self, from: request)
             let id = try context.parameters.require("id")
             return try JSONBody.response(try await manager.snapshot(id, name: body.name, for: try context.caller()), status: .created)
+        }
+        group.post("sandboxes/:id/pause") { request, context in
+            let body = try await JSONBody.decode(API.Pause.self, from: request, orIfEmpty: API.Pause())
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await manager.pause(id, autoResume: body.autoResume ?? false, for: try context.caller()))
+        }
+        group.post("sandboxes/:id/resume") { _, context in
+            try JSONBody.response(try await manager.resume(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/fork") { request, context in
+            let body = try await JSONBody.decode(API.Fork.self, from: request)
+            let id = try context.parameters.require("id")
+            let forks = try await manager.fork(id, count: body.count, for: try context.caller())
+            return try JSONBody.response(API.ForkResult(sandboxes: forks), status: .created)
         }
         group.get("envs") { _, context in
             try JSONBody.response(try await manager.envs(for: try context.caller()))

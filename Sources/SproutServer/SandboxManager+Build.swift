@@ -167,15 +167,22 @@ extension SandboxManager {
                 made.append(layer)
                 added += bytes
             }
+            var warm: (image: String, token: String)?
             if let start = job.request.start {
                 log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
-                try await checkStart(job, chain: chain, command: start, log: log)
+                if let captured = try await checkStart(job, chain: chain, command: start, log: log) {
+                    chain.append(captured.layer)
+                    made.append(captured.layer)
+                    added += captured.bytes
+                    warm = (captured.image.id, captured.token)
+                    log.line("memory image taken (\(captured.image.size >> 10) KiB, \(captured.image.newBytes >> 10) KiB new): sandboxes of this env start with start already running")
+                }
             }
             let total = try await chainBytes(job.from) + added
             let env = EnvRecord(
                 id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
                 layers: SandboxRecord.encodeList(chain), createdAt: now(), ownBytes: added, published: job.request.draft != true,
-            publishedAt: job.request.draft == true ? nil : now(), totalBytes: total)
+            publishedAt: job.request.draft == true ? nil : now(), totalBytes: total, memoryImage: warm?.image, memoryToken: warm?.token)
             try await catalog.db.write { db in
                 if try EnvRecord.fetchOne(db, key: env.id) == nil { try env.insert(db) }
             }
@@ -310,8 +317,13 @@ extension SandboxManager {
         return (frozen.digest, frozen.addedBytes)
     }
 
-    /// Starts `start` in a sandbox on the finished chain and waits for `ready`.
-    func checkStart(_ job: BuildJob, chain: [String], command: String, log: BuildLog) async throws {
+    /// Starts `start` in a sandbox on the finished chain and waits for
+    /// `ready`. On a runtime with memory snapshots, then checkpoints it: the
+    /// layer `start` wrote, the memory image and the agent token in it make
+    /// the env warm.
+    func checkStart(_ job: BuildJob, chain: [String], command: String, log: BuildLog) async throws
+        -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
+    {
         let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
         let sandbox = try await start(env: env, team: "", limits: job.limits, internet: true, metadata: [:], envVars: [:], state: .running)
         defer { Task { _ = try? await self.kill(sandbox, reason: "build step done") } }
@@ -325,14 +337,24 @@ extension SandboxManager {
             if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
                 throw BuildFailure(step: "start", exitCode: exit.code.map(Int.init), message: "start exited before it was ready")
             }
+            var ready: Bool
             switch job.request.ready {
             case nil:
-                return
-            case let ready? where ready.hasPrefix("port:"):
-                let port = UInt16(ready.dropFirst(5)) ?? 0
-                if (try? await onThread { Descriptor.close(try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)) }) != nil { return }
-            case let ready?:
-                if try await agent.run(ProcessSpec(shell: ready, cwd: "/code")).exit == ProcessExit(code: 0) { return }
+                ready = true
+            case let check? where check.hasPrefix("port:"):
+                let port = UInt16(check.dropFirst(5)) ?? 0
+                ready = (try? await onThread { Descriptor.close(try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)) }) != nil
+            case let check?:
+                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code")).exit == ProcessExit(code: 0)
+            }
+            if ready {
+                guard runtime.capabilities.memorySnapshot else { return nil }
+                do {
+                    let captured = try await captureWarmStart(sandbox)
+                    return (captured.layer, captured.bytes, captured.image, sandbox.agentToken)
+                } catch {
+                    throw BuildFailure(step: "start", exitCode: nil, message: "ready, but its memory could not be saved: \(error.sentence)")
+                }
             }
             try await Task.sleep(for: .milliseconds(250))
         }

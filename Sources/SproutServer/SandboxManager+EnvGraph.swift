@@ -69,5 +69,6 @@ extension SandboxManager {
         let store = self.layers
         let removed = (try? await onThread { try store.collect(keeping: live) }) ?? 0
         if removed > 0 { logger.info("garbage collected", metadata: ["layers": "\(removed)"]) }
+        await collectImages()
     }
 }

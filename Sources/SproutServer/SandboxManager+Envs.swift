@@ -17,6 +17,9 @@ extension SandboxManager {
         var base: String
         /// Layer digests above the base, bottom first.
         var layers: [String]
+        /// A warm env's memory image and the agent token inside it.
+        var memoryImage: String? = nil
+        var memoryToken: String? = nil
     }
 
     /// Files every sandbox gets of its own; never part of a layer.
@@ -40,7 +43,13 @@ extension SandboxManager {
             }
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
-        return ResolvedEnv(id: record.id, base: record.base, layers: record.layerList)
+        return ResolvedEnv(id: record.id, base: record.base, layers: record.layerList, memoryImage: record.memoryImage,
+                           memoryToken: record.memoryToken)
+    }
+
+    /// `resolveEnv` for a sandbox's own env id, as its team sees it.
+    func resolveEnv(_ reference: String, team: String) throws -> ResolvedEnv {
+        try resolveEnv(reference, for: Identity(keyID: "", team: team, admin: false))
     }
 
     public func envs(for identity: Identity) throws -> [API.Env] {
@@ -73,9 +82,13 @@ extension SandboxManager {
         if let name { try Self.validateEnvName(name) }
         let parent = try resolveEnv(record.env, for: identity)
         snapshotsInFlight += 1
-        defer { snapshotsInFlight -= 1 }
+        busy.insert(id)
+        defer {
+            snapshotsInFlight -= 1
+            busy.remove(id)
+        }
         // gVisor may hold written data in its own cache: flush it to the upper dir.
-        let agent = try agent(id, for: identity)
+        let agent = try await agent(id, for: identity)
         _ = try await agent.run(ProcessSpec(cmd: ["sync"]))
         let layers = self.layers
         let upper = directory(id) + "/upper"
@@ -94,8 +107,21 @@ extension SandboxManager {
             try env.insert(db)
             return env
         }
+        await refreshAfterSnapshot(id)
         logger.withSandbox(id).info("snapshot", metadata: ["env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)"])
         return stored.api
+    }
+
+    /// A sandbox whose timeout passed while it was being snapshotted gets a
+    /// minute more: the user was working with it (the seeds' "refresh edit
+    /// sessions that are being snapshotted").
+    func refreshAfterSnapshot(_ id: String) async {
+        _ = try? await catalog.db.write { db in
+            guard var record = try SandboxRecord.fetchOne(db, key: id), record.state == .running,
+                let expires = record.expiresAt, expires < now() + 60 else { return }
+            record.expiresAt = now() + 60
+            try record.update(db)
+        }
     }
 
     /// Moves (or, with `false`, takes away) the name's pointer to this env.
@@ -138,7 +164,7 @@ extension SandboxManager {
 extension EnvRecord {
     var api: API.Env {
         API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt,
-                ownBytes: ownBytes, published: published, totalBytes: totalBytes)
+                ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil)
     }
 }
 

@@ -47,23 +47,19 @@ extension SandboxManager {
         if let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes {
             throw SproutError(.unavailable, "not enough disk space in \(settings.dataDirectory): \(free >> 20) MiB free, \(settings.minimumFreeBytes >> 20) MiB needed")
         }
-        let bases = self.bases
-        let logger = self.logger
-        let baseName = env.base
-        let baseLayer = try await onThread {
-            try bases.ensure(baseName) { line in logger.info("\(line)", metadata: ["env": "\(baseName)"]) }
-        }
-
         // Deep chains are squashed in blocks (cached) before anything is allocated.
-        let store = self.layers
-        let chain = env.layers
-        let mountable = try await onThread { try store.mountable(chain) }
-        let lowers = mountable.reversed().map { store.path($0) } + [baseLayer]
+        let lowers = try await lowerDirectories(env)
+        // A warm env starts from its memory image, on a runtime that can restore one.
+        let warmImage: String? = if let image = env.memoryImage, runtime.capabilities.memorySnapshot {
+            try await materializedImage(image)
+        } else {
+            nil
+        }
 
         createsInFlight += 1
         defer { createsInFlight -= 1 }
         let id = Identifiers.make(prefix: "sbx", length: 16)
-        let token = Identifiers.random(length: 40)
+        let token = warmImage != nil ? (env.memoryToken ?? "") : Identifiers.random(length: 40)
         let slot = try pool.allocate(owner: slotOwner(id))
         var record = SandboxRecord(
             id: id, team: team, env: env.id, runtime: runtime.kind.rawValue, state: .creating,
@@ -92,11 +88,16 @@ extension SandboxManager {
                 let t1 = monotonicSeconds()
                 try network.create(sandboxID: id, slot: slot, internet: internet)
                 let t2 = monotonicSeconds()
-                try runtime.start(launch)
+                if let warmImage {
+                    try runtime.restore(launch, imageDirectory: warmImage)
+                } else {
+                    try runtime.start(launch)
+                }
                 let t3 = monotonicSeconds()
                 return String(format: "files %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
             }
-            log.debug("started", metadata: ["phases": "\(phases)"])
+            if warmImage != nil { try await waitForAgent(record) }
+            log.debug("started", metadata: ["phases": "\(phases)", "from": "\(warmImage != nil ? "memory" : "boot")"])
             record.state = try record.state.transition(to: state, id: id)
             if state == .running { record.expiresAt = now() + Double(limits.timeout) }
             try await catalog.db.write { [record] in try record.update($0) }
@@ -220,6 +221,9 @@ extension SandboxManager {
         if current.state == .creating {
             throw SproutError(.conflict, "sandbox \(id) is still being created; kill it once it is running")
         }
+        if current.state == .pausing || current.state == .resuming {
+            throw SproutError(.conflict, "sandbox \(id) is \(current.state.rawValue); kill it once that has finished")
+        }
         var record = current
         record.state = try record.state.transition(to: .killing, id: id)
         try await catalog.db.write { [record] in try record.update($0) }
@@ -227,6 +231,7 @@ extension SandboxManager {
         record.state = try record.state.transition(to: .killed, id: id)
         record.endedAt = now()
         try await catalog.db.write { [record] in try record.update($0) }
+        if !record.imageList.isEmpty { await collectImages() }
         metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
         publishStateCounts()
         logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
@@ -259,7 +264,7 @@ extension SandboxManager {
         let expired = (try? await catalog.db.read { db in
             try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("expiresAt") < now()).fetchAll(db)
         }) ?? []
-        for record in expired {
+        for record in expired where !busy.contains(record.id) {
             _ = try? await kill(record, reason: "timeout")
         }
         return expired.count

@@ -19,7 +19,29 @@ extension SandboxManager {
         let containers = Set(await (try? onThread { runtime.containerIDs() }) ?? [])
         var adopted: Set<String> = []
         var removed: [String] = []
-        for record in records {
+        for var record in records {
+            // Paused sandboxes hold no container: their image, files, namespace and address wait for resume.
+            if record.state == .paused || record.state == .resuming {
+                let running = containers.contains(record.id) ? await agentAnswers(record) : false
+                if record.state == .resuming && running {
+                    record.state = .running
+                    record.expiresAt = now() + (record.remainingSeconds ?? Double(settings.defaultTimeoutSeconds))
+                    record.remainingSeconds = nil
+                } else {
+                    if containers.contains(record.id) { await removeContainer(record.id) }
+                    record.state = .paused
+                }
+                _ = try? await catalog.db.write { [record] in try record.update($0) }
+                adopted.insert(record.id)
+                logger.withSandbox(record.id).info("kept after restart", metadata: ["state": "\(record.state.rawValue)"])
+                continue
+            }
+            if record.state == .pausing, containers.contains(record.id), await agentAnswers(record) {
+                record.state = .running
+                _ = try? await catalog.db.write { [record] in try record.update($0) }
+                adopted.insert(record.id)
+                continue
+            }
             // Build sandboxes (no team) belonged to builds that died with the server.
             if record.state == .running, !record.team.isEmpty, containers.contains(record.id), await agentAnswers(record) {
                 adopted.insert(record.id)
@@ -31,7 +53,9 @@ extension SandboxManager {
             ended.state = .killed
             ended.endedAt = now()
             ended.error = record.state == .pooled ? "pooled; replaced after a restart"
-                : record.team.isEmpty ? "build sandbox of an interrupted build" : "lost when the server stopped unexpectedly"
+                : record.team.isEmpty ? "build sandbox of an interrupted build"
+                : record.state == .pausing ? "lost: the server stopped while it was being paused"
+                : "lost when the server stopped unexpectedly"
             _ = try? await catalog.db.write { [ended] in try ended.update($0) }
             removed.append(record.id)
             logger.withSandbox(record.id).warning("removed after restart", metadata: ["was": "\(record.state.rawValue)"])
@@ -55,6 +79,7 @@ extension SandboxManager {
             try db.execute(sql: "UPDATE build SET status = 'failed', error = 'interrupted by a server restart', finishedAt = ? WHERE status = 'running'",
                            arguments: [now()])
         }
+        await collectImages()
         publishStateCounts()
         return (adopted.sorted(), removed)
     }

@@ -47,6 +47,7 @@ public actor SandboxManager {
     let bases: BaseImages
     let layers: LayerStore
     let blobs: BlobStore
+    let images: ImageStore
     let instance: String
     let metrics: ServerMetrics
     let logger: Logger
@@ -57,6 +58,8 @@ public actor SandboxManager {
     var snapshotsInFlight = 0
     /// Bytes of each built-in base, measured once.
     var baseBytes: [String: Int64] = [:]
+    /// Sandboxes being snapshotted: the timeout reaper leaves them alone.
+    var busy: Set<String> = []
     /// Builds in progress, so they can be cancelled.
     var buildTasks: [String: Task<Void, Never>] = [:]
     /// Envs asked for at least once: the pool keeps sandboxes of them ready.
@@ -78,6 +81,7 @@ public actor SandboxManager {
         self.bases = bases
         self.layers = LayerStore(root: settings.dataDirectory + "/layers")
         self.blobs = BlobStore(root: settings.dataDirectory + "/blobs")
+        self.images = ImageStore(root: settings.dataDirectory + "/images")
         self.instance = instance
         self.metrics = metrics
         self.logger = logger
@@ -102,7 +106,7 @@ public actor SandboxManager {
     }
 
     public func get(_ id: String, for identity: Identity) throws -> API.Sandbox {
-        try record(id, for: identity).api
+        try record(id, for: identity).api(images: images)
     }
 
     public func list(for identity: Identity, includeEnded: Bool = false) throws -> [API.Sandbox] {
@@ -113,9 +117,18 @@ public actor SandboxManager {
         }.map(\.api)
     }
 
+    /// A running sandbox's record; a paused one set to resume on demand is resumed first.
+    func runningRecord(_ id: String, for identity: Identity) async throws -> SandboxRecord {
+        var record = try record(id, for: identity)
+        if record.state == .paused && record.autoResume {
+            record = try await resume(record)
+        }
+        return record
+    }
+
     /// A client for the agent of a running sandbox.
-    public func agent(_ id: String, for identity: Identity) throws -> AgentClient {
-        let record = try record(id, for: identity)
+    public func agent(_ id: String, for identity: Identity) async throws -> AgentClient {
+        let record = try await runningRecord(id, for: identity)
         guard record.state == .running, record.slot != nil else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
         }
@@ -128,8 +141,8 @@ public actor SandboxManager {
     }
 
     /// The sandbox's address, for port previews.
-    public func address(_ id: String, for identity: Identity) throws -> String {
-        let record = try record(id, for: identity)
+    public func address(_ id: String, for identity: Identity) async throws -> String {
+        let record = try await runningRecord(id, for: identity)
         guard record.state == .running, let slot = record.slot else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
         }
@@ -139,12 +152,17 @@ public actor SandboxManager {
     public func setTimeout(_ id: String, seconds: Int, for identity: Identity) throws -> API.Sandbox {
         try validateTimeout(seconds)
         let current = try record(id, for: identity)
-        guard current.state == .running || current.state == .creating else {
+        guard [.running, .creating, .paused].contains(current.state) else {
             throw SproutError(.conflict, "sandbox \(id) is \(current.state.rawValue)")
         }
         return try catalog.db.write { db in
             guard var record = try SandboxRecord.fetchOne(db, key: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
-            record.expiresAt = now() + Double(seconds)
+            if record.state == .paused {
+                // The clock starts again at resume.
+                record.remainingSeconds = Double(seconds)
+            } else {
+                record.expiresAt = now() + Double(seconds)
+            }
             try record.update(db)
             return record.api
         }
@@ -183,6 +201,7 @@ extension SandboxRecord {
             id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
             expiresAt: state == .killed ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
             internet: internet, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
-            address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error)
+            address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
+            autoResume: state == .paused ? autoResume : nil, remainingSeconds: state == .paused ? remainingSeconds : nil)
     }
 }

@@ -62,5 +62,19 @@ public final class ServerMetrics: Sendable {
             .increment()
     }
 
+    /// Pause, resume and fork durations.
+    func memoryOperation(_ operation: String, seconds: Double) {
+        registry.makeValueHistogram(
+            descriptor: descriptor("memory_snapshot_duration_seconds", "Pause, resume and live fork durations"),
+            labels: [("operation", operation)], buckets: Self.latencyBuckets
+        ).record(seconds)
+    }
+
+    /// The sandbox's wall clock minus the host's right after a restore.
+    func clockSkew(_ seconds: Double) {
+        registry.makeGauge(descriptor: descriptor("restore_clock_skew_seconds", "Sandbox clock minus host clock after the last restore"), labels: [])
+            .set(seconds)
+    }
+
     public func text() -> String { registry.emitToString() }
 }
