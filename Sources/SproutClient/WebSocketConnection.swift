@@ -15,7 +15,9 @@ public final class WebSocketConnection: @unchecked Sendable {
         case binary([UInt8])
     }
 
-    private let http: HTTPConnection
+    let http: HTTPConnection
+    /// The underlying socket.
+    public var fd: Int32 { http.fd }
     private var pending: [UInt8]
     private let writeLock = Lock()
     private let closedState = Locked(false)

@@ -32,6 +32,8 @@ struct PortRoutes {
                 try await onThread {
                     do {
                         let fd = try Socket.connectTCP(host: address, port: port, timeoutSeconds: 5)
+                        // No FIN from the host: it would leave the sandbox's end in TIME_WAIT (see `Socket.setAbortiveClose`).
+                        Socket.setAbortiveClose(fd)
                         Descriptor.close(fd)
                     } catch {
                         throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox")
@@ -43,7 +45,9 @@ struct PortRoutes {
                 let uri = wsContext.request.uri
                 let path = Self.upstreamTarget(wsContext.requestContext, query: uri.query)
                 let upstream = try await onThread {
-                    try WebSocketConnection(host: address, port: port, target: path)
+                    let connection = try WebSocketConnection(host: address, port: port, target: path)
+                    Socket.setAbortiveClose(connection.fd)
+                    return connection
                 }
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound)
             }
@@ -85,6 +89,7 @@ struct PortRoutes {
         do {
             (connection, head) = try await onThread {
                 let connection = try HTTPConnection(host: address, port: port, timeoutSeconds: 5)
+                Socket.setAbortiveClose(connection.fd)
                 try connection.sendHead(method: method, target: target, host: "\(address):\(port)", headers: forwarded, bodyLength: Int64(bodyBytes.count))
                 if !bodyBytes.isEmpty { try connection.sendBody(bodyBytes) }
                 return (connection, try connection.readResponseHead(requestMethod: method))

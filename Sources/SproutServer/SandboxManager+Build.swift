@@ -343,7 +343,12 @@ extension SandboxManager {
                 ready = true
             case let check? where check.hasPrefix("port:"):
                 let port = UInt16(check.dropFirst(5)) ?? 0
-                ready = (try? await onThread { Descriptor.close(try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)) }) != nil
+                ready = (try? await onThread { () -> Bool in
+                    let fd = try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)
+                    Socket.setAbortiveClose(fd)
+                    Descriptor.close(fd)
+                    return true
+                }) == true
             case let check?:
                 ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code")).exit == ProcessExit(code: 0)
             }

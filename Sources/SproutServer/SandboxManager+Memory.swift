@@ -114,7 +114,9 @@ extension SandboxManager {
     static func decodeProcAddress(_ field: Substring) -> String {
         let parts = field.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1], radix: 16) else { return String(field) }
-        guard parts[0].count == 8, let raw = UInt32(parts[0], radix: 16) else { return "[\(parts[0])]:\(port)" }
+        // IPv4, or IPv4 mapped into IPv6 (the last 32 bits after ::ffff).
+        let hex = parts[0].count == 32 && parts[0].hasPrefix("0000000000000000FFFF0000") ? parts[0].suffix(8) : parts[0]
+        guard hex.count == 8, let raw = UInt32(hex, radix: 16) else { return "[\(parts[0])]:\(port)" }
         return "\(raw & 0xFF).\(raw >> 8 & 0xFF).\(raw >> 16 & 0xFF).\(raw >> 24):\(port)"
     }
 

@@ -93,7 +93,11 @@ public enum Socket {
     }
 
     /// Makes `close` reset the connection (SO_LINGER 0) instead of sending a
-    /// FIN, so this end never sits in TIME_WAIT.
+    /// FIN. The host's connections into sandboxes use it: whichever end
+    /// closes first waits in TIME_WAIT for a minute, and gVisor cannot
+    /// checkpoint a sandbox holding an endpoint in that state (nor in
+    /// FIN_WAIT or LAST_ACK); a reset takes the sandbox's end straight to
+    /// CLOSED, whichever side finished first.
     public static func setAbortiveClose(_ fd: Int32) {
         var option = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))

@@ -10,7 +10,8 @@ import Testing
 final class ServerHarness: @unchecked Sendable {
     let data: String
     let runtime: String
-    let extraArgs: [String]
+    /// Arguments added to `sprout server`; a restart (`start`) uses the current value.
+    var extraArgs: [String]
     private(set) var pid: pid_t = 0
     private(set) var port: UInt16 = 0
     private(set) var adminKey = ""
@@ -104,8 +105,25 @@ final class ServerHarness: @unchecked Sendable {
 
     static func with<T>(runtime: String = "gvisor", extraArgs: [String] = [], _ body: (ServerHarness) async throws -> T) async throws -> T {
         let server = try ServerHarness(runtime: runtime, extraArgs: extraArgs)
-        defer { server.stop() }
-        return try await body(server)
+        do {
+            let result = try await body(server)
+            await server.killPaused()
+            server.stop()
+            return result
+        } catch {
+            await server.killPaused()
+            server.stop()
+            throw error
+        }
+    }
+
+    /// Paused sandboxes outlive a server stop by design (their namespace and
+    /// address wait for resume): kill them before stopping.
+    func killPaused() async {
+        guard pid > 0 else { return }
+        for sandbox in (try? await client.sandboxes()) ?? [] where sandbox.state == "paused" {
+            _ = try? await client.killSandbox(sandbox.id)
+        }
     }
 }
 

@@ -1,0 +1,286 @@
+import Foundation
+import Glibc
+import SproutClient
+import SproutAgentProtocol
+import SproutCore
+import SproutSystem
+import Testing
+
+/// Starts a counter (one increment every 0.1 s into /tmp/count) and a web
+/// server on port 8080 in the background of `id`.
+func startCounterAndServer(_ api: SproutAPIClient, _ id: String) async throws {
+    let script = """
+        mkdir -p /www && echo served > /www/index.html && httpd -p 8080 -h /www
+        (i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) >/dev/null 2>&1 </dev/null &
+        """
+    #expect(try await api.run(id, API.Exec(shell: script)).exit == ProcessExit(code: 0))
+    try await Task.sleep(for: .milliseconds(600))
+}
+
+func counter(_ api: SproutAPIClient, _ id: String) async throws -> Int {
+    let text = try await api.run(id, API.Exec(cmd: ["cat", "/tmp/count"])).stdoutText
+    return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+}
+
+extension Integration {
+    @Suite("memory snapshots")
+    struct MemorySnapshotTests {
+        @Test("pause and resume keep every process: the counter goes on from where it stood, the server answers; bad requests")
+        func pauseResume() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, sandbox.id)
+                #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").1 == Array("served\n".utf8))
+                await #expect(throws: SproutError(.conflict, "sandbox \(sandbox.id) is running; only a paused sandbox can be resumed")) {
+                    try await api.resume(sandbox.id)
+                }
+
+                let before = try await counter(api, sandbox.id)
+                let paused = try await api.pause(sandbox.id)
+                #expect(paused.state == "paused")
+                #expect(paused.memory?.count == 1)
+                #expect((paused.remainingSeconds ?? 0) > 200)
+                // Nothing runs while paused: no processes, no memory, a clear state for clients.
+                #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/sprout/\(sandbox.id)"))
+                await #expect(throws: SproutError(.conflict, "sandbox \(sandbox.id) is paused, not running")) {
+                    try await api.run(sandbox.id, API.Exec(cmd: ["true"]))
+                }
+                await #expect(throws: SproutError(.conflict, "sandbox \(sandbox.id) is paused; only a running sandbox can be paused")) {
+                    try await api.pause(sandbox.id)
+                }
+                try await Task.sleep(for: .seconds(1.5))
+
+                let resumed = try await api.resume(sandbox.id)
+                #expect(resumed.state == "running")
+                let after = try await counter(api, sandbox.id)
+                #expect(after >= before && after < before + 10, "the counter was \(before) before the pause and \(after) after")
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(try await counter(api, sandbox.id) > after, "the counter keeps counting")
+                // The web server was never restarted, and answers on the same port.
+                #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").1 == Array("served\n".utf8))
+                let httpd = try await api.run(sandbox.id, API.Exec(shell: "pidof httpd | wc -w")).stdoutText
+                #expect(httpd.trimmedLines == "1")
+
+                // A second pause stores only what changed (and this runsc compresses its images: see docs).
+                let again = try await api.pause(sandbox.id, autoResume: true)
+                #expect(again.memory?.count == 2)
+                #expect(again.autoResume == true)
+                // Auto-resume: the next request that needs the sandbox running resumes it.
+                #expect(try await counter(api, sandbox.id) >= after)
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+
+                _ = try await api.killSandbox(sandbox.id)
+                await #expect(throws: SproutError(.conflict, "sandbox \(sandbox.id) is killed; only a running sandbox can be paused")) {
+                    try await api.pause(sandbox.id)
+                }
+                await #expect(throws: SproutError(.notFound, "no sandbox with id 'sbx_nope'")) { try await api.pause("sbx_nope") }
+                let manifests = (try? FileManager.default.contentsOfDirectory(atPath: server.data + "/images/manifests")) ?? []
+                #expect(manifests.isEmpty, "a killed sandbox's images are collected")
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("a paused sandbox survives a server restart and does not time out; after 30 s its clock matches the host's")
+        func restartAndClock() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let sandbox = try await server.client.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 20))
+                try await startCounterAndServer(server.client, sandbox.id)
+                let before = try await counter(server.client, sandbox.id)
+                _ = try await server.client.pause(sandbox.id)
+                let pausedAt = monotonicSeconds()
+                server.stopServer()
+                try server.start()
+                let api = server.client
+                #expect(try await api.sandbox(sandbox.id).state == "paused")
+                // Longer than the sandbox's timeout: the timeout clock stops while paused.
+                try await Task.sleep(for: .seconds(max(0, 30 - (monotonicSeconds() - pausedAt))))
+                #expect(try await api.sandbox(sandbox.id).state == "paused")
+
+                let resumed = try await api.resume(sandbox.id)
+                let host = Date().timeIntervalSince1970
+                let inside = try await api.run(sandbox.id, API.Exec(cmd: ["date", "+%s"])).stdoutText
+                let skew = abs((Double(inside.trimmedLines) ?? 0) - host)
+                #expect(skew <= 1.0, "inside \(inside.trimmedLines), host \(Int(host))")
+                #expect((resumed.expiresAt ?? 0) - host > 10, "the remaining timeout carries over")
+                let after = try await counter(api, sandbox.id)
+                #expect(after >= before && after < before + 10, "the counter was \(before) before and \(after) after")
+                #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").0 == 200)
+                _ = try await api.killSandbox(sandbox.id)
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("a live fork into 3: each continues the counter on its own, with its own address and files; the source keeps running")
+        func liveFork() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let source = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, source.id)
+                try await api.write(source.id, bytes: Array("shared\n".utf8), to: "/code/note.txt")
+                let before = try await counter(api, source.id)
+
+                let forks = try await api.fork(source.id, count: 3)
+                #expect(forks.count == 3)
+                let addresses = Set(forks.compactMap(\.address) + [source.address ?? ""])
+                #expect(addresses.count == 4, "every fork has its own address: \(addresses)")
+                for (index, fork) in forks.enumerated() {
+                    #expect(fork.state == "running")
+                    #expect(fork.env == source.env)
+                    let count = try await counter(api, fork.id)
+                    #expect(count >= before, "fork \(index) starts from the source's count")
+                    #expect(try await api.read(fork.id, path: "/code/note.txt") == Array("shared\n".utf8))
+                    try await api.write(fork.id, bytes: Array("fork \(index)\n".utf8), to: "/code/own.txt")
+                    #expect(try await api.preview(fork.id, port: 8080, path: "/index.html").1 == Array("served\n".utf8))
+                }
+                // Own writable layers: one fork's file is nobody else's.
+                for (index, fork) in forks.enumerated() {
+                    #expect(try await api.read(fork.id, path: "/code/own.txt") == Array("fork \(index)\n".utf8))
+                }
+                await #expect(throws: SproutError.self) { try await api.read(source.id, path: "/code/own.txt") }
+                // Independent counters: stop one, the others go on.
+                _ = try await api.run(forks[0].id, API.Exec(shell: "pkill -f 'sleep 0.1' ; kill $(ps | grep '[w]hile true' | awk '{print $1}') 2>/dev/null; true"))
+                _ = try await api.killSandbox(forks[1].id)
+                let c0 = try await counter(api, forks[0].id)
+                let c2 = try await counter(api, forks[2].id)
+                let cs = try await counter(api, source.id)
+                try await Task.sleep(for: .milliseconds(600))
+                #expect(try await counter(api, forks[2].id) > c2)
+                #expect(try await counter(api, source.id) > cs, "the source keeps running")
+                #expect(try await counter(api, forks[0].id) <= c0 + 1)
+
+                await #expect(throws: SproutError(.invalidArgument, "count must be between 1 and 32, got 0")) {
+                    try await api.fork(source.id, count: 0)
+                }
+                await #expect(throws: SproutError(.invalidArgument, "count must be between 1 and 32, got 1000")) {
+                    try await api.fork(source.id, count: 1000)
+                }
+                for id in [source.id, forks[0].id, forks[2].id] { _ = try await api.killSandbox(id) }
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("an env built with start is warm: its sandboxes answer on the port right after create, with start already running")
+        func warmEnv() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let repo = server.data + "/repo"
+                try FileManager.default.createDirectory(atPath: repo + "/site", withIntermediateDirectories: true)
+                try """
+                    id = "web"
+                    [template]
+                    from = "empty"
+                    [build]
+                    files = "site"
+                    start = "httpd -f -p 8080 -h /code"
+                    ready = "port:8080"
+                    """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                try "warm\n".write(toFile: repo + "/site/index.html", atomically: true, encoding: .utf8)
+                let pushed = try CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait"])
+                #expect(pushed.status == 0, "\(pushed.stderr)")
+                let env = try await api.env("web")
+                #expect(env.warm == true)
+
+                for _ in 0..<2 {
+                    let sandbox = try await api.createSandbox(API.CreateSandbox(env: "web"))
+                    // No waiting, no retry: the server was running when the sandbox was made.
+                    let (status, body) = try await api.preview(sandbox.id, port: 8080, path: "/index.html")
+                    #expect(status == 200 && body == Array("warm\n".utf8))
+                    let processes = try await api.processes(sandbox.id)
+                    #expect(processes.contains { $0.tag == "start" && $0.exit == nil })
+                    #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).exit == ProcessExit(code: 0))
+                    _ = try await api.killSandbox(sandbox.id)
+                }
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("pause refuses what it cannot save: open connections, too little disk; a damaged image leaves the sandbox paused and intact")
+        func refusals() async throws {
+            // Failure injection by configuration: after a crash the server comes
+            // back with a free-space floor no disk meets; the running sandbox is
+            // adopted, and saving its memory must be refused without harm.
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let sandbox = try await server.client.createSandbox(API.CreateSandbox(env: "empty"))
+                server.crash()
+                server.extraArgs = ["--min-free-mb", "100000000"]
+                try server.start()
+                let api = server.client
+                do {
+                    _ = try await api.pause(sandbox.id)
+                    Issue.record("pause on a full disk succeeded")
+                } catch let error as SproutError {
+                    #expect(error.code == .unavailable)
+                    #expect(error.message.contains("not enough disk space"))
+                }
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+                #expect(try await api.run(sandbox.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
+                _ = try await api.killSandbox(sandbox.id)
+                expectNoLeftovers(server.data)
+            }
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                // A connection inside the sandbox: gVisor cannot save it, so pause says so and changes nothing.
+                _ = try await api.run(sandbox.id, API.Exec(shell: "(sleep 1000 | nc -l -p 9000 >/dev/null 2>&1 &) ; sleep 0.3; (sleep 1000 | nc 127.0.0.1 9000 >/dev/null 2>&1 &) ; sleep 0.3"))
+                do {
+                    _ = try await api.pause(sandbox.id)
+                    Issue.record("pause with an open connection succeeded")
+                } catch let error as SproutError {
+                    #expect(error.code == .conflict)
+                    #expect(error.message.contains("open TCP connections"))
+                }
+                #expect(try await api.run(sandbox.id, API.Exec(cmd: ["pidof", "nc"])).stdoutText.split(separator: " ").count == 2)
+                _ = try await api.killSandbox(sandbox.id)
+
+                // A damaged image: resume fails clearly, the sandbox stays paused, its files stay.
+                let damagedSandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await api.write(damagedSandbox.id, bytes: Array("kept\n".utf8), to: "/code/kept.txt")
+                _ = try await api.pause(damagedSandbox.id)
+                let chunks = server.data + "/images/chunks"
+                let first = try FileManager.default.contentsOfDirectory(atPath: chunks).sorted().first!
+                let chunk = "\(chunks)/\(first)/" + (try FileManager.default.contentsOfDirectory(atPath: "\(chunks)/\(first)").first!)
+                let original = try Data(contentsOf: URL(fileURLWithPath: chunk))
+                var damaged = original
+                damaged[damaged.count / 2] ^= 0xFF
+                try damaged.write(to: URL(fileURLWithPath: chunk))
+                do {
+                    _ = try await api.resume(damagedSandbox.id)
+                    Issue.record("resume of a damaged image succeeded")
+                } catch let error as SproutError {
+                    #expect(error.message.contains("corrupted"), "\(error.message)")
+                    #expect(error.message.contains("stays paused"))
+                }
+                let still = try await api.sandbox(damagedSandbox.id)
+                #expect(still.state == "paused")
+                #expect(FileManager.default.contents(atPath: server.data + "/sandboxes/\(damagedSandbox.id)/upper/code/kept.txt") == Data("kept\n".utf8))
+                // Repaired, it resumes with its files.
+                try original.write(to: URL(fileURLWithPath: chunk))
+                _ = try await api.resume(damagedSandbox.id)
+                #expect(try await api.read(damagedSandbox.id, path: "/code/kept.txt") == Array("kept\n".utf8))
+                _ = try await api.killSandbox(damagedSandbox.id)
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("runc has no memory snapshots here: pause, fork say so, never a silent downgrade")
+        func runcRefuses() async throws {
+            try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                for attempt in [{ _ = try await api.pause(sandbox.id) }, { _ = try await api.fork(sandbox.id, count: 1) }] {
+                    do {
+                        try await attempt()
+                        Issue.record("runc snapshotted memory")
+                    } catch let error as SproutError {
+                        #expect(error.code == .unsupported)
+                        #expect(error.message.contains("--runtime gvisor"))
+                    }
+                }
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+                _ = try await api.killSandbox(sandbox.id)
+                expectNoLeftovers(server.data)
+            }
+        }
+    }
+}
