@@ -87,6 +87,13 @@ check("GET", "/v1/sandboxes/{id}/files/list", f"/v1/sandboxes/{sid}/files/list?p
 check("GET", "/v1/sandboxes/{id}/files/stat", f"/v1/sandboxes/{sid}/files/stat?path=/code/x.txt", 200)
 check("POST", "/v1/sandboxes/{id}/files/mkdir", f"/v1/sandboxes/{sid}/files/mkdir?path=/code/d/e", 201)
 check("DELETE", "/v1/sandboxes/{id}/files", f"/v1/sandboxes/{sid}/files?path=/code/d&recursive=true", 204)
+check("POST", "/v1/sandboxes/{id}/resume", f"/v1/sandboxes/{sid}/resume", 409)
+check("POST", "/v1/sandboxes/{id}/fork", f"/v1/sandboxes/{sid}/fork", 400, json={"count": 0})
+forks = check("POST", "/v1/sandboxes/{id}/fork", f"/v1/sandboxes/{sid}/fork", 201, json={"count": 1}).json()["sandboxes"]
+check("POST", "/v1/sandboxes/{id}/pause", f"/v1/sandboxes/{forks[0]['id']}/pause", 200, json={"autoResume": False})
+check("POST", "/v1/sandboxes/{id}/pause", f"/v1/sandboxes/{forks[0]['id']}/pause", 409)
+check("POST", "/v1/sandboxes/{id}/resume", f"/v1/sandboxes/{forks[0]['id']}/resume", 200)
+check("DELETE", "/v1/sandboxes/{id}", f"/v1/sandboxes/{forks[0]['id']}", 200)
 env = check("POST", "/v1/sandboxes/{id}/snapshot", f"/v1/sandboxes/{sid}/snapshot", 201, json={"name": "spec-env"}).json()
 check("POST", "/v1/sandboxes/{id}/snapshot", f"/v1/sandboxes/{sid}/snapshot", 400, json={"name": "Bad Name"})
 check("GET", "/v1/envs", "/v1/envs", 200)
