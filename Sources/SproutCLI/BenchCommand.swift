@@ -24,7 +24,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     static let allMetrics = [
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
-        "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm",
+        "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
     ]
 
     func run() async throws {
@@ -36,6 +36,8 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let started = Date()
         let t0 = monotonicSeconds()
+        // runsc's daemons outlive the commands that start them; reap them here, promptly.
+        OrphanReaper.startForRuntimes()
         let server: BenchServer? = apiURL == nil ? try BenchServer(runtime: runtime, cache: cache) : nil
         let api = try server?.client ?? SproutAPIClient(url: apiURL!, apiKey: apiKey ?? ProcessInfo.processInfo.environment["SPROUT_API_KEY"])
         var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
@@ -105,8 +107,13 @@ struct BenchRunner: Sendable {
         case "create.concurrent": return try await concurrent(count: 20)
         case "density": return try await densityMetric(count: densityCount)
         case "fork.storage": return try await forkStorage(count: 100)
+        case "resume": return try await resume()
+        case "fork.live.1": return try await liveFork(count: 1)
+        case "fork.live.10": return try await liveFork(count: 10)
+        case "create.warm": return try await createWarm()
+        case "snapshot.storage.10": return try await pauseStorage(count: 10)
         default:
-            return .unavailable(name, unit: "ms", why: "memory snapshots are not built yet (issue: Memory snapshots)")
+            throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }
     }
 

@@ -21,12 +21,14 @@ public enum API {
         public var envVars: [String: String]?
         public var metadata: [String: String]?
         public var internet: Bool?
+        /// Outbound traffic only to these IPv4 CIDRs (e.g. "10.0.0.0/8"); needs internet on.
+        public var egress: [String]?
         /// Take a sandbox the server started ahead of demand, if one fits
         /// (default true). False always starts a new one (for benchmarks).
         public var fromPool: Bool?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
-                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil,
+                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil,
                     fromPool: Bool? = nil) {
             self.env = env
             self.timeoutSeconds = timeoutSeconds
@@ -35,6 +37,7 @@ public enum API {
             self.envVars = envVars
             self.metadata = metadata
             self.internet = internet
+            self.egress = egress
             self.fromPool = fromPool
         }
     }
@@ -52,6 +55,8 @@ public enum API {
         public var cpu: Double
         public var memoryMB: Int
         public var internet: Bool
+        /// The egress allow-list, if the sandbox has one.
+        public var egress: [String]?
         public var metadata: [String: String]
         /// Names of the sandbox's environment variables (values are not echoed back).
         public var envVarNames: [String]
@@ -66,7 +71,7 @@ public enum API {
         public var memory: MemoryImages?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
-                    endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, metadata: [String: String],
+                    endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, metadata: [String: String],
                     envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
                     memory: MemoryImages? = nil) {
             self.autoResume = autoResume
@@ -83,6 +88,7 @@ public enum API {
             self.cpu = cpu
             self.memoryMB = memoryMB
             self.internet = internet
+            self.egress = egress
             self.metadata = metadata
             self.envVarNames = envVarNames
             self.address = address

@@ -71,7 +71,8 @@ public struct SandboxNetwork: Sendable {
     }
 
     /// Creates the namespace and veth pair. On failure, removes what it made.
-    public func create(sandboxID: String, slot: NetworkSlot, internet: Bool) throws {
+    /// `egress`, if not empty, is the only outside traffic allowed (IPv4 CIDRs).
+    public func create(sandboxID: String, slot: NetworkSlot, internet: Bool, egress: [String] = []) throws {
         let ns = namespaceName(sandboxID)
         let hostIF = Self.hostInterface(sandboxID)
         do {
@@ -89,8 +90,13 @@ public struct SandboxNetwork: Sendable {
                 route add default via \(slot.hostAddress)
 
                 """)
-            if !internet {
+            if !internet || !egress.isEmpty {
                 try HostCommand.run(["iptables", "-w", "-I", "SPROUT-FORWARD", "1", "-i", hostIF, "-j", "DROP"])
+            }
+            if internet {
+                for cidr in egress {
+                    try HostCommand.run(["iptables", "-w", "-I", "SPROUT-FORWARD", "1", "-i", hostIF, "-d", cidr, "-j", "ACCEPT"])
+                }
             }
         } catch {
             destroy(sandboxID: sandboxID)
@@ -120,7 +126,12 @@ public struct SandboxNetwork: Sendable {
     /// per-sandbox rule. Idempotent.
     public func destroy(sandboxID: String) {
         let hostIF = Self.hostInterface(sandboxID)
-        while (try? HostCommand.capture(["iptables", "-w", "-D", "SPROUT-FORWARD", "-i", hostIF, "-j", "DROP"]))?.status == 0 {}
+        // Every rule about this sandbox's interface (no-internet drop, egress allow-list).
+        let rules = (try? HostCommand.capture(["iptables", "-w", "-S", "SPROUT-FORWARD"]))?.stdout ?? ""
+        for rule in rules.split(separator: "\n") where rule.hasPrefix("-A SPROUT-FORWARD ") && rule.contains(" -i \(hostIF) ") {
+            let argv = rule.split(separator: " ").map(String.init)
+            _ = try? HostCommand.capture(["iptables", "-w", "-D"] + argv.dropFirst())
+        }
         _ = try? HostCommand.capture(["ip", "netns", "delete", namespaceName(sandboxID)])
         _ = try? HostCommand.capture(["ip", "link", "delete", hostIF])
     }

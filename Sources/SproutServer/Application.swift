@@ -111,16 +111,16 @@ public func buildApplication(
     SandboxRoutes(manager: manager).register(on: v1)
     KeyRoutes(keys: keys).register(on: v1)
     AgentRoutes(manager: manager, maxUploadBytes: config.maxUploadBytes).register(on: v1)
-    PortRoutes(manager: manager).register(http: v1)
-    TerminalRoutes(manager: manager).register(http: v1)
+    PortRoutes(manager: manager, keys: keys).register(http: v1)
+    TerminalRoutes(manager: manager, keys: keys).register(http: v1)
     BuildRoutes(manager: manager).register(on: v1)
     BlobRoutes(catalog: catalog, store: BlobStore(root: data + "/blobs"), maxUploadBytes: config.maxUploadBytes).register(on: v1)
 
     let wsRouter = Router(context: SproutContext.self)
     wsRouter.middlewares.add(ErrorAndMetricsMiddleware(metrics: metrics))
     let wsV1 = wsRouter.group("v1").add(middleware: AuthMiddleware(keys: keys))
-    TerminalRoutes(manager: manager).register(webSocket: wsV1)
-    PortRoutes(manager: manager).register(webSocket: wsV1)
+    TerminalRoutes(manager: manager, keys: keys).register(webSocket: wsV1)
+    PortRoutes(manager: manager, keys: keys).register(webSocket: wsV1)
 
     let app = Application(
         router: router,

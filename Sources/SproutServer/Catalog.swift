@@ -122,6 +122,10 @@ public final class Catalog: Sendable {
                 t.add(column: "memoryToken", .text)
             }
         }
+        m.registerMigration("v9-egress") { db in
+            // JSON array of IPv4 CIDRs: the only outside traffic a sandbox may send.
+            try db.alter(table: "sandbox") { t in t.add(column: "egress", .text) }
+        }
         return m
     }
 }
@@ -207,6 +211,10 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var remainingSeconds: Double?
     /// Resume on the next request that needs the sandbox running.
     var autoResume: Bool = false
+    /// JSON array of CIDRs, if outbound traffic is limited to them.
+    var egress: String? = nil
+
+    var egressList: [String] { egress.map { SandboxRecord.decodeList($0) } ?? [] }
 
     var imageList: [String] { images.map { (try? JSONDecoder().decode([String].self, from: Data($0.utf8))) ?? [] } ?? [] }
 

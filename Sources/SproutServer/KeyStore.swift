@@ -44,6 +44,19 @@ public struct KeyStore: Sendable {
         return Identity(keyID: record.id, team: record.team, admin: record.admin)
     }
 
+    /// Whether key `id` exists and is not revoked.
+    public func isActive(_ id: String) -> Bool {
+        (try? catalog.db.read { try KeyRecord.fetchOne($0, key: id) }).map { $0?.revokedAt == nil } ?? false
+    }
+
+    /// Returns once key `id` is revoked (checked twice a second): a
+    /// long-lived connection (terminal, WebSocket preview) ends with it.
+    public func untilRevoked(_ id: String) async {
+        while isActive(id) {
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
+        }
+    }
+
     public func list() throws -> [API.Key] {
         try catalog.db.read { try KeyRecord.order(Column("createdAt")).fetchAll($0) }.map(\.api)
     }

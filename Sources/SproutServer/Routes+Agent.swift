@@ -61,8 +61,35 @@ struct AgentRoutes {
         guard let path = request.uri.queryParameters.get("path"), !path.isEmpty else {
             throw SproutError(.invalidArgument, "the path query parameter is required")
         }
+        // The decoder above repairs or passes through bytes that are not
+        // UTF-8; a path must be UTF-8 as sent.
+        guard let raw = rawQueryValue(request.uri.query ?? "", "path"), String(validating: raw, as: UTF8.self) != nil else {
+            throw SproutError(.invalidArgument, "path is not valid UTF-8")
+        }
         try validatePath(path)
         return path
+    }
+
+    /// The percent-decoded bytes of the first `name=` in a raw query string.
+    static func rawQueryValue(_ query: String, _ name: String) -> [UInt8]? {
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, parts[0] == Substring(name) else { continue }
+            var bytes: [UInt8] = []
+            var input = Array(parts[1].utf8)[...]
+            while let byte = input.popFirst() {
+                if byte == UInt8(ascii: "%"), input.count >= 2,
+                    let value = UInt8(String(decoding: input.prefix(2), as: UTF8.self), radix: 16)
+                {
+                    bytes.append(value)
+                    input = input.dropFirst(2)
+                } else {
+                    bytes.append(byte == UInt8(ascii: "+") ? 0x20 : byte)
+                }
+            }
+            return bytes
+        }
+        return nil
     }
 
     static func validatePath(_ path: String) throws {

@@ -11,6 +11,7 @@ import SproutSystem
 /// listening on that port inside the sandbox, over HTTP or WebSocket.
 struct PortRoutes {
     let manager: SandboxManager
+    let keys: KeyStore
     static let maxRequestBody = 16 << 20
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization",
@@ -49,7 +50,8 @@ struct PortRoutes {
                     Socket.setAbortiveClose(connection.fd)
                     return connection
                 }
-                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound)
+                let keyID = try wsContext.requestContext.caller().keyID
+                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
             }
         }
     }
@@ -123,7 +125,11 @@ struct PortRoutes {
 
 /// Relays messages between a server-side WebSocket and an upstream one.
 enum Relay {
-    static func run(upstream: WebSocketConnection, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    /// Relays until either side closes or `until` returns (a revoked key).
+    static func run(
+        upstream: WebSocketConnection, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+        until: @escaping @Sendable () async -> Void
+    ) async throws {
         let fromUpstream = HandoffQueue<WebSocketConnection.Message>(limit: 64)
         startThread {
             do {
@@ -156,6 +162,7 @@ enum Relay {
                     }
                 }
             }
+            group.addTask { await until() }
             try await group.next()
             group.cancelAll()
         }

@@ -12,6 +12,7 @@ import SproutCore
 /// the client, `{"exit": {...}}` from the server just before it closes.
 struct TerminalRoutes {
     let manager: SandboxManager
+    let keys: KeyStore
     static let defaultShell = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 
     /// Without an upgrade the route explains itself instead of a bare 404.
@@ -34,6 +35,7 @@ struct TerminalRoutes {
             let agent = try await manager.agent(id, for: try context.caller())
             let env = try await manager.environment(id, for: try context.caller())
             let command = wsContext.request.uri.queryParameters.get("cmd")
+            let keyID = try context.caller().keyID
             let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: env, pty: size))
             defer { session.close() }
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -62,6 +64,8 @@ struct TerminalRoutes {
                         }
                     }
                 }
+                // A revoked key ends the terminal at once (the process keeps running, like a disconnect).
+                group.addTask { [keys] in await keys.untilRevoked(keyID) }
                 try await group.next()
                 group.cancelAll()
             }

@@ -19,7 +19,8 @@ extension SandboxManager {
         let limits = try validate(request)
         let env = try resolveEnv(request.env, for: identity)
         let internet = request.internet ?? true
-        let poolable = request.fromPool != false && internet && limits.cpu == settings.defaultCPU
+        let egress = try Self.validateEgress(request.egress ?? [], internet: internet)
+        let poolable = request.fromPool != false && internet && egress.isEmpty && limits.cpu == settings.defaultCPU
             && limits.memoryMB == settings.defaultMemoryMB
         if poolable {
             wantPool(for: env)
@@ -32,7 +33,7 @@ extension SandboxManager {
         }
         let record = try await start(
             env: env, team: identity.team, limits: limits, internet: internet,
-            metadata: request.metadata ?? [:], envVars: request.envVars ?? [:], state: .running)
+            metadata: request.metadata ?? [:], envVars: request.envVars ?? [:], state: .running, egress: egress)
         metrics.create(result: "ok", seconds: monotonicSeconds() - started)
         publishStateCounts()
         return record.api
@@ -41,7 +42,7 @@ extension SandboxManager {
     /// Starts a new sandbox, ending in `state` (`running`, or `pooled` for the pool).
     func start(
         env: ResolvedEnv, team: String, limits: Limits, internet: Bool, metadata: [String: String], envVars: [String: String],
-        state: SandboxState
+        state: SandboxState, egress: [String] = []
     ) async throws -> SandboxRecord {
         let started = monotonicSeconds()
         if let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes {
@@ -66,7 +67,7 @@ extension SandboxManager {
             createdAt: now(), expiresAt: state == .pooled ? nil : now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
             memoryMB: limits.memoryMB, internet: internet,
             metadata: SandboxRecord.encode(metadata), envVars: SandboxRecord.encode(envVars),
-            slot: slot.index, agentToken: token, error: nil)
+            slot: slot.index, agentToken: token, error: nil, egress: egress.isEmpty ? nil : SandboxRecord.encodeList(egress))
         do {
             try await catalog.db.write { [record] in try record.insert($0) }
         } catch {
@@ -86,7 +87,7 @@ extension SandboxManager {
                 try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
                 try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: id, slot: slot, preload: preload)
                 let t1 = monotonicSeconds()
-                try network.create(sandboxID: id, slot: slot, internet: internet)
+                try network.create(sandboxID: id, slot: slot, internet: internet, egress: egress)
                 let t2 = monotonicSeconds()
                 if let warmImage {
                     try runtime.restore(launch, imageDirectory: warmImage)
@@ -136,6 +137,23 @@ extension SandboxManager {
         try Self.validateMetadata(request.metadata ?? [:])
         try Self.validateEnvVars(request.envVars ?? [:])
         return Limits(cpu: cpu, memoryMB: memory, timeout: timeout)
+    }
+
+    /// IPv4 CIDRs (`a.b.c.d/n`), at most 64, only with internet on; normalised.
+    static func validateEgress(_ egress: [String], internet: Bool) throws -> [String] {
+        guard !egress.isEmpty else { return [] }
+        guard internet else { throw SproutError(.invalidArgument, "egress needs internet on (internet: false allows no outbound traffic at all)") }
+        guard egress.count <= 64 else { throw SproutError(.invalidArgument, "at most 64 egress CIDRs") }
+        return try egress.map { cidr in
+            let parts = cidr.split(separator: "/", omittingEmptySubsequences: false)
+            let octets = parts.first?.split(separator: ".", omittingEmptySubsequences: false) ?? []
+            guard parts.count == 2, let bits = Int(parts[1]), (0...32).contains(bits), parts[1].count <= 2, octets.count == 4,
+                octets.allSatisfy({ $0.count <= 3 && $0.allSatisfy(\.isASCII) && Int($0).map { (0...255).contains($0) } == true })
+            else {
+                throw SproutError(.invalidArgument, "egress entry '\(cidr.prefix(64))' is not an IPv4 CIDR like 10.0.0.0/8")
+            }
+            return "\(octets.map { String(Int($0)!) }.joined(separator: "."))/\(bits)"
+        }
     }
 
     static func validateMetadata(_ metadata: [String: String]) throws {

@@ -208,6 +208,7 @@ extension SandboxManager {
             let runtime = self.runtime
             let imageDirectory = directory(id) + "/image"
             let internet = record.internet
+            let egress = record.egressList
             try await onThread {
                 defer { try? FileSystem.removeTree(imageDirectory) }
                 try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
@@ -216,7 +217,7 @@ extension SandboxManager {
                     try network.restoreAddresses(sandboxID: id, slot: slot)
                 } else {
                     // /run is empty after a host reboot: make the namespace again.
-                    try network.create(sandboxID: id, slot: slot, internet: internet)
+                    try network.create(sandboxID: id, slot: slot, internet: internet, egress: egress)
                 }
                 try runtime.restore(launch, imageDirectory: imageDirectory)
             }
@@ -231,7 +232,6 @@ extension SandboxManager {
             publishStateCounts()
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
-        await correctClock(record)
         record.state = try record.state.transition(to: .running, id: id)
         record.expiresAt = now() + (record.remainingSeconds ?? Double(settings.defaultTimeoutSeconds))
         record.remainingSeconds = nil
@@ -240,6 +240,7 @@ extension SandboxManager {
         try await save(record)
         metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
         publishStateCounts()
+        clockCheckLater(record)
         logger.withSandbox(id).info("resumed", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
         return record
     }
@@ -269,6 +270,11 @@ extension SandboxManager {
                 try await Task.sleep(for: .milliseconds(5))
             }
         }
+    }
+
+    /// Checks the clock off the request's path (a process start in gVisor costs ≈ 10 ms).
+    nonisolated func clockCheckLater(_ record: SandboxRecord) {
+        Task { await self.correctClock(record) }
     }
 
     /// After a restore the sandbox's wall clock must match the host's. gVisor
@@ -355,34 +361,40 @@ extension SandboxManager {
             }
         }
 
-        // The source first: it was running a moment ago.
-        if let error = await restoreFromImage(source, layers: lowers, imageDirectory: imageDirectory, newNetwork: false) {
+        // The source and the forks restore together, the source first in line
+        // (it was running a moment ago), a few at a time: each restore is
+        // mostly one runsc process.
+        var made: [SandboxRecord] = []
+        let pending = (failure == nil ? forks.map(\.0) : [])
+        let results = await withTaskGroup(of: (SandboxRecord, Error?).self) { group in
+            var results: [(SandboxRecord, Error?)] = []
+            group.addTask { [source] in (source, await self.restoreFromImage(source, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)) }
+            var next = 0
+            var running = 1
+            while running > 0 {
+                while next < pending.count && running < 4 {
+                    let fork = pending[next]
+                    next += 1
+                    running += 1
+                    group.addTask { (fork, await self.restoreFromImage(fork, layers: lowers, imageDirectory: imageDirectory, newNetwork: true)) }
+                }
+                if let result = await group.next() {
+                    results.append(result)
+                    running -= 1
+                }
+            }
+            return results
+        }
+        if let error = results.first(where: { $0.0.id == id })?.1 {
             logger.withSandbox(id).error("restoring the fork source failed", metadata: ["error": "\(error)"])
             try? await recoverFromFailedCheckpoint(&source, error: error)
         } else {
             source.state = try source.state.transition(to: .running, id: id)
             try await save(source)
-            await correctClock(source)
+            clockCheckLater(source)
         }
-
-        var made: [SandboxRecord] = []
         if failure == nil {
-            let pending = forks.map(\.0)
-            let results = await withTaskGroup(of: (SandboxRecord, Error?).self) { group in
-                var results: [(SandboxRecord, Error?)] = []
-                // A few at a time: each restore is mostly one runsc process.
-                var next = 0
-                while next < pending.count || !group.isEmpty {
-                    while next < pending.count && next - results.count < 4 {
-                        let fork = pending[next]
-                        next += 1
-                        group.addTask { (fork, await self.restoreFromImage(fork, layers: lowers, imageDirectory: imageDirectory, newNetwork: true)) }
-                    }
-                    if let result = await group.next() { results.append(result) }
-                }
-                return results
-            }
-            for (fork, error) in results {
+            for (fork, error) in results where fork.id != id {
                 if let error {
                     failure = failure ?? error
                     continue
@@ -424,7 +436,7 @@ extension SandboxManager {
             let launch = try makeLaunch(record: record, slot: slot, layers: layers)
             try await onThread {
                 if newNetwork {
-                    try network.create(sandboxID: record.id, slot: slot, internet: record.internet)
+                    try network.create(sandboxID: record.id, slot: slot, internet: record.internet, egress: record.egressList)
                 } else {
                     try network.restoreAddresses(sandboxID: record.id, slot: slot)
                 }

@@ -200,7 +200,7 @@ extension SandboxRecord {
         API.Sandbox(
             id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
             expiresAt: state == .killed ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
-            internet: internet, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
+            internet: internet, egress: egress.map { SandboxRecord.decodeList($0) }, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
             address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
             autoResume: state == .paused ? autoResume : nil, remainingSeconds: state == .paused ? remainingSeconds : nil)
     }

@@ -110,6 +110,104 @@ extension Integration {
             }
         }
 
+        /// A host the suite makes for the sandboxes to try to reach: its own
+        /// network namespace behind a veth, serving `name` over HTTP on port
+        /// 8000 (busybox httpd). Never a real outside address.
+        final class TestHost: @unchecked Sendable {
+            let namespace: String
+            let address: String
+            let name: String
+            let directory: String
+            let server: pid_t
+
+            init(subnet: Int, name: String) throws {
+                self.name = name
+                namespace = "sproutit-\(Identifiers.random(length: 6))"
+                address = "198.18.\(subnet).2"
+                let link = "stv\(Identifiers.random(length: 8))"
+                try HostCommand.run(["ip", "-batch", "-"], input: """
+                    netns add \(namespace)
+                    link add \(link) type veth peer name eth0 netns \(namespace)
+                    addr add 198.18.\(subnet).1/30 dev \(link)
+                    link set \(link) up
+
+                    """)
+                try HostCommand.run(["ip", "-n", namespace, "-batch", "-"], input: """
+                    addr add \(address)/30 dev eth0
+                    link set eth0 up
+                    link set lo up
+                    route add default via 198.18.\(subnet).1
+
+                    """)
+                directory = "/tmp/\(namespace)"
+                try FileSystem.makeDirectories(directory)
+                try FileSystem.writeAtomically(directory + "/id", name + "\n", mode: 0o644)
+                server = try Spawn.spawn(path: "/usr/bin/nsenter", argv: ["nsenter", "--net=/run/netns/\(namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
+                                         env: HostCommand.environment, options: Spawn.Options())
+                usleep(200_000)
+            }
+
+            private var stopped = false
+
+            func stop() {
+                guard !stopped else { return }
+                stopped = true
+                kill(server, SIGKILL)
+                waitpid(server, nil, 0)
+                _ = try? HostCommand.capture(["ip", "netns", "delete", namespace])
+                try? FileSystem.removeTree(directory)
+            }
+        }
+
+        @Test("network policy: internet off reaches no outside host; an egress allow-list reaches only its CIDRs")
+        func networkPolicy() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let allowed = try TestHost(subnet: 1, name: "allowed")
+                defer { allowed.stop() }
+                let other = try TestHost(subnet: 2, name: "other")
+                defer { other.stop() }
+                // (busybox's wget crashes under gVisor: it is statically linked with glibc's resolver.)
+                func reaches(_ sandbox: API.Sandbox, _ host: TestHost) async throws -> Bool {
+                    let out = try await api.run(sandbox.id, API.Exec(shell: "printf 'GET /id HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \(host.address) 8000"))
+                    return out.stdoutText.contains("\n\(host.name)\n")
+                }
+                let open = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                #expect(try await reaches(open, allowed))
+                #expect(try await reaches(open, other))
+
+                let closed = try await api.createSandbox(API.CreateSandbox(env: "empty", internet: false))
+                #expect(closed.internet == false)
+                #expect(try await !reaches(closed, allowed))
+                #expect(try await !reaches(closed, other))
+
+                let listed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
+                #expect(listed.egress == ["198.18.1.0/24"])
+                #expect(try await reaches(listed, allowed))
+                #expect(try await !reaches(listed, other))
+                // The policy survives a pause and resume (a fresh sandbox: one that just
+                // made connections holds them in TIME_WAIT, which gVisor cannot save).
+                let paused = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
+                _ = try await api.pause(paused.id)
+                _ = try await api.resume(paused.id)
+                #expect(try await reaches(paused, allowed))
+                #expect(try await !reaches(paused, other))
+
+                for bad in [["10.0.0.0/33"], ["10.0.0/8"], ["300.1.1.1/8"], ["10.0.0.0/8; rm -rf /"], [String](repeating: "10.0.0.0/8", count: 65)] {
+                    await #expect(throws: SproutError.self) { try await api.createSandbox(API.CreateSandbox(env: "empty", egress: bad)) }
+                }
+                await #expect(throws: SproutError.self) {
+                    try await api.createSandbox(API.CreateSandbox(env: "empty", internet: false, egress: ["10.0.0.0/8"]))
+                }
+                for sandbox in [open, closed, listed, paused] { _ = try await api.killSandbox(sandbox.id) }
+                let rules = try HostResources.hostOutput(["iptables", "-S", "SPROUT-FORWARD"])
+                #expect(!rules.contains("198.18.1.0/24"), "the allow-list rules went with the sandbox")
+                allowed.stop()
+                other.stop()
+                expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("on gVisor: host files, processes, loopback, other sandboxes, the env below, clock, network, memory, fork bomb")
         func gvisor() async throws { try await Self.probes(runtime: "gvisor") }
 

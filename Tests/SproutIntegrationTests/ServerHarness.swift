@@ -131,7 +131,7 @@ final class ServerHarness: @unchecked Sendable {
 enum HostResources {
     static func leftovers(data: String) -> [String] {
         var found: [String] = []
-        let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") }
+        let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") || $0.hasPrefix("sproutit-") }
         found += netns.map { "netns \($0)" }
         for kind in ["runsc", "runc"] {
             let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")

@@ -13,7 +13,7 @@ struct BareRuntime: Sendable {
 
     var stateRoot: String { directory + "/state-\(kind.rawValue)" }
 
-    private func bundle(_ id: String, rootfs: String, args: [String]) throws -> String {
+    func bundleDirectory(_ id: String, rootfs: String, args: [String]) throws -> String {
         let dir = "\(directory)/\(id)"
         try FileSystem.makeDirectories(dir)
         let config: [String: Any] = [
@@ -32,14 +32,14 @@ struct BareRuntime: Sendable {
         return dir
     }
 
-    private var base: [String] {
+    var base: [String] {
         kind == .gvisor ? ["runsc", "--root", stateRoot, "--network=none"] : ["runc", "--root", stateRoot]
     }
 
     /// `run` of `echo` until its marker line arrives; returns seconds.
     func runUntilMarker(rootfs: String) throws -> Double {
         let id = "bench-\(Identifiers.random(length: 10))"
-        let dir = try bundle(id, rootfs: rootfs, args: ["/bin/echo", "sprout-bench-ready"])
+        let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/echo", "sprout-bench-ready"])
         defer {
             _ = try? HostCommand.capture(base + ["delete", "--force", id])
             try? FileSystem.removeTree(dir)
@@ -75,7 +75,7 @@ struct BareRuntime: Sendable {
     /// id and the host pid of its first process.
     func startIdle(rootfs: String) throws -> (id: String, pid: Int32) {
         let id = "bench-idle-\(Identifiers.random(length: 8))"
-        let dir = try bundle(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
+        let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
         try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
         let state = try HostCommand.run(base + ["state", id])
         let object = try JSONSerialization.jsonObject(with: Data(state.utf8)) as? [String: Any]
@@ -149,5 +149,31 @@ enum LayerStoreSize {
     static func bytes(_ path: String) -> Int64 {
         guard FileSystem.exists(path) else { return 0 }
         return LayerStore.diskUsage(path)
+    }
+}
+
+extension BareRuntime {
+    /// A bare container running a shell loop, checkpointed once: the image
+    /// a `runsc restore` baseline restores again and again.
+    func checkpointedLoop(rootfs: String) throws -> (bundle: String, image: String) {
+        let id = "bench-ckpt-\(Identifiers.random(length: 8))"
+        let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); sleep 0.1; done"])
+        try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
+        usleep(300_000)
+        let image = dir + "/image"
+        try FileSystem.makeDirectories(image)
+        try HostCommand.run(base + ["checkpoint", "--image-path", image, id])
+        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+        return (dir, image)
+    }
+
+    /// `runsc restore --detach` of that image until it returns (running); seconds.
+    func restoreOnce(bundle: String, image: String) throws -> Double {
+        let id = "bench-restore-\(Identifiers.random(length: 8))"
+        let started = monotonicSeconds()
+        try HostCommand.runDetached(base + ["restore", "--detach", "--bundle", bundle, "--image-path", image, id])
+        let seconds = monotonicSeconds() - started
+        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+        return seconds
     }
 }

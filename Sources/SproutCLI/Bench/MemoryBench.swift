@@ -1,0 +1,147 @@
+import Foundation
+import Glibc
+import SproutClient
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+/// Memory-snapshot metrics: resume, live fork, warm creates, and what
+/// repeated pauses cost in the image store.
+extension BenchRunner {
+    static let counterScript = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) >/dev/null 2>&1 </dev/null &"
+
+    func memorySnapshotsAvailable(_ name: String, unit: String) -> MetricResult? {
+        bare.kind == .gvisor ? nil
+            : .unavailable(name, unit: unit, why: "\(bare.kind.rawValue) has no memory snapshots on this host (CRIU fails here)")
+    }
+
+    /// A sandbox with a running counter, as the memory metrics' subject.
+    func counterSandbox() async throws -> API.Sandbox {
+        let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", fromPool: false))
+        _ = try await api.run(sandbox.id, API.Exec(shell: Self.counterScript))
+        return sandbox
+    }
+
+    /// Pause then resume, `runs` times; the resume is timed, next to a bare
+    /// `runsc restore` of an equivalent checkpoint (a shell loop on the same root).
+    func resume() async throws -> MetricResult {
+        if let no = memorySnapshotsAvailable("resume", unit: "ms") { return no }
+        let sandbox = try await counterSandbox()
+        defer { Task { [api] in _ = try? await api.killSandbox(sandbox.id) } }
+        let (bundle, image) = try bare.checkpointedLoop(rootfs: "\(cache)/bases/empty")
+        var sprout = Samples()
+        var pauses = Samples()
+        var baseline = Samples()
+        for _ in 0..<min(runs, 30) {
+            var t = monotonicSeconds()
+            _ = try await api.pause(sandbox.id)
+            pauses.record(seconds: monotonicSeconds() - t)
+            baseline.record(seconds: try bare.restoreOnce(bundle: bundle, image: image))
+            t = monotonicSeconds()
+            _ = try await api.resume(sandbox.id)
+            sprout.record(seconds: monotonicSeconds() - t)
+        }
+        let pause = pauses.summary()!
+        return MetricResult(
+            name: "resume", unit: "ms", figures: sprout.summary()!, baselineName: "bare runsc restore", baseline: baseline.summary(),
+            note: String(format: "resume of a paused sandbox (a counter loop) until its agent answers; pause p50 %.0f ms, p95 %.0f ms", pause.p50, pause.p95))
+    }
+
+    /// One fork request for `count` copies of a running sandbox, until every copy's agent answers.
+    func liveFork(count: Int) async throws -> MetricResult {
+        let name = "fork.live.\(count)"
+        if let no = memorySnapshotsAvailable(name, unit: "ms") { return no }
+        let source = try await counterSandbox()
+        defer { Task { [api] in _ = try? await api.killSandbox(source.id) } }
+        var samples = Samples()
+        for _ in 0..<max(1, min(runs, count == 1 ? 20 : 5)) {
+            let t = monotonicSeconds()
+            let forks = try await api.fork(source.id, count: count)
+            samples.record(seconds: monotonicSeconds() - t)
+            await killAll(forks.map(\.id))
+        }
+        return MetricResult(name: name, unit: "ms", figures: samples.summary()!,
+                            note: "checkpoint of the source, its restore, and \(count) restores with their own network, in one request")
+    }
+
+    /// Time until a web server in a new sandbox answers: from a warm env
+    /// (restored with the server running) vs. from the same env cold (boot,
+    /// then start the server, then wait for its port).
+    func createWarm() async throws -> MetricResult {
+        if let no = memorySnapshotsAvailable("create.warm", unit: "ms") { return no }
+        let start = "httpd -f -p 8080 -h /"
+        // The same env twice: with `start` (warm) and without (cold; the server is started by hand).
+        let warmEnv = try await pushAndWait(API.Push(id: "bench-warm", from: "empty", run: ["echo warm > /index.html"], start: start,
+                                                     ready: "port:8080", cpu: nil, memoryMB: nil, files: []))
+        let coldEnv = try await pushAndWait(API.Push(id: "bench-cold", from: "empty", run: ["echo warm > /index.html"], start: nil,
+                                                     ready: nil, cpu: nil, memoryMB: nil, files: [])).id
+        guard warmEnv.warm == true else { return .unavailable("create.warm", unit: "ms", why: "the env did not come out warm") }
+        var warm = Samples()
+        var cold = Samples()
+        var pending: [String] = []
+        for _ in 0..<min(runs, 30) {
+            var t = monotonicSeconds()
+            let w = try await api.createSandbox(API.CreateSandbox(env: warmEnv.id, fromPool: false))
+            try await waitForPort(w.address ?? "", 8080)
+            warm.record(seconds: monotonicSeconds() - t)
+            t = monotonicSeconds()
+            let c = try await api.createSandbox(API.CreateSandbox(env: coldEnv, fromPool: false))
+            _ = try await api.run(c.id, API.Exec(shell: "\(start) >/dev/null 2>&1 </dev/null &"))
+            try await waitForPort(c.address ?? "", 8080)
+            cold.record(seconds: monotonicSeconds() - t)
+            pending += [w.id, c.id]
+            if pending.count >= 10 {
+                await killAll(pending)
+                pending = []
+            }
+        }
+        await killAll(pending)
+        return MetricResult(name: "create.warm", unit: "ms", figures: warm.summary()!, baselineName: "cold create + start", baseline: cold.summary(),
+                            note: "create until the env's web server answers on its port: restored from the env's memory image vs. booted, then started")
+    }
+
+    func pushAndWait(_ push: API.Push) async throws -> API.Env {
+        let pushed = try await api.push(push)
+        if let build = pushed.build {
+            let done = try await api.build(build.id, wait: true)
+            guard done.status == "succeeded" else { throw SproutError(.internal, "the bench's env \(push.id) did not build: \(done.error ?? done.status)") }
+        }
+        return try await api.env(pushed.envID)
+    }
+
+    func waitForPort(_ host: String, _ port: UInt16) async throws {
+        let deadline = monotonicSeconds() + 10
+        while monotonicSeconds() < deadline {
+            if let fd = try? Socket.connectTCP(host: host, port: port, timeoutSeconds: 1) {
+                Socket.setAbortiveClose(fd)
+                Descriptor.close(fd)
+                return
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        throw SproutError(.timeout, "nothing answered on \(host):\(port)")
+    }
+
+    /// Ten pause/resume cycles of one sandbox: the bytes the image store
+    /// holds for them, next to one image.
+    func pauseStorage(count: Int) async throws -> MetricResult {
+        if let no = memorySnapshotsAvailable("snapshot.storage.10", unit: "MiB") { return no }
+        let sandbox = try await counterSandbox()
+        defer { Task { [api] in _ = try? await api.killSandbox(sandbox.id) } }
+        var last: API.MemoryImages?
+        var first: Int64 = 0
+        for i in 0..<count {
+            let paused = try await api.pause(sandbox.id)
+            last = paused.memory
+            if i == 0 { first = paused.memory?.logicalBytes ?? 0 }
+            _ = try await api.resume(sandbox.id)
+        }
+        guard let last else { throw SproutError(.internal, "no memory images were reported") }
+        let mib = { (bytes: Int64) in Double(bytes) / Double(1 << 20) }
+        return MetricResult(
+            name: "snapshot.storage.10", unit: "MiB", figures: .single(mib(last.storedBytes), runs: count),
+            baselineName: "one image", baseline: .single(mib(first)),
+            note: String(format: "%d pause/resume snapshots of one sandbox: %.1f MiB of images, %.1f MiB stored (dedup %.2fx)",
+                         last.count, mib(last.logicalBytes), mib(last.storedBytes), Double(last.logicalBytes) / Double(max(1, last.storedBytes))))
+    }
+}
