@@ -33,9 +33,9 @@ fi
 
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH" >&2; exit 1; }
 
-# Python tools for the API contract test.
-if ! python3 -c "import openapi_spec_validator, openapi_schema_validator, yaml, requests" 2>/dev/null; then
+# Python tools for the API contract test and the fuzzing (schemathesis).
+if ! python3 -c "import openapi_spec_validator, openapi_schema_validator, yaml, requests, schemathesis" 2>/dev/null; then
   command -v pip3 >/dev/null || { apt-get install -y -qq python3-pip >/dev/null; }
-  pip3 install -q openapi-spec-validator openapi-schema-validator pyyaml requests 2>/dev/null \
-    || pip3 install -q --break-system-packages openapi-spec-validator openapi-schema-validator pyyaml requests
+  pip3 install -q openapi-spec-validator openapi-schema-validator pyyaml requests schemathesis 2>/dev/null \
+    || pip3 install -q --break-system-packages openapi-spec-validator openapi-schema-validator pyyaml requests schemathesis
 fi

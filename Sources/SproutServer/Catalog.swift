@@ -10,8 +10,11 @@ public final class Catalog: Sendable {
     public init(path: String) throws {
         var config = Configuration()
         config.busyMode = .timeout(5)
+        config.prepareDatabase { try $0.execute(sql: "PRAGMA synchronous = NORMAL") }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
+            // WAL with synchronous=NORMAL: a commit survives a crash of the
+            // server (SIGKILL included); only a power cut can lose the last ones.
             try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
             try Self.migrator.migrate(db)
         } catch {

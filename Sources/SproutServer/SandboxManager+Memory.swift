@@ -20,6 +20,9 @@ extension SandboxManager {
     static let imageHistory = 10
     /// The most sandboxes one fork request may start.
     static let maxForks = 32
+    /// Restores run this many at a time: each is mostly one busy runsc
+    /// process, so more than the host's cores only adds contention.
+    static var restoreWidth: Int { max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     func requireMemorySnapshots() throws {
         guard runtime.capabilities.memorySnapshot else {
@@ -198,6 +201,7 @@ extension SandboxManager {
         let started = monotonicSeconds()
         record.state = try record.state.transition(to: .resuming, id: id)
         try await save(record)
+        var phases = ""
         do {
             let env = try resolveEnv(record.env, team: record.team)
             let lowers = try await lowerDirectories(env)
@@ -209,19 +213,26 @@ extension SandboxManager {
             let imageDirectory = directory(id) + "/image"
             let internet = record.internet
             let egress = record.egressList
-            try await onThread {
+            phases = try await onThread {
                 defer { try? FileSystem.removeTree(imageDirectory) }
+                let t0 = monotonicSeconds()
                 try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
                 try images.materialize(image, to: imageDirectory + "/checkpoint.img")
+                let t1 = monotonicSeconds()
                 if FileSystem.exists(network.namespacePath(id)) {
                     try network.restoreAddresses(sandboxID: id, slot: slot)
                 } else {
                     // /run is empty after a host reboot: make the namespace again.
                     try network.create(sandboxID: id, slot: slot, internet: internet, egress: egress)
                 }
+                let t2 = monotonicSeconds()
                 try runtime.restore(launch, imageDirectory: imageDirectory)
+                let t3 = monotonicSeconds()
+                return String(format: "image %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
             }
+            let t = monotonicSeconds()
             try await waitForAgent(record)
+            phases += String(format: ", agent %.1f ms", (monotonicSeconds() - t) * 1000)
         } catch {
             logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
             metrics.runtimeError(operation: "restore")
@@ -241,7 +252,7 @@ extension SandboxManager {
         metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
         publishStateCounts()
         clockCheckLater(record)
-        logger.withSandbox(id).info("resumed", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        logger.withSandbox(id).info("resumed", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "phases": "\(phases)"])
         return record
     }
 
@@ -362,8 +373,7 @@ extension SandboxManager {
         }
 
         // The source and the forks restore together, the source first in line
-        // (it was running a moment ago), a few at a time: each restore is
-        // mostly one runsc process.
+        // (it was running a moment ago), `restoreWidth` at a time.
         var made: [SandboxRecord] = []
         let pending = (failure == nil ? forks.map(\.0) : [])
         let results = await withTaskGroup(of: (SandboxRecord, Error?).self) { group in
@@ -372,7 +382,7 @@ extension SandboxManager {
             var next = 0
             var running = 1
             while running > 0 {
-                while next < pending.count && running < 4 {
+                while next < pending.count && running < Self.restoreWidth {
                     let fork = pending[next]
                     next += 1
                     running += 1

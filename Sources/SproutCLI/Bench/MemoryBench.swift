@@ -69,10 +69,12 @@ extension BenchRunner {
     /// then start the server, then wait for its port).
     func createWarm() async throws -> MetricResult {
         if let no = memorySnapshotsAvailable("create.warm", unit: "ms") { return no }
-        let start = "httpd -f -p 8080 -h /"
+        // A server whose start-up does some work first (≈ 1 s of shell
+        // arithmetic here), as real ones load code and data before they listen.
+        let start = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec httpd -f -p 8080 -h /"
         // The same env twice: with `start` (warm) and without (cold; the server is started by hand).
         let warmEnv = try await pushAndWait(API.Push(id: "bench-warm", from: "empty", run: ["echo warm > /index.html"], start: start,
-                                                     ready: "port:8080", cpu: nil, memoryMB: nil, files: []))
+                                                     ready: "port:8080", cpu: nil, memoryMB: nil, files: [], timeoutSeconds: 120))
         let coldEnv = try await pushAndWait(API.Push(id: "bench-cold", from: "empty", run: ["echo warm > /index.html"], start: nil,
                                                      ready: nil, cpu: nil, memoryMB: nil, files: [])).id
         guard warmEnv.warm == true else { return .unavailable("create.warm", unit: "ms", why: "the env did not come out warm") }
@@ -86,7 +88,7 @@ extension BenchRunner {
             warm.record(seconds: monotonicSeconds() - t)
             t = monotonicSeconds()
             let c = try await api.createSandbox(API.CreateSandbox(env: coldEnv, fromPool: false))
-            _ = try await api.run(c.id, API.Exec(shell: "\(start) >/dev/null 2>&1 </dev/null &"))
+            _ = try await api.run(c.id, API.Exec(shell: "(\(start)) >/dev/null 2>&1 </dev/null &"))
             try await waitForPort(c.address ?? "", 8080)
             cold.record(seconds: monotonicSeconds() - t)
             pending += [w.id, c.id]
