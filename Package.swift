@@ -35,10 +35,12 @@ let package = Package(
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
         // Typed Swift clients: the agent protocol and the REST API.
         .target(name: "SproutClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        // zlib's raw deflate, to open gVisor's compressed memory images.
+        .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // Content-addressed layers: freezing a sandbox's writable layer,
-        // deterministic digests, deduplication.
+        // deterministic digests, deduplication; memory images in chunks.
         .target(name: "SproutStore", dependencies: [
-            "SproutCore", "SproutSystem", "CSprout",
+            "SproutCore", "SproutSystem", "CSprout", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay

@@ -13,6 +13,7 @@ packages=(
   coreutils
   gcc              # builds the small statx compatibility shim for gVisor sandboxes
   libc6-dev
+  zlib1g-dev       # zlib, to open gVisor's compressed memory images for deduplication
 )
 
 missing=()

@@ -9,6 +9,9 @@
 int csprout_accept4_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 int csprout_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int csprout_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
+int csprout_spawn_addclosefrom(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}
 int csprout_spawn_addchdir(void *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np((posix_spawn_file_actions_t *)actions, path);
 }

@@ -80,8 +80,29 @@ extension SandboxManager {
                            arguments: [now()])
         }
         await collectImages()
+        removeInterruptedWork()
         publishStateCounts()
         return (adopted.sorted(), removed)
+    }
+
+    /// Temporary files and directories of work a crash cut short: a layer
+    /// being frozen or squashed, a blob being uploaded, a fork's image, a
+    /// file being written atomically. None is referenced by anything.
+    func removeInterruptedWork() {
+        let data = settings.dataDirectory
+        var dirs = [data + "/layers", data + "/blobs", sandboxesDirectory, data + "/images/manifests", data + "/images/ready"]
+        dirs += ((try? FileSystem.children(data + "/images/chunks")) ?? []).map { data + "/images/chunks/" + $0 }
+        let prefixes = [".freeze-", ".squashing-", ".upload-", ".fork-"]
+        for dir in dirs {
+            for name in (try? FileSystem.children(dir)) ?? [] where prefixes.contains(where: name.hasPrefix) || name.contains(".tmp-") {
+                do {
+                    try FileSystem.removeTree(dir + "/" + name)
+                    logger.info("removed the leftovers of interrupted work", metadata: ["path": "\(dir)/\(name)"])
+                } catch {
+                    logger.error("cannot remove \(dir)/\(name): \(error)")
+                }
+            }
+        }
     }
 
     private func agentAnswers(_ record: SandboxRecord) async -> Bool {

@@ -1,3 +1,4 @@
+import CZlib
 import Crypto
 import Foundation
 import Glibc
@@ -14,6 +15,13 @@ import SproutSystem
 /// Restoring needs the whole file: `materialize` reassembles it and checks
 /// every chunk's digest on the way, so a damaged image is an error, never a
 /// sandbox restored from wrong memory.
+///
+/// gVisor compresses its images (a header, then the state in 1 MiB blocks,
+/// each raw deflate): compressed bytes share nothing from one image to the
+/// next. So an image in that format is stored opened up: the header as is,
+/// the state decompressed and chunked; reassembly compresses the blocks
+/// again (level 0, stored blocks: restore is then fastest). A file that is
+/// not in that format is chunked as it is.
 public struct ImageStore: Sendable {
     public let root: String
 
@@ -23,8 +31,15 @@ public struct ImageStore: Sendable {
 
     public struct Manifest: Codable, Sendable {
         public var size: Int64
-        /// (digest, length) of each chunk, in file order.
+        /// (digest, length) of each chunk, in file order; for a gVisor
+        /// image, of its decompressed state.
         public var chunks: [Chunk]
+        /// Set for a gVisor image: its header and the block size of its compressed stream.
+        public var gvisor: GVisorLayout?
+        public struct GVisorLayout: Codable, Sendable {
+            public var header: [Chunk]
+            public var blockSize: Int
+        }
         public struct Chunk: Codable, Sendable {
             public var digest: String
             public var length: Int
@@ -51,8 +66,23 @@ public struct ImageStore: Sendable {
         try FileSystem.makeDirectories(manifests, mode: 0o700)
         try FileSystem.makeDirectories(chunkRoot, mode: 0o700)
         let data = try Descriptor.readFile(file, limit: 64 << 30)
-        var chunks: [Manifest.Chunk] = []
         var newBytes: Int64 = 0
+        var manifest: Manifest
+        if let opened = Self.openGVisorImage(data) {
+            let header = try storeChunks(opened.header, newBytes: &newBytes)
+            manifest = Manifest(size: Int64(data.count), chunks: try storeChunks(opened.state, newBytes: &newBytes),
+                                gvisor: .init(header: header, blockSize: opened.blockSize))
+        } else {
+            manifest = Manifest(size: Int64(data.count), chunks: try storeChunks(data, newBytes: &newBytes), gvisor: nil)
+        }
+        let encoded = try JSONEncoder().encode(manifest)
+        let id = "img_" + String(hexString(SHA256.hash(data: encoded)).prefix(32))
+        try FileSystem.writeAtomically(manifestPath(id), Array(encoded), mode: 0o600)
+        return Stored(id: id, size: manifest.size, newBytes: newBytes)
+    }
+
+    private func storeChunks(_ data: [UInt8], newBytes: inout Int64) throws -> [Manifest.Chunk] {
+        var chunks: [Manifest.Chunk] = []
         try data.withUnsafeBytes { bytes in
             for range in Self.boundaries(bytes) {
                 let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
@@ -66,11 +96,68 @@ public struct ImageStore: Sendable {
                 chunks.append(Manifest.Chunk(digest: digest, length: slice.count))
             }
         }
-        let manifest = Manifest(size: Int64(data.count), chunks: chunks)
-        let encoded = try JSONEncoder().encode(manifest)
-        let id = "img_" + String(hexString(SHA256.hash(data: encoded)).prefix(32))
-        try FileSystem.writeAtomically(manifestPath(id), Array(encoded), mode: 0o600)
-        return Stored(id: id, size: manifest.size, newBytes: newBytes)
+        return chunks
+    }
+
+    // MARK: gVisor's image format
+
+    /// A gVisor (runsc 2022) state file: "gVisorSF", the metadata length
+    /// (8 bytes, big-endian), the metadata, its HMAC (32 bytes), the block
+    /// size (4 bytes), then blocks of [length (4 bytes)][raw deflate]. Returns
+    /// the header (everything before the first block) and the decompressed
+    /// state, or nil if `data` is not exactly that.
+    static func openGVisorImage(_ data: [UInt8]) -> (header: [UInt8], state: [UInt8], blockSize: Int)? {
+        guard data.count > 60, data.starts(with: Array("gVisorSF".utf8)) else { return nil }
+        func bigEndian(_ at: Int, _ width: Int) -> Int {
+            data[at..<(at + width)].reduce(0) { $0 << 8 | Int($1) }
+        }
+        let metadataLength = bigEndian(8, 8)
+        let headerLength = 16 + metadataLength + 32 + 4
+        guard metadataLength < 1 << 20, data.count >= headerLength else { return nil }
+        let blockSize = bigEndian(headerLength - 4, 4)
+        guard blockSize > 0 && blockSize <= 64 << 20 else { return nil }
+        var state: [UInt8] = []
+        state.reserveCapacity(data.count * 3)
+        var block = [UInt8](repeating: 0, count: blockSize)
+        var offset = headerLength
+        while offset < data.count {
+            guard offset + 4 <= data.count else { return nil }
+            let length = bigEndian(offset, 4)
+            offset += 4
+            guard length > 0, offset + length <= data.count else { return nil }
+            let produced = data.withUnsafeBufferPointer { input in
+                block.withUnsafeMutableBufferPointer { out in
+                    czlib_inflate_raw(input.baseAddress! + offset, length, out.baseAddress!, blockSize)
+                }
+            }
+            // Every block but the last holds exactly blockSize bytes.
+            guard produced > 0, produced == blockSize || offset + length == data.count else { return nil }
+            state += block[0..<produced]
+            offset += length
+        }
+        return (Array(data[0..<headerLength]), state, blockSize)
+    }
+
+    /// The state compressed again in the file's blocks (deflate level 0).
+    static func closeGVisorImage(header: [UInt8], state: [UInt8], blockSize: Int) throws -> [UInt8] {
+        var out = header
+        out.reserveCapacity(header.count + state.count + state.count / blockSize * 16 + 64)
+        var compressed = [UInt8](repeating: 0, count: czlib_deflate_bound(blockSize))
+        var start = 0
+        while start < state.count {
+            let end = min(start + blockSize, state.count)
+            let produced = state.withUnsafeBufferPointer { input in
+                compressed.withUnsafeMutableBufferPointer { buffer in
+                    czlib_deflate_raw(input.baseAddress! + start, end - start, buffer.baseAddress!, buffer.count, 0)
+                }
+            }
+            guard produced > 0 else { throw SproutError(.internal, "cannot compress a memory image block") }
+            let n = UInt32(produced)
+            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
+            out += compressed[0..<produced]
+            start = end
+        }
+        return out
     }
 
     public func manifest(_ id: String) throws -> Manifest {
@@ -88,28 +175,31 @@ public struct ImageStore: Sendable {
     /// leaves nothing at `path`) if a chunk is missing or damaged.
     public func materialize(_ id: String, to path: String) throws {
         let manifest = try manifest(id)
-        let temp = path + ".part"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SproutError.system("create \(temp)") }
-        do {
-            defer { close(fd) }
-            for (index, chunk) in manifest.chunks.enumerated() {
-                guard let bytes = try? Descriptor.readFile(chunkPath(chunk.digest), limit: chunk.length + 1) else {
-                    throw SproutError(.io, "memory image \(id) is corrupted: chunk \(index) (\(chunk.digest.prefix(12))) is missing")
-                }
-                guard bytes.count == chunk.length, hexString(SHA256.hash(data: bytes)) == chunk.digest else {
-                    throw SproutError(.io, "memory image \(id) is corrupted: chunk \(index) (\(chunk.digest.prefix(12))) does not match its digest")
-                }
-                try Descriptor.writeAll(fd, bytes)
+        let bytes: [UInt8]
+        if let layout = manifest.gvisor {
+            let header = try read(id, layout.header, from: 0)
+            let state = try read(id, manifest.chunks, from: layout.header.count)
+            bytes = try Self.closeGVisorImage(header: header, state: state, blockSize: layout.blockSize)
+        } else {
+            bytes = try read(id, manifest.chunks, from: 0)
+        }
+        try FileSystem.writeAtomically(path, bytes, mode: 0o600)
+    }
+
+    /// The bytes of `chunks`, each checked against its digest (`first` numbers them in errors).
+    private func read(_ id: String, _ chunks: [Manifest.Chunk], from first: Int) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(chunks.reduce(0) { $0 + $1.length })
+        for (index, chunk) in chunks.enumerated() {
+            guard let bytes = try? Descriptor.readFile(chunkPath(chunk.digest), limit: chunk.length + 1) else {
+                throw SproutError(.io, "memory image \(id) is corrupted: chunk \(first + index) (\(chunk.digest.prefix(12))) is missing")
             }
-        } catch {
-            unlink(temp)
-            throw error
+            guard bytes.count == chunk.length, hexString(SHA256.hash(data: bytes)) == chunk.digest else {
+                throw SproutError(.io, "memory image \(id) is corrupted: chunk \(first + index) (\(chunk.digest.prefix(12))) does not match its digest")
+            }
+            out += bytes
         }
-        guard rename(temp, path) == 0 else {
-            unlink(temp)
-            throw SproutError.system("rename \(temp)")
-        }
+        return out
     }
 
     /// Removes every manifest not in `keep`, then every chunk no kept
@@ -121,7 +211,7 @@ public struct ImageStore: Sendable {
         for name in names where name.hasSuffix(".json") {
             let id = String(name.dropLast(5))
             if keep.contains(id), let manifest = try? manifest(id) {
-                used.formUnion(manifest.chunks.map(\.digest))
+                used.formUnion((manifest.chunks + (manifest.gvisor?.header ?? [])).map(\.digest))
             } else if !keep.contains(id) {
                 unlink(manifestPath(id))
             }
@@ -138,14 +228,18 @@ public struct ImageStore: Sendable {
         return freed
     }
 
-    /// Logical bytes (sum of image sizes) and stored bytes (unique chunks) of `ids`.
+    /// Logical bytes (what the images hold in stored form: headers and
+    /// decompressed state, before deduplication) and stored bytes (their
+    /// distinct chunks) of `ids`.
     public func usage(_ ids: [String]) -> (logical: Int64, stored: Int64) {
         var logical: Int64 = 0
         var unique: [String: Int] = [:]
         for id in ids {
             guard let manifest = try? manifest(id) else { continue }
-            logical += manifest.size
-            for chunk in manifest.chunks { unique[chunk.digest] = chunk.length }
+            for chunk in manifest.chunks + (manifest.gvisor?.header ?? []) {
+                logical += Int64(chunk.length)
+                unique[chunk.digest] = chunk.length
+            }
         }
         return (logical, Int64(unique.values.reduce(0, +)))
     }

@@ -51,6 +51,12 @@ public enum Spawn {
                 }
             }
         }
+        // Nothing but stdin, stdout and stderr crosses: a descriptor some other
+        // thread opened without O_CLOEXEC (a listening socket, a client's
+        // connection) must not live on in a child. The runtime's daemons
+        // outlive the server; holding its sockets, they kept its port and its
+        // clients' connections open after a crash.
+        csprout_spawn_addclosefrom(&actions, 3)
         if let cwd = options.cwd {
             csprout_spawn_addchdir(&actions, cwd)
         }

@@ -24,7 +24,10 @@ extension Integration {
             let baseline = exec["baseline"] as? [String: Any]
             #expect(baseline?["name"] as? String == "agent directly")
             #expect((baseline?["p50"] as? Double ?? 0) > 0)
-            #expect(metrics.last?["available"] as? Bool == false)
+            let resume = metrics.last ?? [:]
+            #expect(resume["available"] as? Bool == true)
+            #expect(resume["runs"] as? Int == 3)
+            #expect((resume["baseline"] as? [String: Any])?["name"] as? String == "bare runsc restore")
             let benchDirs = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("sprout-bench") }
             #expect(benchDirs.isEmpty, "\(benchDirs)")
             expectNoLeftovers("/nonexistent")

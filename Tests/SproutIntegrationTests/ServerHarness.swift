@@ -62,7 +62,11 @@ final class ServerHarness: @unchecked Sendable {
         var text = ""
         var byte: UInt8 = 0
         let deadline = monotonicSeconds() + 60
-        while monotonicSeconds() < deadline, read(out.read, &byte, 1) == 1 {
+        func readable() -> Bool {
+            var pfd = pollfd(fd: out.read, events: Int16(POLLIN), revents: 0)
+            return poll(&pfd, 1, Int32(max(0, deadline - monotonicSeconds()) * 1000)) == 1
+        }
+        while monotonicSeconds() < deadline, readable(), read(out.read, &byte, 1) == 1 {
             text.append(Character(UnicodeScalar(byte)))
             if text.hasSuffix("\n"), let line = text.split(separator: "\n").last, line.hasPrefix("sprout server listening on ") {
                 port = UInt16(line.split(separator: ":").last ?? "") ?? 0

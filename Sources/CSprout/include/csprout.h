@@ -9,6 +9,8 @@ int csprout_accept4_cloexec(int fd);
 int csprout_pipe2_cloexec(int fds[2]);
 int csprout_spawn_setsid_flag(void);
 int csprout_spawn_addchdir(void *actions, const char *path);
+/// The child closes every descriptor from `from` up (glibc 2.34+).
+int csprout_spawn_addclosefrom(void *actions, int from);
 int csprout_setns(int fd, int nstype);
 int csprout_unshare(int flags);
 /// Opens a PTY master (close-on-exec, unlocked); writes the slave path to slave_name.
