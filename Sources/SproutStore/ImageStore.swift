@@ -246,10 +246,12 @@ public struct ImageStore: Sendable {
 
     // MARK: Chunking
 
-    /// Average chunk ≈ 64 KiB, never below 16 KiB or above 256 KiB.
-    static let minChunk = 16 << 10
-    static let maxChunk = 256 << 10
-    static let mask: UInt64 = (1 << 16) - 1
+    /// Average chunk ≈ 16 KiB, never below 4 KiB or above 64 KiB. (Measured
+    /// on 10 pauses of a busy sandbox: 64 KiB chunks stored 5.3× one image,
+    /// 16 KiB 3.1×, 8 KiB 3.05× with twice the files.)
+    static let minChunk = 4 << 10
+    static let maxChunk = 64 << 10
+    static let mask: UInt64 = (1 << 14) - 1
 
     /// A fixed table of 256 pseudo-random words (splitmix64 from a constant
     /// seed): boundaries must be the same on every host and every run.
