@@ -23,12 +23,14 @@ public enum API {
         public var internet: Bool?
         /// Outbound traffic only to these IPv4 CIDRs (e.g. "10.0.0.0/8"); needs internet on.
         public var egress: [String]?
+        /// What the sandbox may write (its writable layer), MiB.
+        public var diskMB: Int?
         /// Take a sandbox the server started ahead of demand, if one fits
         /// (default true). False always starts a new one (for benchmarks).
         public var fromPool: Bool?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
-                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil,
+                    envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil, diskMB: Int? = nil,
                     fromPool: Bool? = nil) {
             self.env = env
             self.timeoutSeconds = timeoutSeconds
@@ -38,6 +40,7 @@ public enum API {
             self.metadata = metadata
             self.internet = internet
             self.egress = egress
+            self.diskMB = diskMB
             self.fromPool = fromPool
         }
     }
@@ -57,6 +60,8 @@ public enum API {
         public var internet: Bool
         /// The egress allow-list, if the sandbox has one.
         public var egress: [String]?
+        /// The most the sandbox may write, MiB.
+        public var diskMB: Int?
         public var metadata: [String: String]
         /// Names of the sandbox's environment variables (values are not echoed back).
         public var envVarNames: [String]
@@ -71,7 +76,7 @@ public enum API {
         public var memory: MemoryImages?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
-                    endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, metadata: [String: String],
+                    endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],
                     envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
                     memory: MemoryImages? = nil) {
             self.autoResume = autoResume
@@ -89,6 +94,7 @@ public enum API {
             self.memoryMB = memoryMB
             self.internet = internet
             self.egress = egress
+            self.diskMB = diskMB
             self.metadata = metadata
             self.envVarNames = envVarNames
             self.address = address

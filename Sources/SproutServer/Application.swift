@@ -132,7 +132,8 @@ public func buildApplication(
     return (app, SproutServerParts(manager: manager, keys: keys, metrics: metrics, runtime: runtime, newAdminKey: newAdminKey))
 }
 
-/// Kills sandboxes whose timeout passed, every second, and refills the warm
+/// Kills sandboxes whose timeout passed, every second, and those over their
+/// disk limit, every two; refills the warm
 /// pool when woken; on shutdown, kills every sandbox and ends the runtime's
 /// helpers.
 struct SandboxSupervisor: Service {
@@ -143,8 +144,11 @@ struct SandboxSupervisor: Service {
     func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
+                var tick = 0
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     await manager.reapExpired()
+                    if tick % 2 == 0 { await manager.enforceDiskLimits() }
+                    tick += 1
                     try? await Task.sleep(for: .seconds(1))
                 }
             }

@@ -129,6 +129,10 @@ public final class Catalog: Sendable {
             // JSON array of IPv4 CIDRs: the only outside traffic a sandbox may send.
             try db.alter(table: "sandbox") { t in t.add(column: "egress", .text) }
         }
+        m.registerMigration("v10-disk") { db in
+            // MiB the sandbox may write; beyond it the sandbox is stopped (NULL: the default).
+            try db.alter(table: "sandbox") { t in t.add(column: "diskMB", .integer) }
+        }
         return m
     }
 }
@@ -216,6 +220,8 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var autoResume: Bool = false
     /// JSON array of CIDRs, if outbound traffic is limited to them.
     var egress: String? = nil
+    /// MiB the sandbox may write (nil: the server's default).
+    var diskMB: Int? = nil
 
     var egressList: [String] { egress.map { SandboxRecord.decodeList($0) } ?? [] }
 

@@ -20,7 +20,8 @@ extension SandboxManager {
         let env = try resolveEnv(request.env, for: identity)
         let internet = request.internet ?? true
         let egress = try Self.validateEgress(request.egress ?? [], internet: internet)
-        let poolable = request.fromPool != false && internet && egress.isEmpty && limits.cpu == settings.defaultCPU
+        let poolable = request.fromPool != false && internet && egress.isEmpty && limits.diskMB == settings.defaultDiskMB
+            && limits.cpu == settings.defaultCPU
             && limits.memoryMB == settings.defaultMemoryMB
         if poolable {
             wantPool(for: env)
@@ -67,7 +68,8 @@ extension SandboxManager {
             createdAt: now(), expiresAt: state == .pooled ? nil : now() + Double(limits.timeout), endedAt: nil, cpu: limits.cpu,
             memoryMB: limits.memoryMB, internet: internet,
             metadata: SandboxRecord.encode(metadata), envVars: SandboxRecord.encode(envVars),
-            slot: slot.index, agentToken: token, error: nil, egress: egress.isEmpty ? nil : SandboxRecord.encodeList(egress))
+            slot: slot.index, agentToken: token, error: nil, egress: egress.isEmpty ? nil : SandboxRecord.encodeList(egress),
+            diskMB: limits.diskMB)
         do {
             try await catalog.db.write { [record] in try record.insert($0) }
         } catch {
@@ -120,6 +122,7 @@ extension SandboxManager {
         var cpu: Double
         var memoryMB: Int
         var timeout: Int
+        var diskMB: Int
     }
 
     func validate(_ request: API.CreateSandbox) throws -> Limits {
@@ -136,7 +139,11 @@ extension SandboxManager {
         try validateTimeout(timeout)
         try Self.validateMetadata(request.metadata ?? [:])
         try Self.validateEnvVars(request.envVars ?? [:])
-        return Limits(cpu: cpu, memoryMB: memory, timeout: timeout)
+        let disk = request.diskMB ?? settings.defaultDiskMB
+        guard disk >= 16 && disk <= 1 << 22 else {
+            throw SproutError(.invalidArgument, "diskMB must be between 16 and \(1 << 22), got \(disk)")
+        }
+        return Limits(cpu: cpu, memoryMB: memory, timeout: timeout, diskMB: disk)
     }
 
     /// IPv4 CIDRs (`a.b.c.d/n`), at most 64, only with internet on; normalised.
@@ -286,6 +293,42 @@ extension SandboxManager {
             _ = try? await kill(record, reason: "timeout")
         }
         return expired.count
+    }
+
+    // MARK: Disk
+
+    /// Stops every running sandbox that wrote more than its disk limit, and,
+    /// when the data directory's free space falls below half the create
+    /// floor, the one that wrote the most: a clear failure for that sandbox
+    /// only, before the disk is full for everyone. (Checked every couple of
+    /// seconds by `SandboxSupervisor`; the writable layer is a plain
+    /// directory, so there is no quota the kernel enforces.)
+    public func enforceDiskLimits() async {
+        let running = (try? await catalog.db.read { db in
+            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("team") != "").fetchAll(db)
+        }) ?? []
+        guard !running.isEmpty else { return }
+        let directories = running.map { directory($0.id) + "/upper" }
+        let used = (try? await onThread { directories.map { FileSystem.allocatedBytes($0) } }) ?? []
+        guard used.count == running.count else { return }
+        var victims: [(SandboxRecord, String)] = []
+        for (record, bytes) in zip(running, used) {
+            let limit = Int64(record.diskMB ?? settings.defaultDiskMB) << 20
+            if bytes > limit {
+                victims.append((record, "disk limit exceeded: wrote \(bytes >> 20) MiB, the limit is \(limit >> 20) MiB"))
+            }
+        }
+        if victims.isEmpty, let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes / 2,
+            let (record, bytes) = zip(running, used).max(by: { $0.1 < $1.1 })
+        {
+            victims.append((record, "stopped: the host's disk is nearly full (\(free >> 20) MiB free) and this sandbox wrote the most (\(bytes >> 20) MiB)"))
+        }
+        for (record, reason) in victims where !busy.contains(record.id) {
+            var stopped = record
+            stopped.error = reason
+            logger.withSandbox(record.id).warning("\(reason)")
+            _ = try? await kill(stopped, reason: "disk")
+        }
     }
 
     /// Cancels every build and kills every live sandbox (graceful server shutdown).

@@ -54,7 +54,7 @@ extension SandboxManager {
                 while createsInFlight > 0 && !Task.isShuttingDownGracefully {
                     try? await Task.sleep(for: .milliseconds(20))
                 }
-                let limits = Limits(cpu: settings.defaultCPU, memoryMB: settings.defaultMemoryMB, timeout: settings.defaultTimeoutSeconds)
+                let limits = Limits(cpu: settings.defaultCPU, memoryMB: settings.defaultMemoryMB, timeout: settings.defaultTimeoutSeconds, diskMB: settings.defaultDiskMB)
                 do {
                     _ = try await start(env: env, team: "", limits: limits, internet: true, metadata: [:], envVars: [:], state: .pooled)
                     publishStateCounts()

@@ -24,6 +24,8 @@ public actor SandboxManager {
         public var defaultCPU = 1.0
         public var defaultMemoryMB = 512
         public var pidsLimit = 1024
+        /// What a sandbox may write to its writable layer unless it asks otherwise, MiB.
+        public var defaultDiskMB = 10240
         /// Sandboxes kept started ahead of demand per env in use (0: no pool).
         public var poolSize = 2
         /// Refuse creates when the data directory has less free space than this.
@@ -200,7 +202,7 @@ extension SandboxRecord {
         API.Sandbox(
             id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
             expiresAt: state == .killed ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
-            internet: internet, egress: egress.map { SandboxRecord.decodeList($0) }, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
+            internet: internet, egress: egress.map { SandboxRecord.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary, envVarNames: envVarsDictionary.keys.sorted(),
             address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
             autoResume: state == .paused ? autoResume : nil, remainingSeconds: state == .paused ? remainingSeconds : nil)
     }

@@ -27,6 +27,18 @@ public enum FileSystem {
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// Bytes a tree occupies on disk (allocated blocks; links not followed,
+    /// unreadable parts skipped).
+    public static func allocatedBytes(_ path: String) -> Int64 {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return 0 }
+        var total = Int64(st.st_blocks) * 512
+        if st.st_mode & S_IFMT == S_IFDIR {
+            for name in (try? children(path)) ?? [] { total += allocatedBytes(path + "/" + name) }
+        }
+        return total
+    }
+
     public static func children(_ dir: String) throws -> [String] {
         guard let d = opendir(dir) else { throw SproutError.system(dir) }
         defer { closedir(d) }

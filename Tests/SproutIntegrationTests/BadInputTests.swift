@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import SproutAgentProtocol
 import SproutClient
@@ -84,6 +85,67 @@ extension Integration {
                 #expect(try await api.read(sid, path: "/code/state.txt") == Array("before\n".utf8))
                 #expect(try await api.run(sid, API.Exec(cmd: ["ls", "/bin/sh"])).exit == ProcessExit(code: 0))
                 #expect(try await api.envs().allSatisfy(\.builtin))
+                _ = try await api.killSandbox(sid)
+                expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("another team's ids answer 404 on every route, and nothing of theirs changes")
+        func teamsOnEveryRoute() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                let sid = sandbox.id
+                try await api.write(sid, bytes: Array("mine\n".utf8), to: "/code/mine.txt")
+                _ = try await api.run(sid, API.Exec(shell: "mkdir -p /www && echo page > /www/index.html && httpd -p 8080 -h /www"))
+                let env = try await api.snapshot(sid, name: "mine")
+                let blob = Array("team blob".utf8)
+                let digest = hexString(Crypto.SHA256.hash(data: blob))
+                try await api.uploadBlob(digest, bytes: blob)
+                let pushed = try await api.push(API.Push(id: "mine-push", from: "empty", run: ["true"], start: nil, ready: nil, cpu: nil,
+                                                         memoryMB: nil, files: [API.Push.File(path: "a.txt", mode: 0o644, sha256: digest)]))
+                let build = try #require(pushed.build)
+                _ = try await api.build(build.id, wait: true)
+
+                let other = try await api.createKey(API.CreateKey(name: "other", team: "other"))
+                let requests: [(String, String, [UInt8])] = [
+                    ("GET", "/v1/sandboxes/\(sid)", []), ("DELETE", "/v1/sandboxes/\(sid)", []),
+                    ("POST", "/v1/sandboxes/\(sid)/timeout", Array(#"{"timeoutSeconds":5}"#.utf8)),
+                    ("POST", "/v1/sandboxes/\(sid)/exec", Array(#"{"cmd":["rm","/code/mine.txt"]}"#.utf8)),
+                    ("GET", "/v1/sandboxes/\(sid)/processes", []),
+                    ("POST", "/v1/sandboxes/\(sid)/processes/p1/signal", Array(#"{"signal":9}"#.utf8)),
+                    ("GET", "/v1/sandboxes/\(sid)/files?path=/code/mine.txt", []),
+                    ("PUT", "/v1/sandboxes/\(sid)/files?path=/code/mine.txt", Array("theirs".utf8)),
+                    ("DELETE", "/v1/sandboxes/\(sid)/files?path=/code/mine.txt", []),
+                    ("GET", "/v1/sandboxes/\(sid)/files/list?path=/code", []),
+                    ("GET", "/v1/sandboxes/\(sid)/files/stat?path=/code/mine.txt", []),
+                    ("POST", "/v1/sandboxes/\(sid)/files/mkdir?path=/code/x", []),
+                    ("POST", "/v1/sandboxes/\(sid)/snapshot", Array("{}".utf8)),
+                    ("POST", "/v1/sandboxes/\(sid)/pause", []), ("POST", "/v1/sandboxes/\(sid)/resume", []),
+                    ("POST", "/v1/sandboxes/\(sid)/fork", Array(#"{"count":1}"#.utf8)),
+                    ("GET", "/v1/sandboxes/\(sid)/pty", []),
+                    ("GET", "/v1/sandboxes/\(sid)/ports/8080/index.html", []),
+                    ("GET", "/v1/envs/\(env.id)", []), ("GET", "/v1/envs/\(env.id)/tree", []),
+                    ("POST", "/v1/envs/\(env.id)/unpublish", []), ("POST", "/v1/envs/\(env.id)/publish", []),
+                    ("DELETE", "/v1/envs/\(env.id)?force=true", []),
+                    ("GET", "/v1/builds/\(build.id)", []), ("GET", "/v1/builds/\(build.id)/logs", []),
+                    ("DELETE", "/v1/builds/\(build.id)", []),
+                ]
+                for (method, target, body) in requests {
+                    let (status, text) = try rawRequest(server, method, target, body: body, key: other.secret)
+                    #expect(status == 404, "\(method) \(target) as another team: \(status) \(text.prefix(160))")
+                }
+                // Blobs: knowledge is per team, so theirs is missing for another.
+                let (status, text) = try rawRequest(server, "POST", "/v1/blobs/missing", body: Array(#"{"digests":["\#(digest)"]}"#.utf8), key: other.secret)
+                #expect(status == 200 && text.contains(digest), "\(text)")
+                // Another team creating from this env by id or name: not found.
+                let (createStatus, _) = try rawRequest(server, "POST", "/v1/sandboxes", body: Array(#"{"env":"\#(env.id)"}"#.utf8), key: other.secret)
+                #expect(createStatus == 404)
+                // Nothing changed.
+                #expect(try await api.read(sid, path: "/code/mine.txt") == Array("mine\n".utf8))
+                #expect(try await api.sandbox(sid).state == "running")
+                #expect(try await api.env(env.id).published)
+                #expect(try await api.preview(sid, port: 8080, path: "/index.html").0 == 200)
                 _ = try await api.killSandbox(sid)
                 expectNoLeftovers(server.data)
             }

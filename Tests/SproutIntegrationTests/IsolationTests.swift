@@ -208,6 +208,29 @@ extension Integration {
             }
         }
 
+        @Test("filling the disk stops only that sandbox, with the reason; the others and the host go on")
+        func diskLimit() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let filler = try await api.createSandbox(API.CreateSandbox(env: "empty", diskMB: 64))
+                #expect(filler.diskMB == 64)
+                let neighbour = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try? await api.run(filler.id, API.Exec(shell: "dd if=/dev/zero of=/code/fill bs=1048576 count=200 2>&1; sync"))
+                var state = ""
+                for _ in 0..<40 where state != "killed" {
+                    try await Task.sleep(for: .milliseconds(250))
+                    state = try await api.sandbox(filler.id).state
+                }
+                let stopped = try await api.sandbox(filler.id)
+                #expect(stopped.state == "killed")
+                #expect(stopped.error?.contains("disk limit exceeded") == true, "\(stopped.error ?? "no error")")
+                #expect(try await api.run(neighbour.id, API.Exec(shell: "echo ok > /code/x && cat /code/x")).stdoutText == "ok\n")
+                await #expect(throws: SproutError.self) { try await api.createSandbox(API.CreateSandbox(env: "empty", diskMB: 1)) }
+                _ = try await api.killSandbox(neighbour.id)
+                expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("on gVisor: host files, processes, loopback, other sandboxes, the env below, clock, network, memory, fork bomb")
         func gvisor() async throws { try await Self.probes(runtime: "gvisor") }
 
