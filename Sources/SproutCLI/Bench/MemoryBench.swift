@@ -22,6 +22,13 @@ extension BenchRunner {
         return sandbox
     }
 
+    /// A sandbox running a web server that waits for requests.
+    func serverSandbox() async throws -> API.Sandbox {
+        let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", fromPool: false))
+        _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /www && echo hi > /www/index.html && httpd -p 8080 -h /www"))
+        return sandbox
+    }
+
     /// Pause then resume, `runs` times; the resume is timed, next to a bare
     /// `runsc restore` of an equivalent checkpoint (a shell loop on the same root).
     func resume() async throws -> MetricResult {
@@ -47,11 +54,12 @@ extension BenchRunner {
             note: String(format: "resume of a paused sandbox (a counter loop) until its agent answers; pause p50 %.0f ms, p95 %.0f ms", pause.p50, pause.p95))
     }
 
-    /// One fork request for `count` copies of a running sandbox, until every copy's agent answers.
+    /// One fork request for `count` copies of a running sandbox (a web
+    /// server waiting for requests), until every copy's agent answers.
     func liveFork(count: Int) async throws -> MetricResult {
         let name = "fork.live.\(count)"
         if let no = memorySnapshotsAvailable(name, unit: "ms") { return no }
-        let source = try await counterSandbox()
+        let source = try await serverSandbox()
         defer { Task { [api] in _ = try? await api.killSandbox(source.id) } }
         var samples = Samples()
         for _ in 0..<max(1, min(runs, count == 1 ? 20 : 5)) {
@@ -61,7 +69,7 @@ extension BenchRunner {
             await killAll(forks.map(\.id))
         }
         return MetricResult(name: name, unit: "ms", figures: samples.summary()!,
-                            note: "checkpoint of the source, its restore, and \(count) restores with their own network, in one request")
+                            note: "a sandbox running a web server: its checkpoint and restore, and \(count) restores with their own network, in one request")
     }
 
     /// Time until a web server in a new sandbox answers: from a warm env
@@ -131,9 +139,8 @@ extension BenchRunner {
     func pauseStorage(count: Int) async throws -> MetricResult {
         if let no = memorySnapshotsAvailable("snapshot.storage.10", unit: "MiB") { return no }
         let busy = try await counterSandbox()
-        let idle = try await api.createSandbox(API.CreateSandbox(env: "empty", fromPool: false))
+        let idle = try await serverSandbox()
         defer { Task { [api] in for id in [busy.id, idle.id] { _ = try? await api.killSandbox(id) } } }
-        _ = try await api.run(idle.id, API.Exec(shell: "mkdir -p /www && echo hi > /www/index.html && httpd -p 8080 -h /www"))
         func cycle(_ id: String) async throws -> (one: Int64, all: API.MemoryImages) {
             var last: API.MemoryImages?
             var first: Int64 = 0
