@@ -298,8 +298,7 @@ extension SandboxManager {
     // MARK: Disk
 
     /// Stops every running sandbox that wrote more than its disk limit, and,
-    /// when the data directory's free space falls below half the create
-    /// floor, the one that wrote the most: a clear failure for that sandbox
+    /// when the data directory is nearly full, the one that wrote the most: a clear failure for that sandbox
     /// only, before the disk is full for everyone. (Checked every couple of
     /// seconds by `SandboxSupervisor`; the writable layer is a plain
     /// directory, so there is no quota the kernel enforces.)
@@ -318,7 +317,7 @@ extension SandboxManager {
                 victims.append((record, "disk limit exceeded: wrote \(bytes >> 20) MiB, the limit is \(limit >> 20) MiB"))
             }
         }
-        if victims.isEmpty, let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes / 2,
+        if victims.isEmpty, let free = FileSystem.freeBytes(settings.dataDirectory), free < Self.nearlyFull(settings.minimumFreeBytes),
             let (record, bytes) = zip(running, used).max(by: { $0.1 < $1.1 })
         {
             victims.append((record, "stopped: the host's disk is nearly full (\(free >> 20) MiB free) and this sandbox wrote the most (\(bytes >> 20) MiB)"))
@@ -330,6 +329,10 @@ extension SandboxManager {
             _ = try? await kill(stopped, reason: "disk")
         }
     }
+
+    /// "Nearly full": half the create floor, and never more than 128 MiB, so
+    /// a high floor (which only refuses creates) does not stop sandboxes.
+    static func nearlyFull(_ floor: Int64) -> Int64 { min(floor / 2, 128 << 20) }
 
     /// Cancels every build and kills every live sandbox (graceful server shutdown).
     public func killAll() async {
