@@ -54,14 +54,9 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     public func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) throws {
         try requireMemorySnapshots()
         try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
-        let output: HostCommand.Output
-        do {
-            output = try HostCommand.capture(namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id])
-        } catch {
-            destroy(id: id, rootfs: rootfs)
-            throw error
-        }
-        destroy(id: id, rootfs: rootfs)
+        // Stopped either way: deleted and unmounted either way.
+        defer { destroy(id: id, rootfs: rootfs) }
+        let output = try HostCommand.capture(namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id])
         guard output.status == 0 else {
             throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
         }

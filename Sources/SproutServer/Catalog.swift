@@ -225,7 +225,7 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 
     var egressList: [String] { egress.map { SandboxRecord.decodeList($0) } ?? [] }
 
-    var imageList: [String] { images.map { (try? JSONDecoder().decode([String].self, from: Data($0.utf8))) ?? [] } ?? [] }
+    var imageList: [String] { images.map(SandboxRecord.decodeList) ?? [] }
 
     var metadataDictionary: [String: String] { Self.decode(metadata) }
     var envVarsDictionary: [String: String] { Self.decode(envVars) }

@@ -133,28 +133,22 @@ enum JSONBody {
 
     /// Decodes a request body of at most `limit` bytes.
     static func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limit)
-        } catch {
-            throw SproutError(.tooLarge, "request body is larger than \(limit) bytes")
-        }
-        do {
-            return try JSONDecoder().decode(type, from: Data(buffer.readableBytesView))
-        } catch let error as DecodingError {
-            throw error
-        }
+        try JSONDecoder().decode(type, from: Data(try await body(request).readableBytesView))
     }
 
     /// Like `decode`, but an empty body means `empty`.
     static func decode<T: Decodable>(_ type: T.Type, from request: Request, orIfEmpty empty: T) async throws -> T {
-        let buffer: ByteBuffer
+        let buffer = try await body(request)
+        if buffer.readableBytes == 0 { return empty }
+        return try JSONDecoder().decode(type, from: Data(buffer.readableBytesView))
+    }
+
+    /// The whole body, refused beyond `limit`.
+    private static func body(_ request: Request) async throws -> ByteBuffer {
         do {
-            buffer = try await request.body.collect(upTo: limit)
+            return try await request.body.collect(upTo: limit)
         } catch {
             throw SproutError(.tooLarge, "request body is larger than \(limit) bytes")
         }
-        if buffer.readableBytes == 0 { return empty }
-        return try JSONDecoder().decode(type, from: Data(buffer.readableBytesView))
     }
 }

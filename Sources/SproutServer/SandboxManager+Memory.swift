@@ -31,15 +31,23 @@ extension SandboxManager {
         }
     }
 
+    /// The running sandbox `id`, once everything a checkpoint needs is
+    /// there: the runtime can do it, and `checkBeforeCheckpoint` passes.
+    /// `verb` names the operation in the error ("paused", "forked").
+    func checkpointable(_ id: String, for identity: Identity, verb: String) async throws -> SandboxRecord {
+        let record = try record(id, for: identity)
+        try requireMemorySnapshots()
+        guard record.state == .running else {
+            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be \(verb)")
+        }
+        try await checkBeforeCheckpoint(record)
+        return record
+    }
+
     // MARK: Pause
 
     public func pause(_ id: String, autoResume: Bool, for identity: Identity) async throws -> API.Sandbox {
-        var record = try record(id, for: identity)
-        try requireMemorySnapshots()
-        guard record.state == .running else {
-            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be paused")
-        }
-        try await checkBeforeCheckpoint(record)
+        var record = try await checkpointable(id, for: identity, verb: "paused")
         let started = monotonicSeconds()
         record.state = try record.state.transition(to: .pausing, id: id)
         try await save(record)
@@ -309,12 +317,7 @@ extension SandboxManager {
         guard count >= 1 && count <= Self.maxForks else {
             throw SproutError(.invalidArgument, "count must be between 1 and \(Self.maxForks), got \(count)")
         }
-        var source = try record(id, for: identity)
-        try requireMemorySnapshots()
-        guard source.state == .running else {
-            throw SproutError(.conflict, "sandbox \(id) is \(source.state.rawValue); only a running sandbox can be forked")
-        }
-        try await checkBeforeCheckpoint(source)
+        var source = try await checkpointable(id, for: identity, verb: "forked")
         let started = monotonicSeconds()
         let env = try resolveEnv(source.env, team: source.team)
         let lowers = try await lowerDirectories(env)
@@ -501,9 +504,8 @@ extension SandboxManager {
     func collectImages() async {
         let referenced = (try? await catalog.db.read { db -> Set<String> in
             var ids: Set<String> = []
-            for row in try Row.fetchAll(db, sql: "SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
-                let text: String = row["images"]
-                ids.formUnion((try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? [])
+            for text in try String.fetchAll(db, sql: "SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
+                ids.formUnion(SandboxRecord.decodeList(text))
             }
             ids.formUnion(try String.fetchAll(db, sql: "SELECT memoryImage FROM env WHERE memoryImage IS NOT NULL"))
             return ids

@@ -40,6 +40,9 @@ public struct ImageStore: Sendable {
             public var header: [Chunk]
             public var blockSize: Int
         }
+
+        /// Every chunk the image uses, header included.
+        var allChunks: [Chunk] { chunks + (gvisor?.header ?? []) }
         public struct Chunk: Codable, Sendable {
             public var digest: String
             public var length: Int
@@ -211,7 +214,7 @@ public struct ImageStore: Sendable {
         for name in names where name.hasSuffix(".json") {
             let id = String(name.dropLast(5))
             if keep.contains(id), let manifest = try? manifest(id) {
-                used.formUnion((manifest.chunks + (manifest.gvisor?.header ?? [])).map(\.digest))
+                used.formUnion(manifest.allChunks.map(\.digest))
             } else if !keep.contains(id) {
                 unlink(manifestPath(id))
             }
@@ -236,7 +239,7 @@ public struct ImageStore: Sendable {
         var unique: [String: Int] = [:]
         for id in ids {
             guard let manifest = try? manifest(id) else { continue }
-            for chunk in manifest.chunks + (manifest.gvisor?.header ?? []) {
+            for chunk in manifest.allChunks {
                 logical += Int64(chunk.length)
                 unique[chunk.digest] = chunk.length
             }
