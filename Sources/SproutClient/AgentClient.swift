@@ -33,9 +33,8 @@ public struct AgentClient: Sendable {
     /// Opens a connection, sends `request` and reads the reply. The reply is
     /// checked for errors and for the protocol version.
     func connect(_ request: AgentRequest) throws -> (FrameChannel, Reply) {
-        let fd = try Socket.connectTCP(host: endpoint.host, port: endpoint.port, timeoutSeconds: connectTimeoutSeconds)
         // No FIN from this side: it would leave the agent's end in TIME_WAIT (see `Socket.setAbortiveClose`).
-        Socket.setAbortiveClose(fd)
+        let fd = try Socket.connectTCP(host: endpoint.host, port: endpoint.port, timeoutSeconds: connectTimeoutSeconds, resetOnClose: true)
         let channel = FrameChannel(fd: fd)
         do {
             try channel.send(message: RequestEnvelope(token: endpoint.token, request: request))

@@ -22,8 +22,8 @@ public final class HTTPConnection: @unchecked Sendable {
     private var bodyMode: BodyMode = .untilClose
     private enum BodyMode { case length(Int64), chunked(remaining: Int64, done: Bool), untilClose, none }
 
-    public init(host: String, port: UInt16, timeoutSeconds: Double = 10) throws {
-        fd = try Socket.connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds)
+    public init(host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false) throws {
+        fd = try Socket.connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: resetOnClose)
     }
 
     deinit { close() }

@@ -15,17 +15,17 @@ public final class WebSocketConnection: @unchecked Sendable {
         case binary([UInt8])
     }
 
-    let http: HTTPConnection
-    /// The underlying socket.
-    public var fd: Int32 { http.fd }
+    private let http: HTTPConnection
     private var pending: [UInt8]
     private let writeLock = Lock()
     private let closedState = Locked(false)
 
     /// Connects and performs the opening handshake. Throws the server's
     /// error (status and body) if it refuses the upgrade.
-    public init(host: String, port: UInt16, target: String, headers: [(String, String)] = [], timeoutSeconds: Double = 10) throws {
-        http = try HTTPConnection(host: host, port: port, timeoutSeconds: timeoutSeconds)
+    public init(
+        host: String, port: UInt16, target: String, headers: [(String, String)] = [], timeoutSeconds: Double = 10, resetOnClose: Bool = false
+    ) throws {
+        http = try HTTPConnection(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: resetOnClose)
         let key = Data(Identifiers.randomBytes(16)).base64EncodedString()
         var head = "GET \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         head += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"

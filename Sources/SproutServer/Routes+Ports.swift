@@ -30,15 +30,8 @@ struct PortRoutes {
             group.ws(RouterPath(path)) { _, context in
                 let (address, port) = try await target(context)
                 // Refuse the upgrade (503) if nothing listens, rather than accept and close.
-                try await onThread {
-                    do {
-                        let fd = try Socket.connectTCP(host: address, port: port, timeoutSeconds: 5)
-                        // No FIN from the host: it would leave the sandbox's end in TIME_WAIT (see `Socket.setAbortiveClose`).
-                        Socket.setAbortiveClose(fd)
-                        Descriptor.close(fd)
-                    } catch {
-                        throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox")
-                    }
+                guard try await onThread({ Socket.answers(host: address, port: port, timeoutSeconds: 5) }) else {
+                    throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox")
                 }
                 return .upgrade([:])
             } onUpgrade: { inbound, outbound, wsContext in
@@ -46,9 +39,7 @@ struct PortRoutes {
                 let uri = wsContext.request.uri
                 let path = Self.upstreamTarget(wsContext.requestContext, query: uri.query)
                 let upstream = try await onThread {
-                    let connection = try WebSocketConnection(host: address, port: port, target: path)
-                    Socket.setAbortiveClose(connection.fd)
-                    return connection
+                    try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true)
                 }
                 let keyID = try wsContext.requestContext.caller().keyID
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
@@ -90,8 +81,8 @@ struct PortRoutes {
         let (connection, head): (HTTPConnection, HTTPConnection.ResponseHead)
         do {
             (connection, head) = try await onThread {
-                let connection = try HTTPConnection(host: address, port: port, timeoutSeconds: 5)
-                Socket.setAbortiveClose(connection.fd)
+                // No FIN from the host: it would leave the sandbox's end in TIME_WAIT (see `Socket.setAbortiveClose`).
+                let connection = try HTTPConnection(host: address, port: port, timeoutSeconds: 5, resetOnClose: true)
                 try connection.sendHead(method: method, target: target, host: "\(address):\(port)", headers: forwarded, bodyLength: Int64(bodyBytes.count))
                 if !bodyBytes.isEmpty { try connection.sendBody(bodyBytes) }
                 return (connection, try connection.readResponseHead(requestMethod: method))

@@ -343,12 +343,7 @@ extension SandboxManager {
                 ready = true
             case let check? where check.hasPrefix("port:"):
                 let port = UInt16(check.dropFirst(5)) ?? 0
-                ready = (try? await onThread { () -> Bool in
-                    let fd = try Socket.connectTCP(host: address, port: port, timeoutSeconds: 1)
-                    Socket.setAbortiveClose(fd)
-                    Descriptor.close(fd)
-                    return true
-                }) == true
+                ready = (try? await onThread { Socket.answers(host: address, port: port, timeoutSeconds: 1) }) == true
             case let check?:
                 ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code")).exit == ProcessExit(code: 0)
             }

@@ -30,8 +30,9 @@ public enum Socket {
         try sysCall("accept") { csprout_accept4_cloexec(listener) }
     }
 
-    /// Connects to an IPv4 TCP address, with a timeout.
-    public static func connectTCP(host: String, port: UInt16, timeoutSeconds: Double = 10) throws -> Int32 {
+    /// Connects to an IPv4 TCP address, with a timeout. `resetOnClose`: see
+    /// `setAbortiveClose` (every connection into a sandbox uses it).
+    public static func connectTCP(host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false) throws -> Int32 {
         let fd = try sysCall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do {
             var addr = try ipv4Address(host: host, port: port)
@@ -58,6 +59,7 @@ public enum Socket {
             }
             Descriptor.setNonBlocking(fd, false)
             setNoDelay(fd)
+            if resetOnClose { setAbortiveClose(fd) }
             setKeepAlive(fd)
             return fd
         } catch {
@@ -101,6 +103,14 @@ public enum Socket {
     public static func setAbortiveClose(_ fd: Int32) {
         var option = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+    }
+
+    /// Whether something accepts connections at host:port (the probe
+    /// connection is reset, not closed: see `setAbortiveClose`).
+    public static func answers(host: String, port: UInt16, timeoutSeconds: Double) -> Bool {
+        guard let fd = try? connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: true) else { return false }
+        Descriptor.close(fd)
+        return true
     }
 
     /// Half-closes the sending side.

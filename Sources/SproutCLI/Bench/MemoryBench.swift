@@ -122,11 +122,7 @@ extension BenchRunner {
     func waitForPort(_ host: String, _ port: UInt16) async throws {
         let deadline = monotonicSeconds() + 10
         while monotonicSeconds() < deadline {
-            if let fd = try? Socket.connectTCP(host: host, port: port, timeoutSeconds: 1) {
-                Socket.setAbortiveClose(fd)
-                Descriptor.close(fd)
-                return
-            }
+            if Socket.answers(host: host, port: port, timeoutSeconds: 1) { return }
             try await Task.sleep(for: .milliseconds(2))
         }
         throw SproutError(.timeout, "nothing answered on \(host):\(port)")
