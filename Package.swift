@@ -19,9 +19,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
-        // Ids, the one error type. No I/O.
+        // Ids, the one error type. No I/O; linked into the static agent.
         .target(name: "SproutCore"),
         // The few GNU/Linux calls Swift's Glibc module does not expose.
         .target(name: "CSprout"),
@@ -33,25 +34,36 @@ let package = Package(
         // The in-sandbox daemon as a library; `sprout-agent` is its thin executable.
         .target(name: "SproutAgent", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
-        // Typed Swift clients: the agent protocol and the REST API.
-        .target(name: "SproutClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        // Connections into sandboxes: the agent client, and the raw HTTP and
+        // WebSocket connections of port previews (they close with a reset).
+        .target(name: "SproutAgentClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        // The REST API's bodies, shared by the server and the client.
+        .target(name: "SproutAPI", dependencies: ["SproutCore", "SproutAgentProtocol"]),
+        // `sprout.toml`: a TOML subset with line-numbered errors.
+        .target(name: "SproutConfig", dependencies: ["SproutCore"]),
+        // Host commands (ip, nft, runsc, cp) with timeouts, over swift-subprocess.
+        .target(name: "SproutHost", dependencies: [
+            "SproutCore", "SproutSystem",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+        ]),
         // zlib's raw deflate, to open gVisor's compressed memory images.
         .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // Content-addressed layers: freezing a sandbox's writable layer,
         // deterministic digests, deduplication; memory images in chunks.
         .target(name: "SproutStore", dependencies: [
-            "SproutCore", "SproutSystem", "CSprout", "CZlib",
+            "SproutCore", "SproutSystem", "SproutHost", "CSprout", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
-        // mounts, network namespaces, cgroups.
+        // mounts, network namespaces and firewall sets, cgroups.
         .target(name: "SproutRuntime", dependencies: [
-            "SproutCore", "SproutSystem",
+            "SproutCore", "SproutSystem", "SproutHost",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // The Hummingbird app: routes, auth, catalog, sandbox manager, metrics.
+        // The server: catalog, lifecycle state machines, services, routes.
         .target(name: "SproutServer", dependencies: [
-            "SproutCore", "SproutSystem", "SproutRuntime", "SproutClient", "SproutAgentProtocol", "SproutStore",
+            "SproutCore", "SproutSystem", "SproutHost", "SproutRuntime", "SproutAgentClient", "SproutAPI",
+            "SproutAgentProtocol", "SproutStore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -60,9 +72,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Typed Swift client for the REST API, over the same hand-written
+        // HTTP/1.1 and WebSocket connections the server uses into sandboxes.
+        .target(name: "SproutClient", dependencies: [
+            "SproutCore", "SproutSystem", "SproutAPI", "SproutAgentProtocol", "SproutAgentClient",
+        ]),
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
-            "SproutCore", "SproutSystem", "SproutClient", "SproutServer", "SproutAgentProtocol", "SproutRuntime", "SproutStore",
+            "SproutCore", "SproutSystem", "SproutHost", "SproutClient", "SproutAPI", "SproutServer", "SproutAgentProtocol",
+            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -70,12 +88,20 @@ let package = Package(
         ]),
         .executableTarget(name: "sprout", dependencies: ["SproutCLI"]),
         // Loopback micro-benchmark of the agent protocol.
-        .executableTarget(name: "sprout-agent-bench", dependencies: ["SproutClient"]),
-        .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutClient", "SproutSystem"]),
-        .testTarget(name: "SproutCoreTests", dependencies: ["SproutCore"]),
+        .executableTarget(name: "sprout-agent-bench", dependencies: ["SproutAgentClient"]),
+        // Fast tier, no root: the agent on loopback.
+        .testTarget(name: "SproutAgentTests", dependencies: ["SproutAgent", "SproutAgentClient", "SproutSystem", "SproutHost"]),
+        // Fast tier, no root: state machines, planners, config parsing, and the
+        // HTTP layer through Hummingbird's test client on a fake runtime.
+        .testTarget(name: "SproutUnitTests", dependencies: [
+            "SproutCore", "SproutConfig", "SproutServer", "SproutAPI", "SproutRuntime", "SproutAgentClient", "SproutSystem",
+            "SproutAgentProtocol", "SproutStore", "SproutHost",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
-            "SproutClient", "SproutSystem", "SproutCore", "SproutRuntime", "SproutAgentProtocol", "SproutServer", "SproutStore",
+            "SproutClient", "SproutAPI", "SproutAgentClient", "SproutSystem", "SproutHost", "SproutCore", "SproutRuntime",
+            "SproutAgentProtocol", "SproutServer", "SproutStore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]

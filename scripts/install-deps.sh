@@ -7,7 +7,8 @@ packages=(
   runc             # the fast, weaker runtime
   busybox-static   # the root of the built-in `empty` env
   debootstrap      # builds the built-in `debian` env
-  iptables         # NAT and egress rules for sandbox networks
+  nftables         # per-server firewall tables: NAT, isolation, egress sets
+  iptables         # only to remove rules older Sprout versions left
   iproute2         # network namespaces and veth pairs
   util-linux       # nsenter, mount
   coreutils

@@ -53,3 +53,24 @@ int csprout_is_overlay_opaque(const char *path) {
 int csprout_set_overlay_opaque(const char *path) {
     return lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0);
 }
+
+#include <sys/eventfd.h>
+#include <sys/epoll.h>
+
+int csprout_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+
+int csprout_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int csprout_epoll_add(int epfd, int fd, unsigned long long tag) {
+    struct epoll_event event = { .events = EPOLLIN, .data.u64 = tag };
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int csprout_epoll_remove(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag) {
+    struct epoll_event event;
+    int n = epoll_wait(epfd, &event, 1, timeout_ms);
+    if (n == 1) *tag = event.data.u64;
+    return n;
+}

@@ -144,6 +144,8 @@ public final class AgentServer: @unchecked Sendable {
         case .setClock(let request):
             try FileService.setClock(unixNanos: request.unixNanos)
             try channel.send(message: Reply.ok)
+        case .killLargest:
+            try channel.send(message: Reply(victim: MemoryReclaim.killLargest(except: getpid())))
         }
     }
 

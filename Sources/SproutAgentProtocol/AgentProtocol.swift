@@ -58,10 +58,13 @@ public struct Reply: Codable, Sendable {
     public var entries: [FileInfo]?
     /// Bytes written, for `write`.
     public var size: Int64?
+    /// The process `memory.killLargest` ended (nil: there was none to end).
+    public var victim: ProcessMemory?
 
     public init(
         error: ErrorBody? = nil, health: Health? = nil, process: AgentProcess? = nil,
-        processes: [AgentProcess]? = nil, file: FileInfo? = nil, entries: [FileInfo]? = nil, size: Int64? = nil
+        processes: [AgentProcess]? = nil, file: FileInfo? = nil, entries: [FileInfo]? = nil, size: Int64? = nil,
+        victim: ProcessMemory? = nil
     ) {
         self.protocolVersion = AgentProtocol.version
         self.error = error
@@ -71,6 +74,7 @@ public struct Reply: Codable, Sendable {
         self.file = file
         self.entries = entries
         self.size = size
+        self.victim = victim
     }
 
     public static let ok = Reply()

@@ -16,6 +16,8 @@ public enum AgentRequest: Sendable {
     case remove(RemoveRequest)
     case watch(WatchRequest)
     case setClock(ClockRequest)
+    /// Ends the process holding the most memory (never the agent): the sandbox is at its memory limit.
+    case killLargest
 
     /// The operation's name on the wire.
     public var op: String {
@@ -34,6 +36,7 @@ public enum AgentRequest: Sendable {
         case .remove: "file.remove"
         case .watch: "file.watch"
         case .setClock: "clock.set"
+        case .killLargest: "memory.killLargest"
         }
     }
 }
@@ -58,6 +61,7 @@ extension AgentRequest: Codable {
         case "file.remove": self = .remove(try RemoveRequest(from: decoder))
         case "file.watch": self = .watch(try WatchRequest(from: decoder))
         case "clock.set": self = .setClock(try ClockRequest(from: decoder))
+        case "memory.killLargest": self = .killLargest
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: [OpKey.op], debugDescription: "unknown op '\(op)'"))
         }
@@ -67,7 +71,7 @@ extension AgentRequest: Codable {
         var c = encoder.container(keyedBy: OpKey.self)
         try c.encode(op, forKey: .op)
         switch self {
-        case .health, .listProcesses: break
+        case .health, .listProcesses, .killLargest: break
         case .startProcess(let r): try r.encode(to: encoder)
         case .attachProcess(let r): try r.encode(to: encoder)
         case .signalProcess(let r): try r.encode(to: encoder)
@@ -269,5 +273,17 @@ public struct WatchEvent: Codable, Sendable, Equatable {
         self.type = type
         self.path = path
         self.isDir = isDir
+    }
+}
+
+/// A process inside the sandbox and the memory it holds.
+public struct ProcessMemory: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var command: String
+    public var rssBytes: Int64
+    public init(pid: Int32, command: String, rssBytes: Int64) {
+        self.pid = pid
+        self.command = command
+        self.rssBytes = rssBytes
     }
 }

@@ -7,6 +7,10 @@ import SproutClient
 import SproutCore
 import SproutRuntime
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout bench`: measures Sprout against bare baselines in the same run.
 struct BenchCommand: AsyncParsableCommand {
@@ -43,12 +47,11 @@ struct BenchCommand: AsyncParsableCommand {
         var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         let bare = BareRuntime(kind: kind, directory: cStringToString(template))
-        let cleanUp: @Sendable () -> Void = {
+        let cleanUp: @Sendable () async -> Void = {
             server?.stop()
-            bare.cleanUp()
+            await bare.cleanUp()
             try? FileSystem.removeTree(bare.directory)
         }
-        defer { cleanUp() }
         // An interrupted benchmark still leaves nothing behind.
         var interrupts: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
@@ -56,7 +59,13 @@ struct BenchCommand: AsyncParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
                 FileHandle.standardError.write(Data("interrupted: cleaning up\n".utf8))
-                cleanUp()
+                // A Dispatch thread, not the cooperative pool: it may wait here.
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    await cleanUp()
+                    done.signal()
+                }
+                done.wait()
                 Foundation.exit(130)
             }
             source.resume()
@@ -65,20 +74,26 @@ struct BenchCommand: AsyncParsableCommand {
         defer { interrupts.forEach { $0.cancel() } }
         let runner = BenchRunner(api: api, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
         var results: [MetricResult] = []
-        for name in Self.allMetrics where selected.contains(name) {
-            if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
-            results.append(try await runner.measure(name, densityCount: density))
+        do {
+            for name in Self.allMetrics where selected.contains(name) {
+                if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
+                results.append(try await runner.measure(name, densityCount: density))
+            }
+        } catch {
+            await cleanUp()
+            throw error
         }
-        let report = BenchReport(machine: Self.machine(kind), startedAt: ISO8601DateFormatter().string(from: started),
+        await cleanUp()
+        let report = BenchReport(machine: await Self.machine(kind), startedAt: ISO8601DateFormatter().string(from: started),
                                  seconds: monotonicSeconds() - t0, metrics: results)
         if json { try Output.json(report) } else { report.printTable() }
     }
 
-    static func machine(_ kind: RuntimeKind) -> BenchReport.Machine {
+    static func machine(_ kind: RuntimeKind) async -> BenchReport.Machine {
         var name = utsname()
         uname(&name)
         let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let version = (try? HostCommand.capture([kind.binary, "--version"]))?.stdout.split(separator: "\n").first.map(String.init) ?? "?"
+        let version = (try? await HostCommand.capture([kind.binary, "--version"]))?.stdout.split(separator: "\n").first.map(String.init) ?? "?"
         return BenchReport.Machine(
             cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
             memoryGiB: Double(sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))) / Double(1 << 30),
@@ -131,14 +146,14 @@ struct BenchRunner: Sendable {
         let warm = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: false))
         await killAll([warm.id])
         let rootfs = "\(cache)/bases/\(env)"
-        _ = try bare.runUntilMarker(rootfs: rootfs)
+        _ = try await bare.runUntilMarker(rootfs: rootfs)
         var sprout = Samples()
         var baseline = Samples()
         var pending: [String] = []
         for i in 0..<runs {
             if pooled { await waitForPool(env) }
             // Interleave so both see the same machine conditions.
-            baseline.record(seconds: try bare.runUntilMarker(rootfs: rootfs))
+            baseline.record(seconds: try await bare.runUntilMarker(rootfs: rootfs))
             let t = monotonicSeconds()
             let sandbox = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: pooled))
             sprout.record(seconds: monotonicSeconds() - t)
@@ -245,7 +260,7 @@ struct BenchRunner: Sendable {
             return .unavailable("fork.storage", unit: "MiB", why: "needs the benchmark's own server (its layer store is measured)")
         }
         let store = server.data + "/layers"
-        let before = LayerStoreSize.bytes(store)
+        let before = await LayerStoreSize.bytes(store)
         var env = "debian"
         var sandbox = try await api.createSandbox(API.CreateSandbox(env: env, fromPool: false))
         var kills: [Task<Void, Never>] = []
@@ -261,7 +276,7 @@ struct BenchRunner: Sendable {
         }
         kills.append(Task { [api, sandbox] in _ = try? await api.killSandbox(sandbox.id) })
         for kill in kills { await kill.value }
-        let grown = Double(LayerStoreSize.bytes(store) - before) / Double(1 << 20)
+        let grown = Double(await LayerStoreSize.bytes(store) - before) / Double(1 << 20)
         let snapshot = perFork.summary()!
         return MetricResult(
             name: "fork.storage", unit: "MiB", figures: .single(grown, runs: count),
@@ -295,7 +310,7 @@ struct BenchRunner: Sendable {
         // Baseline: the same number of bare runtime starts at once.
         let b0 = monotonicSeconds()
         let bareTimes = try await withThrowingTaskGroup(of: Double.self) { group in
-            for _ in 0..<count { group.addTask { try await onThread { try bare.runUntilMarker(rootfs: rootfs) } } }
+            for _ in 0..<count { group.addTask { try await bare.runUntilMarker(rootfs: rootfs) } }
             var out: [Double] = []
             for try await r in group { out.append(r) }
             return out
@@ -320,10 +335,10 @@ struct BenchRunner: Sendable {
         try await Task.sleep(for: .seconds(2))  // let them settle idle
         let perSandbox = ids.map { Double(HostMemory.pssKiB(containerID: $0)) / 1024 }
         await killAll(ids)
-        let idle = try bare.startIdle(rootfs: "\(cache)/bases/empty")
+        let idle = try await bare.startIdle(rootfs: "\(cache)/bases/empty")
         try await Task.sleep(for: .seconds(2))
         let bareMiB = Double(HostMemory.pssKiB(containerID: idle.id, alsoPID: idle.pid)) / 1024
-        bare.remove(idle.id)
+        await bare.remove(idle.id)
         return MetricResult(name: "density", unit: "MiB", figures: Figures.of(perSandbox)!, baselineName: "one bare idle sandbox",
                             baseline: .single(bareMiB), note: "host memory (PSS) per idle sandbox with \(count) running")
     }

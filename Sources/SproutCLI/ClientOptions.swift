@@ -4,6 +4,10 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import SproutServer
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// Where the API is and which key to use: flags, then environment
 /// (`SPROUT_API_URL`, `SPROUT_API_KEY`), then `sprout login`'s config file,

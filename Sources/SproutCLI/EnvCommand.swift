@@ -2,6 +2,10 @@ import ArgumentParser
 import Foundation
 import SproutClient
 import SproutCore
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout env list|show`
 struct EnvCommand: AsyncParsableCommand {

@@ -3,6 +3,10 @@ import Foundation
 import Glibc
 import SproutClient
 import SproutCore
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout env init [--from ENV] [--id NAME]`: writes a commented sprout.toml.
 struct EnvInit: AsyncParsableCommand {

@@ -5,6 +5,10 @@ import Glibc
 import SproutClient
 import SproutCore
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout env push`: hashes the files, uploads only the blobs the server
 /// lacks (in parallel, with progress), and starts the build.

@@ -2,6 +2,10 @@ import ArgumentParser
 import Foundation
 import SproutClient
 import SproutCore
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout keys create|list|revoke`
 struct KeysCommand: AsyncParsableCommand {

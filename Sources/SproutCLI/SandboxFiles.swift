@@ -3,6 +3,10 @@ import Foundation
 import SproutClient
 import SproutCore
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout sandbox files ls|cat|put|get|rm ID PATH [LOCAL]`
 struct SandboxFiles: AsyncParsableCommand {

@@ -5,6 +5,10 @@ import Glibc
 import SproutClient
 import SproutCore
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout sandbox shell ID`: an interactive terminal in the sandbox. The
 /// local terminal is put in raw mode; window size changes (SIGWINCH) resize

@@ -6,6 +6,10 @@ import SproutCore
 import SproutRuntime
 import SproutClient
 import SproutServer
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// `sprout server`: runs the API server on its embedded defaults.
 struct ServerCommand: AsyncParsableCommand {

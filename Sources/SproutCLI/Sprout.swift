@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import SproutCore
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// The `sprout` command line.
 public struct Sprout: AsyncParsableCommand {

@@ -4,6 +4,8 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import SproutAPI
+import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
 import SproutSystem

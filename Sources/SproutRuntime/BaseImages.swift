@@ -1,12 +1,20 @@
 import Glibc
 import SproutCore
+import SproutHost
 import SproutSystem
+
+/// The root file systems env chains start from; `BaseImages` is the real one.
+public protocol BaseProvider: Sendable {
+    /// The root directory of base `name`, building it first if needed.
+    func ensure(_ name: String, progress: @escaping @Sendable (String) -> Void) async throws -> String
+    func path(_ name: String) -> String
+}
 
 /// The built-in root file systems every env chain starts from:
 /// `empty` (busybox) and `debian` (debootstrap minbase, bookworm).
 /// Built once into the cache directory, atomically (temp dir + rename), under
 /// a host-wide lock so two servers sharing a cache never build twice.
-public struct BaseImages: Sendable {
+public struct BaseImages: BaseProvider {
     public static let names = ["empty", "debian"]
     public let cacheDirectory: String
 
@@ -20,7 +28,7 @@ public struct BaseImages: Sendable {
 
     /// The root directory of base `name`, building it first if needed.
     /// `progress` receives human-readable lines while a build runs.
-    public func ensure(_ name: String, progress: @escaping @Sendable (String) -> Void = { _ in }) throws -> String {
+    public func ensure(_ name: String, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> String {
         guard Self.names.contains(name) else { throw SproutError(.notFound, "no base env named '\(name)'") }
         let target = path(name)
         if FileSystem.isDirectory(target) { return target }
@@ -28,13 +36,14 @@ public struct BaseImages: Sendable {
         let lockFD = open("\(cacheDirectory)/bases/.\(name).lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lockFD >= 0 else { throw SproutError.system("lock \(name)") }
         defer { close(lockFD) }
-        while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {}
+        // flock blocks: wait for it on a thread of its own.
+        try await onThread { while flock(lockFD, LOCK_EX) != 0 && errno == EINTR {} }
         if FileSystem.isDirectory(target) { return target }  // built while we waited
         let temp = "\(cacheDirectory)/bases/.\(name).build-\(Identifiers.random(length: 6))"
         do {
             switch name {
-            case "empty": try buildBusybox(temp)
-            default: try buildDebian(temp, progress: progress)
+            case "empty": try await buildBusybox(temp)
+            default: try await buildDebian(temp, progress: progress)
             }
             try sysCall("rename \(temp)") { rename(temp, target) }
         } catch {
@@ -45,7 +54,7 @@ public struct BaseImages: Sendable {
         return target
     }
 
-    private func buildBusybox(_ root: String) throws {
+    private func buildBusybox(_ root: String) async throws {
         guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
             throw SproutError(.unavailable, "busybox is not installed: apt-get install busybox-static")
         }
@@ -54,8 +63,8 @@ public struct BaseImages: Sendable {
         }
         chmod("\(root)/tmp", 0o1777)
         chmod("\(root)/root", 0o700)
-        try HostCommand.run(["cp", busybox, "\(root)/bin/busybox"])
-        let applets = try HostCommand.run([busybox, "--list-full"])
+        try await HostCommand.run(["cp", busybox, "\(root)/bin/busybox"])
+        let applets = try await HostCommand.run([busybox, "--list-full"])
         for applet in applets.split(separator: "\n") where !applet.isEmpty && applet != "bin/busybox" {
             let depth = applet.split(separator: "/").count - 1
             let target = String(repeating: "../", count: depth) + "bin/busybox"
@@ -68,13 +77,13 @@ public struct BaseImages: Sendable {
         }
     }
 
-    private func buildDebian(_ root: String, progress: @escaping @Sendable (String) -> Void) throws {
+    private func buildDebian(_ root: String, progress: @escaping @Sendable (String) -> Void) async throws {
         guard access("/usr/sbin/debootstrap", X_OK) == 0 else {
             throw SproutError(.unavailable, "debootstrap is not installed: apt-get install debootstrap")
         }
         let mirror = Self.hostMirror() ?? "http://deb.debian.org/debian"
         progress("building base env debian: debootstrap --variant=minbase bookworm from \(mirror) (about 30 s)")
-        let output = try HostCommand.capture(["debootstrap", "--variant=minbase", "bookworm", root, mirror])
+        let output = try await HostCommand.capture(["debootstrap", "--variant=minbase", "bookworm", root, mirror], timeout: .seconds(900))
         for line in output.stdout.split(separator: "\n").suffix(5) { progress(String(line)) }
         guard output.status == 0 else {
             throw SproutError(.internal, "debootstrap failed (exit \(output.status)): \(String(output.stderr.suffix(1500)).trimmed)")

@@ -1,5 +1,6 @@
 import Glibc
 import SproutCore
+import SproutHost
 import SproutSystem
 
 /// A private mount namespace in which Sprout mounts sandbox root file systems

@@ -15,10 +15,19 @@ public struct NetworkSlot: Sendable, Equatable, Codable {
     public static let capacity = 16384
 }
 
+/// Hands out sandbox addresses; `NetworkPool` is the real one.
+public protocol AddressPool: Sendable {
+    /// Takes a free slot for `owner` (a sandbox id, prefixed with the server instance).
+    func allocate(owner: String) throws -> NetworkSlot
+    func release(_ slot: NetworkSlot, owner: String)
+    /// Every slot whose owner matches, for reconciliation.
+    func slots(ownedBy predicate: (String) -> Bool) -> [(NetworkSlot, String)]
+}
+
 /// Hands out network slots, host-wide: a slot is taken by creating a lock file
 /// with O_EXCL in a directory shared by every Sprout server on the host, so
 /// two servers (or two test suites) never hand out the same addresses.
-public struct NetworkPool: Sendable {
+public struct NetworkPool: AddressPool {
     public let directory: String
 
     public init(directory: String = "/run/sprout/net") {

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import SproutCore
+import SproutHost
 import SproutSystem
 
 /// Drives `runsc` or `runc` through their OCI command lines, inside Sprout's
@@ -16,10 +17,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     private let logger: Logger
 
     /// Checks that the runtime is installed and sets up the mount namespace.
-    public init(
-        kind: RuntimeKind, stateRoot: String, logger: Logger,
-        searchPath: String = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    ) throws {
+    public init(kind: RuntimeKind, stateRoot: String, logger: Logger, searchPath: String = HostCommand.searchPath) throws {
         guard let path = Spawn.resolveExecutable(kind.binary, searchPath: searchPath) else {
             throw SproutError(.unavailable,
                 "the \(kind.rawValue) runtime needs `\(kind.binary)`, which is not installed: apt-get install \(kind.package)")
@@ -41,25 +39,32 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         }
     }
 
-    public func start(_ launch: ContainerLaunch) throws {
-        try run(launch, command: ["run", "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id], waitForReadyLine: true)
+    public func start(_ launch: ContainerLaunch) async throws {
+        let command = ["run", "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id]
+        try await run(launch, command: command, waitForReadyLine: true)
     }
 
-    public func restore(_ launch: ContainerLaunch, imageDirectory: String) throws {
+    public func restore(_ launch: ContainerLaunch, imageDirectory: String) async throws {
         try requireMemorySnapshots()
-        try run(launch, command: ["restore", "--image-path", imageDirectory, "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id],
-                waitForReadyLine: false)
+        let command = ["restore", "--image-path", imageDirectory, "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id]
+        try await run(launch, command: command, waitForReadyLine: false)
     }
 
-    public func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) throws {
+    public func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) async throws {
         try requireMemorySnapshots()
         try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
-        // Stopped either way: deleted and unmounted either way.
-        defer { destroy(id: id, rootfs: rootfs) }
-        let output = try HostCommand.capture(namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id])
-        guard output.status == 0 else {
-            throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
+        do {
+            let output = try await HostCommand.capture(
+                namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id], timeout: .seconds(120))
+            guard output.status == 0 else {
+                throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
+            }
+        } catch {
+            // Stopped either way: deleted and unmounted either way.
+            await destroy(id: id, rootfs: rootfs)
+            throw error
         }
+        await destroy(id: id, rootfs: rootfs)
     }
 
     private func requireMemorySnapshots() throws {
@@ -83,7 +88,11 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
 
     /// Mounts the root, writes the bundle and runs `command` (run or restore)
     /// detached; waits for the agent's ready line or for the runtime to return.
-    private func run(_ launch: ContainerLaunch, command: [String], waitForReadyLine wait: Bool) throws {
+    ///
+    /// Hand-written rather than a `HostCommand`: the container outlives the
+    /// command, and its agent's stdout (the ready line) is a pipe only this
+    /// code reads, on a thread of its own.
+    private func run(_ launch: ContainerLaunch, command: [String], waitForReadyLine wait: Bool) async throws {
         let id = launch.spec.id
         let bundle = launch.rootfs.directory + "/bundle"
         try OCIBundle.write(launch.spec, to: bundle)
@@ -97,7 +106,19 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         // One shell inside the namespace mounts the root and becomes the runtime.
         let script = "mount -t overlay overlay -o \"$1\" \"$2\" && shift 2 && exec \"$@\""
         let argv = namespace.enter + ["/bin/sh", "-c", script, "sh", options, launch.rootfs.mountPoint] + base + command
+        let kind = self.kind
+        do {
+            try await onThread {
+                try Self.spawnAndWait(argv: argv, launch: launch, waitForReadyLine: wait, kind: kind)
+            }
+        } catch {
+            await destroy(id: id, rootfs: launch.rootfs)
+            throw error
+        }
+    }
 
+    private static func spawnAndWait(argv: [String], launch: ContainerLaunch, waitForReadyLine wait: Bool, kind: RuntimeKind) throws {
+        let id = launch.spec.id
         let log = open(launch.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard log >= 0 else { throw SproutError.system("open \(launch.logPath)") }
         defer { close(log) }
@@ -117,12 +138,21 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         defer { close(out.read) }
         do {
             if wait {
-                try waitForReadyLine(out.read, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath)
+                try waitForReadyLine(out.read, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath, kind: kind)
             }
             // `--detach` returns once the container started.
+            let deadline = monotonicSeconds() + launch.readyTimeoutSeconds
             var status: Int32 = 0
-            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-            if !wait && status != 0 {
+            while true {
+                let r = waitpid(pid, &status, WNOHANG)
+                if r == pid { break }
+                if r == -1 && errno != EINTR { break }
+                guard monotonicSeconds() < deadline else {
+                    throw SproutError(.timeout, "\(kind.binary) did not return within \(Int(launch.readyTimeoutSeconds)) s for sandbox \(id)")
+                }
+                usleep(2_000)
+            }
+            if !wait && decodeWaitStatus(status).code != 0 {
                 let detail = (try? Descriptor.readFile(launch.logPath, limit: 1 << 20)).map { String(decoding: $0.suffix(1500), as: UTF8.self) } ?? ""
                 throw SproutError(.internal, "\(kind.binary) could not restore sandbox \(id): \(detail.trimmed)")
             }
@@ -130,12 +160,11 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
             kill(pid, SIGKILL)
             var status: Int32 = 0
             while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-            destroy(id: id, rootfs: launch.rootfs)
             throw error
         }
     }
 
-    private func waitForReadyLine(_ fd: Int32, prefix: String, timeout: Double, id: String, logPath: String) throws {
+    private static func waitForReadyLine(_ fd: Int32, prefix: String, timeout: Double, id: String, logPath: String, kind: RuntimeKind) throws {
         let deadline = monotonicSeconds() + timeout
         var line: [UInt8] = []
         var byte: UInt8 = 0
@@ -166,35 +195,40 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         }
     }
 
-    public func destroy(id: String, rootfs: OverlayRootfs) {
+    public func destroy(id: String, rootfs: OverlayRootfs) async {
         let script = "\"$@\" >/dev/null 2>&1; umount \"$0\" 2>/dev/null || umount -l \"$0\" 2>/dev/null; true"
         let argv = namespace.enter + ["/bin/sh", "-c", script, rootfs.mountPoint] + base + ["delete", "--force", id]
         do {
-            _ = try HostCommand.capture(argv)
+            _ = try await HostCommand.capture(argv, timeout: .seconds(60))
         } catch {
             logger.error("destroy failed", metadata: ["sandbox": "\(id)", "error": "\(error)"])
         }
-        Self.removeCgroups(id)
+        await Cgroups.remove(id)
     }
 
-    /// The runtime removes a container's cgroups on delete, but not those of
-    /// a container whose start failed half way; remove whatever is left.
-    static func removeCgroups(_ id: String) {
-        let controllers = (try? FileSystem.children("/sys/fs/cgroup")) ?? []
-        for attempt in 0..<20 {
-            let left = controllers.map { "/sys/fs/cgroup/\($0)/sprout/\(id)" }.filter { FileSystem.exists($0) }
-            if left.isEmpty { return }
-            for dir in left { rmdir(dir) }
-            if attempt > 0 { usleep(50_000) }
-        }
-    }
-
-    public func containerIDs() -> [String] {
-        guard let output = try? HostCommand.capture(base + ["list", "--quiet"]), output.status == 0 else { return [] }
+    public func containerIDs() async -> [String] {
+        guard let output = try? await HostCommand.capture(base + ["list", "--quiet"], timeout: .seconds(30)), output.status == 0 else { return [] }
         return output.stdout.split(separator: "\n").map { String($0).trimmed }.filter { !$0.isEmpty && $0 != "ID" }
     }
 
-    public func shutdown() {
+    public func containerProcess(id: String) async -> ContainerProcess? {
+        guard let output = try? await HostCommand.capture(base + ["state", id], timeout: .seconds(30)), output.status == 0,
+            let state = try? JSONDecoder().decode(ContainerState.self, from: Data(output.stdout.utf8)),
+            state.status == "running" || state.status == "created", let pid = state.pid, pid > 0
+        else { return nil }
+        return ProcessWatch.identify(pid)
+    }
+
+    struct ContainerState: Decodable {
+        var status: String
+        var pid: Int32?
+    }
+
+    public func usage(id: String) -> ResourceUsage? { Cgroups.usage(id) }
+
+    public func setMemoryLimit(id: String, bytes: Int64) throws { try Cgroups.setMemoryLimit(id, bytes: bytes) }
+
+    public func shutdown() async {
         namespace.close()
         // The runtime leaves the parent cgroup behind; remove it once empty.
         for controller in (try? FileSystem.children("/sys/fs/cgroup")) ?? [] {

@@ -1,24 +1,86 @@
 import Glibc
 import SproutCore
+import SproutHost
 import SproutSystem
 
-/// Network namespaces, veth pairs and the host's NAT and filter rules.
+/// What a sandbox may reach outside: everything, nothing (`internet: false`),
+/// or only some IPv4 CIDRs (`egress`).
+public struct NetworkPolicy: Sendable, Equatable, Codable {
+    public var internet: Bool
+    public var egress: [String]
+
+    public init(internet: Bool, egress: [String] = []) {
+        self.internet = internet
+        self.egress = egress
+    }
+
+    public static let open = NetworkPolicy(internet: true)
+
+    /// True when no rule is needed.
+    public var isOpen: Bool { internet && egress.isEmpty }
+}
+
+/// Sandbox networking as the server needs it; `SandboxNetwork` is the real
+/// one (namespaces, veths, nftables), tests use a fake on loopback.
+public protocol SandboxNetworking: Sendable {
+    /// Host-wide set-up (forwarding, shared rules) and this server's own firewall table.
+    func prepare() async throws
+    /// Creates the sandbox's namespace and veth and applies its policy. On failure, removes what it made.
+    func create(sandboxID: String, slot: NetworkSlot, policy: NetworkPolicy) async throws
+    /// Removes the namespace, the veth and the policy. Idempotent.
+    func destroy(sandboxID: String, policy: NetworkPolicy) async
+    /// Puts back the addresses gVisor strips from the namespace (before a restore).
+    func restoreAddresses(sandboxID: String, slot: NetworkSlot) async throws
+    /// Ends every TCP connection between the host and the sandbox.
+    func closeConnections(to slot: NetworkSlot) async
+    func hasNamespace(sandboxID: String) -> Bool
+    func namespacePath(_ sandboxID: String) -> String
+    /// Sandbox ids of every namespace this server made.
+    func existingSandboxIDs() -> [String]
+    /// Makes this server's firewall hold exactly `policies` (one atomic
+    /// change: no moment without the rules). Run at start, after adopting.
+    func applyPolicies(_ policies: [String: NetworkPolicy]) async throws
+    /// Removes this server's firewall table (nothing of it is live any more).
+    func removeInstanceRules() async
+    /// Where the sandbox's agent listens.
+    func agentEndpoint(_ slot: NetworkSlot) -> (host: String, port: UInt16)
+    /// The sandbox's address, for port previews.
+    func address(_ slot: NetworkSlot) -> String
+}
+
+/// Network namespaces, veth pairs and nftables rules.
 ///
 /// Every sandbox gets its own namespace `<prefix><sandbox id>` holding `eth0`
 /// (the sandbox's end of a veth pair, at the slot's .2 address, default route
-/// via .1) and the host end `sp<12 chars>` at .1. Outbound traffic is
+/// via .1) and the host end `sp<13 chars>` at .1. Outbound traffic is
 /// masqueraded; sandboxes cannot reach each other or the host itself (only
-/// replies to connections the host opened get through); `internet: false`
-/// drops everything the sandbox forwards.
-public struct SandboxNetwork: Sendable {
+/// replies to connections the host opened get through).
+///
+/// Rules live in nftables. Host-wide ones (table `inet sprout`, and
+/// `ip sprout_nat`) are the same for every server and are replaced
+/// atomically at start. Per-sandbox policy lives in this server's own table,
+/// `inet sprout_<instance>`: three sets keyed by the sandbox's host-side
+/// interface (`noinet`, `limited`, and `egress` of interface . CIDR), matched
+/// by three rules, so a lookup costs the same for 1 or 10,000 sandboxes and
+/// adding a sandbox is adding a set element. The table belongs to this server
+/// alone (no other server ever flushes it), survives any restart of the
+/// server (kernel state), and is made to match the catalog again after
+/// every start.
+public struct SandboxNetwork: SandboxNetworking {
     public let namespacePrefix: String
+    /// The nftables table of this server's per-sandbox rules.
+    public let table: String
 
-    public init(namespacePrefix: String) {
-        self.namespacePrefix = namespacePrefix
+    public init(instance: String) {
+        namespacePrefix = "sprout-\(instance)-"
+        table = "sprout_\(instance)"
     }
 
     public func namespaceName(_ sandboxID: String) -> String { namespacePrefix + sandboxID }
     public func namespacePath(_ sandboxID: String) -> String { "/run/netns/" + namespaceName(sandboxID) }
+    public func hasNamespace(sandboxID: String) -> Bool { FileSystem.exists(namespacePath(sandboxID)) }
+    public func agentEndpoint(_ slot: NetworkSlot) -> (host: String, port: UInt16) { (slot.sandboxAddress, 49983) }
+    public func address(_ slot: NetworkSlot) -> String { slot.sandboxAddress }
 
     /// The host side of the veth: `sp` + up to 13 characters of the id.
     public static func hostInterface(_ sandboxID: String) -> String {
@@ -26,117 +88,172 @@ public struct SandboxNetwork: Sendable {
         return "sp" + String(tail.prefix(13))
     }
 
-    /// Host-wide rules, installed idempotently at server start.
-    public static func prepareHost() throws {
+    // MARK: Host set-up
+
+    public func prepare() async throws {
         try FileSystem.writeIfDifferent("/proc/sys/net/ipv4/ip_forward", "1\n")
-        try shareNamespaceDirectory()
-        let pool = NetworkSlot.poolCIDR
-        // NAT for the pool.
-        if try HostCommand.capture(["iptables", "-w", "-t", "nat", "-C", "POSTROUTING", "-s", pool, "!", "-d", pool, "-j", "MASQUERADE"]).status != 0 {
-            try HostCommand.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", pool, "!", "-d", pool, "-j", "MASQUERADE"])
+        try await Self.shareNamespaceDirectory()
+        try await HostCommand.run(["nft", "-f", "-"], input: Self.sharedRules)
+        await Self.removeLegacyIptablesRules()
+        // Create this server's table if it is not there; never flush it here.
+        _ = try await HostCommand.run(["nft", "-f", "-"], input: "table inet \(table)\n")
+        if try await HostCommand.capture(["nft", "list", "chain", "inet", table, "forward"]).status != 0 {
+            try await applyPolicies([:])
         }
-        // Our own chains, rebuilt from scratch each start.
-        for chain in ["SPROUT-INPUT", "SPROUT-FORWARD"] {
-            _ = try HostCommand.capture(["iptables", "-w", "-N", chain])
-            try HostCommand.run(["iptables", "-w", "-F", chain])
+    }
+
+    /// Host-wide rules, replaced atomically (one nft transaction) at every start.
+    static let sharedRules = """
+        table inet sprout
+        delete table inet sprout
+        table inet sprout {
+          chain input {
+            type filter hook input priority filter; policy accept;
+            iifname "sp*" ct state established,related accept
+            iifname "sp*" drop
+          }
+          chain forward {
+            type filter hook forward priority filter; policy accept;
+            oifname "sp*" ct state established,related accept
+            iifname "sp*" oifname "sp*" drop
+          }
         }
-        let rules: [[String]] = [
-            // Sandboxes may answer the host, never open connections to it.
-            ["-A", "SPROUT-INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-            ["-A", "SPROUT-INPUT", "-j", "DROP"],
-            // No sandbox-to-sandbox traffic.
-            ["-A", "SPROUT-FORWARD", "-o", "sp+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-            ["-A", "SPROUT-FORWARD", "-i", "sp+", "-o", "sp+", "-j", "DROP"],
-        ]
-        for rule in rules { try HostCommand.run(["iptables", "-w"] + rule) }
-        for (chain, jump) in [("INPUT", ["-i", "sp+", "-j", "SPROUT-INPUT"]), ("FORWARD", ["-j", "SPROUT-FORWARD"])] {
-            if try HostCommand.capture(["iptables", "-w", "-C", chain] + jump).status != 0 {
-                try HostCommand.run(["iptables", "-w", "-I", chain, "1"] + jump)
-            }
+        table ip sprout_nat
+        delete table ip sprout_nat
+        table ip sprout_nat {
+          chain postrouting {
+            type nat hook postrouting priority srcnat; policy accept;
+            ip saddr \(NetworkSlot.poolCIDR) ip daddr != \(NetworkSlot.poolCIDR) masquerade
+          }
+        }
+
+        """
+
+    /// Sprout 0.1 kept its rules in iptables chains that every start flushed;
+    /// remove them from a host that ran it.
+    static func removeLegacyIptablesRules() async {
+        guard Spawn.resolveExecutable("iptables", searchPath: HostCommand.searchPath) != nil,
+            (try? await HostCommand.capture(["iptables", "-w", "-S", "SPROUT-FORWARD"]))?.status == 0
+        else { return }
+        for argv in [
+            ["-D", "INPUT", "-i", "sp+", "-j", "SPROUT-INPUT"], ["-D", "FORWARD", "-j", "SPROUT-FORWARD"],
+            ["-F", "SPROUT-INPUT"], ["-X", "SPROUT-INPUT"], ["-F", "SPROUT-FORWARD"], ["-X", "SPROUT-FORWARD"],
+            ["-t", "nat", "-D", "POSTROUTING", "-s", NetworkSlot.poolCIDR, "!", "-d", NetworkSlot.poolCIDR, "-j", "MASQUERADE"],
+        ] {
+            _ = try? await HostCommand.capture(["iptables", "-w"] + argv)
         }
     }
 
     /// Makes `/run/netns` a shared mount (as `ip netns add` itself does), so
     /// namespaces created later also appear in Sprout's runtime mount
     /// namespace. Must run before that namespace is created.
-    static func shareNamespaceDirectory() throws {
+    public static func shareNamespaceDirectory() async throws {
         try FileSystem.makeDirectories("/run/netns")
         let info = (try? Descriptor.readFile("/proc/self/mountinfo", limit: 16 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let line = info.split(separator: "\n").first { $0.split(separator: " ").dropFirst(4).first == "/run/netns" }
         if let line, line.contains("shared:") { return }
         if line == nil {
-            try HostCommand.run(["mount", "--bind", "/run/netns", "/run/netns"])
+            try await HostCommand.run(["mount", "--bind", "/run/netns", "/run/netns"])
         }
-        try HostCommand.run(["mount", "--make-shared", "/run/netns"])
+        try await HostCommand.run(["mount", "--make-shared", "/run/netns"])
     }
 
-    /// Creates the namespace and veth pair. On failure, removes what it made.
-    /// `egress`, if not empty, is the only outside traffic allowed (IPv4 CIDRs).
-    public func create(sandboxID: String, slot: NetworkSlot, internet: Bool, egress: [String] = []) throws {
+    // MARK: Per-sandbox policy
+
+    public func applyPolicies(_ policies: [String: NetworkPolicy]) async throws {
+        var noinet: [String] = []
+        var limited: [String] = []
+        var egress: [String] = []
+        for (id, policy) in policies.sorted(by: { $0.key < $1.key }) {
+            let interface = Self.hostInterface(id)
+            if !policy.internet { noinet.append("\"\(interface)\"") }
+            if policy.internet && !policy.egress.isEmpty {
+                limited.append("\"\(interface)\"")
+                egress += policy.egress.map { "\"\(interface)\" . \($0)" }
+            }
+        }
+        func elements(_ list: [String]) -> String { list.isEmpty ? "" : "elements = { \(list.joined(separator: ", ")) }" }
+        try await HostCommand.run(["nft", "-f", "-"], input: """
+            table inet \(table)
+            delete table inet \(table)
+            table inet \(table) {
+              set noinet { type ifname; \(elements(noinet)) }
+              set limited { type ifname; \(elements(limited)) }
+              set egress { type ifname . ipv4_addr; flags interval; \(elements(egress)) }
+              chain forward {
+                type filter hook forward priority filter; policy accept;
+                iifname @noinet drop
+                iifname . ip daddr @egress accept
+                iifname @limited drop
+              }
+            }
+
+            """)
+    }
+
+    /// The nft commands that add (or delete) a sandbox's policy elements.
+    func policyCommands(_ verb: String, sandboxID: String, policy: NetworkPolicy) -> [String] {
+        let interface = Self.hostInterface(sandboxID)
+        if !policy.internet { return ["\(verb) element inet \(table) noinet { \"\(interface)\" }"] }
+        guard !policy.egress.isEmpty else { return [] }
+        let pairs = policy.egress.map { "\"\(interface)\" . \($0)" }.joined(separator: ", ")
+        return ["\(verb) element inet \(table) limited { \"\(interface)\" }", "\(verb) element inet \(table) egress { \(pairs) }"]
+    }
+
+    public func removeInstanceRules() async {
+        _ = try? await HostCommand.capture(["nft", "delete", "table", "inet", table])
+    }
+
+    // MARK: Namespaces
+
+    public func create(sandboxID: String, slot: NetworkSlot, policy: NetworkPolicy) async throws {
         let ns = namespaceName(sandboxID)
         let hostIF = Self.hostInterface(sandboxID)
         do {
-            try HostCommand.run(["ip", "-batch", "-"], input: """
+            // The policy goes in before the interface exists: no packet leaves unchecked.
+            let rules = policyCommands("add", sandboxID: sandboxID, policy: policy)
+            if !rules.isEmpty { try await HostCommand.run(["nft", "-f", "-"], input: rules.joined(separator: "\n") + "\n") }
+            try await HostCommand.run(["ip", "-batch", "-"], input: """
                 netns add \(ns)
                 link add \(hostIF) type veth peer name eth0 netns \(ns)
                 addr add \(slot.hostAddress)/30 dev \(hostIF)
                 link set \(hostIF) up
 
                 """)
-            try HostCommand.run(["ip", "-n", ns, "-batch", "-"], input: """
+            try await HostCommand.run(["ip", "-n", ns, "-batch", "-"], input: """
                 addr add \(slot.sandboxAddress)/30 dev eth0
                 link set eth0 up
                 link set lo up
                 route add default via \(slot.hostAddress)
 
                 """)
-            if !internet || !egress.isEmpty {
-                try HostCommand.run(["iptables", "-w", "-I", "SPROUT-FORWARD", "1", "-i", hostIF, "-j", "DROP"])
-            }
-            if internet {
-                for cidr in egress {
-                    try HostCommand.run(["iptables", "-w", "-I", "SPROUT-FORWARD", "1", "-i", hostIF, "-d", cidr, "-j", "ACCEPT"])
-                }
-            }
         } catch {
-            destroy(sandboxID: sandboxID)
+            await destroy(sandboxID: sandboxID, policy: policy)
             throw error
         }
     }
 
-    /// Puts the sandbox's address and default route back on its `eth0`.
-    /// gVisor moves them into its own network stack and strips them from the
-    /// namespace; a restore reads them from the namespace again.
-    public func restoreAddresses(sandboxID: String, slot: NetworkSlot) throws {
-        try HostCommand.run(["ip", "-n", namespaceName(sandboxID), "-batch", "-"], input: """
+    public func restoreAddresses(sandboxID: String, slot: NetworkSlot) async throws {
+        try await HostCommand.run(["ip", "-n", namespaceName(sandboxID), "-batch", "-"], input: """
             addr replace \(slot.sandboxAddress)/30 dev eth0
             route replace default via \(slot.hostAddress)
 
             """)
     }
 
-    /// Ends every TCP connection between the host and the sandbox from the
-    /// host's side (`ss -K`: the host end is reset, the sandbox end closes).
-    /// gVisor cannot checkpoint a sandbox holding a connected endpoint.
-    public static func closeConnections(to slot: NetworkSlot) {
-        _ = try? HostCommand.capture(["ss", "-K", "-t", "dst", slot.sandboxAddress])
+    public func closeConnections(to slot: NetworkSlot) async {
+        _ = try? await HostCommand.capture(["ss", "-K", "-t", "dst", slot.sandboxAddress])
     }
 
-    /// Removes the namespace (which takes the veth pair with it) and any
-    /// per-sandbox rule. Idempotent.
-    public func destroy(sandboxID: String) {
-        let hostIF = Self.hostInterface(sandboxID)
-        // Every rule about this sandbox's interface (no-internet drop, egress allow-list).
-        let rules = (try? HostCommand.capture(["iptables", "-w", "-S", "SPROUT-FORWARD"]))?.stdout ?? ""
-        for rule in rules.split(separator: "\n") where rule.hasPrefix("-A SPROUT-FORWARD ") && rule.contains(" -i \(hostIF) ") {
-            let argv = rule.split(separator: " ").map(String.init)
-            _ = try? HostCommand.capture(["iptables", "-w", "-D"] + argv.dropFirst())
+    public func destroy(sandboxID: String, policy: NetworkPolicy) async {
+        _ = try? await HostCommand.capture(["ip", "netns", "delete", namespaceName(sandboxID)])
+        _ = try? await HostCommand.capture(["ip", "link", "delete", Self.hostInterface(sandboxID)])
+        // One command per set: a missing element must not keep the others.
+        for command in policyCommands("delete", sandboxID: sandboxID, policy: policy) {
+            _ = try? await HostCommand.capture(["nft", "-f", "-"], input: command + "\n")
         }
-        _ = try? HostCommand.capture(["ip", "netns", "delete", namespaceName(sandboxID)])
-        _ = try? HostCommand.capture(["ip", "link", "delete", hostIF])
     }
 
-    /// Sandbox ids of every namespace with our prefix.
     public func existingSandboxIDs() -> [String] {
         guard let names = try? FileSystem.children("/run/netns") else { return [] }
         return names.filter { $0.hasPrefix(namespacePrefix) }.map { String($0.dropFirst(namespacePrefix.count)) }

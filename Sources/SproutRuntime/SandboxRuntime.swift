@@ -34,44 +34,86 @@ public struct RuntimeCapabilities: Sendable, Codable, Equatable {
 public struct ContainerLaunch: Sendable {
     public var spec: ContainerSpec
     public var rootfs: OverlayRootfs
+    /// The sandbox's network slot (its addresses).
+    public var slot: NetworkSlot
     /// Where the runtime's own log (and the container's stderr) goes.
     public var logPath: String
     /// The line on the container's stdout that means it is ready.
     public var readyPrefix: String
     public var readyTimeoutSeconds: Double
 
-    public init(spec: ContainerSpec, rootfs: OverlayRootfs, logPath: String, readyPrefix: String, readyTimeoutSeconds: Double = 30) {
+    public init(
+        spec: ContainerSpec, rootfs: OverlayRootfs, slot: NetworkSlot, logPath: String, readyPrefix: String, readyTimeoutSeconds: Double = 30
+    ) {
         self.spec = spec
         self.rootfs = rootfs
+        self.slot = slot
         self.logPath = logPath
         self.readyPrefix = readyPrefix
         self.readyTimeoutSeconds = readyTimeoutSeconds
     }
 }
 
-/// A container runtime driver. Calls block their thread; callers run them
-/// off Swift's cooperative pool.
+/// What a running sandbox's cgroups say it uses.
+public struct ResourceUsage: Sendable, Equatable {
+    /// Memory charged to the sandbox (its processes, and under gVisor the sentry's own).
+    public var memoryBytes: Int64
+    /// `memoryBytes` less the page cache the kernel can drop: what counts against the limit.
+    public var workingSetBytes: Int64
+    /// CPU time used since the container started.
+    public var cpuNanoseconds: UInt64
+    /// How many times the kernel's OOM killer acted in the sandbox's cgroup.
+    public var oomKills: Int
+
+    public init(memoryBytes: Int64, workingSetBytes: Int64, cpuNanoseconds: UInt64, oomKills: Int) {
+        self.memoryBytes = memoryBytes
+        self.workingSetBytes = workingSetBytes
+        self.cpuNanoseconds = cpuNanoseconds
+        self.oomKills = oomKills
+    }
+}
+
+/// A container runtime driver.
 public protocol SandboxRuntime: Sendable {
     var kind: RuntimeKind { get }
     var capabilities: RuntimeCapabilities { get }
     /// Mounts the root file system, writes the bundle, starts the container
     /// and waits for its ready line. On failure, removes what it made.
-    func start(_ launch: ContainerLaunch) throws
+    func start(_ launch: ContainerLaunch) async throws
     /// Saves the container's memory (every process, as it stands) into
     /// `imageDirectory`; the container then stops, is deleted and its root
     /// file system unmounted. This happens on failure too: gVisor ends a
     /// sandbox whose save failed. Throws `unsupported` without the
     /// `memorySnapshot` capability.
-    func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) throws
+    func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) async throws
     /// Starts a container from a memory image instead of booting it. The
     /// network namespace must hold the addresses the sandbox should have.
     /// On failure, removes what it made.
-    func restore(_ launch: ContainerLaunch, imageDirectory: String) throws
+    func restore(_ launch: ContainerLaunch, imageDirectory: String) async throws
     /// Stops and deletes the container and unmounts its root file system.
     /// Idempotent; never throws.
-    func destroy(id: String, rootfs: OverlayRootfs)
+    func destroy(id: String, rootfs: OverlayRootfs) async
     /// Ids of every container this runtime's state directory knows.
-    func containerIDs() -> [String]
+    func containerIDs() async -> [String]
+    /// The host process whose end means the container ended (gVisor's
+    /// sandbox process, runc's init), or nil if it is not running.
+    func containerProcess(id: String) async -> ContainerProcess?
+    /// What the container's cgroups say it uses, if it has them.
+    func usage(id: String) -> ResourceUsage?
+    /// Sets the memory the kernel lets the container's cgroup use, in bytes.
+    func setMemoryLimit(id: String, bytes: Int64) throws
     /// Ends the runtime's own helpers.
-    func shutdown()
+    func shutdown() async
+}
+
+/// A host process, named so that a reused pid is never mistaken for it.
+public struct ContainerProcess: Sendable, Equatable {
+    public var pid: Int32
+    /// Its start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    public var startTime: UInt64
+
+    public init(pid: Int32, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
+    }
 }

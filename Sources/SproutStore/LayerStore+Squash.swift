@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import SproutCore
+import SproutHost
 import SproutSystem
 
 /// Squashing: a run of layers merged into one layer that means the same on
@@ -18,18 +19,18 @@ extension LayerStore {
     /// The layers to mount for a chain (bottom first): whole blocks of
     /// `blockSize` are replaced by their squashed layer once the chain is
     /// deeper than one block. Squashes (and caches) what is missing.
-    public func mountable(_ chain: [String]) throws -> [String] {
+    public func mountable(_ chain: [String]) async throws -> [String] {
         guard chain.count > Self.blockSize else { return chain }
         let blocks = chain.count / Self.blockSize
         var result: [String] = []
         for b in 0..<blocks {
-            result.append(try squash(Array(chain[(b * Self.blockSize)..<((b + 1) * Self.blockSize)])))
+            result.append(try await squash(Array(chain[(b * Self.blockSize)..<((b + 1) * Self.blockSize)])))
         }
         return result + chain[(blocks * Self.blockSize)...]
     }
 
     /// One layer equivalent to `layers` (bottom first), stored and cached.
-    public func squash(_ layers: [String]) throws -> String {
+    public func squash(_ layers: [String]) async throws -> String {
         var hasher = SHA256()
         hasher.update(data: Data(layers.joined(separator: "\n").utf8))
         let key = "\(root)/.squash-\(hexString(hasher.finalize()).prefix(32))"
@@ -42,10 +43,10 @@ extension LayerStore {
         try FileSystem.makeDirectories(temp)
         for layer in layers {
             guard contains(layer) else { throw SproutError(.notFound, "layer \(layer.prefix(12)) is missing from the store") }
-            try Self.apply(path(layer), onto: temp)
+            try await Self.apply(path(layer), onto: temp)
         }
-        try HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"])
-        let digest = try LayerDigest.of(directory: temp)
+        try await HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"], timeout: .seconds(600))
+        let digest = try await onThread { try LayerDigest.of(directory: temp) }
         if !contains(digest) {
             if rename(temp, path(digest)) != 0 && errno != EEXIST && errno != ENOTEMPTY {
                 throw SproutError.system("store squashed layer")
@@ -57,7 +58,7 @@ extension LayerStore {
     }
 
     /// Applies one upper-form layer onto an accumulated upper-form tree.
-    static func apply(_ layer: String, onto target: String) throws {
+    static func apply(_ layer: String, onto target: String) async throws {
         for name in try FileSystem.children(layer) {
             let source = layer + "/" + name
             let destination = target + "/" + name
@@ -83,11 +84,11 @@ extension LayerStore {
                 } else {
                     _ = chmod(destination, st.st_mode & 0o7777)
                 }
-                try apply(source, onto: destination)
+                try await apply(source, onto: destination)
             } else {
                 // Files, links and whiteouts replace what was below.
                 try FileSystem.removeTree(destination)
-                try HostCommand.run(["cp", "-a", "--reflink=auto", source, destination])
+                try await HostCommand.run(["cp", "-a", "--reflink=auto", source, destination], timeout: .seconds(600))
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SproutCore
+import SproutHost
 import SproutSystem
 
 /// Content-addressed, immutable layers on local disk. A layer is a directory
@@ -25,13 +26,32 @@ public struct LayerStore: Sendable {
     /// identical layer was already stored). Timestamps, which are build
     /// noise, are set to 0 unless `keepTimes` (a layer a memory image was
     /// taken on: the restored processes expect their files as they were).
-    public func freeze(upper: String, excluding: [String], keepTimes: Bool = false) throws -> (digest: String, addedBytes: Int64) {
+    public func freeze(upper: String, excluding: [String], keepTimes: Bool = false) async throws -> (digest: String, addedBytes: Int64) {
         try FileSystem.makeDirectories(root, mode: 0o700)
         let temp = "\(root)/.freeze-\(Identifiers.random(length: 8))"
         defer { try? FileSystem.removeTree(temp) }
         // cp -a keeps modes, owners, links, device nodes (whiteouts) and xattrs (opaque dirs).
         try FileSystem.makeDirectories(temp)
-        try HostCommand.run(["cp", "-a", "--reflink=auto", upper + "/.", temp + "/"])
+        try await HostCommand.run(["cp", "-a", "--reflink=auto", upper + "/.", temp + "/"], timeout: .seconds(1800))
+        try await onThread { Self.dropExcluded(excluding, in: temp) }
+        if !keepTimes {
+            try await HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"], timeout: .seconds(600))
+        }
+        // The digest ignores timestamps; a layer with kept times is its own layer.
+        let salt = keepTimes ? "times \(Identifiers.random(length: 16))" : nil
+        let digest = try await onThread { try LayerDigest.of(directory: temp, salt: salt) }
+        let target = path(digest)
+        if contains(digest) { return (digest, 0) }
+        let bytes = await Self.diskUsage(temp)
+        if rename(temp, target) != 0 {
+            if errno == EEXIST || errno == ENOTEMPTY { return (digest, 0) }  // stored meanwhile
+            throw SproutError.system("store layer \(digest)")
+        }
+        return (digest, bytes)
+    }
+
+    /// Removes `excluding` (paths relative to `temp`) and directories that only held them.
+    static func dropExcluded(_ excluding: [String], in temp: String) {
         for rel in excluding { unlink("\(temp)/\(rel)") }
         for rel in excluding {
             // Drop directories that only held excluded files (e.g. etc/).
@@ -43,24 +63,11 @@ public struct LayerStore: Sendable {
                 dir = (dir as NSString).deletingLastPathComponent
             }
         }
-        if !keepTimes {
-            try HostCommand.run(["find", temp, "-exec", "touch", "-h", "-d", "@0", "{}", "+"])
-        }
-        // The digest ignores timestamps; a layer with kept times is its own layer.
-        let digest = try LayerDigest.of(directory: temp, salt: keepTimes ? "times \(Identifiers.random(length: 16))" : nil)
-        let target = path(digest)
-        if contains(digest) { return (digest, 0) }
-        let bytes = Self.diskUsage(temp)
-        if rename(temp, target) != 0 {
-            if errno == EEXIST || errno == ENOTEMPTY { return (digest, 0) }  // stored meanwhile
-            throw SproutError.system("store layer \(digest)")
-        }
-        return (digest, bytes)
     }
 
     /// Bytes a directory tree occupies on disk.
-    public static func diskUsage(_ path: String) -> Int64 {
-        guard let out = try? HostCommand.run(["du", "-s", "-B1", path]),
+    public static func diskUsage(_ path: String) async -> Int64 {
+        guard let out = try? await HostCommand.run(["du", "-s", "-B1", path], timeout: .seconds(600)),
             let first = out.split(separator: "\t").first, let bytes = Int64(first)
         else { return 0 }
         return bytes

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import SproutAgentProtocol
-import SproutClient
+import SproutAgentClient
 import SproutCore
 import SproutSystem
 

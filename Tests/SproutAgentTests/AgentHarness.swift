@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import SproutClient
+import SproutAgentClient
 import SproutCore
 import SproutSystem
 

@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
 import SproutAgentProtocol
-import SproutClient
+import SproutAgentClient
 import SproutCore
+import SproutHost
 import SproutSystem
 import Testing
 
@@ -25,8 +26,8 @@ struct FileTests {
             #expect(sent == 64 << 20)
             let received = try await agent.client.download(remote, to: back)
             #expect(received == 64 << 20)
-            let want = try HostCommand.capture(["sha256sum", local]).stdout.prefix(64)
-            let got = try HostCommand.capture(["sha256sum", back]).stdout.prefix(64)
+            let want = try await HostCommand.capture(["sha256sum", local]).stdout.prefix(64)
+            let got = try await HostCommand.capture(["sha256sum", back]).stdout.prefix(64)
             // The agent's own copy, hashed inside the agent.
             let inside = try await agent.client.run(ProcessSpec(cmd: ["sha256sum", remote])).stdoutText.prefix(64)
             #expect(want.count == 64)

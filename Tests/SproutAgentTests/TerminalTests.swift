@@ -1,6 +1,6 @@
 import Glibc
 import SproutAgentProtocol
-import SproutClient
+import SproutAgentClient
 import SproutCore
 import Testing
 

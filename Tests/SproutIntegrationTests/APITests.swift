@@ -7,6 +7,9 @@ import SproutCore
 import SproutRuntime
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("API: auth, teams and bad input")
@@ -105,7 +108,7 @@ extension Integration {
                     try await server.client.createSandbox(API.CreateSandbox(env: "empty"))
                 }
                 #expect(try await server.client.sandboxes(includeEnded: true).isEmpty)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 

@@ -5,6 +5,9 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 /// One raw HTTP request (any target, any body): status and body.
 func rawRequest(_ server: ServerHarness, _ method: String, _ target: String, body: [UInt8] = [], key: String? = nil) throws -> (Int, String) {
@@ -86,7 +89,7 @@ extension Integration {
                 #expect(try await api.run(sid, API.Exec(cmd: ["ls", "/bin/sh"])).exit == ProcessExit(code: 0))
                 #expect(try await api.envs().allSatisfy(\.builtin))
                 _ = try await api.killSandbox(sid)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -147,7 +150,7 @@ extension Integration {
                 #expect(try await api.env(env.id).published)
                 #expect(try await api.preview(sid, port: 8080, path: "/index.html").0 == 200)
                 _ = try await api.killSandbox(sid)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -182,7 +185,7 @@ extension Integration {
                 ws.close()
                 await #expect(throws: SproutError(.unauthorized, "invalid or revoked API key")) { try await api.sandboxes() }
                 _ = try await admin.killSandbox(sandbox.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
     }

@@ -1,12 +1,15 @@
 import Foundation
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("sprout bench")
     struct BenchTests {
         @Test("a quick run prints one JSON report with percentiles and a baseline, and leaves nothing behind")
-        func quickRun() throws {
-            let result = try CLI.runProcess(
+        func quickRun() async throws {
+            let result = try await CLI.runProcess(
                 [ServerHarness.binary, "bench", "--json", "--runs", "3", "--only", "exec.true,resume", "--cache", ServerHarness.cache])
             #expect(result.status == 0, "\(result.stderr)")
             let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
@@ -30,7 +33,7 @@ extension Integration {
             #expect((resume["baseline"] as? [String: Any])?["name"] as? String == "bare runsc restore")
             let benchDirs = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("sprout-bench") }
             #expect(benchDirs.isEmpty, "\(benchDirs)")
-            expectNoLeftovers("/nonexistent")
+            await expectNoLeftovers("/nonexistent")
         }
     }
 }

@@ -3,6 +3,9 @@ import Foundation
 import SproutClient
 import SproutCore
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("blobs")

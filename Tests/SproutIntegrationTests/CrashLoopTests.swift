@@ -5,6 +5,9 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("crash safety")
@@ -120,7 +123,7 @@ extension Integration {
                     }
                     #expect(temps.isEmpty, "left in \(dir): \(temps)")
                 }
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
     }

@@ -3,6 +3,9 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("API fuzzing")
@@ -27,7 +30,7 @@ extension Integration {
                 let reports = server.data + "/fuzz"
                 // Through python3 (as on PATH) rather than the `st` script, wherever pip put that.
                 let entry = "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'schemathesis'; schemathesis()"
-                let out = try CLI.runProcess([
+                let out = try await CLI.runProcess([
                     "/usr/bin/env", "python3", "-c", entry, "run", spec, "--url", "http://127.0.0.1:\(server.port)",
                     "--header", "X-API-Key: \(key.secret)",
                     "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
@@ -45,7 +48,7 @@ extension Integration {
                 #expect(try await server.client.health().status == "ok")
                 for other in try await api.sandboxes() + [bystander] { _ = try? await server.client(key: key.secret).killSandbox(other.id) }
                 _ = try await server.client.killSandbox(bystander.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
     }

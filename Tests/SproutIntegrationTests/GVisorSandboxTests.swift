@@ -4,6 +4,9 @@ import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("sandboxes on gVisor")
@@ -45,10 +48,10 @@ extension Integration {
                 #expect(killed.state == "killed")
                 #expect(try await api.sandboxes().isEmpty)
                 await #expect(throws: SproutError.self) { try await api.run(sandbox.id, API.Exec(cmd: ["true"])) }
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
                 return server.data
             }
-            expectNoLeftovers(data)
+            await expectNoLeftovers(data)
         }
 
         @Test("an interactive terminal: stty size, resize, exit code")
@@ -155,7 +158,7 @@ extension Integration {
             _ = try await api.run(survivor.id, API.Exec(shell: "echo before > /code/state"))
             server.crash()
             // While the server is down, one container dies.
-            _ = try HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "delete", "--force", victim.id])
+            _ = try await HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "delete", "--force", victim.id])
             try server.start()
             let after = server.client
             #expect(try await after.sandbox(survivor.id).state == "running")
@@ -167,7 +170,7 @@ extension Integration {
             let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
             #expect(!namespaces.contains { $0.hasSuffix(victim.id) })
             server.stopServer()
-            expectNoLeftovers(server.data)
+            await expectNoLeftovers(server.data)
         }
 
         @Test("create from the debian base env")
@@ -202,7 +205,7 @@ extension Integration {
                 try await api.killSandbox(sandbox.id)
                 return server.data
             }
-            expectNoLeftovers(data)
+            await expectNoLeftovers(data)
         }
     }
 }

@@ -5,6 +5,9 @@ import SproutAgentProtocol
 import SproutCore
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 /// Starts a counter (one increment every 0.1 s into /tmp/count) and a web
 /// server on port 8080 in the background of `id`.
@@ -77,7 +80,7 @@ extension Integration {
                 await #expect(throws: SproutError(.notFound, "no sandbox with id 'sbx_nope'")) { try await api.pause("sbx_nope") }
                 let manifests = (try? FileManager.default.contentsOfDirectory(atPath: server.data + "/images/manifests")) ?? []
                 #expect(manifests.isEmpty, "a killed sandbox's images are collected")
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -107,7 +110,7 @@ extension Integration {
                 #expect(after >= before && after < before + 10, "the counter was \(before) before and \(after) after")
                 #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").0 == 200)
                 _ = try await api.killSandbox(sandbox.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -156,7 +159,7 @@ extension Integration {
                     try await api.fork(source.id, count: 1000)
                 }
                 for id in [source.id, forks[0].id, forks[2].id] { _ = try await api.killSandbox(id) }
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -176,7 +179,7 @@ extension Integration {
                     ready = "port:8080"
                     """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
                 try "warm\n".write(toFile: repo + "/site/index.html", atomically: true, encoding: .utf8)
-                let pushed = try CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait"])
+                let pushed = try await CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait"])
                 #expect(pushed.status == 0, "\(pushed.stderr)")
                 let env = try await api.env("web")
                 #expect(env.warm == true)
@@ -191,7 +194,7 @@ extension Integration {
                     #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).exit == ProcessExit(code: 0))
                     _ = try await api.killSandbox(sandbox.id)
                 }
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -216,7 +219,7 @@ extension Integration {
                 #expect(try await api.sandbox(sandbox.id).state == "running")
                 #expect(try await api.run(sandbox.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
                 _ = try await api.killSandbox(sandbox.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
             try await ServerHarness.with { (server: ServerHarness) async throws in
                 let api = server.client
@@ -259,7 +262,7 @@ extension Integration {
                 _ = try await api.resume(damagedSandbox.id)
                 #expect(try await api.read(damagedSandbox.id, path: "/code/kept.txt") == Array("kept\n".utf8))
                 _ = try await api.killSandbox(damagedSandbox.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
 
@@ -279,7 +282,7 @@ extension Integration {
                 }
                 #expect(try await api.sandbox(sandbox.id).state == "running")
                 _ = try await api.killSandbox(sandbox.id)
-                expectNoLeftovers(server.data)
+                await expectNoLeftovers(server.data)
             }
         }
     }

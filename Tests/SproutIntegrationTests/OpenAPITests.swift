@@ -2,6 +2,9 @@ import Foundation
 import Glibc
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("openapi.yaml")
@@ -19,7 +22,7 @@ extension Integration {
         @Test("the spec is valid and every documented operation answers as documented")
         func contract() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in
-                let result = try CLI.runProcess(
+                let result = try await CLI.runProcess(
                     ["/usr/bin/env", "python3", Self.root + "/scripts/check-openapi.py", Self.root + "/openapi.yaml",
                      "http://127.0.0.1:\(server.port)", server.adminKey])
                 #expect(result.status == 0, "\(result.stdout)\(result.stderr)")

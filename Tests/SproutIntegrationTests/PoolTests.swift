@@ -3,6 +3,9 @@ import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("warm pool")
@@ -42,7 +45,7 @@ extension Integration {
                 #expect(try await server.client.sandbox(pooled.id).state == "running")
                 return server.data
             }
-            expectNoLeftovers(data)
+            await expectNoLeftovers(data)
         }
     }
 }

@@ -2,6 +2,9 @@ import Foundation
 import SproutClient
 import SproutCore
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("env push")
@@ -24,9 +27,9 @@ extension Integration {
                 try "v1\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
                 try "sub\n".write(toFile: repo + "/files/sub/a.txt", atomically: true, encoding: .utf8)
                 let cli = CLI(server: server)
-                func push() throws -> CLI.Result { try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
+                func push() async throws -> CLI.Result { try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
 
-                let first = try push()
+                let first = try await push()
                 #expect(first.status == 0, "\(first.stderr)")
                 let build1 = try JSONDecoder().decode(API.Build.self, from: Data(first.stdout.utf8))
                 #expect(build1.status == "succeeded" && build1.cachedSteps == 0 && build1.steps == 4)
@@ -34,7 +37,7 @@ extension Integration {
 
                 // Unchanged: the same env at once, no build.
                 let t = ContinuousClock.now
-                let same = try push()
+                let same = try await push()
                 #expect(ContinuousClock.now - t < .seconds(1))
                 let result = try JSONDecoder().decode(API.PushResult.self, from: Data(same.stdout.utf8))
                 #expect(result.envID == build1.envID && result.build == nil)
@@ -42,7 +45,7 @@ extension Integration {
                 // One file changed, one deleted: a new env whose parent is the old one; the run steps come from the cache.
                 try "v2\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
                 try FileManager.default.removeItem(atPath: repo + "/files/sub/a.txt")
-                let build2 = try JSONDecoder().decode(API.Build.self, from: Data(try push().stdout.utf8))
+                let build2 = try JSONDecoder().decode(API.Build.self, from: Data(try await push().stdout.utf8))
                 #expect(build2.status == "succeeded" && build2.cachedSteps == 2 && build2.envID != build1.envID)
                 let api = server.client
                 #expect(try await api.env(build2.envID).parent == build1.envID)
@@ -56,7 +59,7 @@ extension Integration {
                 // A failing step: the build fails with the step and its exit code; no env appears.
                 let config = try String(contentsOfFile: repo + "/sprout.toml", encoding: .utf8)
                 try config.replacingOccurrences(of: "echo two > /two.txt", with: "exit 3").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
-                let failed = try push()
+                let failed = try await push()
                 #expect(failed.status != 0)
                 let build3 = try JSONDecoder().decode(API.Build.self, from: Data(failed.stdout.utf8))
                 #expect(build3.status == "failed" && build3.failedStep == "run[2]: exit 3" && build3.exitCode == 3)
@@ -65,7 +68,7 @@ extension Integration {
                 // A draft does not move the name; publish does; unpublish moves it back.
                 try config.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)  // the working config again
                 try "v3\n".write(toFile: repo + "/files/index.html", atomically: true, encoding: .utf8)
-                let draft = try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--draft", "--json"])
+                let draft = try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--draft", "--json"])
                 let build4 = try JSONDecoder().decode(API.Build.self, from: Data(draft.stdout.utf8))
                 #expect(build4.status == "succeeded")
                 #expect(try await api.env(build4.envID).published == false)
@@ -74,17 +77,17 @@ extension Integration {
                 #expect(try await api.createSandbox(API.CreateSandbox(env: "demo")).env == build4.envID)
                 try await api.setPublished(build4.envID, false)
                 #expect(try await api.createSandbox(API.CreateSandbox(env: "demo")).env == build2.envID)
-                let listing = try cli.run(["env", "list"]).stdout
+                let listing = try await cli.run(["env", "list"]).stdout
                 #expect(listing.contains("unpublished") && listing.contains("published"))
 
                 // A second config naming the same env gets a warning.
                 try FileManager.default.createDirectory(atPath: repo + "/other", withIntermediateDirectories: true)
                 try "id = \"demo\"\n".write(toFile: repo + "/other/sprout.toml", atomically: true, encoding: .utf8)
-                #expect(try push().stderr.contains("other/sprout.toml also names the env 'demo'"))
+                #expect(try await push().stderr.contains("other/sprout.toml also names the env 'demo'"))
 
                 // A symlink out of the files folder is refused, not followed.
                 try FileManager.default.createSymbolicLink(atPath: repo + "/files/escape", withDestinationPath: "/etc/passwd")
-                let escaped = try push()
+                let escaped = try await push()
                 #expect(escaped.stderr.contains("escape is a symlink that points outside"))
             }
         }
@@ -115,7 +118,7 @@ extension Integration.PushTests {
             #expect(try await api.sandboxes().isEmpty)
             return server.data
         }
-        expectNoLeftovers(data)
+        await expectNoLeftovers(data)
     }
 }
 
@@ -130,8 +133,8 @@ extension Integration.PushTests {
             try "a1\n".write(toFile: repo + "/files/a.txt", atomically: true, encoding: .utf8)
             try "b1\n".write(toFile: repo + "/files/b.txt", atomically: true, encoding: .utf8)
             let cli = CLI(server: server)
-            func push() throws -> CLI.Result { try cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
-            #expect(try push().status == 0)
+            func push() async throws -> CLI.Result { try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"]) }
+            #expect(try await push().status == 0)
 
             // Someone edits b.txt in a sandbox of the env and snapshots it under the same name.
             let api = server.client
@@ -143,7 +146,7 @@ extension Integration.PushTests {
             try config.replacingOccurrences(of: "FROM", with: "merge").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
             try FileManager.default.removeItem(atPath: repo + "/files/a.txt")
             try "b2\n".write(toFile: repo + "/files/b.txt", atomically: true, encoding: .utf8)
-            let result = try push()
+            let result = try await push()
             #expect(result.status == 0, "\(result.stderr)")
             let build = try JSONDecoder().decode(API.Build.self, from: Data(result.stdout.utf8))
             #expect(build.warnings == ["/code/b.txt changed in the env since the last push; left alone"])
@@ -180,7 +183,7 @@ extension Integration.PushTests {
             try await Task.sleep(for: .seconds(2))  // build sandboxes are killed in the background
             return server.data
         }
-        expectNoLeftovers(data)
+        await expectNoLeftovers(data)
     }
 
     @Test("no disk space: the build fails cleanly and no env appears")
@@ -193,7 +196,7 @@ extension Integration.PushTests {
             #expect(build.status == "failed")
             #expect(build.error?.contains("not enough disk space") == true)
             await #expect(throws: SproutError.self) { try await api.env(started.envID) }
-            expectNoLeftovers(server.data)
+            await expectNoLeftovers(server.data)
         }
     }
 }
@@ -213,6 +216,6 @@ extension Integration.PushTests {
         #expect(build.status == "failed" && build.error == "interrupted by a server restart")
         #expect(try await server.client.sandboxes().isEmpty)
         server.stopServer()
-        expectNoLeftovers(server.data)
+        await expectNoLeftovers(server.data)
     }
 }

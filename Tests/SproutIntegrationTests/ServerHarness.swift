@@ -4,6 +4,9 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 /// Runs the real `sprout server` binary on a free port with its own data
 /// directory (and the shared base-env cache), and removes everything on stop.
@@ -82,6 +85,11 @@ final class ServerHarness: @unchecked Sendable {
 
     var log: String { (try? String(contentsOfFile: data + "/server.log", encoding: .utf8)) ?? "" }
 
+    /// The id the server gave its data directory; its host resources are named after it.
+    var instance: String {
+        ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// SIGKILL: the crash case.
     func crash() {
         kill(pid, SIGKILL)
@@ -133,7 +141,7 @@ final class ServerHarness: @unchecked Sendable {
 
 /// What Sprout may leave on the host; every test checks it is empty after.
 enum HostResources {
-    static func leftovers(data: String) -> [String] {
+    static func leftovers(data: String) async -> [String] {
         var found: [String] = []
         let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") || $0.hasPrefix("sproutit-") }
         found += netns.map { "netns \($0)" }
@@ -141,13 +149,13 @@ enum HostResources {
             let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")
             // `list` would create a missing root directory.
             guard FileManager.default.fileExists(atPath: root) else { continue }
-            if let out = try? hostOutput([kind, "--root", root, "list", "--quiet"]), !out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            if let out = try? await hostOutput([kind, "--root", root, "list", "--quiet"]), !out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 found.append("\(kind) containers: \(out)")
             }
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
-        let links = (try? hostOutput(["ip", "-o", "link", "show"])) ?? ""
+        let links = (try? await hostOutput(["ip", "-o", "link", "show"])) ?? ""
         found += links.split(separator: "\n").filter { $0.contains(": sp") && $0.contains("@") }.map { "veth \($0.prefix(60))" }
         let sandboxes = (try? FileManager.default.contentsOfDirectory(atPath: data + "/sandboxes")) ?? []
         found += sandboxes.map { "sandbox dir \($0)" }
@@ -156,7 +164,7 @@ enum HostResources {
         return found
     }
 
-    static func hostOutput(_ argv: [String]) throws -> String {
-        try HostCommand.capture(argv).stdout
+    static func hostOutput(_ argv: [String]) async throws -> String {
+        try await HostCommand.capture(argv).stdout
     }
 }

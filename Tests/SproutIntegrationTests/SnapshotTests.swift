@@ -4,6 +4,9 @@ import SproutClient
 import SproutCore
 import SproutStore
 import Testing
+import SproutAPI
+import SproutAgentClient
+import SproutHost
 
 extension Integration {
     @Suite("snapshots into envs")

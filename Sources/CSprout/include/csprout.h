@@ -23,4 +23,12 @@ int csprout_peek_exited_child(void);
 int csprout_is_overlay_opaque(const char *path);
 int csprout_set_overlay_opaque(const char *path);
 
+/// A close-on-exec eventfd (for cgroup memory thresholds).
+int csprout_eventfd(void);
+/// An epoll instance; add a descriptor with a 64-bit tag; wait for one ready descriptor's tag (0: timeout, -1: error).
+int csprout_epoll_create(void);
+int csprout_epoll_add(int epfd, int fd, unsigned long long tag);
+int csprout_epoll_remove(int epfd, int fd);
+int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag);
+
 #endif

@@ -4,6 +4,10 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// The baseline: the runtime binary alone, on the same root file system,
 /// with no Sprout in the way (no network namespace set-up, no overlay, no agent).
@@ -37,13 +41,21 @@ struct BareRuntime: Sendable {
     }
 
     /// `run` of `echo` until its marker line arrives; returns seconds.
-    func runUntilMarker(rootfs: String) throws -> Double {
+    func runUntilMarker(rootfs: String) async throws -> Double {
         let id = "bench-\(Identifiers.random(length: 10))"
         let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/echo", "sprout-bench-ready"])
-        defer {
-            _ = try? HostCommand.capture(base + ["delete", "--force", id])
-            try? FileSystem.removeTree(dir)
+        do {
+            let seconds = try await onThread { [self] in try runBlocking(id: id, dir: dir) }
+            await remove(id)
+            return seconds
+        } catch {
+            await remove(id)
+            throw error
         }
+    }
+
+    /// Starts the container and reads its stdout until the marker: on a thread of its own.
+    private func runBlocking(id: String, dir: String) throws -> Double {
         let out = try Spawn.pipe()
         var options = Spawn.Options()
         options.stdout = out.write
@@ -73,23 +85,23 @@ struct BareRuntime: Sendable {
 
     /// Starts an idle container (`sleep`), for memory baselines. Returns its
     /// id and the host pid of its first process.
-    func startIdle(rootfs: String) throws -> (id: String, pid: Int32) {
+    func startIdle(rootfs: String) async throws -> (id: String, pid: Int32) {
         let id = "bench-idle-\(Identifiers.random(length: 8))"
         let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/sleep", "1000"])
-        try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
-        let state = try HostCommand.run(base + ["state", id])
+        try await HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
+        let state = try await HostCommand.run(base + ["state", id])
         let object = try JSONSerialization.jsonObject(with: Data(state.utf8)) as? [String: Any]
         return (id, Int32(object?["pid"] as? Int ?? 0))
     }
 
-    func remove(_ id: String) {
-        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+    func remove(_ id: String) async {
+        _ = try? await HostCommand.capture(base + ["delete", "--force", id])
         try? FileSystem.removeTree("\(directory)/\(id)")
     }
 
-    func cleanUp() {
-        for id in (try? HostCommand.capture(base + ["list", "--quiet"]))?.stdout.split(separator: "\n") ?? [] {
-            remove(String(id))
+    func cleanUp() async {
+        for id in (try? await HostCommand.capture(base + ["list", "--quiet"]))?.stdout.split(separator: "\n") ?? [] {
+            await remove(String(id))
         }
         try? FileSystem.removeTree(stateRoot)
     }
@@ -146,34 +158,34 @@ enum HostMemory {
 
 /// Disk usage of the layer store.
 enum LayerStoreSize {
-    static func bytes(_ path: String) -> Int64 {
+    static func bytes(_ path: String) async -> Int64 {
         guard FileSystem.exists(path) else { return 0 }
-        return LayerStore.diskUsage(path)
+        return await LayerStore.diskUsage(path)
     }
 }
 
 extension BareRuntime {
     /// A bare container running a shell loop, checkpointed once: the image
     /// a `runsc restore` baseline restores again and again.
-    func checkpointedLoop(rootfs: String) throws -> (bundle: String, image: String) {
+    func checkpointedLoop(rootfs: String) async throws -> (bundle: String, image: String) {
         let id = "bench-ckpt-\(Identifiers.random(length: 8))"
         let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); sleep 0.1; done"])
-        try HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
-        usleep(300_000)
+        try await HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
+        try await Task.sleep(for: .milliseconds(300))
         let image = dir + "/image"
         try FileSystem.makeDirectories(image)
-        try HostCommand.run(base + ["checkpoint", "--image-path", image, id])
-        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+        try await HostCommand.run(base + ["checkpoint", "--image-path", image, id])
+        _ = try? await HostCommand.capture(base + ["delete", "--force", id])
         return (dir, image)
     }
 
     /// `runsc restore --detach` of that image until it returns (running); seconds.
-    func restoreOnce(bundle: String, image: String) throws -> Double {
+    func restoreOnce(bundle: String, image: String) async throws -> Double {
         let id = "bench-restore-\(Identifiers.random(length: 8))"
         let started = monotonicSeconds()
-        try HostCommand.runDetached(base + ["restore", "--detach", "--bundle", bundle, "--image-path", image, id])
+        try await HostCommand.runDetached(base + ["restore", "--detach", "--bundle", bundle, "--image-path", image, id])
         let seconds = monotonicSeconds() - started
-        _ = try? HostCommand.capture(base + ["delete", "--force", id])
+        _ = try? await HostCommand.capture(base + ["delete", "--force", id])
         return seconds
     }
 }

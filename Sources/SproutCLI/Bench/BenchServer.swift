@@ -4,6 +4,10 @@ import Glibc
 import SproutClient
 import SproutCore
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// A `sprout server` the benchmark starts for itself on a temporary data
 /// directory, and stops and removes afterwards.

@@ -1,5 +1,9 @@
 import Foundation
 import Histogram
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// Latency samples in microseconds, summarised with an HDR histogram.
 struct Samples {

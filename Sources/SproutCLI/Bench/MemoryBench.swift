@@ -4,6 +4,10 @@ import SproutClient
 import SproutCore
 import SproutRuntime
 import SproutSystem
+import SproutAPI
+import SproutAgentClient
+import SproutHost
+import SproutConfig
 
 /// Memory-snapshot metrics: resume, live fork, warm creates, and what
 /// repeated pauses cost in the image store.
@@ -35,7 +39,7 @@ extension BenchRunner {
         if let no = memorySnapshotsAvailable("resume", unit: "ms") { return no }
         let sandbox = try await counterSandbox()
         defer { Task { [api] in _ = try? await api.killSandbox(sandbox.id) } }
-        let (bundle, image) = try bare.checkpointedLoop(rootfs: "\(cache)/bases/empty")
+        let (bundle, image) = try await bare.checkpointedLoop(rootfs: "\(cache)/bases/empty")
         var sprout = Samples()
         var pauses = Samples()
         var baseline = Samples()
@@ -43,7 +47,7 @@ extension BenchRunner {
             var t = monotonicSeconds()
             _ = try await api.pause(sandbox.id)
             pauses.record(seconds: monotonicSeconds() - t)
-            baseline.record(seconds: try bare.restoreOnce(bundle: bundle, image: image))
+            baseline.record(seconds: try await bare.restoreOnce(bundle: bundle, image: image))
             t = monotonicSeconds()
             _ = try await api.resume(sandbox.id)
             sprout.record(seconds: monotonicSeconds() - t)

@@ -1,0 +1,98 @@
+import CSprout
+import Glibc
+import SproutCore
+import SproutSystem
+
+/// Tells the server the moment a sandbox's memory use crosses its limit,
+/// through cgroup v1 threshold notifications: an eventfd per sandbox
+/// registered on `memory.usage_in_bytes`, and one thread waiting on all of
+/// them (epoll). The kernel signals a crossing in either direction; the
+/// callback looks at the usage itself.
+///
+/// Why the server needs this: under gVisor every process of a sandbox lives
+/// in one host process (the sentry), so when the cgroup's limit is reached
+/// the host's OOM killer ends the whole sandbox, agent included. So the
+/// cgroup gets headroom above the sandbox's limit, and at the limit the
+/// server has the agent end the biggest process inside: only it dies.
+public final class MemoryWatch: @unchecked Sendable {
+    private struct Registration {
+        var id: String
+        var eventFD: Int32
+        var usageFD: Int32
+    }
+
+    private let epoll: Int32
+    private let lock = Lock()
+    private var registrations: [UInt64: Registration] = [:]
+    private var byID: [String: UInt64] = [:]
+    private var nextTag: UInt64 = 1
+    private let onCross: @Sendable (String) -> Void
+
+    public init(onCross: @escaping @Sendable (String) -> Void) throws {
+        epoll = csprout_epoll_create()
+        guard epoll >= 0 else { throw SproutError.system("epoll_create") }
+        self.onCross = onCross
+        startThread { [self] in waitForever() }
+    }
+
+    /// Watches sandbox `id`'s memory cgroup for a crossing of `thresholdBytes`
+    /// (replacing an earlier watch of it).
+    public func watch(id: String, thresholdBytes: Int64) throws {
+        unwatch(id: id)
+        let dir = Cgroups.path("memory", id)
+        let eventFD = csprout_eventfd()
+        guard eventFD >= 0 else { throw SproutError.system("eventfd") }
+        let usageFD = open(dir + "/memory.usage_in_bytes", O_RDONLY | O_CLOEXEC)
+        guard usageFD >= 0 else {
+            Glibc.close(eventFD)
+            throw SproutError.system("open \(dir)/memory.usage_in_bytes")
+        }
+        do {
+            let control = open(dir + "/cgroup.event_control", O_WRONLY | O_CLOEXEC)
+            guard control >= 0 else { throw SproutError.system("open \(dir)/cgroup.event_control") }
+            defer { Glibc.close(control) }
+            try Descriptor.writeAll(control, Array("\(eventFD) \(usageFD) \(thresholdBytes)".utf8))
+        } catch {
+            Glibc.close(eventFD)
+            Glibc.close(usageFD)
+            throw error
+        }
+        lock.withLock {
+            let tag = nextTag
+            nextTag += 1
+            registrations[tag] = Registration(id: id, eventFD: eventFD, usageFD: usageFD)
+            byID[id] = tag
+            _ = csprout_epoll_add(epoll, eventFD, tag)
+        }
+    }
+
+    /// Stops watching `id` (closing the eventfd also removes the kernel's registration).
+    public func unwatch(id: String) {
+        let registration: Registration? = lock.withLock {
+            guard let tag = byID.removeValue(forKey: id) else { return nil }
+            return registrations.removeValue(forKey: tag)
+        }
+        guard let registration else { return }
+        _ = csprout_epoll_remove(epoll, registration.eventFD)
+        Glibc.close(registration.eventFD)
+        Glibc.close(registration.usageFD)
+    }
+
+    public var watched: [String] { lock.withLock { Array(byID.keys) } }
+
+    private func waitForever() {
+        while true {
+            var tag: UInt64 = 0
+            let n = csprout_epoll_wait_one(epoll, 1000, &tag)
+            guard n == 1 else { continue }
+            let registration: Registration? = lock.withLock {
+                guard let registration = registrations[tag] else { return nil }
+                // Drain the counter (the eventfd stays readable until read).
+                var count: UInt64 = 0
+                _ = Glibc.read(registration.eventFD, &count, 8)
+                return registration
+            }
+            if let registration { onCross(registration.id) }
+        }
+    }
+}

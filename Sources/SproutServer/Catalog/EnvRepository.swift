@@ -1,0 +1,131 @@
+import Foundation
+import GRDB
+import SproutCore
+
+/// An env made by Sprout: a base root plus layers (bottom to top).
+/// Built-in bases (`empty`, `debian`) are not stored; they are their own ids.
+struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "env"
+    var id: String
+    var name: String
+    var parent: String
+    var team: String
+    var base: String
+    /// JSON array of layer digests, bottom first.
+    var layers: String
+    var createdAt: Double
+    var ownBytes: Int64
+    var published: Bool = true
+    /// When the name last moved to this env; the name points at the latest.
+    var publishedAt: Double?
+    /// The base's bytes plus the own bytes of every layer of the chain.
+    var totalBytes: Int64 = 0
+    /// Set for a warm env: sandboxes restore this memory image instead of booting.
+    var memoryImage: String?
+    var memoryToken: String?
+
+    var layerList: [String] { JSONColumn.decodeList(layers) }
+}
+
+/// Envs in the catalog.
+public struct EnvRepository: Sendable {
+    let db: DatabasePool
+
+    func find(_ id: String) async throws -> EnvRecord? {
+        try await db.read { try EnvRecord.fetchOne($0, key: id) }
+    }
+
+    /// An env id, or the newest published env with that name, as `team` sees it.
+    func lookup(_ reference: String, team: String) async throws -> EnvRecord? {
+        try await db.read { db in
+            if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == team { return byID }
+            return try EnvRecord.filter(Column("name") == reference && Column("team") == team && Column("published") == true)
+                .order(Column("publishedAt").desc).fetchOne(db)
+        }
+    }
+
+    func drafts(named name: String, team: String) async throws -> Int {
+        try await db.read { db in try EnvRecord.filter(Column("name") == name && Column("team") == team).fetchCount(db) }
+    }
+
+    func list(team: String) async throws -> [EnvRecord] {
+        try await db.read { db in try EnvRecord.filter(Column("team") == team).order(Column("createdAt")).fetchAll(db) }
+    }
+
+    /// The newest env of a name (published or not): the parent of the next push.
+    func newest(named name: String, team: String) async throws -> EnvRecord? {
+        try await db.read { db in
+            try EnvRecord.filter(Column("name") == name && Column("team") == team).order(Column("createdAt").desc).fetchOne(db)
+        }
+    }
+
+    /// Inserts `env` unless one with its id exists; returns the stored one.
+    func insertIfAbsent(_ env: EnvRecord) async throws -> EnvRecord {
+        try await db.write { db in
+            if let existing = try EnvRecord.fetchOne(db, key: env.id) { return existing }
+            try env.insert(db)
+            return env
+        }
+    }
+
+    func setPublished(_ id: String, _ published: Bool, team: String) async throws -> EnvRecord {
+        try await db.write { db in
+            guard var record = try EnvRecord.fetchOne(db, key: id), record.team == team else {
+                throw SproutError(.notFound, "no env with id '\(id)'")
+            }
+            record.published = published
+            record.publishedAt = published ? now() : nil
+            try record.update(db)
+            return record
+        }
+    }
+
+    func delete(_ ids: [String]) async throws {
+        try await db.write { db in
+            for id in ids { _ = try EnvRecord.deleteOne(db, key: id) }
+        }
+    }
+
+    /// Every layer any env uses.
+    func referencedLayers() async throws -> Set<String> {
+        Set(try await db.read { db in try EnvRecord.fetchAll(db) }.flatMap(\.layerList))
+    }
+
+    func referencedImages() async throws -> Set<String> {
+        Set(try await db.read { db in try String.fetchAll(db, sql: "SELECT memoryImage FROM env WHERE memoryImage IS NOT NULL") })
+    }
+
+    /// Ids of envs whose name has a newer published env: sandboxes are no longer
+    /// started from them by name, so they need no warm pool.
+    func superseded(_ ids: [String]) async throws -> Set<String> {
+        guard !ids.isEmpty else { return [] }
+        return try await db.read { db in
+            var out: Set<String> = []
+            for id in ids {
+                guard let env = try EnvRecord.fetchOne(db, key: id) else { continue }
+                let newest = try EnvRecord.filter(Column("name") == env.name && Column("team") == env.team && Column("published") == true)
+                    .order(Column("publishedAt").desc).fetchOne(db)
+                if let newest, newest.id != env.id { out.insert(id) }
+            }
+            return out
+        }
+    }
+
+    // MARK: The build step cache
+
+    func cachedLayer(_ key: String) async throws -> String? {
+        try await db.read { db in try String.fetchOne(db, sql: "SELECT layer FROM stepCache WHERE key = ?", arguments: [key]) }
+    }
+
+    func rememberLayer(_ key: String, _ layer: String) async throws {
+        try await db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO stepCache (key, layer) VALUES (?, ?)", arguments: [key, layer])
+        }
+    }
+
+    func forgetLayers(_ layers: [String]) async throws {
+        try await db.write { db in
+            for layer in layers { try db.execute(sql: "DELETE FROM stepCache WHERE layer = ?", arguments: [layer]) }
+        }
+    }
+}

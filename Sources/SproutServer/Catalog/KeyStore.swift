@@ -1,0 +1,107 @@
+import Crypto
+import Foundation
+import GRDB
+import SproutAPI
+import SproutCore
+
+/// Who is calling: the key's team and whether it may administer keys.
+public struct Identity: Sendable, Equatable {
+    public var keyID: String
+    public var team: String
+    public var admin: Bool
+
+    public init(keyID: String, team: String, admin: Bool) {
+        self.keyID = keyID
+        self.team = team
+        self.admin = admin
+    }
+}
+
+/// A stored API key. The secret itself is never stored, only its SHA-256.
+struct KeyRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "apiKey"
+    var id: String
+    var name: String
+    var team: String
+    var prefix: String
+    var hash: String
+    var admin: Bool
+    var createdAt: Double
+    var revokedAt: Double?
+
+    var api: API.Key {
+        API.Key(id: id, name: name, team: team, prefix: prefix, admin: admin, createdAt: createdAt, revokedAt: revokedAt)
+    }
+}
+
+/// API keys: random, prefixed `sk_`, shown once, stored as SHA-256.
+public struct KeyStore: Sendable {
+    let catalog: Catalog
+
+    static func hash(_ secret: String) -> String {
+        hexString(SHA256.hash(data: Data(secret.utf8)))
+    }
+
+    /// Creates a key and returns it with its secret.
+    public func create(name: String, team: String, admin: Bool) async throws -> API.CreatedKey {
+        guard Self.isValidName(team) else {
+            throw SproutError(.invalidArgument, "team must be 1-64 characters of a-z, 0-9, '-' and '_'")
+        }
+        guard name.count <= 128, !name.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            throw SproutError(.invalidArgument, "key name must be at most 128 characters on one line")
+        }
+        let secret = "sk_" + Identifiers.random(length: 40)
+        let record = KeyRecord(
+            id: Identifiers.make(prefix: "key", length: 12), name: name, team: team, prefix: String(secret.prefix(10)),
+            hash: Self.hash(secret), admin: admin, createdAt: now(), revokedAt: nil)
+        try await catalog.db.write { try record.insert($0) }
+        return API.CreatedKey(key: record.api, secret: secret)
+    }
+
+    /// The identity behind `secret`, or nil for an unknown or revoked key.
+    public func authenticate(_ secret: String) async throws -> Identity? {
+        guard secret.hasPrefix("sk_"), secret.utf8.count < 200 else { return nil }
+        let hash = Self.hash(secret)
+        let record = try await catalog.db.read { try KeyRecord.filter(Column("hash") == hash).fetchOne($0) }
+        guard let record, record.revokedAt == nil else { return nil }
+        return Identity(keyID: record.id, team: record.team, admin: record.admin)
+    }
+
+    /// Whether key `id` exists and is not revoked.
+    public func isActive(_ id: String) async -> Bool {
+        (try? await catalog.db.read { try KeyRecord.fetchOne($0, key: id) }).map { $0?.revokedAt == nil } ?? false
+    }
+
+    /// Returns once key `id` is revoked (checked twice a second): a
+    /// long-lived connection (terminal, WebSocket preview) ends with it.
+    public func untilRevoked(_ id: String) async {
+        while await isActive(id) {
+            do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
+        }
+    }
+
+    public func list() async throws -> [API.Key] {
+        try await catalog.db.read { try KeyRecord.order(Column("createdAt")).fetchAll($0) }.map(\.api)
+    }
+
+    public func revoke(id: String) async throws -> API.Key {
+        try await catalog.db.write { db in
+            guard var record = try KeyRecord.fetchOne(db, key: id) else {
+                throw SproutError(.notFound, "no key with id '\(id)'")
+            }
+            if record.revokedAt == nil {
+                record.revokedAt = now()
+                try record.update(db)
+            }
+            return record.api
+        }
+    }
+
+    public func count() async throws -> Int {
+        try await catalog.db.read { try KeyRecord.fetchCount($0) }
+    }
+
+    static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 64 && s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }
+    }
+}

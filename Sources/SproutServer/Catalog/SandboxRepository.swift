@@ -1,0 +1,233 @@
+import Foundation
+import GRDB
+import SproutCore
+
+/// A sandbox as the catalog remembers it. Its `state` can only change
+/// through `SandboxRepository.transition` (it is settable in this file
+/// alone), which runs `SandboxMachine` on the stored state inside one write
+/// transaction.
+struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "sandbox"
+    var id: String
+    var team: String
+    var env: String
+    var runtime: String
+    fileprivate(set) var state: SandboxState
+    var createdAt: Double
+    var expiresAt: Double?
+    var endedAt: Double?
+    var cpu: Double
+    var memoryMB: Int
+    var internet: Bool
+    var metadata: String
+    var envVars: String
+    var slot: Int?
+    var agentToken: String
+    var error: String?
+    /// Memory images of this sandbox's pauses, oldest first (at most `MemorySnapshots.imageHistory`).
+    var images: String?
+    /// Timeout left when the sandbox was paused; the clock stops while paused.
+    var remainingSeconds: Double?
+    /// Resume on the next request that needs the sandbox running.
+    var autoResume: Bool = false
+    /// JSON array of CIDRs, if outbound traffic is limited to them.
+    var egress: String? = nil
+    /// MiB the sandbox may write (nil: the server's default).
+    var diskMB: Int? = nil
+    /// Bumped by every write (compare-and-set).
+    fileprivate(set) var version: Int = 0
+    /// When it was last paused.
+    var pausedAt: Double? = nil
+
+    /// A new sandbox, `creating`.
+    init(
+        id: String, team: String, env: String, runtime: String, createdAt: Double, expiresAt: Double?, cpu: Double, memoryMB: Int,
+        internet: Bool, metadata: [String: String], envVars: [String: String], slot: Int?, agentToken: String, egress: [String], diskMB: Int?
+    ) {
+        self.id = id
+        self.team = team
+        self.env = env
+        self.runtime = runtime
+        self.state = .creating
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.cpu = cpu
+        self.memoryMB = memoryMB
+        self.internet = internet
+        self.metadata = JSONColumn.encode(metadata)
+        self.envVars = JSONColumn.encode(envVars)
+        self.slot = slot
+        self.agentToken = agentToken
+        self.egress = egress.isEmpty ? nil : JSONColumn.encodeList(egress)
+        self.diskMB = diskMB
+    }
+
+    var egressList: [String] { egress.map(JSONColumn.decodeList) ?? [] }
+    var imageList: [String] { images.map(JSONColumn.decodeList) ?? [] }
+    var metadataDictionary: [String: String] { JSONColumn.decode(metadata) }
+    var envVarsDictionary: [String: String] { JSONColumn.decode(envVars) }
+}
+
+/// One line of a sandbox's history (`GET /v1/sandboxes/{id}/events`).
+struct SandboxEventRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "sandboxEvent"
+    var id: Int64?
+    var sandbox: String
+    var at: Double
+    var kind: String
+    var message: String
+}
+
+/// Sandboxes in the catalog. Every state change is `transition`: the event is
+/// applied to the state as stored (never to a copy a caller holds), inside
+/// one write transaction, and recorded as an event.
+public struct SandboxRepository: Sendable {
+    let db: DatabasePool
+
+    func find(_ id: String) async throws -> SandboxRecord? {
+        try await db.read { try SandboxRecord.fetchOne($0, key: id) }
+    }
+
+    /// The sandbox if `team` owns it; 404 otherwise, so ids of other teams' sandboxes do not leak.
+    func owned(_ id: String, team: String) async throws -> SandboxRecord {
+        guard let record = try await find(id), record.team == team, !team.isEmpty else {
+            throw SproutError(.notFound, "no sandbox with id '\(id)'")
+        }
+        return record
+    }
+
+    func list(team: String, includeEnded: Bool) async throws -> [SandboxRecord] {
+        try await db.read { db in
+            var query = SandboxRecord.filter(Column("team") == team)
+            if !includeEnded { query = query.filter(Column("state") != SandboxState.killed.rawValue) }
+            return try query.order(Column("createdAt")).fetchAll(db)
+        }
+    }
+
+    func all(in states: [SandboxState]) async throws -> [SandboxRecord] {
+        try await db.read { db in
+            try SandboxRecord.filter(states.map(\.rawValue).contains(Column("state"))).fetchAll(db)
+        }
+    }
+
+    func insert(_ record: SandboxRecord) async throws {
+        precondition(record.state == .creating, "new sandboxes start as creating")
+        try await db.write { db in
+            try record.insert(db)
+            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "creating", message: "env \(record.env)").insert(db)
+        }
+    }
+
+    /// Removes a record that never came to life (a failed create or fork).
+    func delete(_ id: String) async throws {
+        try await db.write { db in
+            _ = try SandboxRecord.deleteOne(db, key: id)
+            try db.execute(sql: "DELETE FROM sandboxEvent WHERE sandbox = ?", arguments: [id])
+        }
+    }
+
+    /// Applies `event` to sandbox `id` as stored: the machine decides the
+    /// next state (or refuses with 409), `edit` changes other fields in the
+    /// same transaction, the version is bumped and the change recorded as an
+    /// event. With `expecting`, the stored version must still be that one
+    /// (compare-and-set): a caller acting on what it read earlier learns, with
+    /// a 409, that the sandbox changed meanwhile.
+    @discardableResult
+    func transition(
+        _ id: String, _ event: SandboxMachine.Event, expecting version: Int? = nil, note: String? = nil,
+        edit: @escaping @Sendable (inout SandboxRecord) -> Void = { _ in }
+    ) async throws -> (record: SandboxRecord, action: SandboxMachine.Action) {
+        try await db.write { db in
+            guard var record = try SandboxRecord.fetchOne(db, key: id) else {
+                throw SproutError(.notFound, "no sandbox with id '\(id)'")
+            }
+            if let version, record.version != version {
+                throw SproutError(.conflict, "sandbox \(id) changed meanwhile (it is \(record.state.rawValue) now); try again")
+            }
+            var machine = SandboxMachine(state: record.state)
+            let action: SandboxMachine.Action
+            do {
+                action = try machine.handle(event)
+            } catch {
+                throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue): it cannot \(event.verb)")
+            }
+            let before = record.state
+            record.state = machine.state
+            edit(&record)
+            record.version += 1
+            try record.update(db)
+            if before != record.state || note != nil {
+                let message = [before == record.state ? nil : "\(before.rawValue) -> \(record.state.rawValue)", note]
+                    .compactMap { $0 }.joined(separator: ": ")
+                try SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: record.state.rawValue, message: message).insert(db)
+            }
+            return (record, action)
+        }
+    }
+
+    /// Changes fields other than the state, atomically on the stored record
+    /// (`edit` may throw to leave it as it was). Returns the new record.
+    @discardableResult
+    func modify(_ id: String, _ edit: @escaping @Sendable (inout SandboxRecord) throws -> Void) async throws -> SandboxRecord {
+        try await db.write { db in
+            guard var record = try SandboxRecord.fetchOne(db, key: id) else {
+                throw SproutError(.notFound, "no sandbox with id '\(id)'")
+            }
+            try edit(&record)
+            record.version += 1
+            try record.update(db)
+            return record
+        }
+    }
+
+    /// Takes the oldest pooled sandbox of `env` for a create (nil if there is none).
+    func claim(env: String, runtime: String, _ edit: @escaping @Sendable (inout SandboxRecord) -> Void) async throws -> SandboxRecord? {
+        try await db.write { db in
+            guard var record = try SandboxRecord
+                .filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == env && Column("runtime") == runtime)
+                .order(Column("createdAt"))
+                .fetchOne(db)
+            else { return nil }
+            var machine = SandboxMachine(state: record.state)
+            _ = try machine.handle(.claimed)
+            record.state = machine.state
+            edit(&record)
+            record.version += 1
+            try record.update(db)
+            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "running", message: "claimed from the warm pool").insert(db)
+            return record
+        }
+    }
+
+    /// Records something that happened to a sandbox without a state change.
+    func note(_ id: String, kind: String, _ message: String) async {
+        _ = try? await db.write { db in
+            try SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: kind, message: message).insert(db)
+        }
+    }
+
+    func events(_ id: String) async throws -> [SandboxEventRecord] {
+        try await db.read { db in
+            try SandboxEventRecord.filter(Column("sandbox") == id).order(Column("id")).fetchAll(db)
+        }
+    }
+
+    /// Sandboxes by state, for the metrics gauge.
+    func countsByState() async throws -> [String: Int] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM sandbox GROUP BY state")
+                .reduce(into: [String: Int]()) { $0[$1["state"]] = $1["n"] }
+        }
+    }
+
+    /// Every memory image a live sandbox refers to.
+    func referencedImages() async throws -> Set<String> {
+        try await db.read { db in
+            var ids: Set<String> = []
+            for text in try String.fetchAll(db, sql: "SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
+                ids.formUnion(JSONColumn.decodeList(text))
+            }
+            return ids
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import Crypto
+import Foundation
+import SproutAPI
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// One build, from its first step to its final status. Holds leases on the
+/// layer and image stores throughout, so nothing it makes is swept before
+/// an env names it (or the build discards it).
+struct BuildRun: Sendable {
+    let core: ServerCore
+    let job: BuildJob
+    let log: BuildLog
+
+    struct Failure: Error {
+        var step: String
+        var exitCode: Int?
+        var message: String
+    }
+
+    /// What the steps made, for the env or for discarding.
+    struct Progress: Sendable {
+        var chain: [String]
+        var made: [String] = []
+        var added: Int64 = 0
+        var cached = 0
+        var warnings: [String] = []
+        var warm: (image: String, token: String)?
+    }
+
+    func run() async {
+        let collector = GarbageCollector(core: core)
+        let outcome: Result<Progress, Error> = await collector.leasing(.layers) {
+            await collector.leasing(.images) {
+                let progress = Locked(Progress(chain: job.from.layers))
+                do {
+                    try await steps(progress)
+                    try await publish(progress.current)
+                    return .success(progress.current)
+                } catch {
+                    // What was made is discarded while the leases are still held.
+                    await discard(progress.current.made)
+                    return .failure(error)
+                }
+            }
+        }
+        await finish(outcome)
+    }
+
+    private func steps(_ progress: Locked<Progress>) async throws {
+        var key = "env \(job.from.id)"
+        for (index, command) in job.request.run.enumerated() {
+            key = Self.stepKey(key, "run \(command)")
+            let label = "run[\(index + 1)]: \(command)"
+            if let layer = try await cachedLayer(key) {
+                log.line("step \(label) (cached)")
+                progress.withLock { $0.chain.append(layer); $0.cached += 1 }
+                continue
+            }
+            log.line("step \(label)")
+            let log = self.log
+            let (layer, bytes) = try await step(chain: progress.current.chain, label: label) { agent in
+                try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/"), log: log)
+            }
+            try await core.catalog.envs.rememberLayer(key, layer)
+            progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes }
+        }
+        let lock = job.request.lock ?? [:]
+        key = Self.stepKey(key, "files " + job.files.map { "\($0.path) \($0.mode) \($0.sha256)" }.joined(separator: ";")
+            + " lock " + lock.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ";"))
+        if let layer = try await cachedLayer(key) {
+            log.line("step files: \(job.files.count) file(s) (cached)")
+            progress.withLock { $0.chain.append(layer); $0.cached += 1 }
+        } else {
+            log.line("step files: \(job.files.count) file(s) to /code")
+            let blobs = core.blobs
+            let files = job.files
+            let warnings = Locked<[String]>([])
+            let (layer, bytes) = try await step(chain: progress.current.chain, label: "files") { agent in
+                let plan = try await FilePlan.make(files, lock: lock, agent: agent)
+                for path in plan.delete { try await agent.remove("/code/" + path) }
+                for file in plan.write {
+                    try await agent.upload(localPath: blobs.path(file.sha256), to: "/code/" + file.path, mode: file.mode)
+                }
+                warnings.withLock { $0 = plan.warnings }
+                return 0
+            }
+            for warning in warnings.current { log.line("warning: \(warning)") }
+            try await core.catalog.envs.rememberLayer(key, layer)
+            progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes; $0.warnings = warnings.current }
+        }
+        if let start = job.request.start {
+            log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
+            if let captured = try await checkStart(chain: progress.current.chain, command: start) {
+                progress.withLock {
+                    $0.chain.append(captured.layer)
+                    $0.made.append(captured.layer)
+                    $0.added += captured.bytes
+                    $0.warm = (captured.image.id, captured.token)
+                }
+                log.line("memory image taken (\(captured.image.size >> 10) KiB, \(captured.image.newBytes >> 10) KiB new): sandboxes of this env start with start already running")
+            }
+        }
+    }
+
+    /// Records the env (the leases are still held, so its layers and image are safe).
+    private func publish(_ progress: Progress) async throws {
+        let total = try await EnvGraph(core: core).chainBytes(job.from) + progress.added
+        let draft = job.request.draft == true
+        let env = EnvRecord(
+            id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
+            layers: JSONColumn.encodeList(progress.chain), createdAt: now(), ownBytes: progress.added, published: !draft,
+            publishedAt: draft ? nil : now(), totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token)
+        _ = try await core.catalog.envs.insertIfAbsent(env)
+        log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
+    }
+
+    /// The build's final status, recorded even when its task was cancelled
+    /// (a cancelled task's GRDB calls throw, so this runs detached).
+    private func finish(_ outcome: Result<Progress, Error>) async {
+        let builds = core.catalog.builds
+        let id = job.build.id
+        let cancelled = Task.isCancelled
+        let log = self.log
+        let logger = core.logger
+        let envID = job.envID
+        await Task.detached {
+            let current = try? await builds.find(id)
+            switch outcome {
+            case .success(let progress):
+                let event: BuildMachine.Event = current?.status == .cancelling ? .stopped : .succeeded
+                _ = try? await builds.transition(id, event) { record in
+                    record.cachedSteps = progress.cached
+                    record.warnings = progress.warnings.isEmpty ? nil : JSONColumn.encodeList(progress.warnings)
+                }
+            case .failure(let failure as Failure):
+                log.line("failed at \(failure.step): \(failure.message)")
+                _ = try? await builds.transition(id, cancelled ? .stopped : .failed) { record in
+                    record.failedStep = failure.step
+                    record.exitCode = failure.exitCode
+                    record.error = failure.message
+                }
+            case .failure(let error):
+                let message = cancelled || current?.status == .cancelling ? "cancelled" : error.sentence
+                log.line("\(cancelled ? "cancelled" : "failed"): \(message)")
+                _ = try? await builds.transition(id, cancelled ? .stopped : .failed) { $0.error = message }
+            }
+            let final = try? await builds.find(id)
+            logger.info("build \(final?.status.rawValue ?? "?")", metadata: ["build": "\(id)", "env": "\(envID)"])
+        }.value
+    }
+
+    /// Removes the layers a failed or cancelled build made (and their cache
+    /// entries), unless an env has come to use them meanwhile.
+    private func discard(_ made: [String]) async {
+        guard !made.isEmpty else { return }
+        let core = self.core
+        await Task.detached {
+            let used = (try? await core.catalog.envs.referencedLayers()) ?? Set(made)
+            let unused = made.filter { !used.contains($0) }
+            try? await core.catalog.envs.forgetLayers(unused)
+            let layers = core.layers
+            _ = try? await onThread { for layer in unused { try? FileSystem.removeTree(layers.path(layer)) } }
+        }.value
+    }
+
+    static func stepKey(_ below: String, _ step: String) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Data("\(below)\n\(step)".utf8))
+        return hexString(hasher.finalize())
+    }
+
+    func cachedLayer(_ key: String) async throws -> String? {
+        guard let layer = try await core.catalog.envs.cachedLayer(key), core.layers.contains(layer) else { return nil }
+        return layer
+    }
+}

@@ -1,0 +1,155 @@
+import Crypto
+import Foundation
+import SproutAPI
+import SproutCore
+import SproutStore
+import SproutSystem
+
+/// `env push`: an env built from a config and files, step by step, each step
+/// cached by the layer below it and what it does.
+///
+/// The chain is: the `from` env, then one layer per `run` step (in order),
+/// then the files layer (`/code` holds exactly the pushed files), then `start`
+/// is run and `ready` awaited to prove the env starts. Files come after the
+/// steps so that editing code rebuilds only the files layer; `run` steps see
+/// the parent env, not `/code`. Every step runs in a build sandbox of its own
+/// (no team, killed afterwards) under the config's CPU and memory limits.
+///
+/// A build's status changes only through `BuildMachine`; this actor holds
+/// the tasks of running builds, so they can be cancelled.
+public actor EnvBuilder {
+    let core: ServerCore
+    private var tasks: [String: Task<Void, Never>] = [:]
+
+    public init(core: ServerCore) { self.core = core }
+
+    static let defaultStepTimeoutSeconds = 900
+
+    nonisolated func logPath(_ id: String) -> String { "\(core.settings.buildsDirectory)/\(id).log" }
+
+    /// Starts building `request` (or answers with the env at once if this exact
+    /// env exists: an unchanged push builds nothing).
+    public func push(_ original: API.Push, for identity: Identity) async throws -> API.PushResult {
+        var request = original
+        try EnvGraph.validateName(request.id)
+        let limits = try CreateRequest.limits(cpu: request.cpu, memoryMB: request.memoryMB, timeout: nil, diskMB: nil, settings: core.settings)
+        guard request.run.count <= 100, request.run.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 65536 }) else {
+            throw SproutError(.invalidArgument, "at most 100 run steps, each a non-empty command")
+        }
+        if request.ready != nil && request.start == nil { throw SproutError(.invalidArgument, "ready needs start") }
+        if let t = request.timeoutSeconds, !(1...86_400).contains(t) {
+            throw SproutError(.invalidArgument, "timeoutSeconds must be 1-86400")
+        }
+        if let ready = request.ready, ready.hasPrefix("port:"), UInt16(ready.dropFirst(5)).map({ $0 > 0 }) != true {
+            throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
+        }
+        let from = try await EnvGraph(core: core).resolve(request.from, team: identity.team)
+        try await checkFiles(request.files, team: identity.team)
+
+        let files = request.files.sorted { $0.path < $1.path }
+        // Only lock entries that can change the outcome count (for the id and
+        // the cache): a file pushed again with the bytes the lock names acts
+        // exactly as if it had no entry. So an unchanged repo keeps its env id.
+        var pushed: [String: String] = [:]
+        for file in files { pushed[file.path] = file.sha256 }
+        let relevant: [String: String] = (request.lock ?? [:]).filter { entry in pushed[entry.key] != entry.value }
+        request.lock = relevant.isEmpty ? nil : relevant
+        var hasher = SHA256()
+        let normalized = ["from \(from.id)"] + request.run.map { "run \($0)" } + files.map { "file \($0.path) \(String($0.mode, radix: 8)) \($0.sha256)" }
+            + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
+            + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
+            + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
+        hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
+        let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
+        if let existing = try await core.catalog.envs.find(envID), existing.team == identity.team {
+            // Unchanged: nothing to build; a non-draft push publishes it again.
+            let env = request.draft == true || existing.published
+                ? existing.api : try await EnvGraph(core: core).setPublished(envID, true, for: identity)
+            return API.PushResult(envID: envID, env: env, build: nil)
+        }
+        // The history parent: the previous push of this name, else the env it builds on.
+        let previous = try await core.catalog.envs.newest(named: request.id, team: identity.team)
+        let build = BuildRecord(
+            id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID,
+            steps: request.run.count + 1 + (request.start == nil ? 0 : 1))
+        try FileSystem.makeDirectories(core.settings.buildsDirectory, mode: 0o700)
+        try FileSystem.writeAtomically(logPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
+        try await core.catalog.builds.insert(build)
+        let job = BuildJob(
+            build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
+            team: identity.team, limits: limits)
+        let core = self.core
+        tasks[build.id] = Task {
+            await BuildRun(core: core, job: job, log: BuildLog(path: self.logPath(build.id))).run()
+            await self.finished(build.id)
+        }
+        return API.PushResult(envID: envID, env: nil, build: build.api)
+    }
+
+    private func finished(_ id: String) { tasks[id] = nil }
+
+    func checkFiles(_ files: [API.Push.File], team: String) async throws {
+        guard files.count <= 100_000 else { throw SproutError(.tooLarge, "at most 100000 files") }
+        var seen = Set<String>()
+        for file in files {
+            let parts = file.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard !file.path.isEmpty, !file.path.hasPrefix("/"), file.path.utf8.count <= 4096, !file.path.contains("\0"),
+                parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." })
+            else { throw SproutError(.invalidArgument, "bad file path '\(file.path.prefix(200))': relative, no '.' or '..' parts") }
+            guard seen.insert(file.path).inserted else { throw SproutError(.invalidArgument, "file '\(file.path)' is listed twice") }
+            guard file.mode <= 0o7777 else { throw SproutError(.invalidArgument, "bad mode for '\(file.path)'") }
+            guard BlobStore.isDigest(file.sha256) else { throw SproutError(.invalidArgument, "bad sha256 for '\(file.path)'") }
+        }
+        let digests = Array(Set(files.map(\.sha256)))
+        let owned = try await core.catalog.blobsOwned(by: team)
+        if let missing = digests.first(where: { !owned.contains($0) || !core.blobs.contains($0) }) {
+            throw SproutError(.invalidArgument, "blob \(missing) has not been uploaded (POST /v1/blobs/missing tells which)")
+        }
+    }
+
+    /// Cancels a running build: its step is stopped, its sandboxes removed, no env made.
+    public func cancel(_ id: String, for identity: Identity) async throws -> API.Build {
+        let current = try await build(id, for: identity)
+        guard current.status == BuildStatus.running.rawValue, let task = tasks[id] else {
+            throw SproutError(.conflict, "build \(id) is \(current.status), not running")
+        }
+        let (_, action) = try await core.catalog.builds.transition(id, .cancel)
+        if action == .cancelTask { task.cancel() }
+        _ = await task.value
+        return try await build(id, for: identity)
+    }
+
+    /// Cancels every build and waits for them (graceful shutdown).
+    func cancelAll() async {
+        for (id, task) in tasks {
+            _ = try? await core.catalog.builds.transition(id, .cancel)
+            task.cancel()
+        }
+        for task in tasks.values { _ = await task.value }
+    }
+
+    public nonisolated func build(_ id: String, for identity: Identity) async throws -> API.Build {
+        guard let record = try await core.catalog.builds.find(id), record.team == identity.team else {
+            throw SproutError(.notFound, "no build with id '\(id)'")
+        }
+        return record.api
+    }
+}
+
+struct BuildJob: Sendable {
+    var build: BuildRecord
+    var request: API.Push
+    var files: [API.Push.File]
+    var from: ResolvedEnv
+    var envID: String
+    var parent: String
+    var team: String
+    var limits: CreateRequest.Limits
+}
+
+extension BuildRecord {
+    var api: API.Build {
+        API.Build(id: id, envID: envID, status: status.rawValue, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps,
+                  cachedSteps: cachedSteps, warnings: warnings.map { JSONColumn.decodeList($0) })
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import SproutAPI
+import SproutCore
+import SproutRuntime
+import SproutStore
+
+/// What a sandbox starts from.
+struct ResolvedEnv: Sendable {
+    var id: String
+    var base: String
+    /// Layer digests above the base, bottom first.
+    var layers: [String]
+    /// A warm env's memory image and the agent token inside it.
+    var memoryImage: String? = nil
+    var memoryToken: String? = nil
+}
+
+/// The env graph: names and ids, ancestry and descendants, publishing,
+/// deletion with garbage collection. Envs are never edited in place.
+public struct EnvGraph: Sendable {
+    let core: ServerCore
+
+    static let builtins = BaseImages.names
+
+    /// A built-in base, an env id, or the newest published env with that
+    /// name, as `team` sees it (another team's env is "not found").
+    func resolve(_ reference: String, team: String) async throws -> ResolvedEnv {
+        if Self.builtins.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
+        guard let record = try await core.catalog.envs.lookup(reference, team: team) else {
+            let drafts = try await core.catalog.envs.drafts(named: reference, team: team)
+            if drafts > 0 {
+                throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
+            }
+            throw SproutError(.notFound, "no env named '\(reference)'")
+        }
+        return ResolvedEnv(id: record.id, base: record.base, layers: record.layerList, memoryImage: record.memoryImage,
+                           memoryToken: record.memoryToken)
+    }
+
+    public func list(for identity: Identity) async throws -> [API.Env] {
+        var builtins: [API.Env] = []
+        for name in Self.builtins {
+            builtins.append(API.Env(id: name, name: name, parent: nil, base: name, layers: [], builtin: true, createdAt: nil, ownBytes: 0,
+                                    published: true, totalBytes: core.baseBytes.current[name]))
+        }
+        return builtins + (try await core.catalog.envs.list(team: identity.team)).map(\.api)
+    }
+
+    public func show(_ reference: String, for identity: Identity) async throws -> API.Env {
+        let resolved = try await resolve(reference, team: identity.team)
+        if Self.builtins.contains(resolved.id) { return try await list(for: identity).first { $0.id == resolved.id }! }
+        guard let record = try await core.catalog.envs.find(resolved.id) else {
+            throw SproutError(.notFound, "no env named '\(reference)'")
+        }
+        return record.api
+    }
+
+    /// Moves (or, with `false`, takes away) the name's pointer to this env.
+    public func setPublished(_ reference: String, _ published: Bool, for identity: Identity) async throws -> API.Env {
+        guard !Self.builtins.contains(reference) else {
+            throw SproutError(.invalidArgument, "the built-in env '\(reference)' is always published")
+        }
+        return try await core.catalog.envs.setPublished(reference, published, team: identity.team).api
+    }
+
+    /// `reference` and its ancestors (root last) and descendants.
+    public func tree(_ reference: String, for identity: Identity) async throws -> API.EnvTree {
+        let env = try await resolve(reference, team: identity.team)
+        let all = try await core.catalog.envs.list(team: identity.team)
+        let byID = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
+        var ancestors: [String] = []
+        var cursor = byID[env.id]?.parent
+        while let id = cursor {
+            ancestors.append(id)
+            cursor = byID[id]?.parent
+        }
+        let children = Dictionary(grouping: all, by: \.parent)
+        var descendants: [API.EnvTree.Node] = []
+        func walk(_ id: String, depth: Int) {
+            for child in (children[id] ?? []).sorted(by: { $0.createdAt < $1.createdAt }) {
+                descendants.append(API.EnvTree.Node(id: child.id, parent: id, depth: depth))
+                walk(child.id, depth: depth + 1)
+            }
+        }
+        walk(env.id, depth: 1)
+        return API.EnvTree(id: env.id, ancestors: ancestors, descendants: descendants)
+    }
+
+    /// Deletes an env and every layer only it referenced. Refused while a
+    /// sandbox runs from it or another env forks it, unless `force` (which
+    /// deletes its descendants too and kills those sandboxes).
+    public func delete(_ reference: String, force: Bool, for identity: Identity) async throws -> [String] {
+        guard !Self.builtins.contains(reference) else {
+            throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
+        }
+        let env = try await resolve(reference, team: identity.team)
+        let doomed = [env.id] + (try await tree(env.id, for: identity)).descendants.map(\.id)
+        let users = try await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
+        if !force {
+            if doomed.count > 1 {
+                throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
+            }
+            if let user = users.first(where: { $0.state != .pooled }) {
+                throw SproutError(.conflict, "sandbox \(user.id) runs from env \(env.id); kill it first or use --force")
+            }
+        }
+        // Pooled ones go too (the pool stops keeping sandboxes of a deleted env).
+        let sandboxes = Sandboxes(core: core)
+        for sandbox in users {
+            _ = try? await sandboxes.kill(sandbox.id, reason: "env deleted")
+        }
+        try await core.catalog.envs.delete(doomed)
+        await GarbageCollector(core: core).collect(.layers)
+        await GarbageCollector(core: core).collect(.images)
+        core.logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])
+        return doomed
+    }
+
+    /// The bytes of an env's whole chain (for the totals `env list` shows).
+    func chainBytes(_ env: ResolvedEnv) async throws -> Int64 {
+        if let record = try await core.catalog.envs.find(env.id) { return record.totalBytes }
+        if let known = core.baseBytes.current[env.base] { return known }
+        let bytes = await LayerStore.diskUsage(core.host.bases.path(env.base))
+        core.baseBytes.withLock { $0[env.base] = bytes }
+        return bytes
+    }
+
+    static func validateName(_ name: String) throws {
+        guard !name.isEmpty, name.count <= 64, !builtins.contains(name),
+            name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") })
+        else {
+            throw SproutError(.invalidArgument, "env name must be 1-64 characters of a-z, 0-9, '-' and '_', and not a built-in name")
+        }
+    }
+}
+
+extension EnvRecord {
+    var api: API.Env {
+        API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt,
+                ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil)
+    }
+}

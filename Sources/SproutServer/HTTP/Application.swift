@@ -1,0 +1,222 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import ServiceLifecycle
+import SproutAPI
+import SproutAgentProtocol
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// How `sprout server` is set up. Every field has an embedded default.
+public struct ServerConfiguration: Sendable {
+    public var dataDirectory: String
+    public var host = "127.0.0.1"
+    public var port = 7070
+    public var runtime: RuntimeKind = .gvisor
+    /// Where built base envs are cached (shareable between data directories).
+    public var cacheDirectory: String?
+    /// The statically linked `sprout-agent` to inject into sandboxes.
+    public var agentBinary: String?
+    public var defaultTimeoutSeconds = 300
+    public var maxUploadBytes: Int64 = 4 << 30
+    /// Creates are refused (cleanly) when the data directory has less free space.
+    public var minimumFreeBytes: Int64 = 256 << 20
+    /// Pooled sandboxes per env in demand (0: no pool).
+    public var poolSize = 2
+    /// Pooled sandboxes in all.
+    public var poolBudget = 8
+    /// An env keeps its pool this long after the last create that could use it.
+    public var poolIdleSeconds = 600.0
+
+    public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
+        self.dataDirectory = dataDirectory
+    }
+
+    /// `/var/lib/sprout` for root, `~/.sprout` otherwise.
+    public static var defaultDataDirectory: String {
+        if getuid() == 0 { return "/var/lib/sprout" }
+        return (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.sprout"
+    }
+
+    public var adminKeyPath: String { dataDirectory + "/admin.key" }
+}
+
+/// The server's services, as the routes use them.
+public struct SproutServices: Sendable {
+    public let core: ServerCore
+    public let keys: KeyStore
+    public let builder: EnvBuilder
+    public let pool: WarmPool
+    public var sandboxes: Sandboxes { Sandboxes(core: core) }
+    public var memory: MemorySnapshots { MemorySnapshots(core: core) }
+    public var forks: LiveFork { LiveFork(core: core) }
+    public var envs: EnvGraph { EnvGraph(core: core) }
+    public var snapshots: Snapshots { Snapshots(core: core) }
+    var config: ServerConfiguration
+}
+
+/// Everything a running server is made of, built by `buildApplication`.
+public struct SproutServerParts: Sendable {
+    public let services: SproutServices
+    public var metrics: ServerMetrics { services.core.metrics }
+    public var runtime: any SandboxRuntime { services.core.runtime }
+    /// Set when this start created the first (admin) key: shown once.
+    public let newAdminKey: String?
+}
+
+/// Builds the Hummingbird application: catalog, host (the real one unless
+/// `host` is given: the fast test tier passes a fake), services, routes and
+/// the supervisor. `onListening` receives the bound port.
+public func buildApplication(
+    _ config: ServerConfiguration, logger: Logger, host injected: SandboxHost? = nil,
+    onListening: @escaping @Sendable (Int) -> Void = { _ in }
+) async throws -> (some ApplicationProtocol, SproutServerParts) {
+    let data = config.dataDirectory
+    for dir in [data, data + "/run", data + "/sandboxes", data + "/agent"] {
+        try FileSystem.makeDirectories(dir, mode: 0o700)
+    }
+    chmod(data, 0o700)
+    let catalog = try Catalog(path: data + "/sprout.db")
+    let keys = KeyStore(catalog: catalog)
+    let instance = try instanceID(data)
+
+    var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent")
+    let host: SandboxHost
+    if let injected {
+        host = injected
+    } else {
+        try installAgent(config, into: data + "/agent")
+        if config.runtime == .gvisor {
+            settings.statxShim = try installStatxShim(agentSource: AgentBinary.locate(explicit: config.agentBinary), into: data + "/agent")
+        }
+        host = try await SandboxHost.real(config, instance: instance, logger: logger)
+    }
+    do {
+        try await host.network.prepare()
+    } catch {
+        throw SproutError(.unavailable, "cannot set up sandbox networking (needs root, iproute2 and nftables): \(error)")
+    }
+
+    var newAdminKey: String?
+    if try await keys.count() == 0 {
+        let created = try await keys.create(name: "admin", team: "default", admin: true)
+        try FileSystem.writeAtomically(config.adminKeyPath, created.secret + "\n", mode: 0o600)
+        newAdminKey = created.secret
+    }
+
+    settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
+    settings.minimumFreeBytes = config.minimumFreeBytes
+    settings.poolSize = config.poolSize
+    settings.poolBudget = config.poolBudget
+    settings.poolIdleSeconds = config.poolIdleSeconds
+    let core = ServerCore(settings: settings, catalog: catalog, host: host, instance: instance, metrics: ServerMetrics(), logger: logger)
+    await GarbageCollector.install(on: core)
+    try core.startMemoryGuard()
+    let pool = WarmPool(core: core)
+    core.poolBox.withLock { $0 = pool }
+    let reconciled = await Reconciler(core: core).run()
+    if !reconciled.adopted.isEmpty || !reconciled.removed.isEmpty {
+        logger.notice("reconciled with the host", metadata: [
+            "adopted": "\(reconciled.adopted.count)", "removed": "\(reconciled.removed.count)",
+        ])
+    }
+    let services = SproutServices(core: core, keys: keys, builder: EnvBuilder(core: core), pool: pool, config: config)
+
+    let app = Application(
+        router: makeRouter(services),
+        server: .http1WebSocketUpgrade(webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20))),
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
+        services: [Supervisor(core: core, builder: services.builder)],
+        onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },
+        logger: logger)
+    return (app, SproutServerParts(services: services, newAdminKey: newAdminKey))
+}
+
+/// Every HTTP route.
+public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
+    let router = Router(context: SproutContext.self)
+    router.middlewares.add(ErrorAndMetricsMiddleware())
+    router.get("health") { _, _ in
+        try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: services.core.runtime.kind.rawValue))
+    }
+    router.group("metrics").add(middleware: AuthMiddleware(keys: services.keys)).get { _, _ in
+        await services.core.publishStateCounts()
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(string: services.core.metrics.text())))
+    }
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
+    SandboxRoutes(services: services).register(on: v1)
+    KeyRoutes(keys: services.keys).register(on: v1)
+    AgentRoutes(services: services, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
+    PortRoutes(services: services).register(http: v1)
+    TerminalRoutes(services: services).register(http: v1)
+    BuildRoutes(services: services).register(on: v1)
+    BlobRoutes(catalog: services.core.catalog, store: services.core.blobs, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
+    return router
+}
+
+/// Every WebSocket route.
+func makeWebSocketRouter(_ services: SproutServices) -> Router<SproutContext> {
+    let router = Router(context: SproutContext.self)
+    router.middlewares.add(ErrorAndMetricsMiddleware())
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
+    TerminalRoutes(services: services).register(webSocket: v1)
+    PortRoutes(services: services).register(webSocket: v1)
+    return router
+}
+
+extension SandboxHost {
+    /// The real host: runsc or runc in a private mount namespace, network
+    /// namespaces and nftables, addresses from the host-wide pool.
+    static func real(_ config: ServerConfiguration, instance: String, logger: Logger) async throws -> SandboxHost {
+        OrphanReaper.startForRuntimes()
+        let data = config.dataDirectory
+        // Before the runtime's mount namespace exists: only then do namespaces made later appear in it.
+        try await SandboxNetwork.shareNamespaceDirectory()
+        let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", logger: logger)
+        return SandboxHost(
+            runtime: runtime, network: SandboxNetwork(instance: instance), addresses: NetworkPool(),
+            bases: BaseImages(cacheDirectory: config.cacheDirectory ?? data + "/cache"), watchesMemory: true)
+    }
+}
+
+/// A short random id for this data directory, used to name its host resources.
+func instanceID(_ data: String) throws -> String {
+    let path = data + "/instance"
+    if let bytes = try? Descriptor.readFile(path, limit: 64) {
+        let id = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if id.count == 6 { return id }
+    }
+    let id = Identifiers.random(length: 6)
+    try FileSystem.writeAtomically(path, id + "\n", mode: 0o600)
+    return id
+}
+
+/// Copies the statically linked agent into the data directory, so every
+/// sandbox of this server run uses the same, current agent.
+@discardableResult
+func installAgent(_ config: ServerConfiguration, into dir: String) throws -> String {
+    guard let source = AgentBinary.locate(explicit: config.agentBinary) else {
+        throw SproutError(.unavailable, "sprout-agent not found: build it with `make agent` or pass --agent PATH")
+    }
+    guard AgentBinary.isStatic(source) else {
+        throw SproutError(.invalidArgument, "\(source) is dynamically linked; sandboxes need the static build (`make agent`)")
+    }
+    let target = dir + "/sprout-agent"
+    try FileSystem.writeAtomically(target, try Descriptor.readFile(source, limit: 256 << 20), mode: 0o755)
+    return target
+}
+
+/// Installs the statx shim that gVisor sandboxes preload (see
+/// Support/statx-compat.c), if it was built next to the agent.
+func installStatxShim(agentSource: String?, into dir: String) throws -> String? {
+    guard let agentSource, let slash = agentSource.lastIndex(of: "/") else { return nil }
+    let source = String(agentSource[..<slash]) + "/statx-compat.so"
+    guard FileSystem.exists(source) else { return nil }
+    let library = dir + "/statx-compat.so"
+    try FileSystem.writeAtomically(library, try Descriptor.readFile(source, limit: 16 << 20), mode: 0o755)
+    return library
+}

@@ -1,0 +1,156 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import Metrics
+import NIOCore
+import SproutAPI
+import SproutAgentProtocol
+import SproutCore
+
+/// Per-request state: who is calling (set by `AuthMiddleware`).
+public struct SproutContext: RequestContext, WebSocketRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<SproutContext>
+    public var identity: Identity?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.identity = nil
+    }
+
+    /// The caller's identity; routes behind `AuthMiddleware` always have one.
+    func caller() throws -> Identity {
+        guard let identity else { throw SproutError(.unauthorized, "missing API key") }
+        return identity
+    }
+}
+
+/// A `SproutError` as an HTTP response: the right status and
+/// `{"error": {"code", "message"}}`.
+struct APIError: HTTPResponseError {
+    let error: SproutError
+
+    var status: HTTPResponse.Status {
+        switch error.code {
+        case .invalidArgument, .malformed: .badRequest
+        case .unauthorized: .unauthorized
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        case .conflict, .alreadyExists: .conflict
+        case .tooLarge: .contentTooLarge
+        case .unsupported: .notImplemented
+        case .unavailable: .serviceUnavailable
+        case .timeout: .gatewayTimeout
+        case .protocolMismatch: .badGateway
+        default: .internalServerError
+        }
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let body = (try? JSONEncoder.sorted.encode(API.ErrorEnvelope(error: ErrorBody(error)))) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Turns every error into the API's error shape, and records request
+/// metrics through the swift-metrics API (`sprout server` bootstraps it with
+/// a Prometheus factory over the server's registry, served at /metrics).
+struct ErrorAndMetricsMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        var status = 500
+        defer {
+            let route = context.endpointPath ?? "unmatched"
+            let dimensions = [("method", request.method.rawValue), ("route", route)]
+            Counter(label: "sprout_http_requests_total", dimensions: dimensions + [("status", String(status))]).increment()
+            Timer(label: "sprout_http_request_duration_seconds", dimensions: dimensions).record(duration: ContinuousClock.now - started)
+        }
+        do {
+            let response = try await next(request, context)
+            status = response.status.code
+            return response
+        } catch let error as SproutError {
+            let mapped = APIError(error: error)
+            status = mapped.status.code
+            throw mapped
+        } catch let error as HTTPResponseError {
+            status = error.status.code
+            let code: SproutError.Code = error.status == .notFound ? .notFound : error.status.code == 413 ? .tooLarge : .invalidArgument
+            let message = error.status == .notFound ? "no route for \(request.method) \(request.uri.path)" : "\(error.status.reasonPhrase)"
+            throw APIError(error: SproutError(code, message))
+        } catch let error as DecodingError {
+            status = 400
+            throw APIError(error: SproutError(.malformed, "malformed request body: \(describe(error))"))
+        } catch {
+            status = 500
+            context.logger.error("unhandled error: \(error)")
+            throw APIError(error: SproutError(.internal, "internal error"))
+        }
+    }
+
+    private func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): "missing field '\(key.stringValue)'"
+        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx):
+            "wrong type at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case .dataCorrupted: "not valid JSON"
+        @unknown default: "\(error)"
+        }
+    }
+}
+
+/// Requires a valid `X-API-Key` and puts the caller's identity in the context.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+    let keys: KeyStore
+    static let header = HTTPField.Name("X-API-Key")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let secret = request.headers[Self.header] else {
+            throw SproutError(.unauthorized, "missing X-API-Key header")
+        }
+        guard let identity = try await keys.authenticate(secret) else {
+            throw SproutError(.unauthorized, "invalid or revoked API key")
+        }
+        var context = context
+        context.identity = identity
+        context.logger[metadataKey: "team"] = "\(identity.team)"
+        return try await next(request, context)
+    }
+}
+
+/// JSON responses and bodies.
+enum JSONBody {
+    static let limit = 1 << 20
+
+    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try JSONEncoder.sorted.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Decodes a request body of at most `limit` bytes.
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        try JSONDecoder().decode(type, from: Data(try await body(request).readableBytesView))
+    }
+
+    /// Like `decode`, but an empty body means `empty`.
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request, orIfEmpty empty: T) async throws -> T {
+        let buffer = try await body(request)
+        if buffer.readableBytes == 0 { return empty }
+        return try JSONDecoder().decode(type, from: Data(buffer.readableBytesView))
+    }
+
+    /// The whole body, refused beyond `limit`.
+    private static func body(_ request: Request) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: limit)
+        } catch {
+            throw SproutError(.tooLarge, "request body is larger than \(limit) bytes")
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SproutAgentProtocol
+import SproutAPI
+import SproutAgentClient
+import SproutCore
+
+/// The agent's process and file operations, proxied under
+/// `/v1/sandboxes/{id}/...` so a client needs only the API URL and key.
+struct AgentRoutes {
+    let services: SproutServices
+    let maxUploadBytes: Int64
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("sandboxes/:id/exec", use: exec)
+        group.get("sandboxes/:id/processes") { _, context in
+            let agent = try await agent(context)
+            return try JSONBody.response(try await agent.processes())
+        }
+        group.post("sandboxes/:id/processes/:pid/signal") { request, context in
+            let body = try await JSONBody.decode(API.Signal.self, from: request)
+            let agent = try await agent(context)
+            let pid = try context.parameters.require("pid")
+            return try JSONBody.response(try await agent.signal(ProcessSelector(id: pid), body.signal))
+        }
+        group.get("sandboxes/:id/files", use: download)
+        group.put("sandboxes/:id/files", use: upload)
+        group.delete("sandboxes/:id/files") { request, context in
+            let path = try Self.path(request)
+            let recursive = request.uri.queryParameters.get("recursive") == "true"
+            try await agent(context).remove(path, recursive: recursive)
+            return Response(status: .noContent)
+        }
+        group.get("sandboxes/:id/files/list") { request, context in
+            let path = try Self.path(request)
+            let depth = try Self.intParameter(request, "depth", default: 1, range: 1...64)
+            return try JSONBody.response(API.Entries(entries: try await agent(context).list(path, depth: depth)))
+        }
+        group.get("sandboxes/:id/files/stat") { request, context in
+            try JSONBody.response(try await agent(context).stat(try Self.path(request)))
+        }
+        group.post("sandboxes/:id/files/mkdir") { request, context in
+            let path = try Self.path(request)
+            let agent = try await agent(context)
+            try await agent.makeDirectory(path)
+            return try JSONBody.response(try await agent.stat(path), status: .created)
+        }
+    }
+
+    func agent(_ context: SproutContext) async throws -> AgentClient {
+        try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
+    }
+
+    func environment(_ context: SproutContext) async throws -> [String: String] {
+        try await services.sandboxes.environment(try context.parameters.require("id"), for: try context.caller())
+    }
+
+    /// The `path` query parameter: absolute, no `..`, no NUL.
+    static func path(_ request: Request) throws -> String {
+        guard let path = request.uri.queryParameters.get("path"), !path.isEmpty else {
+            throw SproutError(.invalidArgument, "the path query parameter is required")
+        }
+        // The decoder above repairs or passes through bytes that are not
+        // UTF-8; a path must be UTF-8 as sent.
+        guard let raw = rawQueryValue(request.uri.query ?? "", "path"), String(validating: raw, as: UTF8.self) != nil else {
+            throw SproutError(.invalidArgument, "path is not valid UTF-8")
+        }
+        try validatePath(path)
+        return path
+    }
+
+    /// The percent-decoded bytes of the first `name=` in a raw query string.
+    static func rawQueryValue(_ query: String, _ name: String) -> [UInt8]? {
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, parts[0] == Substring(name) else { continue }
+            var bytes: [UInt8] = []
+            var input = Array(parts[1].utf8)[...]
+            while let byte = input.popFirst() {
+                if byte == UInt8(ascii: "%"), input.count >= 2,
+                    let value = UInt8(String(decoding: input.prefix(2), as: UTF8.self), radix: 16)
+                {
+                    bytes.append(value)
+                    input = input.dropFirst(2)
+                } else {
+                    bytes.append(byte == UInt8(ascii: "+") ? 0x20 : byte)
+                }
+            }
+            return bytes
+        }
+        return nil
+    }
+
+    static func validatePath(_ path: String) throws {
+        guard path.hasPrefix("/") else { throw SproutError(.invalidArgument, "path must be absolute: \(path)") }
+        guard !path.contains("\0") else { throw SproutError(.invalidArgument, "path contains a NUL byte") }
+        guard !path.split(separator: "/").contains("..") else {
+            throw SproutError(.invalidArgument, "path must not contain '..': \(path)")
+        }
+        guard path.utf8.count <= 4096 else { throw SproutError(.invalidArgument, "path is longer than 4096 bytes") }
+    }
+
+    static func intParameter(_ request: Request, _ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = request.uri.queryParameters.get(name) else { return value }
+        guard let n = Int(text), range.contains(n) else {
+            throw SproutError(.invalidArgument, "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return n
+    }
+
+    // MARK: Exec
+
+    /// Runs a process and streams its life as NDJSON: `started`, then
+    /// `stdout`/`stderr` (base64) as produced, then `exit`.
+    @Sendable func exec(_ request: Request, context: SproutContext) async throws -> Response {
+        let body = try await JSONBody.decode(API.Exec.self, from: request)
+        var stdin: [UInt8]?
+        if let encoded = body.stdin {
+            guard let data = Data(base64Encoded: encoded) else { throw SproutError(.invalidArgument, "stdin must be base64") }
+            stdin = Array(data)
+        }
+        if let cwd = body.cwd { try Self.validatePath(cwd) }
+        let agent = try await agent(context)
+        let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
+        let session = try await agent.start(ProcessSpec(
+            cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
+        if let stdin {
+            try await session.send(stdin)
+            try await session.sendEndOfInput()
+        }
+        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+            defer { session.close() }
+            try await writer.write(Self.line(API.ExecEvent(started: session.info)))
+            for try await item in session {
+                switch item {
+                case .stdout(let bytes): try await writer.write(Self.line(API.ExecEvent(stdout: bytes)))
+                case .stderr(let bytes): try await writer.write(Self.line(API.ExecEvent(stderr: bytes)))
+                case .error(let error): try await writer.write(Self.line(API.ExecEvent(error: error)))
+                case .exit(let status): try await writer.write(Self.line(API.ExecEvent(exit: status)))
+                }
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    static func line(_ event: API.ExecEvent) -> ByteBuffer {
+        var data = (try? JSONEncoder.sorted.encode(event)) ?? Data()
+        data.append(10)
+        return ByteBuffer(bytes: data)
+    }
+
+    // MARK: Files
+
+    @Sendable func download(_ request: Request, context: SproutContext) async throws -> Response {
+        let path = try Self.path(request)
+        let file = try await agent(context).openRead(path)
+        let size = Int(file.info.size)
+        return Response(
+            status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size)],
+            body: ResponseBody(contentLength: size) { writer in
+                defer { file.close() }
+                for try await chunk in file { try await writer.write(ByteBuffer(bytes: chunk)) }
+                try await writer.finish(nil)
+            })
+    }
+
+    @Sendable func upload(_ request: Request, context: SproutContext) async throws -> Response {
+        let path = try Self.path(request)
+        var mode: UInt32?
+        if let text = request.uri.queryParameters.get("mode") {
+            guard let m = UInt32(text, radix: 8), m <= 0o7777 else { throw SproutError(.invalidArgument, "mode must be octal, e.g. 644") }
+            mode = m
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxUploadBytes {
+            throw SproutError(.tooLarge, "upload of \(length) bytes exceeds the limit of \(maxUploadBytes)")
+        }
+        let upload = try await agent(context).openWrite(path, mode: mode)
+        var total: Int64 = 0
+        do {
+            for try await buffer in request.body {
+                total += Int64(buffer.readableBytes)
+                guard total <= maxUploadBytes else {
+                    throw SproutError(.tooLarge, "upload exceeds the limit of \(maxUploadBytes) bytes")
+                }
+                try await upload.write(Array(buffer.readableBytesView))
+            }
+            let size = try await upload.finish()
+            return try JSONBody.response(["size": size], status: .created)
+        } catch {
+            upload.abort()
+            throw error
+        }
+    }
+}

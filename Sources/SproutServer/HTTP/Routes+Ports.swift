@@ -1,0 +1,167 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import NIOCore
+import SproutAPI
+import SproutAgentClient
+import SproutCore
+import SproutSystem
+
+/// Port previews: `/v1/sandboxes/{id}/ports/{port}/...` reaches a server
+/// listening on that port inside the sandbox, over HTTP or WebSocket.
+struct PortRoutes {
+    let services: SproutServices
+    var keys: KeyStore { services.keys }
+    static let maxRequestBody = 16 << 20
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-authorization",
+        "proxy-authenticate", "host", "content-length", "x-api-key",
+    ]
+
+    func register(http group: RouterGroup<SproutContext>) {
+        for method in [HTTPRequest.Method.get, .post, .put, .delete, .patch, .head, .options] {
+            group.on("sandboxes/:id/ports/:port/**", method: method, use: proxy)
+            group.on("sandboxes/:id/ports/:port", method: method, use: proxy)
+        }
+    }
+
+    func register(webSocket group: RouterGroup<SproutContext>) {
+        for path in ["sandboxes/:id/ports/:port/**", "sandboxes/:id/ports/:port"] {
+            group.ws(RouterPath(path)) { _, context in
+                let (address, port) = try await target(context)
+                // Refuse the upgrade (503) if nothing listens, rather than accept and close.
+                guard try await onThread({ Socket.answers(host: address, port: port, timeoutSeconds: 5) }) else {
+                    throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox")
+                }
+                return .upgrade([:])
+            } onUpgrade: { inbound, outbound, wsContext in
+                let (address, port) = try await target(wsContext.requestContext)
+                let uri = wsContext.request.uri
+                let path = Self.upstreamTarget(wsContext.requestContext, query: uri.query)
+                let upstream = try await onThread {
+                    try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true)
+                }
+                let keyID = try wsContext.requestContext.caller().keyID
+                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
+            }
+        }
+    }
+
+    func target(_ context: SproutContext) async throws -> (String, UInt16) {
+        let text = try context.parameters.require("port")
+        guard let port = UInt16(text), port > 0 else { throw SproutError(.invalidArgument, "port must be 1-65535, got \(text)") }
+        let address = try await services.sandboxes.address(try context.parameters.require("id"), for: try context.caller())
+        return (address, port)
+    }
+
+    static func upstreamTarget(_ context: SproutContext, query: String?) -> String {
+        let rest = context.parameters.getCatchAll().joined(separator: "/")
+        let path = "/" + rest
+        if let query, !query.isEmpty { return path + "?" + query }
+        return path
+    }
+
+    @Sendable func proxy(_ request: Request, context: SproutContext) async throws -> Response {
+        let (address, port) = try await target(context)
+        let target = Self.upstreamTarget(context, query: request.uri.query)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: Self.maxRequestBody)
+        } catch {
+            throw SproutError(.tooLarge, "preview request bodies are limited to \(Self.maxRequestBody) bytes")
+        }
+        var headers: [(String, String)] = []
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+            headers.append((field.name.rawName, field.value))
+        }
+        headers.append(("X-Forwarded-Prefix", "/v1/sandboxes/\(try context.parameters.require("id"))/ports/\(port)"))
+        let method = request.method.rawValue
+        let forwarded = headers
+        let bodyBytes = Array(body.readableBytesView)
+        let (connection, head): (HTTPConnection, HTTPConnection.ResponseHead)
+        do {
+            (connection, head) = try await onThread {
+                // No FIN from the host: it would leave the sandbox's end in TIME_WAIT (see `Socket.setAbortiveClose`).
+                let connection = try HTTPConnection(host: address, port: port, timeoutSeconds: 5, resetOnClose: true)
+                try connection.sendHead(method: method, target: target, host: "\(address):\(port)", headers: forwarded, bodyLength: Int64(bodyBytes.count))
+                if !bodyBytes.isEmpty { try connection.sendBody(bodyBytes) }
+                return (connection, try connection.readResponseHead(requestMethod: method))
+            }
+        } catch let error as SproutError where error.code == .unavailable || error.code == .timeout {
+            throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox: \(error.message)")
+        }
+        var fields = HTTPFields()
+        for (name, value) in head.headers where !Self.hopByHop.contains(name.lowercased()) {
+            if let fieldName = HTTPField.Name(name) { fields.append(HTTPField(name: fieldName, value: value)) }
+        }
+        let chunks = HandoffQueue<[UInt8]>(limit: 8)
+        startThread {
+            do {
+                while let chunk = try connection.readBodyChunk(max: 256 * 1024) {
+                    guard chunks.push(chunk) else { break }
+                }
+                chunks.finish()
+            } catch {
+                chunks.finish(throwing: error)
+            }
+            connection.close()
+        }
+        return Response(status: .init(code: head.status, reasonPhrase: head.reason), headers: fields, body: ResponseBody { writer in
+            defer { chunks.cancel() }
+            while let chunk = try await chunks.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+            try await writer.finish(nil)
+        })
+    }
+}
+
+/// Relays messages between a server-side WebSocket and an upstream one.
+enum Relay {
+    /// Relays until either side closes or `until` returns (a revoked key).
+    static func run(
+        upstream: WebSocketConnection, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+        until: @escaping @Sendable () async -> Void
+    ) async throws {
+        let fromUpstream = HandoffQueue<WebSocketConnection.Message>(limit: 64)
+        startThread {
+            do {
+                while let message = try upstream.receive() {
+                    guard fromUpstream.push(message) else { break }
+                }
+                fromUpstream.finish()
+            } catch {
+                fromUpstream.finish(throwing: error)
+            }
+        }
+        // Writes to the upstream block: they go through a thread of their own.
+        let writer = WorkerThread()
+        defer {
+            fromUpstream.cancel()
+            upstream.close()
+            writer.close()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while let message = try await fromUpstream.next() {
+                    switch message {
+                    case .text(let text): try await outbound.write(.text(text))
+                    case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                    }
+                }
+            }
+            group.addTask {
+                for try await message in inbound.messages(maxSize: 16 << 20) {
+                    switch message {
+                    case .text(let text): try await writer.run { try upstream.send(.text(text)) }
+                    case .binary(let buffer):
+                        let bytes = Array(buffer.readableBytesView)
+                        try await writer.run { try upstream.send(.binary(bytes)) }
+                    }
+                }
+            }
+            group.addTask { await until() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+}

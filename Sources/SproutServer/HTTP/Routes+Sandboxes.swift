@@ -1,0 +1,101 @@
+import Foundation
+import Hummingbird
+import SproutAPI
+import SproutCore
+
+/// `/v1/sandboxes`: create, list, show, kill, timeout, snapshot, pause, resume, fork; `/v1/envs`.
+struct SandboxRoutes {
+    let services: SproutServices
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("sandboxes") { request, context in
+            let body = try await JSONBody.decode(API.CreateSandbox.self, from: request)
+            let sandbox = try await services.sandboxes.create(body, for: try context.caller())
+            return try JSONBody.response(sandbox, status: .created)
+        }
+        group.get("sandboxes") { request, context in
+            let all = request.uri.queryParameters.get("all") == "true"
+            return try JSONBody.response(try await services.sandboxes.list(for: try context.caller(), includeEnded: all))
+        }
+        group.get("sandboxes/:id") { _, context in
+            try JSONBody.response(try await services.sandboxes.get(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.delete("sandboxes/:id") { _, context in
+            try JSONBody.response(try await services.sandboxes.kill(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/snapshot") { request, context in
+            let body = try await JSONBody.decode(API.Snapshot.self, from: request)
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await services.snapshots.snapshot(id, name: body.name, for: try context.caller()), status: .created)
+        }
+        group.post("sandboxes/:id/pause") { request, context in
+            let body = try await JSONBody.decode(API.Pause.self, from: request, orIfEmpty: API.Pause())
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await services.memory.pause(id, autoResume: body.autoResume ?? false, for: try context.caller()))
+        }
+        group.post("sandboxes/:id/resume") { _, context in
+            try JSONBody.response(try await services.memory.resume(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/fork") { request, context in
+            let body = try await JSONBody.decode(API.Fork.self, from: request)
+            let id = try context.parameters.require("id")
+            let forks = try await services.forks.fork(id, count: body.count, for: try context.caller())
+            return try JSONBody.response(API.ForkResult(sandboxes: forks), status: .created)
+        }
+        group.get("envs") { _, context in
+            try JSONBody.response(try await services.envs.list(for: try context.caller()))
+        }
+        group.get("envs/:id") { _, context in
+            try JSONBody.response(try await services.envs.show(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("envs/:id/publish") { _, context in
+            try JSONBody.response(try await services.envs.setPublished(try context.parameters.require("id"), true, for: try context.caller()))
+        }
+        group.post("envs/:id/unpublish") { _, context in
+            try JSONBody.response(try await services.envs.setPublished(try context.parameters.require("id"), false, for: try context.caller()))
+        }
+        group.get("envs/:id/tree") { _, context in
+            try JSONBody.response(try await services.envs.tree(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.delete("envs/:id") { request, context in
+            let force = request.uri.queryParameters.get("force") == "true"
+            let deleted = try await services.envs.delete(try context.parameters.require("id"), force: force, for: try context.caller())
+            return try JSONBody.response(API.Deleted(deleted: deleted))
+        }
+        group.get("sandboxes/:id/events") { _, context in
+            try JSONBody.response(try await services.sandboxes.events(try context.parameters.require("id"), for: try context.caller()))
+        }
+        group.post("sandboxes/:id/timeout") { request, context in
+            let body = try await JSONBody.decode(API.SetTimeout.self, from: request)
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await services.sandboxes.setTimeout(id, seconds: body.timeoutSeconds, for: try context.caller()))
+        }
+    }
+}
+
+/// `/v1/keys`: admin only.
+struct KeyRoutes {
+    let keys: KeyStore
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("keys") { request, context in
+            let caller = try context.caller()
+            try Self.requireAdmin(caller)
+            let body = try await JSONBody.decode(API.CreateKey.self, from: request)
+            let created = try await keys.create(name: body.name ?? "", team: body.team ?? caller.team, admin: body.admin ?? false)
+            return try JSONBody.response(created, status: .created)
+        }
+        group.get("keys") { _, context in
+            try Self.requireAdmin(try context.caller())
+            return try JSONBody.response(try await keys.list())
+        }
+        group.delete("keys/:id") { _, context in
+            try Self.requireAdmin(try context.caller())
+            return try JSONBody.response(try await keys.revoke(id: try context.parameters.require("id")))
+        }
+    }
+
+    static func requireAdmin(_ identity: Identity) throws {
+        guard identity.admin else { throw SproutError(.forbidden, "managing keys needs an admin key") }
+    }
+}

@@ -1,0 +1,89 @@
+import Prometheus
+
+/// The server's Prometheus metrics, in a registry of its own (so several
+/// servers can live in one process, as in tests). Served at `/metrics`.
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    static let latencyBuckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    public init() {}
+
+    private func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "sprout", metricName: name, helpText: help)
+    }
+
+    /// A swift-metrics factory that writes into this registry: `sprout
+    /// server` bootstraps the Metrics API with it, so request metrics (and
+    /// anything else recorded through that API) appear at /metrics.
+    public var factory: PrometheusMetricsFactory {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = Self.latencyBuckets.map { .nanoseconds(Int64($0 * 1e9)) }
+        return factory
+    }
+
+    func sandboxesByState(_ counts: [String: Int]) {
+        for state in SandboxState.allCases.map(\.rawValue) {
+            registry.makeGauge(descriptor: descriptor("sandboxes", "Sandboxes by state"), labels: [("state", state)])
+                .set(Double(counts[state] ?? 0))
+        }
+    }
+
+    /// How many pooled sandboxes the pool's plan keeps for each env in demand.
+    func poolTargets(_ targets: [String: Int]) {
+        for (env, count) in targets {
+            registry.makeGauge(descriptor: descriptor("pool_target", "Pooled sandboxes the plan keeps, by env"), labels: [("env", env)])
+                .set(Double(count))
+        }
+    }
+
+    /// A process inside a sandbox was ended because the sandbox reached its memory limit.
+    func outOfMemoryKill() {
+        registry.makeCounter(descriptor: descriptor("oom_kills_total", "Processes ended at a sandbox's memory limit"), labels: []).increment()
+    }
+
+    /// A sandbox's container ended on its own (host OOM killer, runtime crash).
+    func died() {
+        registry.makeCounter(descriptor: descriptor("sandbox_deaths_total", "Sandboxes whose container ended on its own"), labels: []).increment()
+    }
+
+    func create(result: String, seconds: Double) {
+        registry.makeCounter(descriptor: descriptor("sandbox_creates_total", "Sandbox creates by result"), labels: [("result", result)])
+            .increment()
+        if result == "ok" {
+            registry.makeValueHistogram(
+                descriptor: descriptor("sandbox_create_duration_seconds", "Time from request to a ready agent"),
+                labels: [], buckets: Self.latencyBuckets
+            ).record(seconds)
+        }
+    }
+
+    func kill(reason: String, seconds: Double) {
+        registry.makeCounter(descriptor: descriptor("sandbox_kills_total", "Sandbox kills by reason"), labels: [("reason", reason)])
+            .increment()
+        registry.makeValueHistogram(
+            descriptor: descriptor("sandbox_kill_duration_seconds", "Time to tear a sandbox down"),
+            labels: [], buckets: Self.latencyBuckets
+        ).record(seconds)
+    }
+
+    func runtimeError(operation: String) {
+        registry.makeCounter(descriptor: descriptor("runtime_errors_total", "Runtime failures by operation"), labels: [("operation", operation)])
+            .increment()
+    }
+
+    /// Pause, resume and fork durations.
+    func memoryOperation(_ operation: String, seconds: Double) {
+        registry.makeValueHistogram(
+            descriptor: descriptor("memory_snapshot_duration_seconds", "Pause, resume and live fork durations"),
+            labels: [("operation", operation)], buckets: Self.latencyBuckets
+        ).record(seconds)
+    }
+
+    /// The sandbox's wall clock minus the host's right after a restore.
+    func clockSkew(_ seconds: Double) {
+        registry.makeGauge(descriptor: descriptor("restore_clock_skew_seconds", "Sandbox clock minus host clock after the last restore"), labels: [])
+            .set(seconds)
+    }
+
+    public func text() -> String { registry.emitToString() }
+}

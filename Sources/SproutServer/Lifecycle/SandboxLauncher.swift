@@ -1,0 +1,206 @@
+import Foundation
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// The host side of one sandbox: its container spec and identity files,
+/// bringing it up (boot or restore) and tearing it down. Writes nothing to
+/// the catalog: the services that call it own the state.
+struct SandboxLauncher: Sendable {
+    let core: ServerCore
+
+    static let statxShimPath = "/.sprout/statx-compat.so"
+    /// Files every sandbox gets of its own; never part of a layer.
+    static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/ld.so.preload"]
+
+    var settings: Settings { core.settings }
+
+    func rootfs(_ id: String, layers: [String]) -> OverlayRootfs { OverlayRootfs(layers: layers, directory: settings.directory(id)) }
+
+    /// Memory above the sandbox's limit that its cgroup may still use: under
+    /// gVisor the limit is enforced by `MemoryGuard` (which ends the biggest
+    /// process inside), and the headroom keeps the host's OOM killer (which
+    /// would end the whole sandbox) out of reach while it acts.
+    static func headroomMB(_ memoryMB: Int) -> Int { max(128, memoryMB / 4) }
+
+    func launch(_ record: SandboxRecord, layers: [String]) -> ContainerLaunch {
+        let dir = settings.directory(record.id)
+        // The sandbox's env vars are not given to the agent: the server adds
+        // them to every process it starts, so pooled sandboxes can take them on.
+        let args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
+        let memory = core.host.watchesMemory ? record.memoryMB + Self.headroomMB(record.memoryMB) : record.memoryMB
+        let spec = ContainerSpec(
+            id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: core.network.namespacePath(record.id),
+            args: args,
+            env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SPROUT_AGENT_TOKEN=\(record.agentToken)",
+                  "HOME=/root"],
+            cpus: record.cpu, memoryMB: memory, pidsLimit: settings.pidsLimit,
+            // One directory bind: each extra bind mount costs runsc ~6 ms at start.
+            readOnlyMounts: [(settings.agentDirectory, "/.sprout")],
+            cgroupsPath: "/sprout/\(record.id)")
+        return ContainerLaunch(
+            spec: spec, rootfs: rootfs(record.id, layers: layers), slot: NetworkSlot(index: record.slot ?? 0),
+            logPath: dir + "/runtime.log", readyPrefix: "sprout-agent listening")
+    }
+
+    /// The overlay lower directories of an env: its (squashed) layers, then the base.
+    func lowerDirectories(_ env: ResolvedEnv) async throws -> [String] {
+        let logger = core.logger
+        let base = env.base
+        let baseLayer = try await core.host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
+        let mountable = try await core.layers.mountable(env.layers)
+        return mountable.reversed().map { core.layers.path($0) } + [baseLayer]
+    }
+
+    /// Where a warm env's image is kept reassembled, ready for `runsc restore`.
+    func materializedImage(_ image: String) async throws -> String {
+        let directory = "\(settings.readyImagesDirectory)/\(image)"
+        let images = core.images
+        try await onThread {
+            guard !FileSystem.exists(directory + "/checkpoint.img") else { return }
+            try FileSystem.makeDirectories(directory, mode: 0o700)
+            try images.materialize(image, to: directory + "/checkpoint.img")
+        }
+        return directory
+    }
+
+    /// Makes the sandbox's directory, identity files and network, then boots
+    /// its container (or restores it from `image`) and waits for its agent.
+    /// On failure, removes what it made. Returns the phases' timings.
+    func bringUp(_ record: SandboxRecord, layers: [String], image: String?) async throws -> String {
+        let slot = NetworkSlot(index: record.slot ?? 0)
+        let launch = launch(record, layers: layers)
+        let preload = settings.statxShim.map { _ in Self.statxShimPath }
+        let t0 = monotonicSeconds()
+        do {
+            try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
+            try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: core.network.address(slot), preload: preload)
+            let t1 = monotonicSeconds()
+            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+            let t2 = monotonicSeconds()
+            if let image {
+                try await core.runtime.restore(launch, imageDirectory: image)
+                try await waitForAgent(record)
+            } else {
+                try await core.runtime.start(launch)
+            }
+            let t3 = monotonicSeconds()
+            return String(format: "files %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
+        } catch {
+            await teardown(record)
+            throw error
+        }
+    }
+
+    /// Starts a sandbox again from its own files (after a failed checkpoint,
+    /// or a pause that kept no memory): same namespace and address, fresh processes.
+    func bootAgain(_ record: SandboxRecord, layers: [String]) async throws {
+        let slot = NetworkSlot(index: record.slot ?? 0)
+        try? FileSystem.removeTree(settings.directory(record.id) + "/image")
+        if core.network.hasNamespace(sandboxID: record.id) {
+            try await core.network.restoreAddresses(sandboxID: record.id, slot: slot)
+        } else {
+            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+        }
+        try await core.runtime.start(launch(record, layers: layers))
+    }
+
+    /// Restores the sandbox's container from `imageDirectory`: `newNetwork`
+    /// makes its namespace first (a fork), else its addresses are put back
+    /// (its own pause; a host reboot emptied /run, so the namespace may need making again).
+    func restore(_ record: SandboxRecord, layers: [String], imageDirectory: String, newNetwork: Bool) async throws {
+        let slot = NetworkSlot(index: record.slot ?? 0)
+        if newNetwork || !core.network.hasNamespace(sandboxID: record.id) {
+            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+        } else {
+            try await core.network.restoreAddresses(sandboxID: record.id, slot: slot)
+        }
+        try await core.runtime.restore(launch(record, layers: layers), imageDirectory: imageDirectory)
+        try await waitForAgent(record)
+    }
+
+    /// Removes every host resource a sandbox may hold. Idempotent.
+    func teardown(_ record: SandboxRecord) async {
+        await teardown(id: record.id, slot: record.slot.map { NetworkSlot(index: $0) }, policy: record.policy)
+    }
+
+    func teardown(id: String, slot: NetworkSlot?, policy: NetworkPolicy) async {
+        unwatch(id)
+        let dir = settings.directory(id)
+        await core.runtime.destroy(id: id, rootfs: OverlayRootfs(layers: [dir], directory: dir))
+        await core.network.destroy(sandboxID: id, policy: policy)
+        if let slot { core.host.addresses.release(slot, owner: core.slotOwner(id)) }
+        let log = core.logger.withSandbox(id)
+        do {
+            try await onThread { try FileSystem.removeTree(dir) }
+        } catch {
+            log.error("cannot remove \(dir): \(error)")
+        }
+    }
+
+    /// Stops and deletes a container, keeping the sandbox's files, network and address.
+    func removeContainer(_ id: String) async {
+        unwatch(id)
+        await core.runtime.destroy(id: id, rootfs: rootfs(id, layers: []))
+    }
+
+    /// Waits until a restored sandbox's agent answers (it was already listening when the image was taken).
+    func waitForAgent(_ record: SandboxRecord) async throws {
+        let client = core.agent(record, connectTimeout: 1)
+        let deadline = monotonicSeconds() + 10
+        while true {
+            do {
+                _ = try await client.health()
+                return
+            } catch {
+                if monotonicSeconds() > deadline {
+                    throw SproutError(.timeout, "the restored sandbox's agent did not answer: \(error.sentence)")
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+    }
+
+    /// Starts watching a running sandbox: its container process (for
+    /// noticing a death) and its memory (for `MemoryGuard`).
+    func watch(_ record: SandboxRecord) async {
+        if let process = await core.runtime.containerProcess(id: record.id) {
+            core.containers.withLock { $0[record.id] = process }
+        }
+        core.memoryWatch?.watch(record)
+    }
+
+    func unwatch(_ id: String) {
+        core.containers.withLock { _ = $0.removeValue(forKey: id) }
+        core.memoryWatch?.unwatch(id)
+    }
+
+    /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf
+    /// (and, under gVisor, /etc/ld.so.preload naming the statx shim), written
+    /// straight into its writable layer before start: no shared file, no
+    /// lock, no bind mount.
+    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, address: String, preload: String?) throws {
+        let etc = directory + "/upper/etc"
+        try FileSystem.makeDirectories(etc)
+        if let preload { try FileSystem.writeAtomically(etc + "/ld.so.preload", preload + "\n") }
+        try FileSystem.writeAtomically(etc + "/hosts", """
+            127.0.0.1\tlocalhost
+            ::1\tlocalhost ip6-localhost ip6-loopback
+            \(address)\t\(id)
+
+            """)
+        try FileSystem.writeAtomically(etc + "/hostname", id + "\n")
+        let hostResolv = (try? Descriptor.readFile("/etc/resolv.conf", limit: 65536)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let servers = hostResolv.split(separator: "\n").filter { line in
+            line.hasPrefix("nameserver") && !line.contains(" 127.") && !line.contains(" ::1")
+        }
+        try FileSystem.writeAtomically(etc + "/resolv.conf", servers.joined(separator: "\n") + "\n")
+    }
+}
+
+extension SandboxRecord {
+    var policy: NetworkPolicy { NetworkPolicy(internet: internet, egress: egressList) }
+}

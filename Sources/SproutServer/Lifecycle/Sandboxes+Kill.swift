@@ -1,0 +1,72 @@
+import Foundation
+import SproutAPI
+import SproutCore
+import SproutRuntime
+import SproutSystem
+
+extension Sandboxes {
+    /// Kills a sandbox of `identity`'s team: stops its container and removes
+    /// everything it held. Waits for an operation in flight on it (a pause, a
+    /// fork) and then kills: a kill always wins.
+    public func kill(_ id: String, for identity: Identity) async throws -> API.Sandbox {
+        _ = try await repository.owned(id, team: identity.team)
+        return api(try await kill(id, reason: "request"))
+    }
+
+    /// Kills sandbox `id` for `reason` (request, timeout, disk, shutdown, …).
+    @discardableResult
+    func kill(_ id: String, reason: String, error: String? = nil) async throws -> SandboxRecord {
+        try await core.gate.run(.kill, on: id) {
+            try await killNow(id, reason: reason, error: error)
+        }
+    }
+
+    /// The kill itself; the caller holds the gate.
+    func killNow(_ id: String, reason: String, error: String?) async throws -> SandboxRecord {
+        guard let current = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+        if current.state == .killed { return current }
+        let started = monotonicSeconds()
+        // `killing` already: a kill that did not finish (finish it now).
+        let dying = current.state == .killing ? current : try await repository.transition(id, .kill, note: reason).record
+        await launcher.teardown(dying)
+        let (record, _) = try await repository.transition(id, .tornDown) { record in
+            record.endedAt = now()
+            if let error { record.error = error }
+        }
+        if !record.imageList.isEmpty { await GarbageCollector(core: core).collect(.images) }
+        core.metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
+        await core.publishStateCounts()
+        core.logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
+        return record
+    }
+
+    /// The container of a running (or pooled) sandbox ended on its own:
+    /// record why, clean up, and keep the record (`killed`, with the reason in `error`).
+    func died(_ id: String, reason: String) async {
+        _ = try? await core.gate.runIfIdle(.died, on: id) {
+            guard let current = try await repository.find(id), current.state == .running || current.state == .pooled else { return }
+            let log = core.logger.withSandbox(id)
+            log.error("the sandbox stopped on its own", metadata: ["reason": "\(reason)"])
+            core.metrics.died()
+            let (record, _) = try await repository.transition(id, .died, note: reason)
+            await launcher.teardown(record)
+            try await repository.transition(id, .tornDown) { record in
+                record.endedAt = now()
+                record.error = reason
+            }
+            await core.publishStateCounts()
+        }
+    }
+
+    /// Kills every live sandbox but the paused ones (graceful shutdown): paused
+    /// sandboxes keep their images, files and addresses for after the restart.
+    func killAll() async {
+        while core.createsInFlight.current > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+        let live = (try? await repository.all(in: [.running, .pooled, .creating])) ?? []
+        await withTaskGroup(of: Void.self) { group in
+            for record in live {
+                group.addTask { _ = try? await self.kill(record.id, reason: "shutdown") }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import SproutAPI
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// The sandbox lifecycle as the API sees it: create, show, list, kill,
+/// timeouts, and access to a running sandbox's agent (waking a sleeping one
+/// that asked for it). Every state change goes through the catalog's
+/// `transition` under the operation gate; this type keeps no state.
+public struct Sandboxes: Sendable {
+    let core: ServerCore
+
+    public init(core: ServerCore) { self.core = core }
+
+    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
+    var repository: SandboxRepository { core.catalog.sandboxes }
+
+    // MARK: Queries
+
+    public func get(_ id: String, for identity: Identity) async throws -> API.Sandbox {
+        api(try await repository.owned(id, team: identity.team))
+    }
+
+    public func list(for identity: Identity, includeEnded: Bool = false) async throws -> [API.Sandbox] {
+        try await repository.list(team: identity.team, includeEnded: includeEnded).map { $0.api }
+    }
+
+    public func events(_ id: String, for identity: Identity) async throws -> [API.SandboxEvent] {
+        _ = try await repository.owned(id, team: identity.team)
+        return try await repository.events(id).map { API.SandboxEvent(at: $0.at, kind: $0.kind, message: $0.message) }
+    }
+
+    /// The API's view of a record, with what its memory images cost.
+    func api(_ record: SandboxRecord) -> API.Sandbox {
+        var api = record.api
+        let list = record.imageList
+        if !list.isEmpty {
+            let usage = core.images.usage(list)
+            api.memory = API.MemoryImages(count: list.count, logicalBytes: usage.logical, storedBytes: usage.stored)
+        }
+        return api
+    }
+
+    // MARK: Access to a running sandbox
+
+    /// The sandbox's record once it is running; a paused one that asked to
+    /// resume on demand is resumed first (concurrent requests cause one resume).
+    func running(_ id: String, for identity: Identity) async throws -> SandboxRecord {
+        var record = try await repository.owned(id, team: identity.team)
+        if record.state == .paused && record.autoResume {
+            record = try await MemorySnapshots(core: core).wake(id)
+        }
+        guard record.state == .running, record.slot != nil else {
+            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
+        }
+        return record
+    }
+
+    /// A client for the agent of a running sandbox.
+    public func agent(_ id: String, for identity: Identity) async throws -> AgentClient {
+        core.agent(try await running(id, for: identity))
+    }
+
+    /// The sandbox's env vars, which the server adds to every process it starts there.
+    public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
+        try await repository.owned(id, team: identity.team).envVarsDictionary
+    }
+
+    /// The sandbox's address, for port previews.
+    public func address(_ id: String, for identity: Identity) async throws -> String {
+        let record = try await running(id, for: identity)
+        return core.network.address(NetworkSlot(index: record.slot ?? 0))
+    }
+
+    // MARK: Timeouts
+
+    public func setTimeout(_ id: String, seconds: Int, for identity: Identity) async throws -> API.Sandbox {
+        try CreateRequest.validateTimeout(seconds, max: core.settings.maxTimeoutSeconds)
+        _ = try await repository.owned(id, team: identity.team)
+        let record = try await repository.modify(id) { record in
+            switch record.state {
+            case .paused:
+                // The clock starts again at resume.
+                record.remainingSeconds = Double(seconds)
+            case .running, .creating, .pausing, .resuming, .forking:
+                record.expiresAt = now() + Double(seconds)
+            default:
+                throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue)")
+            }
+        }
+        return api(record)
+    }
+
+    /// Kills (or, for those that ask, pauses) every running sandbox whose
+    /// timeout has passed. One that is busy (being snapshotted, say) is left
+    /// for the next tick; one being snapshotted gets a minute more.
+    @discardableResult
+    public func reapExpired() async -> Int {
+        let expired = ((try? await repository.all(in: [.running])) ?? []).filter { ($0.expiresAt ?? .infinity) < now() }
+        var reaped = 0
+        for record in expired {
+            let done = try? await core.gate.runIfIdle(.kill, on: record.id) {
+                try await killNow(record.id, reason: "timeout", error: nil)
+            }
+            if done != nil { reaped += 1 }
+        }
+        return reaped
+    }
+}
+
+extension SandboxRecord {
+    var api: API.Sandbox {
+        API.Sandbox(
+            id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
+            expiresAt: state == .killed || state == .paused ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
+            internet: internet, egress: egress.map { JSONColumn.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary,
+            envVarNames: envVarsDictionary.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
+            autoResume: state == .paused ? autoResume : nil, remainingSeconds: state == .paused ? remainingSeconds : nil,
+            pausedAt: state == .paused ? pausedAt : nil)
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import SproutAgentClient
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// What every memory checkpoint needs: refusing (before anything changes)
+/// what would make it fail, taking it, and starting a sandbox again from its
+/// files when gVisor ended it anyway.
+///
+/// Two facts about runsc shape this. It cannot save a TCP endpoint in any
+/// connected state (TIME_WAIT included), so before a checkpoint the server
+/// refuses if a process inside holds a connection, and ends every host-side
+/// connection itself. And a failed save ends the sandbox, so a failed
+/// checkpoint restarts the sandbox from its files and says so.
+struct Checkpoint: Sendable {
+    let core: ServerCore
+
+    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
+
+    /// Refuses what would make the checkpoint fail: too little disk for the
+    /// image, or a TCP connection a process inside holds open.
+    func preflight(_ record: SandboxRecord) async throws {
+        let usage = core.runtime.usage(id: record.id)?.memoryBytes ?? Int64(record.memoryMB) << 20
+        let floor = core.settings.minimumFreeBytes
+        if let free = FileSystem.freeBytes(core.settings.dataDirectory), free < usage + floor {
+            throw SproutError(.unavailable,
+                "not enough disk space to save sandbox \(record.id)'s memory: \(free >> 20) MiB free, \((usage + floor) >> 20) MiB needed; it keeps running")
+        }
+        let host = NetworkSlot(index: record.slot ?? 0).hostAddress
+        let agent = core.agent(record)
+        // Connections that are closing (the host hung up, the process has
+        // not closed yet) get two seconds to finish.
+        let deadline = monotonicSeconds() + 2
+        while true {
+            var open: [(endpoint: String, closing: Bool)] = []
+            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                guard let bytes = try? await agent.read(table, limit: 1 << 20) else { continue }
+                open += Self.connectedEndpoints(String(decoding: bytes, as: UTF8.self), host: host)
+            }
+            if open.isEmpty { return }
+            if open.allSatisfy(\.closing) && monotonicSeconds() < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            throw SproutError(.conflict,
+                "sandbox \(record.id) has open TCP connections (\(open.prefix(4).map(\.endpoint).joined(separator: ", "))); gVisor cannot save them: close them and retry")
+        }
+    }
+
+    /// "local -> remote" of every connected endpoint in a /proc/net/tcp
+    /// table, and whether it is closing. Left out: listeners, closed
+    /// endpoints, and connections the host holds open (state ESTABLISHED
+    /// with `host`): the server resets those itself before the checkpoint.
+    static func connectedEndpoints(_ table: String, host: String) -> [(endpoint: String, closing: Bool)] {
+        table.split(separator: "\n").dropFirst().compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 3 else { return nil }
+            let state = fields[3]
+            guard state != "0A" && state != "07" else { return nil }  // LISTEN, CLOSE
+            let local = decodeProcAddress(fields[1])
+            let remote = decodeProcAddress(fields[2])
+            if state == "01" && remote.hasPrefix(host + ":") { return nil }
+            return ("\(local) -> \(remote)", state != "01" && state != "02" && state != "03")
+        }
+    }
+
+    /// `0100007F:1F90` → `127.0.0.1:8080` (IPv4; IPv6 is shown as it is).
+    static func decodeProcAddress(_ field: Substring) -> String {
+        let parts = field.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1], radix: 16) else { return String(field) }
+        // IPv4, or IPv4 mapped into IPv6 (the last 32 bits after ::ffff).
+        let hex = parts[0].count == 32 && parts[0].hasPrefix("0000000000000000FFFF0000") ? parts[0].suffix(8) : parts[0]
+        guard hex.count == 8, let raw = UInt32(hex, radix: 16) else { return "[\(parts[0])]:\(port)" }
+        return "\(raw & 0xFF).\(raw >> 8 & 0xFF).\(raw >> 16 & 0xFF).\(raw >> 24):\(port)"
+    }
+
+    /// Checkpoints the sandbox into `directory` (its container ends).
+    func take(_ record: SandboxRecord, into directory: String) async throws {
+        launcher.unwatch(record.id)
+        await core.network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+        // Let the sandbox's side of those connections finish closing.
+        try await Task.sleep(for: .milliseconds(30))
+        try await core.runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
+    }
+
+    /// Checkpoints the sandbox and stores its image in the chunk store. The
+    /// caller holds a lease on the image store until the image is referenced.
+    func takeIntoStore(_ record: SandboxRecord) async throws -> ImageStore.Stored {
+        let imageDirectory = core.settings.directory(record.id) + "/image"
+        try await take(record, into: imageDirectory)
+        let images = core.images
+        return try await onThread {
+            defer { try? FileSystem.removeTree(imageDirectory) }
+            return try images.store(file: imageDirectory + "/checkpoint.img")
+        }
+    }
+
+    /// gVisor ends a sandbox whose save failed: start it again from its files
+    /// (the writable layer is intact) so it stays usable, and record why; if
+    /// even that fails, it is gone (`died`). The caller holds the gate.
+    func recover(_ record: SandboxRecord, from error: Error, operation: String) async {
+        let id = record.id
+        let log = core.logger.withSandbox(id)
+        log.error("checkpoint failed; restarting from files", metadata: ["error": "\(error)"])
+        core.metrics.runtimeError(operation: "checkpoint")
+        let message = "\(operation) failed (\(error.sentence)); restarted from its files, processes were lost"
+        do {
+            let env = try await EnvGraph(core: core).resolve(record.env, team: record.team)
+            try await launcher.bootAgain(record, layers: try await launcher.lowerDirectories(env))
+            let (running, _) = try await core.catalog.sandboxes.transition(id, .restartedFromFiles, note: message) { $0.error = message }
+            await launcher.watch(running)
+        } catch {
+            log.error("restart after a failed checkpoint failed", metadata: ["error": "\(error)"])
+            let reason = "\(operation) failed (\(error.sentence)) and the sandbox could not be started again"
+            if let (dying, _) = try? await core.catalog.sandboxes.transition(id, .died, note: reason) {
+                await launcher.teardown(dying)
+                _ = try? await core.catalog.sandboxes.transition(id, .tornDown) { record in
+                    record.endedAt = now()
+                    record.error = reason
+                }
+            }
+        }
+        await core.publishStateCounts()
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import SproutAPI
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+import SproutRuntime
+import SproutStore
+import SproutSystem
+
+/// Pause and resume (gVisor checkpoint/restore): a paused sandbox holds no
+/// process, CPU or memory; its memory is an image in the chunk store, its
+/// writable layer, namespace and address wait for resume.
+public struct MemorySnapshots: Sendable {
+    let core: ServerCore
+
+    public init(core: ServerCore) { self.core = core }
+
+    /// Pause images kept per sandbox (each later one stores only the chunks it does not share).
+    static let imageHistory = 10
+
+    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
+    var checkpoint: Checkpoint { Checkpoint(core: core) }
+    var repository: SandboxRepository { core.catalog.sandboxes }
+    var sandboxes: Sandboxes { Sandboxes(core: core) }
+
+    // MARK: Pause
+
+    public func pause(_ id: String, autoResume: Bool, for identity: Identity) async throws -> API.Sandbox {
+        _ = try await repository.owned(id, team: identity.team)
+        try core.requireMemorySnapshots()
+        return sandboxes.api(try await core.gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume) })
+    }
+
+    /// The pause itself; the caller holds the gate.
+    func pauseNow(_ id: String, autoResume: Bool) async throws -> SandboxRecord {
+        guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+        guard record.state == .running else {
+            throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be paused")
+        }
+        let started = monotonicSeconds()
+        try await checkpoint.preflight(record)
+        let (pausing, _) = try await repository.transition(id, .pause(memory: true), expecting: record.version)
+        // The image is leased from before its chunks are written until the record names it.
+        let stored: SandboxRecord = try await GarbageCollector(core: core).leasing(.images) {
+            let image: ImageStore.Stored
+            do {
+                image = try await checkpoint.takeIntoStore(pausing)
+            } catch {
+                await checkpoint.recover(pausing, from: error, operation: "pause")
+                throw SproutError(.internal, "cannot pause sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
+            }
+            let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
+            let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
+                record.images = JSONColumn.encodeList(history)
+                record.remainingSeconds = max(1, (record.expiresAt ?? now()) - now())
+                record.expiresAt = nil
+                record.autoResume = autoResume
+                record.pausedAt = now()
+                record.error = nil
+            }
+            core.logger.withSandbox(id).info("paused", metadata: [
+                "image": "\(image.id)", "bytes": "\(image.size)", "new": "\(image.newBytes)",
+                "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
+            ])
+            return paused
+        }
+        await GarbageCollector(core: core).collect(.images)
+        core.metrics.memoryOperation("pause", seconds: monotonicSeconds() - started)
+        await core.publishStateCounts()
+        return stored
+    }
+
+    // MARK: Resume
+
+    public func resume(_ id: String, for identity: Identity) async throws -> API.Sandbox {
+        _ = try await repository.owned(id, team: identity.team)
+        try core.requireMemorySnapshots()
+        return sandboxes.api(try await core.gate.run(.resume, on: id) {
+            guard let record = try await repository.find(id), record.state == .paused else {
+                let state = try await repository.find(id)?.state.rawValue ?? "gone"
+                throw SproutError(.conflict, "sandbox \(id) is \(state); only a paused sandbox can be resumed")
+            }
+            return try await resumeNow(record)
+        })
+    }
+
+    /// Resumes a sandbox that asked to resume on demand, for a request that
+    /// needs it running. Concurrent requests wait for the one resume.
+    func wake(_ id: String) async throws -> SandboxRecord {
+        try await core.gate.run(.wake, on: id) {
+            guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+            guard record.state == .paused && record.autoResume else { return record }
+            return try await resumeNow(record)
+        }
+    }
+
+    /// The resume itself; the caller holds the gate.
+    func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
+        let id = current.id
+        guard let image = current.imageList.last else {
+            throw SproutError(.internal, "sandbox \(id) is paused but has no memory image")
+        }
+        let started = monotonicSeconds()
+        let (resuming, _) = try await repository.transition(id, .resume(fromMemory: true), expecting: current.version)
+        let imageDirectory = core.settings.directory(id) + "/image"
+        do {
+            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team)
+            let lowers = try await launcher.lowerDirectories(env)
+            let images = core.images
+            try await onThread {
+                try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
+                try images.materialize(image, to: imageDirectory + "/checkpoint.img")
+            }
+            defer { try? FileSystem.removeTree(imageDirectory) }
+            try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
+        } catch {
+            try? FileSystem.removeTree(imageDirectory)
+            core.logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
+            core.metrics.runtimeError(operation: "restore")
+            await launcher.removeContainer(id)
+            _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
+            await core.publishStateCounts()
+            throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
+        }
+        let fallback = Double(core.settings.defaultTimeoutSeconds)
+        let (running, _) = try await repository.transition(id, .restored) { record in
+            record.expiresAt = now() + (record.remainingSeconds ?? fallback)
+            record.remainingSeconds = nil
+            record.autoResume = false
+            record.pausedAt = nil
+            record.error = nil
+        }
+        await launcher.watch(running)
+        core.metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
+        await core.publishStateCounts()
+        clockCheckLater(running)
+        core.logger.withSandbox(id).info("resumed", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        return running
+    }
+
+    // MARK: Clock
+
+    /// Checks the clock off the request's path (a process start in gVisor costs ≈ 10 ms).
+    func clockCheckLater(_ record: SandboxRecord) {
+        let core = self.core
+        Task { await MemorySnapshots(core: core).correctClock(record) }
+    }
+
+    /// After a restore the sandbox's wall clock must match the host's. gVisor
+    /// reads the host's clock, so it does; if it ever does not (another
+    /// runtime, an old image), set it through the agent.
+    func correctClock(_ record: SandboxRecord) async {
+        let client = core.agent(record)
+        guard let bytes = try? await client.run(ProcessSpec(cmd: ["date", "+%s.%N"])).stdout,
+            let inside = Double(String(decoding: bytes, as: UTF8.self).trimmed)
+        else { return }
+        let skew = inside - now()
+        core.metrics.clockSkew(skew)
+        guard abs(skew) > 1 else { return }
+        core.logger.withSandbox(record.id).warning("clock off after restore; setting it", metadata: ["skew": "\(skew)"])
+        try? await client.setClock(unixNanos: Int64(now() * 1e9))
+    }
+}
