@@ -74,6 +74,9 @@ check("GET", "/v1/sandboxes", "/v1/sandboxes", 200)
 check("GET", "/v1/sandboxes/{id}", f"/v1/sandboxes/{sid}", 200)
 check("GET", "/v1/sandboxes/{id}", "/v1/sandboxes/sbx_nope", 404)
 check("POST", "/v1/sandboxes/{id}/timeout", f"/v1/sandboxes/{sid}/timeout", 200, json={"timeoutSeconds": 120})
+events = check("GET", "/v1/sandboxes/{id}/events", f"/v1/sandboxes/{sid}/events", 200).json()
+assert [e["kind"] for e in events][:2] == ["creating", "running"], events
+check("GET", "/v1/sandboxes/{id}/events", "/v1/sandboxes/sbx_nope/events", 404)
 out = check("POST", "/v1/sandboxes/{id}/exec", f"/v1/sandboxes/{sid}/exec", 200,
             json={"cmd": ["cat"], "stdin": base64.b64encode(b"hi").decode()})
 assert any(json.loads(l).get("stdout") == base64.b64encode(b"hi").decode() for l in out.text.splitlines()), out.text

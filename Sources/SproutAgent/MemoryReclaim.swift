@@ -29,7 +29,8 @@ enum MemoryReclaim {
             if line.hasPrefix("Name:") {
                 command = String(line.dropFirst(5)).trimmed
             } else if line.hasPrefix("VmRSS:") {
-                let fields = line.dropFirst(6).split(separator: " ")
+                // "VmRSS:\t    3992 kB": a tab, then spaces.
+                let fields = line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" })
                 rss = (fields.first.flatMap { Int64($0) } ?? 0) * 1024
             }
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import SproutCore
 import SproutRuntime
 import SproutClient
@@ -26,6 +27,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
     @Option(help: "Refuse creates below this much free disk space (MiB).") var minFreeMb = 256
     @Option(help: "Sandboxes kept started ahead of demand per env in use (0: none).") var poolSize = 2
+    @Option(help: "Pooled sandboxes in all, across envs.") var poolBudget = 8
+    @Option(help: "An env keeps its pool this many seconds after the last create that could use it.") var poolIdle = 600
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -52,11 +55,17 @@ struct ServerCommand: AsyncParsableCommand {
         config.minimumFreeBytes = Int64(minFreeMb) << 20
         guard (0...64).contains(poolSize) else { throw SproutError(.invalidArgument, "--pool-size must be 0-64") }
         config.poolSize = poolSize
+        guard (0...256).contains(poolBudget) else { throw SproutError(.invalidArgument, "--pool-budget must be 0-256") }
+        guard (1...86_400).contains(poolIdle) else { throw SproutError(.invalidArgument, "--pool-idle must be 1-86400 seconds") }
+        config.poolBudget = poolBudget
+        config.poolIdleSeconds = Double(poolIdle)
         let logger = Logger(label: "sprout")
         let host = self.host
         let (app, parts) = try await buildApplication(config, logger: logger) { port in
             FileHandle.standardOutput.write(Data("sprout server listening on http://\(host):\(port)\n".utf8))
         }
+        // Request metrics go through the Metrics API into the server's registry.
+        MetricsSystem.bootstrap(parts.metrics.factory)
         if let key = parts.newAdminKey {
             FileHandle.standardOutput.write(Data("admin API key (shown once; also saved to \(config.adminKeyPath)): \(key)\n".utf8))
         }

@@ -23,6 +23,7 @@ extension SproutAPIClient {
             try Self.check(head, connection)
             var pending: [UInt8] = []
             var exit: ProcessExit?
+            var failure: ErrorBody?
             while let chunk = try connection.readBodyChunk() {
                 pending += chunk
                 while let newline = pending.firstIndex(of: 10) {
@@ -30,10 +31,15 @@ extension SproutAPIClient {
                     pending.removeFirst(newline + 1)
                     let event = try JSONDecoder().decode(API.ExecEvent.self, from: Data(line))
                     if let status = event.exit { exit = status }
+                    if let error = event.error { failure = error }
                     onEvent(event)
                 }
             }
-            guard let exit else { throw SproutError(.unavailable, "the exec stream ended without an exit status") }
+            guard let exit else {
+                // The server ends a stream it could not finish with the reason.
+                if let failure { throw SproutError(SproutError.Code(rawValue: failure.code), failure.message) }
+                throw SproutError(.unavailable, "the exec stream ended without an exit status")
+            }
             return exit
         }
     }

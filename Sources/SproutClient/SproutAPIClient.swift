@@ -122,6 +122,11 @@ public struct SproutAPIClient: Sendable {
         try await call("GET", "/v1/sandboxes/\(percentEncode(id))", as: API.Sandbox.self)
     }
 
+    /// What happened to a sandbox: its state changes and why, out-of-memory kills.
+    public func events(_ id: String) async throws -> [API.SandboxEvent] {
+        try await call("GET", "/v1/sandboxes/\(percentEncode(id))/events", as: [API.SandboxEvent].self)
+    }
+
     @discardableResult
     public func killSandbox(_ id: String) async throws -> API.Sandbox {
         try await call("DELETE", "/v1/sandboxes/\(percentEncode(id))", as: API.Sandbox.self)

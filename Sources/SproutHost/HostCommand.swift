@@ -40,7 +40,7 @@ public enum HostCommand {
     ) async throws -> Output {
         let executable = try resolve(argv)
         let arguments = Arguments(Array(argv.dropFirst()))
-        let environmentValue = environment.map { Subprocess.Environment.custom($0.map { Array($0.utf8) }) } ?? Self.environmentValue
+        let environmentValue = environment.map(Self.environmentValue) ?? Self.environmentValue
         let result = try await withDeadline(timeout, argv) {
             if let input {
                 return try await Subprocess.run(
@@ -89,8 +89,14 @@ public enum HostCommand {
         return FilePath(path)
     }
 
-    static var environmentValue: Subprocess.Environment {
-        .custom(environment.map { Array($0.utf8) })
+    static var environmentValue: Subprocess.Environment { environmentValue(environment) }
+
+    /// `NAME=value` entries as swift-subprocess's raw environment. Each entry
+    /// must end with a NUL: swift-subprocess 1.0.2 hands the bytes to
+    /// `strdup`, which otherwise reads past them (the child saw garbage after
+    /// every value: a wrong API key, a PATH entry that does not exist).
+    static func environmentValue(_ entries: [String]) -> Subprocess.Environment {
+        .custom(entries.map { Array($0.utf8) + [0] })
     }
 
     /// Own process group; on timeout or cancellation SIGTERM, then SIGKILL after 2 s.

@@ -28,7 +28,7 @@ struct CLI {
     /// Runs a program (argv[0] a path) with `env` and collects its output.
     static func runProcess(_ argv: [String], env: [String]? = nil) async throws -> Result {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        let output = try await HostCommand.capture(argv, environment: env ?? ["PATH=\(path)", "HOME=/root"])
+        let output = try await HostCommand.capture(argv, environment: env ?? ["PATH=\(path)", "HOME=/root"], timeout: .seconds(1200))
         return Result(status: output.status, stdout: output.stdout, stderr: output.stderr)
     }
 }

@@ -88,17 +88,26 @@ extension Integration {
                 #expect(Calendar(identifier: .gregorian).component(.year, from: Date()) >= 2025, "the host clock moved")
                 #expect(try await HostResources.hostOutput(["ip", "route", "show", "default"]) == route)
 
-                // 8. Exceeding the memory limit harms only that sandbox. (sort holds its
-                // one 600 MB line in memory; the limit is 128 MiB.)
+                // 8. Exceeding the memory limit ends only the process that did it: the
+                // sandbox, its agent and its other processes stay up. (awk builds one long
+                // string; the limit is 128 MiB.)
                 let small = try await api.createSandbox(API.CreateSandbox(env: "empty", memoryMB: 128))
-                let hog = try? await withThrowingTaskGroup(of: ProcessResult?.self) { group in
-                    group.addTask { try await api.run(small.id, API.Exec(shell: "head -c 600000000 /dev/zero | sort > /dev/null && echo survived")) }
-                    group.addTask { try await Task.sleep(for: .seconds(60)); return nil }
-                    let first = try await group.next() ?? nil
-                    group.cancelAll()
-                    return first
+                // Positive control: the same program under the limit runs to the end.
+                func string(megabytes: Int) -> API.Exec {
+                    API.Exec(shell: "awk 'BEGIN { s = sprintf(\"%\(megabytes)000000s\", \"\"); print length(s) }'; echo exit=$?")
                 }
-                #expect(hog?.stdoutText.contains("survived") != true, "a 600 MB allocation succeeded under a 128 MiB limit")
+                let under = try await api.run(small.id, string(megabytes: 40))
+                #expect(under.stdoutText == "40000000\nexit=0\n", "a 40 MB string under a 128 MiB limit: \(under.stdoutText) \(under.stderrText)")
+                _ = try await api.run(small.id, API.Exec(shell: "(sleep 600 &); echo started"))
+                // The hog must be answered: a timeout or an error here is a failure, not "contained".
+                let hog = try await api.run(small.id, string(megabytes: 300))
+                #expect(hog.stdoutText == "exit=137\n", "a 300 MB string under a 128 MiB limit: \(hog.stdoutText) \(hog.stderrText)")
+                #expect(try await api.sandbox(small.id).state == "running")
+                let survivors = try await api.run(small.id, API.Exec(shell: "ps -o args | grep -c '^sleep 600'"))
+                #expect(survivors.stdoutText == "1\n", "the sandbox's other process lives on: \(survivors.stdoutText)")
+                #expect(try await api.run(small.id, API.Exec(shell: "echo still here")).stdoutText == "still here\n")
+                let events = try await api.events(small.id)
+                #expect(events.contains { $0.kind == "oom" && $0.message.contains("(awk)") }, "\(events)")
                 #expect(try await api.run(b.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
                 #expect(try await api.health().status == "ok")
 

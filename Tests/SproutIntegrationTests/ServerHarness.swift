@@ -1,5 +1,7 @@
 import Foundation
+import GRDB
 import Glibc
+import SproutRuntime
 import SproutClient
 import SproutCore
 import SproutSystem
@@ -140,10 +142,19 @@ final class ServerHarness: @unchecked Sendable {
 }
 
 /// What Sprout may leave on the host; every test checks it is empty after.
+/// Scoped to what the server of `data` made (its instance's namespaces, the
+/// veths and cgroups of its sandboxes), so a Sprout server already running
+/// on the host does not fail the suite. Without a catalog (`sprout bench`
+/// makes and removes its own data directory) every Sprout resource counts.
 enum HostResources {
     static func leftovers(data: String) async -> [String] {
         var found: [String] = []
-        let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") || $0.hasPrefix("sproutit-") }
+        let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let ids = sandboxIDs(data)
+        func ours(_ sandboxID: String) -> Bool { instance.isEmpty || ids.contains(sandboxID) }
+        let namespacePrefix = instance.isEmpty ? "sprout-" : "sprout-\(instance)-"
+        let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
+            .filter { $0.hasPrefix(namespacePrefix) || $0.hasPrefix("sproutit-") }
         found += netns.map { "netns \($0)" }
         for kind in ["runsc", "runc"] {
             let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")
@@ -155,13 +166,28 @@ enum HostResources {
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
+        let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
         let links = (try? await hostOutput(["ip", "-o", "link", "show"])) ?? ""
-        found += links.split(separator: "\n").filter { $0.contains(": sp") && $0.contains("@") }.map { "veth \($0.prefix(60))" }
+        found += links.split(separator: "\n").filter { line in
+            guard line.contains(": sp"), line.contains("@") else { return false }
+            let name = line.split(separator: " ").dropFirst().first.map { String($0.split(separator: "@")[0]) } ?? ""
+            return instance.isEmpty || interfaces.contains(name)
+        }.map { "veth \($0.prefix(60))" }
         let sandboxes = (try? FileManager.default.contentsOfDirectory(atPath: data + "/sandboxes")) ?? []
         found += sandboxes.map { "sandbox dir \($0)" }
-        let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/sprout")) ?? []).filter { $0.hasPrefix("sbx_") }
+        let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/sprout")) ?? [])
+            .filter { $0.hasPrefix("sbx_") && ours($0) }
         found += cgroups.map { "cgroup \($0)" }
         return found
+    }
+
+    /// Every sandbox id the catalog of `data` knows, killed ones included.
+    static func sandboxIDs(_ data: String) -> Set<String> {
+        guard FileManager.default.fileExists(atPath: data + "/sprout.db"),
+            let queue = try? DatabaseQueue(path: data + "/sprout.db", configuration: { var c = Configuration(); c.readonly = true; return c }()),
+            let ids = try? queue.read({ try String.fetchAll($0, sql: "SELECT id FROM sandbox") })
+        else { return [] }
+        return Set(ids)
     }
 
     static func hostOutput(_ argv: [String]) async throws -> String {

@@ -16,41 +16,43 @@ struct AgentRoutes {
     func register(on group: RouterGroup<SproutContext>) {
         group.post("sandboxes/:id/exec", use: exec)
         group.get("sandboxes/:id/processes") { _, context in
-            let agent = try await agent(context)
-            return try JSONBody.response(try await agent.processes())
+            try JSONBody.response(try await withAgent(context) { try await $0.processes() })
         }
         group.post("sandboxes/:id/processes/:pid/signal") { request, context in
             let body = try await JSONBody.decode(API.Signal.self, from: request)
-            let agent = try await agent(context)
             let pid = try context.parameters.require("pid")
-            return try JSONBody.response(try await agent.signal(ProcessSelector(id: pid), body.signal))
+            return try JSONBody.response(try await withAgent(context) { try await $0.signal(ProcessSelector(id: pid), body.signal) })
         }
         group.get("sandboxes/:id/files", use: download)
         group.put("sandboxes/:id/files", use: upload)
         group.delete("sandboxes/:id/files") { request, context in
             let path = try Self.path(request)
             let recursive = request.uri.queryParameters.get("recursive") == "true"
-            try await agent(context).remove(path, recursive: recursive)
+            try await withAgent(context) { try await $0.remove(path, recursive: recursive) }
             return Response(status: .noContent)
         }
         group.get("sandboxes/:id/files/list") { request, context in
             let path = try Self.path(request)
             let depth = try Self.intParameter(request, "depth", default: 1, range: 1...64)
-            return try JSONBody.response(API.Entries(entries: try await agent(context).list(path, depth: depth)))
+            return try JSONBody.response(API.Entries(entries: try await withAgent(context) { try await $0.list(path, depth: depth) }))
         }
         group.get("sandboxes/:id/files/stat") { request, context in
-            try JSONBody.response(try await agent(context).stat(try Self.path(request)))
+            let path = try Self.path(request)
+            return try JSONBody.response(try await withAgent(context) { try await $0.stat(path) })
         }
         group.post("sandboxes/:id/files/mkdir") { request, context in
             let path = try Self.path(request)
-            let agent = try await agent(context)
-            try await agent.makeDirectory(path)
-            return try JSONBody.response(try await agent.stat(path), status: .created)
+            let info = try await withAgent(context) { agent in
+                try await agent.makeDirectory(path)
+                return try await agent.stat(path)
+            }
+            return try JSONBody.response(info, status: .created)
         }
     }
 
-    func agent(_ context: SproutContext) async throws -> AgentClient {
-        try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
+    /// Runs `body` against the sandbox's agent (see `Sandboxes.withAgent`).
+    func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
+        try await services.sandboxes.withAgent(try context.parameters.require("id"), for: try context.caller(), body)
     }
 
     func environment(_ context: SproutContext) async throws -> [String: String] {
@@ -122,24 +124,35 @@ struct AgentRoutes {
             stdin = Array(data)
         }
         if let cwd = body.cwd { try Self.validatePath(cwd) }
-        let agent = try await agent(context)
+        let id = try context.parameters.require("id")
+        let sandboxes = services.sandboxes
         let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
-        let session = try await agent.start(ProcessSpec(
-            cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
-        if let stdin {
-            try await session.send(stdin)
-            try await session.sendEndOfInput()
+        let session = try await withAgent(context) { agent in
+            let session = try await agent.start(ProcessSpec(
+                cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
+            if let stdin {
+                try await session.send(stdin)
+                try await session.sendEndOfInput()
+            }
+            return session
         }
         return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
             defer { session.close() }
             try await writer.write(Self.line(API.ExecEvent(started: session.info)))
-            for try await item in session {
-                switch item {
-                case .stdout(let bytes): try await writer.write(Self.line(API.ExecEvent(stdout: bytes)))
-                case .stderr(let bytes): try await writer.write(Self.line(API.ExecEvent(stderr: bytes)))
-                case .error(let error): try await writer.write(Self.line(API.ExecEvent(error: error)))
-                case .exit(let status): try await writer.write(Self.line(API.ExecEvent(exit: status)))
+            do {
+                for try await item in session {
+                    switch item {
+                    case .stdout(let bytes): try await writer.write(Self.line(API.ExecEvent(stdout: bytes)))
+                    case .stderr(let bytes): try await writer.write(Self.line(API.ExecEvent(stderr: bytes)))
+                    case .error(let error): try await writer.write(Self.line(API.ExecEvent(error: error)))
+                    case .exit(let status): try await writer.write(Self.line(API.ExecEvent(exit: status)))
+                    }
                 }
+            } catch {
+                // The status line is long sent: the stream ends with the reason instead of an exit.
+                let reason = await sandboxes.explain(error, id)
+                let body = (reason as? SproutError).map(ErrorBody.init) ?? ErrorBody(code: "internal", message: "\(reason)")
+                try await writer.write(Self.line(API.ExecEvent(error: body)))
             }
             try await writer.finish(nil)
         })
@@ -155,7 +168,7 @@ struct AgentRoutes {
 
     @Sendable func download(_ request: Request, context: SproutContext) async throws -> Response {
         let path = try Self.path(request)
-        let file = try await agent(context).openRead(path)
+        let file = try await withAgent(context) { try await $0.openRead(path) }
         let size = Int(file.info.size)
         return Response(
             status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size)],
@@ -176,7 +189,7 @@ struct AgentRoutes {
         if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxUploadBytes {
             throw SproutError(.tooLarge, "upload of \(length) bytes exceeds the limit of \(maxUploadBytes)")
         }
-        let upload = try await agent(context).openWrite(path, mode: mode)
+        let upload = try await withAgent(context) { try await $0.openWrite(path, mode: mode) }
         var total: Int64 = 0
         do {
             for try await buffer in request.body {
@@ -190,7 +203,7 @@ struct AgentRoutes {
             return try JSONBody.response(["size": size], status: .created)
         } catch {
             upload.abort()
-            throw error
+            throw await services.sandboxes.explain(error, try context.parameters.require("id"))
         }
     }
 }

@@ -170,7 +170,12 @@ struct SandboxLauncher: Sendable {
         if let process = await core.runtime.containerProcess(id: record.id) {
             core.containers.withLock { $0[record.id] = process }
         }
-        core.memoryWatch?.watch(record)
+        do {
+            try core.memoryWatch?.watch(record)
+        } catch {
+            core.logger.withSandbox(record.id).warning("cannot watch the sandbox's memory: only the kernel's hard limit applies",
+                                                       metadata: ["error": "\(error)"])
+        }
     }
 
     func unwatch(_ id: String) {

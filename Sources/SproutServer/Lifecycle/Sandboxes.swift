@@ -65,6 +65,36 @@ public struct Sandboxes: Sendable {
         core.agent(try await running(id, for: identity))
     }
 
+    /// Runs `body` against the agent of a running sandbox. A call cut short
+    /// because the sandbox stopped running meanwhile (a pause, a kill, a
+    /// fork's checkpoint ends every host connection into it) is a conflict
+    /// that says so, not a failure of the server.
+    public func withAgent<T: Sendable>(
+        _ id: String, for identity: Identity, _ body: (AgentClient) async throws -> T
+    ) async throws -> T {
+        let agent = try await agent(id, for: identity)
+        do {
+            return try await body(agent)
+        } catch {
+            throw await explain(error, id)
+        }
+    }
+
+    /// `error`, or the conflict it really was when the sandbox is no longer
+    /// running (or an operation that stops it is under way).
+    public func explain(_ error: Error, _ id: String) async -> Error {
+        if let sprout = error as? SproutError, sprout.code != .unavailable && sprout.code != .timeout && sprout.code != .io {
+            return error
+        }
+        if let operation = await core.gate.current(id), [.kill, .pause, .fork, .died].contains(operation) {
+            return SproutError(.conflict, "sandbox \(id) is \(operation.progressive): the request was cut short")
+        }
+        if let record = try? await repository.find(id), record.state != .running {
+            return SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue) now: it stopped running during the request")
+        }
+        return error
+    }
+
     /// The sandbox's env vars, which the server adds to every process it starts there.
     public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
         try await repository.owned(id, team: identity.team).envVarsDictionary

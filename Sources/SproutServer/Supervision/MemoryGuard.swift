@@ -18,16 +18,23 @@ import SproutSystem
 /// kernel's OOM killer at the (higher) hard limit remains the backstop.
 final class MemoryGuard: Sendable {
     private let watcher: MemoryWatch
+    /// Sandboxes an enforcer is looking after right now (one at a time each).
+    private let enforcing = Locked<Set<String>>([])
 
     init(onCross: @escaping @Sendable (String) -> Void) throws {
         watcher = try MemoryWatch(onCross: onCross)
     }
 
-    func watch(_ record: SandboxRecord) {
-        try? watcher.watch(id: record.id, thresholdBytes: Int64(record.memoryMB) << 20)
+    /// Throws when the cgroup cannot be watched (the sandbox then has only the kernel's hard limit).
+    func watch(_ record: SandboxRecord) throws {
+        try watcher.watch(id: record.id, thresholdBytes: Int64(record.memoryMB) << 20)
     }
 
     func unwatch(_ id: String) { watcher.unwatch(id: id) }
+
+    /// True if the caller is now the one enforcer of `id`'s limit (until `release`).
+    func claim(_ id: String) -> Bool { enforcing.withLock { $0.insert(id).inserted } }
+    func release(_ id: String) { enforcing.withLock { _ = $0.remove(id) } }
 }
 
 extension ServerCore {
@@ -43,14 +50,30 @@ extension ServerCore {
         memoryGuardBox.withLock { $0 = guardian }
     }
 
-    /// Called when sandbox `id`'s memory crossed its limit (either way):
-    /// while its working set is over the limit, end the biggest process.
+    /// Called when sandbox `id`'s memory use crossed its limit (either way).
+    /// The kernel counts page cache too, so at the crossing the working set
+    /// may still be under the limit: while the usage stays above it, look
+    /// ten times a second, and whenever the working set is over the limit,
+    /// have the agent end the biggest process. Ends when the usage is back
+    /// under the limit (the next crossing calls again) or the sandbox stops.
     func enforceMemoryLimit(_ id: String) async {
-        guard let record = try? await catalog.sandboxes.find(id), record.state == .running || record.state == .pooled else { return }
+        guard let guardian = memoryWatch, guardian.claim(id) else { return }
+        defer { guardian.release(id) }
+        guard var record = try? await catalog.sandboxes.find(id), record.state.hasContainer else { return }
         let limit = Int64(record.memoryMB) << 20
         let log = logger.withSandbox(id)
-        for _ in 0..<8 {
-            guard let usage = runtime.usage(id: id), usage.workingSetBytes > limit else { return }
+        var looks = 0
+        while let usage = runtime.usage(id: id), usage.memoryBytes > limit {
+            looks += 1
+            if looks % 10 == 0 {
+                // Once a second: is it still running (a pause or kill takes the cgroup's processes away)?
+                guard let current = try? await catalog.sandboxes.find(id), current.state.hasContainer else { return }
+                record = current
+            }
+            guard usage.workingSetBytes > limit else {
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             let victim: ProcessMemory?
             do {
                 victim = try await agent(record, connectTimeout: 2).killLargest()
@@ -58,7 +81,11 @@ extension ServerCore {
                 log.warning("over its memory limit, but the agent did not answer", metadata: ["error": "\(error)"])
                 return
             }
-            guard let victim else { return }
+            guard let victim else {
+                log.warning("over its memory limit with no process to end", metadata: ["workingSet": "\(usage.workingSetBytes)"])
+                try? await Task.sleep(for: .milliseconds(500))
+                continue
+            }
             let message = "out of memory: ended process \(victim.pid) (\(victim.command)) holding \(victim.rssBytes >> 20) MiB; the sandbox's limit is \(record.memoryMB) MiB"
             log.warning("\(message)")
             metrics.outOfMemoryKill()
