@@ -15,9 +15,10 @@ public final class LocalAgent: @unchecked Sendable {
     public var endpoint: AgentEndpoint { AgentEndpoint(host: "127.0.0.1", port: port, token: token) }
     public var client: AgentClient { AgentClient(endpoint: endpoint) }
 
-    /// Starts `binary` with the given working directory and waits until it listens.
-    public init(binary: String, workdir: String = "/") throws {
-        token = Identifiers.random(length: 32)
+    /// Starts `binary` with the given working directory (and `token`, a new
+    /// random one unless given) and waits until it listens.
+    public init(binary: String, workdir: String = "/", token given: String? = nil) throws {
+        token = given ?? Identifiers.random(length: 32)
         let out = try Spawn.pipe()
         var options = Spawn.Options()
         options.stdout = out.write

@@ -47,5 +47,46 @@ extension Integration {
             }
             await expectNoLeftovers(data)
         }
+
+        /// The number of pooled sandboxes, from /metrics.
+        func pooledCount(_ api: SproutAPIClient) async throws -> Int {
+            let line = try await api.metrics().split(separator: "\n").first { $0.hasPrefix(#"sprout_sandboxes{state="pooled"} "#) }
+            return Int(Double(line?.split(separator: " ").last ?? "0") ?? 0)
+        }
+
+        @Test("the pool follows demand within its budget: chained snapshots never grow it past the budget, and it empties when demand stops")
+        func boundedByDemand() async throws {
+            let data = try await ServerHarness.with(extraArgs: ["--pool-size", "2", "--pool-budget", "3", "--pool-idle", "6"]) {
+                (server: ServerHarness) async throws in
+                let api = server.client
+                var most = 0
+                var source = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                var made = [source.id]
+                // Six chained snapshots, one sandbox from each: six envs in demand.
+                for i in 0..<6 {
+                    _ = try await api.run(source.id, API.Exec(shell: "echo \(i) > /code/step"))
+                    let env = try await api.snapshot(source.id, name: "chain")
+                    source = try await api.createSandbox(API.CreateSandbox(env: env.id))
+                    made.append(source.id)
+                    most = max(most, try await pooledCount(api))
+                }
+                for _ in 0..<15 {
+                    try await Task.sleep(for: .seconds(1))
+                    most = max(most, try await pooledCount(api))
+                }
+                #expect(most >= 1, "the pool started for the envs in demand")
+                #expect(most <= 3, "never more pooled sandboxes than the budget: saw \(most)")
+                // Demand stops: within the idle time and a tick, the pool is empty.
+                var pooled = try await pooledCount(api)
+                for _ in 0..<30 where pooled > 0 {
+                    try await Task.sleep(for: .seconds(1))
+                    pooled = try await pooledCount(api)
+                }
+                #expect(pooled == 0, "the pool shrank to nothing once demand stopped")
+                for id in made { _ = try await api.killSandbox(id) }
+                return server.data
+            }
+            await expectNoLeftovers(data)
+        }
     }
 }
