@@ -39,7 +39,11 @@ extension Integration {
                 let a = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 let b = try await api.createSandbox(API.CreateSandbox(env: "empty"))
 
-                // 1. A marker file on the host is not there.
+                // Every probe first shows that its tool works (a positive control), so
+                // none can pass because the tool is missing or broken.
+
+                // 1. A marker file on the host is not there (cat reads the sandbox's own files).
+                #expect(try await api.run(a.id, API.Exec(shell: "cat /etc/hostname")).stdoutText == "\(a.id)\n")
                 let marker = "/tmp/sprout-marker-\(Identifiers.random(length: 8))"
                 try "host secret".write(toFile: marker, atomically: true, encoding: .utf8)
                 defer { unlink(marker) }
@@ -48,14 +52,20 @@ extension Integration {
                 // 2. Host processes and the other sandbox's processes are invisible.
                 _ = try await api.run(b.id, API.Exec(shell: "(sleep 300 &) ; echo started"))
                 let ps = try await api.run(a.id, API.Exec(shell: "ps -o args"))
+                #expect(ps.stdoutText.contains("ps -o args"), "ps lists the sandbox's own processes: \(ps.stdoutText)")
                 #expect(!ps.stdoutText.contains("sprout server") && !ps.stdoutText.contains("sleep 300"), "\(ps.stdoutText)")
 
                 // 3. The other sandbox's files are invisible.
                 let secret = "secret-\(Identifiers.random(length: 8))"
                 _ = try await api.run(b.id, API.Exec(shell: "echo x > /code/\(secret)"))
+                #expect(try await api.run(b.id, API.Exec(shell: "find / -name \(secret) 2>/dev/null")).stdoutText == "/code/\(secret)\n")
                 #expect(try await api.run(a.id, API.Exec(shell: "find / -name \(secret) 2>/dev/null")).stdoutText.isEmpty)
 
-                // 4. A server on the host (all addresses, loopback included) cannot be reached.
+                // 4. A server on the host (all addresses, loopback included) cannot be reached
+                // (nc reaches a server inside the same sandbox).
+                _ = try await api.run(a.id, API.Exec(shell: "mkdir -p /own && echo own > /own/i && httpd -p 127.0.0.1:8081 -h /own"))
+                let own = try await api.run(a.id, API.Exec(shell: "printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 8081"))
+                #expect(own.stdoutText.contains("\nown\n"), "nc works inside the sandbox: \(own.stdoutText)")
                 let listener = try HostListener()
                 defer { listener.close() }
                 let hostSide = a.address.map { address -> String in
@@ -71,6 +81,8 @@ extension Integration {
 
                 // 5. The other sandbox's address cannot be reached.
                 _ = try await api.run(b.id, API.Exec(shell: "mkdir -p /www && echo hi > /www/i && httpd -p 8080 -h /www"))
+                let itself = try await api.run(b.id, API.Exec(shell: "printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 \(b.address ?? "") 8080"))
+                #expect(itself.stdoutText.contains("\nhi\n"), "the server answers on its address: \(itself.stdoutText)")
                 let cross = try await api.run(a.id, API.Exec(shell: "echo -e 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 \(b.address ?? "") 8080"))
                 #expect(!cross.stdoutText.contains("hi"), "a sandbox reached another sandbox: \(cross.stdoutText)")
                 // (The host itself still reaches it: the preview works.)
