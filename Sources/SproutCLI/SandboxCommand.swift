@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import SproutClient
 import SproutCore
 import SproutAPI
@@ -153,7 +154,10 @@ struct SandboxExec: AsyncParsableCommand {
         var argv = command
         if argv.first == "--" { argv.removeFirst() }
         guard !argv.isEmpty else { throw SproutError(.invalidArgument, "give a command after --") }
-        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"))
+        // Like `docker exec -i`: what is piped in is the process's standard input,
+        // and its end closes it. (Sent whole, before the process starts: up to 64 MiB.)
+        let input = isatty(0) == 1 ? nil : try Self.readStandardInput(limit: Self.stdinLimit)
+        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), stdin: input)
         let exit = try await client.client().exec(id, request) { event in
             if let bytes = event.stdoutBytes { FileHandle.standardOutput.write(Data(bytes)) }
             if let bytes = event.stderrBytes { FileHandle.standardError.write(Data(bytes)) }
@@ -161,6 +165,27 @@ struct SandboxExec: AsyncParsableCommand {
         }
         if let code = exit.code, code != 0 { throw ExitCode(code) }
         if let signal = exit.signal { throw ExitCode(128 + signal) }
+    }
+
+    static let stdinLimit = 64 << 20
+
+    /// All of standard input (nil when there is none: descriptor 0 was closed,
+    /// and is unreadable or something else the runtime opened since), or an
+    /// error past `limit` bytes.
+    static func readStandardInput(limit: Int) throws -> [UInt8]? {
+        var input: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && input.isEmpty { return nil }
+            guard n >= 0 else { throw SproutError.system("read standard input") }
+            if n == 0 { return input }
+            input += chunk[0..<n]
+            guard input.count <= limit else {
+                throw SproutError(.tooLarge, "standard input is larger than \(limit >> 20) MiB: copy it in with `sprout sandbox files put` instead")
+            }
+        }
     }
 }
 

@@ -19,16 +19,16 @@ struct CLI {
         var stderr: String
     }
 
-    func run(_ args: [String], env extra: [String] = []) async throws -> Result {
+    func run(_ args: [String], env extra: [String] = [], input: String? = nil) async throws -> Result {
         let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=\(server.data)", "SPROUT_API_URL=http://127.0.0.1:\(server.port)",
                    "SPROUT_API_KEY=\(key ?? server.adminKey)"] + extra
-        return try await Self.runProcess([ServerHarness.binary] + args, env: env)
+        return try await Self.runProcess([ServerHarness.binary] + args, env: env, input: input)
     }
 
     /// Runs a program (argv[0] a path) with `env` and collects its output.
-    static func runProcess(_ argv: [String], env: [String]? = nil) async throws -> Result {
+    static func runProcess(_ argv: [String], env: [String]? = nil, input: String? = nil) async throws -> Result {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        let output = try await HostCommand.capture(argv, environment: env ?? ["PATH=\(path)", "HOME=/root"], timeout: .seconds(1200))
+        let output = try await HostCommand.capture(argv, input: input, environment: env ?? ["PATH=\(path)", "HOME=/root"], timeout: .seconds(1200))
         return Result(status: output.status, stdout: output.stdout, stderr: output.stderr)
     }
 }
@@ -53,6 +53,10 @@ extension Integration {
                 #expect(exec.status == 9)
                 #expect(exec.stdout == "out 1\n")
                 #expect(exec.stderr == "err\n")
+                // Piped input is the process's standard input; its end closes it.
+                let piped = try await cli.run(["sandbox", "exec", sandbox.id, "--", "sh", "-c", "cat; echo done"], input: "a\nb\n")
+                #expect(piped.status == 0, "\(piped.stderr)")
+                #expect(piped.stdout == "a\nb\ndone\n")
 
                 let local = server.data + "/local.txt"
                 try "from the host\n".write(toFile: local, atomically: true, encoding: .utf8)
