@@ -12,21 +12,6 @@ public enum ProcessOutput: Sendable, Equatable {
     case exit(ProcessExit)
 }
 
-/// What `run` collects.
-public struct ProcessResult: Sendable {
-    public var stdout: [UInt8]
-    public var stderr: [UInt8]
-    public var exit: ProcessExit
-    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
-    public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
-
-    public init(stdout: [UInt8], stderr: [UInt8], exit: ProcessExit) {
-        self.stdout = stdout
-        self.stderr = stderr
-        self.exit = exit
-    }
-}
-
 /// A live connection to a process: its output as it is produced, and its input.
 /// Closing the session detaches from the process; it keeps running.
 public final class ProcessSession: AsyncSequence, Sendable {

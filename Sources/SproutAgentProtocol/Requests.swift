@@ -154,6 +154,21 @@ public struct ProcessExit: Codable, Sendable, Equatable {
     }
 }
 
+/// What `run` collects.
+public struct ProcessResult: Sendable {
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    public var exit: ProcessExit
+    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+    public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+
+    public init(stdout: [UInt8], stderr: [UInt8], exit: ProcessExit) {
+        self.stdout = stdout
+        self.stderr = stderr
+        self.exit = exit
+    }
+}
+
 /// A process the agent started.
 public struct AgentProcess: Codable, Sendable {
     public var id: String

@@ -29,32 +29,39 @@ struct SandboxShell: AsyncParsableCommand {
         let winch = DispatchSource.makeSignalSource(signal: SIGWINCH, queue: .global())
         winch.setEventHandler {
             if let (cols, rows) = Self.windowSize() {
-                try? ws.send(.text(#"{"resize":{"cols":\#(cols),"rows":\#(rows)}}"#))
+                Task { try? await ws.send(.text(#"{"resize":{"cols":\#(cols),"rows":\#(rows)}}"#)) }
             }
         }
         winch.resume()
         defer { winch.cancel() }
 
+        // Keystrokes: a thread blocks in read(2) and hands them, in order, to
+        // the task that sends them.
+        let keys = HandoffQueue<[UInt8]>(limit: 16)
         startThread {
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = read(0, &buffer, buffer.count)
-                if n <= 0 { break }
-                do { try ws.send(.binary(Array(buffer[0..<n]))) } catch { break }
+                if n <= 0 || !keys.push(Array(buffer[0..<n])) { break }
             }
+            keys.finish()
         }
-        let exitCode: Int32 = try await onThread {
-            while let message = try ws.receive() {
-                switch message {
-                case .binary(let bytes): try Descriptor.writeAll(1, bytes)
-                case .text(let text):
-                    if let event = try? JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)), let exit = event.exit {
-                        ws.close()
-                        return exit.code ?? (128 + (exit.signal ?? 0))
-                    }
+        let sender = Task {
+            while let chunk = try await keys.next() { try await ws.send(.binary(chunk)) }
+        }
+        defer { sender.cancel() }
+        var exitCode: Int32 = 0
+        // Output goes straight to the terminal: small writes to a tty.
+        receiving: while let message = try await ws.receive() {
+            switch message {
+            case .binary(let bytes): try Descriptor.writeAll(1, bytes)
+            case .text(let text):
+                if let event = try? JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)), let exit = event.exit {
+                    ws.close()
+                    exitCode = exit.code ?? (128 + (exit.signal ?? 0))
+                    break receiving
                 }
             }
-            return 0
         }
         raw.restore()
         if exitCode != 0 { throw ExitCode(exitCode) }

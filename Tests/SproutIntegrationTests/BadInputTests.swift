@@ -162,10 +162,10 @@ extension Integration {
                 let api = server.client(key: created.secret)
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 let ws = try await api.terminal(sandbox.id, cols: 80, rows: 24, command: "/bin/sh")
-                try ws.send(.binary(Array("echo alive\n".utf8)))
+                try await ws.send(.binary(Array("echo alive\n".utf8)))
                 var seen = ""
                 while !seen.contains("alive\r\n") {
-                    guard case .binary(let bytes)? = try ws.receive() else { break }
+                    guard case .binary(let bytes)? = try await ws.receive() else { break }
                     seen += String(decoding: bytes, as: UTF8.self)
                 }
                 _ = try await admin.revokeKey(created.key.id)
@@ -174,7 +174,7 @@ extension Integration {
                 var closed = false
                 while monotonicSeconds() - revokedAt < 5 {
                     do {
-                        guard try ws.receive() != nil else { closed = true; break }
+                        guard try await ws.receive() != nil else { closed = true; break }
                     } catch {
                         closed = true
                         break

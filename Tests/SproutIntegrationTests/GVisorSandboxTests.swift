@@ -62,21 +62,21 @@ extension Integration {
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 let ws = try await api.terminal(sandbox.id, cols: 100, rows: 30, command: "/bin/sh")
-                func readUntil(_ needle: String) throws -> String {
+                func readUntil(_ needle: String) async throws -> String {
                     var seen = ""
-                    while !seen.contains(needle), let message = try ws.receive() {
+                    while !seen.contains(needle), let message = try await ws.receive() {
                         if case .binary(let bytes) = message { seen += String(decoding: bytes, as: UTF8.self) }
                     }
                     return seen
                 }
-                try ws.send(.binary(Array("stty size\n".utf8)))
-                #expect(try readUntil("30 100").contains("30 100"))
-                try ws.send(.text(#"{"resize":{"cols":120,"rows":40}}"#))
-                try ws.send(.binary(Array("stty size\n".utf8)))
-                #expect(try readUntil("40 120").contains("40 120"))
-                try ws.send(.binary(Array("exit 5\n".utf8)))
+                try await ws.send(.binary(Array("stty size\n".utf8)))
+                #expect(try await readUntil("30 100").contains("30 100"))
+                try await ws.send(.text(#"{"resize":{"cols":120,"rows":40}}"#))
+                try await ws.send(.binary(Array("stty size\n".utf8)))
+                #expect(try await readUntil("40 120").contains("40 120"))
+                try await ws.send(.binary(Array("exit 5\n".utf8)))
                 var exit: ProcessExit?
-                while let message = try ws.receive() {
+                while let message = try await ws.receive() {
                     if case .text(let text) = message {
                         exit = try JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)).exit
                         break
@@ -110,8 +110,8 @@ extension Integration {
                 let ws = try WebSocketConnection(
                     host: "127.0.0.1", port: server.port, target: "/v1/sandboxes/\(sandbox.id)/ports/8081/echo",
                     headers: [("X-API-Key", server.adminKey)])
-                try ws.send(.text("ping through the preview"))
-                #expect(try ws.receive() == .text("ping through the preview"))
+                try await ws.send(.text("ping through the preview"))
+                #expect(try await ws.receive() == .text("ping through the preview"))
                 ws.close()
             }
         }
