@@ -161,7 +161,7 @@ public final class AgentServer: @unchecked Sendable {
             do {
                 switch frame.kind {
                 case .stdin: try process.writeInput(frame.payload)
-                case .end: process.closeInput()
+                case .end: process.endInput()
                 case .message:
                     let control = try WireJSON.decode(Control.self, frame.payload)
                     if let signal = control.signal { try process.signal(signal) }

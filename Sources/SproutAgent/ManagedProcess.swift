@@ -31,6 +31,8 @@ final class ManagedProcess: @unchecked Sendable {
     /// Guards the input descriptor so it is never written after close.
     private let inputLock = Lock()
     private var inputFD: Int32?
+    /// Set once the client has sent its end of input (guarded by `inputLock`).
+    private var inputEndedByClient = false
     /// A terminal's master side: output is read from it, input written to it.
     private let terminalFD: Int32?
 
@@ -170,13 +172,34 @@ final class ManagedProcess: @unchecked Sendable {
 
     // MARK: Input and control
 
+    /// Writes to the process's standard input. Input for a process that has
+    /// exited or closed its input is dropped, as a pipe's reader going away
+    /// drops it (`echo x | true` succeeds); input after the client's own end
+    /// of input is an error.
     func writeInput(_ bytes: [UInt8]) throws {
         try inputLock.withLock {
             guard let fd = inputFD else {
-                throw SproutError(.conflict, "process \(id) has no open standard input")
+                if inputEndedByClient { throw SproutError(.conflict, "process \(id) has no open standard input") }
+                return
             }
-            try Descriptor.writeAll(fd, bytes)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n >= 0 {
+                    offset += n
+                } else if errno == EPIPE {
+                    return
+                } else if errno != EINTR {
+                    throw SproutError.system("write to the standard input of \(id)")
+                }
+            }
         }
+    }
+
+    /// The client's end of input.
+    func endInput() {
+        inputLock.withLock { inputEndedByClient = true }
+        closeInput()
     }
 
     func closeInput() {

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import SproutClient
 import SproutCore
+import SproutSystem
 import SproutAPI
 import SproutAgentClient
 import SproutHost
@@ -169,22 +170,15 @@ struct SandboxExec: AsyncParsableCommand {
 
     static let stdinLimit = 64 << 20
 
-    /// All of standard input (nil when there is none: descriptor 0 was closed,
-    /// and is unreadable or something else the runtime opened since), or an
-    /// error past `limit` bytes.
+    /// All of standard input (nil when there is none: descriptor 0 is closed,
+    /// or was opened for writing only), or an error past `limit` bytes.
     static func readStandardInput(limit: Int) throws -> [UInt8]? {
-        var input: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && input.isEmpty { return nil }
-            guard n >= 0 else { throw SproutError.system("read standard input") }
-            if n == 0 { return input }
-            input += chunk[0..<n]
-            guard input.count <= limit else {
-                throw SproutError(.tooLarge, "standard input is larger than \(limit >> 20) MiB: copy it in with `sprout sandbox files put` instead")
-            }
+        let flags = fcntl(0, F_GETFL)
+        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
+        do {
+            return try Descriptor.readAll(0, limit: limit, what: "standard input")
+        } catch let error as SproutError where error.code == .tooLarge {
+            throw SproutError(.tooLarge, "standard input is larger than \(limit >> 20) MiB: copy it in with `sprout sandbox files put` instead")
         }
     }
 }

@@ -54,13 +54,18 @@ public enum Descriptor {
     public static func readFile(_ path: String, limit: Int = 16 << 20) throws -> [UInt8] {
         let fd = try sysCall("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
         defer { Glibc.close(fd) }
+        return try readAll(fd, limit: limit, what: path)
+    }
+
+    /// Everything `fd` has until its end; `tooLarge` past `limit` bytes.
+    public static func readAll(_ fd: Int32, limit: Int, what: String) throws -> [UInt8] {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = try chunk.withUnsafeMutableBytes { try read(fd, into: $0.baseAddress!, count: $0.count) }
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<n])
-            if out.count > limit { throw SproutError(.tooLarge, "\(path) is larger than \(limit) bytes") }
+            if out.count > limit { throw SproutError(.tooLarge, "\(what) is larger than \(limit) bytes") }
         }
         return out
     }

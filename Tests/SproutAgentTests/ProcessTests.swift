@@ -36,6 +36,35 @@ struct ProcessTests {
         }
     }
 
+    @Test("input to a process that stopped reading is dropped, as by a pipe; input after the end of input is an error")
+    func inputAfterReaderLeft() async throws {
+        try await AgentHarness.with { agent in
+            // The process closes its input and keeps running: what is sent has no reader.
+            let reader = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "exec 0<&-; sleep 1"], stdin: true))
+            try await Task.sleep(for: .milliseconds(300))
+            try reader.write(Array(repeating: UInt8(ascii: "b"), count: 1 << 17))
+            var errors: [ErrorBody] = []
+            var exit: ProcessExit?
+            for try await item in reader {
+                switch item {
+                case .exit(let status): exit = status
+                case .error(let error): errors.append(error)
+                default: break
+                }
+            }
+            #expect(exit == ProcessExit(code: 0))
+            #expect(errors.isEmpty, "\(errors)")
+
+            // Positive control: the same probe reports input after the client's own end.
+            let cat = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "cat; sleep 0.5"], stdin: true))
+            try cat.closeStdin()
+            try cat.write("late")
+            var reported: [ErrorBody] = []
+            for try await item in cat { if case .error(let error) = item { reported.append(error) } }
+            #expect(reported.contains { $0.message.contains("no open standard input") }, "\(reported)")
+        }
+    }
+
     @Test("SIGTERM ends a sleep with signal 15")
     func sigterm() async throws {
         try await AgentHarness.with { agent in

@@ -131,8 +131,14 @@ struct AgentRoutes {
             let session = try await agent.start(ProcessSpec(
                 cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
             if let stdin {
-                try await session.send(stdin)
-                try await session.sendEndOfInput()
+                do {
+                    try await session.send(stdin)
+                    try await session.sendEndOfInput()
+                } catch {
+                    // The process may end before it takes its input (`exit 9`),
+                    // and the agent may close the stream first; the stream says
+                    // how it ended, and an agent that died is reported there.
+                }
             }
             return session
         }
