@@ -171,11 +171,13 @@ public final class WatchSession: AsyncSequence, Sendable {
     deinit { close() }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
+        /// Keeps the stream open while it is iterated (its deinit closes it).
+        let owner: WatchSession
         let queue: HandoffQueue<WatchEvent>
         public mutating func next() async throws -> WatchEvent? { try await queue.next() }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(owner: self, queue: queue) }
 
     public func close() {
         queue.cancel()

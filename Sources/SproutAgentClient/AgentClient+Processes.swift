@@ -58,11 +58,13 @@ public final class ProcessSession: AsyncSequence, Sendable {
     deinit { close() }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
+        /// Keeps the stream open while it is iterated (its deinit closes it).
+        let owner: ProcessSession
         let queue: HandoffQueue<ProcessOutput>
         public mutating func next() async throws -> ProcessOutput? { try await queue.next() }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(owner: self, queue: queue) }
 
     /// Writes to the process's standard input (or terminal).
     public func write(_ bytes: [UInt8]) throws {

@@ -44,11 +44,13 @@ public final class FileDownload: AsyncSequence, Sendable {
     }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
+        /// Keeps the stream open while it is iterated (its deinit closes it).
+        let owner: FileDownload
         let queue: HandoffQueue<[UInt8]>
         public mutating func next() async throws -> [UInt8]? { try await queue.next() }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(owner: self, queue: queue) }
 }
 
 /// A file being written to the agent. Nothing appears under the target name

@@ -65,6 +65,20 @@ struct ProcessTests {
         }
     }
 
+    @Test("iterating a session nobody else holds keeps it open until the exit")
+    func iterationKeepsSessionOpen() async throws {
+        try await AgentHarness.with { agent in
+            var out: [UInt8] = []
+            var exit: ProcessExit?
+            for try await item in try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "sleep 0.3; echo late"])) {
+                if case .stdout(let bytes) = item { out += bytes }
+                if case .exit(let status) = item { exit = status }
+            }
+            #expect(out == Array("late\n".utf8))
+            #expect(exit == ProcessExit(code: 0))
+        }
+    }
+
     @Test("SIGTERM ends a sleep with signal 15")
     func sigterm() async throws {
         try await AgentHarness.with { agent in
