@@ -75,6 +75,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ]),
         // Typed Swift client for the REST API: async-http-client for requests,
         // hummingbird-websocket's client for terminals.

@@ -41,3 +41,12 @@ if ! python3 -c "import openapi_spec_validator, openapi_schema_validator, yaml, 
   pip3 install -q openapi-spec-validator openapi-schema-validator pyyaml requests schemathesis 2>/dev/null \
     || pip3 install -q --break-system-packages openapi-spec-validator openapi-schema-validator pyyaml requests schemathesis
 fi
+
+# The stock E2B SDK, pinned, in a venv of its own (its dependencies stay apart
+# from the tools above): the E2B-compatibility tests drive the server with it.
+E2B_VERSION=2.63.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-e2b"
+if ! "$venv/bin/python" -c "import e2b, sys; from importlib.metadata import version; sys.exit(version('e2b') != '$E2B_VERSION')" 2>/dev/null; then
+  python3 -m venv "$venv" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q "e2b==$E2B_VERSION"
+fi

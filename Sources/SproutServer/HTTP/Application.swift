@@ -56,6 +56,8 @@ public struct SproutServices: Sendable {
     public var envs: EnvGraph { EnvGraph(core: core) }
     public var snapshots: Snapshots { Snapshots(core: core) }
     var config: ServerConfiguration
+    /// The E2B daemon's access tokens (a secret in the data directory).
+    var envdTokens: EnvdTokens
 }
 
 /// Everything a running server is made of, built by `buildApplication`.
@@ -123,7 +125,8 @@ public func buildApplication(
             "adopted": "\(reconciled.adopted.count)", "removed": "\(reconciled.removed.count)",
         ])
     }
-    let services = SproutServices(core: core, keys: keys, builder: EnvBuilder(core: core), pool: pool, config: config)
+    let services = SproutServices(core: core, keys: keys, builder: EnvBuilder(core: core), pool: pool, config: config,
+                                  envdTokens: try EnvdTokens.load(dataDirectory: data))
 
     let app = Application(
         router: makeRouter(services),
@@ -139,6 +142,10 @@ public func buildApplication(
 public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
+    // E2B: daemon requests (by header) before any route; the control plane beside /v1.
+    let tokens = services.envdTokens
+    router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens))
+    E2BControlRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
         try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: services.core.runtime.kind.rawValue))
     }

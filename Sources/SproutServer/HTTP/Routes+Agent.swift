@@ -174,7 +174,11 @@ struct AgentRoutes {
 
     @Sendable func download(_ request: Request, context: SproutContext) async throws -> Response {
         let path = try Self.path(request)
-        let file = try await withAgent(context) { try await $0.openRead(path) }
+        return Self.response(streaming: try await withAgent(context) { try await $0.openRead(path) })
+    }
+
+    /// A file read from the agent as a response body of its size.
+    static func response(streaming file: FileDownload) -> Response {
         let size = Int(file.info.size)
         return Response(
             status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: String(size)],

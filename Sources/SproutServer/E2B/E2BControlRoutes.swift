@@ -1,0 +1,195 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SproutAPI
+import SproutCore
+
+/// E2B's control plane beside `/v1`: the routes the `e2b` SDKs call to
+/// create, find, list, time out, connect to, pause and kill sandboxes,
+/// translated onto Sprout's own services (same rules, same team scoping).
+struct E2BControlRoutes {
+    let services: SproutServices
+    let tokens: EnvdTokens
+
+    func register(on router: Router<SproutContext>) {
+        let group = router.group()
+            .add(middleware: E2BErrorMiddleware())
+            .add(middleware: AuthMiddleware(keys: services.keys))
+        for path in ["sandboxes", "v2/sandboxes"] {
+            group.post(RouterPath(path)) { request, context in
+                let body = try await JSONBody.decode(E2B.NewSandbox.self, from: request)
+                let sandbox = try await services.sandboxes.create(try Self.translate(body), for: try context.caller())
+                return try JSONBody.response(created(sandbox), status: .created)
+            }
+            group.get(RouterPath(path)) { request, context in
+                try await list(request, context, paginated: path.hasPrefix("v2"))
+            }
+            group.post(RouterPath(path + "/:id/connect")) { request, context in
+                let body = try await JSONBody.decode(E2B.Connect.self, from: request, orIfEmpty: E2B.Connect())
+                return try await connect(try context.parameters.require("id"), timeout: body.timeout, context)
+            }
+        }
+        group.get("sandboxes/:id") { _, context in
+            let sandbox = try await services.sandboxes.get(try context.parameters.require("id"), for: try context.caller())
+            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(sandbox.id) not found") }
+            return try JSONBody.response(detail(sandbox, withToken: true))
+        }
+        group.delete("sandboxes/:id") { _, context in
+            let id = try context.parameters.require("id")
+            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+            _ = try await services.sandboxes.kill(id, for: try context.caller())
+            return Response(status: .noContent)
+        }
+        group.post("sandboxes/:id/timeout") { request, context in
+            let body = try await JSONBody.decode(E2B.Timeout.self, from: request)
+            _ = try await services.sandboxes.setTimeout(try context.parameters.require("id"), seconds: body.timeout, for: try context.caller())
+            return Response(status: .noContent)
+        }
+        group.post("sandboxes/:id/pause") { _, context in
+            let id = try context.parameters.require("id")
+            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+            guard sandbox.state == "running" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not running") }
+            _ = try await services.memory.pause(id, autoResume: false, for: try context.caller())
+            return Response(status: .noContent)
+        }
+        group.post("sandboxes/:id/resume") { request, context in
+            let body = try await JSONBody.decode(E2B.Connect.self, from: request, orIfEmpty: E2B.Connect())
+            let id = try context.parameters.require("id")
+            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+            guard sandbox.state == "paused" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not paused") }
+            return try await connect(id, timeout: body.timeout, context)
+        }
+    }
+
+    /// Resumes a paused sandbox (201) or answers for a running one (200);
+    /// the timeout is extended to `timeout` from now, never shortened.
+    func connect(_ id: String, timeout: Int?, _ context: SproutContext) async throws -> Response {
+        let caller = try context.caller()
+        var sandbox = try await services.sandboxes.get(id, for: caller)
+        guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+        var status = HTTPResponse.Status.ok
+        if sandbox.state == "paused" {
+            sandbox = try await services.memory.resume(id, for: caller)
+            status = .created
+        }
+        if let timeout {
+            let wanted = Date().timeIntervalSince1970 + Double(timeout)
+            if (sandbox.expiresAt ?? 0) < wanted {
+                sandbox = try await services.sandboxes.setTimeout(id, seconds: timeout, for: caller)
+            }
+        }
+        return try JSONBody.response(created(sandbox), status: status)
+    }
+
+    /// `GET /sandboxes` (running and paused) and `GET /v2/sandboxes` with
+    /// `state`, `metadata`, `limit` and `nextToken`, newest first.
+    func list(_ request: Request, _ context: SproutContext, paginated: Bool) async throws -> Response {
+        let query = request.uri.queryParameters
+        var states: Set<String> = ["running", "paused"]
+        if let state = query.get("state") {
+            states = Set(state.split(separator: ",").map(String.init))
+            let unknown = states.subtracting(["running", "paused"])
+            guard unknown.isEmpty else { throw SproutError(.invalidArgument, "unknown state \(unknown.sorted().joined(separator: ","))") }
+        }
+        let metadata = try Self.metadataFilter(query.get("metadata"))
+        var sandboxes = try await services.sandboxes.list(for: try context.caller())
+            .filter { states.contains($0.state) }
+            .filter { sandbox in metadata.allSatisfy { sandbox.metadata[$0.key] == $0.value } }
+            .sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+        var headers = HTTPFields()
+        if paginated {
+            let limit = try query.get("limit").map { text -> Int in
+                guard let n = Int(text), (1...1000).contains(n) else { throw SproutError(.invalidArgument, "limit must be 1-1000") }
+                return n
+            } ?? 100
+            if let token = query.get("nextToken") {
+                // The token is the id of the last sandbox of the previous page.
+                guard let index = sandboxes.firstIndex(where: { $0.id == token }) else {
+                    throw SproutError(.invalidArgument, "nextToken \(token.prefix(64)) is not valid")
+                }
+                sandboxes.removeFirst(index + 1)
+            }
+            if sandboxes.count > limit {
+                sandboxes = Array(sandboxes.prefix(limit))
+                headers[HTTPField.Name("x-next-token")!] = sandboxes.last!.id
+            }
+        }
+        var response = try JSONBody.response(sandboxes.map { detail($0, withToken: false) })
+        response.headers.append(contentsOf: headers)
+        return response
+    }
+
+    func created(_ sandbox: API.Sandbox) -> E2B.Sandbox {
+        E2B.Sandbox(templateID: sandbox.env, sandboxID: sandbox.id, envdAccessToken: tokens.token(for: sandbox.id))
+    }
+
+    func detail(_ sandbox: API.Sandbox, withToken: Bool) -> E2B.SandboxDetail {
+        let ends = sandbox.expiresAt ?? (Date().timeIntervalSince1970 + (sandbox.remainingSeconds ?? 0))
+        return E2B.SandboxDetail(
+            templateID: sandbox.env, sandboxID: sandbox.id, startedAt: E2B.rfc3339(sandbox.createdAt), endAt: E2B.rfc3339(ends),
+            envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
+            cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
+            metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running")
+    }
+
+    static func isLive(_ sandbox: API.Sandbox) -> Bool { ["running", "paused"].contains(sandbox.state) }
+
+    /// E2B's create body as Sprout's: the template is an env id or name;
+    /// `network.allowOut` is an egress allow-list, `denyOut` may only deny
+    /// everything (Sprout's policy is allow-lists, not deny-lists).
+    static func translate(_ body: E2B.NewSandbox) throws -> API.CreateSandbox {
+        var internet = body.allowInternetAccess ?? true
+        var egress: [String]?
+        if let network = body.network {
+            let deny = network.denyOut ?? []
+            let allow = (network.allowOut ?? []).map { $0.contains("/") ? $0 : $0 + "/32" }
+            guard deny.allSatisfy({ $0 == "0.0.0.0/0" }) else {
+                throw SproutError(.invalidArgument, "network.denyOut may only be [\"0.0.0.0/0\"]: Sprout's egress policy is an allow-list (network.allowOut)")
+            }
+            if !allow.isEmpty {
+                egress = allow
+            } else if !deny.isEmpty {
+                internet = false
+            }
+        }
+        return API.CreateSandbox(env: body.templateID, timeoutSeconds: body.timeout, envVars: body.envVars, metadata: body.metadata,
+                                 internet: internet, egress: egress)
+    }
+
+    /// `metadata=k1%3Dv1%26k2%3Dv2`: the parameter, once decoded, is itself
+    /// a query string whose parts are encoded again.
+    static func metadataFilter(_ raw: String?) throws -> [String: String] {
+        guard let raw, !raw.isEmpty else { return [:] }
+        var pairs: [String: String] = [:]
+        for part in raw.split(separator: "&") {
+            let kv = part.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            guard kv.count == 2, !kv[0].isEmpty else { throw SproutError(.invalidArgument, "metadata filter must be key=value pairs") }
+            pairs[kv[0]] = kv[1]
+        }
+        return pairs
+    }
+}
+
+/// Errors on E2B's routes as E2B answers them: `{"code": status, "message"}`.
+struct E2BErrorMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as SproutError {
+            return Self.response(APIError(error: error).status, error.message)
+        } catch let error as DecodingError {
+            return Self.response(.badRequest, "malformed request body: \(error)")
+        } catch let error as HTTPResponseError {
+            return Self.response(error.status, error.status.reasonPhrase)
+        }
+    }
+
+    static func response(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        let body = (try? JSONEncoder().encode(E2B.ErrorBody(code: status.code, message: message))) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}

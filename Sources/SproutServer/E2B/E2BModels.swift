@@ -1,0 +1,84 @@
+import Foundation
+import SproutAPI
+
+/// The bodies of E2B's control-plane API (its public `spec/openapi.yml`),
+/// as the `e2b` SDKs send and parse them. Field names are E2B's.
+enum E2B {
+    /// The envd version Sprout's daemon translation reports: the SDK turns on
+    /// optional stdin (0.3.0), users (0.4.0), CloseStdin (0.5.2) and
+    /// octet-stream/gzip uploads (0.5.7); file metadata (0.6.2) and watch
+    /// entries (0.6.3) stay off until they are served.
+    static let envdVersion = "0.5.7"
+    static let clientID = "sprout"
+
+    /// `{"code": int, "message": str}`: every error the control plane answers.
+    struct ErrorBody: Codable {
+        var code: Int
+        var message: String
+    }
+
+    struct NewSandbox: Decodable {
+        var templateID: String
+        var timeout: Int?
+        var metadata: [String: String]?
+        var envVars: [String: String]?
+        var secure: Bool?
+        var allowInternetAccess: Bool?
+        var network: Network?
+        var autoPause: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case templateID, timeout, metadata, envVars, secure, network, autoPause
+            case allowInternetAccess = "allow_internet_access"
+        }
+    }
+
+    struct Network: Codable {
+        var allowOut: [String]?
+        var denyOut: [String]?
+        var allowPublicTraffic: Bool?
+    }
+
+    /// Create, connect and fork answers.
+    struct Sandbox: Encodable {
+        var templateID: String
+        var sandboxID: String
+        var alias: String?
+        var clientID = E2B.clientID
+        var envdVersion = E2B.envdVersion
+        var envdAccessToken: String
+        var domain: String?
+    }
+
+    /// Get answers; list entries are the same without the token.
+    struct SandboxDetail: Encodable {
+        var templateID: String
+        var alias: String?
+        var sandboxID: String
+        var clientID = E2B.clientID
+        var startedAt: String
+        var endAt: String
+        var envdVersion = E2B.envdVersion
+        var envdAccessToken: String?
+        var domain: String?
+        var cpuCount: Int
+        var memoryMB: Int
+        var diskSizeMB: Int
+        var metadata: [String: String]?
+        var state: String
+    }
+
+    struct Timeout: Decodable {
+        var timeout: Int
+    }
+
+    struct Connect: Decodable {
+        var timeout: Int?
+    }
+
+    static func rfc3339(_ seconds: Double) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+
+/// envd's HTTP file routes: `GET /files?path=` (the bytes) and `POST /files`
+/// (multipart, a `file` part per file whose filename is its path, or
+/// `application/octet-stream` with `path=`); the answer lists what was written.
+extension EnvdService {
+    static let maxMultipartBytes = 256 << 20
+
+    struct WriteInfo: Encodable { var path: String; var name: String; var type = "file" }
+
+    func download(_ request: Request, _ context: SproutContext) async throws -> Response {
+        guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
+        let path = try user.resolve(String(raw))
+        return AgentRoutes.response(streaming: try await withAgent(context) { try await $0.openRead(path) })
+    }
+
+    func upload(_ request: Request, _ context: SproutContext) async throws -> Response {
+        let contentType = request.headers[.contentType] ?? ""
+        guard request.headers[.contentEncoding].map({ $0.lowercased() == "identity" }) ?? true else {
+            throw SproutError(.unsupported, "Content-Encoding \(request.headers[.contentEncoding]!.prefix(20)) is not supported on uploads")
+        }
+        if contentType.lowercased().hasPrefix("multipart/form-data") {
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: Self.maxMultipartBytes) } catch {
+                throw SproutError(.tooLarge, "multipart uploads are limited to \(Self.maxMultipartBytes >> 20) MiB; send application/octet-stream for larger files")
+            }
+            let parts = try Multipart.parse(Array(body.readableBytesView), contentType: contentType)
+            let fallback: String? = request.uri.queryParameters.get("path").map { String($0) }
+            var written: [WriteInfo] = []
+            for part in parts where part.name == "file" {
+                guard let name = part.filename ?? fallback, !name.isEmpty else { throw SproutError(.invalidArgument, "a file part has no filename (its path)") }
+                let path = try user.resolve(name)
+                try await withAgent(context) { agent in
+                    try await makeParents(path, agent)
+                    _ = try await agent.write(part.body, to: path, mode: 0o644)
+                }
+                written.append(WriteInfo(path: path, name: String(path.split(separator: "/").last ?? "")))
+            }
+            guard !written.isEmpty else { throw SproutError(.invalidArgument, "no part named 'file' in the upload") }
+            return try JSONBody.response(written)
+        }
+        guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
+        let path = try user.resolve(String(raw))
+        let upload = try await withAgent(context) { agent in
+            try await makeParents(path, agent)
+            return try await agent.openWrite(path, mode: 0o644)
+        }
+        do {
+            for try await buffer in request.body { try await upload.write(Array(buffer.readableBytesView)) }
+            _ = try await upload.finish()
+        } catch {
+            upload.abort()
+            throw await services.sandboxes.explain(error, sandboxID)
+        }
+        return try JSONBody.response([WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""))])
+    }
+
+    /// Parents are made as envd makes them (0755).
+    func makeParents(_ path: String, _ agent: AgentClient) async throws {
+        let parent = "/" + path.split(separator: "/").dropLast().joined(separator: "/")
+        if parent != "/", (try? await agent.stat(parent)) == nil { try await agent.makeDirectory(parent) }
+    }
+}
+
+/// A small `multipart/form-data` reader (RFC 7578): parts with their name,
+/// filename and bytes.
+enum Multipart {
+    struct Part { var name: String?; var filename: String?; var body: [UInt8] }
+
+    static func parse(_ body: [UInt8], contentType: String) throws -> [Part] {
+        guard let range = contentType.range(of: "boundary=") else { throw SproutError(.invalidArgument, "multipart body without a boundary") }
+        var boundary = String(contentType[range.upperBound...])
+        if let semicolon = boundary.firstIndex(of: ";") { boundary = String(boundary[..<semicolon]) }
+        boundary = boundary.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+        guard !boundary.isEmpty, boundary.count <= 200 else { throw SproutError(.invalidArgument, "bad multipart boundary") }
+        let delimiter = Array(("--" + boundary).utf8)
+        var parts: [Part] = []
+        guard var position = find(delimiter, in: body, from: 0) else { throw SproutError(.invalidArgument, "multipart body has no parts") }
+        while true {
+            position += delimiter.count
+            if body.count >= position + 2, body[position] == UInt8(ascii: "-"), body[position + 1] == UInt8(ascii: "-") { break }
+            position += 2  // CRLF after the delimiter
+            guard let headerEnd = find(Array("\r\n\r\n".utf8), in: body, from: position) else { throw SproutError(.invalidArgument, "a multipart part has no header end") }
+            let headers = String(decoding: body[position..<headerEnd], as: UTF8.self)
+            let start = headerEnd + 4
+            guard let next = find(Array("\r\n".utf8) + delimiter, in: body, from: start) else { throw SproutError(.invalidArgument, "a multipart part is not terminated") }
+            var part = Part(name: nil, filename: nil, body: Array(body[start..<next]))
+            for line in headers.split(separator: "\r\n") where line.lowercased().hasPrefix("content-disposition:") {
+                part.name = parameter("name", in: String(line))
+                part.filename = parameter("filename", in: String(line))
+            }
+            parts.append(part)
+            position = next + 2
+        }
+        return parts
+    }
+
+    static func parameter(_ key: String, in line: String) -> String? {
+        for piece in line.split(separator: ";").dropFirst() {
+            let kv = piece.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if kv.count == 2, kv[0] == key { return kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        }
+        return nil
+    }
+
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
+        guard needle.count <= haystack.count, from <= haystack.count - needle.count else { return nil }
+        var i = from
+        let first = needle[0]
+        while i <= haystack.count - needle.count {
+            if haystack[i] == first && Array(haystack[i..<(i + needle.count)]) == needle { return i }
+            i += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+
+/// envd's `filesystem.Filesystem` messages in Connect's JSON mapping.
+enum EnvdFilesystem {
+    struct PathRequest: Decodable { var path: String }
+    struct ListDirRequest: Decodable { var path: String; var depth: Int? }
+    struct MoveRequest: Decodable { var source: String; var destination: String }
+    struct EntryInfo: Encodable {
+        var name: String
+        var type: String
+        var path: String
+        var size: Int64
+        var mode: UInt32
+        var permissions: String
+        var owner: String
+        var group: String
+        var modifiedTime: String
+        var symlinkTarget: String?
+    }
+    struct EntryResponse: Encodable { var entry: EntryInfo }
+    struct ListDirResponse: Encodable { var entries: [EntryInfo] }
+
+    static func typeName(_ kind: FileInfo.Kind) -> String {
+        switch kind {
+        case .file: "FILE_TYPE_FILE"
+        case .dir: "FILE_TYPE_DIRECTORY"
+        case .symlink, .other: "FILE_TYPE_UNSPECIFIED"
+        }
+    }
+
+    /// `-rw-r--r--` from the type and permission bits.
+    static func permissions(_ kind: FileInfo.Kind, _ mode: UInt32) -> String {
+        var text = kind == .dir ? "d" : kind == .symlink ? "L" : "-"
+        let letters: [Character] = ["r", "w", "x"]
+        for shift in stride(from: 6, through: 0, by: -3) {
+            for (i, letter) in letters.enumerated() {
+                text.append(mode >> UInt32(shift + 2 - i) & 1 == 1 ? letter : "-")
+            }
+        }
+        return text
+    }
+}
+
+extension EnvdService {
+    func filesystemCall(_ method: String, _ request: Request, _ context: SproutContext, streaming: Bool) async throws -> Response {
+        switch method {
+        case "Stat":
+            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let path = try user.resolve(body.path)
+            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent(context) { try await entry(path, $0) }))
+        case "ListDir":
+            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.ListDirRequest.self, request)
+            let path = try user.resolve(body.path)
+            let depth = body.depth ?? 1
+            guard (0...64).contains(depth) else { throw ConnectRPC.Failure(.invalid_argument, "depth must be 0-64") }
+            let entries = try await withAgent(context) { agent -> [EnvdFilesystem.EntryInfo] in
+                let directory = try await agent.stat(path)
+                guard directory.type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
+                var out: [EnvdFilesystem.EntryInfo] = []
+                for info in try await agent.list(path, depth: max(1, depth)) where info.path != path {
+                    out.append(try await describe(info, agent))
+                }
+                return out
+            }
+            return try ConnectRPC.unary(EnvdFilesystem.ListDirResponse(entries: entries))
+        case "MakeDir":
+            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let path = try user.resolve(body.path)
+            let made = try await withAgent(context) { agent -> EnvdFilesystem.EntryInfo in
+                if (try? await agent.stat(path)) != nil { throw ConnectRPC.Failure(.already_exists, "path \(path) already exists") }
+                try await agent.makeDirectory(path)
+                return try await entry(path, agent)
+            }
+            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: made))
+        case "Move":
+            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.MoveRequest.self, request)
+            let source = try user.resolve(body.source), destination = try user.resolve(body.destination)
+            let moved = try await withAgent(context) { agent -> EnvdFilesystem.EntryInfo in
+                try await agent.move(source, to: destination)
+                return try await entry(destination, agent)
+            }
+            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: moved))
+        case "Remove":
+            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let path = try user.resolve(body.path)
+            try await withAgent(context) { agent in
+                // Removing what is not there succeeds, as envd's does.
+                guard (try? await agent.stat(path)) != nil else { return }
+                try await agent.remove(path, recursive: true)
+            }
+            return try ConnectRPC.unary(EnvdProcess.Empty())
+        default:
+            throw Self.unimplemented("filesystem.Filesystem", method)
+        }
+    }
+
+    func entry(_ path: String, _ agent: AgentClient) async throws -> EnvdFilesystem.EntryInfo {
+        try await describe(try await agent.stat(path), agent)
+    }
+
+    /// A symlink reports its target's type and an absolute target path.
+    func describe(_ info: FileInfo, _ agent: AgentClient) async throws -> EnvdFilesystem.EntryInfo {
+        var kind = info.type
+        var target: String?
+        if info.type == .symlink, let link = info.target {
+            let parent = info.path.split(separator: "/").dropLast().joined(separator: "/")
+            let absolute = try user.resolve(link.hasPrefix("/") ? link : "/" + parent + "/" + link)
+            target = absolute
+            kind = (try? await agent.stat(absolute))?.type ?? .other
+        }
+        return EnvdFilesystem.EntryInfo(
+            name: info.name, type: EnvdFilesystem.typeName(kind), path: info.path, size: info.size, mode: info.mode,
+            permissions: EnvdFilesystem.permissions(info.type, info.mode), owner: "root", group: "root",
+            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target)
+    }
+}

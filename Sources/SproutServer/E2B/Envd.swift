@@ -1,0 +1,138 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SproutAgentClient
+import SproutAgentProtocol
+import SproutCore
+
+/// E2B's in-sandbox daemon ("envd") as Sprout serves it: requests carrying
+/// `E2b-Sandbox-Id` are for a sandbox's daemon, reached through the same
+/// base URL as the API. They authenticate with the sandbox's access token
+/// (`X-Access-Token`), not an API key, and are translated onto the agent.
+struct EnvdMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+    let services: SproutServices
+    let tokens: EnvdTokens
+
+    static let sandboxHeader = HTTPField.Name("E2b-Sandbox-Id")!
+    static let portHeader = HTTPField.Name("E2b-Sandbox-Port")!
+    static let tokenHeader = HTTPField.Name("X-Access-Token")!
+    static let envdPort = "49983"
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let id = request.headers[Self.sandboxHeader] else { return try await next(request, context) }
+        let port = request.headers[Self.portHeader] ?? Self.envdPort
+        guard let record = try await services.core.catalog.sandboxes.find(id), ["running", "paused"].contains(record.state.rawValue) else {
+            return Self.notFound(id)
+        }
+        guard let token = request.headers[Self.tokenHeader], tokens.verify(token, for: id) else {
+            return E2BErrorMiddleware.response(.unauthorized, "missing or invalid X-Access-Token for sandbox \(id)")
+        }
+        if record.state.rawValue == "paused" && !record.autoResume { return Self.notFound(id) }
+        guard port == Self.envdPort else {
+            return E2BErrorMiddleware.response(.badGateway, "The sandbox \(id) is running but port is not open: port \(port.prefix(8)) is not served through E2B routing yet")
+        }
+        var context = context
+        // The token stands for the sandbox's own team, as an API key of it would.
+        context.identity = Identity(keyID: "envd:" + id, team: record.team, admin: false)
+        let envd = EnvdService(services: services, sandboxID: id, user: EnvdUser(request))
+        return await envd.serve(request, context: context)
+    }
+
+    /// What a killed, expired or paused sandbox answers: the SDK maps "was
+    /// not found" to `SandboxNotRunningException`.
+    static func notFound(_ id: String) -> Response {
+        let body = (try? JSONSerialization.data(withJSONObject: ["sandboxId": id, "message": "The sandbox was not found", "code": 502] as [String: Any])) ?? Data()
+        return Response(status: .badGateway, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// The user a daemon request names (`Authorization: Basic base64(user:)`,
+/// or `username=` on /files); E2B's default is `user`. Relative paths start
+/// in the user's home. Processes run as the agent's user (root) today.
+struct EnvdUser: Sendable {
+    var name: String
+    var home: String { name == "root" ? "/root" : "/home/\(name)" }
+
+    init(_ request: Request) {
+        var name = "user"
+        if let auth = request.headers[.authorization], auth.hasPrefix("Basic "),
+           let decoded = Data(base64Encoded: String(auth.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
+           let user = decoded.split(separator: ":", omittingEmptySubsequences: false).first, !user.isEmpty {
+            name = String(user)
+        }
+        if let query = request.uri.queryParameters.get("username"), !query.isEmpty { name = query }
+        self.name = name
+    }
+
+    func resolve(_ path: String) throws -> String {
+        guard !path.contains("\0") else { throw SproutError(.invalidArgument, "path contains a NUL byte") }
+        let absolute = path.hasPrefix("/") ? path : (path.isEmpty ? home : home + "/" + path)
+        // Normalise `.` and `..` so the agent sees a plain absolute path.
+        var parts: [Substring] = []
+        for part in absolute.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    var environment: [String: String] {
+        ["HOME": home, "USER": name, "LOGNAME": name, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    }
+}
+
+/// One daemon request against one sandbox.
+struct EnvdService: Sendable {
+    let services: SproutServices
+    let sandboxID: String
+    let user: EnvdUser
+
+    func serve(_ request: Request, context: SproutContext) async -> Response {
+        let path = request.uri.path
+        do {
+            switch (request.method, path) {
+            case (.get, "/health"):
+                _ = try await services.sandboxes.agent(sandboxID, for: try context.caller())
+                return Response(status: .noContent)
+            case (.get, "/files"):
+                return try await download(request, context)
+            case (.post, "/files"):
+                return try await upload(request, context)
+            case (.post, _) where path.hasPrefix("/process.Process/"):
+                return await rpc(request, context, method: String(path.dropFirst("/process.Process/".count)), process: true)
+            case (.post, _) where path.hasPrefix("/filesystem.Filesystem/"):
+                return await rpc(request, context, method: String(path.dropFirst("/filesystem.Filesystem/".count)), process: false)
+            default:
+                return E2BErrorMiddleware.response(.notFound, "no daemon route for \(request.method) \(path.prefix(200))")
+            }
+        } catch {
+            let failure = ConnectRPC.Failure(error)
+            return E2BErrorMiddleware.response(failure.code.status, failure.message)
+        }
+    }
+
+    func rpc(_ request: Request, _ context: SproutContext, method: String, process: Bool) async -> Response {
+        let streaming = request.headers[.contentType]?.hasPrefix(ConnectRPC.streamContentType) == true
+        do {
+            if process {
+                return try await processCall(method, request, context, streaming: streaming)
+            } else {
+                return try await filesystemCall(method, request, context, streaming: streaming)
+            }
+        } catch {
+            let failure = ConnectRPC.Failure(error)
+            return streaming ? ConnectRPC.streamError(failure) : ConnectRPC.unaryError(failure)
+        }
+    }
+
+    func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
+        try await services.sandboxes.withAgent(sandboxID, for: try context.caller(), body)
+    }
+
+    static func unimplemented(_ service: String, _ method: String) -> ConnectRPC.Failure {
+        ConnectRPC.Failure(.unimplemented, "\(service)/\(method.prefix(100)) is not implemented")
+    }
+}

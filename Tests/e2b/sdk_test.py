@@ -1,0 +1,194 @@
+"""Drives a real Sprout server with the stock `e2b` SDK (pinned in
+scripts/install-deps.sh). Run by the integration suite with E2B_API_URL,
+E2B_SANDBOX_URL and E2B_API_KEY pointing at the server, and
+SPROUT_OTHER_TEAM_KEY: a key of another team. Prints one line per check;
+any failure raises and exits non-zero."""
+import asyncio
+import os
+import time
+import uuid
+
+import httpx
+from e2b import AsyncSandbox, CommandExitException, NotFoundException, Sandbox
+from e2b.sandbox.sandbox_api import SandboxQuery
+from e2b.sandbox.commands.command_handle import PtySize
+
+TEMPLATE = os.environ.get("E2B_TEST_TEMPLATE", "debian")
+RUN = uuid.uuid4().hex[:8]
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        raise AssertionError(f"{name}: {detail}")
+    print("ok", name, flush=True)
+
+
+def commands(sbx):
+    r = sbx.commands.run("echo out $GREETING $CALL; echo err >&2", envs={"CALL": "per-call"})
+    check("run: stdout, stderr, sandbox and call env vars", (r.stdout, r.stderr, r.exit_code) == ("out hi per-call\n", "err\n", 0), repr(r))
+    r = sbx.commands.run("echo ${CALL:-gone}")
+    check("run: a call's env vars do not leak into later calls", r.stdout == "gone\n", repr(r.stdout))
+    check("run: cwd", sbx.commands.run("pwd", cwd="/tmp").stdout == "/tmp\n")
+    try:
+        sbx.commands.run("exit 3")
+        check("run: a failing command raises", False, "no exception")
+    except CommandExitException as e:
+        check("run: a failing command raises CommandExitException with its code", e.exit_code == 3, repr(e))
+    seen = []
+    sbx.commands.run("for i in 1 2 3; do echo line$i; sleep 0.1; done", on_stdout=lambda line: seen.append(line))
+    check("run: on_stdout streams as produced", "".join(seen) == "line1\nline2\nline3\n", repr(seen))
+
+    bg = sbx.commands.run("sleep 60", background=True)
+    pids = [p.pid for p in sbx.commands.list()]
+    check("background: the command is listed by its real pid", bg.pid in pids, f"{bg.pid} not in {pids}")
+    check("kill: SIGKILL by pid", sbx.commands.kill(bg.pid) is True)
+    try:
+        bg.wait()
+        check("kill: the handle ends", False, "no exception")
+    except CommandExitException as e:
+        check("kill: the handle ends with the kill", e.exit_code != 0, repr(e))
+    check("kill: an unknown pid answers False", sbx.commands.kill(999999) is False)
+
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(cat.pid, "piped\n")
+    sbx.commands.close_stdin(cat.pid)
+    check("stdin: send_stdin and close_stdin", cat.wait().stdout == "piped\n")
+
+    detached = sbx.commands.run("sleep 0.5; echo after", background=True)
+    detached.disconnect()
+    again = sbx.commands.connect(detached.pid)
+    check("connect: reattaching to a running command sees its later output", again.wait().stdout == "after\n")
+
+    out = bytearray()
+    term = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.send_stdin(term.pid, b"stty size; exit 0\n")
+    term.wait(on_pty=lambda data: out.extend(data))
+    check("pty: a terminal of the asked size", b"24 80" in out, repr(bytes(out[-200:])))
+
+
+def files(sbx):
+    info = sbx.files.write("/tmp/e2b/a.txt", "hello file")
+    check("files: write makes parents and answers the path", info.path == "/tmp/e2b/a.txt", repr(info))
+    check("files: read", sbx.files.read("/tmp/e2b/a.txt") == "hello file")
+    check("files: read bytes", bytes(sbx.files.read("/tmp/e2b/a.txt", format="bytes")) == b"hello file")
+    check("files: list", [e.name for e in sbx.files.list("/tmp/e2b")] == ["a.txt"])
+    check("files: exists", sbx.files.exists("/tmp/e2b/a.txt") and not sbx.files.exists("/tmp/e2b/none"))
+    entry = sbx.files.get_info("/tmp/e2b/a.txt")
+    check("files: get_info", (entry.size, entry.type.value, entry.permissions) == (10, "file", "-rw-r--r--"), repr(entry))
+    check("files: make_dir", sbx.files.make_dir("/tmp/e2b/d") is True)
+    check("files: make_dir of an existing dir answers False", sbx.files.make_dir("/tmp/e2b/d") is False)
+    moved = sbx.files.rename("/tmp/e2b/a.txt", "/tmp/e2b/d/b.txt")
+    check("files: rename", moved.path == "/tmp/e2b/d/b.txt" and sbx.files.read("/tmp/e2b/d/b.txt") == "hello file")
+    sbx.files.remove("/tmp/e2b/d")
+    check("files: remove", not sbx.files.exists("/tmp/e2b/d"))
+    sbx.files.remove("/tmp/e2b/never")
+    check("files: remove of a missing path succeeds", True)
+    try:
+        sbx.files.read("/tmp/e2b/missing")
+        check("files: read of a missing file raises", False, "no exception")
+    except NotFoundException:
+        check("files: read of a missing file raises NotFoundException", True)
+    blob = bytes(range(256)) * 4096
+    sbx.files.write("/tmp/e2b/blob.bin", blob)
+    check("files: 1 MiB of binary round-trips", bytes(sbx.files.read("/tmp/e2b/blob.bin", format="bytes")) == blob)
+    sbx.files.write_files([{"path": "/tmp/e2b/m1", "data": "one"}, {"path": "/tmp/e2b/m2", "data": "two"}])
+    check("files: write_files (multipart, several parts)", sbx.files.read("/tmp/e2b/m2") == "two")
+
+
+def lifecycle(sbx):
+    sbx.commands.run("echo 41 > /tmp/counter")
+    counter = sbx.commands.run("while :; do sleep 0.1; done", background=True)
+    sbx.pause()
+    check("pause: the sandbox is paused", Sandbox.get_info(sbx.sandbox_id).state.value == "paused")
+    try:
+        sbx.commands.run("true")
+        check("pause: daemon traffic to a paused sandbox fails", False, "no exception")
+    except Exception as e:
+        check("pause: daemon traffic to a paused sandbox fails clearly", "not running" in str(e).lower() or "not found" in str(e).lower(), repr(e))
+    resumed = Sandbox.connect(sbx.sandbox_id, timeout=300)
+    check("connect: resumes the paused sandbox", Sandbox.get_info(sbx.sandbox_id).state.value == "running")
+    check("connect: files survive", resumed.commands.run("cat /tmp/counter").stdout == "41\n")
+    check("connect: processes survive", counter.pid in [p.pid for p in resumed.commands.list()])
+    end = Sandbox.get_info(sbx.sandbox_id).end_at
+    resumed.set_timeout(30)
+    shorter = Sandbox.get_info(sbx.sandbox_id).end_at
+    check("set_timeout: may shorten", shorter < end, f"{shorter} !< {end}")
+    Sandbox.connect(sbx.sandbox_id, timeout=10)
+    check("connect: never shortens the timeout", Sandbox.get_info(sbx.sandbox_id).end_at >= shorter)
+
+
+def listing():
+    found = Sandbox.list(query=SandboxQuery(metadata={"suite": RUN})).next_items()
+    check("list: filtered by metadata", len(found) == 1 and found[0].metadata == {"suite": RUN}, repr(found))
+    pages = Sandbox.list(limit=1)
+    first = pages.next_items()
+    check("list: pages of one", len(first) == 1 and pages.has_next, repr(first))
+    second = pages.next_items()
+    check("list: the next page is another sandbox", len(second) == 1 and second[0].sandbox_id != first[0].sandbox_id, repr(second))
+
+
+def bad_input(sbx):
+    base = os.environ["E2B_SANDBOX_URL"]
+    headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983", "X-Access-Token": "wrong"}
+    r = httpx.post(base + "/filesystem.Filesystem/Stat", json={"path": "/"}, headers={**headers, "Connect-Protocol-Version": "1"})
+    check("daemon: a wrong access token is 401", r.status_code == 401, f"{r.status_code} {r.text}")
+    good = {**headers, "X-Access-Token": sbx._envd_access_token, "Connect-Protocol-Version": "1"}
+    r = httpx.post(base + "/filesystem.Filesystem/Nope", json={}, headers=good)
+    check("daemon: an unknown method is unimplemented", r.status_code == 501 and r.json()["code"] == "unimplemented", r.text)
+    r = httpx.post(base + "/filesystem.Filesystem/Stat", content=b"{not json", headers={**good, "Content-Type": "application/json"})
+    check("daemon: a malformed message is invalid_argument", r.status_code == 400 and r.json()["code"] == "invalid_argument", r.text)
+    r = httpx.post(base + "/process.Process/Start", content=b"\x00\xff\xff\xff\xff", headers={**good, "Content-Type": "application/connect+json"})
+    check("daemon: an oversized envelope ends the stream with an error", b"resource_exhausted" in r.content, repr(r.content))
+    r = httpx.post(os.environ["E2B_API_URL"] + "/sandboxes", json={"templateID": "no-such-env"}, headers={"X-API-Key": os.environ["E2B_API_KEY"]})
+    check("control: an unknown template is 404 with {code, message}", r.status_code == 404 and r.json()["code"] == 404, r.text)
+
+
+def other_team(sbx):
+    other = os.environ["SPROUT_OTHER_TEAM_KEY"]
+    try:
+        Sandbox.get_info(sbx.sandbox_id, api_key=other)
+        check("teams: another team's sandbox is not found", False, "found")
+    except NotFoundException:
+        check("teams: another team's sandbox is not found", True)
+    check("teams: another team lists none of ours", all(s.sandbox_id != sbx.sandbox_id for s in Sandbox.list(api_key=other).next_items()))
+
+
+async def async_client():
+    sbx = await AsyncSandbox.create(template=TEMPLATE, timeout=120)
+    r = await sbx.commands.run("echo async")
+    await sbx.files.write("/tmp/x", "y")
+    content = await sbx.files.read("/tmp/x")
+    await sbx.kill()
+    check("async: create, run, files, kill", (r.stdout, content) == ("async\n", "y"), repr((r.stdout, content)))
+
+
+def main():
+    started = time.time()
+    sbx = Sandbox.create(template=TEMPLATE, timeout=300, envs={"GREETING": "hi"}, metadata={"suite": RUN})
+    check("create", sbx.is_running(), sbx.sandbox_id)
+    spare = Sandbox.create(template=TEMPLATE, timeout=120)
+    try:
+        check("create: the access token is returned", bool(sbx._envd_access_token))
+        commands(sbx)
+        files(sbx)
+        listing()
+        bad_input(sbx)
+        other_team(sbx)
+        lifecycle(sbx)
+        asyncio.run(async_client())
+    except BaseException:
+        sbx.kill()
+        raise
+    finally:
+        spare.kill()
+    sbx.kill()
+    check("kill: the sandbox is gone", not sbx.is_running())
+    try:
+        Sandbox.get_info(sbx.sandbox_id)
+        check("kill: get_info raises", False, "found")
+    except NotFoundException:
+        check("kill: get_info of a killed sandbox raises NotFoundException", True)
+    print(f"all checks passed in {time.time() - started:.1f} s")
+
+
+main()
