@@ -29,6 +29,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let allMetrics = [
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
+        "e2b.create.first_command", "e2b.commands.true",
     ]
 
     func run() async throws {
@@ -127,6 +128,7 @@ struct BenchRunner: Sendable {
         case "fork.live.10": return try await liveFork(count: 10)
         case "create.warm": return try await createWarm()
         case "snapshot.storage.10": return try await pauseStorage(count: 10)
+        case "e2b.create.first_command", "e2b.commands.true": return try await e2b(name)
         default:
             throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }
