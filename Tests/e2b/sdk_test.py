@@ -117,6 +117,29 @@ def lifecycle(sbx):
     check("connect: never shortens the timeout", Sandbox.get_info(sbx.sandbox_id).end_at >= shorter)
 
 
+def forks_and_snapshots(sbx):
+    sbx.commands.run("echo forked-state > /opt/state")
+    forks = sbx.fork(count=2)
+    try:
+        check("fork: two sandboxes", len(forks) == 2 and all(not isinstance(f, Exception) for f in forks), repr(forks))
+        check("fork: each has the parent's files", all(f.commands.run("cat /opt/state").stdout == "forked-state\n" for f in forks))
+    finally:
+        for f in forks:
+            if not isinstance(f, Exception):
+                f.kill()
+    snapshot = sbx.create_snapshot(name=f"snap-{RUN}")
+    check("snapshot: an id and its name", bool(snapshot.snapshot_id) and f"snap-{RUN}" in snapshot.names, repr(snapshot))
+    child = Sandbox.create(template=snapshot.snapshot_id, timeout=60)
+    try:
+        check("snapshot: a sandbox from it has the files", child.commands.run("cat /opt/state").stdout == "forked-state\n")
+    finally:
+        child.kill()
+    listed = Sandbox.list_snapshots(name=f"snap-{RUN}").next_items()
+    check("snapshot: listed by name", [x.snapshot_id for x in listed] == [snapshot.snapshot_id], repr(listed))
+    check("snapshot: deleted", Sandbox.delete_snapshot(snapshot.snapshot_id) is True)
+    check("snapshot: a deleted one is not found", Sandbox.delete_snapshot(snapshot.snapshot_id) is False)
+
+
 def listing():
     found = Sandbox.list(query=SandboxQuery(metadata={"suite": RUN})).next_items()
     check("list: filtered by metadata", len(found) == 1 and found[0].metadata == {"suite": RUN}, repr(found))
@@ -171,6 +194,7 @@ def main():
         check("create: the access token is returned", bool(sbx._envd_access_token))
         commands(sbx)
         files(sbx)
+        forks_and_snapshots(sbx)
         listing()
         bad_input(sbx)
         other_team(sbx)

@@ -61,6 +61,40 @@ struct E2BControlRoutes {
             guard sandbox.state == "paused" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not paused") }
             return try await connect(id, timeout: body.timeout, context)
         }
+        registerEnvRoutes(on: group)
+    }
+
+    /// Forks, snapshots (envs frozen from a running sandbox), aliases, template deletes.
+    func registerEnvRoutes(on group: RouterGroup<SproutContext>) {
+        group.post("sandboxes/:id/fork") { request, context in
+            let body = try await JSONBody.decode(E2B.Fork.self, from: request, orIfEmpty: E2B.Fork())
+            let caller = try context.caller()
+            var forks = try await services.forks.fork(try context.parameters.require("id"), count: body.count ?? 1, for: caller)
+            if let timeout = body.timeout {
+                for (i, fork) in forks.enumerated() { forks[i] = try await services.sandboxes.setTimeout(fork.id, seconds: timeout, for: caller) }
+            }
+            return try JSONBody.response(forks.map { E2B.ForkResult(sandbox: created($0)) }, status: .created)
+        }
+        group.post("sandboxes/:id/snapshots") { request, context in
+            let body = try await JSONBody.decode(E2B.SnapshotRequest.self, from: request, orIfEmpty: E2B.SnapshotRequest())
+            let env = try await services.snapshots.snapshot(try context.parameters.require("id"), name: body.name, for: try context.caller())
+            return try JSONBody.response(E2B.SnapshotInfo(snapshotID: env.id, names: [env.name]), status: .created)
+        }
+        group.get("snapshots") { request, context in
+            let name = request.uri.queryParameters.get("name").map { String($0) }
+            let envs = try await services.envs.list(for: try context.caller())
+                .filter { !$0.builtin && (name == nil || $0.name == name) }
+                .sorted { ($0.createdAt ?? 0) > ($1.createdAt ?? 0) }
+            return try JSONBody.response(envs.map { E2B.SnapshotInfo(snapshotID: $0.id, names: [$0.name]) })
+        }
+        group.get("templates/aliases/:alias") { _, context in
+            let env = try await services.envs.show(try context.parameters.require("alias"), for: try context.caller())
+            return try JSONBody.response(E2B.TemplateAlias(templateID: env.id, public: env.builtin))
+        }
+        group.delete("templates/:id") { _, context in
+            _ = try await services.envs.delete(try context.parameters.require("id"), force: false, for: try context.caller())
+            return Response(status: .noContent)
+        }
     }
 
     /// Resumes a paused sandbox (201) or answers for a running one (200);

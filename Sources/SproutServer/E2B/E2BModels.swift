@@ -76,6 +76,30 @@ enum E2B {
         var timeout: Int?
     }
 
+    struct Fork: Decodable {
+        var count: Int?
+        var timeout: Int?
+    }
+
+    struct ForkResult: Encodable {
+        var sandbox: Sandbox
+    }
+
+    struct SnapshotRequest: Decodable {
+        var name: String?
+        var memory: Bool?
+    }
+
+    struct SnapshotInfo: Encodable {
+        var snapshotID: String
+        var names: [String]
+    }
+
+    struct TemplateAlias: Encodable {
+        var templateID: String
+        var `public`: Bool
+    }
+
     static func rfc3339(_ seconds: Double) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
