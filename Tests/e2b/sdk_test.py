@@ -91,6 +91,17 @@ def files(sbx):
     blob = bytes(range(256)) * 4096
     sbx.files.write("/tmp/e2b/blob.bin", blob)
     check("files: 1 MiB of binary round-trips", bytes(sbx.files.read("/tmp/e2b/blob.bin", format="bytes")) == blob)
+    url = sbx.upload_url("/tmp/e2b/signed.txt")
+    up = httpx.post(url, files={"file": ("signed.txt", b"via a signed url")})
+    check("files: upload_url takes a multipart upload without headers", up.status_code == 200, f"{up.status_code} {up.text}")
+    down = httpx.get(sbx.download_url("/tmp/e2b/signed.txt"))
+    check("files: download_url serves the file without headers", down.content == b"via a signed url", f"{down.status_code} {down.text}")
+    expiring = httpx.get(sbx.download_url("/tmp/e2b/signed.txt", use_signature_expiration=60))
+    check("files: a signed url with an expiry", expiring.content == b"via a signed url", expiring.text)
+    forged = httpx.get(sbx.download_url("/tmp/e2b/signed.txt").replace("signature=v1_", "signature=v1_x"))
+    check("files: a forged signature is 401", forged.status_code == 401, f"{forged.status_code} {forged.text}")
+    other = httpx.get(sbx.download_url("/etc/hostname").replace("path=%2Fetc%2Fhostname", "path=%2Fetc%2Fpasswd"))
+    check("files: a signature is for its path only", other.status_code == 401, f"{other.status_code}")
     sbx.files.write_files([{"path": "/tmp/e2b/m1", "data": "one"}, {"path": "/tmp/e2b/m2", "data": "two"}])
     check("files: write_files (multipart, several parts)", sbx.files.read("/tmp/e2b/m2") == "two")
 

@@ -33,8 +33,10 @@ extension EnvdService {
             let parts = try Multipart.parse(Array(body.readableBytesView), contentType: contentType)
             let fallback: String? = request.uri.queryParameters.get("path").map { String($0) }
             var written: [WriteInfo] = []
-            for part in parts where part.name == "file" {
-                guard let name = part.filename ?? fallback, !name.isEmpty else { throw SproutError(.invalidArgument, "a file part has no filename (its path)") }
+            let files = parts.filter { $0.name == "file" }
+            for part in files {
+                // One file with `path=` goes there (an upload URL); otherwise each part's filename is its path.
+                guard let name = (files.count == 1 ? fallback : nil) ?? part.filename ?? fallback, !name.isEmpty else { throw SproutError(.invalidArgument, "a file part has no filename (its path)") }
                 let path = try user.resolve(name)
                 try await withAgent(context) { agent in
                     try await makeParents(path, agent)

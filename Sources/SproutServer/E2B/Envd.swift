@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -21,7 +22,13 @@ struct EnvdMiddleware: RouterMiddleware {
     static let envdPort = "49983"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let id = request.headers[Self.sandboxHeader] else { return try await next(request, context) }
+        guard let id = request.headers[Self.sandboxHeader] else {
+            // `download_url()`/`upload_url()`: no headers, a signature that names the sandbox.
+            if request.uri.path == "/files", let signature = request.uri.queryParameters.get("signature") {
+                return try await signed(request, context, signature: String(signature))
+            }
+            return try await next(request, context)
+        }
         let port = request.headers[Self.portHeader] ?? Self.envdPort
         guard let record = try await services.core.catalog.sandboxes.find(id), ["running", "paused"].contains(record.state.rawValue) else {
             return Self.notFound(id)
@@ -38,6 +45,36 @@ struct EnvdMiddleware: RouterMiddleware {
         context.identity = Identity(keyID: "envd:" + id, team: record.team, admin: false)
         let envd = EnvdService(services: services, sandboxID: id, user: EnvdUser(request))
         return await envd.serve(request, context: context)
+    }
+
+    /// A signed file URL: `v1_` + base64(sha256("path:read|write:user:token[:expiration]")),
+    /// without padding. The sandbox is the running one whose token makes it match.
+    func signed(_ request: Request, _ context: Context, signature: String) async throws -> Response {
+        let query = request.uri.queryParameters
+        let path = query.get("path").map { String($0) } ?? ""
+        let user = query.get("username").map { String($0) } ?? ""
+        let operation = request.method == .get ? "read" : "write"
+        let expiration = query.get("signature_expiration").map { String($0) }
+        if let expiration {
+            guard let at = Double(expiration) else { return E2BErrorMiddleware.response(.badRequest, "signature_expiration must be a unix time") }
+            guard at >= Date().timeIntervalSince1970 else { return E2BErrorMiddleware.response(.unauthorized, "signature is already expired") }
+        }
+        let running = try await services.core.catalog.sandboxes.all(in: [.running])
+        guard let record = running.first(where: { record in
+            var raw = "\(path):\(operation):\(user):\(tokens.token(for: record.id))"
+            if let expiration { raw += ":\(expiration)" }
+            return Self.signature(raw) == signature
+        }) else {
+            return E2BErrorMiddleware.response(.unauthorized, "invalid signature for \(operation) of \(path.prefix(200))")
+        }
+        var context = context
+        context.identity = Identity(keyID: "envd:" + record.id, team: record.team, admin: false)
+        return await EnvdService(services: services, sandboxID: record.id, user: EnvdUser(request)).serve(request, context: context)
+    }
+
+    static func signature(_ raw: String) -> String {
+        let digest = SHA256.hash(data: Array(raw.utf8))
+        return "v1_" + Data(digest).base64EncodedString().replacingOccurrences(of: "=", with: "")
     }
 
     /// What a killed, expired or paused sandbox answers: the SDK maps "was
