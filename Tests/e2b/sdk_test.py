@@ -128,6 +128,37 @@ def lifecycle(sbx):
     check("connect: never shortens the timeout", Sandbox.get_info(sbx.sandbox_id).end_at >= shorter)
 
 
+def watch(sbx):
+    sbx.files.make_dir("/tmp/watched")
+    handle = sbx.files.watch_dir("/tmp/watched")
+    sbx.files.write("/tmp/watched/new.txt", "x")
+    events = []
+    deadline = time.time() + 5
+    while time.time() < deadline and not any(e.name == "new.txt" and e.type.name == "WRITE" for e in events):
+        time.sleep(0.2)
+        events += handle.get_new_events()
+    handle.stop()
+    kinds = {e.type.name for e in events if e.name == "new.txt"}
+    check("watch: a new file's CREATE and WRITE, named relative to the directory", {"CREATE", "WRITE"} <= kinds, repr(events))
+
+
+async def async_watch():
+    sbx = await AsyncSandbox.create(template=TEMPLATE, timeout=60)
+    try:
+        await sbx.files.make_dir("/tmp/w")
+        seen = []
+        handle = await sbx.files.watch_dir("/tmp/w", on_event=lambda e: seen.append(e))
+        await sbx.files.write("/tmp/w/f", "1")
+        for _ in range(25):
+            if any(e.name == "f" for e in seen):
+                break
+            await asyncio.sleep(0.2)
+        await handle.stop()
+        check("watch: the async SDK's WatchDir stream", any(e.name == "f" for e in seen), repr(seen))
+    finally:
+        await sbx.kill()
+
+
 def forks_and_snapshots(sbx):
     sbx.commands.run("echo forked-state > /opt/state")
     forks = sbx.fork(count=2)
@@ -205,6 +236,8 @@ def main():
         check("create: the access token is returned", bool(sbx._envd_access_token))
         commands(sbx)
         files(sbx)
+        watch(sbx)
+        asyncio.run(async_watch())
         forks_and_snapshots(sbx)
         listing()
         bad_input(sbx)

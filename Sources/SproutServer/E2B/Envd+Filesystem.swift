@@ -95,6 +95,7 @@ extension EnvdService {
             }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         default:
+            if let response = try await watchCall(method, request, context) { return response }
             throw Self.unimplemented("filesystem.Filesystem", method)
         }
     }
