@@ -64,6 +64,21 @@ def commands(sbx):
     sbx.pty.send_stdin(term.pid, b"stty size; exit 0\n")
     term.wait(on_pty=lambda data: out.extend(data))
     check("pty: a terminal of the asked size", b"24 80" in out, repr(bytes(out[-200:])))
+    out.clear()
+    term = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.resize(term.pid, PtySize(rows=40, cols=120))
+    sbx.pty.send_stdin(term.pid, b"stty size; exit 0\n")
+    term.wait(on_pty=lambda data: out.extend(data))
+    check("pty: resize", b"40 120" in out, repr(bytes(out[-200:])))
+
+    try:
+        sbx.commands.run("sleep 30; echo late", timeout=1)
+        check("run: a command's timeout ends it", False, "no exception")
+    except Exception as e:
+        check("run: a command's timeout raises", "timeout" in type(e).__name__.lower() or "deadline" in str(e).lower(), repr(e))
+    time.sleep(1)
+    listed = [p.args for p in sbx.commands.list()]
+    check("run: the process of a timed-out command is ended", not any("sleep 30; echo late" in " ".join(a) for a in listed), repr(listed))
 
 
 def files(sbx):
