@@ -207,6 +207,26 @@ def listing():
     check("list: the next page is another sandbox", len(second) == 1 and second[0].sandbox_id != first[0].sandbox_id, repr(second))
 
 
+def ports(sbx):
+    base = os.environ["E2B_SANDBOX_URL"]
+    headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8080", "X-Access-Token": sbx._envd_access_token}
+    closed = httpx.get(base + "/", headers=headers)
+    check("ports: a port nothing listens on is 502 'port is not open'", closed.status_code == 502 and "port is not open" in closed.text, closed.text)
+    server = (
+        "perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>8080,Listen=>5,ReuseAddr=>1) or die;"
+        " while($c=$s->accept){$r=<$c>; print $c \"HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nyou asked $r\"; close $c}'"
+    )
+    sbx.commands.run(server, background=True)
+    for _ in range(50):
+        r = httpx.get(base + "/hello?x=1", headers=headers)
+        if r.status_code == 200:
+            break
+        time.sleep(0.1)
+    check("ports: E2b-Sandbox-Port reaches a server inside the sandbox, path and query kept", r.status_code == 200 and "GET /hello?x=1" in r.text, f"{r.status_code} {r.text}")
+    check("ports: without the access token it is 401", httpx.get(base + "/", headers={**headers, "X-Access-Token": "x"}).status_code == 401)
+    check("get_host: names the port and the sandbox", sbx.get_host(8080).startswith(f"8080-{sbx.sandbox_id}"), sbx.get_host(8080))
+
+
 def bad_input(sbx):
     base = os.environ["E2B_SANDBOX_URL"]
     headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983", "X-Access-Token": "wrong"}
@@ -255,6 +275,7 @@ def main():
         asyncio.run(async_watch())
         forks_and_snapshots(sbx)
         listing()
+        ports(sbx)
         bad_input(sbx)
         other_team(sbx)
         lifecycle(sbx)

@@ -37,14 +37,31 @@ struct EnvdMiddleware: RouterMiddleware {
             return E2BErrorMiddleware.response(.unauthorized, "missing or invalid X-Access-Token for sandbox \(id)")
         }
         if record.state.rawValue == "paused" && !record.autoResume { return Self.notFound(id) }
-        guard port == Self.envdPort else {
-            return E2BErrorMiddleware.response(.badGateway, "The sandbox \(id) is running but port is not open: port \(port.prefix(8)) is not served through E2B routing yet")
-        }
         var context = context
         // The token stands for the sandbox's own team, as an API key of it would.
         context.identity = Identity(keyID: "envd:" + id, team: record.team, admin: false)
+        guard port == Self.envdPort else { return await forward(request, context, sandbox: id, port: port) }
         let envd = EnvdService(services: services, sandboxID: id, user: EnvdUser(request))
         return await envd.serve(request, context: context)
+    }
+
+    /// Another port inside the sandbox (a server the user started, the code
+    /// interpreter's 49999): the request goes there as it came, without
+    /// Sprout's and E2B's routing headers.
+    func forward(_ request: Request, _ context: Context, sandbox id: String, port text: String) async -> Response {
+        guard let port = UInt16(text), port > 0 else { return E2BErrorMiddleware.response(.badRequest, "E2b-Sandbox-Port must be 1-65535") }
+        do {
+            let address = try await services.sandboxes.address(id, for: try context.caller())
+            var target = request.uri.path
+            if let query = request.uri.query, !query.isEmpty { target += "?" + query }
+            return try await PortRoutes.forward(request, to: address, port: port, target: target,
+                                                dropping: ["e2b-sandbox-id", "e2b-sandbox-port", "x-access-token"])
+        } catch let error as SproutError where error.code == .unavailable {
+            return E2BErrorMiddleware.response(.badGateway, "The sandbox \(id) is running but port is not open: \(error.message)")
+        } catch {
+            let failure = ConnectRPC.Failure(error)
+            return E2BErrorMiddleware.response(failure.code.status, failure.message)
+        }
     }
 
     /// A signed file URL: `v1_` + base64(sha256("path:read|write:user:token[:expiration]")),

@@ -64,7 +64,14 @@ struct PortRoutes {
 
     @Sendable func proxy(_ request: Request, context: SproutContext) async throws -> Response {
         let (address, port) = try await target(context)
-        let target = Self.upstreamTarget(context, query: request.uri.query)
+        let prefix = "/v1/sandboxes/\(try context.parameters.require("id"))/ports/\(port)"
+        return try await Self.forward(request, to: address, port: port, target: Self.upstreamTarget(context, query: request.uri.query),
+                                      extraHeaders: [("X-Forwarded-Prefix", prefix)])
+    }
+
+    /// Sends `request` to a server inside a sandbox and streams its answer back.
+    static func forward(_ request: Request, to address: String, port: UInt16, target: String,
+                        extraHeaders: [(String, String)] = [], dropping: Set<String> = []) async throws -> Response {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxRequestBody)
@@ -72,10 +79,10 @@ struct PortRoutes {
             throw SproutError(.tooLarge, "preview request bodies are limited to \(Self.maxRequestBody) bytes")
         }
         var headers: [(String, String)] = []
-        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) && !dropping.contains(field.name.canonicalName) {
             headers.append((field.name.rawName, field.value))
         }
-        headers.append(("X-Forwarded-Prefix", "/v1/sandboxes/\(try context.parameters.require("id"))/ports/\(port)"))
+        headers += extraHeaders
         let method = request.method.rawValue
         let forwarded = headers
         let bodyBytes = Array(body.readableBytesView)
