@@ -1,4 +1,5 @@
 #include "czlib.h"
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -32,4 +33,36 @@ long czlib_deflate_raw(const uint8_t *input, size_t length, uint8_t *out, size_t
 
 size_t czlib_deflate_bound(size_t length) {
     return (size_t)compressBound((uLong)length) + 64;
+}
+
+/* A streaming gzip decoder: feed it the body as it arrives. */
+struct czlib_gunzip { z_stream s; int ended; };
+
+struct czlib_gunzip *czlib_gunzip_new(void) {
+    struct czlib_gunzip *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    if (inflateInit2(&g->s, 16 + 15) != Z_OK) { free(g); return NULL; }
+    return g;
+}
+
+long czlib_gunzip_update(struct czlib_gunzip *g, const uint8_t *input, size_t length, size_t *consumed,
+                         uint8_t *out, size_t capacity) {
+    if (g->ended) { *consumed = 0; return length == 0 ? 0 : -1; }
+    g->s.next_in = (Bytef *)input;
+    g->s.avail_in = (uInt)length;
+    g->s.next_out = out;
+    g->s.avail_out = (uInt)capacity;
+    int r = inflate(&g->s, Z_NO_FLUSH);
+    *consumed = length - g->s.avail_in;
+    if (r == Z_STREAM_END) g->ended = 1;
+    else if (r != Z_OK && r != Z_BUF_ERROR) return -1;
+    return (long)(capacity - g->s.avail_out);
+}
+
+int czlib_gunzip_ended(const struct czlib_gunzip *g) { return g->ended; }
+
+void czlib_gunzip_free(struct czlib_gunzip *g) {
+    if (!g) return;
+    inflateEnd(&g->s);
+    free(g);
 }

@@ -117,6 +117,14 @@ def files(sbx):
     check("files: a forged signature is 401", forged.status_code == 401, f"{forged.status_code} {forged.text}")
     other = httpx.get(sbx.download_url("/etc/hostname").replace("path=%2Fetc%2Fhostname", "path=%2Fetc%2Fpasswd"))
     check("files: a signature is for its path only", other.status_code == 401, f"{other.status_code}")
+    sbx.files.write("/tmp/e2b/zipped.txt", "squeezed " * 1000, gzip=True)
+    check("files: a gzip upload is stored decoded", sbx.files.read("/tmp/e2b/zipped.txt") == "squeezed " * 1000)
+    check("files: a gzip download", sbx.files.read("/tmp/e2b/zipped.txt", gzip=True) == "squeezed " * 1000)
+    base = os.environ["E2B_SANDBOX_URL"]
+    auth = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983", "X-Access-Token": sbx._envd_access_token}
+    bad = httpx.post(base + "/files?path=/tmp/e2b/bad", content=b"not gzip at all",
+                     headers={**auth, "Content-Type": "application/octet-stream", "Content-Encoding": "gzip"})
+    check("files: a body that is not gzip is 400 and writes nothing", bad.status_code == 400 and not sbx.files.exists("/tmp/e2b/bad"), f"{bad.status_code} {bad.text}")
     sbx.files.write_files([{"path": "/tmp/e2b/m1", "data": "one"}, {"path": "/tmp/e2b/m2", "data": "two"}])
     check("files: write_files (multipart, several parts)", sbx.files.read("/tmp/e2b/m2") == "two")
 

@@ -13,4 +13,15 @@ long czlib_inflate_raw(const uint8_t *input, size_t length, uint8_t *out, size_t
 long czlib_deflate_raw(const uint8_t *input, size_t length, uint8_t *out, size_t capacity, int level);
 size_t czlib_deflate_bound(size_t length);
 
+/// A streaming gzip (RFC 1952) decoder.
+struct czlib_gunzip;
+struct czlib_gunzip *czlib_gunzip_new(void);
+/// Decodes from `input` into `out`; sets `consumed`; returns the bytes
+/// produced, or -1 for input that is not gzip (or data after its end).
+long czlib_gunzip_update(struct czlib_gunzip *g, const uint8_t *input, size_t length, size_t *consumed,
+                         uint8_t *out, size_t capacity);
+/// Whether the gzip stream has ended.
+int czlib_gunzip_ended(const struct czlib_gunzip *g);
+void czlib_gunzip_free(struct czlib_gunzip *g);
+
 #endif

@@ -22,15 +22,22 @@ extension EnvdService {
 
     func upload(_ request: Request, _ context: SproutContext) async throws -> Response {
         let contentType = request.headers[.contentType] ?? ""
-        guard request.headers[.contentEncoding].map({ $0.lowercased() == "identity" }) ?? true else {
-            throw SproutError(.unsupported, "Content-Encoding \(request.headers[.contentEncoding]!.prefix(20)) is not supported on uploads")
+        let encoding = request.headers[.contentEncoding]?.lowercased() ?? "identity"
+        guard ["identity", "gzip"].contains(encoding) else {
+            throw SproutError(.unsupported, "Content-Encoding \(encoding.prefix(20)) is not supported on uploads (gzip is)")
         }
+        let gunzip = encoding == "gzip" ? try Gunzip(limit: 64 << 30) : nil
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: Self.maxMultipartBytes) } catch {
                 throw SproutError(.tooLarge, "multipart uploads are limited to \(Self.maxMultipartBytes >> 20) MiB; send application/octet-stream for larger files")
             }
-            let parts = try Multipart.parse(Array(body.readableBytesView), contentType: contentType)
+            var raw = Array(body.readableBytesView)
+            if let gunzip {
+                raw = try gunzip.decode(raw)
+                guard gunzip.ended else { throw SproutError(.invalidArgument, "the gzip upload ended early") }
+            }
+            let parts = try Multipart.parse(raw, contentType: contentType)
             let fallback: String? = request.uri.queryParameters.get("path").map { String($0) }
             var written: [WriteInfo] = []
             let files = parts.filter { $0.name == "file" }
@@ -54,7 +61,12 @@ extension EnvdService {
             return try await agent.openWrite(path, mode: 0o644)
         }
         do {
-            for try await buffer in request.body { try await upload.write(Array(buffer.readableBytesView)) }
+            for try await buffer in request.body {
+                let bytes = Array(buffer.readableBytesView)
+                let decoded = try gunzip?.decode(bytes) ?? bytes
+                if !decoded.isEmpty { try await upload.write(decoded) }
+            }
+            if let gunzip, !gunzip.ended { throw SproutError(.invalidArgument, "the gzip upload ended early") }
             _ = try await upload.finish()
         } catch {
             upload.abort()
