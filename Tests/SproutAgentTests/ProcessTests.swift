@@ -39,14 +39,14 @@ struct ProcessTests {
     @Test("input to a process that stopped reading is dropped, as by a pipe; input after the end of input is an error")
     func inputAfterReaderLeft() async throws {
         try await AgentHarness.with { agent in
-            // The process closes its input and keeps running: what is sent has no reader.
-            let reader = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "exec 0<&-; sleep 1"], stdin: true))
-            try await Task.sleep(for: .milliseconds(300))
-            try reader.write(Array(repeating: UInt8(ascii: "b"), count: 1 << 17))
+            // The process closes its input, says so, and keeps running: what is sent then has no reader.
+            let reader = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "exec 0<&-; echo closed; sleep 2"], stdin: true))
             var errors: [ErrorBody] = []
             var exit: ProcessExit?
             for try await item in reader {
                 switch item {
+                case .stdout(let bytes) where String(decoding: bytes, as: UTF8.self).contains("closed"):
+                    try reader.write(Array(repeating: UInt8(ascii: "b"), count: 1 << 17))
                 case .exit(let status): exit = status
                 case .error(let error): errors.append(error)
                 default: break
@@ -56,7 +56,7 @@ struct ProcessTests {
             #expect(errors.isEmpty, "\(errors)")
 
             // Positive control: the same probe reports input after the client's own end.
-            let cat = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "cat; sleep 0.5"], stdin: true))
+            let cat = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "cat; sleep 1"], stdin: true))
             try cat.closeStdin()
             try cat.write("late")
             var reported: [ErrorBody] = []
