@@ -80,7 +80,7 @@ let package = Package(
         // Typed Swift client for the REST API: async-http-client for requests,
         // hummingbird-websocket's client for terminals.
         .target(name: "SproutClient", dependencies: [
-            "SproutCore", "SproutAPI", "SproutAgentProtocol",
+            "SproutCore", "SproutSystem", "SproutAPI", "SproutAgentProtocol",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             .product(name: "NIOCore", package: "swift-nio"),

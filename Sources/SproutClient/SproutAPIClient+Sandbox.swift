@@ -12,6 +12,7 @@ import NIOPosix
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
+import SproutSystem
 
 extension SproutAPIClient {
     func sandboxPath(_ id: String, _ rest: String) -> String { "/v1/sandboxes/\(percentEncode(id))/\(rest)" }
@@ -93,7 +94,7 @@ extension SproutAPIClient {
         do {
             for try await buffer in response.body {
                 let bytes = Array(buffer.readableBytesView)
-                try await BlockingIO.run { try writeAll(fd, bytes) }
+                try await BlockingIO.run { try Descriptor.writeAll(fd, bytes) }
                 total += Int64(bytes.count)
             }
         } catch let error as SproutError {
@@ -153,18 +154,6 @@ enum BlockingIO {
     }
 }
 
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw SproutError(.io, "write failed: \(String(cString: strerror(errno)))")
-        }
-        offset += n
-    }
-}
-
 /// A local file opened for an upload, read in chunks on the thread pool.
 final class LocalFile: Sendable {
     let fd: Int32
@@ -191,11 +180,7 @@ final class LocalFile: Sendable {
             try await BlockingIO.run { () throws -> ByteBuffer? in
                 var buffer = ByteBuffer()
                 let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1 << 20) { raw in
-                    while true {
-                        let n = Glibc.read(fd, raw.baseAddress, raw.count)
-                        if n >= 0 { return n }
-                        if errno != EINTR { throw SproutError(.io, "read failed: \(String(cString: strerror(errno)))") }
-                    }
+                    try Descriptor.read(fd, into: raw.baseAddress!, count: raw.count)
                 }
                 return n == 0 ? nil : buffer
             }

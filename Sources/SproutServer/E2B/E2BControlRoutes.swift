@@ -30,14 +30,11 @@ struct E2BControlRoutes {
             }
         }
         group.get("sandboxes/:id") { _, context in
-            let sandbox = try await services.sandboxes.get(try context.parameters.require("id"), for: try context.caller())
-            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(sandbox.id) not found") }
-            return try JSONBody.response(detail(sandbox, withToken: true))
+            try JSONBody.response(detail(try await live(try context.parameters.require("id"), context), withToken: true))
         }
         group.delete("sandboxes/:id") { _, context in
             let id = try context.parameters.require("id")
-            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
-            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+            _ = try await live(id, context)
             _ = try await services.sandboxes.kill(id, for: try context.caller())
             return Response(status: .noContent)
         }
@@ -48,8 +45,7 @@ struct E2BControlRoutes {
         }
         group.post("sandboxes/:id/pause") { _, context in
             let id = try context.parameters.require("id")
-            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
-            guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+            let sandbox = try await live(id, context)
             guard sandbox.state == "running" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not running") }
             _ = try await services.memory.pause(id, autoResume: false, for: try context.caller())
             return Response(status: .noContent)
@@ -101,8 +97,7 @@ struct E2BControlRoutes {
     /// the timeout is extended to `timeout` from now, never shortened.
     func connect(_ id: String, timeout: Int?, _ context: SproutContext) async throws -> Response {
         let caller = try context.caller()
-        var sandbox = try await services.sandboxes.get(id, for: caller)
-        guard Self.isLive(sandbox) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+        var sandbox = try await live(id, context)
         var status = HTTPResponse.Status.ok
         if sandbox.state == "paused" {
             sandbox = try await services.memory.resume(id, for: caller)
@@ -168,7 +163,12 @@ struct E2BControlRoutes {
             metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running")
     }
 
-    static func isLive(_ sandbox: API.Sandbox) -> Bool { ["running", "paused"].contains(sandbox.state) }
+    /// The caller's sandbox while it is running or paused; ended ones are not found, as in E2B.
+    func live(_ id: String, _ context: SproutContext) async throws -> API.Sandbox {
+        let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+        guard ["running", "paused"].contains(sandbox.state) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+        return sandbox
+    }
 
     /// E2B's create body as Sprout's: the template is an env id or name;
     /// `network.allowOut` is an egress allow-list, `denyOut` may only deny
