@@ -128,12 +128,16 @@ public final class AgentServer: @unchecked Sendable {
             try FileTransfer.receive(request, path: try path(request.path), over: channel)
         case .mkdir(let request):
             let target = try path(request.path)
-            try FileSystem.makeDirectories(target)
+            try Accounts.makeDirectories(target, owner: try Accounts.find(optional: request.owner))
             try channel.send(message: Reply(file: FileService.info(target)))
         case .move(let request):
             let to = try path(request.to)
             try FileService.move(from: try path(request.from), to: to)
             try channel.send(message: Reply(file: FileService.info(to)))
+        case .setXattrs(let request):
+            let target = try path(request.path)
+            try Xattrs.update(target, set: request.set ?? [:], remove: request.remove ?? [])
+            try channel.send(message: Reply(file: FileService.info(target)))
         case .remove(let request):
             try FileService.remove(try path(request.path), recursive: request.recursive ?? false)
             try channel.send(message: Reply.ok)

@@ -23,13 +23,13 @@ enum FileService {
         return "/" + parts.joined(separator: "/")
     }
 
-    static func info(_ path: String) throws -> FileInfo {
+    static func info(_ path: String, names: Accounts.Names = Accounts.names()) throws -> FileInfo {
         var st = stat()
         try sysCall("\(path)") { lstat(path, &st) }
-        return makeInfo(path: path, st: st)
+        return makeInfo(path: path, st: st, names: names)
     }
 
-    static func makeInfo(path: String, st: stat) -> FileInfo {
+    static func makeInfo(path: String, st: stat, names: Accounts.Names) -> FileInfo {
         let type: FileInfo.Kind
         var target: String?
         switch st.st_mode & S_IFMT {
@@ -48,7 +48,9 @@ enum FileService {
         let name = path == "/" ? "/" : String(path.split(separator: "/").last ?? "")
         return FileInfo(
             path: path, name: name, type: type, size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
-            mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, target: target)
+            mtime: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, target: target,
+            uid: st.st_uid, gid: st.st_gid, owner: names.user(st.st_uid), group: names.group(st.st_gid),
+            xattrs: Xattrs.read(path))
     }
 
     /// Entries below `path`, sorted by path; `depth` 1 lists only its children.
@@ -59,18 +61,17 @@ enum FileService {
         let root = try info(path)
         guard root.type == .dir else { throw SproutError(.invalidArgument, "\(path) is not a directory") }
         var out: [FileInfo] = []
-        try walk(path, depth: depth, into: &out)
+        try walk(path, depth: depth, names: Accounts.names(), into: &out)
         return out
     }
 
-    private static func walk(_ dir: String, depth: Int, into out: inout [FileInfo]) throws {
-        let names = try FileSystem.children(dir)
-        for name in names {
+    private static func walk(_ dir: String, depth: Int, names: Accounts.Names, into out: inout [FileInfo]) throws {
+        for name in try FileSystem.children(dir) {
             let child = dir == "/" ? "/" + name : dir + "/" + name
-            guard let entry = try? info(child) else { continue }  // vanished meanwhile
+            guard let entry = try? info(child, names: names) else { continue }  // vanished meanwhile
             out.append(entry)
             if entry.type == .dir && depth > 1 {
-                try? walk(child, depth: depth - 1, into: &out)
+                try? walk(child, depth: depth - 1, names: names, into: &out)
             }
         }
     }

@@ -16,7 +16,7 @@ enum FileTransfer {
         guard (st.st_mode & S_IFMT) != S_IFDIR else {
             throw SproutError(.invalidArgument, "\(path) is a directory")
         }
-        try channel.send(message: Reply(file: FileService.makeInfo(path: path, st: st)))
+        try channel.send(message: Reply(file: FileService.makeInfo(path: path, st: st, names: Accounts.names())))
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: AgentProtocol.fileChunkSize, alignment: 8)
         defer { chunk.deallocate() }
         while true {
@@ -43,8 +43,13 @@ enum FileTransfer {
         }
         guard path != "/" else { throw SproutError(.invalidArgument, "cannot write to /") }
         let mode = mode_t(request.mode ?? 0o644) & 0o7777
+        let owner = try Accounts.find(optional: request.owner)
+        for (name, value) in request.xattrs ?? [:] {
+            try Xattrs.validate(name)
+            try Xattrs.validate(value: value, of: name)
+        }
         let dir = FileService.parent(of: path)
-        try FileSystem.makeDirectories(dir)
+        try Accounts.makeDirectories(dir, owner: owner)
         let temp = "\(dir == "/" ? "" : dir)/.\(FileService.baseName(of: path)).upload-\(Identifiers.random(length: 8))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SproutError.system("create \(temp)") }
@@ -79,6 +84,8 @@ enum FileTransfer {
         if let failure { throw failure }
         try sysCall("fsync \(path)") { fsync(fd) }
         fchmod(fd, mode)
+        if let owner { try sysCall("chown \(path)") { fchown(fd, owner.uid, owner.gid) } }
+        if let xattrs = request.xattrs { try Xattrs.set(xattrs, on: fd, path: path) }
         try sysCall("rename into \(path)") { rename(temp, path) }
         committed = true
         try channel.send(message: Reply(size: size))

@@ -20,13 +20,23 @@ final class ProcessTable: @unchecked Sendable {
     /// Finished processes kept for `list` and late `attach`.
     static let keepFinished = 256
 
+    /// This agent's own executable, re-run by `ExecAs` to start a process as a user.
+    static let agentPath: String = {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return CommandLine.arguments[0] }
+        buf[n] = 0
+        return cStringToString(buf)
+    }()
+
     init() {
         startThread { [self] in reapForever() }
     }
 
     /// Starts a process described by `spec`.
     func start(_ spec: ProcessSpec, defaults: ProcessDefaults) throws -> (ManagedProcess, [(Int32, FrameKind)]) {
-        let plan = try LaunchPlan(spec: spec, defaults: defaults)
+        let account = try Accounts.find(optional: spec.user)
+        let plan = try LaunchPlan(spec: spec, defaults: defaults, account: account)
         var closeInParent: [Int32] = []
         var readers: [(Int32, FrameKind)] = []
         var options = Spawn.Options()
@@ -38,6 +48,8 @@ final class ProcessTable: @unchecked Sendable {
                 let (master, slavePath) = try Terminal.open(size: size)
                 terminalFD = master
                 inputFD = master
+                // The user owns its terminal, as after a login.
+                try Accounts.chown(slavePath, to: account)
                 options.terminalPath = slavePath
                 readers.append((master, .stdout))
             } else {
@@ -60,7 +72,13 @@ final class ProcessTable: @unchecked Sendable {
                 if let tag = spec.tag, byID.values.contains(where: { $0.tag == tag && $0.isRunning }) {
                     throw SproutError(.alreadyExists, "a running process already has the tag '\(tag)'")
                 }
-                let pid = try Spawn.spawn(path: plan.executable, argv: plan.argv, env: plan.env, options: options)
+                let pid: pid_t
+                if let account {
+                    let argv = ExecAs.arguments(agent: Self.agentPath, account: account, path: plan.executable, argv: plan.argv)
+                    pid = try Spawn.spawn(path: Self.agentPath, argv: argv, env: plan.env, options: options)
+                } else {
+                    pid = try Spawn.spawn(path: plan.executable, argv: plan.argv, env: plan.env, options: options)
+                }
                 counter += 1
                 let process = ManagedProcess(
                     id: "p\(counter)", pid: pid, tag: spec.tag, cmd: plan.argv, cwd: plan.cwd,
@@ -155,7 +173,7 @@ struct LaunchPlan {
     var env: [String]
     var cwd: String
 
-    init(spec: ProcessSpec, defaults: ProcessDefaults) throws {
+    init(spec: ProcessSpec, defaults: ProcessDefaults, account: Account? = nil) throws {
         switch (spec.cmd, spec.shell) {
         case (let cmd?, nil):
             guard let first = cmd.first, !first.isEmpty else {
@@ -168,6 +186,16 @@ struct LaunchPlan {
             throw SproutError(.invalidArgument, "give exactly one of cmd and shell")
         }
         var environment = defaults.env
+        var defaultCwd = defaults.cwd
+        if let account {
+            // What a login gives: its home, names and shell; the home is
+            // where it starts unless the spec says otherwise.
+            environment["HOME"] = account.home
+            environment["USER"] = account.name
+            environment["LOGNAME"] = account.name
+            environment["SHELL"] = account.shell
+            if FileSystem.isDirectory(account.home) { defaultCwd = account.home }
+        }
         if spec.pty != nil { environment["TERM"] = "xterm-256color" }
         for (key, value) in spec.env ?? [:] {
             guard !key.isEmpty, !key.contains("="), !key.contains("\0"), !value.contains("\0") else {
@@ -176,7 +204,7 @@ struct LaunchPlan {
             environment[key] = value
         }
         env = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        cwd = try FileService.resolve(spec.cwd ?? defaults.cwd, base: defaults.cwd)
+        cwd = try FileService.resolve(spec.cwd ?? defaultCwd, base: defaultCwd)
         var st = stat()
         guard stat(cwd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
             throw SproutError(.notFound, "working directory \(cwd) does not exist")

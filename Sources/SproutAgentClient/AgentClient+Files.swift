@@ -15,8 +15,17 @@ extension AgentClient {
         try await call(.list(ListRequest(path: path, depth: depth))).entries ?? []
     }
 
-    public func makeDirectory(_ path: String) async throws {
-        _ = try await call(.mkdir(PathRequest(path: path)))
+    /// Creates `path` and its missing parents, owned by `owner` (default root).
+    public func makeDirectory(_ path: String, owner: String? = nil) async throws {
+        _ = try await call(.mkdir(MakeDirRequest(path: path, owner: owner)))
+    }
+
+    /// Sets and removes `user.*` extended attributes; returns the file as it is after.
+    public func setXattrs(_ path: String, set: [String: String] = [:], remove: [String] = []) async throws -> FileInfo {
+        guard let file = try await call(.setXattrs(XattrRequest(path: path, set: set, remove: remove))).file else {
+            throw SproutError(.malformed, "xattr reply without file")
+        }
+        return file
     }
 
     public func move(_ from: String, to: String) async throws {
@@ -30,7 +39,13 @@ extension AgentClient {
     /// Writes `bytes` to `path`, creating parent directories.
     @discardableResult
     public func write(_ bytes: [UInt8], to path: String, mode: UInt32? = nil) async throws -> Int64 {
-        try await upload(to: path, mode: mode) { channel in
+        try await write(bytes, WriteRequest(path: path, mode: mode))
+    }
+
+    /// Writes `bytes` as `request` says (owner, mode, extended attributes).
+    @discardableResult
+    public func write(_ bytes: [UInt8], _ request: WriteRequest) async throws -> Int64 {
+        try await upload(request) { channel in
             var offset = 0
             while offset < bytes.count {
                 let end = min(offset + AgentProtocol.fileChunkSize, bytes.count)
@@ -46,7 +61,7 @@ extension AgentClient {
         let fd = open(localPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SproutError.system(localPath) }
         defer { close(fd) }
-        return try await upload(to: path, mode: mode) { channel in
+        return try await upload(WriteRequest(path: path, mode: mode)) { channel in
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: AgentProtocol.fileChunkSize, alignment: 8)
             defer { chunk.deallocate() }
             while true {
@@ -57,9 +72,9 @@ extension AgentClient {
         }
     }
 
-    private func upload(to path: String, mode: UInt32?, body: @escaping @Sendable (FrameChannel) throws -> Void) async throws -> Int64 {
+    private func upload(_ request: WriteRequest, body: @escaping @Sendable (FrameChannel) throws -> Void) async throws -> Int64 {
         try await onThread { [self] in
-            let (channel, _) = try connect(.write(WriteRequest(path: path, mode: mode)))
+            let (channel, _) = try connect(.write(request))
             defer { channel.close() }
             do {
                 try body(channel)

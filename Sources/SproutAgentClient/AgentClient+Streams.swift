@@ -120,8 +120,13 @@ extension AgentClient {
 
     /// Opens a file for streaming upload.
     public func openWrite(_ path: String, mode: UInt32? = nil) async throws -> FileUpload {
+        try await openWrite(WriteRequest(path: path, mode: mode))
+    }
+
+    /// Opens a file for streaming upload as `request` says (owner, mode, extended attributes).
+    public func openWrite(_ request: WriteRequest) async throws -> FileUpload {
         try await onThread { [self] in
-            let (channel, _) = try connect(.write(WriteRequest(path: path, mode: mode)))
+            let (channel, _) = try connect(.write(request))
             return FileUpload(channel: channel)
         }
     }

@@ -11,10 +11,11 @@ public enum AgentRequest: Sendable {
     case list(ListRequest)
     case read(PathRequest)
     case write(WriteRequest)
-    case mkdir(PathRequest)
+    case mkdir(MakeDirRequest)
     case move(MoveRequest)
     case remove(RemoveRequest)
     case watch(WatchRequest)
+    case setXattrs(XattrRequest)
     case setClock(ClockRequest)
     /// Ends the process holding the most memory (never the agent): the sandbox is at its memory limit.
     case killLargest
@@ -35,6 +36,7 @@ public enum AgentRequest: Sendable {
         case .move: "file.move"
         case .remove: "file.remove"
         case .watch: "file.watch"
+        case .setXattrs: "file.xattrs"
         case .setClock: "clock.set"
         case .killLargest: "memory.killLargest"
         }
@@ -56,8 +58,9 @@ extension AgentRequest: Codable {
         case "file.list": self = .list(try ListRequest(from: decoder))
         case "file.read": self = .read(try PathRequest(from: decoder))
         case "file.write": self = .write(try WriteRequest(from: decoder))
-        case "file.mkdir": self = .mkdir(try PathRequest(from: decoder))
+        case "file.mkdir": self = .mkdir(try MakeDirRequest(from: decoder))
         case "file.move": self = .move(try MoveRequest(from: decoder))
+        case "file.xattrs": self = .setXattrs(try XattrRequest(from: decoder))
         case "file.remove": self = .remove(try RemoveRequest(from: decoder))
         case "file.watch": self = .watch(try WatchRequest(from: decoder))
         case "clock.set": self = .setClock(try ClockRequest(from: decoder))
@@ -75,12 +78,14 @@ extension AgentRequest: Codable {
         case .startProcess(let r): try r.encode(to: encoder)
         case .attachProcess(let r): try r.encode(to: encoder)
         case .signalProcess(let r): try r.encode(to: encoder)
-        case .stat(let r), .read(let r), .mkdir(let r): try r.encode(to: encoder)
+        case .stat(let r), .read(let r): try r.encode(to: encoder)
+        case .mkdir(let r): try r.encode(to: encoder)
         case .list(let r): try r.encode(to: encoder)
         case .write(let r): try r.encode(to: encoder)
         case .move(let r): try r.encode(to: encoder)
         case .remove(let r): try r.encode(to: encoder)
         case .watch(let r): try r.encode(to: encoder)
+        case .setXattrs(let r): try r.encode(to: encoder)
         case .setClock(let r): try r.encode(to: encoder)
         }
     }
@@ -108,11 +113,16 @@ public struct ProcessSpec: Codable, Sendable {
     public var stdin: Bool?
     /// Run on a pseudo-terminal of this size instead of pipes.
     public var pty: TerminalSize?
+    /// Run as this user of the sandbox (its /etc/passwd), with its groups,
+    /// HOME and, unless `cwd` says otherwise, starting in its home.
+    /// Default: the agent's own user (root).
+    public var user: String?
 
     public init(
         cmd: [String]? = nil, shell: String? = nil, cwd: String? = nil, env: [String: String]? = nil,
-        tag: String? = nil, stdin: Bool? = nil, pty: TerminalSize? = nil
+        tag: String? = nil, stdin: Bool? = nil, pty: TerminalSize? = nil, user: String? = nil
     ) {
+        self.user = user
         self.cmd = cmd
         self.shell = shell
         self.cwd = cwd
@@ -213,9 +223,39 @@ public struct WriteRequest: Codable, Sendable {
     public var path: String
     /// Permission bits for a new file (default 0644).
     public var mode: UInt32?
-    public init(path: String, mode: UInt32? = nil) {
+    /// The user (a name in the sandbox's /etc/passwd) who owns the file and
+    /// any directory the write creates; default the agent's user (root).
+    public var owner: String?
+    /// Extended attributes set on the file before it takes its name
+    /// (full names, such as `user.origin`).
+    public var xattrs: [String: String]?
+    public init(path: String, mode: UInt32? = nil, owner: String? = nil, xattrs: [String: String]? = nil) {
         self.path = path
         self.mode = mode
+        self.owner = owner
+        self.xattrs = xattrs
+    }
+}
+
+/// Sets and removes `user.*` extended attributes of a file.
+public struct XattrRequest: Codable, Sendable {
+    public var path: String
+    public var set: [String: String]?
+    public var remove: [String]?
+    public init(path: String, set: [String: String]? = nil, remove: [String]? = nil) {
+        self.path = path
+        self.set = set
+        self.remove = remove
+    }
+}
+
+public struct MakeDirRequest: Codable, Sendable {
+    public var path: String
+    /// The user who owns every directory this creates (default root).
+    public var owner: String?
+    public init(path: String, owner: String? = nil) {
+        self.path = path
+        self.owner = owner
     }
 }
 
@@ -266,8 +306,23 @@ public struct FileInfo: Codable, Sendable, Equatable {
     public var mtime: Double
     /// Where a symlink points.
     public var target: String?
+    /// The owner and group, as numbers and as the sandbox's names for them.
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var owner: String?
+    public var group: String?
+    /// The file's `user.*` extended attributes whose values are text.
+    public var xattrs: [String: String]?
 
-    public init(path: String, name: String, type: Kind, size: Int64, mode: UInt32, mtime: Double, target: String?) {
+    public init(
+        path: String, name: String, type: Kind, size: Int64, mode: UInt32, mtime: Double, target: String?,
+        uid: UInt32? = nil, gid: UInt32? = nil, owner: String? = nil, group: String? = nil, xattrs: [String: String]? = nil
+    ) {
+        self.uid = uid
+        self.gid = gid
+        self.owner = owner
+        self.group = group
+        self.xattrs = xattrs
         self.path = path
         self.name = name
         self.type = type

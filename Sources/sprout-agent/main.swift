@@ -17,6 +17,11 @@ func fail(_ message: String) -> Never {
     exit(2)
 }
 
+// The agent re-executes itself to start a process as another user.
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == ExecAs.flag {
+    ExecAs.run(Array(CommandLine.arguments.dropFirst(2)))
+}
+
 var host = "0.0.0.0"
 var port = AgentProtocol.defaultPort
 var tokenFile: String?

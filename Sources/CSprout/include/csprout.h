@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/xattr.h>
 
 int csprout_accept4_cloexec(int fd);
 int csprout_pipe2_cloexec(int fds[2]);
