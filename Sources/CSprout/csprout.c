@@ -74,3 +74,15 @@ int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag) {
     if (n == 1) *tag = event.data.u64;
     return n;
 }
+
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+int csprout_open_path_in_root(int rootfd, const char *path) {
+    struct open_how how = {0};
+    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}

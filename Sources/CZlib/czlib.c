@@ -66,3 +66,30 @@ void czlib_gunzip_free(struct czlib_gunzip *g) {
     inflateEnd(&g->s);
     free(g);
 }
+
+struct czlib_gzip { z_stream s; };
+
+struct czlib_gzip *czlib_gzip_new(int level) {
+    struct czlib_gzip *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    if (deflateInit2(&g->s, level, Z_DEFLATED, 16 + 15, 8, Z_DEFAULT_STRATEGY) != Z_OK) { free(g); return NULL; }
+    return g;
+}
+
+long czlib_gzip_update(struct czlib_gzip *g, const uint8_t *input, size_t length, int finish, size_t *consumed,
+                       uint8_t *out, size_t capacity) {
+    g->s.next_in = (Bytef *)input;
+    g->s.avail_in = (uInt)length;
+    g->s.next_out = out;
+    g->s.avail_out = (uInt)capacity;
+    int r = deflate(&g->s, finish ? Z_FINISH : Z_NO_FLUSH);
+    *consumed = length - g->s.avail_in;
+    if (r == Z_STREAM_ERROR) return -1;
+    return (long)(capacity - g->s.avail_out);
+}
+
+void czlib_gzip_free(struct czlib_gzip *g) {
+    if (!g) return;
+    deflateEnd(&g->s);
+    free(g);
+}

@@ -162,15 +162,35 @@ public enum API {
         /// Bytes for standard input (base64); stdin is closed after them.
         public var stdin: String?
         public var tag: String?
+        /// Run as this user of the sandbox (default root).
+        public var user: String?
+        /// Answer once the process has started, leaving it running; its
+        /// output is read later with `GET .../processes/{id}/output`.
+        public var detach: Bool?
 
         public init(cmd: [String]? = nil, shell: String? = nil, cwd: String? = nil, env: [String: String]? = nil,
-                    stdin: [UInt8]? = nil, tag: String? = nil) {
+                    stdin: [UInt8]? = nil, tag: String? = nil, user: String? = nil, detach: Bool? = nil) {
+            self.user = user
+            self.detach = detach
             self.cmd = cmd
             self.shell = shell
             self.cwd = cwd
             self.env = env
             self.stdin = stdin.map { Data($0).base64EncodedString() }
             self.tag = tag
+        }
+    }
+
+    /// `POST /v1/sandboxes/{id}/files/xattrs`: sets and removes `user.*`
+    /// extended attributes of a file.
+    public struct Xattrs: Codable, Sendable {
+        public var path: String
+        public var set: [String: String]?
+        public var remove: [String]?
+        public init(path: String, set: [String: String]? = nil, remove: [String]? = nil) {
+            self.path = path
+            self.set = set
+            self.remove = remove
         }
     }
 

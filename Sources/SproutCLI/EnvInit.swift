@@ -52,6 +52,6 @@ struct EnvInit: AsyncParsableCommand {
     static func envName(from folder: String) -> String {
         let mapped = folder.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") ? $0 : "-" }
         let name = String(mapped.prefix(64))
-        return name.isEmpty || ["empty", "debian"].contains(name) ? "my-env" : name
+        return name.isEmpty || ["empty", "debian", "base"].contains(name) ? "my-env" : name
     }
 }

@@ -5,6 +5,7 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import SproutAPI
+import SproutAgentProtocol
 import SproutAgentClient
 import SproutHost
 import SproutConfig
@@ -14,7 +15,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
-            SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxShell.self,
+            SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxAttach.self, SandboxShell.self,
             SandboxFiles.self, SandboxTimeout.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
             SandboxKill.self,
         ])
@@ -148,6 +149,9 @@ struct SandboxExec: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
     @Option(help: "Working directory.") var cwd: String?
     @Option(name: .customLong("env"), help: "Environment variable KEY=VALUE (repeatable).") var envVars: [String] = []
+    @Option(help: "Run as this user of the sandbox (default root).") var user: String?
+    @Option(help: "A name to find the process by later (`sprout sandbox attach ID TAG`).") var tag: String?
+    @Flag(help: "Start it, print its id and leave it running; follow it with `sprout sandbox attach`.") var detach = false
     @Argument var id: String
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
 
@@ -155,15 +159,27 @@ struct SandboxExec: AsyncParsableCommand {
         var argv = command
         if argv.first == "--" { argv.removeFirst() }
         guard !argv.isEmpty else { throw SproutError(.invalidArgument, "give a command after --") }
+        if detach {
+            let started = try await client.client().start(id, API.Exec(
+                cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), tag: tag, user: user))
+            print(started.id)
+            return
+        }
         // Like `docker exec -i`: what is piped in is the process's standard input,
         // and its end closes it. (Sent whole, before the process starts: up to 64 MiB.)
         let input = isatty(0) == 1 ? nil : try Self.readStandardInput(limit: Self.stdinLimit)
-        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), stdin: input)
-        let exit = try await client.client().exec(id, request) { event in
-            if let bytes = event.stdoutBytes { FileHandle.standardOutput.write(Data(bytes)) }
-            if let bytes = event.stderrBytes { FileHandle.standardError.write(Data(bytes)) }
-            if let error = event.error { FileHandle.standardError.write(Data("sprout: \(error.message)\n".utf8)) }
-        }
+        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), stdin: input, tag: tag, user: user)
+        try Self.finish(try await client.client().exec(id, request, onEvent: Self.printEvent))
+    }
+
+    @Sendable static func printEvent(_ event: API.ExecEvent) {
+        if let bytes = event.stdoutBytes { FileHandle.standardOutput.write(Data(bytes)) }
+        if let bytes = event.stderrBytes { FileHandle.standardError.write(Data(bytes)) }
+        if let error = event.error { FileHandle.standardError.write(Data("sprout: \(error.message)\n".utf8)) }
+    }
+
+    /// Exits as the process did.
+    static func finish(_ exit: ProcessExit) throws {
         if let code = exit.code, code != 0 { throw ExitCode(code) }
         if let signal = exit.signal { throw ExitCode(128 + signal) }
     }
@@ -180,6 +196,18 @@ struct SandboxExec: AsyncParsableCommand {
         } catch let error as SproutError where error.code == .tooLarge {
             throw SproutError(.tooLarge, "standard input is larger than \(limit >> 20) MiB: copy it in with `sprout sandbox files put` instead")
         }
+    }
+}
+
+struct SandboxAttach: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attach", abstract: "Follow a process started earlier (its output from now on); exits with its exit code.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Argument(help: "The process: its id (p3, from exec --detach) or its tag.") var process: String
+
+    func run() async throws {
+        try SandboxExec.finish(try await client.client().attach(id, process: process, onEvent: SandboxExec.printEvent))
     }
 }
 

@@ -4,21 +4,25 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import SproutAPI
+import SproutAgentProtocol
 import SproutAgentClient
 import SproutHost
 import SproutConfig
 
-/// `sprout sandbox files ls|cat|put|get|rm ID PATH [LOCAL]`
+/// `sprout sandbox files ls|stat|cat|put|get|rm|xattr ID PATH [LOCAL]`
 struct SandboxFiles: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "files", abstract: "Work with a sandbox's files.")
     @OptionGroup var client: ClientOptions
-    @Argument(help: "ls, cat, put, get or rm.") var action: String
+    @Argument(help: "ls, stat, cat, put, get, rm or xattr.") var action: String
     @Argument var id: String
     @Argument(help: "Path inside the sandbox.") var path: String
     @Argument(help: "Local file (put: source, get: destination).") var local: String?
     @Option(help: "ls: how deep to list.") var depth = 1
     @Flag(help: "rm: remove directories with their contents.") var recursive = false
-    @Flag(help: "ls: print JSON.") var json = false
+    @Flag(help: "ls, stat: print JSON.") var json = false
+    @Option(help: "put: the user of the sandbox who owns the file (default root).") var owner: String?
+    @Option(name: .customLong("set"), help: "xattr: set user.NAME=VALUE (repeatable).") var setXattrs: [String] = []
+    @Option(name: .customLong("remove"), help: "xattr: remove user.NAME (repeatable).") var removeXattrs: [String] = []
 
     func run() async throws {
         let api = try client.client()
@@ -48,12 +52,30 @@ struct SandboxFiles: AsyncParsableCommand {
             }
         case "put":
             guard let local else { throw SproutError(.invalidArgument, "put needs a local source file") }
-            let n = try await api.upload(id, localPath: local, to: path)
+            let n = try await api.upload(id, localPath: local, to: path, owner: owner)
             FileHandle.standardError.write(Data("\(n) bytes -> \(path)\n".utf8))
         case "rm":
             try await api.remove(id, path: path, recursive: recursive)
+        case "stat":
+            Self.show(try await api.stat(id, path: path), json: json)
+        case "xattr":
+            let info = setXattrs.isEmpty && removeXattrs.isEmpty
+                ? try await api.stat(id, path: path)
+                : try await api.setXattrs(id, path: path, set: try keyValues(setXattrs, what: "--set"), remove: removeXattrs)
+            for (name, value) in (info.xattrs ?? [:]).sorted(by: { $0.key < $1.key }) { print("\(name)=\(value)") }
         default:
-            throw SproutError(.invalidArgument, "unknown files action '\(action)' (use ls, cat, put, get or rm)")
+            throw SproutError(.invalidArgument, "unknown files action '\(action)' (use ls, stat, cat, put, get, rm or xattr)")
         }
+    }
+
+    static func show(_ info: FileInfo, json: Bool) {
+        if json {
+            _ = try? Output.json(info)
+            return
+        }
+        print("path: \(info.path)\ntype: \(info.type.rawValue)\nsize: \(info.size)\nmode: \(String(info.mode, radix: 8))")
+        if let owner = info.owner { print("owner: \(owner) (\(info.uid ?? 0))\ngroup: \(info.group ?? "") (\(info.gid ?? 0))") }
+        if let target = info.target { print("target: \(target)") }
+        for (name, value) in (info.xattrs ?? [:]).sorted(by: { $0.key < $1.key }) { print("xattr \(name)=\(value)") }
     }
 }

@@ -29,6 +29,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Sandboxes kept started ahead of demand per env in use (0: none).") var poolSize = 2
     @Option(help: "Pooled sandboxes in all, across envs.") var poolBudget = 8
     @Option(help: "An env keeps its pool this many seconds after the last create that could use it.") var poolIdle = 600
+    @Flag(help: "Give every sandbox and build the host's trusted certificates (for a host behind a TLS-inspecting proxy).")
+    var trustHostCa = false
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -59,6 +61,7 @@ struct ServerCommand: AsyncParsableCommand {
         guard (1...86_400).contains(poolIdle) else { throw SproutError(.invalidArgument, "--pool-idle must be 1-86400 seconds") }
         config.poolBudget = poolBudget
         config.poolIdleSeconds = Double(poolIdle)
+        config.trustHostCA = trustHostCa
         let logger = Logger(label: "sprout")
         let host = self.host
         let (app, parts) = try await buildApplication(config, logger: logger) { port in

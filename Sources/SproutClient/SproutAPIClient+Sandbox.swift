@@ -21,6 +21,29 @@ extension SproutAPIClient {
     /// Returns the exit status.
     public func exec(_ id: String, _ request: API.Exec, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> ProcessExit {
         let response = try await send(.POST, sandboxPath(id, "exec"), body: try Self.json(request), contentType: "application/json")
+        return try await processEvents(response, onEvent: onEvent)
+    }
+
+    /// Starts a process and returns as soon as it runs (`exec` with `detach`).
+    public func start(_ id: String, _ request: API.Exec) async throws -> AgentProcess {
+        var request = request
+        request.detach = true
+        let response = try await send(.POST, sandboxPath(id, "exec"), body: try Self.json(request), contentType: "application/json")
+        var bytes: [UInt8] = []
+        for try await buffer in response.body { bytes += buffer.readableBytesView }
+        guard let started = try JSONDecoder().decode(API.ExecEvent.self, from: Data(bytes)).started else {
+            throw SproutError(.malformed, "the server did not say the process started")
+        }
+        return started
+    }
+
+    /// Follows a process started earlier (by id `p3` or tag) from now until it ends.
+    public func attach(_ id: String, process: String, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> ProcessExit {
+        let response = try await send(.GET, sandboxPath(id, "processes/\(percentEncode(process))/output"))
+        return try await processEvents(response, onEvent: onEvent)
+    }
+
+    private func processEvents(_ response: HTTPClientResponse, onEvent: @escaping @Sendable (API.ExecEvent) -> Void) async throws -> ProcessExit {
         var pending: [UInt8] = []
         var exit: ProcessExit?
         var failure: ErrorBody?
@@ -67,11 +90,12 @@ extension SproutAPIClient {
 
     /// Streams a local file into the sandbox; returns the size written.
     @discardableResult
-    public func upload(_ id: String, localPath: String, to path: String, mode: UInt32? = nil) async throws -> Int64 {
+    public func upload(_ id: String, localPath: String, to path: String, mode: UInt32? = nil, owner: String? = nil) async throws -> Int64 {
         let file = try await BlockingIO.run { try LocalFile(reading: localPath) }
         defer { file.close() }
         var target = sandboxPath(id, "files") + "?path=\(percentEncode(path))"
         if let mode { target += "&mode=\(String(mode, radix: 8))" }
+        if let owner { target += "&owner=\(percentEncode(owner))" }
         let response = try await send(.PUT, target, body: .stream(file.chunks(), length: .known(file.size)),
                                       contentType: "application/octet-stream")
         let body = try await Self.collect(response, limit: 65536)
@@ -121,8 +145,14 @@ extension SproutAPIClient {
         try await callExpectingNoBody(.DELETE, sandboxPath(id, "files") + "?path=\(percentEncode(path))&recursive=\(recursive)")
     }
 
-    public func makeDirectory(_ id: String, path: String) async throws {
-        _ = try await call(.POST, sandboxPath(id, "files/mkdir") + "?path=\(percentEncode(path))", as: FileInfo.self)
+    public func makeDirectory(_ id: String, path: String, owner: String? = nil) async throws {
+        let query = "?path=\(percentEncode(path))" + (owner.map { "&owner=\(percentEncode($0))" } ?? "")
+        _ = try await call(.POST, sandboxPath(id, "files/mkdir") + query, as: FileInfo.self)
+    }
+
+    /// Sets and removes `user.*` extended attributes; returns the file as it is after.
+    public func setXattrs(_ id: String, path: String, set: [String: String] = [:], remove: [String] = []) async throws -> FileInfo {
+        try await call(.POST, sandboxPath(id, "files/xattrs"), body: API.Xattrs(path: path, set: set, remove: remove), as: FileInfo.self)
     }
 
     // MARK: Previews

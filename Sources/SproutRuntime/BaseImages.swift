@@ -11,11 +11,17 @@ public protocol BaseProvider: Sendable {
 }
 
 /// The built-in root file systems every env chain starts from:
-/// `empty` (busybox) and `debian` (debootstrap minbase, bookworm).
+/// `empty` (busybox), `debian` (debootstrap minbase, bookworm) and `base`
+/// (`debian` with what E2B's base template offers a program: python3 and pip,
+/// git, curl, sudo, and the user `user`, uid 1000, with passwordless sudo).
 /// Built once into the cache directory, atomically (temp dir + rename), under
 /// a host-wide lock so two servers sharing a cache never build twice.
 public struct BaseImages: BaseProvider {
-    public static let names = ["empty", "debian"]
+    public static let names = ["empty", "debian", "base"]
+    /// What `base` adds to minbase.
+    static let basePackages = [
+        "python3", "python3-pip", "python3-venv", "git", "curl", "ca-certificates", "ncurses-bin", "sudo", "procps", "less",
+    ]
     public let cacheDirectory: String
 
     public init(cacheDirectory: String) {
@@ -43,6 +49,9 @@ public struct BaseImages: BaseProvider {
         do {
             switch name {
             case "empty": try await buildBusybox(temp)
+            case "base":
+                try await buildDebian(temp, include: Self.basePackages, progress: progress)
+                try addUser(temp)
             default: try await buildDebian(temp, progress: progress)
             }
             try sysCall("rename \(temp)") { rename(temp, target) }
@@ -77,13 +86,14 @@ public struct BaseImages: BaseProvider {
         }
     }
 
-    private func buildDebian(_ root: String, progress: @escaping @Sendable (String) -> Void) async throws {
+    private func buildDebian(_ root: String, include: [String] = [], progress: @escaping @Sendable (String) -> Void) async throws {
         guard access("/usr/sbin/debootstrap", X_OK) == 0 else {
             throw SproutError(.unavailable, "debootstrap is not installed: apt-get install debootstrap")
         }
         let mirror = Self.hostMirror() ?? "http://deb.debian.org/debian"
-        progress("building base env debian: debootstrap --variant=minbase bookworm from \(mirror) (about 30 s)")
-        let output = try await HostCommand.capture(["debootstrap", "--variant=minbase", "bookworm", root, mirror], timeout: .seconds(900))
+        let extra = include.isEmpty ? [] : ["--include=" + include.joined(separator: ",")]
+        progress("building a base env: debootstrap --variant=minbase \(extra.joined()) bookworm from \(mirror) (\(include.isEmpty ? "about 30 s" : "about a minute"))")
+        let output = try await HostCommand.capture(["debootstrap", "--variant=minbase"] + extra + ["bookworm", root, mirror], timeout: .seconds(900))
         for line in output.stdout.split(separator: "\n").suffix(5) { progress(String(line)) }
         guard output.status == 0 else {
             throw SproutError(.internal, "debootstrap failed (exit \(output.status)): \(String(output.stderr.suffix(1500)).trimmed)")
@@ -93,6 +103,47 @@ public struct BaseImages: BaseProvider {
         for noise in ["var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin", "var/log/bootstrap.log"] {
             unlink("\(root)/\(noise)")
         }
+    }
+
+    /// The user E2B's base image has: `user`, uid and gid 1000, home
+    /// /home/user from /etc/skel, bash, in group sudo, passwordless sudo.
+    /// Written into the account files directly (no chroot: nothing from the
+    /// new tree runs on the host). System-wide `pip install` is allowed, as
+    /// in E2B's image: a sandbox is the environment to change.
+    private func addUser(_ root: String) throws {
+        func append(_ file: String, _ line: String) throws {
+            let path = "\(root)/etc/\(file)"
+            let old = (try? Descriptor.readFile(path, limit: 1 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            guard !old.split(separator: "\n").contains(where: { $0.hasPrefix("user:") }) else { return }
+            try FileSystem.writeAtomically(path, old + (old.isEmpty || old.hasSuffix("\n") ? "" : "\n") + line + "\n")
+        }
+        try append("passwd", "user:x:1000:1000::/home/user:/bin/bash")
+        try append("shadow", "user:!:20000:0:99999:7:::")
+        try append("group", "user:x:1000:")
+        try append("gshadow", "user:!::")
+        chmod("\(root)/etc/shadow", 0o640)
+        chmod("\(root)/etc/gshadow", 0o640)
+        // Into the sudo group (members are the fourth field).
+        let groupPath = "\(root)/etc/group"
+        let groups = String(decoding: try Descriptor.readFile(groupPath, limit: 1 << 20), as: UTF8.self)
+        let updated = groups.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard line.hasPrefix("sudo:") else { return String(line) }
+            return line.hasSuffix(":") ? line + "user" : line + ",user"
+        }
+        try FileSystem.writeAtomically(groupPath, updated.joined(separator: "\n"))
+        try FileSystem.makeDirectories("\(root)/etc/sudoers.d")
+        try FileSystem.writeAtomically("\(root)/etc/sudoers.d/user", "user ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        chmod("\(root)/etc/sudoers.d/user", 0o440)
+        try FileSystem.writeAtomically("\(root)/etc/pip.conf", "[global]\nbreak-system-packages = true\n")
+        let home = "\(root)/home/user"
+        try FileSystem.makeDirectories(home)
+        for name in (try? FileSystem.children("\(root)/etc/skel")) ?? [] {
+            let bytes = try Descriptor.readFile("\(root)/etc/skel/\(name)", limit: 1 << 20)
+            try FileSystem.writeAtomically("\(home)/\(name)", String(decoding: bytes, as: UTF8.self))
+            try sysCall("chown \(name)") { chown("\(home)/\(name)", 1000, 1000) }
+        }
+        chmod(home, 0o750)
+        try sysCall("chown \(home)") { chown(home, 1000, 1000) }
     }
 
     /// The Debian mirror the host itself uses, if it names one.

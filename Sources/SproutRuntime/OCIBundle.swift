@@ -83,7 +83,11 @@ enum OCIBundle {
                     "bounding": capabilities, "effective": capabilities, "permitted": capabilities,
                 ],
                 "rlimits": [["type": "RLIMIT_NOFILE", "hard": fileLimit, "soft": fileLimit]],
-                "noNewPrivileges": true,
+                // Setuid programs work inside (sudo for the `base` user): the
+                // sandbox's own root is what every caller of the API already gets,
+                // so gaining it inside crosses no boundary; the capability set
+                // above still bounds what that root holds.
+                "noNewPrivileges": false,
             ],
             "root": ["path": spec.rootfs, "readonly": false],
             "hostname": spec.hostname,

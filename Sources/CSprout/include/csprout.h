@@ -32,4 +32,8 @@ int csprout_epoll_add(int epfd, int fd, unsigned long long tag);
 int csprout_epoll_remove(int epfd, int fd);
 int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag);
 
+/// Opens `path` (O_PATH, not following a final symlink) resolved as if
+/// `rootfd` were `/`: no `..` or symlink leaves it. -1 and errno on failure.
+int csprout_open_path_in_root(int rootfd, const char *path);
+
 #endif

@@ -24,4 +24,13 @@ long czlib_gunzip_update(struct czlib_gunzip *g, const uint8_t *input, size_t le
 int czlib_gunzip_ended(const struct czlib_gunzip *g);
 void czlib_gunzip_free(struct czlib_gunzip *g);
 
+/// A streaming gzip encoder.
+struct czlib_gzip;
+struct czlib_gzip *czlib_gzip_new(int level);
+/// Encodes from `input` into `out` (with `finish`, ends the stream: call until
+/// it produces less than `capacity`); sets `consumed`; returns the bytes produced or -1.
+long czlib_gzip_update(struct czlib_gzip *g, const uint8_t *input, size_t length, int finish, size_t *consumed,
+                       uint8_t *out, size_t capacity);
+void czlib_gzip_free(struct czlib_gzip *g);
+
 #endif

@@ -12,12 +12,53 @@ import SproutCore
 extension EnvdService {
     static let maxMultipartBytes = 256 << 20
 
-    struct WriteInfo: Encodable { var path: String; var name: String; var type = "file" }
+    struct WriteInfo: Encodable { var path: String; var name: String; var type = "file"; var metadata: [String: String]? }
+
+    static let metadataHeaderPrefix = "x-metadata-"
 
     func download(_ request: Request, _ context: SproutContext) async throws -> Response {
         guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
         let path = try user.resolve(String(raw))
-        return AgentRoutes.response(streaming: try await withAgent(context) { try await $0.openRead(path) })
+        let file = try await withAgent(context) { try await $0.openRead(path) }
+        guard Self.acceptsGzip(request.headers[.acceptEncoding]) else { return AgentRoutes.response(streaming: file) }
+        return Response(
+            status: .ok, headers: [.contentType: "application/octet-stream", .contentEncoding: "gzip", .vary: "Accept-Encoding"],
+            body: ResponseBody { writer in
+                defer { file.close() }
+                let gzip = try Gzip()
+                for try await chunk in file {
+                    let encoded = try gzip.encode(chunk)
+                    if !encoded.isEmpty { try await writer.write(ByteBuffer(bytes: encoded)) }
+                }
+                try await writer.write(ByteBuffer(bytes: try gzip.encode([], finish: true)))
+                try await writer.finish(nil)
+            })
+    }
+
+    /// Whether `Accept-Encoding` asks for gzip (and does not refuse it with q=0).
+    static func acceptsGzip(_ header: String?) -> Bool {
+        for item in (header ?? "").lowercased().split(separator: ",") {
+            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.first == "gzip" || parts.first == "x-gzip" else { continue }
+            let q = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
+            return q > 0
+        }
+        return false
+    }
+
+    /// `X-Metadata-<key>: value` headers as `user.e2b.<key>` attributes.
+    static func metadata(_ request: Request) throws -> [String: String]? {
+        var out: [String: String] = [:]
+        for field in request.headers where field.name.canonicalName.hasPrefix(metadataHeaderPrefix) {
+            let key = String(field.name.rawName.dropFirst(metadataHeaderPrefix.count))
+            guard !key.isEmpty else { throw SproutError(.invalidArgument, "an X-Metadata- header needs a key") }
+            out[EnvdFilesystem.metadataPrefix + key] = field.value
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    func writeInfo(_ path: String, _ xattrs: [String: String]?) -> WriteInfo {
+        WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""), metadata: EnvdFilesystem.metadata(xattrs))
     }
 
     func upload(_ request: Request, _ context: SproutContext) async throws -> Response {
@@ -27,6 +68,7 @@ extension EnvdService {
             throw SproutError(.unsupported, "Content-Encoding \(encoding.prefix(20)) is not supported on uploads (gzip is)")
         }
         let gunzip = encoding == "gzip" ? try Gunzip(limit: 64 << 30) : nil
+        let xattrs = try Self.metadata(request)
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: Self.maxMultipartBytes) } catch {
@@ -47,18 +89,19 @@ extension EnvdService {
                 let path = try user.resolve(name)
                 try await withAgent(context) { agent in
                     try await makeParents(path, agent)
-                    _ = try await agent.write(part.body, to: path, mode: 0o644)
+                    try await xattrStore.write(part.body, WriteRequest(path: path, mode: 0o644, owner: user.agentUser, xattrs: xattrs), agent: agent)
                 }
-                written.append(WriteInfo(path: path, name: String(path.split(separator: "/").last ?? "")))
+                written.append(writeInfo(path, xattrs))
             }
             guard !written.isEmpty else { throw SproutError(.invalidArgument, "no part named 'file' in the upload") }
             return try JSONBody.response(written)
         }
         guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
         let path = try user.resolve(String(raw))
+        let writeRequest = WriteRequest(path: path, mode: 0o644, owner: user.agentUser, xattrs: xattrs)
         let upload = try await withAgent(context) { agent in
             try await makeParents(path, agent)
-            return try await agent.openWrite(path, mode: 0o644)
+            return try await xattrStore.openWrite(writeRequest, agent: agent)
         }
         do {
             for try await buffer in request.body {
@@ -72,13 +115,14 @@ extension EnvdService {
             upload.abort()
             throw await services.sandboxes.explain(error, sandboxID)
         }
-        return try JSONBody.response([WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""))])
+        try await withAgent(context) { try await xattrStore.finished(writeRequest, agent: $0) }
+        return try JSONBody.response([writeInfo(path, xattrs)])
     }
 
     /// Parents are made as envd makes them (0755).
     func makeParents(_ path: String, _ agent: AgentClient) async throws {
         let parent = "/" + path.split(separator: "/").dropLast().joined(separator: "/")
-        if parent != "/", (try? await agent.stat(parent)) == nil { try await agent.makeDirectory(parent) }
+        if parent != "/", (try? await agent.stat(parent)) == nil { try await agent.makeDirectory(parent, owner: user.agentUser) }
     }
 }
 

@@ -21,6 +21,20 @@ enum EnvdFilesystem {
         var group: String
         var modifiedTime: String
         var symlinkTarget: String?
+        var isSymlink: Bool?
+        /// The file's `user.e2b.*` extended attributes, without the prefix.
+        var metadata: [String: String]?
+    }
+
+    static let metadataPrefix = "user.e2b."
+
+    /// `user.e2b.k` → `k`; nil when there are none.
+    static func metadata(_ xattrs: [String: String]?) -> [String: String]? {
+        var out: [String: String] = [:]
+        for (name, value) in xattrs ?? [:] where name.hasPrefix(metadataPrefix) {
+            out[String(name.dropFirst(metadataPrefix.count))] = value
+        }
+        return out.isEmpty ? nil : out
     }
     struct EntryResponse: Encodable { var entry: EntryInfo }
     struct ListDirResponse: Encodable { var entries: [EntryInfo] }
@@ -73,7 +87,7 @@ extension EnvdService {
             let path = try user.resolve(body.path)
             let made = try await withAgent(context) { agent -> EnvdFilesystem.EntryInfo in
                 if (try? await agent.stat(path)) != nil { throw ConnectRPC.Failure(.already_exists, "path \(path) already exists") }
-                try await agent.makeDirectory(path)
+                try await agent.makeDirectory(path, owner: user.agentUser)
                 return try await entry(path, agent)
             }
             return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: made))
@@ -106,6 +120,7 @@ extension EnvdService {
 
     /// A symlink reports its target's type and an absolute target path.
     func describe(_ info: FileInfo, _ agent: AgentClient) async throws -> EnvdFilesystem.EntryInfo {
+        let info = try await xattrStore.fill(info)
         var kind = info.type
         var target: String?
         if info.type == .symlink, let link = info.target {
@@ -116,7 +131,8 @@ extension EnvdService {
         }
         return EnvdFilesystem.EntryInfo(
             name: info.name, type: EnvdFilesystem.typeName(kind), path: info.path, size: info.size, mode: info.mode,
-            permissions: EnvdFilesystem.permissions(info.type, info.mode), owner: "root", group: "root",
-            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target)
+            permissions: EnvdFilesystem.permissions(info.type, info.mode), owner: info.owner ?? "root", group: info.group ?? "root",
+            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target, isSymlink: info.type == .symlink ? true : nil,
+            metadata: EnvdFilesystem.metadata(info.xattrs))
     }
 }

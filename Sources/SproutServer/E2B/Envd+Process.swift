@@ -157,7 +157,7 @@ extension EnvdService {
         let cwd = try body.process.cwd.map { try user.resolve($0) }
         let pty = body.pty.map { TerminalSize(cols: $0.size?.cols ?? 80, rows: $0.size?.rows ?? 24) }
         let spec = ProcessSpec(cmd: [body.process.cmd] + (body.process.args ?? []), cwd: cwd, env: env, tag: body.tag,
-                               stdin: pty == nil ? (body.stdin ?? true) : nil, pty: pty)
+                               stdin: pty == nil ? (body.stdin ?? true) : nil, pty: pty, user: user.agentUser)
         let session = try await withAgent(context) { try await $0.start(spec) }
         // `Connect-Timeout-Ms` bounds the process's life, as envd does.
         if let ms = request.headers[HTTPField.Name("Connect-Timeout-Ms")!].flatMap({ Int($0) }), ms > 0 {

@@ -103,21 +103,25 @@ struct EnvdMiddleware: RouterMiddleware {
 }
 
 /// The user a daemon request names (`Authorization: Basic base64(user:)`,
-/// or `username=` on /files); E2B's default is `user`. Relative paths start
-/// in the user's home. Processes run as the agent's user (root) today.
+/// or `username=` on /files). Unnamed, it is E2B's default `user` where the
+/// sandbox has one (the `base` env) and root elsewhere. Processes run as it,
+/// files it writes are its own, and relative paths start in its home.
 struct EnvdUser: Sendable {
-    var name: String
-    var home: String { name == "root" ? "/root" : "/home/\(name)" }
+    /// The name the request gave, if any.
+    var requested: String?
+    /// Who it is in this sandbox, once `EnvdAccounts` has looked.
+    var name = "root"
+    var home = "/root"
+    /// The user to give the agent: nil for root, its own user.
+    var agentUser: String? { name == "root" ? nil : name }
 
     init(_ request: Request) {
-        var name = "user"
         if let auth = request.headers[.authorization], auth.hasPrefix("Basic "),
            let decoded = Data(base64Encoded: String(auth.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
            let user = decoded.split(separator: ":", omittingEmptySubsequences: false).first, !user.isEmpty {
-            name = String(user)
+            requested = String(user)
         }
-        if let query = request.uri.queryParameters.get("username"), !query.isEmpty { name = query }
-        self.name = name
+        if let query = request.uri.queryParameters.get("username"), !query.isEmpty { requested = String(query) }
     }
 
     func resolve(_ path: String) throws -> String {
@@ -138,23 +142,67 @@ struct EnvdUser: Sendable {
     }
 }
 
+/// The accounts of each sandbox (its /etc/passwd, read through the agent),
+/// kept briefly: every daemon call needs its user's home. A name not seen is
+/// looked up again at once, so a user added inside (`useradd`) is found.
+actor EnvdAccounts {
+    static let shared = EnvdAccounts()
+    static let freshness: Duration = .seconds(30)
+    private var homes: [String: (read: ContinuousClock.Instant, homes: [String: String])] = [:]
+
+    func resolve(_ user: EnvdUser, sandbox: String, agent: AgentClient) async throws -> EnvdUser {
+        var resolved = user
+        let wanted = user.requested ?? "user"
+        var known = homes[sandbox].flatMap { ContinuousClock.now - $0.read < Self.freshness ? $0.homes : nil }
+        if known == nil || known?[wanted] == nil {
+            known = try await Self.read(agent)
+            homes[sandbox] = (ContinuousClock.now, known ?? [:])
+            if homes.count > 4096, let oldest = homes.min(by: { $0.value.read < $1.value.read })?.key { homes[oldest] = nil }
+        }
+        if let home = known?[wanted] {
+            resolved.name = wanted
+            resolved.home = home
+        } else if user.requested == nil || wanted == "root" {
+            resolved.name = "root"
+            resolved.home = "/root"
+        } else {
+            throw ConnectRPC.Failure(.invalid_argument, "invalid user '\(wanted.prefix(64))': no such user in sandbox \(sandbox)")
+        }
+        return resolved
+    }
+
+    func forget(_ sandbox: String) { homes[sandbox] = nil }
+
+    static func read(_ agent: AgentClient) async throws -> [String: String] {
+        let bytes = (try? await agent.read("/etc/passwd", limit: 8 << 20)) ?? []
+        var out: [String: String] = ["root": "/root"]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 7 else { continue }
+            out[String(fields[0])] = fields[5].isEmpty ? "/" : String(fields[5])
+        }
+        return out
+    }
+}
+
 /// One daemon request against one sandbox.
 struct EnvdService: Sendable {
     let services: SproutServices
     let sandboxID: String
-    let user: EnvdUser
+    var user: EnvdUser
 
     func serve(_ request: Request, context: SproutContext) async -> Response {
         let path = request.uri.path
         do {
-            switch (request.method, path) {
-            case (.get, "/health"):
+            if request.method == .get && path == "/health" {
                 _ = try await services.sandboxes.agent(sandboxID, for: try context.caller())
                 return Response(status: .noContent)
+            }
+            switch (request.method, path) {
             case (.get, "/files"):
-                return try await download(request, context)
+                return try await resolvingUser(context).download(request, context)
             case (.post, "/files"):
-                return try await upload(request, context)
+                return try await resolvingUser(context).upload(request, context)
             case (.post, _) where path.hasPrefix("/process.Process/"):
                 return await rpc(request, context, method: String(path.dropFirst("/process.Process/".count)), process: true)
             case (.post, _) where path.hasPrefix("/filesystem.Filesystem/"):
@@ -168,13 +216,23 @@ struct EnvdService: Sendable {
         }
     }
 
+    var xattrStore: SandboxXattrs { SandboxXattrs(core: services.core, sandbox: sandboxID) }
+
+    /// This service with its user looked up in the sandbox.
+    func resolvingUser(_ context: SproutContext) async throws -> EnvdService {
+        var service = self
+        service.user = try await withAgent(context) { try await EnvdAccounts.shared.resolve(user, sandbox: sandboxID, agent: $0) }
+        return service
+    }
+
     func rpc(_ request: Request, _ context: SproutContext, method: String, process: Bool) async -> Response {
         let streaming = request.headers[.contentType]?.hasPrefix(ConnectRPC.streamContentType) == true
         do {
+            let service = try await resolvingUser(context)
             if process {
-                return try await processCall(method, request, context, streaming: streaming)
+                return try await service.processCall(method, request, context, streaming: streaming)
             } else {
-                return try await filesystemCall(method, request, context, streaming: streaming)
+                return try await service.filesystemCall(method, request, context, streaming: streaming)
             }
         } catch {
             let failure = ConnectRPC.Failure(error)

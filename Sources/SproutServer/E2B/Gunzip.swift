@@ -43,3 +43,36 @@ final class Gunzip {
         return out
     }
 }
+
+/// A streaming gzip encoder, for downloads the client asked to be compressed.
+final class Gzip {
+    private let state: OpaquePointer
+
+    init(level: Int32 = 1) throws {
+        guard let state = czlib_gzip_new(level) else { throw SproutError(.internal, "cannot start a gzip encoder") }
+        self.state = state
+    }
+
+    deinit { czlib_gzip_free(state) }
+
+    /// What `input` encodes to so far; with `finish`, the rest and the trailer.
+    func encode(_ input: [UInt8], finish: Bool = false) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var offset = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            var consumed = 0
+            let n = input.withUnsafeBufferPointer { inp in
+                buffer.withUnsafeMutableBufferPointer { outp in
+                    czlib_gzip_update(state, inp.baseAddress.map { $0 + offset }, inp.count - offset, finish ? 1 : 0, &consumed, outp.baseAddress, outp.count)
+                }
+            }
+            guard n >= 0 else { throw SproutError(.internal, "gzip encoding failed") }
+            offset += consumed
+            out += buffer[0..<n]
+            if n == buffer.count { continue }
+            if offset >= input.count { break }
+        }
+        return out
+    }
+}

@@ -63,8 +63,9 @@ struct BuildRun: Sendable {
             }
             log.line("step \(label)")
             let log = self.log
+            let env = core.settings.serverEnvironment
             let (layer, bytes) = try await step(chain: progress.current.chain, label: label) { agent in
-                try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/"), log: log)
+                try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/", env: env), log: log)
             }
             try await core.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes }

@@ -61,7 +61,7 @@ extension BuildRun {
         -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
     {
         let agent = core.agent(sandbox)
-        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", tag: "start"))
+        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", env: core.settings.serverEnvironment, tag: "start"))
         process.close()
         let limit = Double(job.request.timeoutSeconds ?? 60)
         let deadline = monotonicSeconds() + limit
@@ -78,7 +78,7 @@ extension BuildRun {
                 let port = UInt16(check.dropFirst(5)) ?? 0
                 ready = (try? await onThread { Socket.answers(host: endpoint.host, port: port, timeoutSeconds: 1) }) == true
             case let check?:
-                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code")).exit == ProcessExit(code: 0)
+                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code", env: core.settings.serverEnvironment)).exit == ProcessExit(code: 0)
             }
             if ready {
                 guard core.runtime.capabilities.memorySnapshot else { return nil }

@@ -30,6 +30,8 @@ public struct ServerConfiguration: Sendable {
     public var poolBudget = 8
     /// An env keeps its pool this long after the last create that could use it.
     public var poolIdleSeconds = 600.0
+    /// Give every sandbox and build the host's trusted certificates.
+    public var trustHostCA = false
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -86,6 +88,7 @@ public func buildApplication(
     let instance = try instanceID(data)
 
     var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent")
+    if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
     let host: SandboxHost
     if let injected {
         host = injected
@@ -212,6 +215,10 @@ func installAgent(_ config: ServerConfiguration, into dir: String) throws -> Str
     guard AgentBinary.isStatic(source) else {
         throw SproutError(.invalidArgument, "\(source) is dynamically linked; sandboxes need the static build (`make agent`)")
     }
+    // Mounted at /.sprout: every user in a sandbox reads the statx shim its
+    // processes preload, so the directory is not root's alone.
+    try FileSystem.makeDirectories(dir)
+    try sysCall("chmod \(dir)") { chmod(dir, 0o755) }
     let target = dir + "/sprout-agent"
     try FileSystem.writeAtomically(target, try Descriptor.readFile(source, limit: 256 << 20), mode: 0o755)
     return target

@@ -18,6 +18,7 @@ struct AgentRoutes {
         group.get("sandboxes/:id/processes") { _, context in
             try JSONBody.response(try await withAgent(context) { try await $0.processes() })
         }
+        group.get("sandboxes/:id/processes/:pid/output", use: output)
         group.post("sandboxes/:id/processes/:pid/signal") { request, context in
             let body = try await JSONBody.decode(API.Signal.self, from: request)
             let pid = try context.parameters.require("pid")
@@ -34,20 +35,35 @@ struct AgentRoutes {
         group.get("sandboxes/:id/files/list") { request, context in
             let path = try Self.path(request)
             let depth = try Self.intParameter(request, "depth", default: 1, range: 1...64)
-            return try JSONBody.response(API.Entries(entries: try await withAgent(context) { try await $0.list(path, depth: depth) }))
+            let store = try xattrStore(context)
+            return try JSONBody.response(API.Entries(entries: try await withAgent(context) { try await store.fill(try await $0.list(path, depth: depth)) }))
         }
         group.get("sandboxes/:id/files/stat") { request, context in
             let path = try Self.path(request)
-            return try JSONBody.response(try await withAgent(context) { try await $0.stat(path) })
+            let store = try xattrStore(context)
+            return try JSONBody.response(try await withAgent(context) { try await store.fill(try await $0.stat(path)) })
+        }
+        group.post("sandboxes/:id/files/xattrs") { request, context in
+            let body = try await JSONBody.decode(API.Xattrs.self, from: request)
+            try Self.validatePath(body.path)
+            let store = try xattrStore(context)
+            return try JSONBody.response(try await withAgent(context) {
+                try await store.update(body.path, set: body.set ?? [:], remove: body.remove ?? [], agent: $0)
+            })
         }
         group.post("sandboxes/:id/files/mkdir") { request, context in
             let path = try Self.path(request)
+            let owner = request.uri.queryParameters.get("owner").map { String($0) }
             let info = try await withAgent(context) { agent in
-                try await agent.makeDirectory(path)
+                try await agent.makeDirectory(path, owner: owner)
                 return try await agent.stat(path)
             }
             return try JSONBody.response(info, status: .created)
         }
+    }
+
+    func xattrStore(_ context: SproutContext) throws -> SandboxXattrs {
+        SandboxXattrs(core: services.core, sandbox: try context.parameters.require("id"))
     }
 
     /// Runs `body` against the sandbox's agent (see `Sandboxes.withAgent`).
@@ -129,7 +145,7 @@ struct AgentRoutes {
         let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
         let session = try await withAgent(context) { agent in
             let session = try await agent.start(ProcessSpec(
-                cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil))
+                cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil, user: body.user))
             if let stdin {
                 do {
                     try await session.send(stdin)
@@ -142,7 +158,30 @@ struct AgentRoutes {
             }
             return session
         }
-        return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+        if body.detach == true {
+            // Closing our end leaves the process running (the agent keeps it).
+            defer { session.close() }
+            var data = try JSONEncoder.sorted.encode(API.ExecEvent(started: session.info))
+            data.append(10)
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        return Self.stream(session, sandbox: id, sandboxes: sandboxes)
+    }
+
+    /// Reattaches to a running (or finished) process: the same NDJSON stream
+    /// as exec, from now on. `{process}` is its id (`p3`) or its tag.
+    @Sendable func output(_ request: Request, context: SproutContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let name = try context.parameters.require("pid")
+        let isID = name.first == "p" && name.dropFirst().allSatisfy(\.isNumber) && name.count > 1
+        let selector = isID ? ProcessSelector(id: name) : ProcessSelector(tag: name)
+        let session = try await withAgent(context) { try await $0.attach(selector) }
+        return Self.stream(session, sandbox: id, sandboxes: services.sandboxes)
+    }
+
+    /// A process's life as NDJSON: `started`, output as produced, then `exit`.
+    static func stream(_ session: ProcessSession, sandbox id: String, sandboxes: Sandboxes) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
             defer { session.close() }
             try await writer.write(Self.line(API.ExecEvent(started: session.info)))
             do {
@@ -199,7 +238,8 @@ struct AgentRoutes {
         if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxUploadBytes {
             throw SproutError(.tooLarge, "upload of \(length) bytes exceeds the limit of \(maxUploadBytes)")
         }
-        let upload = try await withAgent(context) { try await $0.openWrite(path, mode: mode) }
+        let owner = request.uri.queryParameters.get("owner").map { String($0) }
+        let upload = try await withAgent(context) { try await $0.openWrite(WriteRequest(path: path, mode: mode, owner: owner)) }
         var total: Int64 = 0
         do {
             for try await buffer in request.body {

@@ -14,7 +14,7 @@ struct SandboxLauncher: Sendable {
 
     static let statxShimPath = "/.sprout/statx-compat.so"
     /// Files every sandbox gets of its own; never part of a layer.
-    static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/ld.so.preload"]
+    static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/ld.so.preload", String(HostCertificates.sandboxPath.dropFirst())]
 
     var settings: Settings { core.settings }
 
@@ -77,7 +77,8 @@ struct SandboxLauncher: Sendable {
         let t0 = monotonicSeconds()
         do {
             try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
-            try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: core.network.address(slot), preload: preload)
+            try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: core.network.address(slot),
+                                        preload: preload, certificates: settings.hostCABundle)
             let t1 = monotonicSeconds()
             try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
             let t2 = monotonicSeconds()
@@ -184,13 +185,15 @@ struct SandboxLauncher: Sendable {
     }
 
     /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf
-    /// (and, under gVisor, /etc/ld.so.preload naming the statx shim), written
+    /// (and, under gVisor, /etc/ld.so.preload naming the statx shim; with
+    /// `--trust-host-ca`, the host's certificates), written
     /// straight into its writable layer before start: no shared file, no
     /// lock, no bind mount.
-    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, address: String, preload: String?) throws {
+    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, address: String, preload: String?, certificates: [UInt8]?) throws {
         let etc = directory + "/upper/etc"
         try FileSystem.makeDirectories(etc)
         if let preload { try FileSystem.writeAtomically(etc + "/ld.so.preload", preload + "\n") }
+        if let certificates { try FileSystem.writeAtomically(directory + "/upper" + HostCertificates.sandboxPath, certificates) }
         try FileSystem.writeAtomically(etc + "/hosts", """
             127.0.0.1\tlocalhost
             ::1\tlocalhost ip6-localhost ip6-loopback

@@ -97,7 +97,8 @@ public struct Sandboxes: Sendable {
 
     /// The sandbox's env vars, which the server adds to every process it starts there.
     public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
-        try await repository.owned(id, team: identity.team).envVarsDictionary
+        let own = try await repository.owned(id, team: identity.team).envVarsDictionary
+        return core.settings.serverEnvironment.merging(own) { _, sandbox in sandbox }
     }
 
     /// The sandbox's address, for port previews.

@@ -51,6 +51,11 @@ public struct Settings: Sendable {
     /// gVisor only: the statx shim is in the agent directory and every
     /// sandbox preloads it (Debian's runsc rejects AT_NO_AUTOMOUNT).
     public var statxShim: String?
+    /// `--trust-host-ca`: the host's certificates, given to every sandbox.
+    public var hostCABundle: [UInt8]?
+
+    /// What every process in a sandbox gets from the server itself.
+    var serverEnvironment: [String: String] { hostCABundle == nil ? [:] : HostCertificates.environment }
 
     public init(dataDirectory: String, agentDirectory: String) {
         self.dataDirectory = dataDirectory

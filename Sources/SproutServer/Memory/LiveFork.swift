@@ -142,7 +142,8 @@ public struct LiveFork: Sendable {
             let slot = NetworkSlot(index: fork.slot ?? 0)
             try FileSystem.makeDirectories(dir, mode: 0o700)
             try await HostCommand.run(["cp", "-a", "--reflink=auto", sourceUpper, dir + "/upper"], timeout: .seconds(1800))
-            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: core.network.address(slot), preload: preload)
+            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: core.network.address(slot), preload: preload,
+                                                   certificates: core.settings.hostCABundle)
         }
     }
 
