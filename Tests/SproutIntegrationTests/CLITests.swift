@@ -5,6 +5,8 @@ import SproutCore
 import SproutSystem
 import Testing
 import SproutAPI
+import SproutAgentProtocol
+import CSprout
 import SproutAgentClient
 import SproutHost
 
@@ -90,6 +92,60 @@ extension Integration {
                 #expect(FileManager.default.fileExists(atPath: server.data + "/.config/sprout/config.json"))
 
                 #expect(try await cli.run(["sandbox", "kill", sandbox.id]).stdout == "\(sandbox.id) killed\n")
+            }
+        }
+    
+        @Test("the base env's user: exec --user, files owned by it, xattrs kept under gVisor (beneath the writable layer only), detach and attach")
+        func usersAndXattrs() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let cli = CLI(server: server)
+                let created = try await cli.run(["sandbox", "create", "base", "--json"])
+                #expect(created.status == 0, "\(created.stderr)")
+                let id = try JSONDecoder().decode(API.Sandbox.self, from: Data(created.stdout.utf8)).id
+                let asUser = try await cli.run(["sandbox", "exec", "--user", "user", id, "--", "sh", "-c", "id -un; id -u; pwd; echo $HOME"])
+                #expect(asUser.stdout == "user\n1000\n/home/user\n/home/user\n", "\(asUser.stderr)")
+                #expect(asUser.stderr == "", "a user's process must start cleanly (it reads /.sprout): \(asUser.stderr)")
+                // Positive control: root by default.
+                #expect(try await cli.run(["sandbox", "exec", id, "--", "id", "-un"]).stdout == "root\n")
+                let unknown = try await cli.run(["sandbox", "exec", "--user", "ghost", id, "--", "true"])
+                #expect(unknown.status != 0 && unknown.stderr.contains("no user 'ghost'"), "\(unknown.stderr)")
+
+                let local = server.data + "/mine.txt"
+                try "mine\n".write(toFile: local, atomically: true, encoding: .utf8)
+                #expect(try await cli.run(["sandbox", "files", "put", "--owner", "user", id, "/home/user/docs/mine.txt", local]).status == 0)
+                let stat = try await cli.run(["sandbox", "files", "stat", "--json", id, "/home/user/docs/mine.txt"])
+                let info = try JSONDecoder().decode(FileInfo.self, from: Data(stat.stdout.utf8))
+                #expect(info.owner == "user" && info.uid == 1000 && info.gid == 1000, "\(stat.stdout)")
+                #expect(try await cli.run(["sandbox", "exec", "--user", "user", id, "--", "sh", "-c", "echo more >> docs/mine.txt && cat docs/mine.txt"]).stdout == "mine\nmore\n")
+
+                // Extended attributes on the root file system (kept on the host
+                // under gVisor) and on the sandbox's own tmpfs.
+                let set = try await cli.run(["sandbox", "files", "xattr", id, "/home/user/docs/mine.txt", "--set", "user.origin=cli", "--set", "user.n=2"])
+                #expect(set.stdout == "user.n=2\nuser.origin=cli\n", "\(set.stderr)")
+                #expect(try await cli.run(["sandbox", "files", "xattr", id, "/home/user/docs/mine.txt"]).stdout == "user.n=2\nuser.origin=cli\n")
+                let removed = try await cli.run(["sandbox", "files", "xattr", id, "/home/user/docs/mine.txt", "--remove", "user.n"])
+                #expect(removed.stdout == "user.origin=cli\n")
+                _ = try await cli.run(["sandbox", "exec", id, "--", "touch", "/tmp/t"])
+                #expect(try await cli.run(["sandbox", "files", "xattr", id, "/tmp/t", "--set", "user.where=tmpfs"]).stdout == "user.where=tmpfs\n")
+                let refused = try await cli.run(["sandbox", "files", "xattr", id, "/home/user/docs/mine.txt", "--set", "trusted.x=1"])
+                #expect(refused.status != 0 && refused.stderr.contains("start with 'user.'"), "\(refused.stderr)")
+                // A symlink of the sandbox's making resolves inside its own layer:
+                // the sandbox's /etc/hostname gets the attribute, the host's does not.
+                _ = try await cli.run(["sandbox", "exec", id, "--", "ln", "-s", "/etc", "/opt/escape"])
+                let inside = try await cli.run(["sandbox", "files", "xattr", id, "/opt/escape/hostname", "--set", "user.escape=no"])
+                #expect(inside.stdout == "user.escape=no\n", "\(inside.stderr)")
+                #expect(try await cli.run(["sandbox", "files", "xattr", id, "/etc/hostname"]).stdout == "user.escape=no\n")
+                var value = [UInt8](repeating: 0, count: 64)
+                #expect(getxattr("/etc/hostname", "user.escape", &value, value.count) < 0, "the host's /etc/hostname got the attribute")
+
+                // Detach, then follow it by tag; the exit code comes back.
+                let started = try await cli.run(["sandbox", "exec", "--detach", "--tag", "later", id, "--", "sh", "-c", "sleep 1; echo late; exit 3"])
+                #expect(started.status == 0 && started.stdout.hasPrefix("p"), "\(started.stderr)")
+                let attached = try await cli.run(["sandbox", "attach", id, "later"])
+                #expect(attached.status == 3 && attached.stdout == "late\n", "\(attached.status) \(attached.stdout) \(attached.stderr)")
+                let none = try await cli.run(["sandbox", "attach", id, "no-such-tag"])
+                #expect(none.status != 0 && none.stderr.contains("no process with tag"), "\(none.stderr)")
+                #expect(try await cli.run(["sandbox", "kill", id]).status == 0)
             }
         }
     }

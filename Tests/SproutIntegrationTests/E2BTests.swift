@@ -12,10 +12,11 @@ extension Integration {
         /// The stock `e2b` Python SDK (sync and async clients) against a real
         /// server through one base URL: Tests/e2b/sdk_test.py checks every
         /// control-plane route and daemon call it makes, one line per check.
-        @Test("the e2b SDK, unchanged: control plane, commands, PTY, stdin, files, pause/connect, pagination, teams, bad input")
+        @Test("the e2b SDK, unchanged: control plane, commands, PTY, stdin, files, pause/connect, pagination, teams, bad input, the base env's user, metadata, pip")
         func sdk() async throws {
             try #require(FileManager.default.isExecutableFile(atPath: Self.python), "no \(Self.python): run `make test` (scripts/install-deps.sh makes it)")
-            try await ServerHarness.with { (server: ServerHarness) async throws in
+            // --trust-host-ca: `pip install` inside works where the host's own does.
+            try await ServerHarness.with(extraArgs: ["--trust-host-ca"]) { (server: ServerHarness) async throws in
                 let other = try await server.client.createKey(API.CreateKey(name: "e2b-other", team: "e2b-other"))
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(

@@ -163,6 +163,16 @@ def watch(sbx):
     handle.stop()
     kinds = {e.type.name for e in events if e.name == "new.txt"}
     check("watch: a new file's CREATE and WRITE, named relative to the directory", {"CREATE", "WRITE"} <= kinds, repr(events))
+    check("watch: no entries unless asked", all(e.entry is None for e in events), repr(events))
+    handle = sbx.files.watch_dir("/tmp/watched", include_entry=True, allow_network_mounts=True)
+    sbx.files.write("/tmp/watched/sized.txt", "12345")
+    events = []
+    deadline = time.time() + 5
+    while time.time() < deadline and not any(e.name == "sized.txt" and e.entry is not None and e.entry.size == 5 for e in events):
+        time.sleep(0.2)
+        events += handle.get_new_events()
+    handle.stop()
+    check("watch: include_entry gives the entry with each event", any(e.name == "sized.txt" and e.entry and e.entry.size == 5 and e.entry.path == "/tmp/watched/sized.txt" for e in events), repr(events))
 
 
 async def async_watch():
@@ -170,14 +180,14 @@ async def async_watch():
     try:
         await sbx.files.make_dir("/tmp/w")
         seen = []
-        handle = await sbx.files.watch_dir("/tmp/w", on_event=lambda e: seen.append(e))
+        handle = await sbx.files.watch_dir("/tmp/w", on_event=lambda e: seen.append(e), include_entry=True)
         await sbx.files.write("/tmp/w/f", "1")
         for _ in range(25):
             if any(e.name == "f" for e in seen):
                 break
             await asyncio.sleep(0.2)
         await handle.stop()
-        check("watch: the async SDK's WatchDir stream", any(e.name == "f" for e in seen), repr(seen))
+        check("watch: the async SDK's WatchDir stream, with entries", any(e.name == "f" and e.entry and e.entry.name == "f" for e in seen), repr(seen))
     finally:
         await sbx.kill()
 
@@ -270,6 +280,61 @@ async def async_client():
     check("async: create, run, files, kill", (r.stdout, content) == ("async\n", "y"), repr((r.stdout, content)))
 
 
+def base_env():
+    """The `base` template: E2B's default user, its home, its files, metadata
+    kept as extended attributes, and pip through the host's CA."""
+    sbx = Sandbox.create(template="base", timeout=300)
+    try:
+        r = sbx.commands.run("id -un; id -u; pwd; echo $HOME")
+        check("base: commands run as 'user' (uid 1000) in its home", r.stdout == "user\n1000\n/home/user\n/home/user\n", repr(r.stdout))
+        r = sbx.commands.run("id -un; pwd", user="root")
+        check("base: user='root' runs as root in /root", r.stdout == "root\n/root\n", repr(r.stdout))
+        info = sbx.files.write("notes/rel.txt", "mine")
+        check("base: a relative path is in the user's home", info.path == "/home/user/notes/rel.txt", repr(info))
+        entry = sbx.files.get_info("notes/rel.txt")
+        check("base: the user owns what it writes (and the directory made for it)",
+              (entry.owner, entry.group) == ("user", "user") and sbx.files.get_info("/home/user/notes").owner == "user", repr(entry))
+        r = sbx.commands.run("stat -c %U /home/user/notes/rel.txt; echo more >> /home/user/notes/rel.txt && cat /home/user/notes/rel.txt")
+        check("base: the user's own shell can change its file", r.stdout == "user\nminemore\n", repr(r.stdout))
+        root_file = sbx.files.write("/root/secret.txt", "root's", user="root")
+        check("base: user='root' writes as root", sbx.files.get_info("/root/secret.txt", user="root").owner == "root", repr(root_file))
+        try:
+            sbx.commands.run("cat /root/secret.txt")
+            check("base: the user cannot read root's files", False, "read it")
+        except CommandExitException as e:
+            check("base: the user cannot read root's files", e.exit_code != 0 and "Permission denied" in e.stderr, repr(e.stderr))
+        try:
+            sbx.commands.run("true", user="nobody-here")
+            check("base: an unknown user is refused", False, "ran")
+        except Exception as e:  # the SDK raises its InvalidArgument/Sandbox exception
+            check("base: an unknown user is refused", "nobody-here" in str(e), repr(e))
+        meta = sbx.files.write("/home/user/tagged.txt", "t", metadata={"origin": "sdk", "Run": RUN})
+        # Keys travel as header names, which have no case: they come back in lower case.
+        check("base: write answers the metadata it stored (keys in lower case)", meta.metadata == {"origin": "sdk", "run": RUN}, repr(meta))
+        entry = sbx.files.get_info("/home/user/tagged.txt")
+        check("base: get_info reads the metadata back", entry.metadata == {"origin": "sdk", "run": RUN}, repr(entry))
+        listed = {e.name: e.metadata for e in sbx.files.list("/home/user")}
+        check("base: list reports metadata per entry", listed.get("tagged.txt") == {"origin": "sdk", "run": RUN} and listed.get("notes") is None, repr(listed))
+        moved = sbx.files.rename("/home/user/tagged.txt", "/home/user/moved.txt")
+        check("base: a renamed file keeps its metadata", moved.metadata == {"origin": "sdk", "run": RUN}, repr(moved))
+        tmp = sbx.files.write("/tmp/tagged.txt", "t", metadata={"where": "tmpfs"})
+        check("base: metadata on a file in /tmp", sbx.files.get_info("/tmp/tagged.txt").metadata == {"where": "tmpfs"}, repr(tmp))
+        # gzip both ways, seen on the wire.
+        url = sbx.download_url("/home/user/moved.txt")
+        raw = httpx.get(url, headers={"Accept-Encoding": "gzip"})
+        check("base: a download asked for gzip comes gzip-encoded", raw.headers.get("content-encoding") == "gzip" and raw.content == b"t",
+              f"{raw.headers} {raw.content!r}")
+        plain = httpx.get(url, headers={"Accept-Encoding": "identity"})
+        check("base: and plain when not asked", plain.headers.get("content-encoding") is None and plain.content == b"t", f"{plain.headers}")
+        r = sbx.commands.run("test -s $SSL_CERT_FILE && echo $PIP_CERT", timeout=30)
+        check("base: the host's CA bundle is given with --trust-host-ca", r.stdout.strip() == "/etc/sprout-host-ca.pem", repr(r.stdout))
+        r = sbx.commands.run("pip install --user --no-cache-dir --disable-pip-version-check six==1.17.0 && python3 -c 'import six; print(six.__version__)'",
+                             timeout=180)
+        check("base: pip install of a PyPI package inside, as the user", r.stdout.strip().endswith("1.17.0"), repr(r.stdout[-300:]))
+    finally:
+        sbx.kill()
+
+
 def main():
     started = time.time()
     sbx = Sandbox.create(template=TEMPLATE, timeout=300, envs={"GREETING": "hi"}, metadata={"suite": RUN})
@@ -288,6 +353,7 @@ def main():
         other_team(sbx)
         lifecycle(sbx)
         asyncio.run(async_client())
+        base_env()
     except BaseException:
         sbx.kill()
         raise

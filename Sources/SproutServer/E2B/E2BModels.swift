@@ -6,9 +6,10 @@ import SproutAPI
 enum E2B {
     /// The envd version Sprout's daemon translation reports: the SDK turns on
     /// optional stdin (0.3.0), users (0.4.0), CloseStdin (0.5.2) and
-    /// octet-stream/gzip uploads (0.5.7); file metadata (0.6.2) and watch
-    /// entries (0.6.3) stay off until they are served.
-    static let envdVersion = "0.5.7"
+    /// octet-stream/gzip uploads (0.5.7), file metadata (0.6.2), entries in
+    /// watch events (0.6.3) and the network-mounts watch flag (0.6.4; a
+    /// sandbox has no network mounts): all of them served.
+    static let envdVersion = "0.6.4"
     static let clientID = "sprout"
 
     /// `{"code": int, "message": str}`: every error the control plane answers.

@@ -47,10 +47,12 @@ extension EnvdService {
     }
 
     /// `X-Metadata-<key>: value` headers as `user.e2b.<key>` attributes.
+    /// Header names have no case, and clients and proxies change it, so keys
+    /// are kept in lower case.
     static func metadata(_ request: Request) throws -> [String: String]? {
         var out: [String: String] = [:]
         for field in request.headers where field.name.canonicalName.hasPrefix(metadataHeaderPrefix) {
-            let key = String(field.name.rawName.dropFirst(metadataHeaderPrefix.count))
+            let key = String(field.name.canonicalName.dropFirst(metadataHeaderPrefix.count))
             guard !key.isEmpty else { throw SproutError(.invalidArgument, "an X-Metadata- header needs a key") }
             out[EnvdFilesystem.metadataPrefix + key] = field.value
         }

@@ -10,7 +10,7 @@ enum EnvdFilesystem {
     struct PathRequest: Decodable { var path: String }
     struct ListDirRequest: Decodable { var path: String; var depth: Int? }
     struct MoveRequest: Decodable { var source: String; var destination: String }
-    struct EntryInfo: Encodable {
+    struct EntryInfo: Encodable, Sendable {
         var name: String
         var type: String
         var path: String

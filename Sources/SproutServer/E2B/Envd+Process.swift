@@ -154,7 +154,8 @@ extension EnvdService {
         guard !body.process.cmd.isEmpty else { throw ConnectRPC.Failure(.invalid_argument, "process.cmd is empty") }
         let sandboxEnv = try await services.sandboxes.environment(sandboxID, for: try context.caller())
         let env = user.environment.merging(sandboxEnv) { _, sandbox in sandbox }.merging(body.process.envs ?? [:]) { _, call in call }
-        let cwd = try body.process.cwd.map { try user.resolve($0) }
+        // Like envd: a command starts in its user's home unless told otherwise.
+        let cwd = try body.process.cwd.map { try user.resolve($0) } ?? user.home
         let pty = body.pty.map { TerminalSize(cols: $0.size?.cols ?? 80, rows: $0.size?.rows ?? 24) }
         let spec = ProcessSpec(cmd: [body.process.cmd] + (body.process.args ?? []), cwd: cwd, env: env, tag: body.tag,
                                stdin: pty == nil ? (body.stdin ?? true) : nil, pty: pty, user: user.agentUser)

@@ -10,9 +10,20 @@ import SproutCore
 /// sync SDK), on the agent's watch. Event names are relative to the
 /// watched directory.
 enum EnvdWatch {
-    struct Request: Decodable { var path: String; var recursive: Bool? }
+    /// `allowNetworkMounts` is accepted: a sandbox has no network mounts.
+    struct Request: Decodable { var path: String; var recursive: Bool?; var includeEntry: Bool?; var allowNetworkMounts: Bool? }
     struct WatcherID: Codable { var watcherId: String }
-    struct Event: Encodable { var name: String; var type: String }
+    struct Event: Encodable, Sendable {
+        var name: String
+        var type: String
+        /// With `includeEntry`: the entry as it is when the event is read (none once removed).
+        var entry: EnvdFilesystem.EntryInfo?
+        init(name: String, type: String, entry: EnvdFilesystem.EntryInfo? = nil) {
+            self.name = name
+            self.type = type
+            self.entry = entry
+        }
+    }
     struct Events: Encodable { var events: [Event] }
     struct StreamMessage: Encodable {
         struct Start: Encodable {}
@@ -73,7 +84,8 @@ actor EnvdWatchers {
     }
     private var watchers: [String: Watcher] = [:]
 
-    func add(_ session: WatchSession, sandbox: String, directory: String) throws -> String {
+    func add(_ session: WatchSession, sandbox: String, directory: String,
+             enrich: @escaping @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event) throws -> String {
         guard watchers.count < Self.limit else { throw ConnectRPC.Failure(.resource_exhausted, "at most \(Self.limit) watchers") }
         let id = "w_" + Identifiers.random(length: 16)
         watchers[id] = Watcher(sandbox: sandbox, session: session)
@@ -81,7 +93,7 @@ actor EnvdWatchers {
             var translator = EnvdWatch.Translator(directory: directory)
             do {
                 for try await event in session {
-                    for translated in translator.translate(event) { self.append(id, translated) }
+                    for translated in translator.translate(event) { self.append(id, await enrich(translated)) }
                 }
                 self.fail(id, "the watch ended")
             } catch {
@@ -123,7 +135,8 @@ extension EnvdService {
         case "CreateWatcher":
             let body = try await ConnectRPC.decodeUnary(EnvdWatch.Request.self, request)
             let (path, session) = try await openWatch(body, context)
-            let id = try await EnvdWatchers.shared.add(session, sandbox: sandboxID, directory: path)
+            let enrich = try await enricher(body, directory: path, context)
+            let id = try await EnvdWatchers.shared.add(session, sandbox: sandboxID, directory: path, enrich: enrich)
             return try ConnectRPC.unary(EnvdWatch.WatcherID(watcherId: id))
         case "GetWatcherEvents":
             let body = try await ConnectRPC.decodeUnary(EnvdWatch.WatcherID.self, request)
@@ -135,6 +148,7 @@ extension EnvdService {
         case "WatchDir":
             let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
             let (path, session) = try await openWatch(body, context)
+            let enrich = try await enricher(body, directory: path, context)
             return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
                 var failure: ConnectRPC.Failure?
@@ -143,7 +157,7 @@ extension EnvdService {
                     try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(start: .init())))
                     for try await event in session {
                         for translated in translator.translate(event) {
-                            try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(filesystem: translated)))
+                            try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(filesystem: await enrich(translated))))
                         }
                     }
                 } catch {
@@ -154,6 +168,22 @@ extension EnvdService {
             })
         default:
             return nil
+        }
+    }
+
+    /// What adds the entry to an event when the watch asked for it (envd 0.6.3).
+    func enricher(_ body: EnvdWatch.Request, directory: String, _ context: SproutContext) async throws
+        -> @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event
+    {
+        guard body.includeEntry == true else { return { $0 } }
+        let agent = try await services.sandboxes.agent(sandboxID, for: try context.caller())
+        let service = self
+        return { event in
+            guard event.type != "EVENT_TYPE_REMOVE" else { return event }
+            var enriched = event
+            let path = directory == "/" ? "/" + event.name : directory + "/" + event.name
+            if let info = try? await agent.stat(path) { enriched.entry = try? await service.describe(info, agent) }
+            return enriched
         }
     }
 
