@@ -154,6 +154,17 @@ public enum API {
         public init(timeoutSeconds: Int) { self.timeoutSeconds = timeoutSeconds }
     }
 
+    /// `PUT /v1/sandboxes/{id}/network`: replaces a running sandbox's
+    /// outbound policy (an omitted field is the default: internet on, no allow-list).
+    public struct SetNetwork: Codable, Sendable {
+        public var internet: Bool?
+        public var egress: [String]?
+        public init(internet: Bool? = nil, egress: [String]? = nil) {
+            self.internet = internet
+            self.egress = egress
+        }
+    }
+
     public struct Exec: Codable, Sendable {
         public var cmd: [String]?
         public var shell: String?

@@ -16,7 +16,7 @@ struct SandboxCommand: AsyncParsableCommand {
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
             SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxAttach.self, SandboxShell.self,
-            SandboxFiles.self, SandboxTimeout.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
+            SandboxFiles.self, SandboxTimeout.self, SandboxNetwork.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
             SandboxKill.self,
         ])
 }
@@ -89,6 +89,21 @@ struct SandboxTimeout: AsyncParsableCommand {
     func run() async throws {
         let s = try await client.client().setTimeout(id, seconds: seconds)
         print("\(s.id) expires at \(Output.date(s.expiresAt))")
+    }
+}
+
+struct SandboxNetwork: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "network", abstract: "Replace a running sandbox's outbound policy (no options: open internet).")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Flag(help: "No outbound traffic at all.") var noInternet = false
+    @Option(help: "Allow outbound traffic only to this IPv4 CIDR (repeatable).") var egress: [String] = []
+
+    func run() async throws {
+        let s = try await client.client().setNetwork(id, API.SetNetwork(internet: !noInternet, egress: egress))
+        let policy = !s.internet ? "no internet" : (s.egress ?? []).isEmpty ? "open internet" : "egress to " + (s.egress ?? []).joined(separator: ", ")
+        print("\(s.id): \(policy)")
     }
 }
 

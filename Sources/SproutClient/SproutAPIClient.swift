@@ -166,6 +166,11 @@ public struct SproutAPIClient: Sendable {
         try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/timeout", body: API.SetTimeout(timeoutSeconds: seconds), as: API.Sandbox.self)
     }
 
+    /// Replaces a running sandbox's outbound policy.
+    public func setNetwork(_ id: String, _ network: API.SetNetwork) async throws -> API.Sandbox {
+        try await call(.PUT, "/v1/sandboxes/\(percentEncode(id))/network", body: network, as: API.Sandbox.self)
+    }
+
     /// Checkpoints a running sandbox's memory and stops it; `resume` brings every process back.
     @discardableResult
     public func pause(_ id: String, autoResume: Bool = false) async throws -> API.Sandbox {

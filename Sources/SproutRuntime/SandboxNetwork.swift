@@ -40,6 +40,8 @@ public protocol SandboxNetworking: Sendable {
     /// Makes this server's firewall hold exactly `policies` (one atomic
     /// change: no moment without the rules). Run at start, after adopting.
     func applyPolicies(_ policies: [String: NetworkPolicy]) async throws
+    /// Replaces a running sandbox's policy in one change (no moment without rules).
+    func updatePolicy(sandboxID: String, from old: NetworkPolicy, to new: NetworkPolicy) async throws
     /// Removes this server's firewall table (nothing of it is live any more).
     func removeInstanceRules() async
     /// Where the sandbox's agent listens.
@@ -198,6 +200,13 @@ public struct SandboxNetwork: SandboxNetworking {
         guard !policy.egress.isEmpty else { return [] }
         let pairs = policy.egress.map { "\"\(interface)\" . \($0)" }.joined(separator: ", ")
         return ["\(verb) element inet \(table) limited { \"\(interface)\" }", "\(verb) element inet \(table) egress { \(pairs) }"]
+    }
+
+    public func updatePolicy(sandboxID: String, from old: NetworkPolicy, to new: NetworkPolicy) async throws {
+        // One nft transaction: the old elements go and the new ones come together.
+        let commands = policyCommands("delete", sandboxID: sandboxID, policy: old) + policyCommands("add", sandboxID: sandboxID, policy: new)
+        guard !commands.isEmpty else { return }
+        try await HostCommand.run(["nft", "-f", "-"], input: commands.joined(separator: "\n") + "\n")
     }
 
     public func removeInstanceRules() async {

@@ -214,6 +214,21 @@ extension Integration {
                 #expect(try await reaches(open, allowed))
                 #expect(try await reaches(open, other))
 
+                // A running sandbox's policy changes in place: an allow-list, then
+                // nothing, then open again; each takes effect for new connections.
+                let changing = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                #expect(try await api.setNetwork(changing.id, API.SetNetwork(egress: ["198.18.1.0/24"])).egress == ["198.18.1.0/24"])
+                #expect(try await reaches(changing, allowed))
+                #expect(try await !reaches(changing, other))
+                #expect(try await api.setNetwork(changing.id, API.SetNetwork(internet: false)).internet == false)
+                #expect(try await !reaches(changing, allowed))
+                await #expect(throws: SproutError.self) { try await api.setNetwork(changing.id, API.SetNetwork(egress: ["10.0.0/8"])) }
+                #expect(try await api.sandbox(changing.id).internet == false, "a refused change changes nothing")
+                _ = try await api.setNetwork(changing.id, API.SetNetwork())
+                #expect(try await reaches(changing, allowed))
+                #expect(try await reaches(changing, other))
+                _ = try await api.killSandbox(changing.id)
+
                 let closed = try await api.createSandbox(API.CreateSandbox(env: "empty", internet: false))
                 #expect(closed.internet == false)
                 #expect(try await !reaches(closed, allowed))

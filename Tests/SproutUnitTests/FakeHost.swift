@@ -82,6 +82,7 @@ struct FakeNetwork: SandboxNetworking {
     let ports: Locked<[Int: UInt16]>
     func prepare() async throws {}
     func create(sandboxID: String, slot: NetworkSlot, policy: NetworkPolicy) async throws {}
+    func updatePolicy(sandboxID: String, from old: NetworkPolicy, to new: NetworkPolicy) async throws {}
     func destroy(sandboxID: String, policy: NetworkPolicy) async {}
     func restoreAddresses(sandboxID: String, slot: NetworkSlot) async throws {}
     func closeConnections(to slot: NetworkSlot) async {}

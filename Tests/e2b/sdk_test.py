@@ -328,6 +328,17 @@ def base_env():
         check("base: and plain when not asked", plain.headers.get("content-encoding") is None and plain.content == b"t", f"{plain.headers}")
         r = sbx.commands.run("test -s $SSL_CERT_FILE && echo $PIP_CERT", timeout=30)
         check("base: the host's CA bundle is given with --trust-host-ca", r.stdout.strip() == "/etc/sprout-host-ca.pem", repr(r.stdout))
+        probe = "curl -s -o /dev/null -w '%{http_code}' --max-time 10 https://pypi.org/simple/six/ || true"
+        check("network: PyPI answers from inside (positive control)", sbx.commands.run(probe, timeout=30).stdout == "200", "no answer")
+        sbx.update_network({"deny_out": ["0.0.0.0/0"]})
+        check("network: update_network deny_out everything cuts it off", sbx.commands.run(probe, timeout=30).stdout != "200")
+        try:
+            sbx.update_network({"deny_out": ["10.0.0.0/8"]})
+            check("network: a deny-list other than everything is refused", False, "accepted")
+        except Exception as e:
+            check("network: a deny-list other than everything is refused", "allow-list" in str(e), repr(e))
+        sbx.update_network({})
+        check("network: an empty update opens it again", sbx.commands.run(probe, timeout=30).stdout == "200")
         r = sbx.commands.run("pip install --user --no-cache-dir --disable-pip-version-check six==1.17.0 && python3 -c 'import six; print(six.__version__)'",
                              timeout=180)
         check("base: pip install of a PyPI package inside, as the user", r.stdout.strip().endswith("1.17.0"), repr(r.stdout[-300:]))

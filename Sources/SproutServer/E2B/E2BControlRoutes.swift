@@ -38,6 +38,17 @@ struct E2BControlRoutes {
             _ = try await services.sandboxes.kill(id, for: try context.caller())
             return Response(status: .noContent)
         }
+        group.put("sandboxes/:id/network") { request, context in
+            let body = try await JSONBody.decode(E2B.NetworkUpdate.self, from: request)
+            guard body.egressProxy == nil, (body.rules ?? [:]).isEmpty else {
+                throw SproutError(.unsupported, "egressProxy and per-domain rules are not supported by Sprout's egress policy")
+            }
+            let (internet, egress) = try Self.policy(allowOut: body.allowOut, denyOut: body.denyOut, internet: body.allowInternetAccess ?? true)
+            let id = try context.parameters.require("id")
+            _ = try await live(id, context)
+            _ = try await services.sandboxes.setNetwork(id, internet: internet, egress: egress, for: try context.caller())
+            return Response(status: .noContent)
+        }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(E2B.Timeout.self, from: request)
             _ = try await services.sandboxes.setTimeout(try context.parameters.require("id"), seconds: body.timeout, for: try context.caller())
@@ -174,22 +185,23 @@ struct E2BControlRoutes {
     /// `network.allowOut` is an egress allow-list, `denyOut` may only deny
     /// everything (Sprout's policy is allow-lists, not deny-lists).
     static func translate(_ body: E2B.NewSandbox) throws -> API.CreateSandbox {
-        var internet = body.allowInternetAccess ?? true
-        var egress: [String]?
-        if let network = body.network {
-            let deny = network.denyOut ?? []
-            let allow = (network.allowOut ?? []).map { $0.contains("/") ? $0 : $0 + "/32" }
-            guard deny.allSatisfy({ $0 == "0.0.0.0/0" }) else {
-                throw SproutError(.invalidArgument, "network.denyOut may only be [\"0.0.0.0/0\"]: Sprout's egress policy is an allow-list (network.allowOut)")
-            }
-            if !allow.isEmpty {
-                egress = allow
-            } else if !deny.isEmpty {
-                internet = false
-            }
-        }
+        let (internet, egress) = try policy(allowOut: body.network?.allowOut, denyOut: body.network?.denyOut,
+                                            internet: body.allowInternetAccess ?? true)
         return API.CreateSandbox(env: body.templateID, timeoutSeconds: body.timeout, envVars: body.envVars, metadata: body.metadata,
-                                 internet: internet, egress: egress)
+                                 internet: internet, egress: egress.isEmpty ? nil : egress)
+    }
+
+    /// E2B's allow/deny lists as Sprout's policy: `allowOut` is an egress
+    /// allow-list of IPv4 CIDRs or addresses; `denyOut` may only deny
+    /// everything (Sprout's policy is allow-lists, not deny-lists).
+    static func policy(allowOut: [String]?, denyOut: [String]?, internet allowed: Bool) throws -> (Bool, [String]) {
+        let deny = denyOut ?? []
+        let allow = (allowOut ?? []).map { $0.contains("/") ? $0 : $0 + "/32" }
+        guard deny.allSatisfy({ $0 == "0.0.0.0/0" }) else {
+            throw SproutError(.invalidArgument, "network.denyOut may only be [\"0.0.0.0/0\"]: Sprout's egress policy is an allow-list (network.allowOut)")
+        }
+        if !allow.isEmpty { return (allowed, allow) }
+        return (allowed && deny.isEmpty, [])
     }
 
     /// `metadata=k1%3Dv1%26k2%3Dv2`: the parameter, once decoded, is itself

@@ -40,6 +40,16 @@ enum E2B {
         var allowPublicTraffic: Bool?
     }
 
+    /// `PUT /sandboxes/{id}/network`: replaces the policy; omitted fields are cleared.
+    struct NetworkUpdate: Decodable {
+        var allowOut: [String]?
+        var denyOut: [String]?
+        var dnsServers: [String]?
+        var egressProxy: [String: String]?
+        var rules: [String: [String: String]]?
+        var allowInternetAccess: Bool?
+    }
+
     /// Create, connect and fork answers.
     struct Sandbox: Encodable {
         var templateID: String

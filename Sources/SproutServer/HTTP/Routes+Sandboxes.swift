@@ -65,6 +65,12 @@ struct SandboxRoutes {
         group.get("sandboxes/:id/events") { _, context in
             try JSONBody.response(try await services.sandboxes.events(try context.parameters.require("id"), for: try context.caller()))
         }
+        group.put("sandboxes/:id/network") { request, context in
+            let body = try await JSONBody.decode(API.SetNetwork.self, from: request)
+            let id = try context.parameters.require("id")
+            return try JSONBody.response(try await services.sandboxes.setNetwork(
+                id, internet: body.internet ?? true, egress: body.egress ?? [], for: try context.caller()))
+        }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(API.SetTimeout.self, from: request)
             let id = try context.parameters.require("id")

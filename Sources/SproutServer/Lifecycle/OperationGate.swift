@@ -19,6 +19,8 @@ public enum SandboxOperation: String, Sendable, CaseIterable {
     case snapshot
     /// The server found the container gone (out of memory, runtime crash).
     case died
+    /// Its outbound policy is being replaced.
+    case network
 
     /// How the operation is named in a message: "sandbox X is being paused".
     var progressive: String {
@@ -30,6 +32,7 @@ public enum SandboxOperation: String, Sendable, CaseIterable {
         case .fork: "being forked"
         case .snapshot: "being snapshotted"
         case .died: "being cleaned up after it stopped"
+        case .network: "having its network changed"
         }
     }
 }

@@ -126,6 +126,37 @@ public struct Sandboxes: Sendable {
         return api(record)
     }
 
+    // MARK: Network
+
+    /// Replaces the outbound policy of a running or paused sandbox. The
+    /// catalog changes first, then the firewall in one transaction; if that
+    /// fails the catalog is put back, so what is acknowledged is what holds
+    /// (and a restart applies the catalog's policy).
+    public func setNetwork(_ id: String, internet: Bool, egress: [String], for identity: Identity) async throws -> API.Sandbox {
+        let egress = try CreateRequest.validateEgress(egress, internet: internet)
+        let new = NetworkPolicy(internet: internet, egress: egress)
+        let old = try await repository.owned(id, team: identity.team)
+        return try await core.gate.run(.network, on: id) {
+            let record = try await repository.modify(id) { record in
+                guard [.running, .paused].contains(record.state) else {
+                    throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue): only a running or paused sandbox has a network to change")
+                }
+                record.internet = internet
+                record.egress = egress.isEmpty ? nil : JSONColumn.encodeList(egress)
+            }
+            do {
+                try await core.network.updatePolicy(sandboxID: id, from: old.policy, to: new)
+            } catch {
+                _ = try? await repository.modify(id) { record in
+                    record.internet = old.internet
+                    record.egress = old.egress
+                }
+                throw error
+            }
+            return api(record)
+        }
+    }
+
     /// Kills (or, for those that ask, pauses) every running sandbox whose
     /// timeout has passed. One that is busy (being snapshotted, say) is left
     /// for the next tick; one being snapshotted gets a minute more.
