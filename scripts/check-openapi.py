@@ -81,6 +81,11 @@ out = check("POST", "/v1/sandboxes/{id}/exec", f"/v1/sandboxes/{sid}/exec", 200,
             json={"cmd": ["cat"], "stdin": base64.b64encode(b"hi").decode()})
 assert any(json.loads(l).get("stdout") == base64.b64encode(b"hi").decode() for l in out.text.splitlines()), out.text
 procs = check("GET", "/v1/sandboxes/{id}/processes", f"/v1/sandboxes/{sid}/processes", 200).json()
+check("GET", "/v1/sandboxes/{id}/processes/{pid}/output", f"/v1/sandboxes/{sid}/processes/{procs[0]['id']}/output", 200)
+check("GET", "/v1/sandboxes/{id}/processes/{pid}/output", f"/v1/sandboxes/{sid}/processes/no-such-tag/output", 404)
+check("PUT", "/v1/sandboxes/{id}/network", f"/v1/sandboxes/{sid}/network", 200, json={"egress": ["10.0.0.0/8"]})
+check("PUT", "/v1/sandboxes/{id}/network", f"/v1/sandboxes/{sid}/network", 400, json={"egress": ["10.0.0/8"]})
+check("PUT", "/v1/sandboxes/{id}/network", f"/v1/sandboxes/{sid}/network", 200, json={})
 check("POST", "/v1/sandboxes/{id}/processes/{pid}/signal", f"/v1/sandboxes/{sid}/processes/{procs[0]['id']}/signal",
       409, json={"signal": 15})
 check("PUT", "/v1/sandboxes/{id}/files", f"/v1/sandboxes/{sid}/files?path=/code/x.txt&mode=600", 201, data=b"content")
@@ -89,6 +94,8 @@ check("GET", "/v1/sandboxes/{id}/files", f"/v1/sandboxes/{sid}/files?path=/code/
 check("GET", "/v1/sandboxes/{id}/files/list", f"/v1/sandboxes/{sid}/files/list?path=/code&depth=2", 200)
 check("GET", "/v1/sandboxes/{id}/files/stat", f"/v1/sandboxes/{sid}/files/stat?path=/code/x.txt", 200)
 check("POST", "/v1/sandboxes/{id}/files/mkdir", f"/v1/sandboxes/{sid}/files/mkdir?path=/code/d/e", 201)
+check("POST", "/v1/sandboxes/{id}/files/xattrs", f"/v1/sandboxes/{sid}/files/xattrs", 200, json={"path": "/code/x.txt", "set": {"user.k": "v"}})
+check("POST", "/v1/sandboxes/{id}/files/xattrs", f"/v1/sandboxes/{sid}/files/xattrs", 400, json={"path": "/code/x.txt", "set": {"trusted.k": "v"}})
 check("DELETE", "/v1/sandboxes/{id}/files", f"/v1/sandboxes/{sid}/files?path=/code/d&recursive=true", 204)
 check("POST", "/v1/sandboxes/{id}/resume", f"/v1/sandboxes/{sid}/resume", 409)
 check("POST", "/v1/sandboxes/{id}/fork", f"/v1/sandboxes/{sid}/fork", 400, json={"count": 0})
