@@ -193,17 +193,8 @@ public enum API {
     }
 
     /// `POST /v1/sandboxes/{id}/files/xattrs`: sets and removes `user.*`
-    /// extended attributes of a file.
-    public struct Xattrs: Codable, Sendable {
-        public var path: String
-        public var set: [String: String]?
-        public var remove: [String]?
-        public init(path: String, set: [String: String]? = nil, remove: [String]? = nil) {
-            self.path = path
-            self.set = set
-            self.remove = remove
-        }
-    }
+    /// extended attributes of a file (the agent's request, as it is).
+    public typealias Xattrs = XattrRequest
 
     /// One line of an exec's NDJSON stream. Exactly one field is set.
     public struct ExecEvent: Codable, Sendable {

@@ -1,45 +1,16 @@
 import CSprout
 import Glibc
 import SproutCore
+import SproutSystem
 
 /// Extended attributes of files in the sandbox. Only the `user.` namespace
 /// is offered: the others carry the kernel's and the security modules' state.
 enum Xattrs {
-    static let prefix = "user."
+    static func validate(_ name: String) throws { try ExtendedAttributes.validate(name) }
 
-    static func validate(_ name: String) throws {
-        guard name.hasPrefix(prefix), name.utf8.count > prefix.utf8.count, name.utf8.count <= 255, !name.contains("\0") else {
-            throw SproutError(.invalidArgument, "extended attribute names start with 'user.' and are at most 255 bytes: '\(name.prefix(300))'")
-        }
-    }
+    static func validate(value: String, of name: String) throws { try ExtendedAttributes.validate(name, value: value) }
 
-    static func validate(value: String, of name: String) throws {
-        guard value.utf8.count <= 65536, !value.contains("\0") else {
-            throw SproutError(.invalidArgument, "the value of \(name) must be at most 64 KiB of text")
-        }
-    }
-
-    /// The `user.*` attributes of `path` (not following a symlink) whose
-    /// values are UTF-8 text; nil when it has none or the file system keeps none.
-    static func read(_ path: String) -> [String: String]? {
-        let size = llistxattr(path, nil, 0)
-        guard size > 0 else { return nil }
-        var names = [CChar](repeating: 0, count: size)
-        let got = llistxattr(path, &names, size)
-        guard got > 0 else { return nil }
-        var out: [String: String] = [:]
-        for raw in names[..<got].split(separator: 0) {
-            let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            guard name.hasPrefix(prefix) else { continue }
-            let length = lgetxattr(path, name, nil, 0)
-            guard length >= 0 else { continue }
-            var value = [UInt8](repeating: 0, count: max(length, 1))
-            let n = lgetxattr(path, name, &value, value.count)
-            guard n >= 0, let text = String(validating: value[..<n], as: UTF8.self) else { continue }
-            out[name] = text
-        }
-        return out.isEmpty ? nil : out
-    }
+    static func read(_ path: String) -> [String: String]? { ExtendedAttributes.read(path, followLinks: false) }
 
     /// Sets `attributes` on an open file.
     static func set(_ attributes: [String: String], on fd: Int32, path: String) throws {

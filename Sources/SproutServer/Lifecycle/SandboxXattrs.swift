@@ -78,14 +78,7 @@ struct SandboxXattrs: Sendable {
         return out
     }
 
-    static func validate(_ name: String, _ value: String) throws {
-        guard name.hasPrefix("user."), name.utf8.count > 5, name.utf8.count <= 255, !name.contains("\0") else {
-            throw SproutError(.invalidArgument, "extended attribute names start with 'user.' and are at most 255 bytes: '\(name.prefix(300))'")
-        }
-        guard value.utf8.count <= 65536, !value.contains("\0") else {
-            throw SproutError(.invalidArgument, "the value of \(name) must be at most 64 KiB of text")
-        }
-    }
+    static func validate(_ name: String, _ value: String) throws { try ExtendedAttributes.validate(name, value: value) }
 
     // MARK: On the host
 
@@ -117,22 +110,7 @@ struct SandboxXattrs: Sendable {
     }
 
     private func hostRead(_ path: String) -> [String: String]? {
-        try? withHostFile(path) { proc -> [String: String]? in
-            let size = listxattr(proc, nil, 0)
-            guard size > 0 else { return nil }
-            var names = [CChar](repeating: 0, count: size)
-            let got = listxattr(proc, &names, size)
-            guard got > 0 else { return nil }
-            var out: [String: String] = [:]
-            for raw in names[..<got].split(separator: 0) {
-                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                guard name.hasPrefix("user.") else { continue }
-                var value = [UInt8](repeating: 0, count: 65536)
-                let n = getxattr(proc, name, &value, value.count)
-                guard n >= 0, let text = String(validating: value[..<n], as: UTF8.self) else { continue }
-                out[name] = text
-            }
-            return out.isEmpty ? nil : out
-        } ?? nil
+        // The /proc link names the layer's file itself (never a symlink: those are skipped).
+        (try? withHostFile(path) { ExtendedAttributes.read($0, followLinks: true) }) ?? nil
     }
 }
