@@ -196,6 +196,18 @@ public enum API {
     /// extended attributes of a file (the agent's request, as it is).
     public typealias Xattrs = XattrRequest
 
+    /// What a client sends as text on a streamed exec (WebSocket
+    /// `GET /v1/sandboxes/{id}/exec`), besides its input as binary messages.
+    public struct ExecControl: Codable, Sendable {
+        /// The input has ended: the process's standard input is closed.
+        public var endOfInput: Bool?
+        public var signal: Int32?
+        public init(endOfInput: Bool? = nil, signal: Int32? = nil) {
+            self.endOfInput = endOfInput
+            self.signal = signal
+        }
+    }
+
     /// One line of an exec's NDJSON stream. Exactly one field is set.
     public struct ExecEvent: Codable, Sendable {
         public var started: AgentProcess?

@@ -180,11 +180,29 @@ struct SandboxExec: AsyncParsableCommand {
             print(started.id)
             return
         }
-        // Like `docker exec -i`: what is piped in is the process's standard input,
-        // and its end closes it. (Sent whole, before the process starts: up to 64 MiB.)
-        let input = isatty(0) == 1 ? nil : try Self.readStandardInput(limit: Self.stdinLimit)
-        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), stdin: input, tag: tag, user: user)
-        try Self.finish(try await client.client().exec(id, request, onEvent: Self.printEvent))
+        let request = API.Exec(cmd: argv, cwd: cwd, env: try keyValues(envVars, what: "--env"), tag: tag, user: user)
+        // Like `docker exec -i`: what is piped in streams to the process's
+        // standard input as it comes, and its end closes it. A terminal on
+        // stdin is not input (as without -i); `sprout sandbox shell` is for that.
+        if isatty(0) == 0, let input = Self.standardInput() {
+            try Self.finish(try await client.client().execStreaming(id, request, input: input, onEvent: Self.printEvent))
+        } else {
+            try Self.finish(try await client.client().exec(id, request, onEvent: Self.printEvent))
+        }
+    }
+
+    /// Reads standard input in chunks on a blocking-I/O thread (nil at its
+    /// end); nil when there is none (descriptor 0 closed or write-only).
+    static func standardInput() -> (@Sendable () async throws -> [UInt8]?)? {
+        let flags = fcntl(0, F_GETFL)
+        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
+        return {
+            try await BlockingIO.run {
+                var chunk = [UInt8](repeating: 0, count: 64 << 10)
+                let n = try chunk.withUnsafeMutableBytes { try Descriptor.read(0, into: $0.baseAddress!, count: $0.count) }
+                return n == 0 ? nil : Array(chunk[0..<n])
+            }
+        }
     }
 
     @Sendable static func printEvent(_ event: API.ExecEvent) {
@@ -199,19 +217,6 @@ struct SandboxExec: AsyncParsableCommand {
         if let signal = exit.signal { throw ExitCode(128 + signal) }
     }
 
-    static let stdinLimit = 64 << 20
-
-    /// All of standard input (nil when there is none: descriptor 0 is closed,
-    /// or was opened for writing only), or an error past `limit` bytes.
-    static func readStandardInput(limit: Int) throws -> [UInt8]? {
-        let flags = fcntl(0, F_GETFL)
-        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
-        do {
-            return try Descriptor.readAll(0, limit: limit, what: "standard input")
-        } catch let error as SproutError where error.code == .tooLarge {
-            throw SproutError(.tooLarge, "standard input is larger than \(limit >> 20) MiB: copy it in with `sprout sandbox files put` instead")
-        }
-    }
 }
 
 struct SandboxAttach: AsyncParsableCommand {

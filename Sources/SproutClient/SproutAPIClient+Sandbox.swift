@@ -178,8 +178,8 @@ private final class OutputCollector: @unchecked Sendable {
 }
 
 /// Blocking file I/O goes to NIO's thread pool, never to Swift's cooperative pool.
-enum BlockingIO {
-    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+public enum BlockingIO {
+    public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await NIOThreadPool.singleton.runIfActive(body)
     }
 }

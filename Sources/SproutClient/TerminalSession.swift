@@ -1,12 +1,15 @@
 import AsyncAlgorithms
+import Foundation
 import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
 import SproutAPI
+import SproutAgentProtocol
 import SproutCore
 
-/// An interactive terminal in a sandbox, over hummingbird-websocket's client.
+/// An interactive terminal in a sandbox (or a streamed exec: the same
+/// WebSocket session), over hummingbird-websocket's client.
 /// Binary messages carry the terminal's bytes both ways; text messages carry
 /// control (`{"resize":{"cols":C,"rows":R}}` out, the exit event in).
 /// Closing the session ends the WebSocket; the sandbox keeps running.
@@ -89,6 +92,41 @@ extension SproutAPIClient {
     public func terminal(_ id: String, cols: UInt16, rows: UInt16, command: String? = nil) async throws -> TerminalSession {
         var target = sandboxPath(id, "pty") + "?cols=\(cols)&rows=\(rows)"
         if let command { target += "&cmd=\(percentEncode(command))" }
+        return try await webSocket(target, sandbox: id, what: "a terminal")
+    }
+
+    /// Runs a process with its standard input streamed from `input` (nil:
+    /// the input has ended, which closes the process's stdin), like `docker
+    /// exec -i`; events arrive as from `exec`. Returns how it ended.
+    public func execStreaming(
+        _ id: String, _ request: API.Exec, input: @escaping @Sendable () async throws -> [UInt8]?,
+        onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }
+    ) async throws -> ProcessExit {
+        let session = try await webSocket(sandboxPath(id, "exec"), sandbox: id, what: "a streamed exec")
+        defer { session.close() }
+        try await session.send(.text(String(decoding: try JSONEncoder().encode(request), as: UTF8.self)))
+        let sender = Task {
+            while let chunk = try await input() {
+                if !chunk.isEmpty { try await session.send(.binary(chunk)) }
+            }
+            try await session.send(.text(String(decoding: try JSONEncoder().encode(API.ExecControl(endOfInput: true)), as: UTF8.self)))
+        }
+        defer { sender.cancel() }
+        while let message = try await session.receive() {
+            guard case .text(let text) = message else { continue }
+            let event: API.ExecEvent
+            do { event = try JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)) } catch {
+                throw SproutError(.malformed, "unexpected exec event from the server: \(error)")
+            }
+            onEvent(event)
+            if let exit = event.exit { return exit }
+            if let error = event.error { throw error.sproutError }
+        }
+        throw SproutError(.unavailable, "the exec stream ended without an exit status")
+    }
+
+    /// A WebSocket to `target` with this client's key.
+    func webSocket(_ target: String, sandbox id: String, what: String) async throws -> TerminalSession {
         var headers = HTTPFields()
         if let apiKey, let name = HTTPField.Name("X-API-Key") { headers[name] = apiKey }
         do {
@@ -97,11 +135,11 @@ extension SproutAPIClient {
             // The upgrade answer carries the reason only in its body, which
             // the WebSocket client drops: ask the REST API, which gives it.
             _ = try await sandbox(id)
-            throw SproutError(.unavailable, "the server refused the terminal for \(id)")
+            throw SproutError(.unavailable, "the server refused \(what) for \(id)")
         } catch let error as SproutError {
             throw error
         } catch {
-            throw SproutError(.unavailable, "cannot open a terminal at \(baseURL): \(Self.describe(error))")
+            throw SproutError(.unavailable, "cannot open \(what) at \(baseURL): \(Self.describe(error))")
         }
     }
 }

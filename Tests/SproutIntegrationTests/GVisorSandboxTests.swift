@@ -7,6 +7,7 @@ import Testing
 import SproutAPI
 import SproutAgentClient
 import SproutHost
+import SproutSystem
 
 extension Integration {
     @Suite("sandboxes on gVisor")
@@ -84,6 +85,37 @@ extension Integration {
                 }
                 #expect(exit == ProcessExit(code: 5))
                 ws.close()
+            }
+        }
+
+        @Test("a streamed exec: input reaches the process as it is sent (an answer comes back before the input ends); its end closes stdin; a bad request is a clear error")
+        func streamedExec() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                // The second line is sent only once the answer to the first has
+                // come back: only input that streams can get that far.
+                let answered = AsyncStream<Void>.makeStream()
+                let lines = Locked(["one\n", "two\n"])
+                let output = Locked("")
+                let exit = try await api.execStreaming(
+                    sandbox.id, API.Exec(shell: "while read l; do echo got $l; done; echo eof; exit 4"),
+                    input: {
+                        guard let line = lines.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { return nil }
+                        if line == "two\n" { for await _ in answered.stream { break } }
+                        return Array(line.utf8)
+                    },
+                    onEvent: { event in
+                        guard let bytes = event.stdoutBytes else { return }
+                        let seen = output.withLock { $0 += String(decoding: bytes, as: UTF8.self); return $0 }
+                        if seen.contains("got one") { answered.continuation.yield() }
+                    })
+                #expect(output.withLock { $0 } == "got one\ngot two\neof\n")
+                #expect(exit == ProcessExit(code: 4))
+                await #expect(throws: SproutError.self) {
+                    _ = try await api.execStreaming(sandbox.id, API.Exec(cmd: ["no-such-program"]), input: { nil })
+                }
+                _ = try await api.killSandbox(sandbox.id)
             }
         }
 

@@ -174,6 +174,7 @@ func makeWebSocketRouter(_ services: SproutServices) -> Router<SproutContext> {
     router.middlewares.add(ErrorAndMetricsMiddleware())
     let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
     TerminalRoutes(services: services).register(webSocket: v1)
+    ExecStreamRoutes(services: services).register(webSocket: v1)
     PortRoutes(services: services).register(webSocket: v1)
     return router
 }
