@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 from e2b import AsyncSandbox, CommandExitException, NotFoundException, Sandbox
-from e2b.sandbox.sandbox_api import SandboxQuery
+from e2b.sandbox.sandbox_api import SandboxQuery, SandboxState
 from e2b.sandbox.commands.command_handle import PtySize
 
 TEMPLATE = os.environ.get("E2B_TEST_TEMPLATE", "debian")
@@ -70,6 +70,13 @@ def commands(sbx):
     sbx.pty.send_stdin(term.pid, b"stty size; exit 0\n")
     term.wait(on_pty=lambda data: out.extend(data))
     check("pty: resize", b"40 120" in out, repr(bytes(out[-200:])))
+    term = sbx.pty.create(PtySize(rows=24, cols=80))
+    check("pty: kill", sbx.pty.kill(term.pid) is True)
+    try:
+        term.wait()
+        check("pty: a killed terminal does not end cleanly", False, "exit 0")
+    except CommandExitException as e:
+        check("pty: a killed terminal ends by its signal", e.exit_code != 0, repr(e))
 
     try:
         sbx.commands.run("sleep 30; echo late", timeout=1)
@@ -86,6 +93,9 @@ def files(sbx):
     check("files: write makes parents and answers the path", info.path == "/tmp/e2b/a.txt", repr(info))
     check("files: read", sbx.files.read("/tmp/e2b/a.txt") == "hello file")
     check("files: read bytes", bytes(sbx.files.read("/tmp/e2b/a.txt", format="bytes")) == b"hello file")
+    check("files: read as a stream", b"".join(sbx.files.read("/tmp/e2b/a.txt", format="stream")) == b"hello file")
+    hostname = sbx.files.read("/../../../etc/hostname")
+    check("files: a path cannot climb out of the sandbox ('..' stops at its root)", hostname.strip() == sbx.sandbox_id, repr(hostname))
     check("files: list", [e.name for e in sbx.files.list("/tmp/e2b")] == ["a.txt"])
     check("files: exists", sbx.files.exists("/tmp/e2b/a.txt") and not sbx.files.exists("/tmp/e2b/none"))
     entry = sbx.files.get_info("/tmp/e2b/a.txt")
@@ -134,6 +144,9 @@ def lifecycle(sbx):
     counter = sbx.commands.run("while :; do sleep 0.1; done", background=True)
     sbx.pause()
     check("pause: the sandbox is paused", Sandbox.get_info(sbx.sandbox_id).state.value == "paused")
+    paused = [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()]
+    running = [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items()]
+    check("list: the state filter", sbx.sandbox_id in paused and sbx.sandbox_id not in running, f"{paused} {running}")
     try:
         sbx.commands.run("true")
         check("pause: daemon traffic to a paused sandbox fails", False, "no exception")
@@ -223,6 +236,14 @@ def listing():
     check("list: pages of one", len(first) == 1 and pages.has_next, repr(first))
     second = pages.next_items()
     check("list: the next page is another sandbox", len(second) == 1 and second[0].sandbox_id != first[0].sandbox_id, repr(second))
+    ours = [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(template=TEMPLATE)).next_items()]
+    check("list: by template", len(ours) >= 2 and not Sandbox.list(query=SandboxQuery(template="no-such-template")).next_items(), repr(ours))
+    import datetime
+    later = [s for s in Sandbox.list(query=SandboxQuery(started_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))).next_items()]
+    check("list: started_after", later == [], repr(later))
+    newest = [s.sandbox_id for s in Sandbox.list(order="desc").next_items()]
+    oldest = [s.sandbox_id for s in Sandbox.list(order="asc").next_items()]
+    check("list: order asc and desc", newest == list(reversed(oldest)) and len(newest) >= 2, f"{newest} {oldest}")
 
 
 def ports(sbx):
@@ -339,6 +360,16 @@ def base_env():
             check("network: a deny-list other than everything is refused", "allow-list" in str(e), repr(e))
         sbx.update_network({})
         check("network: an empty update opens it again", sbx.commands.run(probe, timeout=30).stdout == "200")
+        closed = Sandbox.create(template="base", timeout=60, allow_internet_access=False)
+        try:
+            check("network: allow_internet_access=False at create cuts it off", closed.commands.run(probe, timeout=30).stdout != "200")
+        finally:
+            closed.kill()
+        listed = Sandbox.create(template="base", timeout=60, network={"allow_out": ["192.0.2.1"]})
+        try:
+            check("network: network.allow_out at create allows only its list", listed.commands.run(probe, timeout=30).stdout != "200")
+        finally:
+            listed.kill()
         r = sbx.commands.run("pip install --user --no-cache-dir --disable-pip-version-check six==1.17.0 && python3 -c 'import six; print(six.__version__)'",
                              timeout=180)
         check("base: pip install of a PyPI package inside, as the user", r.stdout.strip().endswith("1.17.0"), repr(r.stdout[-300:]))

@@ -124,7 +124,9 @@ struct E2BControlRoutes {
     }
 
     /// `GET /sandboxes` (running and paused) and `GET /v2/sandboxes` with
-    /// `state`, `metadata`, `limit` and `nextToken`, newest first.
+    /// `state`, `metadata`, `template` (an env id, or a name: all its
+    /// versions), `startedAfter` (RFC 3339), `order` (`desc`, newest first, by
+    /// default, or `asc`), `limit` and `nextToken`.
     func list(_ request: Request, _ context: SproutContext, paginated: Bool) async throws -> Response {
         let query = request.uri.queryParameters
         var states: Set<String> = ["running", "paused"]
@@ -134,10 +136,25 @@ struct E2BControlRoutes {
             guard unknown.isEmpty else { throw SproutError(.invalidArgument, "unknown state \(unknown.sorted().joined(separator: ","))") }
         }
         let metadata = try Self.metadataFilter(query.get("metadata"))
+        let template = query.get("template").map { String($0) }
+        let startedAfter = try query.get("startedAfter").map { text -> Double in
+            guard let time = E2B.parseRFC3339(String(text)) else {
+                throw SproutError(.invalidArgument, "startedAfter must be an RFC 3339 time, got \(text.prefix(64))")
+            }
+            return time
+        }
+        let ascending: Bool
+        switch query.get("order") {
+        case nil, "desc": ascending = false
+        case "asc": ascending = true
+        case let other?: throw SproutError(.invalidArgument, "order must be asc or desc, got \(other.prefix(16))")
+        }
         var sandboxes = try await services.sandboxes.list(for: try context.caller())
             .filter { states.contains($0.state) }
             .filter { sandbox in metadata.allSatisfy { sandbox.metadata[$0.key] == $0.value } }
-            .sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+            .filter { template == nil || Self.env($0.env, matches: template!) }
+            .filter { startedAfter == nil || $0.createdAt >= startedAfter! }
+            .sorted { ascending ? ($0.createdAt, $0.id) < ($1.createdAt, $1.id) : ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
         var headers = HTTPFields()
         if paginated {
             let limit = try query.get("limit").map { text -> Int in
@@ -179,6 +196,14 @@ struct E2BControlRoutes {
         let sandbox = try await services.sandboxes.get(id, for: try context.caller())
         guard ["running", "paused"].contains(sandbox.state) else { throw SproutError(.notFound, "sandbox \(id) not found") }
         return sandbox
+    }
+
+    /// An env id matches itself and its name (`my-app` for `my-app-3f9c2a1b`).
+    static func env(_ id: String, matches template: String) -> Bool {
+        guard id != template else { return true }
+        guard id.hasPrefix(template + "-") else { return false }
+        let rest = id.dropFirst(template.count + 1)
+        return rest.count == 8 && rest.allSatisfy(\.isHexDigit)
     }
 
     /// E2B's create body as Sprout's: the template is an env id or name;

@@ -116,4 +116,18 @@ enum E2B {
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: Date(timeIntervalSince1970: seconds))
     }
+
+    /// Seconds since the epoch from an RFC 3339 time, with or without
+    /// fractional seconds; a time without an offset is taken as UTC.
+    static func parseRFC3339(_ text: String) -> Double? {
+        guard text.count <= 64 else { return nil }
+        let hasOffset = text.hasSuffix("Z") || text.range(of: #"[+-]\d\d:?\d\d$"#, options: .regularExpression) != nil
+        let full = hasOffset ? text : text + "Z"
+        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime]] {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = options
+            if let date = formatter.date(from: full) { return date.timeIntervalSince1970 }
+        }
+        return nil
+    }
 }
