@@ -127,6 +127,11 @@ extension Integration {
                 #expect(removed.stdout == "user.origin=cli\n")
                 _ = try await cli.run(["sandbox", "exec", id, "--", "touch", "/tmp/t"])
                 #expect(try await cli.run(["sandbox", "files", "xattr", id, "/tmp/t", "--set", "user.where=tmpfs"]).stdout == "user.where=tmpfs\n")
+                // A file only in the env's own layers takes one too (copied up first), its content unchanged.
+                let before = try await cli.run(["sandbox", "files", "cat", id, "/etc/debian_version"]).stdout
+                let layered = try await cli.run(["sandbox", "files", "xattr", id, "/etc/debian_version", "--set", "user.seen=1"])
+                #expect(layered.stdout == "user.seen=1\n", "\(layered.stderr)")
+                #expect(try await cli.run(["sandbox", "files", "cat", id, "/etc/debian_version"]).stdout == before)
                 let refused = try await cli.run(["sandbox", "files", "xattr", id, "/home/user/docs/mine.txt", "--set", "trusted.x=1"])
                 #expect(refused.status != 0 && refused.stderr.contains("start with 'user.'"), "\(refused.stderr)")
                 // A symlink of the sandbox's making resolves inside its own layer:

@@ -58,7 +58,17 @@ struct SandboxXattrs: Sendable {
             return try await agent.setXattrs(path, set: set, remove: remove)
         } catch let error as SproutError where onHost && error.code == .unavailable {
             // Host syscalls of microseconds: done where the caller is.
-            try hostUpdate(path, set: set, remove: remove)
+            do {
+                try hostUpdate(path, set: set, remove: remove)
+            } catch let missing as SproutError where missing.code == .notFound {
+                // A file only in the env's layers: opening it for writing (and
+                // writing nothing) copies it up into the writable layer.
+                let info = try await agent.stat(path)
+                guard info.type == .file || info.type == .dir else { throw missing }
+                let open = info.type == .file ? "exec 3>>\"$1\"" : "test -d \"$1\" && touch -c -m -r \"$1\" \"$1\""
+                _ = try await agent.run(ProcessSpec(cmd: ["/bin/sh", "-c", open, "sh", path]))
+                try hostUpdate(path, set: set, remove: remove)
+            }
             return try await fill(try await agent.stat(path))
         }
     }
