@@ -196,6 +196,31 @@ public enum API {
     /// extended attributes of a file (the agent's request, as it is).
     public typealias Xattrs = XattrRequest
 
+    /// One sample of a sandbox's resources (`GET /v1/sandboxes/{id}/metrics`).
+    public struct SandboxMetric: Codable, Sendable, Equatable {
+        /// Seconds since the Unix epoch.
+        public var timestamp: Double
+        public var cpuCount: Int
+        /// CPU used since the previous sample, as a percentage of the sandbox's CPU allowance.
+        public var cpuUsedPct: Double
+        public var memUsedBytes: Int64
+        public var memTotalBytes: Int64
+        public var memCacheBytes: Int64
+        public var diskUsedBytes: Int64
+        public var diskTotalBytes: Int64
+        public init(timestamp: Double, cpuCount: Int, cpuUsedPct: Double, memUsedBytes: Int64, memTotalBytes: Int64,
+                    memCacheBytes: Int64, diskUsedBytes: Int64, diskTotalBytes: Int64) {
+            self.timestamp = timestamp
+            self.cpuCount = cpuCount
+            self.cpuUsedPct = cpuUsedPct
+            self.memUsedBytes = memUsedBytes
+            self.memTotalBytes = memTotalBytes
+            self.memCacheBytes = memCacheBytes
+            self.diskUsedBytes = diskUsedBytes
+            self.diskTotalBytes = diskTotalBytes
+        }
+    }
+
     /// What a client sends as text on a streamed exec (WebSocket
     /// `GET /v1/sandboxes/{id}/exec`), besides its input as binary messages.
     public struct ExecControl: Codable, Sendable {

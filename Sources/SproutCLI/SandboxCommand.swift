@@ -16,7 +16,7 @@ struct SandboxCommand: AsyncParsableCommand {
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
             SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxAttach.self, SandboxShell.self,
-            SandboxFiles.self, SandboxTimeout.self, SandboxNetwork.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
+            SandboxFiles.self, SandboxTimeout.self, SandboxNetwork.self, SandboxMetricsCommand.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
             SandboxKill.self,
         ])
 }
@@ -104,6 +104,42 @@ struct SandboxNetwork: AsyncParsableCommand {
         let s = try await client.client().setNetwork(id, API.SetNetwork(internet: !noInternet, egress: egress))
         let policy = !s.internet ? "no internet" : (s.egress ?? []).isEmpty ? "open internet" : "egress to " + (s.egress ?? []).joined(separator: ", ")
         print("\(s.id): \(policy)")
+    }
+}
+
+struct SandboxMetricsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "metrics", abstract: "A sandbox's CPU, memory and disk over time (sampled every 5 s while it runs).")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+    @Option(help: "Only samples from this many seconds ago on.") var since: Double?
+    @Flag(help: "Keep printing new samples as they come (Ctrl-C to stop).") var watch = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let api = try client.client()
+        var start = since.map { Date().timeIntervalSince1970 - $0 }
+        let samples = try await api.metrics(id, start: start)
+        if json && !watch { return try Output.json(samples) }
+        print(Self.header)
+        samples.forEach { print(Self.row($0)) }
+        guard watch else { return }
+        start = samples.last.map { $0.timestamp + 0.001 } ?? start
+        while true {
+            try await Task.sleep(for: .seconds(5))  // the server samples every 5 s
+            let new = try await api.metrics(id, start: start)
+            new.forEach { print(Self.row($0)) }
+            if let last = new.last { start = last.timestamp + 0.001 }
+        }
+    }
+
+    static let header = "TIME                  CPU%    MEMORY (MiB)      DISK (MiB)"
+
+    static func row(_ m: API.SandboxMetric) -> String {
+        let time = Output.date(m.timestamp)
+        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
+        return pad(time, 22) + pad(String(format: "%.1f", m.cpuUsedPct), 8)
+            + pad("\(m.memUsedBytes >> 20)/\(m.memTotalBytes >> 20)", 18) + "\(m.diskUsedBytes >> 20)/\(m.diskTotalBytes >> 20)"
     }
 }
 

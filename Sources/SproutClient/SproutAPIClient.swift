@@ -166,6 +166,15 @@ public struct SproutAPIClient: Sendable {
         try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/timeout", body: API.SetTimeout(timeoutSeconds: seconds), as: API.Sandbox.self)
     }
 
+    /// The sandbox's resource samples with `start <= timestamp <= end` (seconds since the epoch).
+    public func metrics(_ id: String, start: Double? = nil, end: Double? = nil) async throws -> [API.SandboxMetric] {
+        var query: [String] = []
+        if let start { query.append("start=\(start)") }
+        if let end { query.append("end=\(end)") }
+        let target = "/v1/sandboxes/\(percentEncode(id))/metrics" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        return try await call(.GET, target, as: [API.SandboxMetric].self)
+    }
+
     /// Replaces a running sandbox's outbound policy.
     public func setNetwork(_ id: String, _ network: API.SetNetwork) async throws -> API.Sandbox {
         try await call(.PUT, "/v1/sandboxes/\(percentEncode(id))/network", body: network, as: API.Sandbox.self)

@@ -33,7 +33,8 @@ public enum Cgroups {
         let oom = read(memory + "/memory.oom_control").map(fields)?["oom_kill"] ?? 0
         let cpu = number(path("cpuacct", id) + "/cpuacct.usage") ?? 0
         return ResourceUsage(
-            memoryBytes: bytes, workingSetBytes: max(0, bytes - inactiveFile), cpuNanoseconds: UInt64(max(0, cpu)), oomKills: Int(oom))
+            memoryBytes: bytes, workingSetBytes: max(0, bytes - inactiveFile), cpuNanoseconds: UInt64(max(0, cpu)), oomKills: Int(oom),
+            cacheBytes: stat["total_cache"] ?? 0)
     }
 
     public static func setMemoryLimit(_ id: String, bytes: Int64) throws {

@@ -64,8 +64,11 @@ public struct ResourceUsage: Sendable, Equatable {
     public var cpuNanoseconds: UInt64
     /// How many times the kernel's OOM killer acted in the sandbox's cgroup.
     public var oomKills: Int
+    /// The page cache charged to it.
+    public var cacheBytes: Int64
 
-    public init(memoryBytes: Int64, workingSetBytes: Int64, cpuNanoseconds: UInt64, oomKills: Int) {
+    public init(memoryBytes: Int64, workingSetBytes: Int64, cpuNanoseconds: UInt64, oomKills: Int, cacheBytes: Int64 = 0) {
+        self.cacheBytes = cacheBytes
         self.memoryBytes = memoryBytes
         self.workingSetBytes = workingSetBytes
         self.cpuNanoseconds = cpuNanoseconds

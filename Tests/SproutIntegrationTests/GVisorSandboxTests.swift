@@ -119,6 +119,33 @@ extension Integration {
             }
         }
 
+        @Test("per-sandbox metrics: CPU, memory and disk sampled every 5 s, range-filtered; bad ranges are 400")
+        func metrics() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", diskMB: 256))
+                _ = try await api.start(sandbox.id, API.Exec(shell: "timeout 12 sh -c 'while :; do :; done'"))
+                _ = try await api.run(sandbox.id, API.Exec(shell: "dd if=/dev/zero of=/code/fill bs=1048576 count=24 2>/dev/null; sync"))
+                var samples: [API.SandboxMetric] = []
+                let deadline = ContinuousClock.now + .seconds(20)
+                while ContinuousClock.now < deadline, samples.count < 3 || samples.last!.diskUsedBytes < 24 << 20 {
+                    try await Task.sleep(for: .seconds(1))
+                    samples = try await api.metrics(sandbox.id)
+                }
+                #expect(samples.count >= 3, "\(samples)")
+                #expect(zip(samples, samples.dropFirst()).allSatisfy { $1.timestamp - $0.timestamp < 7 }, "sampled at least every 5 s (a tick of slack): \(samples.map(\.timestamp))")
+                #expect(samples.dropFirst().contains { $0.cpuUsedPct > 30 }, "the busy loop shows: \(samples.map(\.cpuUsedPct))")
+                #expect(samples.allSatisfy { $0.memTotalBytes == 512 << 20 && $0.memUsedBytes > 0 && $0.diskTotalBytes == 256 << 20 && $0.cpuCount == 1 })
+                #expect(samples.last!.diskUsedBytes >= 24 << 20, "\(samples.map(\.diskUsedBytes))")
+                let second = samples[1].timestamp
+                #expect(try await api.metrics(sandbox.id, start: second).first?.timestamp == second)
+                #expect(try await api.metrics(sandbox.id, end: second).last?.timestamp == second)
+                #expect(try await api.metrics(sandbox.id, start: samples.last!.timestamp + 1000).isEmpty)
+                await #expect(throws: SproutError.self) { _ = try await api.metrics(sandbox.id, start: 10, end: 5) }
+                _ = try await api.killSandbox(sandbox.id)
+            }
+        }
+
         @Test("port previews reach an HTTP server and a WebSocket server inside the sandbox")
         func portPreview() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in

@@ -373,6 +373,15 @@ def base_env():
         r = sbx.commands.run("pip install --user --no-cache-dir --disable-pip-version-check six==1.17.0 && python3 -c 'import six; print(six.__version__)'",
                              timeout=180)
         check("base: pip install of a PyPI package inside, as the user", r.stdout.strip().endswith("1.17.0"), repr(r.stdout[-300:]))
+        deadline = time.time() + 15
+        metrics = sbx.get_metrics()
+        while len(metrics) < 2 and time.time() < deadline:
+            time.sleep(1)
+            metrics = sbx.get_metrics()
+        check("metrics: get_metrics returns samples with the sandbox's totals",
+              len(metrics) >= 2 and metrics[-1].mem_total == 512 << 20 and metrics[-1].cpu_count == 1 and metrics[-1].mem_used > 0, repr(metrics[-2:]))
+        since = sbx.get_metrics(start=metrics[-1].timestamp)
+        check("metrics: start filters the range", len(since) >= 1 and all(m.timestamp >= metrics[-1].timestamp for m in since), repr(since))
     finally:
         sbx.kill()
 

@@ -38,6 +38,16 @@ struct E2BControlRoutes {
             _ = try await services.sandboxes.kill(id, for: try context.caller())
             return Response(status: .noContent)
         }
+        group.get("sandboxes/:id/metrics") { request, context in
+            let id = try context.parameters.require("id")
+            _ = try await live(id, context)
+            let (start, end) = try SandboxRoutes.timeRange(request)
+            return try JSONBody.response(services.core.sandboxMetrics.samples(id, start: start, end: end).map {
+                E2B.Metric(timestamp: E2B.rfc3339($0.timestamp), timestampUnix: Int($0.timestamp), cpuCount: $0.cpuCount,
+                           cpuUsedPct: $0.cpuUsedPct, memUsed: $0.memUsedBytes, memTotal: $0.memTotalBytes, memCache: $0.memCacheBytes,
+                           diskUsed: $0.diskUsedBytes, diskTotal: $0.diskTotalBytes)
+            })
+        }
         group.put("sandboxes/:id/network") { request, context in
             let body = try await JSONBody.decode(E2B.NetworkUpdate.self, from: request)
             guard body.egressProxy == nil, (body.rules ?? [:]).isEmpty else {

@@ -40,6 +40,19 @@ enum E2B {
         var allowPublicTraffic: Bool?
     }
 
+    /// One entry of `GET /sandboxes/{id}/metrics`.
+    struct Metric: Encodable {
+        var timestamp: String
+        var timestampUnix: Int
+        var cpuCount: Int
+        var cpuUsedPct: Double
+        var memUsed: Int64
+        var memTotal: Int64
+        var memCache: Int64
+        var diskUsed: Int64
+        var diskTotal: Int64
+    }
+
     /// `PUT /sandboxes/{id}/network`: replaces the policy; omitted fields are cleared.
     struct NetworkUpdate: Decodable {
         var allowOut: [String]?

@@ -65,6 +65,12 @@ struct SandboxRoutes {
         group.get("sandboxes/:id/events") { _, context in
             try JSONBody.response(try await services.sandboxes.events(try context.parameters.require("id"), for: try context.caller()))
         }
+        group.get("sandboxes/:id/metrics") { request, context in
+            let id = try context.parameters.require("id")
+            _ = try await services.sandboxes.get(id, for: try context.caller())
+            let (start, end) = try Self.timeRange(request)
+            return try JSONBody.response(services.core.sandboxMetrics.samples(id, start: start, end: end))
+        }
         group.put("sandboxes/:id/network") { request, context in
             let body = try await JSONBody.decode(API.SetNetwork.self, from: request)
             let id = try context.parameters.require("id")
@@ -103,5 +109,21 @@ struct KeyRoutes {
 
     static func requireAdmin(_ identity: Identity) throws {
         guard identity.admin else { throw SproutError(.forbidden, "managing keys needs an admin key") }
+    }
+}
+
+extension SandboxRoutes {
+    /// `start` and `end` in seconds since the Unix epoch (either may be left out).
+    static func timeRange(_ request: Request) throws -> (Double?, Double?) {
+        func value(_ name: String) throws -> Double? {
+            guard let text = request.uri.queryParameters.get(name) else { return nil }
+            guard let n = Double(text), n.isFinite, n >= 0 else {
+                throw SproutError(.invalidArgument, "\(name) must be seconds since the Unix epoch, got \(text.prefix(32))")
+            }
+            return n
+        }
+        let start = try value("start"), end = try value("end")
+        if let start, let end, start > end { throw SproutError(.invalidArgument, "start is after end") }
+        return (start, end)
     }
 }

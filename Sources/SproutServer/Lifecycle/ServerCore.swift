@@ -93,6 +93,8 @@ public final class ServerCore: Sendable {
     /// The warm pool (set once by `buildApplication`).
     let poolBox = Locked<WarmPool?>(nil)
     var pool: WarmPool? { poolBox.current }
+    /// Each sandbox's resources over time.
+    let sandboxMetrics = SandboxMetrics()
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
 

@@ -22,6 +22,7 @@ struct Supervisor: Service {
             await checkLiveness()
             if tick % 2 == 0 { await DiskWatch(core: core).enforce() }
             if tick % 5 == 0 { await core.pool?.tick() }
+            if tick % Int(SandboxMetrics.interval) == 0 { await sampleMetrics() }
             tick += 1
             try? await Task.sleep(for: .seconds(1))
         }
@@ -69,6 +70,7 @@ struct DiskWatch: Sendable {
         let directories = running.map { core.settings.directory($0.id) + "/upper" }
         let used = (try? await onThread { directories.map { FileSystem.allocatedBytes($0) } }) ?? []
         guard used.count == running.count else { return }
+        for (record, bytes) in zip(running, used) { core.sandboxMetrics.recordDisk(record.id, bytes: bytes) }
         var victims: [(SandboxRecord, String)] = []
         for (record, bytes) in zip(running, used) {
             let limit = Int64(record.diskMB ?? core.settings.defaultDiskMB) << 20
