@@ -25,11 +25,12 @@ public final class WebSocketConnection: @unchecked Sendable {
     /// Connects and performs the opening handshake. Throws the server's
     /// error (status and body) if it refuses the upgrade.
     public init(
-        host: String, port: UInt16, target: String, headers: [(String, String)] = [], timeoutSeconds: Double = 10, resetOnClose: Bool = false
+        host: String, port: UInt16, target: String, headers: [(String, String)] = [], timeoutSeconds: Double = 10, resetOnClose: Bool = false,
+        authority: String? = nil
     ) throws {
         http = try HTTPConnection(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: resetOnClose)
         let key = Data(Identifiers.randomBytes(16)).base64EncodedString()
-        var head = "GET \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(authority ?? "\(host):\(port)")\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         head += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
         for (name, value) in headers {
             guard !(name + value).contains(where: { $0 == "\r" || $0 == "\n" }) else {

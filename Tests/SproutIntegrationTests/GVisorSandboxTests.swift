@@ -172,6 +172,30 @@ extension Integration {
                 try await ws.send(.text("ping through the preview"))
                 #expect(try await ws.receive() == .text("ping through the preview"))
                 ws.close()
+
+                // By host name: {port}-{id}.localhost:PORT reaches the same servers, any path.
+                let host = "8080-\(sandbox.id).localhost:\(server.port)"
+                let byHost = try await CLI.runProcess(["curl", "-s", "-H", "Host: \(host)", "-H", "X-API-Key: \(server.adminKey)",
+                                                       "http://127.0.0.1:\(server.port)/index.html"])
+                #expect(byHost.stdout == "preview-ok\n", "\(byHost.stdout) \(byHost.stderr)")
+                // *.localhost needs no DNS: curl resolves it to loopback itself.
+                let resolved = try await CLI.runProcess(["curl", "-s", "-H", "X-API-Key: \(server.adminKey)", "http://\(host)/index.html"])
+                #expect(resolved.stdout == "preview-ok\n", "\(resolved.stdout) \(resolved.stderr)")
+                let anonymous = try await CLI.runProcess(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)",
+                                                          "http://127.0.0.1:\(server.port)/index.html"])
+                #expect(anonymous.stdout == "401", "no credential: \(anonymous.stdout)")
+                let other = try await api.createKey(API.CreateKey(name: "other", team: "other"))
+                let otherTeam = try await CLI.runProcess(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)",
+                                                          "-H", "X-API-Key: \(other.secret)", "http://127.0.0.1:\(server.port)/index.html"])
+                #expect(otherTeam.stdout == "404", "another team's key: \(otherTeam.stdout)")
+                // Positive control for the probe above: the plain API still answers on this address.
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+                let byHostWS = try WebSocketConnection(
+                    host: "127.0.0.1", port: server.port, target: "/any/path", headers: [("X-API-Key", server.adminKey)],
+                    authority: "8081-\(sandbox.id).localhost:\(server.port)")
+                try await byHostWS.send(.text("ping by host"))
+                #expect(try await byHostWS.receive() == .text("ping by host"))
+                byHostWS.close()
             }
         }
 

@@ -263,7 +263,16 @@ def ports(sbx):
         time.sleep(0.1)
     check("ports: E2b-Sandbox-Port reaches a server inside the sandbox, path and query kept", r.status_code == 200 and "GET /hello?x=1" in r.text, f"{r.status_code} {r.text}")
     check("ports: without the access token it is 401", httpx.get(base + "/", headers={**headers, "X-Access-Token": "x"}).status_code == 401)
-    check("get_host: names the port and the sandbox", sbx.get_host(8080).startswith(f"8080-{sbx.sandbox_id}"), sbx.get_host(8080))
+    host = sbx.get_host(8080)
+    check("get_host: names the port and the sandbox on the server's domain", host.startswith(f"8080-{sbx.sandbox_id}.localhost:"), host)
+    # Python's resolver does not map *.localhost to loopback as curl does: the Host header says it.
+    token = {"X-Access-Token": sbx._envd_access_token}
+    r = httpx.get(base + "/by/host?y=2", headers={"Host": host, **token})
+    check("get_host: the host reaches the port, path and query kept", r.status_code == 200 and "GET /by/host?y=2" in r.text, f"{r.status_code} {r.text}")
+    r = httpx.get(base + "/", headers={"Host": host})
+    check("get_host: without a credential it is 401", r.status_code == 401, f"{r.status_code}")
+    r = httpx.get(base + "/health", headers={"Host": sbx.get_host(49983), **token})
+    check("get_host: envd's port is the daemon", r.status_code == 204, f"{r.status_code} {r.text}")
 
 
 def bad_input(sbx):

@@ -189,7 +189,7 @@ struct E2BControlRoutes {
     }
 
     func created(_ sandbox: API.Sandbox) -> E2B.Sandbox {
-        E2B.Sandbox(templateID: sandbox.env, sandboxID: sandbox.id, envdAccessToken: tokens.token(for: sandbox.id))
+        E2B.Sandbox(templateID: sandbox.env, sandboxID: sandbox.id, envdAccessToken: tokens.token(for: sandbox.id), domain: services.domain)
     }
 
     func detail(_ sandbox: API.Sandbox, withToken: Bool) -> E2B.SandboxDetail {
@@ -197,7 +197,7 @@ struct E2BControlRoutes {
         return E2B.SandboxDetail(
             templateID: sandbox.env, sandboxID: sandbox.id, startedAt: E2B.rfc3339(sandbox.createdAt), endAt: E2B.rfc3339(ends),
             envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
-            cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
+            domain: services.domain, cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
             metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running")
     }
 

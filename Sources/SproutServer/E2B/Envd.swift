@@ -29,7 +29,11 @@ struct EnvdMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        let port = request.headers[Self.portHeader] ?? Self.envdPort
+        return try await daemon(request, context, sandbox: id, port: request.headers[Self.portHeader] ?? Self.envdPort)
+    }
+
+    /// A request for sandbox `id`'s daemon (envd's port) or another port of it.
+    func daemon(_ request: Request, _ context: Context, sandbox id: String, port: String) async throws -> Response {
         guard let record = try await services.core.catalog.sandboxes.find(id), ["running", "paused"].contains(record.state.rawValue) else {
             return Self.notFound(id)
         }

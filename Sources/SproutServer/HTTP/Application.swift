@@ -32,6 +32,9 @@ public struct ServerConfiguration: Sendable {
     public var poolIdleSeconds = 600.0
     /// Give every sandbox and build the host's trusted certificates.
     public var trustHostCA = false
+    /// Sandbox ports are reached at `{port}-{sandboxID}.{domain}` (default
+    /// `localhost:<port>`, which needs no DNS on this machine).
+    public var domain: String?
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -60,6 +63,12 @@ public struct SproutServices: Sendable {
     var config: ServerConfiguration
     /// The E2B daemon's access tokens (a secret in the data directory).
     var envdTokens: EnvdTokens
+    /// The port the server listens on, once it does.
+    let listeningPort = Locked(0)
+
+    /// Where sandbox ports are reached by host (`{port}-{id}.{domain}`):
+    /// `--domain`, else `localhost` with the server's port.
+    var domain: String { config.domain ?? "localhost:\(listeningPort.current)" }
 }
 
 /// Everything a running server is made of, built by `buildApplication`.
@@ -136,7 +145,11 @@ public func buildApplication(
         server: .http1WebSocketUpgrade(webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20))),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
         services: [Supervisor(core: core, builder: services.builder)],
-        onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? config.port
+            services.listeningPort.withLock { $0 = port }
+            onListening(port)
+        },
         logger: logger)
     return (app, SproutServerParts(services: services, newAdminKey: newAdminKey))
 }
@@ -145,8 +158,10 @@ public func buildApplication(
 public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
-    // E2B: daemon requests (by header) before any route; the control plane beside /v1.
     let tokens = services.envdTokens
+    // Sandbox ports by host name, before any route.
+    router.middlewares.add(HostRouteMiddleware(routing: HostRouting(services: services, tokens: tokens)))
+    // E2B: daemon requests (by header) before any route; the control plane beside /v1.
     router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens))
     E2BControlRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
@@ -172,6 +187,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
 func makeWebSocketRouter(_ services: SproutServices) -> Router<SproutContext> {
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
+    router.middlewares.add(HostRouteWebSocketMiddleware(routing: HostRouting(services: services, tokens: services.envdTokens)))
     let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
     TerminalRoutes(services: services).register(webSocket: v1)
     ExecStreamRoutes(services: services).register(webSocket: v1)
