@@ -28,10 +28,18 @@ public enum API {
         /// Take a sandbox the server started ahead of demand, if one fits
         /// (default true). False always starts a new one (for benchmarks).
         public var fromPool: Bool?
+        /// What the timeout does: "kill" (the default) or "pause" (every
+        /// process kept; needs memory snapshots, gVisor).
+        public var onTimeout: String?
+        /// With onTimeout "pause": the next request that needs it running
+        /// resumes it first (exec, files, terminal, previews, E2B daemon calls).
+        public var autoResume: Bool?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
                     envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil, diskMB: Int? = nil,
-                    fromPool: Bool? = nil) {
+                    fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil) {
+            self.onTimeout = onTimeout
+            self.autoResume = autoResume
             self.env = env
             self.timeoutSeconds = timeoutSeconds
             self.cpu = cpu
@@ -76,11 +84,14 @@ public enum API {
         public var memory: MemoryImages?
         /// When a paused sandbox went to sleep (seconds since the Unix epoch).
         public var pausedAt: Double?
+        /// "pause" when its timeout pauses it instead of killing it.
+        public var onTimeout: String?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],
                     envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
-                    memory: MemoryImages? = nil, pausedAt: Double? = nil) {
+                    memory: MemoryImages? = nil, pausedAt: Double? = nil, onTimeout: String? = nil) {
+            self.onTimeout = onTimeout
             self.pausedAt = pausedAt
             self.autoResume = autoResume
             self.remainingSeconds = remainingSeconds

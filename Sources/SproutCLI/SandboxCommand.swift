@@ -33,13 +33,16 @@ struct SandboxCreate: AsyncParsableCommand {
     @Flag(name: .customLong("no-internet"), help: "No outbound network access.") var noInternet = false
     @Option(help: "Allow outbound traffic only to this IPv4 CIDR (repeatable).") var egress: [String] = []
     @Option(help: "What the sandbox may write, in MiB (default 10240); beyond it the sandbox is stopped.") var disk: Int?
+    @Option(help: "What the timeout does: kill (default) or pause (every process kept; gVisor).") var onTimeout: String?
+    @Flag(help: "With --on-timeout pause: the next request that needs the sandbox resumes it.") var autoResume = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let request = API.CreateSandbox(
             env: env, timeoutSeconds: timeout, cpu: cpu, memoryMB: memory,
             envVars: try keyValues(envVars, what: "--env"), metadata: try keyValues(meta, what: "--meta"),
-            internet: noInternet ? false : nil, egress: egress.isEmpty ? nil : egress, diskMB: disk)
+            internet: noInternet ? false : nil, egress: egress.isEmpty ? nil : egress, diskMB: disk,
+            onTimeout: onTimeout, autoResume: autoResume ? true : nil)
         let sandbox = try await client.client().createSandbox(request)
         if json { try Output.json(sandbox) } else { print(sandbox.id) }
     }

@@ -266,12 +266,55 @@ extension Integration {
             }
         }
 
+        @Test("onTimeout pause: the timeout pauses (not kills); 20 concurrent requests wake it once; its counter goes on; bad lifecycles are 400")
+        func timeoutPausesAndWakes() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                for bad in [API.CreateSandbox(env: "empty", onTimeout: "sleep"), API.CreateSandbox(env: "empty", autoResume: true)] {
+                    await #expect(throws: SproutError.self) { _ = try await api.createSandbox(bad) }
+                }
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 3, onTimeout: "pause", autoResume: true))
+                #expect(sandbox.onTimeout == "pause" && sandbox.autoResume == true)
+                _ = try await api.start(sandbox.id, API.Exec(shell: "i=0; while :; do i=$((i+1)); echo $i > /code/n; sleep 0.1; done"))
+                var state = ""
+                for _ in 0..<80 where state != "paused" {
+                    try await Task.sleep(for: .milliseconds(250))
+                    state = try await api.sandbox(sandbox.id).state
+                }
+                #expect(state == "paused", "the timeout paused it, not killed it: \(state)")
+                let slept = try await api.sandbox(sandbox.id)
+                #expect(slept.pausedAt != nil && slept.autoResume == true)
+                // The last count before it slept, from its writable layer on the host.
+                let before = Int(try String(contentsOfFile: "\(server.data)/sandboxes/\(sandbox.id)/upper/code/n", encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                #expect(before > 5, "the counter ran before the pause: \(before)")
+                let answers = try await withThrowingTaskGroup(of: String.self) { group in
+                    for _ in 0..<20 { group.addTask { try await api.run(sandbox.id, API.Exec(shell: "cat /code/n")).stdoutText } }
+                    var all: [String] = []
+                    for try await answer in group { all.append(answer) }
+                    return all
+                }
+                #expect(answers.count == 20 && answers.allSatisfy { (Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= before },
+                        "every request answered, after the counter's last value: \(answers)")
+                let wakes = try await api.events(sandbox.id).filter { $0.kind == "wake" }
+                #expect(wakes.count == 1, "one resume for 20 requests: \(wakes)")
+                #expect(try await api.metrics().contains("sprout_wakes_total 1"))
+                try await Task.sleep(for: .milliseconds(500))
+                let later = Int(try await api.run(sandbox.id, API.Exec(shell: "cat /code/n")).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                #expect(later > before, "the same process counts on: \(before) then \(later)")
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+                _ = try await api.killSandbox(sandbox.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("runc has no memory snapshots here: pause, fork say so, never a silent downgrade")
         func runcRefuses() async throws {
             try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
-                for attempt in [{ _ = try await api.pause(sandbox.id) }, { _ = try await api.fork(sandbox.id, count: 1) }] {
+                let pauseOnTimeout = { _ = try await api.createSandbox(API.CreateSandbox(env: "empty", onTimeout: "pause")) }
+                for attempt in [{ _ = try await api.pause(sandbox.id) }, { _ = try await api.fork(sandbox.id, count: 1) }, pauseOnTimeout] {
                     do {
                         try await attempt()
                         Issue.record("runc snapshotted memory")

@@ -310,6 +310,25 @@ async def async_client():
     check("async: create, run, files, kill", (r.stdout, content) == ("async\n", "y"), repr((r.stdout, content)))
 
 
+def auto_pause():
+    sbx = Sandbox.create(template=TEMPLATE, timeout=3, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        sbx.commands.run("echo slept > /opt/state")
+        state = None
+        deadline = time.time() + 20
+        while time.time() < deadline and state != "paused":
+            time.sleep(0.5)
+            state = Sandbox.get_info(sbx.sandbox_id).state.value
+        check("lifecycle: on_timeout pause pauses at the timeout (not killed)", state == "paused", state)
+        life = Sandbox.get_info(sbx.sandbox_id).lifecycle
+        check("lifecycle: get_info reports the lifecycle", str(life["on_timeout"]) == "pause" and life["auto_resume"] is True, repr(life))
+        r = sbx.commands.run("cat /opt/state")
+        check("lifecycle: auto_resume wakes it for the next command, files intact", r.stdout == "slept\n", repr(r.stdout))
+        check("lifecycle: running again", Sandbox.get_info(sbx.sandbox_id).state.value == "running")
+    finally:
+        sbx.kill()
+
+
 def base_env():
     """The `base` template: E2B's default user, its home, its files, metadata
     kept as extended attributes, and pip through the host's CA."""
@@ -413,6 +432,7 @@ def main():
         other_team(sbx)
         lifecycle(sbx)
         asyncio.run(async_client())
+        auto_pause()
         base_env()
     except BaseException:
         sbx.kill()

@@ -155,6 +155,16 @@ public final class Catalog: Sendable {
             try db.create(index: "sandbox_team_state", on: "sandbox", columns: ["team", "state"])
             try db.alter(table: "build") { t in t.add(column: "version", .integer).notNull().defaults(to: 0) }
         }
+        m.registerMigration("v12-lifecycle") { db in
+            try db.alter(table: "sandbox") { t in
+                // What its timeout does: kill (nil) or pause.
+                t.add(column: "onTimeout", .text)
+                // The timeout it was given last, renewed when a timeout pause wakes.
+                t.add(column: "lifetimeSeconds", .double)
+                // A timeout pause resumes on the next request that needs it running.
+                t.add(column: "resumeOnRequest", .boolean).notNull().defaults(to: false)
+            }
+        }
         return m
     }
 }

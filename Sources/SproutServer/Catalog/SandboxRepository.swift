@@ -38,6 +38,12 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     fileprivate(set) var version: Int = 0
     /// When it was last paused.
     var pausedAt: Double? = nil
+    /// What its timeout does: nil kills it, "pause" pauses it.
+    var onTimeout: String? = nil
+    /// The timeout it was given last (seconds), renewed when a timeout pause wakes.
+    var lifetimeSeconds: Double? = nil
+    /// A timeout pause resumes on the next request that needs it running.
+    var resumeOnRequest: Bool = false
 
     /// A new sandbox, `creating`.
     init(

@@ -198,7 +198,8 @@ struct E2BControlRoutes {
             templateID: sandbox.env, sandboxID: sandbox.id, startedAt: E2B.rfc3339(sandbox.createdAt), endAt: E2B.rfc3339(ends),
             envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
             domain: services.domain, cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
-            metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running")
+            metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running",
+            lifecycle: E2B.Lifecycle(autoResume: sandbox.onTimeout == "pause" && sandbox.autoResume == true, onTimeout: sandbox.onTimeout ?? "kill"))
     }
 
     /// The caller's sandbox while it is running or paused; ended ones are not found, as in E2B.
@@ -222,8 +223,13 @@ struct E2BControlRoutes {
     static func translate(_ body: E2B.NewSandbox) throws -> API.CreateSandbox {
         let (internet, egress) = try policy(allowOut: body.network?.allowOut, denyOut: body.network?.denyOut,
                                             internet: body.allowInternetAccess ?? true)
+        guard body.autoPauseMemory != false else {
+            throw SproutError(.unsupported, "a filesystem-only pause (autoPauseMemory: false) is not supported yet; Sprout pauses with memory")
+        }
+        let autoResume = body.autoResume?.enabled == true
         return API.CreateSandbox(env: body.templateID, timeoutSeconds: body.timeout, envVars: body.envVars, metadata: body.metadata,
-                                 internet: internet, egress: egress.isEmpty ? nil : egress)
+                                 internet: internet, egress: egress.isEmpty ? nil : egress,
+                                 onTimeout: body.autoPause == true || autoResume ? "pause" : nil, autoResume: autoResume ? true : nil)
     }
 
     /// E2B's allow/deny lists as Sprout's policy: `allowOut` is an egress

@@ -27,11 +27,22 @@ enum E2B {
         var allowInternetAccess: Bool?
         var network: Network?
         var autoPause: Bool?
+        /// false: a filesystem-only pause (not served yet).
+        var autoPauseMemory: Bool?
+        var autoResume: AutoResume?
+
+        struct AutoResume: Decodable { var enabled: Bool? }
 
         enum CodingKeys: String, CodingKey {
-            case templateID, timeout, metadata, envVars, secure, network, autoPause
+            case templateID, timeout, metadata, envVars, secure, network, autoPause, autoPauseMemory, autoResume
             case allowInternetAccess = "allow_internet_access"
         }
+    }
+
+    /// What a sandbox's timeout does, in get answers.
+    struct Lifecycle: Encodable {
+        var autoResume: Bool
+        var onTimeout: String
     }
 
     struct Network: Codable {
@@ -90,6 +101,7 @@ enum E2B {
         var diskSizeMB: Int
         var metadata: [String: String]?
         var state: String
+        var lifecycle: Lifecycle?
     }
 
     struct Timeout: Decodable {

@@ -71,6 +71,17 @@ public final class ServerMetrics: Sendable {
             .increment()
     }
 
+    /// A sandbox's timeout paused it (or tried to).
+    func timeoutPause(result: String) {
+        registry.makeCounter(descriptor: descriptor("timeout_pauses_total", "Sandboxes paused by their timeout, by result"), labels: [("result", result)])
+            .increment()
+    }
+
+    /// A request woke a sleeping sandbox.
+    func wake() {
+        registry.makeCounter(descriptor: descriptor("wakes_total", "Sleeping sandboxes resumed by a request"), labels: []).increment()
+    }
+
     /// Pause, resume and fork durations.
     func memoryOperation(_ operation: String, seconds: Double) {
         registry.makeValueHistogram(

@@ -13,6 +13,9 @@ struct CreateRequest: Sendable {
     var metadata: [String: String]
     var envVars: [String: String]
     var fromPool: Bool
+    /// The timeout pauses (instead of killing), and the pause wakes on request.
+    var pauseOnTimeout = false
+    var autoResume = false
 
     struct Limits: Sendable, Equatable {
         var cpu: Double
@@ -112,5 +115,14 @@ extension CreateRequest {
         let internet = request.internet ?? true
         policy = NetworkPolicy(internet: internet, egress: try Self.validateEgress(request.egress ?? [], internet: internet))
         fromPool = request.fromPool != false
+        switch request.onTimeout {
+        case nil, "kill": pauseOnTimeout = false
+        case "pause": pauseOnTimeout = true
+        case let other?: throw SproutError(.invalidArgument, "onTimeout must be kill or pause, got '\(other.prefix(32))'")
+        }
+        autoResume = request.autoResume ?? false
+        guard !autoResume || pauseOnTimeout else {
+            throw SproutError(.invalidArgument, "autoResume needs onTimeout: pause (a killed sandbox cannot wake)")
+        }
     }
 }

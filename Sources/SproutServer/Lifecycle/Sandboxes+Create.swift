@@ -13,6 +13,7 @@ extension Sandboxes {
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         let request = try CreateRequest(body, settings: core.settings)
+        if request.pauseOnTimeout { try core.requireMemorySnapshots() }
         let env = try await EnvGraph(core: core).resolve(request.env, team: identity.team)
         if request.poolable(core.settings) {
             await core.pool?.noteDemand(env)
@@ -20,10 +21,14 @@ extension Sandboxes {
             let metadata = JSONColumn.encode(request.metadata)
             let envVars = JSONColumn.encode(request.envVars)
             let team = identity.team
+            let (pause, resume) = (request.pauseOnTimeout, request.autoResume)
             if let claimed = try await repository.claim(env: env.id, runtime: core.runtime.kind.rawValue, { record in
                 record.team = team
                 record.createdAt = now()
                 record.expiresAt = now() + timeout
+                record.lifetimeSeconds = timeout
+                record.onTimeout = pause ? "pause" : nil
+                record.resumeOnRequest = resume
                 record.metadata = metadata
                 record.envVars = envVars
             }) {
@@ -62,11 +67,15 @@ extension Sandboxes {
         let id = Identifiers.make(prefix: "sbx", length: 16)
         let token = warmImage != nil ? (env.memoryToken ?? "") : Identifiers.random(length: 40)
         let slot = try core.host.addresses.allocate(owner: core.slotOwner(id))
-        let record = SandboxRecord(
+        var made = SandboxRecord(
             id: id, team: team, env: env.id, runtime: core.runtime.kind.rawValue, createdAt: now(),
             expiresAt: pooled ? nil : now() + Double(request.limits.timeout), cpu: request.limits.cpu, memoryMB: request.limits.memoryMB,
             internet: request.policy.internet, metadata: request.metadata, envVars: request.envVars, slot: slot.index, agentToken: token,
             egress: request.policy.egress, diskMB: request.limits.diskMB)
+        made.lifetimeSeconds = Double(request.limits.timeout)
+        made.onTimeout = request.pauseOnTimeout ? "pause" : nil
+        made.resumeOnRequest = request.autoResume
+        let record = made
         do {
             try await repository.insert(record)
         } catch {

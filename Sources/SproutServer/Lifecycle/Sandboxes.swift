@@ -113,6 +113,7 @@ public struct Sandboxes: Sendable {
         try CreateRequest.validateTimeout(seconds, max: core.settings.maxTimeoutSeconds)
         _ = try await repository.owned(id, team: identity.team)
         let record = try await repository.modify(id) { record in
+            record.lifetimeSeconds = Double(seconds)
             switch record.state {
             case .paused:
                 // The clock starts again at resume.
@@ -165,12 +166,38 @@ public struct Sandboxes: Sendable {
         let expired = ((try? await repository.all(in: [.running])) ?? []).filter { ($0.expiresAt ?? .infinity) < now() }
         var reaped = 0
         for record in expired {
+            if record.onTimeout == "pause" && core.runtime.capabilities.memorySnapshot {
+                if await pauseOnTimeout(record) { reaped += 1 }
+                continue
+            }
             let done = try? await core.gate.runIfIdle(.kill, on: record.id) {
                 try await killNow(record.id, reason: "timeout", error: nil)
             }
             if done != nil { reaped += 1 }
         }
         return reaped
+    }
+
+    /// A timeout that pauses: every process kept, the full timeout given
+    /// again when it resumes. A pause that fails ends in a kill, with why.
+    func pauseOnTimeout(_ record: SandboxRecord) async -> Bool {
+        let id = record.id
+        let memory = MemorySnapshots(core: core)
+        let done: Bool? = await core.gate.runIfIdle(.pause, on: id) {
+            do {
+                _ = try await memory.pauseNow(id, autoResume: record.resumeOnRequest)
+                _ = try? await repository.modify(id) { $0.remainingSeconds = $0.lifetimeSeconds ?? Double(core.settings.defaultTimeoutSeconds) }
+                await repository.note(id, kind: "timeout", "paused on timeout" + (record.resumeOnRequest ? "; the next request resumes it" : ""))
+                core.metrics.timeoutPause(result: "paused")
+                return true
+            } catch {
+                core.logger.withSandbox(id).warning("pause on timeout failed; killing", metadata: ["error": "\(error)"])
+                core.metrics.timeoutPause(result: "failed")
+                _ = try? await killNow(id, reason: "timeout", error: "the timeout's pause failed: \((error as? SproutError)?.message ?? "\(error)")")
+                return true
+            }
+        }
+        return done ?? false
     }
 }
 
@@ -181,7 +208,7 @@ extension SandboxRecord {
             expiresAt: state == .killed || state == .paused ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
             internet: internet, egress: egress.map { JSONColumn.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary,
             envVarNames: envVarsDictionary.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
-            autoResume: state == .paused ? autoResume : nil, remainingSeconds: state == .paused ? remainingSeconds : nil,
-            pausedAt: state == .paused ? pausedAt : nil)
+            autoResume: state == .paused ? autoResume : (resumeOnRequest ? true : nil), remainingSeconds: state == .paused ? remainingSeconds : nil,
+            pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout)
     }
 }

@@ -90,7 +90,10 @@ public struct MemorySnapshots: Sendable {
         try await core.gate.run(.wake, on: id) {
             guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
             guard record.state == .paused && record.autoResume else { return record }
-            return try await resumeNow(record)
+            let woken = try await resumeNow(record)
+            core.metrics.wake()
+            await repository.note(id, kind: "wake", "resumed by a request")
+            return woken
         }
     }
 
