@@ -34,10 +34,14 @@ public enum API {
         /// With onTimeout "pause": the next request that needs it running
         /// resumes it first (exec, files, terminal, previews, E2B daemon calls).
         public var autoResume: Bool?
+        /// Pause after this many seconds without a request or an open stream
+        /// (gVisor), independent of the timeout; with autoResume the next request wakes it.
+        public var idlePauseSeconds: Int?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
                     envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil, diskMB: Int? = nil,
-                    fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil) {
+                    fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil, idlePauseSeconds: Int? = nil) {
+            self.idlePauseSeconds = idlePauseSeconds
             self.onTimeout = onTimeout
             self.autoResume = autoResume
             self.env = env
@@ -86,11 +90,14 @@ public enum API {
         public var pausedAt: Double?
         /// "pause" when its timeout pauses it instead of killing it.
         public var onTimeout: String?
+        /// Pauses after this many idle seconds.
+        public var idlePauseSeconds: Double?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],
                     envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
-                    memory: MemoryImages? = nil, pausedAt: Double? = nil, onTimeout: String? = nil) {
+                    memory: MemoryImages? = nil, pausedAt: Double? = nil, onTimeout: String? = nil, idlePauseSeconds: Double? = nil) {
+            self.idlePauseSeconds = idlePauseSeconds
             self.onTimeout = onTimeout
             self.pausedAt = pausedAt
             self.autoResume = autoResume

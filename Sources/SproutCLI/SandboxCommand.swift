@@ -34,7 +34,8 @@ struct SandboxCreate: AsyncParsableCommand {
     @Option(help: "Allow outbound traffic only to this IPv4 CIDR (repeatable).") var egress: [String] = []
     @Option(help: "What the sandbox may write, in MiB (default 10240); beyond it the sandbox is stopped.") var disk: Int?
     @Option(help: "What the timeout does: kill (default) or pause (every process kept; gVisor).") var onTimeout: String?
-    @Flag(help: "With --on-timeout pause: the next request that needs the sandbox resumes it.") var autoResume = false
+    @Flag(help: "With --on-timeout pause or --idle-pause: the next request that needs the sandbox resumes it.") var autoResume = false
+    @Option(help: "Pause after this many seconds without a request or an open stream (gVisor).") var idlePause: Int?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -42,7 +43,7 @@ struct SandboxCreate: AsyncParsableCommand {
             env: env, timeoutSeconds: timeout, cpu: cpu, memoryMB: memory,
             envVars: try keyValues(envVars, what: "--env"), metadata: try keyValues(meta, what: "--meta"),
             internet: noInternet ? false : nil, egress: egress.isEmpty ? nil : egress, diskMB: disk,
-            onTimeout: onTimeout, autoResume: autoResume ? true : nil)
+            onTimeout: onTimeout, autoResume: autoResume ? true : nil, idlePauseSeconds: idlePause)
         let sandbox = try await client.client().createSandbox(request)
         if json { try Output.json(sandbox) } else { print(sandbox.id) }
     }

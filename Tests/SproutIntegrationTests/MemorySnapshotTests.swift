@@ -275,7 +275,8 @@ extension Integration {
                 }
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 3, onTimeout: "pause", autoResume: true))
                 #expect(sandbox.onTimeout == "pause" && sandbox.autoResume == true)
-                _ = try await api.start(sandbox.id, API.Exec(shell: "i=0; while :; do i=$((i+1)); echo $i > /code/n; sleep 0.1; done"))
+                // Written whole (a rename), so a read never sees a half-written count.
+                _ = try await api.start(sandbox.id, API.Exec(shell: "i=0; while :; do i=$((i+1)); echo $i > /code/n.new; mv /code/n.new /code/n; sleep 0.1; done"))
                 var state = ""
                 for _ in 0..<80 where state != "paused" {
                     try await Task.sleep(for: .milliseconds(250))
@@ -302,6 +303,40 @@ extension Integration {
                 try await Task.sleep(for: .milliseconds(500))
                 let later = Int(try await api.run(sandbox.id, API.Exec(shell: "cat /code/n")).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
                 #expect(later > before, "the same process counts on: \(before) then \(later)")
+                #expect(try await api.sandbox(sandbox.id).state == "running")
+                _ = try await api.killSandbox(sandbox.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("idlePauseSeconds: no pause while a stream is open or requests come, a pause soon after they stop; the next request wakes it")
+        func idlePause() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                await #expect(throws: SproutError.self) { _ = try await api.createSandbox(API.CreateSandbox(env: "empty", idlePauseSeconds: 0)) }
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", autoResume: true, idlePauseSeconds: 2))
+                #expect(sandbox.idlePauseSeconds == 2)
+                // An open exec stream for 5 s: busy all along, though no request comes.
+                let held = Task { try await api.run(sandbox.id, API.Exec(shell: "sleep 5; echo done")) }
+                try await Task.sleep(for: .seconds(4))
+                #expect(try await api.sandbox(sandbox.id).state == "running", "not paused while a stream is open")
+                #expect(try await held.value.stdoutText == "done\n")
+                // Requests every second keep it awake too.
+                for _ in 0..<4 {
+                    _ = try await api.run(sandbox.id, API.Exec(shell: "true"))
+                    try await Task.sleep(for: .seconds(1))
+                }
+                #expect(try await api.sandbox(sandbox.id).state == "running", "not paused while requests come")
+                var state = ""
+                let quiet = ContinuousClock.now
+                for _ in 0..<60 where state != "paused" {
+                    try await Task.sleep(for: .milliseconds(250))
+                    state = try await api.sandbox(sandbox.id).state
+                }
+                #expect(state == "paused", "paused once idle: \(state)")
+                #expect(ContinuousClock.now - quiet < .seconds(8), "soon after the idle time (2 s; a tick and the pause itself)")
+                #expect(try await api.events(sandbox.id).contains { $0.kind == "idle" })
+                #expect(try await api.run(sandbox.id, API.Exec(shell: "echo awake")).stdoutText == "awake\n")
                 #expect(try await api.sandbox(sandbox.id).state == "running")
                 _ = try await api.killSandbox(sandbox.id)
                 await expectNoLeftovers(server.data)

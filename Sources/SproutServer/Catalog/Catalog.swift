@@ -165,6 +165,10 @@ public final class Catalog: Sendable {
                 t.add(column: "resumeOnRequest", .boolean).notNull().defaults(to: false)
             }
         }
+        m.registerMigration("v13-idle-pause") { db in
+            // Pause after this many seconds without a request or an open stream.
+            try db.alter(table: "sandbox") { t in t.add(column: "idlePauseSeconds", .double) }
+        }
         return m
     }
 }

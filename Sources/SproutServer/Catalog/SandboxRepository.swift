@@ -44,6 +44,8 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var lifetimeSeconds: Double? = nil
     /// A timeout pause resumes on the next request that needs it running.
     var resumeOnRequest: Bool = false
+    /// Pause after this many seconds without a request or an open stream.
+    var idlePauseSeconds: Double? = nil
 
     /// A new sandbox, `creating`.
     init(

@@ -177,11 +177,11 @@ extension EnvdService {
     /// (the client going away) detaches; the process keeps running.
     func stream(_ session: ProcessSession, _ request: Request, pty: Bool) -> Response {
         let interval = request.headers[HTTPField.Name("Keepalive-Ping-Interval")!].flatMap { Double($0) }.map { max(1, $0) }
-        let sandboxes = services.sandboxes, id = sandboxID
+        let sandboxes = services.sandboxes, id = sandboxID, activity = services.core.activity
         return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
             defer { session.close() }
             let frames = AsyncChannel<ByteBuffer>()
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     var failure: ConnectRPC.Failure?
                     do {
@@ -214,7 +214,7 @@ extension EnvdService {
                 }
                 for await frame in frames { try await writer.write(frame) }
                 group.cancelAll()
-            }
+            } }
             try await writer.finish(nil)
         })
     }

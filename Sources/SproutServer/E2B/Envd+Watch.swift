@@ -149,15 +149,18 @@ extension EnvdService {
             let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
             let (path, session) = try await openWatch(body, context)
             let enrich = try await enricher(body, directory: path, context)
+            let activity = services.core.activity, id = sandboxID
             return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
                 var failure: ConnectRPC.Failure?
                 var translator = EnvdWatch.Translator(directory: path)
                 do {
                     try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(start: .init())))
-                    for try await event in session {
-                        for translated in translator.translate(event) {
-                            try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(filesystem: await enrich(translated))))
+                    try await activity.holding(id) {
+                        for try await event in session {
+                            for translated in translator.translate(event) {
+                                try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(filesystem: await enrich(translated))))
+                            }
                         }
                     }
                 } catch {

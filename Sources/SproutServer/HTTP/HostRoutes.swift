@@ -112,9 +112,11 @@ struct HostRouteWebSocketMiddleware: RouterMiddleware {
             let path = HostRouting.upstreamTarget(wsContext.request)
             let upstream = try await onThread { try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true) }
             let keys = routing.services.keys
-            try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {
-                // A key's revocation ends it at once; a token lives as long as the sandbox.
-                if identity.keyID.hasPrefix("token:") { try? await Task.sleep(for: .seconds(86_400 * 365)) } else { await keys.untilRevoked(identity.keyID) }
+            try await routing.services.core.activity.holding(id) {
+                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {
+                    // A key's revocation ends it at once; a token lives as long as the sandbox.
+                    if identity.keyID.hasPrefix("token:") { try? await Task.sleep(for: .seconds(86_400 * 365)) } else { await keys.untilRevoked(identity.keyID) }
+                }
             }
         })
         return try await upgrade.handle(request, context: context, next: next)

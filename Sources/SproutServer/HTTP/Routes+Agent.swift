@@ -182,6 +182,7 @@ struct AgentRoutes {
     /// A process's life as NDJSON: `started`, output as produced, then `exit`.
     static func stream(_ session: ProcessSession, sandbox id: String, sandboxes: Sandboxes) -> Response {
         Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+          try await sandboxes.core.activity.holding(id) {
             defer { session.close() }
             try await writer.write(Self.line(API.ExecEvent(started: session.info)))
             do {
@@ -200,6 +201,7 @@ struct AgentRoutes {
                 try await writer.write(Self.line(API.ExecEvent(error: body)))
             }
             try await writer.finish(nil)
+          }
         })
     }
 

@@ -28,7 +28,7 @@ struct ExecStreamRoutes {
             let id = try context.parameters.require("id")
             let keyID = try context.caller().keyID
             let started = AsyncChannel<ProcessSession>()
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await services.core.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 // The one reader of the client's messages: the request, then input.
                 group.addTask {
                     var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
@@ -77,7 +77,7 @@ struct ExecStreamRoutes {
                 group.addTask { [keys] in await keys.untilRevoked(keyID) }
                 try await group.next()
                 group.cancelAll()
-            }
+            } }
         }
     }
 

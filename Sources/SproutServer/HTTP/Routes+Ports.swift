@@ -43,7 +43,10 @@ struct PortRoutes {
                     try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true)
                 }
                 let keyID = try wsContext.requestContext.caller().keyID
-                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
+                let id = try wsContext.requestContext.parameters.require("id")
+                try await services.core.activity.holding(id) {
+                    try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
+                }
             }
         }
     }

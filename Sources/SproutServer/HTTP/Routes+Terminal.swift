@@ -39,7 +39,7 @@ struct TerminalRoutes {
             let keyID = try context.caller().keyID
             let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: env, pty: size))
             defer { session.close() }
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await services.core.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for try await item in session {
                         switch item {
@@ -69,7 +69,7 @@ struct TerminalRoutes {
                 group.addTask { [keys] in await keys.untilRevoked(keyID) }
                 try await group.next()
                 group.cancelAll()
-            }
+            } }
         }
     }
 

@@ -16,6 +16,7 @@ struct CreateRequest: Sendable {
     /// The timeout pauses (instead of killing), and the pause wakes on request.
     var pauseOnTimeout = false
     var autoResume = false
+    var idlePauseSeconds: Int?
 
     struct Limits: Sendable, Equatable {
         var cpu: Double
@@ -121,8 +122,12 @@ extension CreateRequest {
         case let other?: throw SproutError(.invalidArgument, "onTimeout must be kill or pause, got '\(other.prefix(32))'")
         }
         autoResume = request.autoResume ?? false
-        guard !autoResume || pauseOnTimeout else {
-            throw SproutError(.invalidArgument, "autoResume needs onTimeout: pause (a killed sandbox cannot wake)")
+        idlePauseSeconds = request.idlePauseSeconds
+        if let idle = idlePauseSeconds, !(1...86_400).contains(idle) {
+            throw SproutError(.invalidArgument, "idlePauseSeconds must be 1-86400, got \(idle)")
+        }
+        guard !autoResume || pauseOnTimeout || idlePauseSeconds != nil else {
+            throw SproutError(.invalidArgument, "autoResume needs onTimeout: pause or idlePauseSeconds (a killed sandbox cannot wake)")
         }
     }
 }

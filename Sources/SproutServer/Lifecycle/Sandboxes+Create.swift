@@ -13,7 +13,7 @@ extension Sandboxes {
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         let request = try CreateRequest(body, settings: core.settings)
-        if request.pauseOnTimeout { try core.requireMemorySnapshots() }
+        if request.pauseOnTimeout || request.idlePauseSeconds != nil { try core.requireMemorySnapshots() }
         let env = try await EnvGraph(core: core).resolve(request.env, team: identity.team)
         if request.poolable(core.settings) {
             await core.pool?.noteDemand(env)
@@ -21,7 +21,7 @@ extension Sandboxes {
             let metadata = JSONColumn.encode(request.metadata)
             let envVars = JSONColumn.encode(request.envVars)
             let team = identity.team
-            let (pause, resume) = (request.pauseOnTimeout, request.autoResume)
+            let (pause, resume, idle) = (request.pauseOnTimeout, request.autoResume, request.idlePauseSeconds.map(Double.init))
             if let claimed = try await repository.claim(env: env.id, runtime: core.runtime.kind.rawValue, { record in
                 record.team = team
                 record.createdAt = now()
@@ -29,6 +29,7 @@ extension Sandboxes {
                 record.lifetimeSeconds = timeout
                 record.onTimeout = pause ? "pause" : nil
                 record.resumeOnRequest = resume
+                record.idlePauseSeconds = idle
                 record.metadata = metadata
                 record.envVars = envVars
             }) {
@@ -75,6 +76,7 @@ extension Sandboxes {
         made.lifetimeSeconds = Double(request.limits.timeout)
         made.onTimeout = request.pauseOnTimeout ? "pause" : nil
         made.resumeOnRequest = request.autoResume
+        made.idlePauseSeconds = request.idlePauseSeconds.map(Double.init)
         let record = made
         do {
             try await repository.insert(record)

@@ -51,12 +51,18 @@ public struct Sandboxes: Sendable {
     /// resume on demand is resumed first (concurrent requests cause one resume).
     func running(_ id: String, for identity: Identity) async throws -> SandboxRecord {
         var record = try await repository.owned(id, team: identity.team)
-        if record.state == .paused && record.autoResume {
+        // A sleeping sandbox that wakes on request, or one already waking (or
+        // falling asleep for a pause that will wake): wait for the one
+        // resume in the gate, then take it running.
+        if (record.state == .paused && record.autoResume) || record.state == .resuming
+            || (record.state == .pausing && record.resumeOnRequest)
+        {
             record = try await MemorySnapshots(core: core).wake(id)
         }
         guard record.state == .running, record.slot != nil else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
         }
+        core.activity.touch(id)
         return record
     }
 
@@ -178,6 +184,32 @@ public struct Sandboxes: Sendable {
         return reaped
     }
 
+    /// Pauses every running sandbox that asked to sleep when idle and has had
+    /// no request and no open stream for that long.
+    @discardableResult
+    public func pauseIdle() async -> Int {
+        let candidates = ((try? await repository.all(in: [.running])) ?? []).filter { $0.idlePauseSeconds != nil && !$0.team.isEmpty }
+        guard !candidates.isEmpty, core.runtime.capabilities.memorySnapshot else { return 0 }
+        let memory = MemorySnapshots(core: core)
+        var paused = 0
+        for record in candidates {
+            guard let limit = record.idlePauseSeconds, let idle = core.activity.idleSeconds(record.id, since: record.createdAt), idle >= limit else { continue }
+            do {
+                let done: Bool? = try await core.gate.runIfIdle(.pause, on: record.id) {
+                    _ = try await memory.pauseNow(record.id, autoResume: record.resumeOnRequest)
+                    await repository.note(record.id, kind: "idle", "paused after \(Int(idle)) s without a request or an open stream")
+                    return true
+                }
+                if done == true { paused += 1 }
+            } catch {
+                // Not now (an open connection gVisor cannot save, say): try again after another idle spell.
+                core.activity.touch(record.id)
+                core.logger.withSandbox(record.id).notice("idle pause not done", metadata: ["error": "\(error)"])
+            }
+        }
+        return paused
+    }
+
     /// A timeout that pauses: every process kept, the full timeout given
     /// again when it resumes. A pause that fails ends in a kill, with why.
     func pauseOnTimeout(_ record: SandboxRecord) async -> Bool {
@@ -209,6 +241,6 @@ extension SandboxRecord {
             internet: internet, egress: egress.map { JSONColumn.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary,
             envVarNames: envVarsDictionary.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
             autoResume: state == .paused ? autoResume : (resumeOnRequest ? true : nil), remainingSeconds: state == .paused ? remainingSeconds : nil,
-            pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout)
+            pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout, idlePauseSeconds: idlePauseSeconds)
     }
 }

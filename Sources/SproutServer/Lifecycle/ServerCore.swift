@@ -95,6 +95,8 @@ public final class ServerCore: Sendable {
     var pool: WarmPool? { poolBox.current }
     /// Each sandbox's resources over time.
     let sandboxMetrics = SandboxMetrics()
+    /// When each sandbox was last used (idle detection).
+    let activity = SandboxActivity()
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
 

@@ -69,6 +69,7 @@ extension Supervisor {
     func sampleMetrics() async {
         let live = (try? await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive))) ?? []
         core.sandboxMetrics.keep(only: Set(live.map(\.id)))
+        core.activity.keep(only: Set(live.map(\.id)))
         let now = Date().timeIntervalSince1970
         for record in live where record.state == .running && !record.team.isEmpty {
             guard let usage = core.runtime.usage(id: record.id) else { continue }

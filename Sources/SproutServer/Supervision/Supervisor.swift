@@ -19,6 +19,7 @@ struct Supervisor: Service {
         var tick = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await sandboxes.reapExpired()
+            await sandboxes.pauseIdle()
             await checkLiveness()
             if tick % 2 == 0 { await DiskWatch(core: core).enforce() }
             if tick % 5 == 0 { await core.pool?.tick() }
