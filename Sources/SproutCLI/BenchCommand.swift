@@ -29,7 +29,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let allMetrics = [
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
-        "e2b.create.first_command", "e2b.commands.true",
+        "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused",
     ]
 
     func run() async throws {
@@ -129,6 +129,8 @@ struct BenchRunner: Sendable {
         case "create.warm": return try await createWarm()
         case "snapshot.storage.10": return try await pauseStorage(count: 10)
         case "e2b.create.first_command", "e2b.commands.true": return try await e2b(name)
+        case "wake.http": return try await wakeHTTP()
+        case "density.paused": return try await densityPaused(count: densityCount)
         default:
             throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }
