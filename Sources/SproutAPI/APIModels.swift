@@ -37,10 +37,15 @@ public enum API {
         /// Pause after this many seconds without a request or an open stream
         /// (gVisor), independent of the timeout; with autoResume the next request wakes it.
         public var idlePauseSeconds: Int?
+        /// false: timeout and idle pauses keep only the files (they boot
+        /// again on resume; runc too). Default true.
+        public var pauseMemory: Bool?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
                     envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil, diskMB: Int? = nil,
-                    fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil, idlePauseSeconds: Int? = nil) {
+                    fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil, idlePauseSeconds: Int? = nil,
+                    pauseMemory: Bool? = nil) {
+            self.pauseMemory = pauseMemory
             self.idlePauseSeconds = idlePauseSeconds
             self.onTimeout = onTimeout
             self.autoResume = autoResume
@@ -90,13 +95,17 @@ public enum API {
         public var pausedAt: Double?
         /// "pause" when its timeout pauses it instead of killing it.
         public var onTimeout: String?
+        /// Paused: true when the pause kept only its files (it boots again on resume).
+        public var filesOnly: Bool?
         /// Pauses after this many idle seconds.
         public var idlePauseSeconds: Double?
 
         public init(id: String, env: String, runtime: String, state: String, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],
                     envVarNames: [String], address: String?, error: String?, autoResume: Bool? = nil, remainingSeconds: Double? = nil,
-                    memory: MemoryImages? = nil, pausedAt: Double? = nil, onTimeout: String? = nil, idlePauseSeconds: Double? = nil) {
+                    memory: MemoryImages? = nil, pausedAt: Double? = nil, onTimeout: String? = nil, idlePauseSeconds: Double? = nil,
+                    filesOnly: Bool? = nil) {
+            self.filesOnly = filesOnly
             self.idlePauseSeconds = idlePauseSeconds
             self.onTimeout = onTimeout
             self.pausedAt = pausedAt
@@ -154,7 +163,13 @@ public enum API {
 
     public struct Pause: Codable, Sendable {
         public var autoResume: Bool?
-        public init(autoResume: Bool? = nil) { self.autoResume = autoResume }
+        /// false: keep only the files (processes end; it boots again on
+        /// resume; works on runc too). Default true: memory and files.
+        public var memory: Bool?
+        public init(autoResume: Bool? = nil, memory: Bool? = nil) {
+            self.autoResume = autoResume
+            self.memory = memory
+        }
     }
 
     public struct Fork: Codable, Sendable {

@@ -36,6 +36,7 @@ struct SandboxCreate: AsyncParsableCommand {
     @Option(help: "What the timeout does: kill (default) or pause (every process kept; gVisor).") var onTimeout: String?
     @Flag(help: "With --on-timeout pause or --idle-pause: the next request that needs the sandbox resumes it.") var autoResume = false
     @Option(help: "Pause after this many seconds without a request or an open stream (gVisor).") var idlePause: Int?
+    @Flag(help: "Timeout and idle pauses keep only the files (it boots again on resume; runc too).") var pauseFilesOnly = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -43,7 +44,7 @@ struct SandboxCreate: AsyncParsableCommand {
             env: env, timeoutSeconds: timeout, cpu: cpu, memoryMB: memory,
             envVars: try keyValues(envVars, what: "--env"), metadata: try keyValues(meta, what: "--meta"),
             internet: noInternet ? false : nil, egress: egress.isEmpty ? nil : egress, diskMB: disk,
-            onTimeout: onTimeout, autoResume: autoResume ? true : nil, idlePauseSeconds: idlePause)
+            onTimeout: onTimeout, autoResume: autoResume ? true : nil, idlePauseSeconds: idlePause, pauseMemory: pauseFilesOnly ? false : nil)
         let sandbox = try await client.client().createSandbox(request)
         if json { try Output.json(sandbox) } else { print(sandbox.id) }
     }
@@ -153,9 +154,11 @@ struct SandboxPause: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
     @Argument var id: String
     @Flag(name: .customLong("auto-resume"), help: "Resume on the next request that needs the sandbox.") var autoResume = false
+    @Flag(help: "Keep only the files: its processes end and it boots again on resume (runc too).") var filesOnly = false
 
     func run() async throws {
-        let s = try await client.client().pause(id, autoResume: autoResume)
+        let s = try await client.client().pause(id, autoResume: autoResume, memory: !filesOnly)
+        if filesOnly { return print("\(s.id) \(s.state) (files only)") }
         let memory = s.memory.map { " (\(Output.bytes($0.logicalBytes)) of memory images, \(Output.bytes($0.storedBytes)) stored)" } ?? ""
         print("\(s.id) \(s.state)\(memory)")
     }

@@ -182,8 +182,9 @@ public struct SproutAPIClient: Sendable {
 
     /// Checkpoints a running sandbox's memory and stops it; `resume` brings every process back.
     @discardableResult
-    public func pause(_ id: String, autoResume: Bool = false) async throws -> API.Sandbox {
-        try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/pause", body: API.Pause(autoResume: autoResume), as: API.Sandbox.self)
+    public func pause(_ id: String, autoResume: Bool = false, memory: Bool = true) async throws -> API.Sandbox {
+        try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/pause", body: API.Pause(autoResume: autoResume, memory: memory ? nil : false),
+                       as: API.Sandbox.self)
     }
 
     @discardableResult

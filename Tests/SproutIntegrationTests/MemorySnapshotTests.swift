@@ -266,6 +266,17 @@ extension Integration {
             }
         }
 
+        /// Polls until the sandbox is in `state` (or the time is up); returns the last state seen.
+        static func waitForState(_ api: SproutAPIClient, _ id: String, _ state: String, seconds: Double) async throws -> String {
+            var seen = ""
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            while seen != state && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(250))
+                seen = try await api.sandbox(id).state
+            }
+            return seen
+        }
+
         @Test("onTimeout pause: the timeout pauses (not kills); 20 concurrent requests wake it once; its counter goes on; bad lifecycles are 400")
         func timeoutPausesAndWakes() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in
@@ -277,11 +288,7 @@ extension Integration {
                 #expect(sandbox.onTimeout == "pause" && sandbox.autoResume == true)
                 // Written whole (a rename), so a read never sees a half-written count.
                 _ = try await api.start(sandbox.id, API.Exec(shell: "i=0; while :; do i=$((i+1)); echo $i > /code/n.new; mv /code/n.new /code/n; sleep 0.1; done"))
-                var state = ""
-                for _ in 0..<80 where state != "paused" {
-                    try await Task.sleep(for: .milliseconds(250))
-                    state = try await api.sandbox(sandbox.id).state
-                }
+                let state = try await Self.waitForState(api, sandbox.id, "paused", seconds: 20)
                 #expect(state == "paused", "the timeout paused it, not killed it: \(state)")
                 let slept = try await api.sandbox(sandbox.id)
                 #expect(slept.pausedAt != nil && slept.autoResume == true)
@@ -327,12 +334,8 @@ extension Integration {
                     try await Task.sleep(for: .seconds(1))
                 }
                 #expect(try await api.sandbox(sandbox.id).state == "running", "not paused while requests come")
-                var state = ""
                 let quiet = ContinuousClock.now
-                for _ in 0..<60 where state != "paused" {
-                    try await Task.sleep(for: .milliseconds(250))
-                    state = try await api.sandbox(sandbox.id).state
-                }
+                let state = try await Self.waitForState(api, sandbox.id, "paused", seconds: 15)
                 #expect(state == "paused", "paused once idle: \(state)")
                 #expect(ContinuousClock.now - quiet < .seconds(8), "soon after the idle time (2 s; a tick and the pause itself)")
                 #expect(try await api.events(sandbox.id).contains { $0.kind == "idle" })
@@ -340,6 +343,43 @@ extension Integration {
                 #expect(try await api.sandbox(sandbox.id).state == "running")
                 _ = try await api.killSandbox(sandbox.id)
                 await expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("a files-only pause (gVisor and runc): files kept, processes gone, a fresh boot on resume; a timeout pause of that kind wakes on request")
+        func filesOnlyPause() async throws {
+            for runtime in ["gvisor", "runc"] {
+                try await ServerHarness.with(runtime: runtime) { (server: ServerHarness) async throws in
+                    let api = server.client
+                    let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                    _ = try await api.run(sandbox.id, API.Exec(shell: "echo kept > /code/kept; sync"))
+                    _ = try await api.start(sandbox.id, API.Exec(shell: "sleep 1000", tag: "sleeper"))
+                    // gVisor's kernel is the sandbox's own: its uptime starts again at a boot (runc shares the host's).
+                    try await Task.sleep(for: .seconds(1))
+                    let uptime = { Double(try await api.run(sandbox.id, API.Exec(shell: "cut -d' ' -f1 /proc/uptime")).stdoutText
+                        .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+                    let upBefore = try await uptime()
+                    #expect(try await api.processes(sandbox.id).contains { $0.tag == "sleeper" && $0.exit == nil }, "positive control: the process runs")
+                    let paused = try await api.pause(sandbox.id, memory: false)
+                    #expect(paused.state == "paused" && paused.filesOnly == true, "\(runtime): \(paused.state)")
+                    let resumed = try await api.resume(sandbox.id)
+                    #expect(resumed.state == "running" && resumed.address == sandbox.address, "the same address")
+                    #expect(try await api.run(sandbox.id, API.Exec(shell: "cat /code/kept")).stdoutText == "kept\n")
+                    #expect(try await !api.processes(sandbox.id).contains { $0.tag == "sleeper" }, "\(runtime): a fresh boot has none of the old processes")
+                    if runtime == "gvisor" {
+                        let upAfter = try await uptime()
+                        #expect(upBefore >= 1 && upAfter >= 0 && upAfter < upBefore, "a new boot: uptime \(upBefore) s, then \(upAfter) s")
+                    }
+                    // A timeout pause that keeps only files, woken by a request (runc has no other kind).
+                    let sleeper = try await api.createSandbox(API.CreateSandbox(
+                        env: "empty", timeoutSeconds: 2, onTimeout: "pause", autoResume: true, pauseMemory: false))
+                    _ = try await api.run(sleeper.id, API.Exec(shell: "echo mine > /code/mine; sync"))
+                    let state = try await Self.waitForState(api, sleeper.id, "paused", seconds: 15)
+                    #expect(state == "paused", "\(runtime): \(state)")
+                    #expect(try await api.run(sleeper.id, API.Exec(shell: "cat /code/mine")).stdoutText == "mine\n")
+                    for id in [sandbox.id, sleeper.id] { _ = try await api.killSandbox(id) }
+                    await expectNoLeftovers(server.data)
+                }
             }
         }
 

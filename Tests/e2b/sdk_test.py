@@ -318,8 +318,15 @@ def auto_pause():
         deadline = time.time() + 20
         while time.time() < deadline and state != "paused":
             time.sleep(0.5)
-            state = Sandbox.get_info(sbx.sandbox_id).state.value
-        check("lifecycle: on_timeout pause pauses at the timeout (not killed)", state == "paused", state)
+            try:
+                state = Sandbox.get_info(sbx.sandbox_id).state.value
+            except NotFoundException:
+                state = "gone"
+                break
+        # What happened, from Sprout's own API, for the message if it was not paused.
+        events = httpx.get(os.environ["E2B_API_URL"] + f"/v1/sandboxes/{sbx.sandbox_id}/events",
+                           headers={"X-API-Key": os.environ["E2B_API_KEY"]}).text if state != "paused" else ""
+        check("lifecycle: on_timeout pause pauses at the timeout (not killed)", state == "paused", f"{state} {events}")
         life = Sandbox.get_info(sbx.sandbox_id).lifecycle
         check("lifecycle: get_info reports the lifecycle", str(life["on_timeout"]) == "pause" and life["auto_resume"] is True, repr(life))
         r = sbx.commands.run("cat /opt/state")
@@ -327,6 +334,18 @@ def auto_pause():
         check("lifecycle: running again", Sandbox.get_info(sbx.sandbox_id).state.value == "running")
     finally:
         sbx.kill()
+    fs = Sandbox.create(template=TEMPLATE, timeout=60)
+    try:
+        fs.commands.run("echo disk > /opt/f")
+        bg = fs.commands.run("sleep 1000", background=True)
+        fs.pause(mode="filesystem")
+        check("pause: mode=filesystem pauses", Sandbox.get_info(fs.sandbox_id).state.value == "paused")
+        again = Sandbox.connect(fs.sandbox_id, timeout=60)
+        pids = [p.pid for p in again.commands.list()]
+        check("pause: a filesystem pause keeps the files and boots afresh", again.commands.run("cat /opt/f").stdout == "disk\n" and bg.pid not in pids,
+              repr(pids))
+    finally:
+        fs.kill()
 
 
 def base_env():

@@ -169,6 +169,14 @@ public final class Catalog: Sendable {
             // Pause after this many seconds without a request or an open stream.
             try db.alter(table: "sandbox") { t in t.add(column: "idlePauseSeconds", .double) }
         }
+        m.registerMigration("v14-files-only-pause") { db in
+            try db.alter(table: "sandbox") { t in
+                // Its last pause kept only its files: it boots again on resume.
+                t.add(column: "lastPauseFilesOnly", .boolean).notNull().defaults(to: false)
+                // Its timeout and idle pauses keep only its files.
+                t.add(column: "pauseFilesOnly", .boolean).notNull().defaults(to: false)
+            }
+        }
         return m
     }
 }

@@ -46,6 +46,10 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var resumeOnRequest: Bool = false
     /// Pause after this many seconds without a request or an open stream.
     var idlePauseSeconds: Double? = nil
+    /// Its last pause kept only its files: it boots again on resume.
+    var lastPauseFilesOnly: Bool = false
+    /// Its timeout and idle pauses keep only its files (no memory image).
+    var pauseFilesOnly: Bool = false
 
     /// A new sandbox, `creating`.
     init(

@@ -64,11 +64,12 @@ struct E2BControlRoutes {
             _ = try await services.sandboxes.setTimeout(try context.parameters.require("id"), seconds: body.timeout, for: try context.caller())
             return Response(status: .noContent)
         }
-        group.post("sandboxes/:id/pause") { _, context in
+        group.post("sandboxes/:id/pause") { request, context in
+            let body = try await JSONBody.decode(E2B.PauseRequest.self, from: request, orIfEmpty: E2B.PauseRequest())
             let id = try context.parameters.require("id")
             let sandbox = try await live(id, context)
             guard sandbox.state == "running" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not running") }
-            _ = try await services.memory.pause(id, autoResume: false, for: try context.caller())
+            _ = try await services.memory.pause(id, autoResume: false, filesOnly: body.memory == false, for: try context.caller())
             return Response(status: .noContent)
         }
         group.post("sandboxes/:id/resume") { request, context in
@@ -120,6 +121,12 @@ struct E2BControlRoutes {
         let caller = try context.caller()
         var sandbox = try await live(id, context)
         var status = HTTPResponse.Status.ok
+        // Falling asleep or waking up: let that finish first.
+        let deadline = Date().timeIntervalSince1970 + 60
+        while ["pausing", "resuming", "forking"].contains(sandbox.state), Date().timeIntervalSince1970 < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            sandbox = try await live(id, context)
+        }
         if sandbox.state == "paused" {
             sandbox = try await services.memory.resume(id, for: caller)
             status = .created
@@ -160,7 +167,7 @@ struct E2BControlRoutes {
         case let other?: throw SproutError(.invalidArgument, "order must be asc or desc, got \(other.prefix(16))")
         }
         var sandboxes = try await services.sandboxes.list(for: try context.caller())
-            .filter { states.contains($0.state) }
+            .filter { E2B.state($0.state).map(states.contains) ?? false }
             .filter { sandbox in metadata.allSatisfy { sandbox.metadata[$0.key] == $0.value } }
             .filter { template == nil || Self.env($0.env, matches: template!) }
             .filter { startedAfter == nil || $0.createdAt >= startedAfter! }
@@ -198,14 +205,14 @@ struct E2BControlRoutes {
             templateID: sandbox.env, sandboxID: sandbox.id, startedAt: E2B.rfc3339(sandbox.createdAt), endAt: E2B.rfc3339(ends),
             envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
             domain: services.domain, cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
-            metadata: sandbox.metadata, state: sandbox.state == "paused" ? "paused" : "running",
+            metadata: sandbox.metadata, state: E2B.state(sandbox.state) ?? "running",
             lifecycle: E2B.Lifecycle(autoResume: sandbox.onTimeout == "pause" && sandbox.autoResume == true, onTimeout: sandbox.onTimeout ?? "kill"))
     }
 
     /// The caller's sandbox while it is running or paused; ended ones are not found, as in E2B.
     func live(_ id: String, _ context: SproutContext) async throws -> API.Sandbox {
         let sandbox = try await services.sandboxes.get(id, for: try context.caller())
-        guard ["running", "paused"].contains(sandbox.state) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+        guard E2B.state(sandbox.state) != nil else { throw SproutError(.notFound, "sandbox \(id) not found") }
         return sandbox
     }
 
@@ -223,13 +230,11 @@ struct E2BControlRoutes {
     static func translate(_ body: E2B.NewSandbox) throws -> API.CreateSandbox {
         let (internet, egress) = try policy(allowOut: body.network?.allowOut, denyOut: body.network?.denyOut,
                                             internet: body.allowInternetAccess ?? true)
-        guard body.autoPauseMemory != false else {
-            throw SproutError(.unsupported, "a filesystem-only pause (autoPauseMemory: false) is not supported yet; Sprout pauses with memory")
-        }
         let autoResume = body.autoResume?.enabled == true
         return API.CreateSandbox(env: body.templateID, timeoutSeconds: body.timeout, envVars: body.envVars, metadata: body.metadata,
                                  internet: internet, egress: egress.isEmpty ? nil : egress,
-                                 onTimeout: body.autoPause == true || autoResume ? "pause" : nil, autoResume: autoResume ? true : nil)
+                                 onTimeout: body.autoPause == true || autoResume ? "pause" : nil, autoResume: autoResume ? true : nil,
+                                 pauseMemory: body.autoPauseMemory == false ? false : nil)
     }
 
     /// E2B's allow/deny lists as Sprout's policy: `allowOut` is an egress

@@ -39,6 +39,12 @@ enum E2B {
         }
     }
 
+    /// `POST /sandboxes/{id}/pause`: `memory: false` keeps only the files.
+    struct PauseRequest: Decodable {
+        var memory: Bool?
+        var requireHealthyGuest: Bool?
+    }
+
     /// What a sandbox's timeout does, in get answers.
     struct Lifecycle: Encodable {
         var autoResume: Bool
@@ -140,6 +146,17 @@ enum E2B {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+
+    /// E2B's two states for Sprout's: on the way to paused is paused, on the
+    /// way to running (or forking) is running; nil for one that is not live
+    /// (E2B answers 404 for it).
+    static func state(_ sprout: String) -> String? {
+        switch sprout {
+        case "running", "resuming", "forking": "running"
+        case "paused", "pausing": "paused"
+        default: nil
+        }
     }
 
     /// Seconds since the epoch from an RFC 3339 time, with or without

@@ -34,13 +34,14 @@ struct EnvdMiddleware: RouterMiddleware {
 
     /// A request for sandbox `id`'s daemon (envd's port) or another port of it.
     func daemon(_ request: Request, _ context: Context, sandbox id: String, port: String) async throws -> Response {
-        guard let record = try await services.core.catalog.sandboxes.find(id), ["running", "paused"].contains(record.state.rawValue) else {
+        guard let record = try await services.core.catalog.sandboxes.find(id), let state = E2B.state(record.state.rawValue) else {
             return Self.notFound(id)
         }
         guard let token = request.headers[Self.tokenHeader], tokens.verify(token, for: id) else {
             return E2BErrorMiddleware.response(.unauthorized, "missing or invalid X-Access-Token for sandbox \(id)")
         }
-        if record.state.rawValue == "paused" && !record.autoResume { return Self.notFound(id) }
+        // Asleep (or falling asleep) without waking on request: not running, as E2B says it.
+        if state == "paused" && !(record.autoResume || (record.state == .pausing && record.resumeOnRequest)) { return Self.notFound(id) }
         var context = context
         // The token stands for the sandbox's own team, as an API key of it would.
         context.identity = Identity(keyID: "envd:" + id, team: record.team, admin: false)

@@ -31,7 +31,8 @@ struct SandboxRoutes {
         group.post("sandboxes/:id/pause") { request, context in
             let body = try await JSONBody.decode(API.Pause.self, from: request, orIfEmpty: API.Pause())
             let id = try context.parameters.require("id")
-            return try JSONBody.response(try await services.memory.pause(id, autoResume: body.autoResume ?? false, for: try context.caller()))
+            return try JSONBody.response(try await services.memory.pause(
+                id, autoResume: body.autoResume ?? false, filesOnly: body.memory == false, for: try context.caller()))
         }
         group.post("sandboxes/:id/resume") { _, context in
             try JSONBody.response(try await services.memory.resume(try context.parameters.require("id"), for: try context.caller()))

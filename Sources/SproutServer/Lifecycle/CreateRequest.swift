@@ -17,6 +17,8 @@ struct CreateRequest: Sendable {
     var pauseOnTimeout = false
     var autoResume = false
     var idlePauseSeconds: Int?
+    /// Timeout and idle pauses keep only the files.
+    var pauseFilesOnly = false
 
     struct Limits: Sendable, Equatable {
         var cpu: Double
@@ -123,6 +125,7 @@ extension CreateRequest {
         }
         autoResume = request.autoResume ?? false
         idlePauseSeconds = request.idlePauseSeconds
+        pauseFilesOnly = request.pauseMemory == false
         if let idle = idlePauseSeconds, !(1...86_400).contains(idle) {
             throw SproutError(.invalidArgument, "idlePauseSeconds must be 1-86400, got \(idle)")
         }

@@ -13,7 +13,7 @@ extension Sandboxes {
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         let request = try CreateRequest(body, settings: core.settings)
-        if request.pauseOnTimeout || request.idlePauseSeconds != nil { try core.requireMemorySnapshots() }
+        if (request.pauseOnTimeout || request.idlePauseSeconds != nil) && !request.pauseFilesOnly { try core.requireMemorySnapshots() }
         let env = try await EnvGraph(core: core).resolve(request.env, team: identity.team)
         if request.poolable(core.settings) {
             await core.pool?.noteDemand(env)
@@ -22,6 +22,7 @@ extension Sandboxes {
             let envVars = JSONColumn.encode(request.envVars)
             let team = identity.team
             let (pause, resume, idle) = (request.pauseOnTimeout, request.autoResume, request.idlePauseSeconds.map(Double.init))
+            let filesOnly = request.pauseFilesOnly
             if let claimed = try await repository.claim(env: env.id, runtime: core.runtime.kind.rawValue, { record in
                 record.team = team
                 record.createdAt = now()
@@ -30,6 +31,7 @@ extension Sandboxes {
                 record.onTimeout = pause ? "pause" : nil
                 record.resumeOnRequest = resume
                 record.idlePauseSeconds = idle
+                record.pauseFilesOnly = filesOnly
                 record.metadata = metadata
                 record.envVars = envVars
             }) {
@@ -77,6 +79,7 @@ extension Sandboxes {
         made.onTimeout = request.pauseOnTimeout ? "pause" : nil
         made.resumeOnRequest = request.autoResume
         made.idlePauseSeconds = request.idlePauseSeconds.map(Double.init)
+        made.pauseFilesOnly = request.pauseFilesOnly
         let record = made
         do {
             try await repository.insert(record)

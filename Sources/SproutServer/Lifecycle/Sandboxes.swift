@@ -172,7 +172,7 @@ public struct Sandboxes: Sendable {
         let expired = ((try? await repository.all(in: [.running])) ?? []).filter { ($0.expiresAt ?? .infinity) < now() }
         var reaped = 0
         for record in expired {
-            if record.onTimeout == "pause" && core.runtime.capabilities.memorySnapshot {
+            if record.onTimeout == "pause" && (record.pauseFilesOnly || core.runtime.capabilities.memorySnapshot) {
                 if await pauseOnTimeout(record) { reaped += 1 }
                 continue
             }
@@ -189,14 +189,15 @@ public struct Sandboxes: Sendable {
     @discardableResult
     public func pauseIdle() async -> Int {
         let candidates = ((try? await repository.all(in: [.running])) ?? []).filter { $0.idlePauseSeconds != nil && !$0.team.isEmpty }
-        guard !candidates.isEmpty, core.runtime.capabilities.memorySnapshot else { return 0 }
+        guard !candidates.isEmpty else { return 0 }
         let memory = MemorySnapshots(core: core)
         var paused = 0
         for record in candidates {
+            guard record.pauseFilesOnly || core.runtime.capabilities.memorySnapshot else { continue }
             guard let limit = record.idlePauseSeconds, let idle = core.activity.idleSeconds(record.id, since: record.createdAt), idle >= limit else { continue }
             do {
                 let done: Bool? = try await core.gate.runIfIdle(.pause, on: record.id) {
-                    _ = try await memory.pauseNow(record.id, autoResume: record.resumeOnRequest)
+                    _ = try await memory.pauseNow(record.id, autoResume: record.resumeOnRequest, filesOnly: record.pauseFilesOnly)
                     await repository.note(record.id, kind: "idle", "paused after \(Int(idle)) s without a request or an open stream")
                     return true
                 }
@@ -210,19 +211,30 @@ public struct Sandboxes: Sendable {
         return paused
     }
 
+    static let timeoutPauseRetrySeconds = 60.0
+
     /// A timeout that pauses: every process kept, the full timeout given
-    /// again when it resumes. A pause that fails ends in a kill, with why.
+    /// again when it resumes. A pause refused for now is tried again for a
+    /// minute; one that cannot be done ends in a kill, with why.
     func pauseOnTimeout(_ record: SandboxRecord) async -> Bool {
         let id = record.id
         let memory = MemorySnapshots(core: core)
         let done: Bool? = await core.gate.runIfIdle(.pause, on: id) {
             do {
-                _ = try await memory.pauseNow(id, autoResume: record.resumeOnRequest)
+                _ = try await memory.pauseNow(id, autoResume: record.resumeOnRequest, filesOnly: record.pauseFilesOnly)
                 _ = try? await repository.modify(id) { $0.remainingSeconds = $0.lifetimeSeconds ?? Double(core.settings.defaultTimeoutSeconds) }
                 await repository.note(id, kind: "timeout", "paused on timeout" + (record.resumeOnRequest ? "; the next request resumes it" : ""))
                 core.metrics.timeoutPause(result: "paused")
                 return true
             } catch {
+                // Refused before anything changed (an open connection gVisor
+                // cannot save, say): it keeps running; try again on the next
+                // passes for a minute before giving up.
+                if let current = try? await repository.find(id), current.state == .running,
+                   now() - (current.expiresAt ?? now()) < Self.timeoutPauseRetrySeconds {
+                    core.logger.withSandbox(id).notice("pause on timeout not done yet; trying again", metadata: ["error": "\(error)"])
+                    return false
+                }
                 core.logger.withSandbox(id).warning("pause on timeout failed; killing", metadata: ["error": "\(error)"])
                 core.metrics.timeoutPause(result: "failed")
                 _ = try? await killNow(id, reason: "timeout", error: "the timeout's pause failed: \((error as? SproutError)?.message ?? "\(error)")")
@@ -241,6 +253,7 @@ extension SandboxRecord {
             internet: internet, egress: egress.map { JSONColumn.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary,
             envVarNames: envVarsDictionary.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
             autoResume: state == .paused ? autoResume : (resumeOnRequest ? true : nil), remainingSeconds: state == .paused ? remainingSeconds : nil,
-            pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout, idlePauseSeconds: idlePauseSeconds)
+            pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout, idlePauseSeconds: idlePauseSeconds,
+            filesOnly: state == .paused && lastPauseFilesOnly ? true : nil)
     }
 }

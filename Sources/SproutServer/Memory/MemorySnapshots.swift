@@ -25,18 +25,19 @@ public struct MemorySnapshots: Sendable {
 
     // MARK: Pause
 
-    public func pause(_ id: String, autoResume: Bool, for identity: Identity) async throws -> API.Sandbox {
+    public func pause(_ id: String, autoResume: Bool, filesOnly: Bool = false, for identity: Identity) async throws -> API.Sandbox {
         _ = try await repository.owned(id, team: identity.team)
-        try core.requireMemorySnapshots()
-        return sandboxes.api(try await core.gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume) })
+        if !filesOnly { try core.requireMemorySnapshots() }
+        return sandboxes.api(try await core.gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume, filesOnly: filesOnly) })
     }
 
     /// The pause itself; the caller holds the gate.
-    func pauseNow(_ id: String, autoResume: Bool) async throws -> SandboxRecord {
+    func pauseNow(_ id: String, autoResume: Bool, filesOnly: Bool = false) async throws -> SandboxRecord {
         guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
         guard record.state == .running else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be paused")
         }
+        if filesOnly { return try await pauseFilesNow(record, autoResume: autoResume) }
         let started = monotonicSeconds()
         try await checkpoint.preflight(record)
         let (pausing, _) = try await repository.transition(id, .pause(memory: true), expecting: record.version)
@@ -56,6 +57,7 @@ public struct MemorySnapshots: Sendable {
                 record.expiresAt = nil
                 record.autoResume = autoResume
                 record.pausedAt = now()
+                record.lastPauseFilesOnly = false
                 record.error = nil
             }
             core.logger.withSandbox(id).info("paused", metadata: [
@@ -70,11 +72,34 @@ public struct MemorySnapshots: Sendable {
         return stored
     }
 
+    /// A pause that keeps only the files: the file system is synced, the
+    /// container stopped (its processes end) and its writable layer, address
+    /// and network kept; resume boots it again from them.
+    func pauseFilesNow(_ record: SandboxRecord, autoResume: Bool) async throws -> SandboxRecord {
+        let id = record.id
+        let started = monotonicSeconds()
+        _ = try? await core.agent(record).run(ProcessSpec(cmd: ["sync"]))
+        let (pausing, _) = try await repository.transition(id, .pause(memory: false), expecting: record.version)
+        await launcher.removeContainer(id)
+        let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
+            record.remainingSeconds = max(1, (pausing.expiresAt ?? now()) - now())
+            record.expiresAt = nil
+            record.autoResume = autoResume
+            record.pausedAt = now()
+            record.lastPauseFilesOnly = true
+            record.error = nil
+        }
+        core.logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        core.metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
+        await core.publishStateCounts()
+        return paused
+    }
+
     // MARK: Resume
 
     public func resume(_ id: String, for identity: Identity) async throws -> API.Sandbox {
-        _ = try await repository.owned(id, team: identity.team)
-        try core.requireMemorySnapshots()
+        let owned = try await repository.owned(id, team: identity.team)
+        if !owned.lastPauseFilesOnly { try core.requireMemorySnapshots() }
         return sandboxes.api(try await core.gate.run(.resume, on: id) {
             guard let record = try await repository.find(id), record.state == .paused else {
                 let state = try await repository.find(id)?.state.rawValue ?? "gone"
@@ -97,9 +122,47 @@ public struct MemorySnapshots: Sendable {
         }
     }
 
+    /// The resume of a files-only pause: the container boots again on the
+    /// kept files and address (a fresh start: no process of before).
+    func bootAgain(_ current: SandboxRecord) async throws -> SandboxRecord {
+        let id = current.id
+        let started = monotonicSeconds()
+        let (resuming, _) = try await repository.transition(id, .resume(fromMemory: false), expecting: current.version)
+        do {
+            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team)
+            try await launcher.bootAgain(resuming, layers: try await launcher.lowerDirectories(env))
+        } catch {
+            core.logger.withSandbox(id).error("boot after a files-only pause failed; still paused", metadata: ["error": "\(error)"])
+            await launcher.removeContainer(id)
+            _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
+            await core.publishStateCounts()
+            throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
+        }
+        let running = try await markRunning(id, note: "booted again from its files")
+        core.metrics.memoryOperation("resume-files", seconds: monotonicSeconds() - started)
+        await core.publishStateCounts()
+        return running
+    }
+
+    /// A resumed sandbox is running again: its timeout's clock restarts with what was left.
+    private func markRunning(_ id: String, note: String?) async throws -> SandboxRecord {
+        let fallback = Double(core.settings.defaultTimeoutSeconds)
+        let (running, _) = try await repository.transition(id, .restored, note: note) { record in
+            record.expiresAt = now() + (record.remainingSeconds ?? fallback)
+            record.remainingSeconds = nil
+            record.autoResume = false
+            record.pausedAt = nil
+            record.lastPauseFilesOnly = false
+            record.error = nil
+        }
+        await launcher.watch(running)
+        return running
+    }
+
     /// The resume itself; the caller holds the gate.
     func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
         let id = current.id
+        if current.lastPauseFilesOnly { return try await bootAgain(current) }
         guard let image = current.imageList.last else {
             throw SproutError(.internal, "sandbox \(id) is paused but has no memory image")
         }
@@ -125,15 +188,7 @@ public struct MemorySnapshots: Sendable {
             await core.publishStateCounts()
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
-        let fallback = Double(core.settings.defaultTimeoutSeconds)
-        let (running, _) = try await repository.transition(id, .restored) { record in
-            record.expiresAt = now() + (record.remainingSeconds ?? fallback)
-            record.remainingSeconds = nil
-            record.autoResume = false
-            record.pausedAt = nil
-            record.error = nil
-        }
-        await launcher.watch(running)
+        let running = try await markRunning(id, note: nil)
         core.metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
         await core.publishStateCounts()
         clockCheckLater(running)
