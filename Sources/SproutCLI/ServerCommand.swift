@@ -29,6 +29,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Sandboxes kept started ahead of demand per env in use (0: none).") var poolSize = 2
     @Option(help: "Pooled sandboxes in all, across envs.") var poolBudget = 8
     @Option(help: "An env keeps its pool this many seconds after the last create that could use it.") var poolIdle = 600
+    @Option(help: "Paused sandboxes a team may hold (they cost disk, not memory).") var maxPausedPerTeam = 1000
     @Option(help: "Sandbox ports are reached at {port}-{sandboxID}.DOMAIN (default localhost:PORT: no DNS needed here).")
     var domain: String?
     @Flag(help: "Give every sandbox and build the host's trusted certificates (for a host behind a TLS-inspecting proxy).")
@@ -64,6 +65,8 @@ struct ServerCommand: AsyncParsableCommand {
         config.poolBudget = poolBudget
         config.poolIdleSeconds = Double(poolIdle)
         config.trustHostCA = trustHostCa
+        guard (0...1_000_000).contains(maxPausedPerTeam) else { throw SproutError(.invalidArgument, "--max-paused-per-team must be 0-1000000") }
+        config.maxPausedPerTeam = maxPausedPerTeam
         if let domain {
             guard !domain.isEmpty, domain.count <= 200, !domain.contains("/"), !domain.hasPrefix(".") else {
                 throw SproutError(.invalidArgument, "--domain takes a host name (and port), such as sandboxes.example.com")

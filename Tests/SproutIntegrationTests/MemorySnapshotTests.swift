@@ -383,6 +383,27 @@ extension Integration {
             }
         }
 
+        @Test("paused sandboxes count against the team's own limit (--max-paused-per-team); a kill frees a place")
+        func pausedLimit() async throws {
+            try await ServerHarness.with(runtime: "runc", extraArgs: ["--max-paused-per-team", "1"]) { (server: ServerHarness) async throws in
+                let api = server.client
+                let first = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                let second = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                #expect(try await api.pause(first.id, memory: false).state == "paused")
+                do {
+                    _ = try await api.pause(second.id, memory: false)
+                    Issue.record("a second pause went past the limit of 1")
+                } catch let error as SproutError {
+                    #expect(error.code == .conflict && error.message.contains("limit"), "\(error)")
+                }
+                #expect(try await api.sandbox(second.id).state == "running", "the refused pause changed nothing")
+                _ = try await api.killSandbox(first.id)
+                #expect(try await api.pause(second.id, memory: false).state == "paused")
+                _ = try await api.killSandbox(second.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("runc has no memory snapshots here: pause, fork say so, never a silent downgrade")
         func runcRefuses() async throws {
             try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in

@@ -122,6 +122,13 @@ public struct SandboxRepository: Sendable {
         }
     }
 
+    /// How many of `team`'s sandboxes are asleep (or falling asleep).
+    func pausedCount(team: String) async throws -> Int {
+        try await db.read { db in
+            try SandboxRecord.filter(Column("team") == team && ["paused", "pausing"].contains(Column("state"))).fetchCount(db)
+        }
+    }
+
     func insert(_ record: SandboxRecord) async throws {
         precondition(record.state == .creating, "new sandboxes start as creating")
         try await db.write { db in

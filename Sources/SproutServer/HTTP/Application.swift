@@ -32,6 +32,8 @@ public struct ServerConfiguration: Sendable {
     public var poolIdleSeconds = 600.0
     /// Give every sandbox and build the host's trusted certificates.
     public var trustHostCA = false
+    /// Paused sandboxes a team may hold.
+    public var maxPausedPerTeam = 1000
     /// Sandbox ports are reached at `{port}-{sandboxID}.{domain}` (default
     /// `localhost:<port>`, which needs no DNS on this machine).
     public var domain: String?
@@ -98,6 +100,7 @@ public func buildApplication(
 
     var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent")
     if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
+    settings.maxPausedPerTeam = config.maxPausedPerTeam
     let host: SandboxHost
     if let injected {
         host = injected

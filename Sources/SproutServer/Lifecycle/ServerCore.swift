@@ -51,6 +51,8 @@ public struct Settings: Sendable {
     /// gVisor only: the statx shim is in the agent directory and every
     /// sandbox preloads it (Debian's runsc rejects AT_NO_AUTOMOUNT).
     public var statxShim: String?
+    /// Paused sandboxes a team may hold (they cost disk, not memory).
+    public var maxPausedPerTeam = 1000
     /// `--trust-host-ca`: the host's certificates, given to every sandbox.
     public var hostCABundle: [UInt8]?
 

@@ -37,6 +37,10 @@ public struct MemorySnapshots: Sendable {
         guard record.state == .running else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be paused")
         }
+        let paused = try await repository.pausedCount(team: record.team)
+        guard paused < core.settings.maxPausedPerTeam else {
+            throw SproutError(.conflict, "team \(record.team) already has \(paused) paused sandboxes, its limit (--max-paused-per-team); kill some first")
+        }
         if filesOnly { return try await pauseFilesNow(record, autoResume: autoResume) }
         let started = monotonicSeconds()
         try await checkpoint.preflight(record)
