@@ -20,8 +20,8 @@ func startCounterAndServer(_ api: SproutAPIClient, _ id: String) async throws {
     try await Task.sleep(for: .milliseconds(600))
 }
 
-func counter(_ api: SproutAPIClient, _ id: String) async throws -> Int {
-    let text = try await api.run(id, API.Exec(cmd: ["cat", "/tmp/count"])).stdoutText
+func counter(_ api: SproutAPIClient, _ id: String, path: String = "/tmp/count") async throws -> Int {
+    let text = try await api.run(id, API.Exec(cmd: ["cat", path])).stdoutText
     return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
 }
 
@@ -296,19 +296,19 @@ extension Integration {
                 let before = Int(try String(contentsOfFile: "\(server.data)/sandboxes/\(sandbox.id)/upper/code/n", encoding: .utf8)
                     .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
                 #expect(before > 5, "the counter ran before the pause: \(before)")
-                let answers = try await withThrowingTaskGroup(of: String.self) { group in
-                    for _ in 0..<20 { group.addTask { try await api.run(sandbox.id, API.Exec(shell: "cat /code/n")).stdoutText } }
-                    var all: [String] = []
+                let answers = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<20 { group.addTask { try await counter(api, sandbox.id, path: "/code/n") } }
+                    var all: [Int] = []
                     for try await answer in group { all.append(answer) }
                     return all
                 }
-                #expect(answers.count == 20 && answers.allSatisfy { (Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= before },
+                #expect(answers.count == 20 && answers.allSatisfy { $0 >= before },
                         "every request answered, after the counter's last value: \(answers)")
                 let wakes = try await api.events(sandbox.id).filter { $0.kind == "wake" }
                 #expect(wakes.count == 1, "one resume for 20 requests: \(wakes)")
                 #expect(try await api.metrics().contains("sprout_wakes_total 1"))
                 try await Task.sleep(for: .milliseconds(500))
-                let later = Int(try await api.run(sandbox.id, API.Exec(shell: "cat /code/n")).stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                let later = try await counter(api, sandbox.id, path: "/code/n")
                 #expect(later > before, "the same process counts on: \(before) then \(later)")
                 #expect(try await api.sandbox(sandbox.id).state == "running")
                 _ = try await api.killSandbox(sandbox.id)
