@@ -32,6 +32,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Paused sandboxes a team may hold (they cost disk, not memory).") var maxPausedPerTeam = 1000
     @Option(help: "Sandbox ports are reached at {port}-{sandboxID}.DOMAIN (default localhost:PORT: no DNS needed here).")
     var domain: String?
+    @Option(help: "The sandboxes' memory limits may add up to this (MiB; 0: no budget). Past it, idle sandboxes are paused to make room, else the create is refused.")
+    var memoryBudgetMb = 0
+    @Option(help: "When the host has less memory available than this (MiB; 0: never), idle sandboxes are paused.")
+    var minFreeMemoryMb = 512
+    @Option(help: "Only sandboxes idle (no request, no open stream) this many seconds are paused for memory.")
+    var pressureIdle = 30
     @Flag(help: "Give every sandbox and build the host's trusted certificates (for a host behind a TLS-inspecting proxy).")
     var trustHostCa = false
 
@@ -67,6 +73,12 @@ struct ServerCommand: AsyncParsableCommand {
         config.trustHostCA = trustHostCa
         guard (0...1_000_000).contains(maxPausedPerTeam) else { throw SproutError(.invalidArgument, "--max-paused-per-team must be 0-1000000") }
         config.maxPausedPerTeam = maxPausedPerTeam
+        guard (0...16_777_216).contains(memoryBudgetMb) else { throw SproutError(.invalidArgument, "--memory-budget-mb must be 0-16777216") }
+        guard (0...16_777_216).contains(minFreeMemoryMb) else { throw SproutError(.invalidArgument, "--min-free-memory-mb must be 0-16777216") }
+        guard (0...86_400).contains(pressureIdle) else { throw SproutError(.invalidArgument, "--pressure-idle must be 0-86400 seconds") }
+        config.memoryBudgetMB = memoryBudgetMb
+        config.minimumFreeMemoryMB = minFreeMemoryMb
+        config.pressureIdleSeconds = Double(pressureIdle)
         if let domain {
             guard !domain.isEmpty, domain.count <= 200, !domain.contains("/"), !domain.hasPrefix(".") else {
                 throw SproutError(.invalidArgument, "--domain takes a host name (and port), such as sandboxes.example.com")

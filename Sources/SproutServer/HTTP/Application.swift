@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     public var trustHostCA = false
     /// Paused sandboxes a team may hold.
     public var maxPausedPerTeam = 1000
+    /// See `Settings.memoryBudgetMB`, `minimumFreeMemoryMB`, `pressureIdleSeconds`.
+    public var memoryBudgetMB = 0
+    public var minimumFreeMemoryMB = 512
+    public var pressureIdleSeconds = 30.0
     /// Sandbox ports are reached at `{port}-{sandboxID}.{domain}` (default
     /// `localhost:<port>`, which needs no DNS on this machine).
     public var domain: String?
@@ -101,6 +105,9 @@ public func buildApplication(
     var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent")
     if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
     settings.maxPausedPerTeam = config.maxPausedPerTeam
+    settings.memoryBudgetMB = config.memoryBudgetMB
+    settings.minimumFreeMemoryMB = config.minimumFreeMemoryMB
+    settings.pressureIdleSeconds = config.pressureIdleSeconds
     let host: SandboxHost
     if let injected {
         host = injected

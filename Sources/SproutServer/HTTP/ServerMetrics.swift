@@ -77,6 +77,17 @@ public final class ServerMetrics: Sendable {
             .increment()
     }
 
+    /// An idle sandbox was paused to make room in memory (`reason`: budget or host).
+    func pressurePause(reason: String) {
+        registry.makeCounter(descriptor: descriptor("pressure_pauses_total", "Idle sandboxes paused for memory, by reason"), labels: [("reason", reason)])
+            .increment()
+    }
+
+    /// A create, resume or fork refused because the memory budget was full of busy sandboxes.
+    func pressureRefusal() {
+        registry.makeCounter(descriptor: descriptor("pressure_refusals_total", "Operations refused for want of sandbox memory"), labels: []).increment()
+    }
+
     /// A request woke a sleeping sandbox.
     func wake() {
         registry.makeCounter(descriptor: descriptor("wakes_total", "Sleeping sandboxes resumed by a request"), labels: []).increment()

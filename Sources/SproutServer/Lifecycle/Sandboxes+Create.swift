@@ -68,6 +68,9 @@ extension Sandboxes {
             nil
         }
         let id = Identifiers.make(prefix: "sbx", length: 16)
+        // The pool and build steps are outside the memory budget (--pool-budget bounds the pool).
+        let room: MemoryReservation? = pooled || team.isEmpty ? nil : try await MemoryPressure(core: core).admit([id], memoryMB: request.limits.memoryMB)
+        defer { room?.release() }
         let token = warmImage != nil ? (env.memoryToken ?? "") : Identifiers.random(length: 40)
         let slot = try core.host.addresses.allocate(owner: core.slotOwner(id))
         var made = SandboxRecord(

@@ -51,12 +51,11 @@ public struct Sandboxes: Sendable {
     /// resume on demand is resumed first (concurrent requests cause one resume).
     func running(_ id: String, for identity: Identity) async throws -> SandboxRecord {
         var record = try await repository.owned(id, team: identity.team)
-        // A sleeping sandbox that wakes on request, or one already waking (or
-        // falling asleep for a pause that will wake): wait for the one
-        // resume in the gate, then take it running.
-        if (record.state == .paused && record.autoResume) || record.state == .resuming
-            || (record.state == .pausing && record.resumeOnRequest)
-        {
+        // A sleeping sandbox that wakes on request, or one already waking or
+        // falling asleep: wait for the one resume (or the pause) in the gate,
+        // then take it running (a pause that does not wake on request ends
+        // in the conflict below).
+        if (record.state == .paused && record.autoResume) || record.state == .resuming || record.state == .pausing {
             record = try await MemorySnapshots(core: core).wake(id)
         }
         guard record.state == .running, record.slot != nil else {

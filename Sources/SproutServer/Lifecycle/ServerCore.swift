@@ -53,6 +53,12 @@ public struct Settings: Sendable {
     public var statxShim: String?
     /// Paused sandboxes a team may hold (they cost disk, not memory).
     public var maxPausedPerTeam = 1000
+    /// The teams' sandboxes' memory limits may add up to this (MiB; 0: no budget).
+    public var memoryBudgetMB = 0
+    /// Below this much MemAvailable on the host (MiB; 0: never), idle sandboxes are paused.
+    public var minimumFreeMemoryMB = 0
+    /// Only sandboxes idle this long are paused for memory.
+    public var pressureIdleSeconds = 30.0
     /// `--trust-host-ca`: the host's certificates, given to every sandbox.
     public var hostCABundle: [UInt8]?
 
@@ -99,6 +105,8 @@ public final class ServerCore: Sendable {
     let sandboxMetrics = SandboxMetrics()
     /// When each sandbox was last used (idle detection).
     let activity = SandboxActivity()
+    /// Memory admitted to sandboxes on their way to running (`MemoryPressure`).
+    let memoryReservations = MemoryLedger()
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
 

@@ -43,6 +43,9 @@ public struct LiveFork: Sendable {
         let started = monotonicSeconds()
         let checkpoint = Checkpoint(core: core)
         try await checkpoint.preflight(source)
+        // Room for the children (the source keeps its own); counted as a placeholder until they are records.
+        let room = try await MemoryPressure(core: core).admit(["forks-of-\(id)-\(Identifiers.random(length: 8))"], memoryMB: source.memoryMB * count)
+        defer { room.release() }
         let env = try await EnvGraph(core: core).resolve(source.env, team: source.team)
         let lowers = try await launcher.lowerDirectories(env)
         let (forking, _) = try await repository.transition(id, .fork, expecting: source.version)

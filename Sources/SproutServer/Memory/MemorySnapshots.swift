@@ -166,6 +166,8 @@ public struct MemorySnapshots: Sendable {
     /// The resume itself; the caller holds the gate.
     func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
         let id = current.id
+        let room = try await MemoryPressure(core: core).admit([id], memoryMB: current.memoryMB)
+        defer { room.release() }
         if current.lastPauseFilesOnly { return try await bootAgain(current) }
         guard let image = current.imageList.last else {
             throw SproutError(.internal, "sandbox \(id) is paused but has no memory image")

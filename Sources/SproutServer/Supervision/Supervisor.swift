@@ -21,7 +21,10 @@ struct Supervisor: Service {
             await sandboxes.reapExpired()
             await sandboxes.pauseIdle()
             await checkLiveness()
-            if tick % 2 == 0 { await DiskWatch(core: core).enforce() }
+            if tick % 2 == 0 {
+                await DiskWatch(core: core).enforce()
+                await MemoryPressure(core: core).relieveHost()
+            }
             if tick % 5 == 0 { await core.pool?.tick() }
             if tick % Int(SandboxMetrics.interval) == 0 { await sampleMetrics() }
             tick += 1

@@ -1,0 +1,224 @@
+import Foundation
+import SproutCore
+import SproutSystem
+
+/// Room in memory for sandboxes, made by putting idle ones to sleep rather
+/// than refusing new work.
+///
+/// Two limits, each optional:
+/// - the **sandbox budget** (`--memory-budget-mb`): the memory limits of all
+///   of the teams' sandboxes that hold a container (creating, running,
+///   pausing, resuming, forking) may add up to this much. A create, resume,
+///   wake or fork that would pass it first pauses idle sandboxes; if that
+///   cannot make room it is refused (503) and nothing changes.
+/// - the **host floor** (`--min-free-memory-mb`): when the host's
+///   MemAvailable is below it, idle sandboxes are paused, one per check,
+///   until it is not (the supervisor looks every two seconds, and a create
+///   looks before it starts). This one never refuses: the kernel still
+///   has its own means.
+///
+/// Who sleeps first: running sandboxes with no request for at least
+/// `--pressure-idle` seconds and no open stream, those created with
+/// `autoResume` first, then the least recently used. A sandbox put to sleep
+/// this way always wakes on its next request (it did not ask to sleep), and
+/// pauses with its memory where the runtime can (files only where it asked
+/// for that). Each pause is logged, noted on the sandbox as `pressure`, and
+/// counted (`sprout_pressure_pauses_total{reason}`); refusals too
+/// (`sprout_pressure_refusals_total`). Pooled sandboxes and build steps are
+/// outside the budget (`--pool-budget` bounds the pool).
+struct MemoryPressure: Sendable {
+    let core: ServerCore
+
+    var repository: SandboxRepository { core.catalog.sandboxes }
+
+    /// States whose sandbox holds (or is about to hold) its memory.
+    static let committedStates: [SandboxState] = [.creating, .running, .pausing, .resuming, .forking]
+
+    /// Admits `memoryMB` more for `ids` (a new sandbox, one resuming, a
+    /// fork's children): makes room first if a limit needs it. The
+    /// reservation counts until `release`, which the caller calls once the
+    /// record itself is in a committed state (or the operation failed).
+    func admit(_ ids: [String], memoryMB: Int) async throws -> MemoryReservation {
+        let settings = core.settings
+        let reservations = core.memoryReservations
+        await reservations.queue.acquire()
+        defer { reservations.queue.release() }
+        let reservation = MemoryReservation(ids: ids, memoryMB: memoryMB, ledger: reservations)
+        if settings.memoryBudgetMB > 0 {
+            var committed = try await committedMB(excluding: Set(ids))
+            if committed + memoryMB > settings.memoryBudgetMB {
+                // Only if sleepers enough can make the room: a create that cannot fit anyway changes nothing.
+                var sleepers: [SandboxRecord] = []
+                var freed = 0
+                for candidate in try await candidates() where committed - freed + memoryMB > settings.memoryBudgetMB {
+                    sleepers.append(candidate)
+                    freed += candidate.memoryMB
+                }
+                if committed - freed + memoryMB <= settings.memoryBudgetMB {
+                    let why = "the sandbox memory budget (\(settings.memoryBudgetMB) MiB) needed \(memoryMB) MiB for \(ids.joined(separator: ", "))"
+                    for sleeper in sleepers where await pause(sleeper, reason: "budget", why: why) { committed -= sleeper.memoryMB }
+                }
+            }
+            guard committed + memoryMB <= settings.memoryBudgetMB else {
+                core.metrics.pressureRefusal()
+                throw SproutError(.unavailable,
+                    "not enough sandbox memory: \(memoryMB) MiB asked, \(max(0, settings.memoryBudgetMB - committed)) MiB of the budget (\(settings.memoryBudgetMB) MiB, --memory-budget-mb) free, and too few idle sandboxes to pause for it")
+            }
+        }
+        if settings.minimumFreeMemoryMB > 0, var available = HostMemory.availableMB(), available - memoryMB < settings.minimumFreeMemoryMB {
+            for candidate in try await candidates() {
+                guard available - memoryMB < settings.minimumFreeMemoryMB else { break }
+                let using = Int((core.runtime.usage(id: candidate.id)?.memoryBytes ?? 0) >> 20)
+                let why = "the host had \(available) MiB available, under the floor of \(settings.minimumFreeMemoryMB) MiB (--min-free-memory-mb), with \(memoryMB) MiB asked"
+                if await pause(candidate, reason: "host", why: why) { available += using }
+            }
+        }
+        reservations.add(reservation)
+        return reservation
+    }
+
+    /// The supervisor's check: while the host is under its floor, pause the
+    /// least recently used idle sandbox (one per call, so the effect of each
+    /// is seen before the next).
+    @discardableResult
+    func relieveHost() async -> Bool {
+        let floor = core.settings.minimumFreeMemoryMB
+        guard floor > 0, let available = HostMemory.availableMB(), available < floor else { return false }
+        let reservations = core.memoryReservations
+        await reservations.queue.acquire()
+        defer { reservations.queue.release() }
+        for candidate in (try? await candidates()) ?? [] {
+            let why = "the host had \(available) MiB available, under the floor of \(floor) MiB (--min-free-memory-mb)"
+            if await pause(candidate, reason: "host", why: why) { return true }
+        }
+        return false
+    }
+
+    /// The memory limits of the teams' sandboxes that hold their memory,
+    /// and of admissions still on their way there.
+    func committedMB(excluding ids: Set<String>) async throws -> Int {
+        // Reservations first: one released meanwhile is then in the catalog.
+        let reserved = core.memoryReservations.current
+        let records = try await repository.all(in: Self.committedStates).filter { !$0.team.isEmpty && !ids.contains($0.id) }
+        let counted = Set(records.map(\.id))
+        return records.reduce(0) { $0 + $1.memoryMB }
+            + reserved.filter { !$0.ids.contains { counted.contains($0) || ids.contains($0) } }.reduce(0) { $0 + $1.memoryMB }
+    }
+
+    /// Running sandboxes that may be put to sleep, in the order they should be.
+    func candidates() async throws -> [SandboxRecord] {
+        let minimum = core.settings.pressureIdleSeconds
+        let snapshots = core.runtime.capabilities.memorySnapshot
+        let idle: [(SandboxRecord, Double)] = try await repository.all(in: [.running]).compactMap { record in
+            guard !record.team.isEmpty, snapshots || record.pauseFilesOnly,
+                  let seconds = core.activity.idleSeconds(record.id, since: record.createdAt), seconds >= minimum
+            else { return nil }
+            return (record, seconds)
+        }
+        return idle.sorted { a, b in
+            if a.0.resumeOnRequest != b.0.resumeOnRequest { return a.0.resumeOnRequest }
+            return a.1 > b.1
+        }.map(\.0)
+    }
+
+    /// Pauses one sandbox for memory, if it is still idle and nothing else
+    /// is being done to it. True if it is now paused.
+    func pause(_ record: SandboxRecord, reason: String, why: String) async -> Bool {
+        let id = record.id
+        do {
+            let done: Bool? = try await core.gate.runIfIdle(.pause, on: id) {
+                // Looked at again under the gate: a request may have come meanwhile.
+                guard let current = try await repository.find(id), current.state == .running,
+                      let idle = core.activity.idleSeconds(id, since: current.createdAt), idle >= core.settings.pressureIdleSeconds
+                else { return false }
+                _ = try await MemorySnapshots(core: core).pauseNow(id, autoResume: true, filesOnly: current.pauseFilesOnly)
+                let message = "paused for memory after \(Int(idle)) s idle: \(why); the next request wakes it"
+                await repository.note(id, kind: "pressure", message)
+                core.logger.withSandbox(id).notice("paused for memory", metadata: ["reason": "\(reason)", "why": "\(why)", "memoryMB": "\(current.memoryMB)"])
+                core.metrics.pressurePause(reason: reason)
+                return true
+            }
+            return done == true
+        } catch {
+            core.logger.withSandbox(id).notice("pause for memory not done", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}
+
+/// Memory admitted to sandboxes not yet in a committed state, and the
+/// queue admissions take their turn in (so two cannot both take the last
+/// room).
+final class MemoryLedger: Sendable {
+    let queue = AsyncQueue()
+    private let held = Locked<[ObjectIdentifier: MemoryReservation]>([:])
+
+    var current: [MemoryReservation] { held.withLock { Array($0.values) } }
+    func add(_ reservation: MemoryReservation) { held.withLock { $0[ObjectIdentifier(reservation)] = reservation } }
+    func remove(_ reservation: MemoryReservation) { _ = held.withLock { $0.removeValue(forKey: ObjectIdentifier(reservation)) } }
+}
+
+final class MemoryReservation: Sendable {
+    let ids: [String]
+    let memoryMB: Int
+    private let ledger: MemoryLedger
+
+    init(ids: [String], memoryMB: Int, ledger: MemoryLedger) {
+        self.ids = ids
+        self.memoryMB = memoryMB
+        self.ledger = ledger
+    }
+
+    func release() { ledger.remove(self) }
+}
+
+/// One holder at a time, in the order they came.
+final class AsyncQueue: Sendable {
+    private struct State {
+        var busy = false
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Locked(State())
+
+    func acquire() async {
+        await withCheckedContinuation { (turn: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.busy {
+                    s.waiting.append(turn)
+                    return false
+                }
+                s.busy = true
+                return true
+            }
+            if now { turn.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiting.isEmpty {
+                s.busy = false
+                return nil
+            }
+            return s.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+/// The host's memory, from /proc/meminfo.
+enum HostMemory {
+    /// MemAvailable in MiB: what the kernel estimates can be had without swapping.
+    static func availableMB() -> Int? { field("MemAvailable") }
+    static func totalMB() -> Int? { field("MemTotal") }
+
+    static func field(_ name: String) -> Int? {
+        guard let bytes = try? Descriptor.readFile("/proc/meminfo", limit: 1 << 16) else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name + ":") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, let kib = Int(parts[1]) else { return nil }
+            return kib >> 10
+        }
+        return nil
+    }
+}
