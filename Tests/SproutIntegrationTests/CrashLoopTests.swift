@@ -63,21 +63,35 @@ extension Integration {
             ack.count()
         }
 
-        @Test("50 cycles of create/exec/snapshot/push/pause/kill, each cut short by SIGKILL: what was acknowledged survives, nothing half-made shows, nothing leaks")
+        @Test("50 cycles of create/exec/snapshot/push/pause/kill, beside sandboxes that sleep on timeout and wake on requests, each cut short by SIGKILL: what was acknowledged survives, a sleeper is paused or running and never both, nothing half-made shows, nothing leaks")
         func crashLoop() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in
                 let ack = Acknowledged()
                 var generator = SplitMix(seed: 20261127)
                 var delays: [Int] = []
+                // Sleepers: each pauses 3 s after it was last started or woken, and a
+                // request in every cycle wakes one of them, so crashes land in
+                // timeout pauses and in wakes.
+                var sleepers: [String] = []
+                for _ in 0..<3 {
+                    let sleeper = try await server.client.createSandbox(
+                        API.CreateSandbox(env: "empty", timeoutSeconds: 3, fromPool: false, onTimeout: "pause", autoResume: true))
+                    _ = try await server.client.start(sleeper.id, API.Exec(shell: "while :; do date +%s > /tmp/alive; sleep 0.2; done"))
+                    sleepers.append(sleeper.id)
+                }
+                var wakesAnswered = 0
                 for cycle in 0..<50 {
                     let api = server.client
                     // Somewhere between the first request and the end of the cycle's work.
                     let delay = Int(generator.next() % 900) + 20
                     delays.append(delay)
                     let work = Task { try await Self.work(api, cycle: cycle, ack: ack) }
+                    let sleeper = sleepers[cycle % sleepers.count]
+                    let wake = Task { try await api.run(sleeper, API.Exec(cmd: ["cat", "/tmp/alive"])) }
                     try await Task.sleep(for: .milliseconds(delay))
                     server.crash()
                     _ = await work.result
+                    if case .success(let result) = await wake.result, result.exit == ProcessExit(code: 0) { wakesAnswered += 1 }
                     try server.start()
                     // After every restart: nothing the catalog does not own is on the host.
                     let live = try await server.client.sandboxes()
@@ -85,6 +99,22 @@ extension Integration {
                     #expect(namespaces.count <= live.count, "cycle \(cycle): \(namespaces.count) namespaces for \(live.count) sandboxes")
                     for name in namespaces {
                         #expect(live.contains { name.hasSuffix($0.id) }, "cycle \(cycle): namespace \(name) belongs to no live sandbox")
+                    }
+                    // A sleeper is paused or running, never both: a paused one has no
+                    // container. (Right after a restart its expired timeout may be
+                    // pausing it: that settles within seconds.)
+                    for id in sleepers {
+                        var state = live.first { $0.id == id }?.state ?? "gone"
+                        let settle = ContinuousClock.now + .seconds(10)
+                        while ["pausing", "resuming"].contains(state) && ContinuousClock.now < settle {
+                            try await Task.sleep(for: .milliseconds(100))
+                            state = (try? await server.client.sandbox(id).state) ?? "gone"
+                        }
+                        let containers = (try? await HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "list", "--quiet"])) ?? ""
+                        #expect(["paused", "running"].contains(state), "cycle \(cycle): sleeper \(id) is \(state)")
+                        if state == "paused" {
+                            #expect(!containers.contains(id), "cycle \(cycle): sleeper \(id) is paused yet its container runs")
+                        }
                     }
                 }
                 print("crash loop: 50 cycles, \(ack.operations) acknowledged operations, kill delays (ms): \(delays)")
@@ -112,6 +142,14 @@ extension Integration {
                         #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
                     }
                 }
+                // Every sleeper answers a request (waking if it sleeps), and is running after.
+                for id in sleepers {
+                    #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0), "sleeper \(id) answers")
+                    #expect(try await api.sandbox(id).state == "running")
+                }
+                let wakes = try await sleepers.asyncMap { try await api.events($0).filter { $0.kind == "wake" }.count }.reduce(0, +)
+                print("crash loop: \(wakesAnswered) wake requests answered before their crash; \(wakes) wakes in the sleepers' events")
+                #expect(wakes > 0, "no wake happened: the loop did not test waking")
                 #expect(!ack.envs.isEmpty && !ack.paused.isEmpty, "the loop acknowledged too little to prove anything")
                 for sandbox in try await api.sandboxes() { _ = try await api.killSandbox(sandbox.id) }
 
@@ -126,6 +164,14 @@ extension Integration {
                 await expectNoLeftovers(server.data)
             }
         }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }
 

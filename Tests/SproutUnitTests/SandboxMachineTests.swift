@@ -82,7 +82,7 @@ struct SandboxMachineTests {
         }
     }
 
-    @Test("after a restart: live containers stay, half-done work is finished or undone, lost ones are torn down")
+    @Test("after a restart: live containers stay, half-done work is finished or undone (a cut-short checkpoint leaves the files, paused), lost ones are torn down")
     func recovery() throws {
         let cases: [(SandboxState, Bool, SandboxState, Action)] = [
             (.running, true, .running, .none),
@@ -96,8 +96,8 @@ struct SandboxMachineTests {
             (.killed, false, .killed, .none),
             (.running, false, .killing, .teardown),
             (.pooled, false, .killing, .teardown),
-            (.pausing, false, .killing, .teardown),
-            (.forking, false, .killing, .teardown),
+            (.pausing, false, .paused, .removeContainer),
+            (.forking, false, .paused, .removeContainer),
             (.creating, true, .killing, .teardown),
             (.creating, false, .killing, .teardown),
             (.killing, true, .killing, .teardown),

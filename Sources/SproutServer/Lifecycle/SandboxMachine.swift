@@ -147,7 +147,9 @@ public struct SandboxMachine: Sendable, Equatable {
     /// What a restart finds, and what it makes of it: a running container
     /// stays (`running`, `pooled`) or is finished (`resuming`, `forking`,
     /// `pausing` whose checkpoint never happened); a paused one keeps its
-    /// image and files; anything else was lost with the server.
+    /// image and files; a pause or fork whose checkpoint stopped the
+    /// container keeps the files, paused; anything else was lost with the
+    /// server.
     private mutating func recover(containerAlive alive: Bool) -> Action {
         switch (state, alive) {
         case (.running, true), (.pooled, true):
@@ -158,6 +160,12 @@ public struct SandboxMachine: Sendable, Equatable {
         case (.paused, let alive):
             return alive ? .removeContainer : .none
         case (.resuming, false):
+            state = .paused
+            return .removeContainer
+        case (.pausing, false), (.forking, false):
+            // The checkpoint stopped the container but its image was never
+            // stored: the sandbox keeps its files, asleep as after a
+            // files-only pause (its next resume boots it on them).
             state = .paused
             return .removeContainer
         case (.killed, _):

@@ -33,6 +33,7 @@ struct Reconciler: Sendable {
                 alive = containers.contains(record.id) ? await agentAnswers(record) : false
             }
             let wasResuming = record.state == .resuming
+            let wasCheckpointing = record.state == .pausing || record.state == .forking
             let fallback = Double(core.settings.defaultTimeoutSeconds)
             let reason = record.state == .pooled ? "pooled; replaced after a restart"
                 : record.team.isEmpty ? "build sandbox of an interrupted build"
@@ -46,6 +47,16 @@ struct Reconciler: Sendable {
                         record.expiresAt = now() + (record.remainingSeconds ?? fallback)
                         record.remainingSeconds = nil
                         record.pausedAt = nil
+                    }
+                    // A checkpoint cut short with the container stopped: asleep on its files.
+                    if wasCheckpointing && record.state == .paused {
+                        record.remainingSeconds = max(1, (record.expiresAt ?? now()) - now())
+                        record.expiresAt = nil
+                        record.pausedAt = now()
+                        record.lastPauseFilesOnly = true
+                        // What was asked never finished: the next request boots it again.
+                        record.autoResume = true
+                        record.error = "the server stopped during a checkpoint: the files are kept, the processes were lost"
                     }
                 }
                 switch action {
