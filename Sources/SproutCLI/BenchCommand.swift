@@ -23,6 +23,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Runtime: gvisor or runc.") var runtime = "gvisor"
     @Option(help: "Cache for base envs (debian is built once, ~30 s).") var cache = "/var/cache/sprout"
     @Option(help: "Sandboxes for the density metric.") var density = 50
+    @Option(help: "Measure create, exec, wake and memory per sandbox with this many idle running sandboxes beside an empty host (the scale.* rows; alone unless --only names others).")
+    var scale = 0
+    @Option(help: "With --scale: paused sandboxes to hold as well.") var scalePaused = 0
     @Option(name: .customLong("api-url"), help: "Measure an existing server instead of starting one.") var apiURL: String?
     @Option(name: .customLong("api-key"), help: "API key for --api-url.") var apiKey: String?
 
@@ -30,14 +33,22 @@ struct BenchCommand: AsyncParsableCommand {
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
         "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused",
-    ]
+    ] + BenchRunner.scaleMetrics
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else { throw SproutError(.invalidArgument, "unknown runtime '\(runtime)'") }
         guard runs >= 1 && runs <= 10_000 else { throw SproutError(.invalidArgument, "--runs must be 1-10000") }
-        let selected = only.map { Set($0.split(separator: ",").map(String.init)) } ?? Set(Self.allMetrics)
+        guard (0...16_000).contains(scale), (0...100_000).contains(scalePaused) else {
+            throw SproutError(.invalidArgument, "--scale must be 0-16000 and --scale-paused 0-100000")
+        }
+        let scaleRows = Set(BenchRunner.scaleMetrics)
+        let selected = only.map { Set($0.split(separator: ",").map(String.init)) }
+            ?? (scale > 0 ? scaleRows : Set(Self.allMetrics).subtracting(scaleRows))
         for name in selected where !Self.allMetrics.contains(name) {
             throw SproutError(.invalidArgument, "unknown metric '\(name)'; known: \(Self.allMetrics.joined(separator: ", "))")
+        }
+        if scale == 0 && !selected.isDisjoint(with: scaleRows) {
+            throw SproutError(.invalidArgument, "the scale.* rows need --scale N (the running sandboxes to measure among)")
         }
         let started = Date()
         let t0 = monotonicSeconds()
@@ -76,9 +87,13 @@ struct BenchCommand: AsyncParsableCommand {
         let runner = BenchRunner(api: api, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
         var results: [MetricResult] = []
         do {
-            for name in Self.allMetrics where selected.contains(name) {
+            for name in Self.allMetrics where selected.contains(name) && !scaleRows.contains(name) {
                 if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
                 results.append(try await runner.measure(name, densityCount: density))
+            }
+            if !selected.isDisjoint(with: scaleRows) {
+                if !json { FileHandle.standardError.write(Data("measuring scale: \(scale) running, \(scalePaused) paused...\n".utf8)) }
+                results += try await runner.scale(running: scale, paused: scalePaused).filter { selected.contains($0.name) }
             }
         } catch {
             await cleanUp()

@@ -28,7 +28,9 @@ final class BenchServer: Sendable {
         options.stdout = out.write
         options.stderr = log
         pid = try Spawn.spawn(
-            path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning"],
+            path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning",
+                   // The scale rows hold many sandboxes: no cap on paused ones, and no pausing for memory under the measurement.
+                   "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"],
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         close(log)
