@@ -20,10 +20,32 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .customLong("api-key"), help: "API key (sk_...).")
     var apiKey: String?
 
+    @Option(name: .customLong("ca-file"), help: "Trust the HTTPS server by this CA certificate (PEM; env SPROUT_CA_FILE).")
+    var caFile: String?
+
+    @Option(help: "Trust the HTTPS server by its certificate's SHA-256 fingerprint (env SPROUT_FINGERPRINT).")
+    var fingerprint: String?
+
+    @Flag(help: "Allow sending the key over plain HTTP to a host that is not loopback.")
+    var insecure = false
+
+    /// An API key goes over plain HTTP only to this machine, unless asked.
+    static func refusePlainHTTP(url: String, hasKey: Bool, insecure: Bool) throws {
+        guard hasKey, !insecure, url.hasPrefix("http://") else { return }
+        let host = try SproutAPIClient(url: url, apiKey: nil).host
+        guard !IPAddressBytes.isLoopback(host) else { return }
+        throw SproutError(.forbidden,
+            "refusing to send an API key over plain HTTP to \(host), which is not this machine: use https:// (sprout server serves it beyond loopback), or --insecure to send it in clear text anyway")
+    }
+
     func client() throws -> SproutAPIClient {
         let env = ProcessInfo.processInfo.environment
         let saved = ClientConfigFile.load()
         let url = apiURL ?? env["SPROUT_API_URL"] ?? saved?.apiURL ?? "http://127.0.0.1:7070"
+        // Trust settings go with the URL they were saved for.
+        let savedForURL = saved?.apiURL == url ? saved : nil
+        let tls = ClientTLS(caFile: caFile ?? env["SPROUT_CA_FILE"] ?? savedForURL?.caFile,
+                            fingerprint: try (fingerprint ?? env["SPROUT_FINGERPRINT"] ?? savedForURL?.fingerprint).map(ClientTLS.normalize))
         var key = apiKey ?? env["SPROUT_API_KEY"] ?? saved?.apiKey
         if key == nil {
             let path = ServerConfiguration().adminKeyPath
@@ -31,7 +53,8 @@ struct ClientOptions: ParsableArguments {
                 key = text.trimmingCharacters(in: .whitespacesAndNewlines)
             }
         }
-        return try SproutAPIClient(url: url, apiKey: key)
+        try Self.refusePlainHTTP(url: url, hasKey: key != nil, insecure: insecure || savedForURL?.insecure == true)
+        return try SproutAPIClient(url: url, apiKey: key, tls: tls)
     }
 }
 
@@ -39,6 +62,9 @@ struct ClientOptions: ParsableArguments {
 struct ClientConfigFile: Codable {
     var apiURL: String
     var apiKey: String
+    var caFile: String?
+    var fingerprint: String?
+    var insecure: Bool?
 
     static var path: String {
         let env = ProcessInfo.processInfo.environment

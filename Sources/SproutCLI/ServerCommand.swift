@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Metrics
 import SproutCore
+import SproutSystem
 import SproutRuntime
 import SproutClient
 import SproutServer
@@ -32,6 +33,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Paused sandboxes a team may hold (they cost disk, not memory).") var maxPausedPerTeam = 1000
     @Option(help: "Sandbox ports are reached at {port}-{sandboxID}.DOMAIN (default localhost:PORT: no DNS needed here).")
     var domain: String?
+    @Option(help: "Serve HTTPS with this certificate chain (PEM, leaf first); SIGHUP reads it again.") var tlsCert: String?
+    @Option(help: "The private key of --tls-cert (PEM).") var tlsKey: String?
+    @Flag(help: "Serve plain HTTP on a non-loopback address (API keys then cross the network in clear text).") var insecureHttp = false
     @Option(help: "The sandboxes' memory limits may add up to this (MiB; 0: no budget). Past it, idle sandboxes are paused to make room, else the create is refused.")
     var memoryBudgetMb = 0
     @Option(help: "When the host has less memory available than this (MiB; 0: never), idle sandboxes are paused.")
@@ -86,16 +90,67 @@ struct ServerCommand: AsyncParsableCommand {
             config.domain = domain.lowercased()
         }
         let logger = Logger(label: "sprout")
+        config.tls = try tlsCertificate(dataDirectory: config.dataDirectory)
         let host = self.host
+        let scheme = config.tls == nil ? "http" : "https"
         let (app, parts) = try await buildApplication(config, logger: logger) { port in
-            FileHandle.standardOutput.write(Data("sprout server listening on http://\(host):\(port)\n".utf8))
+            FileHandle.standardOutput.write(Data("sprout server listening on \(scheme)://\(host):\(port)\n".utf8))
         }
+        // SIGHUP reads the certificate again (handshakes after it use the new one).
+        signal(SIGHUP, SIG_IGN)
+        let hangUp = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        let certificate = config.tls
+        hangUp.setEventHandler {
+            guard let certificate else {
+                logger.notice("SIGHUP: no TLS certificate to reload (plain HTTP)")
+                return
+            }
+            do {
+                let fingerprint = try certificate.reload()
+                logger.notice("SIGHUP: TLS certificate reloaded", metadata: ["sha256": "\(fingerprint)"])
+            } catch {
+                logger.error("SIGHUP: TLS certificate not reloaded; the old one stays", metadata: ["error": "\(error)"])
+            }
+        }
+        hangUp.resume()
+        defer { hangUp.cancel() }
         // Request metrics go through the Metrics API into the server's registry.
         MetricsSystem.bootstrap(parts.metrics.factory)
         if let key = parts.newAdminKey {
             FileHandle.standardOutput.write(Data("admin API key (shown once; also saved to \(config.adminKeyPath)): \(key)\n".utf8))
         }
         try await app.runService()
+    }
+
+    /// The certificate to serve: the one given; else, beyond loopback and
+    /// without --insecure-http, one made for this server (printed with its
+    /// fingerprint); else none.
+    func tlsCertificate(dataDirectory: String) throws -> ServerCertificate? {
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            guard !insecureHttp else { throw SproutError(.invalidArgument, "--insecure-http and --tls-cert contradict each other") }
+            return try ServerCertificate(certificatePath: cert, keyPath: key)
+        case (nil, nil):
+            break
+        default:
+            throw SproutError(.invalidArgument, "--tls-cert and --tls-key go together")
+        }
+        if IPAddressBytes.isLoopback(host) { return nil }
+        if insecureHttp {
+            FileHandle.standardError.write(Data("warning: plain HTTP on \(host) (--insecure-http): API keys cross the network in clear text\n".utf8))
+            return nil
+        }
+        let made = try SelfSignedCertificate.ensure(dataDirectory: dataDirectory, listenHost: host)
+        let (cert, key) = SelfSignedCertificate.paths(dataDirectory: dataDirectory)
+        let certificate = try ServerCertificate(certificatePath: cert, keyPath: key)
+        FileHandle.standardOutput.write(Data("""
+            TLS: \(made ? "made a self-signed certificate" : "using the self-signed certificate") (listening beyond loopback without --tls-cert)
+              CA file for clients: \(cert)
+              SHA-256 fingerprint: \(certificate.fingerprint)
+              sprout login --api-url https://HOST:\(port) --ca-file \(cert)   (or --fingerprint \(certificate.fingerprint))
+
+            """.utf8))
+        return certificate
     }
 }
 
@@ -105,11 +160,18 @@ struct LoginCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("api-url")) var apiURL: String
     @Option(name: .customLong("api-key")) var apiKey: String
+    @Option(name: .customLong("ca-file"), help: "Trust the HTTPS server by this CA certificate (PEM) instead of the system's store.")
+    var caFile: String?
+    @Option(help: "Trust the HTTPS server by the SHA-256 fingerprint of its (self-signed) certificate, as sprout server prints it.")
+    var fingerprint: String?
+    @Flag(help: "Allow sending the key over plain HTTP to a host that is not loopback.") var insecure = false
 
     func run() async throws {
-        let client = try SproutAPIClient(url: apiURL, apiKey: apiKey)
+        let tls = ClientTLS(caFile: caFile.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, fingerprint: try fingerprint.map(ClientTLS.normalize))
+        try ClientOptions.refusePlainHTTP(url: apiURL, hasKey: true, insecure: insecure)
+        let client = try SproutAPIClient(url: apiURL, apiKey: apiKey, tls: tls)
         _ = try await client.sandboxes()  // proves both the URL and the key
-        try ClientConfigFile(apiURL: apiURL, apiKey: apiKey).save()
+        try ClientConfigFile(apiURL: apiURL, apiKey: apiKey, caFile: tls.caFile, fingerprint: tls.fingerprint, insecure: insecure ? true : nil).save()
         print("logged in to \(apiURL); settings saved to \(ClientConfigFile.path)")
     }
 }

@@ -6,6 +6,7 @@ import Foundation
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
@@ -20,9 +21,12 @@ public struct SproutAPIClient: Sendable {
     public let port: Int
     public let apiKey: String?
     let http: HTTPClient
+    /// How an HTTPS server is trusted, when not by the system's trust store.
+    let tlsConfiguration: TLSConfiguration?
 
-    /// `url` is `http[s]://HOST[:PORT]`.
-    public init(url: String, apiKey: String?, http: HTTPClient = SproutAPIClient.sharedHTTPClient) throws {
+    /// `url` is `http[s]://HOST[:PORT]`; `tls` says how an HTTPS server is
+    /// trusted (default: the system's trust store).
+    public init(url: String, apiKey: String?, tls: ClientTLS = ClientTLS(), http: HTTPClient? = nil) throws {
         guard let scheme = ["http", "https"].first(where: { url.hasPrefix($0 + "://") }) else {
             throw SproutError(.invalidArgument, "the API URL must start with http:// or https:// (got \(url))")
         }
@@ -39,19 +43,29 @@ public struct SproutAPIClient: Sendable {
         }
         guard !host.isEmpty else { throw SproutError(.invalidArgument, "no host in \(url)") }
         self.apiKey = apiKey
-        self.http = http
+        if scheme == "https" && !tls.isDefault {
+            let configuration = try tls.configuration(host: host, port: port)
+            tlsConfiguration = configuration
+            self.http = http ?? ClientTLS.httpClient(for: configuration, key: "\(tls.caFile ?? "")|\(tls.fingerprint ?? "")|\(host):\(port)")
+        } else {
+            tlsConfiguration = nil
+            self.http = http ?? SproutAPIClient.sharedHTTPClient
+        }
     }
 
     /// The process's one HTTP client. Unlike `HTTPClient.shared` it has no
     /// read timeout (an exec or a followed build log may be silent for
     /// minutes) and follows no redirects; it lives as long as the process.
-    public static let sharedHTTPClient = HTTPClient(
-        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-        configuration: HTTPClient.Configuration(
+    public static let sharedHTTPClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings(tls: nil))
+
+    static func settings(tls: TLSConfiguration?) -> HTTPClient.Configuration {
+        HTTPClient.Configuration(
+            tlsConfiguration: tls,
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(10), read: nil),
             connectionPool: .init(idleTimeout: .seconds(60)),
-            decompression: .disabled))
+            decompression: .disabled)
+    }
 
     /// `scheme://host:port`.
     public var baseURL: String { "\(scheme)://\(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host):\(port)" }
@@ -73,7 +87,7 @@ public struct SproutAPIClient: Sendable {
         } catch let error as SproutError {
             throw error
         } catch {
-            throw SproutError(.unavailable, "cannot reach the Sprout server at \(baseURL): \(Self.describe(error))")
+            throw await explain(error)
         }
         if checked { try await Self.check(response) }
         return response
@@ -87,6 +101,21 @@ public struct SproutAPIClient: Sendable {
             throw envelope.error.sproutError
         }
         throw SproutError(.internal, "HTTP \(response.status.code) \(response.status.reasonPhrase)")
+    }
+
+    /// A failed request as the user needs to hear it: a certificate this
+    /// client does not trust is named by its fingerprint, with the two ways on.
+    func explain(_ error: any Error) async -> SproutError {
+        let text = Self.describe(error)
+        if scheme == "https", error is NIOSSLError || text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("handshakeFailed") {
+            let seen = try? await TLSProbe.peerCertificate(host: host, port: port).get()
+            let fingerprint = seen.flatMap { try? ClientTLS.fingerprint($0) }
+            return SproutError(.unavailable,
+                "cannot verify the TLS certificate of \(baseURL)" + (fingerprint.map { " (SHA-256 fingerprint \($0))" } ?? "")
+                + ": give the CA that signed it with --ca-file FILE, or pin it with --fingerprint" + (fingerprint.map { " \($0)" } ?? "")
+                + " once you have checked it with the server's owner (\(text))")
+        }
+        return SproutError(.unavailable, "cannot reach the Sprout server at \(baseURL): \(text)")
     }
 
     static func describe(_ error: any Error) -> String {

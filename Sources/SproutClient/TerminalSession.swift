@@ -4,6 +4,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOSSL
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
@@ -24,7 +25,7 @@ public final class TerminalSession: Sendable {
     private let connection: Task<Void, Never>
 
     /// Connects; returns once the server has accepted the upgrade.
-    init(url: String, headers: HTTPFields) async throws {
+    init(url: String, headers: HTTPFields, tls: TLSConfiguration? = nil) async throws {
         let ready = AsyncThrowingChannel<Void, any Error>()
         let incoming = self.incoming, outgoing = self.outgoing
         var logger = Logger(label: "sprout.terminal")
@@ -32,7 +33,7 @@ public final class TerminalSession: Sendable {
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 20, additionalHeaders: headers)
         connection = Task {
             do {
-                try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger) { inbound, outbound, _ in
                     ready.finish()
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
@@ -130,7 +131,8 @@ extension SproutAPIClient {
         var headers = HTTPFields()
         if let apiKey, let name = HTTPField.Name("X-API-Key") { headers[name] = apiKey }
         do {
-            return try await TerminalSession(url: (scheme == "https" ? "wss" : "ws") + baseURL.drop { $0 != ":" } + target, headers: headers)
+            return try await TerminalSession(url: (scheme == "https" ? "wss" : "ws") + baseURL.drop { $0 != ":" } + target, headers: headers,
+                                             tls: tlsConfiguration)
         } catch let error as WebSocketClientError where error == .webSocketUpgradeFailed {
             // The upgrade answer carries the reason only in its body, which
             // the WebSocket client drops: ask the REST API, which gives it.

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
@@ -41,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     /// Sandbox ports are reached at `{port}-{sandboxID}.{domain}` (default
     /// `localhost:<port>`, which needs no DNS on this machine).
     public var domain: String?
+    /// Serve HTTPS with this certificate (nil: plain HTTP).
+    public var tls: ServerCertificate?
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -150,9 +154,11 @@ public func buildApplication(
     let services = SproutServices(core: core, keys: keys, builder: EnvBuilder(core: core), pool: pool, config: config,
                                   envdTokens: try EnvdTokens.load(dataDirectory: data))
 
+    let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
+        webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20)))
     let app = Application(
         router: makeRouter(services),
-        server: .http1WebSocketUpgrade(webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20))),
+        server: try config.tls.map { try .tls(plain, tlsConfiguration: $0.tlsConfiguration()) } ?? plain,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
         services: [Supervisor(core: core, builder: services.builder)],
         onServerRunning: { channel in
