@@ -131,6 +131,8 @@ let package = Package(
             "SproutAgentProtocol", "SproutServer", "SproutStore",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
         ]),
     ]
 )

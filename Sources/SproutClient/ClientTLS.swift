@@ -64,6 +64,11 @@ public struct ClientTLS: Sendable, Equatable, Codable {
             guard seen == pin else {
                 throw SproutError(.forbidden, "the server at \(host):\(port) presents a certificate with SHA-256 fingerprint \(seen), not the pinned \(pin): refusing to connect")
             }
+            // Trusted alone, as its own root: so it must be self-signed.
+            guard presented.issuerName == presented.subjectName else {
+                throw SproutError(.invalidArgument,
+                    "a pinned fingerprint works for a self-signed certificate (as sprout server makes for itself); the one at \(host):\(port) was issued by a CA: give that CA with --ca-file instead")
+            }
             configuration.trustRoots = .certificates([presented])
             configuration.certificateVerification = .noHostnameVerification
         }

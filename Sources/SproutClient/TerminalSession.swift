@@ -8,6 +8,7 @@ import NIOSSL
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
+import SproutSystem
 
 /// An interactive terminal in a sandbox (or a streamed exec: the same
 /// WebSocket session), over hummingbird-websocket's client.
@@ -25,12 +26,13 @@ public final class TerminalSession: Sendable {
     private let connection: Task<Void, Never>
 
     /// Connects; returns once the server has accepted the upgrade.
-    init(url: String, headers: HTTPFields, tls: TLSConfiguration? = nil) async throws {
+    init(url: String, headers: HTTPFields, tls: TLSConfiguration? = nil, sniHostname: String? = nil) async throws {
         let ready = AsyncThrowingChannel<Void, any Error>()
         let incoming = self.incoming, outgoing = self.outgoing
         var logger = Logger(label: "sprout.terminal")
         logger.logLevel = .critical
-        let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 20, additionalHeaders: headers)
+        var configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 20, additionalHeaders: headers)
+        configuration.sniHostname = sniHostname
         connection = Task {
             do {
                 try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: logger) { inbound, outbound, _ in
@@ -126,13 +128,26 @@ extension SproutAPIClient {
         throw SproutError(.unavailable, "the exec stream ended without an exit status")
     }
 
+    /// The WebSocket client sends the host as SNI and checks the certificate
+    /// against it, which an IP address cannot be: a loopback address is
+    /// checked as `localhost`; another address, when a CA file or pin is
+    /// given, is checked against that trust alone (not by name).
+    func webSocketTLS() -> (TLSConfiguration?, String?) {
+        guard scheme == "https", IPAddressBytes.parse(host) != nil else { return (tlsConfiguration, nil) }
+        if IPAddressBytes.isLoopback(host) { return (tlsConfiguration, "localhost") }
+        guard var tls = tlsConfiguration else { return (nil, nil) }
+        tls.certificateVerification = .noHostnameVerification
+        return (tls, "sprout-server")
+    }
+
     /// A WebSocket to `target` with this client's key.
     func webSocket(_ target: String, sandbox id: String, what: String) async throws -> TerminalSession {
         var headers = HTTPFields()
         if let apiKey, let name = HTTPField.Name("X-API-Key") { headers[name] = apiKey }
         do {
+            let (tls, sni) = webSocketTLS()
             return try await TerminalSession(url: (scheme == "https" ? "wss" : "ws") + baseURL.drop { $0 != ":" } + target, headers: headers,
-                                             tls: tlsConfiguration)
+                                             tls: tls, sniHostname: sni)
         } catch let error as WebSocketClientError where error == .webSocketUpgradeFailed {
             // The upgrade answer carries the reason only in its body, which
             // the WebSocket client drops: ask the REST API, which gives it.

@@ -20,6 +20,12 @@ final class ServerHarness: @unchecked Sendable {
     private(set) var pid: pid_t = 0
     private(set) var port: UInt16 = 0
     private(set) var adminKey = ""
+    /// `http` or `https`, as the server said it listens.
+    private(set) var scheme = "http"
+    /// What the server printed before it listened (the TLS set-up, say).
+    private(set) var startupOutput = ""
+    /// The CA to trust over HTTPS (default: the certificate the server made for itself, if any).
+    var caFile: String?
     private var logFD: Int32 = -1
 
     /// Base envs are cached across test runs and servers (building `debian` takes ~30 s).
@@ -46,9 +52,17 @@ final class ServerHarness: @unchecked Sendable {
         try start()
     }
 
-    var client: SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: adminKey) }
+    var url: String { "\(scheme)://127.0.0.1:\(port)" }
 
-    func client(key: String?) -> SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: key) }
+    var trust: ClientTLS {
+        guard scheme == "https" else { return ClientTLS() }
+        let made = data + "/tls/server.crt"
+        return ClientTLS(caFile: caFile ?? (FileManager.default.fileExists(atPath: made) ? made : nil))
+    }
+
+    var client: SproutAPIClient { try! SproutAPIClient(url: url, apiKey: adminKey, tls: trust) }
+
+    func client(key: String?) -> SproutAPIClient { try! SproutAPIClient(url: url, apiKey: key, tls: trust) }
 
     /// Starts (or restarts) the server on the same data directory.
     func start() throws {
@@ -75,6 +89,8 @@ final class ServerHarness: @unchecked Sendable {
             text.append(Character(UnicodeScalar(byte)))
             if text.hasSuffix("\n"), let line = text.split(separator: "\n").last, line.hasPrefix("sprout server listening on ") {
                 port = UInt16(line.split(separator: ":").last ?? "") ?? 0
+                scheme = line.contains("https://") ? "https" : "http"
+                startupOutput = text
                 break
             }
         }
