@@ -32,7 +32,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let allMetrics = [
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
-        "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused",
+        "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https",
     ] + BenchRunner.scaleMetrics
 
     func run() async throws {
@@ -60,6 +60,7 @@ struct BenchCommand: AsyncParsableCommand {
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         let bare = BareRuntime(kind: kind, directory: cStringToString(template))
         let cleanUp: @Sendable () async -> Void = {
+            if server != nil { await BenchRunner.killEverything(api) }
             server?.stop()
             await bare.cleanUp()
             try? FileSystem.removeTree(bare.directory)
@@ -146,17 +147,14 @@ struct BenchRunner: Sendable {
         case "e2b.create.first_command", "e2b.commands.true": return try await e2b(name)
         case "wake.http": return try await wakeHTTP()
         case "density.paused": return try await densityPaused(count: densityCount)
+        case "exec.true.https": return try await execOverHTTPS()
         default:
             throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }
     }
 
     /// Kills sandboxes in parallel, off the measured path.
-    func killAll(_ ids: [String]) async {
-        await withTaskGroup(of: Void.self) { group in
-            for id in ids { group.addTask { _ = try? await api.killSandbox(id) } }
-        }
-    }
+    func killAll(_ ids: [String]) async { await Self.killAll(api, ids) }
 
     /// `pooled`: creates as users see them with the warm pool, refilled
     /// between requests; otherwise every create starts a new container.
@@ -225,6 +223,38 @@ struct BenchRunner: Sendable {
         await killAll([sandbox.id])
         return MetricResult(name: "exec.true", unit: "ms", figures: viaServer.summary()!, baselineName: "agent directly",
                             baseline: viaAgent.summary(), note: "start `true` and receive its exit" + Self.noBaseline(direct))
+    }
+
+    /// `exec.true` through a second server of the same build serving HTTPS
+    /// (a certificate made for the run, trusted as the CA file), beside the
+    /// plain-HTTP server, interleaved.
+    func execOverHTTPS() async throws -> MetricResult {
+        guard server != nil else {
+            return .unavailable("exec.true.https", unit: "ms", why: "needs the benchmark's own servers (it starts an HTTPS one beside)")
+        }
+        let secure = try BenchServer(runtime: bare.kind.rawValue, cache: cache, https: true)
+        let tls = secure.client
+        defer { secure.stop() }
+        let plainSandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+        let tlsSandbox = try await tls.createSandbox(API.CreateSandbox(env: "empty"))
+        for _ in 0..<20 {
+            _ = try await api.exec(plainSandbox.id, API.Exec(cmd: ["/bin/true"]))
+            _ = try await tls.exec(tlsSandbox.id, API.Exec(cmd: ["/bin/true"]))
+        }
+        var overTLS = Samples()
+        var overPlain = Samples()
+        for _ in 0..<(runs * 10) {
+            var t = monotonicSeconds()
+            _ = try await tls.exec(tlsSandbox.id, API.Exec(cmd: ["/bin/true"]))
+            overTLS.record(seconds: monotonicSeconds() - t)
+            t = monotonicSeconds()
+            _ = try await api.exec(plainSandbox.id, API.Exec(cmd: ["/bin/true"]))
+            overPlain.record(seconds: monotonicSeconds() - t)
+        }
+        _ = try? await tls.killSandbox(tlsSandbox.id)
+        await killAll([plainSandbox.id])
+        return MetricResult(name: "exec.true.https", unit: "ms", figures: overTLS.summary()!, baselineName: "plain HTTP",
+                            baseline: overPlain.summary(), note: "start `true` and receive its exit over HTTPS (TLS 1.3, kept-alive connections) vs plain HTTP, same build")
     }
 
     func transfer(upload: Bool) async throws -> MetricResult {

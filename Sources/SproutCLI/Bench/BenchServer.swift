@@ -7,6 +7,7 @@ import SproutSystem
 import SproutAPI
 import SproutAgentClient
 import SproutHost
+import SproutServer
 import SproutConfig
 
 /// A `sprout server` the benchmark starts for itself on a temporary data
@@ -17,20 +18,30 @@ final class BenchServer: Sendable {
     let port: UInt16
     let key: String
 
-    init(runtime: String, cache: String) throws {
+    /// `https`: serve it over TLS with a certificate made for the run (`caFile`).
+    let https: Bool
+
+    init(runtime: String, cache: String, https: Bool = false) throws {
+        self.https = https
         var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         data = cStringToString(template)
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "sprout"
         let out = try Spawn.pipe()
         let log = open(data + "/server.log", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        var tlsArgs: [String] = []
+        if https {
+            try SelfSignedCertificate.ensure(dataDirectory: data, listenHost: "127.0.0.1")
+            let (cert, key) = SelfSignedCertificate.paths(dataDirectory: data)
+            tlsArgs = ["--tls-cert", cert, "--tls-key", key]
+        }
         var options = Spawn.Options()
         options.stdout = out.write
         options.stderr = log
         pid = try Spawn.spawn(
             path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning",
                    // The scale rows hold many sandboxes: no cap on paused ones, and no pausing for memory under the measurement.
-                   "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"],
+                   "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"] + tlsArgs,
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         close(log)
@@ -56,7 +67,11 @@ final class BenchServer: Sendable {
         key = keyText.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    var client: SproutAPIClient { try! SproutAPIClient(url: "http://127.0.0.1:\(port)", apiKey: key) }
+    var caFile: String { SelfSignedCertificate.paths(dataDirectory: data).certificate }
+
+    var client: SproutAPIClient {
+        try! SproutAPIClient(url: "\(https ? "https" : "http")://127.0.0.1:\(port)", apiKey: key, tls: https ? ClientTLS(caFile: caFile) : ClientTLS())
+    }
 
     /// The agent endpoint of a sandbox, read from the server's catalog, for
     /// baselines that talk to the agent directly.

@@ -10,7 +10,7 @@ import SproutSystem
 /// present, in the same run; and host memory (PSS) per idle sandbox while
 /// ten exist and while N do.
 extension BenchRunner {
-    static let scaleMetrics = ["scale.create", "scale.exec", "scale.wake", "scale.memory"]
+    static let scaleMetrics = ["scale.create", "scale.exec", "scale.wake", "scale.memory", "scale.disk.paused"]
 
     struct Probe {
         var create = Samples()
@@ -78,16 +78,7 @@ extension BenchRunner {
         let availableBefore = Self.availableMiB()
 
         let made = Locked<[String]>([])
-        let cleanUp = { [api] (ids: [String]) async in
-            await withTaskGroup(of: Void.self) { group in
-                var next = 0
-                for id in ids {
-                    group.addTask { _ = try? await api.killSandbox(id) }
-                    next += 1
-                    if next % 8 == 0 { await group.next() }
-                }
-            }
-        }
+        let cleanUp = { (ids: [String]) async in await Self.killAll(api, ids) }
         do {
             // Memory per idle sandbox with ten of them.
             let first = try await inParallel(min(10, running), width: 2, into: made) { [api] _ in
@@ -101,12 +92,14 @@ extension BenchRunner {
                     try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 7200, fromPool: false)).id
                 }
             }
+            let diskBefore = server.map { FileSystem.allocatedBytes($0.data) }
             let sleepers = try await inParallel(paused, width: 2, into: made) { [api] _ in
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 7200, fromPool: false))
                 _ = try await api.pause(sandbox.id)
                 return sandbox.id
             }
             population += sleepers
+            let diskAfter = server.map { FileSystem.allocatedBytes($0.data) }
             try await Task.sleep(for: .seconds(5))  // settle: the pool, the supervisor's passes
             let availableAfter = Self.availableMiB()
             let sample = stride(from: 0, to: running, by: max(1, running / 10)).prefix(10).map { population[$0] }
@@ -134,10 +127,51 @@ extension BenchRunner {
                 name: "scale.memory", unit: "MiB", figures: Figures.of(manyPSS) ?? .single(0), baselineName: "with 10 running", baseline: Figures.of(fewPSS),
                 note: "host memory (PSS) per idle sandbox with \(at)"
                     + (drop.map { String(format: "; MemAvailable fell %.1f MiB per running sandbox", $0) } ?? "")))
+            if let before = diskBefore, let after = diskAfter, paused > 0 {
+                let each = Double(after - before) / Double(1 << 20) / Double(paused)
+                results.append(MetricResult(name: "scale.disk.paused", unit: "MiB", figures: .single(each, runs: paused), baselineName: "goal",
+                                            baseline: .single(5),
+                                            note: "growth of the data directory per paused idle sandbox while \(paused) were paused (memory images deduplicated, layers, directories)"))
+            } else {
+                results.append(.unavailable("scale.disk.paused", unit: "MiB", why: "needs --scale-paused and the benchmark's own server"))
+            }
             return results
         } catch {
             await cleanUp(made.current)
             throw error
+        }
+    }
+
+    /// Kills `ids`, eight at a time (more would queue past the client's
+    /// pool timeout), trying each up to three times.
+    static func killAll(_ api: SproutAPIClient, _ ids: [String]) async {
+        var left = ids
+        for _ in 0..<3 where !left.isEmpty {
+            let failed = Locked<[String]>([])
+            await withTaskGroup(of: Void.self) { group in
+                var running = 0
+                for id in left {
+                    if running == 8 {
+                        await group.next()
+                        running -= 1
+                    }
+                    group.addTask {
+                        do { _ = try await api.killSandbox(id) } catch { failed.withLock { $0.append(id) } }
+                    }
+                    running += 1
+                }
+            }
+            left = failed.current
+        }
+    }
+
+    /// Every sandbox of the benchmark's server, whatever its state: a
+    /// server that stops keeps paused sandboxes (and their namespaces), so
+    /// they must go before it does.
+    static func killEverything(_ api: SproutAPIClient) async {
+        for _ in 0..<3 {
+            guard let live = try? await api.sandboxes(), !live.isEmpty else { return }
+            await killAll(api, live.map(\.id))
         }
     }
 
