@@ -177,6 +177,10 @@ public final class Catalog: Sendable {
                 t.add(column: "pauseFilesOnly", .boolean).notNull().defaults(to: false)
             }
         }
+        m.registerMigration("v15-state-expiry-index") { db in
+            // The supervisor's once-a-second timeout question reads only what expired.
+            try db.create(index: "sandbox_state_expires", on: "sandbox", columns: ["state", "expiresAt"])
+        }
         return m
     }
 }

@@ -122,6 +122,22 @@ public struct SandboxRepository: Sendable {
         }
     }
 
+    /// Running sandboxes whose timeout passed before `time`: the supervisor's
+    /// once-a-second question, answered by the database rather than by
+    /// reading every running sandbox (its cost stays flat as they grow).
+    func expired(before time: Double) async throws -> [SandboxRecord] {
+        try await db.read { db in
+            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("expiresAt") < time).fetchAll(db)
+        }
+    }
+
+    /// Running sandboxes that asked to sleep when idle.
+    func idlePausing() async throws -> [SandboxRecord] {
+        try await db.read { db in
+            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("idlePauseSeconds") != nil).fetchAll(db)
+        }
+    }
+
     /// How many of `team`'s sandboxes are asleep (or falling asleep).
     func pausedCount(team: String) async throws -> Int {
         try await db.read { db in

@@ -168,7 +168,7 @@ public struct Sandboxes: Sendable {
     /// for the next tick; one being snapshotted gets a minute more.
     @discardableResult
     public func reapExpired() async -> Int {
-        let expired = ((try? await repository.all(in: [.running])) ?? []).filter { ($0.expiresAt ?? .infinity) < now() }
+        let expired = (try? await repository.expired(before: now())) ?? []
         var reaped = 0
         for record in expired {
             if record.onTimeout == "pause" && (record.pauseFilesOnly || core.runtime.capabilities.memorySnapshot) {
@@ -187,7 +187,7 @@ public struct Sandboxes: Sendable {
     /// no request and no open stream for that long.
     @discardableResult
     public func pauseIdle() async -> Int {
-        let candidates = ((try? await repository.all(in: [.running])) ?? []).filter { $0.idlePauseSeconds != nil && !$0.team.isEmpty }
+        let candidates = ((try? await repository.idlePausing()) ?? []).filter { !$0.team.isEmpty }
         guard !candidates.isEmpty else { return 0 }
         let memory = MemorySnapshots(core: core)
         var paused = 0
