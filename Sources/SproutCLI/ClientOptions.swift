@@ -30,9 +30,9 @@ struct ClientOptions: ParsableArguments {
     var insecure = false
 
     /// An API key goes over plain HTTP only to this machine, unless asked.
-    static func refusePlainHTTP(url: String, hasKey: Bool, insecure: Bool) throws {
-        guard hasKey, !insecure, url.hasPrefix("http://") else { return }
-        let host = try SproutAPIClient(url: url, apiKey: nil).host
+    static func refusePlainHTTP(_ client: SproutAPIClient, insecure: Bool) throws {
+        guard client.apiKey != nil, !insecure, client.scheme == "http" else { return }
+        let host = client.host
         guard !IPAddressBytes.isLoopback(host) else { return }
         throw SproutError(.forbidden,
             "refusing to send an API key over plain HTTP to \(host), which is not this machine: use https:// (sprout server serves it beyond loopback), or --insecure to send it in clear text anyway")
@@ -53,8 +53,9 @@ struct ClientOptions: ParsableArguments {
                 key = text.trimmingCharacters(in: .whitespacesAndNewlines)
             }
         }
-        try Self.refusePlainHTTP(url: url, hasKey: key != nil, insecure: insecure || savedForURL?.insecure == true)
-        return try SproutAPIClient(url: url, apiKey: key, tls: tls)
+        let client = try SproutAPIClient(url: url, apiKey: key, tls: tls)
+        try Self.refusePlainHTTP(client, insecure: insecure || savedForURL?.insecure == true)
+        return client
     }
 }
 

@@ -168,8 +168,8 @@ struct LoginCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tls = ClientTLS(caFile: caFile.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, fingerprint: try fingerprint.map(ClientTLS.normalize))
-        try ClientOptions.refusePlainHTTP(url: apiURL, hasKey: true, insecure: insecure)
         let client = try SproutAPIClient(url: apiURL, apiKey: apiKey, tls: tls)
+        try ClientOptions.refusePlainHTTP(client, insecure: insecure)
         _ = try await client.sandboxes()  // proves both the URL and the key
         try ClientConfigFile(apiURL: apiURL, apiKey: apiKey, caFile: tls.caFile, fingerprint: tls.fingerprint, insecure: insecure ? true : nil).save()
         print("logged in to \(apiURL); settings saved to \(ClientConfigFile.path)")

@@ -75,7 +75,7 @@ extension BenchRunner {
         // Warm-up, then the empty host.
         _ = try await probe(count: 2, wake: wake)
         let empty = try await probe(count: count, wake: wake)
-        let availableBefore = Self.availableMiB()
+        let availableBefore = MemInfo.availableMB()
 
         let made = Locked<[String]>([])
         let cleanUp = { (ids: [String]) async in await Self.killAll(api, ids) }
@@ -101,7 +101,7 @@ extension BenchRunner {
             population += sleepers
             let diskAfter = server.map { FileSystem.allocatedBytes($0.data) }
             try await Task.sleep(for: .seconds(5))  // settle: the pool, the supervisor's passes
-            let availableAfter = Self.availableMiB()
+            let availableAfter = MemInfo.availableMB()
             let sample = stride(from: 0, to: running, by: max(1, running / 10)).prefix(10).map { population[$0] }
             let manyPSS = sample.map { Double(HostMemory.pssKiB(containerID: $0)) / 1024 }
             let loaded = try await probe(count: count, wake: wake)
@@ -173,13 +173,5 @@ extension BenchRunner {
             guard let live = try? await api.sandboxes(), !live.isEmpty else { return }
             await killAll(api, live.map(\.id))
         }
-    }
-
-    static func availableMiB() -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-              let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-        else { return nil }
-        return kib >> 10
     }
 }

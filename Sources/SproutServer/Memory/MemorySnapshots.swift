@@ -57,12 +57,7 @@ public struct MemorySnapshots: Sendable {
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
             let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
                 record.images = JSONColumn.encodeList(history)
-                record.remainingSeconds = max(1, (record.expiresAt ?? now()) - now())
-                record.expiresAt = nil
-                record.autoResume = autoResume
-                record.pausedAt = now()
-                record.lastPauseFilesOnly = false
-                record.error = nil
+                record.fallAsleep(autoResume: autoResume, filesOnly: false)
             }
             core.logger.withSandbox(id).info("paused", metadata: [
                 "image": "\(image.id)", "bytes": "\(image.size)", "new": "\(image.newBytes)",
@@ -86,12 +81,7 @@ public struct MemorySnapshots: Sendable {
         let (pausing, _) = try await repository.transition(id, .pause(memory: false), expecting: record.version)
         await launcher.removeContainer(id)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
-            record.remainingSeconds = max(1, (pausing.expiresAt ?? now()) - now())
-            record.expiresAt = nil
-            record.autoResume = autoResume
-            record.pausedAt = now()
-            record.lastPauseFilesOnly = true
-            record.error = nil
+            record.fallAsleep(autoResume: autoResume, filesOnly: true)
         }
         core.logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
         core.metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
@@ -223,5 +213,18 @@ public struct MemorySnapshots: Sendable {
         guard abs(skew) > 1 else { return }
         core.logger.withSandbox(record.id).warning("clock off after restore; setting it", metadata: ["skew": "\(skew)"])
         try? await client.setClock(unixNanos: Int64(now() * 1e9))
+    }
+}
+
+extension SandboxRecord {
+    /// Asleep from now (after a pause, or a checkpoint a restart cut short):
+    /// what is left of its timeout is kept for the resume (`markRunning`).
+    mutating func fallAsleep(autoResume: Bool, filesOnly: Bool, error: String? = nil) {
+        remainingSeconds = max(1, (expiresAt ?? now()) - now())
+        expiresAt = nil
+        self.autoResume = autoResume
+        pausedAt = now()
+        lastPauseFilesOnly = filesOnly
+        self.error = error
     }
 }

@@ -65,7 +65,7 @@ struct MemoryPressure: Sendable {
                     "not enough sandbox memory: \(memoryMB) MiB asked, \(max(0, settings.memoryBudgetMB - committed)) MiB of the budget (\(settings.memoryBudgetMB) MiB, --memory-budget-mb) free, and too few idle sandboxes to pause for it")
             }
         }
-        if settings.minimumFreeMemoryMB > 0, var available = HostMemory.availableMB(), available - memoryMB < settings.minimumFreeMemoryMB {
+        if settings.minimumFreeMemoryMB > 0, var available = MemInfo.availableMB(), available - memoryMB < settings.minimumFreeMemoryMB {
             for candidate in try await candidates() {
                 guard available - memoryMB < settings.minimumFreeMemoryMB else { break }
                 let using = Int((core.runtime.usage(id: candidate.id)?.memoryBytes ?? 0) >> 20)
@@ -83,7 +83,7 @@ struct MemoryPressure: Sendable {
     @discardableResult
     func relieveHost() async -> Bool {
         let floor = core.settings.minimumFreeMemoryMB
-        guard floor > 0, let available = HostMemory.availableMB(), available < floor else { return false }
+        guard floor > 0, let available = MemInfo.availableMB(), available < floor else { return false }
         let reservations = core.memoryReservations
         await reservations.queue.acquire()
         defer { reservations.queue.release() }
@@ -203,22 +203,5 @@ final class AsyncQueue: Sendable {
             return s.waiting.removeFirst()
         }
         next?.resume()
-    }
-}
-
-/// The host's memory, from /proc/meminfo.
-enum HostMemory {
-    /// MemAvailable in MiB: what the kernel estimates can be had without swapping.
-    static func availableMB() -> Int? { field("MemAvailable") }
-    static func totalMB() -> Int? { field("MemTotal") }
-
-    static func field(_ name: String) -> Int? {
-        guard let bytes = try? Descriptor.readFile("/proc/meminfo", limit: 1 << 16) else { return nil }
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name + ":") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard parts.count >= 2, let kib = Int(parts[1]) else { return nil }
-            return kib >> 10
-        }
-        return nil
     }
 }

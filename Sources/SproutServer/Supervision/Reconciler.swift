@@ -37,8 +37,6 @@ struct Reconciler: Sendable {
             let fallback = Double(core.settings.defaultTimeoutSeconds)
             let reason = record.state == .pooled ? "pooled; replaced after a restart"
                 : record.team.isEmpty ? "build sandbox of an interrupted build"
-                : record.state == .pausing ? "lost: the server stopped while it was being paused"
-                : record.state == .forking ? "lost: the server stopped while it was being forked"
                 : "lost when the server stopped unexpectedly"
             do {
                 let (recovered, action) = try await repository.transition(record.id, .recovered(containerAlive: alive), note: "server restart") { record in
@@ -49,14 +47,10 @@ struct Reconciler: Sendable {
                         record.pausedAt = nil
                     }
                     // A checkpoint cut short with the container stopped: asleep on its files.
+                    // (What was asked never finished: the next request boots it again.)
                     if wasCheckpointing && record.state == .paused {
-                        record.remainingSeconds = max(1, (record.expiresAt ?? now()) - now())
-                        record.expiresAt = nil
-                        record.pausedAt = now()
-                        record.lastPauseFilesOnly = true
-                        // What was asked never finished: the next request boots it again.
-                        record.autoResume = true
-                        record.error = "the server stopped during a checkpoint: the files are kept, the processes were lost"
+                        record.fallAsleep(autoResume: true, filesOnly: true,
+                                          error: "the server stopped during a checkpoint: the files are kept, the processes were lost")
                     }
                 }
                 switch action {
