@@ -71,7 +71,7 @@ let package = Package(
         // The server: catalog, lifecycle state machines, services, routes.
         .target(name: "SproutServer", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutRuntime", "SproutAgentClient", "SproutAPI",
-            "SproutAgentProtocol", "SproutStore", "CZlib",
+            "SproutAgentProtocol", "SproutStore", "SproutConfig", "CZlib",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -44,9 +44,12 @@ fi
 
 # The stock E2B SDK, pinned, in a venv of its own (its dependencies stay apart
 # from the tools above): the E2B-compatibility tests drive the server with it.
+# With it, the code interpreter SDK (e2b-code-interpreter), for the code
+# interpreter's tests and `sprout bench`'s code.first_result.
 E2B_VERSION=2.63.0
+E2B_CI_VERSION=2.11.5
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-e2b"
-if ! "$venv/bin/python" -c "import e2b, sys; from importlib.metadata import version; sys.exit(version('e2b') != '$E2B_VERSION')" 2>/dev/null; then
-  python3 -m venv "$venv" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q "e2b==$E2B_VERSION"
+if ! "$venv/bin/python" -c "import e2b, e2b_code_interpreter, sys; from importlib.metadata import version; sys.exit(version('e2b') != '$E2B_VERSION' or version('e2b-code-interpreter') != '$E2B_CI_VERSION')" 2>/dev/null; then
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q "e2b==$E2B_VERSION" "e2b-code-interpreter==$E2B_CI_VERSION"
 fi

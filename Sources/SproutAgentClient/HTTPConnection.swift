@@ -138,6 +138,20 @@ public final class HTTPConnection: @unchecked Sendable {
         }
     }
 
+    /// Waits up to `milliseconds` for more of the body: true if some may be
+    /// read now (or the stream ended or failed: the read will tell), false
+    /// on a quiet wait. A proxy uses the quiet spells to see if its own
+    /// client is still there.
+    public func waitForData(milliseconds: Int32) -> Bool {
+        if bufferStart < buffer.count { return true }
+        switch bodyMode {
+        case .none, .chunked(_, true), .length(0): return true
+        default: break
+        }
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, milliseconds) != 0
+    }
+
     /// The whole response body (up to `limit` bytes).
     public func readBody(limit: Int = 64 << 20) throws -> [UInt8] {
         var out: [UInt8] = []

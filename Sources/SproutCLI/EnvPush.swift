@@ -9,6 +9,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutHost
 import SproutConfig
+import SproutStore
 
 /// `sprout env push`: hashes the files, uploads only the blobs the server
 /// lacks (in parallel, with progress), and starts the build.
@@ -37,14 +38,8 @@ struct EnvPush: AsyncParsableCommand {
         let toSend = Dictionary(files.filter { missing.contains($0.sha256) }.map { ($0.sha256, $0.localPath) }, uniquingKeysWith: { a, _ in a })
         if !toSend.isEmpty { try await upload(toSend, api: api) }
 
-        let readiness: String? = config.ready.map {
-            switch $0 {
-            case .port(let p): "port:\(p)"
-            case .command(let c): c
-            }
-        }
         let request = API.Push(
-            id: config.id, from: config.from, run: config.run, start: config.start, ready: readiness, cpu: config.cpu,
+            id: config.id, from: config.from, run: config.run, start: config.start, ready: config.ready.map(\.text), cpu: config.cpu,
             memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
             draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files)
         let result = try await api.push(request)
@@ -96,70 +91,6 @@ struct EnvPush: AsyncParsableCommand {
             while try await group.next() != nil { next() }
         }
         FileHandle.standardError.write(Data("\n".utf8))
-    }
-}
-
-/// The files of a push: every regular file under the folder. Symlinks that
-/// point outside the folder are refused, never followed.
-enum LocalFiles {
-    struct Entry {
-        var path: String
-        var localPath: String
-        var mode: UInt32
-        var sha256: String
-    }
-
-    static func collect(root: String) throws -> [Entry] {
-        guard let resolvedRoot = realPath(root) else {
-            throw SproutError(.notFound, "the files folder \(root) does not exist")
-        }
-        var out: [Entry] = []
-        func walk(_ relative: String) throws {
-            let dir = relative.isEmpty ? resolvedRoot : resolvedRoot + "/" + relative
-            for name in try FileSystem.children(dir) {
-                let rel = relative.isEmpty ? name : relative + "/" + name
-                let full = resolvedRoot + "/" + rel
-                var st = stat()
-                guard lstat(full, &st) == 0 else { throw SproutError.system(full) }
-                var target = full
-                if (st.st_mode & S_IFMT) == S_IFLNK {
-                    guard let real = realPath(full), real.hasPrefix(resolvedRoot + "/")
-                    else {
-                        throw SproutError(.invalidArgument, "\(rel) is a symlink that points outside \(root); refused")
-                    }
-                    target = real
-                    guard stat(real, &st) == 0 else { throw SproutError.system(real) }
-                }
-                switch st.st_mode & S_IFMT {
-                case S_IFDIR: try walk(rel)
-                case S_IFREG:
-                    out.append(Entry(path: rel, localPath: target, mode: UInt32(st.st_mode & 0o7777), sha256: try sha256(target)))
-                default: continue
-                }
-            }
-        }
-        try walk("")
-        return out
-    }
-
-    static func realPath(_ path: String) -> String? {
-        guard let resolved = realpath(path, nil) else { return nil }
-        defer { free(resolved) }
-        return String(cString: resolved)
-    }
-
-    static func sha256(_ path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SproutError.system(path) }
-        defer { close(fd) }
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = try buffer.withUnsafeMutableBytes { try Descriptor.read(fd, into: $0.baseAddress!, count: $0.count) }
-            if n == 0 { break }
-            hasher.update(data: buffer[0..<n])
-        }
-        return hexString(hasher.finalize())
     }
 }
 

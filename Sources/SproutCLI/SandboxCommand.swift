@@ -15,7 +15,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox", abstract: "Create, use and kill sandboxes.",
         subcommands: [
-            SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxAttach.self, SandboxShell.self,
+            SandboxCreate.self, SandboxList.self, SandboxShow.self, SandboxExec.self, SandboxRunCode.self, SandboxAttach.self, SandboxShell.self,
             SandboxFiles.self, SandboxTimeout.self, SandboxNetwork.self, SandboxMetricsCommand.self, SandboxSnapshot.self, SandboxPause.self, SandboxResume.self, SandboxFork.self,
             SandboxKill.self,
         ])

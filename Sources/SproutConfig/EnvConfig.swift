@@ -140,3 +140,13 @@ public struct EnvConfig: Equatable, Sendable {
         """
     }
 }
+
+extension EnvConfig.Readiness {
+    /// As a push sends it.
+    public var text: String {
+        switch self {
+        case .port(let port): "port:\(port)"
+        case .command(let command): command
+        }
+    }
+}

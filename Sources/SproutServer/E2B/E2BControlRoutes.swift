@@ -18,7 +18,9 @@ struct E2BControlRoutes {
         for path in ["sandboxes", "v2/sandboxes"] {
             group.post(RouterPath(path)) { request, context in
                 let body = try await JSONBody.decode(E2B.NewSandbox.self, from: request)
-                let sandbox = try await services.sandboxes.create(try Self.translate(body), for: try context.caller())
+                let request = try Self.translate(body)
+                try await services.builtins.ensure(request.env, for: try context.caller())
+                let sandbox = try await services.sandboxes.create(request, for: try context.caller())
                 return try JSONBody.response(created(sandbox), status: .created)
             }
             group.get(RouterPath(path)) { request, context in
@@ -196,7 +198,8 @@ struct E2BControlRoutes {
     }
 
     func created(_ sandbox: API.Sandbox) -> E2B.Sandbox {
-        E2B.Sandbox(templateID: sandbox.env, sandboxID: sandbox.id, envdAccessToken: tokens.token(for: sandbox.id), domain: services.domain)
+        E2B.Sandbox(templateID: sandbox.env, sandboxID: sandbox.id, envdAccessToken: tokens.token(for: sandbox.id),
+                    trafficAccessToken: tokens.token(for: sandbox.id), domain: services.domain)
     }
 
     func detail(_ sandbox: API.Sandbox, withToken: Bool) -> E2B.SandboxDetail {

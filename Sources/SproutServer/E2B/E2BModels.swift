@@ -88,6 +88,9 @@ enum E2B {
         var clientID = E2B.clientID
         var envdVersion = E2B.envdVersion
         var envdAccessToken: String
+        /// What the SDK sends (`E2B-Traffic-Access-Token`) to a sandbox's other
+        /// ports, the code interpreter's among them: the same token.
+        var trafficAccessToken: String?
         var domain: String?
     }
 

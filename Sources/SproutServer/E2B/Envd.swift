@@ -19,6 +19,7 @@ struct EnvdMiddleware: RouterMiddleware {
     static let sandboxHeader = HTTPField.Name("E2b-Sandbox-Id")!
     static let portHeader = HTTPField.Name("E2b-Sandbox-Port")!
     static let tokenHeader = HTTPField.Name("X-Access-Token")!
+    static let trafficTokenHeader = HTTPField.Name("E2B-Traffic-Access-Token")!
     static let envdPort = "49983"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -37,7 +38,10 @@ struct EnvdMiddleware: RouterMiddleware {
         guard let record = try await services.core.catalog.sandboxes.find(id), let state = E2B.state(record.state.rawValue) else {
             return Self.notFound(id)
         }
-        guard let token = request.headers[Self.tokenHeader], tokens.verify(token, for: id) else {
+        // The daemon takes the access token; other ports take it or the traffic token
+        // (the same secret: the code interpreter SDK sends one or the other).
+        let token = request.headers[Self.tokenHeader] ?? (port == Self.envdPort ? nil : request.headers[Self.trafficTokenHeader])
+        guard let token, tokens.verify(token, for: id) else {
             return E2BErrorMiddleware.response(.unauthorized, "missing or invalid X-Access-Token for sandbox \(id)")
         }
         // Asleep (or falling asleep) without waking on request: not running, as E2B says it.
@@ -60,7 +64,8 @@ struct EnvdMiddleware: RouterMiddleware {
             var target = request.uri.path
             if let query = request.uri.query, !query.isEmpty { target += "?" + query }
             return try await PortRoutes.forward(request, to: address, port: port, target: target,
-                                                dropping: ["e2b-sandbox-id", "e2b-sandbox-port", "x-access-token"])
+                                                dropping: ["e2b-sandbox-id", "e2b-sandbox-port", "x-access-token", "e2b-traffic-access-token"],
+                                                clientGone: context.clientGone)
         } catch let error as SproutError where error.code == .unavailable {
             return E2BErrorMiddleware.response(.badGateway, "The sandbox \(id) is running but port is not open: \(error.message)")
         } catch {

@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     public var cacheDirectory: String?
     /// The statically linked `sprout-agent` to inject into sandboxes.
     public var agentBinary: String?
+    /// The built-in envs' folders (see `BuiltinEnvs.locate`).
+    public var envsDirectory: String?
     public var defaultTimeoutSeconds = 300
     public var maxUploadBytes: Int64 = 4 << 30
     /// Creates are refused (cleanly) when the data directory has less free space.
@@ -65,6 +67,8 @@ public struct SproutServices: Sendable {
     public let keys: KeyStore
     public let builder: EnvBuilder
     public let pool: WarmPool
+    /// Envs Sprout builds on first use (`code-interpreter-v1`).
+    public let builtins: BuiltinEnvs
     public var sandboxes: Sandboxes { Sandboxes(core: core) }
     public var memory: MemorySnapshots { MemorySnapshots(core: core) }
     public var forks: LiveFork { LiveFork(core: core) }
@@ -151,8 +155,10 @@ public func buildApplication(
             "adopted": "\(reconciled.adopted.count)", "removed": "\(reconciled.removed.count)",
         ])
     }
-    let services = SproutServices(core: core, keys: keys, builder: EnvBuilder(core: core), pool: pool, config: config,
-                                  envdTokens: try EnvdTokens.load(dataDirectory: data))
+    let builder = EnvBuilder(core: core)
+    let services = SproutServices(core: core, keys: keys, builder: builder, pool: pool,
+                                  builtins: BuiltinEnvs(core: core, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
+                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data))
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
         webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20)))

@@ -84,7 +84,7 @@ struct HostRouteMiddleware: RouterMiddleware {
         let address = try await routing.services.sandboxes.address(id, for: identity)
         do {
             return try await PortRoutes.forward(request, to: address, port: port, target: HostRouting.upstreamTarget(request),
-                                                dropping: HostRouting.dropped)
+                                                dropping: HostRouting.dropped, clientGone: context.clientGone)
         } catch let error as SproutError where error.code == .unavailable {
             throw SproutError(.unavailable, "nothing answers on port \(port) in sandbox \(id): \(error.message)")
         }

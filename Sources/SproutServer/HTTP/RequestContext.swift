@@ -14,11 +14,23 @@ public struct SproutContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let webSocket: WebSocketHandlerReference<SproutContext>
     public var identity: Identity?
+    /// The client's connection (a proxy asks it whether the client is still there).
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.channel = source.channel
         self.webSocket = .init()
         self.identity = nil
+    }
+
+    /// True once the client has hung up (or half-closed, as Go's HTTP server
+    /// takes it too): NIO reads nothing while a response is pending, so this
+    /// asks the kernel for the TCP state (FIN received: CLOSE_WAIT and on).
+    @Sendable func clientGone() async -> Bool {
+        guard channel.isActive else { return true }
+        guard let provider = channel as? SocketOptionProvider, let info = try? await provider.getTCPInfo().get() else { return false }
+        return ![1, 2, 3].contains(Int(info.tcpi_state))  // ESTABLISHED, SYN_SENT, SYN_RECV
     }
 
     /// The caller's identity; routes behind `AuthMiddleware` always have one.

@@ -69,12 +69,17 @@ struct PortRoutes {
         let (address, port) = try await target(context)
         let prefix = "/v1/sandboxes/\(try context.parameters.require("id"))/ports/\(port)"
         return try await Self.forward(request, to: address, port: port, target: Self.upstreamTarget(context, query: request.uri.query),
-                                      extraHeaders: [("X-Forwarded-Prefix", prefix)])
+                                      extraHeaders: [("X-Forwarded-Prefix", prefix)], clientGone: context.clientGone)
     }
 
     /// Sends `request` to a server inside a sandbox and streams its answer back.
+    /// While the answer is quiet, `clientGone` is asked each second: once the
+    /// client has hung up, the upstream connection is reset, so the server
+    /// inside sees its client leave (the code interpreter interrupts a call
+    /// whose caller timed out).
     static func forward(_ request: Request, to address: String, port: UInt16, target: String,
-                        extraHeaders: [(String, String)] = [], dropping: Set<String> = []) async throws -> Response {
+                        extraHeaders: [(String, String)] = [], dropping: Set<String> = [],
+                        clientGone: @escaping @Sendable () async -> Bool) async throws -> Response {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxRequestBody)
@@ -108,8 +113,14 @@ struct PortRoutes {
         let chunks = HandoffQueue<[UInt8]>(limit: 8)
         startThread {
             do {
-                while let chunk = try connection.readBodyChunk(max: 256 * 1024) {
-                    guard chunks.push(chunk) else { break }
+                while true {
+                    // A quiet second hands on an empty chunk: the writer's cue to see
+                    // whether the client is still there.
+                    guard connection.waitForData(milliseconds: 1000) else {
+                        guard chunks.push([]) else { break }
+                        continue
+                    }
+                    guard let chunk = try connection.readBodyChunk(max: 256 * 1024), chunks.push(chunk) else { break }
                 }
                 chunks.finish()
             } catch {
@@ -119,7 +130,13 @@ struct PortRoutes {
         }
         return Response(status: .init(code: head.status, reasonPhrase: head.reason), headers: fields, body: ResponseBody { writer in
             defer { chunks.cancel() }
-            while let chunk = try await chunks.next() { try await writer.write(ByteBuffer(bytes: chunk)) }
+            while let chunk = try await chunks.next() {
+                guard !chunk.isEmpty else {
+                    if await clientGone() { throw SproutError(.unavailable, "the client went away") }
+                    continue
+                }
+                try await writer.write(ByteBuffer(bytes: chunk))
+            }
             try await writer.finish(nil)
         })
     }

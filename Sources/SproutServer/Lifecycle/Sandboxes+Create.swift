@@ -36,6 +36,7 @@ extension Sandboxes {
                 record.envVars = envVars
             }) {
                 await core.pool?.claimed()
+                await writeEnvFile(claimed, request.envVars)
                 core.metrics.create(result: "pool", seconds: monotonicSeconds() - started)
                 core.logger.withSandbox(claimed.id).info("running (from the pool)")
                 await core.publishStateCounts()
@@ -43,9 +44,28 @@ extension Sandboxes {
             }
         }
         let record = try await start(env: env, team: identity.team, request: request, pooled: false)
+        await writeEnvFile(record, request.envVars)
         core.metrics.create(result: "ok", seconds: monotonicSeconds() - started)
         await core.publishStateCounts()
         return api(record)
+    }
+
+    /// Where a sandbox's own variables are, for processes that were running
+    /// before it existed: a warm env's `start` (the code interpreter reads
+    /// them from here). Every process Sprout starts gets them in its
+    /// environment anyway.
+    static let envFile = "/run/sprout/env.json"
+
+    /// Writes the sandbox's variables to `envFile` (only if it has any).
+    /// A sandbox whose file system refuses it still runs: that is logged.
+    func writeEnvFile(_ record: SandboxRecord, _ envVars: [String: String]) async {
+        guard !envVars.isEmpty else { return }
+        do {
+            let json = try JSONSerialization.data(withJSONObject: envVars, options: [.sortedKeys])
+            try await core.agent(record).write(Array(json), to: Self.envFile, mode: 0o644)
+        } catch {
+            core.logger.withSandbox(record.id).warning("could not write \(Self.envFile)", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Starts a new sandbox, ending `running` (or `pooled`, for the pool; no

@@ -1,0 +1,70 @@
+import Crypto
+import Glibc
+import SproutCore
+import SproutSystem
+
+/// The files of a push: every regular file under the folder. Symlinks that
+/// point outside the folder are refused, never followed. Used by `sprout env
+/// push` and by the server for its built-in envs.
+public enum LocalFiles {
+    public struct Entry: Sendable {
+        public var path: String
+        public var localPath: String
+        public var mode: UInt32
+        public var sha256: String
+    }
+
+    public static func collect(root: String) throws -> [Entry] {
+        guard let resolvedRoot = realPath(root) else {
+            throw SproutError(.notFound, "the files folder \(root) does not exist")
+        }
+        var out: [Entry] = []
+        func walk(_ relative: String) throws {
+            let dir = relative.isEmpty ? resolvedRoot : resolvedRoot + "/" + relative
+            for name in try FileSystem.children(dir) {
+                let rel = relative.isEmpty ? name : relative + "/" + name
+                let full = resolvedRoot + "/" + rel
+                var st = stat()
+                guard lstat(full, &st) == 0 else { throw SproutError.system(full) }
+                var target = full
+                if (st.st_mode & S_IFMT) == S_IFLNK {
+                    guard let real = realPath(full), real.hasPrefix(resolvedRoot + "/")
+                    else {
+                        throw SproutError(.invalidArgument, "\(rel) is a symlink that points outside \(root); refused")
+                    }
+                    target = real
+                    guard stat(real, &st) == 0 else { throw SproutError.system(real) }
+                }
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: try walk(rel)
+                case S_IFREG:
+                    out.append(Entry(path: rel, localPath: target, mode: UInt32(st.st_mode & 0o7777), sha256: try sha256(target)))
+                default: continue
+                }
+            }
+        }
+        try walk("")
+        return out
+    }
+
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    public static func sha256(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SproutError.system(path) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try Descriptor.read(fd, into: $0.baseAddress!, count: $0.count) }
+            if n == 0 { break }
+            hasher.update(data: buffer[0..<n])
+        }
+        return hexString(hasher.finalize())
+    }
+}
+

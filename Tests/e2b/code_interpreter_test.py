@@ -1,0 +1,203 @@
+"""Drives a real Sprout server with the stock `e2b-code-interpreter` SDK
+(pinned in scripts/install-deps.sh), against the built-in env
+`code-interpreter-v1` (the SDK's default template, which Sprout builds on
+first use). Environment: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY. Prints
+one line per check; any failure raises and exits non-zero."""
+import base64
+import json
+import os
+import time
+
+import httpx
+from e2b import InvalidArgumentException, NotFoundException, TimeoutException
+from e2b_code_interpreter import Sandbox
+
+URL = os.environ["E2B_SANDBOX_URL"]
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        raise AssertionError(f"{name}: {detail}")
+    print("ok", name, flush=True)
+
+
+def raw(sbx, method, path, body=None, content=None):
+    """A request to the interpreter as the SDK makes them, for what the SDK itself refuses to send."""
+    headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49999", "X-Access-Token": sbx._envd_access_token,
+               "Content-Type": "application/json"}
+    return httpx.request(method, URL + path, headers=headers, json=body, content=content, timeout=60)
+
+
+def state_and_streams(sbx):
+    sbx.run_code("x = 41")
+    r = sbx.run_code("x + 1")
+    check("state is kept across calls", r.text == "42", repr(r))
+    check("the execution count counts calls", r.execution_count is not None and r.execution_count >= 2, repr(r.execution_count))
+    seen = []
+    r = sbx.run_code("import sys, time\nprint('one', flush=True)\ntime.sleep(1)\nprint('two', flush=True)\nprint('oops', file=sys.stderr)",
+                     on_stdout=lambda m: seen.append((m.line, m.timestamp)))
+    check("stdout and stderr are apart", r.logs.stdout == ["one\n", "two\n"] and r.logs.stderr == ["oops\n"], repr(r.logs))
+    gap = (seen[1][1] - seen[0][1]) / 1e9 if len(seen) == 2 else 0
+    check("stdout streams as printed (timestamps a second apart)", 0.8 < gap < 5, repr(seen))
+
+
+def rich_results(sbx):
+    r = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 1, 9], label='series')\nplt.title('A line')\nplt.xlabel('x')\nplt.show()")
+    pngs = [x for x in r.results if x.png]
+    check("a matplotlib plot comes back as a PNG", len(pngs) == 1 and base64.b64decode(pngs[0].png).startswith(b"\x89PNG"), repr(r))
+    chart = pngs[0].chart
+    check("the plot's chart data: a line chart with its points",
+          chart is not None and chart.type.value == "line" and chart.title == "A line" and chart.x_label == "x"
+          and [list(p) for p in chart.elements[0].points] == [[1.0, 4.0], [2.0, 1.0], [3.0, 9.0]] and chart.elements[0].label == "series",
+          repr(chart and chart.to_dict()))
+    r = sbx.run_code("plt.bar(['a', 'b'], [3, 5])\nplt.show()")
+    chart = r.results[0].chart if r.results else None
+    check("a bar chart's data", chart is not None and chart.type.value == "bar"
+          and [(e.label, e.value) for e in chart.elements] == [("a", 3.0), ("b", 5.0)], repr(chart and chart.to_dict()))
+    r = sbx.run_code("import pandas as pd\npd.DataFrame({'name': ['ann', 'bob'], 'age': [31, 42]})")
+    main = r.results[0] if r.results else None
+    check("a pandas DataFrame comes back as HTML", main is not None and main.is_main_result and "<table" in (main.html or "")
+          and "bob" in main.html, repr(r))
+    check("... and as data", main.data == {"columns": ["name", "age"], "index": [0, 1], "data": [["ann", 31], ["bob", 42]]}, repr(main.data))
+    r = sbx.run_code("from IPython.display import display, Markdown\ndisplay(Markdown('**hi**'))\n7")
+    check("display() results, then the main result", [(x.markdown, x.is_main_result) for x in r.results] == [("**hi**", False), (None, True)]
+          and r.text == "7", repr(r.results))
+
+
+def errors(sbx):
+    r = sbx.run_code("def f():\n    return 1 / 0\nf()")
+    e = r.error
+    check("an exception is an error with name, value and traceback", e is not None and e.name == "ZeroDivisionError"
+          and e.value == "division by zero" and "return 1 / 0" in e.traceback and "\x1b[" not in e.traceback, repr(e and e.traceback))
+    r = sbx.run_code("1 +")
+    check("a syntax error too", r.error is not None and r.error.name == "SyntaxError", repr(r.error))
+    check("the context still serves after errors", sbx.run_code("x").text == "41")
+
+
+def contexts(sbx):
+    ctx = sbx.create_code_context()
+    check("create a context", ctx.language == "python" and ctx.cwd == "/home/user", repr(ctx))
+    sbx.run_code("y = 'mine'", context=ctx)
+    r = sbx.run_code("y", context=ctx)
+    check("a context keeps its own state", r.text == "'mine'", repr(r))
+    r = sbx.run_code("y")
+    check("... apart from the default context", r.error is not None and r.error.name == "NameError", repr(r))
+    r = sbx.run_code("x", context=ctx)
+    check("... both ways", r.error is not None and r.error.name == "NameError", repr(r))
+    check("list contexts", ctx.id in [c.id for c in sbx.list_code_contexts()])
+    sbx.restart_code_context(ctx)
+    r = sbx.run_code("y", context=ctx)
+    check("restart a context: its state is gone", r.error is not None and r.error.name == "NameError", repr(r))
+    r = sbx.run_code("import os\nos.getcwd()", context=sbx.create_code_context(cwd="/tmp"))
+    check("a context's working directory", r.text == "'/tmp'", repr(r))
+    sbx.remove_code_context(ctx)
+    check("delete a context", ctx.id not in [c.id for c in sbx.list_code_contexts()])
+    try:
+        sbx.run_code("1", context=ctx)
+        check("an unknown context is refused", False, "ran")
+    except NotFoundException as e:
+        check("an unknown context is a 404 (NotFoundException)", "not found" in str(e), str(e))
+    try:
+        sbx.remove_code_context("no-such-context")
+        check("deleting an unknown context is refused", False, "deleted")
+    except NotFoundException:
+        check("deleting an unknown context is a 404", True)
+
+
+def env_and_bash(sbx):
+    r = sbx.run_code("import os\nos.environ.get('CALL_VAR')", envs={"CALL_VAR": "per call"})
+    check("a call's env vars", r.text == "'per call'", repr(r))
+    check("... do not outlive the call", sbx.run_code("str(os.environ.get('CALL_VAR'))").text == "'None'")
+    check("the sandbox's env vars reach the kernel", sbx.run_code("os.environ.get('SANDBOX_VAR')").text == "'from create'")
+    r = sbx.run_code("echo $((40 + 2)); cd /tmp; V=kept", language="bash")
+    check("a bash context runs bash", r.logs.stdout == ["42\n"] and r.error is None, repr(r))
+    r = sbx.run_code("pwd; echo $V $SANDBOX_VAR", language="bash")
+    check("bash keeps its state and directory, and sees the sandbox's env vars", r.logs.stdout == ["/tmp\nkept from create\n"]
+          or "".join(r.logs.stdout) == "/tmp\nkept from create\n", repr(r.logs))
+    r = sbx.run_code("echo $CALL_VAR", language="bash", envs={"CALL_VAR": "bash call"})
+    check("bash: a call's env vars", "".join(r.logs.stdout) == "bash call\n", repr(r.logs))
+    check("... do not outlive the call", "".join(sbx.run_code("echo ${CALL_VAR:-gone}", language="bash").logs.stdout) == "gone\n")
+    r = sbx.run_code("echo no >&2; false", language="bash")
+    check("bash: a failing command is an error", r.error is not None and r.logs.stderr == ["no\n"], repr(r))
+    ctx = sbx.create_code_context(language="bash")
+    check("a bash context of its own", ctx.language == "bash" and "".join(sbx.run_code("echo ${V:-unset}", context=ctx).logs.stdout) == "unset\n")
+
+
+def timeouts(sbx):
+    sbx.run_code("z = 'still here'")
+    other = sbx.create_code_context()
+    t = time.time()
+    try:
+        sbx.run_code("import time\ntime.sleep(120)", timeout=3)
+        check("a long call times out", False, "finished")
+    except TimeoutException:
+        check("a long call times out after its timeout", time.time() - t < 30, f"{time.time() - t:.1f} s")
+    t = time.time()
+    r = sbx.run_code("z")
+    check("the timeout interrupted the kernel: the context answers at once, state kept", r.text == "'still here'" and time.time() - t < 10,
+          f"{r!r} after {time.time() - t:.1f} s")
+    check("other contexts keep working", sbx.run_code("1 + 1", context=other).text == "2")
+    check("the sandbox keeps working", sbx.commands.run("echo alive").stdout == "alive\n")
+    try:
+        sbx.run_code("sleep 120", language="bash", timeout=3)
+        check("a long bash call times out", False, "finished")
+    except TimeoutException:
+        pass
+    t = time.time()
+    r = sbx.run_code("echo $V", language="bash")
+    check("... and a bash call's timeout interrupts it too, state kept", "".join(r.logs.stdout) == "kept\n" and time.time() - t < 10, repr(r.logs))
+
+
+def bad_input(sbx):
+    try:
+        sbx.run_code("1", language="python", context=sbx.list_code_contexts()[0])
+        check("language and context together are refused by the SDK", False, "ran")
+    except InvalidArgumentException:
+        pass
+    ctx_id = sbx.list_code_contexts()[0].id
+    r = raw(sbx, "POST", "/execute", {"code": "1", "language": "python", "context_id": ctx_id})
+    check("language and context together are a 400", r.status_code == 400 and "not both" in r.json()["message"], r.text)
+    r = raw(sbx, "POST", "/execute", content=b"{not json")
+    check("malformed JSON is a 400", r.status_code == 400 and "not valid JSON" in r.json()["message"], r.text)
+    r = raw(sbx, "POST", "/execute", {"code": 5})
+    check("code that is not a string is a 400", r.status_code == 400, r.text)
+    r = raw(sbx, "POST", "/execute", {"code": "1", "language": "cobol"})
+    check("an unknown language is a 400 that names the ones there are", r.status_code == 400 and "python" in r.json()["message"], r.text)
+    r = raw(sbx, "POST", "/execute", {"code": "1", "context_id": "nope"})
+    check("an unknown context_id is a 404", r.status_code == 404, r.text)
+    r = raw(sbx, "POST", "/contexts", {"cwd": "/no/such/dir"})
+    check("a context in a missing directory is a 400", r.status_code == 400, r.text)
+    r = raw(sbx, "POST", "/execute", {"code": "1", "env_vars": {"BAD NAME": "x"}})
+    check("a bad env var name is a 400", r.status_code == 400, r.text)
+    check("the interpreter keeps serving after bad input", sbx.run_code("x").text == "41")
+
+
+def main():
+    started = time.time()
+    # The first create of the SDK's default template builds it (minutes, once per team).
+    sbx = Sandbox.create(envs={"SANDBOX_VAR": "from create"}, timeout=900, request_timeout=1800)
+    check(f"Sandbox.create() of the default template (built on first use: {time.time() - started:.0f} s)", sbx.sandbox_id.startswith("sbx_"))
+    try:
+        state_and_streams(sbx)
+        rich_results(sbx)
+        errors(sbx)
+        contexts(sbx)
+        env_and_bash(sbx)
+        timeouts(sbx)
+        bad_input(sbx)
+        # A second sandbox starts warm from the env's memory image, kernel running.
+        t = time.time()
+        other = Sandbox.create(timeout=120)
+        try:
+            r = other.run_code("1 + 1")
+            elapsed = time.time() - t
+            check(f"a second sandbox: create and first result in {elapsed * 1000:.0f} ms", r.text == "2" and elapsed < 10, repr(r))
+            check("sandboxes do not share a kernel", other.run_code("x").error is not None)
+        finally:
+            other.kill()
+    finally:
+        sbx.kill()
+    print(f"all checks passed in {time.time() - started:.1f} s")
+
+
+main()
