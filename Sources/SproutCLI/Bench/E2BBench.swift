@@ -39,18 +39,25 @@ extension BenchRunner {
             }
             _ = try? await api.killSandbox(sandbox.id)
         }
+        let sdk = try await e2bScript([Self.e2bScript, create ? "create" : "run", String(count), "debian"], what: "the E2B benchmark")
+        return MetricResult(
+            name: name, unit: "ms", figures: sdk.summary()!, baselineName: "Sprout's client", baseline: native.summary(),
+            note: create ? "e2b SDK: Sandbox.create() → commands.run(\"true\") answered (debian)" : "e2b SDK: commands.run(\"true\") (bash -l -c true, debian)")
+    }
+
+    /// Runs one of the bench's Python scripts with the E2B SDK pointed at this
+    /// server; the script prints a JSON list of seconds.
+    func e2bScript(_ arguments: [String], what: String) async throws -> Samples {
         let out = try await HostCommand.capture(
-            [Self.e2bPython, Self.e2bScript, create ? "create" : "run", String(count), "debian"],
+            [Self.e2bPython] + arguments,
             environment: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(api.baseURL)", "E2B_SANDBOX_URL=\(api.baseURL)",
                           "E2B_API_KEY=\(api.apiKey ?? "")"],
             timeout: .seconds(1800))
         guard out.status == 0, let seconds = try? JSONDecoder().decode([Double].self, from: Data(out.stdout.utf8)), !seconds.isEmpty else {
-            throw SproutError(.internal, "the E2B benchmark failed: \(out.stderr.suffix(2000))")
+            throw SproutError(.internal, "\(what) failed: \(out.stderr.suffix(2000))")
         }
-        var sdk = Samples()
-        for s in seconds { sdk.record(seconds: s) }
-        return MetricResult(
-            name: name, unit: "ms", figures: sdk.summary()!, baselineName: "Sprout's client", baseline: native.summary(),
-            note: create ? "e2b SDK: Sandbox.create() → commands.run(\"true\") answered (debian)" : "e2b SDK: commands.run(\"true\") (bash -l -c true, debian)")
+        var samples = Samples()
+        for s in seconds { samples.record(seconds: s) }
+        return samples
     }
 }

@@ -1,0 +1,51 @@
+import Foundation
+import SproutAPI
+import SproutClient
+import SproutConfig
+import SproutCore
+import SproutHost
+import SproutServer
+import SproutStore
+
+/// `code.first_result`: the stock e2b-code-interpreter SDK's
+/// `Sandbox.create()` until `run_code("1+1")` has answered, on the built-in
+/// env `code-interpreter-v1` (restored from its memory image, the kernel
+/// running) beside the same env booted cold: the same files as a draft env
+/// without `start`, whose interpreter the script starts after create. The
+/// first create builds the env if the server has not (minutes, once).
+extension BenchRunner {
+    static let codeScript = "scripts/code-bench.py"
+
+    func codeFirstResult() async throws -> MetricResult {
+        let name = "code.first_result"
+        guard FileManager.default.isExecutableFile(atPath: Self.e2bPython), FileManager.default.fileExists(atPath: Self.codeScript) else {
+            return .unavailable(name, unit: "ms", why: "needs \(Self.e2bPython) and \(Self.codeScript): run from the repository after `make test`")
+        }
+        guard let envs = BuiltinEnvs.locate(explicit: nil) else {
+            return .unavailable(name, unit: "ms", why: "the built-in envs' folder (envs/ of the source checkout) was not found")
+        }
+        if progress { FileHandle.standardError.write(Data("  code-interpreter-v1: building it if the server has not (minutes, once)\n".utf8)) }
+        let first = try await api.createSandbox(API.CreateSandbox(env: "code-interpreter-v1", fromPool: false))
+        _ = try? await api.killSandbox(first.id)
+
+        // The cold twin: the same run steps and files (all cached), no start.
+        let file = "\(envs)/code-interpreter-v1/sprout.toml"
+        let config = try EnvConfig.parse(try String(contentsOfFile: file, encoding: .utf8), file: file)
+        let files = try config.files.map { try LocalFiles.collect(root: "\(envs)/code-interpreter-v1/\($0)") } ?? []
+        guard try await api.missingBlobs(files.map(\.sha256)).isEmpty else {
+            return .unavailable(name, unit: "ms", why: "the server's code-interpreter-v1 was not built from this checkout's envs/ (its files differ)")
+        }
+        let pushed = try await api.push(API.Push(
+            id: "code-interpreter-cold", from: config.from, run: config.run, start: nil, ready: nil, cpu: config.cpu, memoryMB: config.memoryMB,
+            files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) }, draft: true, timeoutSeconds: config.timeoutSeconds))
+        if let build = pushed.build {
+            let done = try await api.build(build.id, wait: true)
+            guard done.status == "succeeded" else { throw SproutError(.internal, "building the cold twin failed: \(done.error ?? "?")") }
+        }
+        let warm = try await e2bScript([Self.codeScript, "warm", String(runs), "code-interpreter-v1"], what: "the code interpreter benchmark (warm)")
+        let cold = try await e2bScript([Self.codeScript, "cold", String(runs), pushed.envID], what: "the code interpreter benchmark (cold)")
+        return MetricResult(
+            name: name, unit: "ms", figures: warm.summary()!, baselineName: "the same env booted, interpreter started after create",
+            baseline: cold.summary(), note: "e2b-code-interpreter SDK: Sandbox.create() → run_code(\"1+1\") answered")
+    }
+}
