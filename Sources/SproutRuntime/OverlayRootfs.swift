@@ -7,8 +7,14 @@ public struct OverlayRootfs: Sendable {
     /// The sandbox's directory: holds `upper`, `work` and the mount point `rootfs`.
     public var directory: String
 
+    /// A layer that appears more than once (identical content is stored
+    /// once, so e.g. the empty layer of every push without files) is kept
+    /// only at its topmost place: overlayfs refuses a repeated lower
+    /// directory (ELOOP, "conflicting lowerdir path"), and the lower copy
+    /// changes nothing, since the upper copy shadows every path it has.
     public init(layers: [String], directory: String) {
-        self.layers = layers
+        var seen = Set<String>()
+        self.layers = layers.filter { seen.insert($0).inserted }
         self.directory = directory
     }
 
