@@ -12,7 +12,7 @@ struct OperationGateTests {
             #expect(OperationGate.policy(for: .died, during: inFlight) == .wait)
             let wake: GatePolicy = inFlight == .kill || inFlight == .died ? .refuse : .wait
             #expect(OperationGate.policy(for: .wake, during: inFlight) == wake, "wake during \(inFlight)")
-            let resume: GatePolicy = inFlight == .resume || inFlight == .wake ? .wait : .refuse
+            let resume: GatePolicy = [.resume, .wake, .pause].contains(inFlight) ? .wait : .refuse
             #expect(OperationGate.policy(for: .resume, during: inFlight) == resume, "resume during \(inFlight)")
             for exclusive in [SandboxOperation.pause, .fork, .snapshot, .create] {
                 #expect(OperationGate.policy(for: exclusive, during: inFlight) == .refuse, "\(exclusive) during \(inFlight)")

@@ -52,7 +52,9 @@ public actor OperationGate {
     /// - Waking a sleeping sandbox for a request waits for a pause, resume
     ///   or another wake in flight, so concurrent requests cause one resume.
     /// - An explicit resume waits for another resume or wake (then finds
-    ///   the sandbox running); everything else it refuses.
+    ///   the sandbox running) and for a pause (a pause's record says paused
+    ///   a moment before the pause has let go: a resume sent on seeing it
+    ///   must not be refused); everything else it refuses.
     /// - Pause, fork and snapshot need the sandbox to themselves: refused.
     /// - Cleanup after a death waits like a kill.
     public static func policy(for incoming: SandboxOperation, during inFlight: SandboxOperation) -> GatePolicy {
@@ -60,7 +62,7 @@ public actor OperationGate {
         case (.kill, _), (.died, _): .wait
         case (.wake, .kill), (.wake, .died): .refuse
         case (.wake, _): .wait
-        case (.resume, .resume), (.resume, .wake): .wait
+        case (.resume, .resume), (.resume, .wake), (.resume, .pause): .wait
         default: .refuse
         }
     }
