@@ -130,6 +130,11 @@ check("GET", "/v1/builds/{id}/logs", f"/v1/builds/{started['build']['id']}/logs?
 assert check("GET", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}?wait=true", 200).json()["status"] == "succeeded"
 assert check("POST", "/v1/envs", "/v1/envs", 200, json=push).json()["env"]["id"] == started["envID"]
 check("DELETE", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}", 409)  # already ended
+assert check("GET", "/v1/builds/{id}", f"/v1/builds/{started['build']['id']}", 200).json()["config"]["run"] == push["run"]
+listed = check("GET", "/v1/builds", f"/v1/builds?env={started['envID']}&limit=5", 200).json()
+assert [b["id"] for b in listed] == [started["build"]["id"]], listed
+check("GET", "/v1/builds", "/v1/builds?limit=0", 400)
+assert check("GET", "/v1/whoami", "/v1/whoami", 200).json()["admin"] is True
 check("POST", "/v1/envs/{id}/unpublish", f"/v1/envs/{started['envID']}/unpublish", 200)
 check("POST", "/v1/envs/{id}/publish", f"/v1/envs/{started['envID']}/publish", 200)
 check("POST", "/v1/envs/{id}/publish", "/v1/envs/empty/publish", 400)

@@ -346,7 +346,7 @@ public enum API {
     }
 
     /// `POST /v1/envs`: build an env from a config and files already uploaded as blobs.
-    public struct Push: Codable, Sendable {
+    public struct Push: Codable, Sendable, Equatable {
         public struct File: Codable, Sendable, Equatable {
             /// Relative to /code.
             public var path: String
@@ -403,8 +403,16 @@ public enum API {
         public var cachedSteps: Int
         /// Files left alone because they changed in the env since the last push.
         public var warnings: [String]?
+        /// Seconds since the Unix epoch.
+        public var createdAt: Double?
+        public var finishedAt: Double?
+        /// What was pushed (`GET /v1/builds/{id}` only).
+        public var config: Push?
         public init(id: String, envID: String, status: String, failedStep: String?, exitCode: Int?, error: String?, steps: Int, cachedSteps: Int,
-                    warnings: [String]? = nil) {
+                    warnings: [String]? = nil, createdAt: Double? = nil, finishedAt: Double? = nil, config: Push? = nil) {
+            self.createdAt = createdAt
+            self.finishedAt = finishedAt
+            self.config = config
             self.id = id
             self.envID = envID
             self.status = status
@@ -449,6 +457,18 @@ public enum API {
     public struct Signal: Codable, Sendable {
         public var signal: Int32
         public init(signal: Int32) { self.signal = signal }
+    }
+
+    /// `GET /v1/whoami`: the caller's key.
+    public struct WhoAmI: Codable, Sendable, Equatable {
+        public var keyID: String
+        public var team: String
+        public var admin: Bool
+        public init(keyID: String, team: String, admin: Bool) {
+            self.keyID = keyID
+            self.team = team
+            self.admin = admin
+        }
     }
 
     public struct Key: Codable, Sendable, Equatable {

@@ -108,6 +108,15 @@ public struct BuildRepository: Sendable {
         try await db.read { try BuildRecord.fetchOne($0, key: id) }
     }
 
+    /// A team's builds, newest first (only `env`'s if given).
+    func list(team: String, env: String?, limit: Int) async throws -> [BuildRecord] {
+        try await db.read { db in
+            var query = BuildRecord.filter(Column("team") == team)
+            if let env { query = query.filter(Column("envID") == env) }
+            return try query.order(Column("createdAt").desc, Column("id")).limit(limit).fetchAll(db)
+        }
+    }
+
     /// Applies `event` to build `id` as stored, with `edit` in the same transaction.
     @discardableResult
     func transition(

@@ -26,6 +26,8 @@ public actor EnvBuilder {
     static let defaultStepTimeoutSeconds = 900
 
     nonisolated func logPath(_ id: String) -> String { "\(core.settings.buildsDirectory)/\(id).log" }
+    /// What was pushed, kept beside the log for `GET /v1/builds/{id}`.
+    nonisolated func configPath(_ id: String) -> String { "\(core.settings.buildsDirectory)/\(id).json" }
 
     /// Starts building `request` (or answers with the env at once if this exact
     /// env exists: an unchanged push builds nothing).
@@ -74,6 +76,7 @@ public actor EnvBuilder {
             steps: request.run.count + 1 + (request.start == nil ? 0 : 1))
         try FileSystem.makeDirectories(core.settings.buildsDirectory, mode: 0o700)
         try FileSystem.writeAtomically(logPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
+        try FileSystem.writeAtomically(configPath(build.id), String(decoding: try JSONEncoder.sorted.encode(request), as: UTF8.self))
         try await core.catalog.builds.insert(build)
         let job = BuildJob(
             build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
@@ -132,7 +135,15 @@ public actor EnvBuilder {
         guard let record = try await core.catalog.builds.find(id), record.team == identity.team else {
             throw SproutError(.notFound, "no build with id '\(id)'")
         }
-        return record.api
+        var build = record.api
+        if let bytes = try? Descriptor.readFile(configPath(id)) { build.config = try? JSONDecoder().decode(API.Push.self, from: Data(bytes)) }
+        return build
+    }
+
+    /// The team's builds, newest first; only `env`'s if given.
+    public nonisolated func list(for identity: Identity, env: String?, limit: Int) async throws -> [API.Build] {
+        guard (1...1000).contains(limit) else { throw SproutError(.invalidArgument, "limit must be 1-1000") }
+        return try await core.catalog.builds.list(team: identity.team, env: env, limit: limit).map(\.api)
     }
 }
 
@@ -150,6 +161,6 @@ struct BuildJob: Sendable {
 extension BuildRecord {
     var api: API.Build {
         API.Build(id: id, envID: envID, status: status.rawValue, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps,
-                  cachedSteps: cachedSteps, warnings: warnings.map { JSONColumn.decodeList($0) })
+                  cachedSteps: cachedSteps, warnings: warnings.map { JSONColumn.decodeList($0) }, createdAt: createdAt, finishedAt: finishedAt)
     }
 }

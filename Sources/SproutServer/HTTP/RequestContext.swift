@@ -117,13 +117,36 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
 }
 
 /// Requires a valid `X-API-Key` and puts the caller's identity in the context.
+///
+/// A browser cannot set headers on a WebSocket, and a key in the URL would
+/// land in logs and history, so a WebSocket may instead offer the key as a
+/// subprotocol, `sprout.key.<secret>`, beside `sprout` (the one the server
+/// answers with; see `webSocketHeaders`), as Kubernetes does with its tokens.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = SproutContext
     let keys: KeyStore
     static let header = HTTPField.Name("X-API-Key")!
+    static let webSocketProtocol = HTTPField.Name("Sec-WebSocket-Protocol")!
+    static let keyProtocolPrefix = "sprout.key."
+
+    /// The secret a WebSocket upgrade offered as a subprotocol.
+    static func webSocketKey(_ request: Request) -> String? {
+        request.headers[values: webSocketProtocol].lazy.flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .first { $0.hasPrefix(keyProtocolPrefix) }
+            .map { String($0.dropFirst(keyProtocolPrefix.count)) }
+    }
+
+    /// The upgrade's answer: `sprout` if the client offered it (a browser
+    /// drops a connection whose offered subprotocols got no answer).
+    static func webSocketHeaders(_ request: Request) -> HTTPFields {
+        let offered = request.headers[values: webSocketProtocol].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        return offered.contains("sprout") ? [webSocketProtocol: "sprout"] : [:]
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let secret = request.headers[Self.header] else {
+        guard let secret = request.headers[Self.header] ?? Self.webSocketKey(request) else {
             throw SproutError(.unauthorized, "missing X-API-Key header")
         }
         guard let identity = try await keys.authenticate(secret) else {

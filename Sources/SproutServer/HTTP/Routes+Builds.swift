@@ -17,6 +17,14 @@ struct BuildRoutes {
             let result = try await services.builder.push(body, for: try context.caller())
             return try JSONBody.response(result, status: result.build == nil ? .ok : .accepted)
         }
+        group.get("builds") { request, context in
+            let limit = try request.uri.queryParameters.get("limit").map {
+                guard let n = Int($0) else { throw SproutError(.invalidArgument, "limit must be a number") }
+                return n
+            } ?? 100
+            let env = request.uri.queryParameters.get("env").map { String($0) }
+            return try JSONBody.response(try await services.builder.list(for: try context.caller(), env: env, limit: limit))
+        }
         group.get("builds/:id") { request, context in
             let id = try context.parameters.require("id")
             let caller = try context.caller()

@@ -20,9 +20,9 @@ struct ExecStreamRoutes {
     var keys: KeyStore { services.keys }
 
     func register(webSocket group: RouterGroup<SproutContext>) {
-        group.ws("sandboxes/:id/exec") { _, context in
+        group.ws("sandboxes/:id/exec") { request, context in
             _ = try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
-            return .upgrade([:])
+            return .upgrade(AuthMiddleware.webSocketHeaders(request))
         } onUpgrade: { inbound, outbound, wsContext in
             let context = wsContext.requestContext
             let id = try context.parameters.require("id")

@@ -99,6 +99,10 @@ struct KeyRoutes {
             let created = try await keys.create(name: body.name ?? "", team: body.team ?? caller.team, admin: body.admin ?? false)
             return try JSONBody.response(created, status: .created)
         }
+        group.get("whoami") { _, context in
+            let caller = try context.caller()
+            return try JSONBody.response(API.WhoAmI(keyID: caller.keyID, team: caller.team, admin: caller.admin))
+        }
         group.get("keys") { _, context in
             try Self.requireAdmin(try context.caller())
             return try JSONBody.response(try await keys.list())

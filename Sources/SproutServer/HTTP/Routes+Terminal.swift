@@ -28,7 +28,7 @@ struct TerminalRoutes {
         group.ws("sandboxes/:id/pty") { request, context in
             _ = try Self.size(request)
             _ = try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
-            return .upgrade([:])
+            return .upgrade(AuthMiddleware.webSocketHeaders(request))
         } onUpgrade: { inbound, outbound, wsContext in
             let context = wsContext.requestContext
             let size = try Self.size(wsContext.request)
