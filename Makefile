@@ -3,10 +3,13 @@ SWIFT ?= swift
 CC ?= cc
 AGENT_SCRATCH := .build-agent
 
-.PHONY: deps build agent run test bench-agent clean
+.PHONY: deps test-deps build agent run test bench-agent clean
 
 deps:
 	./scripts/install-deps.sh
+
+test-deps:
+	./scripts/install-deps.sh --test
 
 # The agent is linked fully static so it runs in any root filesystem,
 # including a busybox-only one with no libc of its own.
@@ -20,7 +23,7 @@ build: agent
 run: deps build
 	.build/release/sprout server
 
-test: deps agent
+test: test-deps agent
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 

@@ -26,6 +26,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The statically linked sprout-agent to inject.") var agent: String?
     @Option(help: "The built-in envs' folders, each a sprout.toml built on first use (default: envs/ of the source checkout, else /usr/local/share/sprout/envs).")
     var envs: String?
+    @Option(help: "The web dashboard's files (default: dashboard/ of the source checkout, else /usr/local/share/sprout/dashboard).")
+    var dashboard: String?
     @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
     @Option(help: "Refuse creates below this much free disk space (MiB).") var minFreeMb = 256
@@ -69,6 +71,7 @@ struct ServerCommand: AsyncParsableCommand {
         config.cacheDirectory = cache
         config.agentBinary = agent
         config.envsDirectory = envs
+        config.dashboardDirectory = dashboard
         config.defaultTimeoutSeconds = defaultTimeout
         config.minimumFreeBytes = Int64(minFreeMb) << 20
         guard (0...64).contains(poolSize) else { throw SproutError(.invalidArgument, "--pool-size must be 0-64") }

@@ -29,11 +29,7 @@ public actor BuiltinEnvs {
     public static func locate(explicit: String?) -> String? {
         if let explicit { return explicit }
         if let env = ProcessInfo.processInfo.environment["SPROUT_ENVS"] { return env }
-        var dir = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
-            dir = String(dir[..<slash])
-            if FileSystem.exists(dir + "/envs/code-interpreter-v1/sprout.toml") { return dir + "/envs" }
-        }
+        if let found = SourceTree.above(executableHas: "envs/code-interpreter-v1/sprout.toml") { return found + "/envs" }
         let installed = "/usr/local/share/sprout/envs"
         return FileSystem.isDirectory(installed) ? installed : nil
     }

@@ -24,6 +24,8 @@ public struct ServerConfiguration: Sendable {
     public var agentBinary: String?
     /// The built-in envs' folders (see `BuiltinEnvs.locate`).
     public var envsDirectory: String?
+    /// The dashboard's files (see `DashboardRoutes.locate`).
+    public var dashboardDirectory: String?
     public var defaultTimeoutSeconds = 300
     public var maxUploadBytes: Int64 = 4 << 30
     /// Creates are refused (cleanly) when the data directory has less free space.
@@ -77,6 +79,8 @@ public struct SproutServices: Sendable {
     var config: ServerConfiguration
     /// The E2B daemon's access tokens (a secret in the data directory).
     var envdTokens: EnvdTokens
+    /// The dashboard's terminal script, bundled once.
+    let xterm = XtermBundle()
     /// The port the server listens on, once it does.
     let listeningPort = Locked(0)
 
@@ -189,6 +193,10 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     router.get("health") { _, _ in
         try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: services.core.runtime.kind.rawValue))
     }
+    DashboardRoutes(
+        directory: DashboardRoutes.locate(explicit: services.config.dashboardDirectory),
+        xterm: services.xterm
+    ).register(on: router)
     router.group("metrics").add(middleware: AuthMiddleware(keys: services.keys)).get { _, _ in
         await services.core.publishStateCounts()
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

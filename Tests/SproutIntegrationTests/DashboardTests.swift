@@ -1,0 +1,38 @@
+import Foundation
+import SproutAPI
+import SproutClient
+import SproutCore
+import Testing
+
+extension Integration {
+    @Suite("Dashboard")
+    struct DashboardTests {
+        /// The web dashboard in a real headless Chromium (Debian's chromium and
+        /// chromium-driver, driven by Selenium) against a real server:
+        /// Tests/dashboard/dashboard_test.py signs in (a wrong key first), sees
+        /// a sandbox appear, types in the browser terminal, uploads and
+        /// downloads a file, pauses and resumes from the buttons, finds a
+        /// three-deep env chain in the graph, starts a sandbox from an env,
+        /// follows a build's log, creates and revokes a key, checks another
+        /// team's sandbox never shows, runs axe-core on every page and checks
+        /// phone width. Screenshots go to .build/dashboard-screenshots.
+        @Test("the dashboard, in headless Chromium: terminal, files, pause/resume, env graph, builds, keys, accessibility")
+        func browser() async throws {
+            try #require(FileManager.default.isExecutableFile(atPath: E2BTests.python), "no \(E2BTests.python): run `make test`")
+            try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver"), "no chromium-driver: run `make test`")
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let shots = OpenAPITests.root + "/.build/dashboard-screenshots"
+                let out = try await CLI.runProcess(
+                    [E2BTests.python, OpenAPITests.root + "/Tests/dashboard/dashboard_test.py"],
+                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_URL=http://127.0.0.1:\(server.port)", "SPROUT_KEY=\(server.adminKey)",
+                          "SCREENSHOTS=\(shots)"])
+                let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
+                print("dashboard: \(checks) checks passed; \(out.stdout.split(separator: "\n").last ?? "")")
+                #expect(out.status == 0, "the browser test failed:\n\(out.stdout.suffix(3000))\n\(out.stderr.suffix(6000))")
+                #expect(checks >= 25, "only \(checks) checks ran")
+                #expect(try await server.client.sandboxes().isEmpty, "sandboxes left running")
+                await expectNoLeftovers(server.data)
+            }
+        }
+    }
+}
