@@ -230,6 +230,24 @@ def main():
         assert "running" in refused, refused
         ok(f"an action the API refuses shows its error: {refused!r}")
 
+        # Timeout, snapshot and fork from the page.
+        before = api("GET", f"/v1/sandboxes/{sbx['id']}")["expiresAt"]
+        field = driver.find_element(By.ID, "extend-seconds")
+        field.clear()
+        field.send_keys("1800" + Keys.ENTER)
+        wait(driver, lambda d: api("GET", f"/v1/sandboxes/{sbx['id']}")["expiresAt"] > before + 1000, "the longer timeout")
+        ok("set the timeout from the page (10 -> 30 min)")
+        snap = "dash-snap-" + tag
+        driver.find_element(By.ID, "snapshot-name").send_keys(snap + Keys.ENTER)
+        wait(driver, lambda d: any(e["name"] == snap for e in api("GET", "/v1/envs")), "the snapshot's env", timeout=60)
+        ok(f"snapshot from the page made env {snap}")
+        known = {x["id"] for x in api("GET", "/v1/sandboxes")}
+        driver.find_element(By.ID, "btn-fork").click()
+        forks = wait(driver, lambda d: [x["id"] for x in api("GET", "/v1/sandboxes") if x["id"] not in known and x["state"] == "running"], "the fork", timeout=60)
+        made_sandboxes.extend(forks)
+        assert run(forks[0], "cat /tmp/hello-dashboard.txt") == content
+        ok(f"forked from the page: {forks[0]} runs with the same files")
+
         # The env graph: three nodes of the chain, their edges.
         driver.get(URL + "/#/envs")
         wait(driver, lambda d: d.find_elements(By.ID, "env-graph"), "the env graph")
@@ -251,6 +269,7 @@ def main():
         assert "echo c > /c.txt" in config and chain[1] in config, config
         wait(driver, lambda d: "==> step run[1]: echo c > /c.txt" in d.find_element(By.TAG_NAME, "body").text, "the build log")
         ok("an env's page shows its config and its build log")
+        shot(driver, "env")
         accessible(driver, "env")
         driver.find_element(By.ID, "btn-start").click()
         wait(driver, lambda d: "#/sandboxes/sbx_" in d.current_url, "the new sandbox's page")
@@ -260,10 +279,24 @@ def main():
         out = run(started_id, "cat /a.txt /b.txt /c.txt")
         assert out == "a\nb\nc\n", out
         ok(f"started sandbox {started_id} from the env's page; it has all three layers")
+        # Delete a file, then kill the sandbox, from the page (confirmations accepted).
+        driver.execute_script("window.confirm = () => true")
+        run(started_id, "mkdir -p /root && echo bye > /root/delete-me.txt")
+        driver.find_element(By.ID, "files-path").send_keys(Keys.ENTER)
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "button[aria-label='Delete delete-me.txt']"), "the file to delete")
+        driver.find_element(By.CSS_SELECTOR, "button[aria-label='Delete delete-me.txt']").click()
+        wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "tr[data-file='delete-me.txt']"), "the deleted file's row to go")
+        assert run(started_id, "test -e /root/delete-me.txt && echo there || echo gone") == "gone\n"
+        ok("deleted a file from the page")
+        driver.find_element(By.ID, "btn-kill").click()
+        wait(driver, lambda d: api("GET", f"/v1/sandboxes/{started_id}")["state"] == "killed", "the kill")
+        wait(driver, lambda d: "killed" in d.find_element(By.ID, "sandbox-state").text, "the page to show it killed")
+        ok("killed the sandbox from its page")
 
         # Builds, with the log.
         driver.get(URL + "/#/builds")
         wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#builds tr[data-build]")) >= 3, "the builds")
+        shot(driver, "builds")
         accessible(driver, "builds")
         driver.find_elements(By.CSS_SELECTOR, "#builds tr[data-build] a.mono")[0].click()
         wait(driver, lambda d: "==> built" in d.find_element(By.ID, "build-log").text, "a build's log")
