@@ -459,7 +459,7 @@ public enum API {
         public init(signal: Int32) { self.signal = signal }
     }
 
-    /// `GET /v1/whoami`: the caller's key.
+    /// `GET /v1/whoami`: the caller's key (the server's `Identity`).
     public struct WhoAmI: Codable, Sendable, Equatable {
         public var keyID: String
         public var team: String

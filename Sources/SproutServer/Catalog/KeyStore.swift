@@ -4,18 +4,9 @@ import GRDB
 import SproutAPI
 import SproutCore
 
-/// Who is calling: the key's team and whether it may administer keys.
-public struct Identity: Sendable, Equatable {
-    public var keyID: String
-    public var team: String
-    public var admin: Bool
-
-    public init(keyID: String, team: String, admin: Bool) {
-        self.keyID = keyID
-        self.team = team
-        self.admin = admin
-    }
-}
+/// Who is calling: the key's team and whether it may administer keys
+/// (what `GET /v1/whoami` answers).
+public typealias Identity = API.WhoAmI
 
 /// A stored API key. The secret itself is never stored, only its SHA-256.
 struct KeyRecord: Codable, FetchableRecord, PersistableRecord, Sendable {

@@ -100,8 +100,7 @@ struct KeyRoutes {
             return try JSONBody.response(created, status: .created)
         }
         group.get("whoami") { _, context in
-            let caller = try context.caller()
-            return try JSONBody.response(API.WhoAmI(keyID: caller.keyID, team: caller.team, admin: caller.admin))
+            try JSONBody.response(try context.caller())
         }
         group.get("keys") { _, context in
             try Self.requireAdmin(try context.caller())
