@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -128,7 +129,9 @@ def main():
     assert "script-src 'self'" in csp, csp
     ok(f"the page and its {len(sources)} scripts and styles are served by Sprout (xterm.js bundled from Debian's packages)")
 
-    downloads = tempfile.mkdtemp(prefix="sprout-dl-")
+    scratch = tempfile.mkdtemp(prefix="sprout-dash-")  # uploads and downloads; removed at the end
+    downloads = os.path.join(scratch, "downloads")
+    os.makedirs(downloads)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800", "--lang=en-US"]:
@@ -195,7 +198,7 @@ def main():
 
         # Files: upload from the browser, check it in the sandbox, download it back.
         content = "uploaded from the browser " + secrets.token_hex(8) + "\n"
-        local = os.path.join(tempfile.mkdtemp(prefix="sprout-up-"), "hello-dashboard.txt")
+        local = os.path.join(scratch, "hello-dashboard.txt")
         with open(local, "w") as f:
             f.write(content)
         path_field = driver.find_element(By.ID, "files-path")
@@ -344,6 +347,7 @@ def main():
         ok("no errors in the browser's console")
     finally:
         driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
         for sid in made_sandboxes:
             try:
                 api("DELETE", f"/v1/sandboxes/{sid}")
