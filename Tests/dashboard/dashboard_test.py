@@ -136,6 +136,7 @@ def main():
     options.binary_location = "/usr/bin/chromium"
     for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800", "--lang=en-US"]:
         options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={scratch}/profile")  # not a leftover in /tmp
     options.add_experimental_option("prefs", {"download.default_directory": downloads, "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
