@@ -26,12 +26,9 @@ public actor BuiltinEnvs {
 
     /// `explicit`, then `$SPROUT_ENVS`, then `envs/` in a folder above the
     /// running executable (a source checkout), then `/usr/local/share/sprout/envs`.
+    /// A found folder holds the env Sprout ships (`code-interpreter-v1`).
     public static func locate(explicit: String?) -> String? {
-        if let explicit { return explicit }
-        if let env = ProcessInfo.processInfo.environment["SPROUT_ENVS"] { return env }
-        if let found = SourceTree.above(executableHas: "envs/code-interpreter-v1/sprout.toml") { return found + "/envs" }
-        let installed = "/usr/local/share/sprout/envs"
-        return FileSystem.isDirectory(installed) ? installed : nil
+        SourceTree.locate("envs", explicit: explicit, variable: "SPROUT_ENVS", marker: "code-interpreter-v1/sprout.toml")
     }
 
     /// The config file of built-in env `name`, if Sprout ships one.

@@ -7,6 +7,17 @@ import SproutSystem
 
 /// Finding files Sprout ships beside its source (a checkout's `envs/`, `dashboard/`).
 enum SourceTree {
+    /// Folder `name` of Sprout's own files: `explicit`, then `$variable`, then
+    /// `name/` in a folder above the running executable (a source checkout),
+    /// then `/usr/local/share/sprout/name`; a found folder must hold `marker`.
+    static func locate(_ name: String, explicit: String?, variable: String, marker: String) -> String? {
+        if let explicit { return explicit }
+        if let env = ProcessInfo.processInfo.environment[variable] { return env }
+        if let found = above(executableHas: "\(name)/\(marker)") { return "\(found)/\(name)" }
+        let installed = "/usr/local/share/sprout/\(name)"
+        return FileSystem.exists("\(installed)/\(marker)") ? installed : nil
+    }
+
     /// The nearest folder above the running executable that holds `relative`.
     static func above(executableHas relative: String) -> String? {
         var dir = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
@@ -31,11 +42,7 @@ struct DashboardRoutes: Sendable {
 
     /// `explicit`, `$SPROUT_DASHBOARD`, `dashboard/` above the executable, the installed copy.
     static func locate(explicit: String?) -> String? {
-        if let explicit { return explicit }
-        if let env = ProcessInfo.processInfo.environment["SPROUT_DASHBOARD"] { return env }
-        if let found = SourceTree.above(executableHas: "dashboard/index.html") { return found + "/dashboard" }
-        let installed = "/usr/local/share/sprout/dashboard"
-        return FileSystem.exists(installed + "/index.html") ? installed : nil
+        SourceTree.locate("dashboard", explicit: explicit, variable: "SPROUT_DASHBOARD", marker: "index.html")
     }
 
     static let types: [String: String] = [
