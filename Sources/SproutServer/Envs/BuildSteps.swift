@@ -8,13 +8,20 @@ import SproutStore
 import SproutSystem
 
 extension BuildRun {
-    /// A build sandbox on `chain`: no team (so no API key reaches it), the config's limits.
+    /// A build sandbox on `chain`: no team (so no API key reaches it), the
+    /// config's limits, and a lifetime that outlasts its step's timeout (the
+    /// sandboxes' default lifetime, 300 s, is shorter than a long step).
     func startBuildSandbox(chain: [String]) async throws -> SandboxRecord {
         let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
+        var limits = job.limits
+        limits.timeout = max(limits.timeout, stepTimeoutSeconds + 300)
         let request = CreateRequest(
-            env: env.id, limits: job.limits, policy: .open, metadata: [:], envVars: [:], fromPool: false)
+            env: env.id, limits: limits, policy: .open, metadata: [:], envVars: [:], fromPool: false)
         return try await Sandboxes(core: core).start(env: env, team: "", request: request, pooled: false)
     }
+
+    /// How long one step may take.
+    var stepTimeoutSeconds: Int { job.request.timeoutSeconds ?? EnvBuilder.defaultStepTimeoutSeconds }
 
     /// Kills a build sandbox whatever happened (detached: a cancelled build still cleans up).
     func removeBuildSandbox(_ sandbox: SandboxRecord) async {
@@ -27,7 +34,7 @@ extension BuildRun {
         let sandbox = try await startBuildSandbox(chain: chain)
         do {
             let agent = core.agent(sandbox)
-            let timeout = job.request.timeoutSeconds ?? EnvBuilder.defaultStepTimeoutSeconds
+            let timeout = stepTimeoutSeconds
             let status = try await withTimeout(Double(timeout)) { try await body(agent) }
             guard let status else { throw Failure(step: label, exitCode: nil, message: "timed out after \(timeout) s") }
             guard status == 0 else { throw Failure(step: label, exitCode: Int(status), message: "exited with \(status)") }
