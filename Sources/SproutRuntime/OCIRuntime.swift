@@ -15,6 +15,9 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     private let binaryPath: String
     private let namespace: MountNamespace
     private let logger: Logger
+    /// Where `run`/`restore` wrote each container's process id (`--pid-file`),
+    /// so watching a new container needs no `state` command (≈ 20–60 ms).
+    private let pidFiles = Locked<[String: String]>([:])
 
     /// Checks that the runtime is installed and sets up the mount namespace.
     public init(kind: RuntimeKind, stateRoot: String, logger: Logger, searchPath: String = HostCommand.searchPath) throws {
@@ -40,14 +43,22 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     public func start(_ launch: ContainerLaunch) async throws {
-        let command = ["run", "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id]
+        let command = ["run", "--bundle", launch.rootfs.directory + "/bundle", "--pid-file", pidFile(launch), "--detach", launch.spec.id]
         try await run(launch, command: command, waitForReadyLine: true)
     }
 
     public func restore(_ launch: ContainerLaunch, imageDirectory: String) async throws {
         try requireMemorySnapshots()
-        let command = ["restore", "--image-path", imageDirectory, "--bundle", launch.rootfs.directory + "/bundle", "--detach", launch.spec.id]
+        let command = ["restore", "--image-path", imageDirectory, "--bundle", launch.rootfs.directory + "/bundle",
+                       "--pid-file", pidFile(launch), "--detach", launch.spec.id]
         try await run(launch, command: command, waitForReadyLine: false)
+    }
+
+    private func pidFile(_ launch: ContainerLaunch) -> String {
+        let path = launch.rootfs.directory + "/container.pid"
+        unlink(path)
+        pidFiles.withLock { $0[launch.spec.id] = path }
+        return path
     }
 
     public func checkpoint(id: String, rootfs: OverlayRootfs, imageDirectory: String) async throws {
@@ -204,6 +215,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
             logger.error("destroy failed", metadata: ["sandbox": "\(id)", "error": "\(error)"])
         }
         await Cgroups.remove(id)
+        if let path = pidFiles.withLock({ $0.removeValue(forKey: id) }) { unlink(path) }
     }
 
     public func containerIDs() async -> [String] {
@@ -212,6 +224,12 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     public func containerProcess(id: String) async -> ContainerProcess? {
+        // Written by the runtime once the container runs; a server started
+        // again after a crash has no record of it and asks the runtime.
+        if let path = pidFiles.withLock({ $0[id] }), let text = try? Descriptor.readFile(path, limit: 64),
+           let pid = Int32(String(decoding: text, as: UTF8.self).trimmed), pid > 0 {
+            return ProcessWatch.identify(pid)
+        }
         guard let output = try? await HostCommand.capture(base + ["state", id], timeout: .seconds(30)), output.status == 0,
             let state = try? JSONDecoder().decode(ContainerState.self, from: Data(output.stdout.utf8)),
             state.status == "running" || state.status == "created", let pid = state.pid, pid > 0

@@ -82,14 +82,17 @@ struct SandboxLauncher: Sendable {
             let t1 = monotonicSeconds()
             try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
             let t2 = monotonicSeconds()
+            let runtime: String
             if let image {
                 try await core.runtime.restore(launch, imageDirectory: image)
+                let restored = monotonicSeconds()
                 try await waitForAgent(record)
+                runtime = String(format: "restore %.1f ms, agent %.1f ms", (restored - t2) * 1000, (monotonicSeconds() - restored) * 1000)
             } else {
                 try await core.runtime.start(launch)
+                runtime = String(format: "runtime %.1f ms", (monotonicSeconds() - t2) * 1000)
             }
-            let t3 = monotonicSeconds()
-            return String(format: "files %.1f ms, network %.1f ms, runtime %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
+            return String(format: "files %.1f ms, network %.1f ms, ", (t1 - t0) * 1000, (t2 - t1) * 1000) + runtime
         } catch {
             await teardown(record)
             throw error

@@ -115,7 +115,9 @@ extension Sandboxes {
         // A kill that arrives meanwhile waits for this to finish (see OperationGate).
         return try await core.gate.run(.create, on: id) {
             do {
+                let prepared = monotonicSeconds()
                 let phases = try await launcher.bringUp(record, layers: lowers, image: warmImage)
+                let broughtUp = monotonicSeconds()
                 let timeout = Double(request.limits.timeout)
                 let (running, _) = try await repository.transition(id, .started(pooled: pooled)) { record in
                     if !pooled { record.expiresAt = now() + timeout }
@@ -123,7 +125,7 @@ extension Sandboxes {
                 await launcher.watch(running)
                 log.info("\(running.state.rawValue)", metadata: [
                     "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "from": "\(warmImage != nil ? "memory" : "boot")",
-                    "phases": "\(phases)",
+                    "phases": "prepare \(String(format: "%.1f", (prepared - started) * 1000)) ms, \(phases), record \(String(format: "%.1f", (monotonicSeconds() - broughtUp) * 1000)) ms",
                 ])
                 return running
             } catch {
