@@ -35,6 +35,9 @@ import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from kernel_wire import Kernel
+from sprout_kernel import release_free_memory
+
 PORT = 49999
 HERE = os.path.dirname(os.path.abspath(__file__))
 SANDBOX_ENV_FILE = "/run/sprout/env.json"
@@ -89,58 +92,38 @@ class Context:
     """A Python context: one Jupyter kernel, its own state and working directory."""
 
     def __init__(self, language, cwd, default=False):
-        from jupyter_client import KernelManager
-
         self.id = str(uuid.uuid4())
         self.language = language
         self.cwd = cwd
         self.default = default
         self.lock = threading.Lock()
         self.applied_env = {}
-        # Unix sockets, not TCP: gVisor cannot save open TCP connections, and the
-        # env's memory image holds the default kernel with its channels open.
-        # Its kernel spec (kernels/sprout-python, found through JUPYTER_PATH) starts
-        # launch_kernel.py, which keeps the kernel off TCP altogether.
-        self.manager = KernelManager(kernel_name="sprout-python", transport="ipc", ip="/tmp/.sprout-kernel-" + self.id)
-        self.client = None
+        env = dict(os.environ)
+        env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+        env["PYTHONPATH"] = HERE + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # launch_kernel.py keeps the kernel off TCP (gVisor cannot save open
+        # TCP connections, and the env's memory image holds the default
+        # kernel with its channels open); no history database: a SQLite
+        # write (and its thread) per call buys nothing here.
+        argv = [sys.executable, os.path.join(HERE, "launch_kernel.py"),
+                "--InteractiveShellApp.exec_lines=import sprout_kernel as __sprout; __sprout.setup(); del __sprout",
+                "--HistoryManager.enabled=False"]
+        self.kernel = Kernel(argv, cwd, env, self.id)
 
     def describe(self):
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
 
     def start(self):
-        env = dict(os.environ)
-        env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-        env["PYTHONPATH"] = HERE + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        # No history database: a SQLite write (and its thread) per call buys nothing here.
-        extra = ["--InteractiveShellApp.exec_lines=import sprout_kernel as __sprout; __sprout.setup(); del __sprout",
-                 "--HistoryManager.enabled=False"]
-        self.manager.start_kernel(cwd=self.cwd, env=env, extra_arguments=extra)
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=120)
+        self.kernel.start()
         self.applied_env = {}
 
     def restart(self):
         with self.lock:
-            try:
-                self.client.stop_channels()
-            except Exception:
-                pass
-            self.manager.restart_kernel(now=True)
-            self.client = self.manager.client()
-            self.client.start_channels()
-            self.client.wait_for_ready(timeout=120)
+            self.kernel.restart()
             self.applied_env = {}
 
     def shutdown(self):
-        try:
-            self.client.stop_channels()
-        except Exception:
-            pass
-        try:
-            self.manager.shutdown_kernel(now=True)
-        except Exception:
-            pass
+        self.kernel.shutdown()
 
     # Environment variables: the sandbox's stay; a call's are put back after it.
     def env_code(self, values):
@@ -156,13 +139,13 @@ class Context:
         """Runs setup code with no output and no execution count."""
         if not code:
             return
-        msg_id = self.client.execute(code, silent=True, store_history=False, allow_stdin=False)
+        msg_id = self.kernel.execute(code, silent=True, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                reply = self.client.get_shell_msg(timeout=1)
+                reply = self.kernel.get_shell_msg(timeout=1)
             except queue.Empty:
-                if not self.manager.is_alive():
+                if not self.kernel.is_alive():
                     raise RuntimeError("the kernel died")
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
@@ -181,33 +164,32 @@ class Context:
         try:
             self._execute(code, emit, gone)
         finally:
-            if call_env and self.manager.is_alive():
+            if call_env and self.kernel.is_alive():
                 try:
                     self.run_silently(self.pop_env_code(call_env))
                 except Exception as e:
                     log("restoring env vars failed:", e)
 
     def _execute(self, code, emit, gone):
-        msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
+        msg_id = self.kernel.execute(code, store_history=True, allow_stdin=False)
         interrupted = False
         idle = False
         replied = False
         while not (idle and replied):
             if not interrupted and gone():
                 log("client went away: interrupting context", self.id)
-                self.manager.interrupt_kernel()
+                self.kernel.interrupt()
                 interrupted = True
             try:
-                msg = self.client.get_iopub_msg(timeout=0.2)
+                msg = self.kernel.get_iopub_msg(timeout=0.2)
             except queue.Empty:
                 if not replied:
                     replied = self._reply_arrived(msg_id)
-                if not self.manager.is_alive():
+                if not self.kernel.is_alive():
                     emit({"type": "error", "name": "KernelDied",
                           "value": "the kernel died while running this code; the context was restarted and its state is lost",
                           "traceback": ""})
-                    self.manager.restart_kernel(now=True)
-                    self.client.wait_for_ready(timeout=120)
+                    self.kernel.restart()
                     self.applied_env = {}
                     return
                 continue
@@ -234,7 +216,7 @@ class Context:
         deadline = time.monotonic() + wait
         while True:
             try:
-                reply = self.client.get_shell_msg(timeout=0.05)
+                reply = self.kernel.get_shell_msg(timeout=0.05)
                 if reply["parent_header"].get("msg_id") == msg_id:
                     return True
             except queue.Empty:
@@ -430,6 +412,9 @@ class Interpreter:
         preload = os.environ.get("SPROUT_INTERPRETER_PRELOAD", "").split()
         if preload:
             context.run_silently("def __sprout_warm():\n    import %s\n__sprout_warm(); del __sprout_warm" % ", ".join(preload), timeout=300)
+        # Garbage and free heap pages would be saved into the image too.
+        context.run_silently("__import__('sprout_kernel').release_free_memory()")
+        release_free_memory()
         self.ready.set()
         log("default python context ready:", context.id)
 
@@ -687,7 +672,6 @@ def main():
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    os.environ["JUPYTER_PATH"] = HERE
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     interpreter = Interpreter()
     Handler.interpreter = interpreter

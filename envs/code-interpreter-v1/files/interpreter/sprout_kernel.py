@@ -36,6 +36,18 @@ def pop_env():
             os.environ[k] = v
 
 
+def release_free_memory():
+    """Collects garbage and gives malloc's free pages back to the system:
+    the env's memory image is taken after this."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
 def setup():
     from IPython import get_ipython
     from IPython.core.formatters import BaseFormatter
