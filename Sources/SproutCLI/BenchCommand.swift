@@ -32,10 +32,10 @@ struct BenchCommand: AsyncParsableCommand {
     static let allMetrics = [
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
-        "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https", "code.first_result",
+        "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https", "code.first_result", "code.first_result.pool",
     ] + BenchRunner.scaleMetrics
     /// Measured only when --only names them: the code interpreter's env takes minutes to build the first time.
-    static let onlyWhenNamed: Set<String> = ["code.first_result"]
+    static let onlyWhenNamed: Set<String> = ["code.first_result", "code.first_result.pool"]
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else { throw SproutError(.invalidArgument, "unknown runtime '\(runtime)'") }
@@ -151,6 +151,7 @@ struct BenchRunner: Sendable {
         case "density.paused": return try await densityPaused(count: densityCount)
         case "exec.true.https": return try await execOverHTTPS()
         case "code.first_result": return try await codeFirstResult()
+        case "code.first_result.pool": return try await codeFirstResultPool()
         default:
             throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }

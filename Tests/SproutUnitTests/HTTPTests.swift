@@ -127,4 +127,22 @@ struct HTTPTests {
             #expect(seen.error?.hasPrefix("stopped: its runtime exited unexpectedly") == true, "\(seen.error ?? "none")")
         }
     }
+
+    @Test("E2B create: Sprout-Pool yes/no chooses the pool or not; any other value is 400 and creates nothing")
+    func e2bPoolHeader() async throws {
+        #expect(try E2BControlRoutes.fromPool(nil) == nil)
+        #expect(try E2BControlRoutes.fromPool("no") == false)
+        #expect(try E2BControlRoutes.fromPool("Yes") == true)
+        try await Self.withServer { client, key, _ in
+            var auth: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
+            auth[E2BControlRoutes.poolHeader] = "maybe"
+            let refused = try await client.execute(uri: "/sandboxes", method: .post, headers: auth, body: ByteBuffer(string: #"{"templateID":"empty"}"#))
+            #expect(refused.status == .badRequest)
+            auth[E2BControlRoutes.poolHeader] = "no"
+            let made = try await client.execute(uri: "/sandboxes", method: .post, headers: auth, body: ByteBuffer(string: #"{"templateID":"empty"}"#))
+            #expect(made.status == .created)
+            let all = try Self.decode([API.Sandbox].self, try await client.execute(uri: "/v1/sandboxes", method: .get, headers: auth))
+            #expect(all.count == 1, "only the accepted create made a sandbox")
+        }
+    }
 }

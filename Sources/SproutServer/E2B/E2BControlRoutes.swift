@@ -18,7 +18,9 @@ struct E2BControlRoutes {
         for path in ["sandboxes", "v2/sandboxes"] {
             group.post(RouterPath(path)) { request, context in
                 let body = try await JSONBody.decode(E2B.NewSandbox.self, from: request)
-                let request = try Self.translate(body)
+                var create = try Self.translate(body)
+                create.fromPool = try Self.fromPool(request.headers[Self.poolHeader])
+                let request = create
                 try await services.builtins.ensure(request.env, for: try context.caller())
                 let sandbox = try await services.sandboxes.create(request, for: try context.caller())
                 return try JSONBody.response(created(sandbox), status: .created)
@@ -217,6 +219,21 @@ struct E2BControlRoutes {
         let sandbox = try await services.sandboxes.get(id, for: try context.caller())
         guard E2B.state(sandbox.state) != nil else { throw SproutError(.notFound, "sandbox \(id) not found") }
         return sandbox
+    }
+
+    /// Sprout's one addition to E2B's create: `Sprout-Pool: no` asks for a
+    /// sandbox of its own rather than one from the warm pool (as
+    /// `from_pool: false` does on `/v1`); the E2B SDKs send it with
+    /// `api_headers`.
+    static let poolHeader = HTTPField.Name("Sprout-Pool")!
+
+    static func fromPool(_ value: String?) throws -> Bool? {
+        switch value?.lowercased() {
+        case nil: return nil
+        case "yes", "true", "1": return true
+        case "no", "false", "0": return false
+        case let other?: throw SproutError(.invalidArgument, "Sprout-Pool must be yes or no, not '\(other)'")
+        }
     }
 
     /// An env id matches itself and its name (`my-app` for `my-app-3f9c2a1b`).
