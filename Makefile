@@ -2,6 +2,10 @@
 SWIFT ?= swift
 CC ?= cc
 AGENT_SCRATCH := .build-agent
+# SwiftPM leaves a few TemporaryDirectory.* folders in $TMPDIR on every run;
+# they go in the build folder instead of piling up in /tmp.
+export TMPDIR := $(CURDIR)/.build/tmp
+$(shell mkdir -p $(TMPDIR))
 
 .PHONY: deps test-deps build agent run test bench-agent clean
 
