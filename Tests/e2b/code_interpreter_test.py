@@ -72,6 +72,11 @@ def errors(sbx):
     r = sbx.run_code("1 +")
     check("a syntax error too", r.error is not None and r.error.name == "SyntaxError", repr(r.error))
     check("the context still serves after errors", sbx.run_code("x").text == "41")
+    r = sbx.run_code("import os; os._exit(1)")
+    check("a kernel that dies is an error, KernelDied", r.error is not None and r.error.name == "KernelDied", repr(r.error))
+    r = sbx.run_code("x")
+    check("... and the context serves again, restarted: its state is gone", r.error is not None and r.error.name == "NameError", repr(r.error))
+    sbx.run_code("x = 41")
 
 
 def contexts(sbx):

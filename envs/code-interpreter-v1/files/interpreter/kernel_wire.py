@@ -69,6 +69,10 @@ class Connection:
     def __init__(self, path, socket_type, deadline, alive):
         self.buffer = bytearray()
         self.parts = []
+        # Set when the kernel's end went away (the kernel died): sends are
+        # dropped and reads time out, so the caller sees a dead kernel
+        # through Kernel.is_alive() and restarts it.
+        self.closed = False
         while True:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -99,8 +103,13 @@ class Connection:
             pass
 
     def send(self, parts):
+        if self.closed:
+            return
         data = b"".join(_frame(part, more=i < len(parts) - 1) for i, part in enumerate(parts))
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.closed = True
 
     def recv(self, timeout):
         """The next whole message (a list of frames), or None after `timeout` seconds."""
@@ -121,19 +130,26 @@ class Connection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
+        if self.closed:
+            time.sleep(min(remaining, 0.05))  # no busy loop while the caller notices
+            return False
         readable, _, _ = select.select([self.sock], [], [], remaining)
         if not readable:
             return False
-        data = self.sock.recv(1 << 20)
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError:
+            data = b""
         if not data:
-            raise WireError("the kernel closed its socket")
+            self.closed = True
+            return False
         self.buffer += data
         return True
 
     def _read_exactly(self, count, deadline):
         while len(self.buffer) < count:
             if not self._fill(deadline):
-                raise WireError("the kernel did not answer in time")
+                raise WireError("the kernel closed its socket" if self.closed else "the kernel did not answer in time")
         data = bytes(self.buffer[:count])
         del self.buffer[:count]
         return data
