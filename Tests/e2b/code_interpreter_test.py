@@ -59,6 +59,10 @@ def rich_results(sbx):
     check("a pandas DataFrame comes back as HTML", main is not None and main.is_main_result and "<table" in (main.html or "")
           and "bob" in main.html, repr(r))
     check("... and as data", main.data == {"columns": ["name", "age"], "index": [0, 1], "data": [["ann", 31], ["bob", 42]]}, repr(main.data))
+    r = sbx.run_code("import numpy as np, scipy.integrate, scipy.optimize, scipy.stats, seaborn\n"
+                     "(round(scipy.optimize.minimize_scalar(lambda v: (v - 3) ** 2).x, 3), round(scipy.integrate.quad(np.sin, 0, np.pi)[0], 6), "
+                     "float(scipy.stats.norm.cdf(0)))")
+    check("scipy and seaborn work (scipy's compiled modules without pythran)", r.text == "(3.0, 2.0, 0.5)", repr(r))
     r = sbx.run_code("from IPython.display import display, Markdown\ndisplay(Markdown('**hi**'))\n7")
     check("display() results, then the main result", [(x.markdown, x.is_main_result) for x in r.results] == [("**hi**", False), (None, True)]
           and r.text == "7", repr(r.results))
