@@ -5,7 +5,7 @@ import SproutCore
 import SproutSystem
 import Testing
 
-extension Integration {
+extension LongIntegration {
     @Suite("Code interpreter")
     struct CodeInterpreterTests {
         /// The stock `e2b-code-interpreter` SDK against a real server: its
@@ -17,10 +17,10 @@ extension Integration {
         @Test("e2b-code-interpreter SDK, unchanged, on the built-in env built on first use; sprout sandbox run-code; the Swift client")
         func sdk() async throws {
             try #require(FileManager.default.isExecutableFile(atPath: E2BTests.python), "no \(E2BTests.python): run `make test`")
-            try await ServerHarness.with(extraArgs: ["--envs", OpenAPITests.root + "/envs"]) { (server: ServerHarness) async throws in
+            try await ServerHarness.with(extraArgs: ["--envs", Integration.OpenAPITests.root + "/envs"]) { (server: ServerHarness) async throws in
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(
-                    [E2BTests.python, OpenAPITests.root + "/Tests/e2b/code_interpreter_test.py"],
+                    [E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/code_interpreter_test.py"],
                     env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_API_KEY=\(server.adminKey)"])
                 let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
                 print("e2b-code-interpreter SDK: \(checks) checks passed; \(out.stdout.split(separator: "\n").last ?? "")")

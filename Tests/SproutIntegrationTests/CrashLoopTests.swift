@@ -9,7 +9,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutHost
 
-extension Integration {
+extension LongIntegration {
     @Suite("crash safety")
     struct CrashLoopTests {
         /// What the server acknowledged before it was killed.
@@ -80,6 +80,7 @@ extension Integration {
                     sleepers.append(sleeper.id)
                 }
                 var wakesAnswered = 0
+                var namespacesSeen = 0
                 for cycle in 0..<50 {
                     let api = server.client
                     // Somewhere between the first request and the end of the cycle's work.
@@ -95,7 +96,10 @@ extension Integration {
                     try server.start()
                     // After every restart: nothing the catalog does not own is on the host.
                     let live = try await server.client.sandboxes()
-                    let namespaces = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("sprout-") }
+                    // This server's namespaces (the other lane's server has its own).
+                    let namespaces = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
+                        .filter { $0.hasPrefix("sprout-\(server.instance)-") }
+                    namespacesSeen += namespaces.count
                     #expect(namespaces.count <= live.count, "cycle \(cycle): \(namespaces.count) namespaces for \(live.count) sandboxes")
                     for name in namespaces {
                         #expect(live.contains { name.hasSuffix($0.id) }, "cycle \(cycle): namespace \(name) belongs to no live sandbox")
@@ -118,6 +122,8 @@ extension Integration {
                     }
                 }
                 print("crash loop: 50 cycles, \(ack.operations) acknowledged operations, kill delays (ms): \(delays)")
+                // The namespace probe above saw this server's namespaces (the sleepers keep theirs).
+                #expect(namespacesSeen > 0, "the namespace check never saw a namespace of instance \(server.instance)")
                 let api = server.client
 
                 // Every acknowledged env is there and starts, with its file.

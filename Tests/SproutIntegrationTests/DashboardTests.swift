@@ -18,12 +18,12 @@ extension Integration {
         /// phone width. Screenshots go to .build/dashboard-screenshots.
         @Test("the dashboard, in headless Chromium: terminal, files, pause/resume, env graph, builds, keys, accessibility")
         func browser() async throws {
-            try #require(FileManager.default.isExecutableFile(atPath: E2BTests.python), "no \(E2BTests.python): run `make test`")
+            try #require(FileManager.default.isExecutableFile(atPath: LongIntegration.E2BTests.python), "no \(LongIntegration.E2BTests.python): run `make test`")
             try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver"), "no chromium-driver: run `make test`")
             try await ServerHarness.with { (server: ServerHarness) async throws in
                 let shots = OpenAPITests.root + "/.build/dashboard-screenshots"
                 let out = try await CLI.runProcess(
-                    [E2BTests.python, OpenAPITests.root + "/Tests/dashboard/dashboard_test.py"],
+                    [LongIntegration.E2BTests.python, OpenAPITests.root + "/Tests/dashboard/dashboard_test.py"],
                     env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_URL=http://127.0.0.1:\(server.port)", "SPROUT_KEY=\(server.adminKey)",
                           "SCREENSHOTS=\(shots)"])
                 let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count

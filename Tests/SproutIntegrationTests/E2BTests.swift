@@ -3,11 +3,11 @@ import SproutAPI
 import SproutClient
 import Testing
 
-extension Integration {
+extension LongIntegration {
     @Suite("E2B SDK")
     struct E2BTests {
         /// The venv `make test` installs the pinned `e2b` package into.
-        static var python: String { OpenAPITests.root + "/.venv-e2b/bin/python" }
+        static var python: String { Integration.OpenAPITests.root + "/.venv-e2b/bin/python" }
 
         /// The stock `e2b` Python SDK (sync and async clients) against a real
         /// server through one base URL: Tests/e2b/sdk_test.py checks every
@@ -20,7 +20,7 @@ extension Integration {
                 let other = try await server.client.createKey(API.CreateKey(name: "e2b-other", team: "e2b-other"))
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(
-                    [Self.python, OpenAPITests.root + "/Tests/e2b/sdk_test.py"],
+                    [Self.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_test.py"],
                     env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)",
                           "E2B_API_KEY=\(server.adminKey)", "SPROUT_OTHER_TEAM_KEY=\(other.secret)"])
                 let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count

@@ -5,12 +5,24 @@ import SproutAPI
 import SproutAgentClient
 import SproutHost
 
-/// Every suite that starts real sandboxes nests in here, so they run one at a
-/// time: two cores do not take a parallel storm of sandboxes. They need root
+/// Every suite that starts real sandboxes nests in one of two lanes. A lane
+/// runs its suites one at a time, and the two lanes run beside each other:
+/// two cores do not take a storm of sandboxes, but they do take two servers,
+/// and most of a suite's time is spent waiting (for a restart, a pause, a
+/// timeout, the Debian mirror), so the second lane nearly halves the run.
+/// The long suites go in the second lane (`LongIntegration`): the code
+/// interpreter's first-use build, the crash loop, the E2B SDK. Each suite's
+/// servers and host resources are its own (named after the server's
+/// instance), so a check in one lane never counts the other's. They need root
 /// and the runtimes (`make test` installs them); each test has a time limit.
 @Suite("integration", .serialized, .enabled(if: hostCanRunSandboxes(), "needs root, runsc and runc (make test installs them)"),
        .timeLimit(.minutes(10)))
 struct Integration {}
+
+/// The second lane: see `Integration`.
+@Suite("integration, long suites", .serialized, .enabled(if: hostCanRunSandboxes(), "needs root, runsc and runc (make test installs them)"),
+       .timeLimit(.minutes(15)))
+struct LongIntegration {}
 
 /// Root, and both runtimes installed.
 func hostCanRunSandboxes() -> Bool {

@@ -146,29 +146,40 @@ extension Integration {
 
             init(subnet: Int, name: String) async throws {
                 self.name = name
-                namespace = "sproutit-\(Identifiers.random(length: 6))"
+                let namespace = "sproutit-\(Identifiers.random(length: 6))"
+                self.namespace = namespace
                 address = "198.18.\(subnet).2"
-                let link = "stv\(Identifiers.random(length: 8))"
-                try await HostCommand.run(["ip", "-batch", "-"], input: """
-                    netns add \(namespace)
-                    link add \(link) type veth peer name eth0 netns \(namespace)
-                    addr add 198.18.\(subnet).1/30 dev \(link)
-                    link set \(link) up
-
-                    """)
-                try await HostCommand.run(["ip", "-n", namespace, "-batch", "-"], input: """
-                    addr add \(address)/30 dev eth0
-                    link set eth0 up
-                    link set lo up
-                    route add default via 198.18.\(subnet).1
-
-                    """)
                 directory = "/tmp/\(namespace)"
-                try FileSystem.makeDirectories(directory)
-                try FileSystem.writeAtomically(directory + "/id", name + "\n", mode: 0o644)
-                server = try Spawn.spawn(path: "/usr/bin/nsenter", argv: ["nsenter", "--net=/run/netns/\(namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
-                                         env: HostCommand.environment, options: Spawn.Options())
-                try await Task.sleep(for: .milliseconds(200))
+                HostResources.testHosts.withLock { _ = $0.insert(namespace) }
+                do {
+                    let link = "stv\(Identifiers.random(length: 8))"
+                    try await HostCommand.run(["ip", "-batch", "-"], input: """
+                        netns add \(namespace)
+                        link add \(link) type veth peer name eth0 netns \(namespace)
+                        addr add 198.18.\(subnet).1/30 dev \(link)
+                        link set \(link) up
+
+                        """)
+                    try await HostCommand.run(["ip", "-n", namespace, "-batch", "-"], input: """
+                        addr add \(address)/30 dev eth0
+                        link set eth0 up
+                        link set lo up
+                        route add default via 198.18.\(subnet).1
+
+                        """)
+                    try FileSystem.makeDirectories(directory)
+                    try FileSystem.writeAtomically(directory + "/id", name + "\n", mode: 0o644)
+                    server = try Spawn.spawn(
+                        path: "/usr/bin/nsenter", argv: ["nsenter", "--net=/run/netns/\(namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
+                        env: HostCommand.environment, options: Spawn.Options())
+                } catch {
+                    // Half made: remove what was (the veth goes with the namespace).
+                    _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
+                    try? FileSystem.removeTree(directory)
+                    HostResources.testHosts.withLock { _ = $0.remove(namespace) }
+                    throw error
+                }
+                try? await Task.sleep(for: .milliseconds(200))  // httpd listening
             }
 
             private var stopped = false
@@ -197,6 +208,7 @@ extension Integration {
                 waitpid(server, nil, 0)
                 _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
                 try? FileSystem.removeTree(directory)
+                HostResources.testHosts.withLock { _ = $0.remove(namespace) }
             }
         }
 

@@ -49,7 +49,11 @@ final class ServerHarness: @unchecked Sendable {
         data = cStringToString(template)
         self.runtime = runtime
         self.extraArgs = extraArgs
-        try start()
+        HostResources.servers.withLock { _ = $0.insert(data) }
+        do { try start() } catch {
+            HostResources.servers.withLock { _ = $0.remove(data) }
+            throw error
+        }
     }
 
     var url: String { "\(scheme)://127.0.0.1:\(port)" }
@@ -131,6 +135,7 @@ final class ServerHarness: @unchecked Sendable {
         } catch {
             Issue.record("cannot remove \(data): \(error)")
         }
+        HostResources.servers.withLock { _ = $0.remove(data) }
     }
 
     static func with<T>(runtime: String = "gvisor", extraArgs: [String] = [], _ body: (ServerHarness) async throws -> T) async throws -> T {
@@ -160,17 +165,43 @@ final class ServerHarness: @unchecked Sendable {
 /// What Sprout may leave on the host; every test checks it is empty after.
 /// Scoped to what the server of `data` made (its instance's namespaces, the
 /// veths and cgroups of its sandboxes), so a Sprout server already running
-/// on the host does not fail the suite. Without a catalog (`sprout bench`
-/// makes and removes its own data directory) every Sprout resource counts.
+/// on the host, or the other lane's (see `Integration`), does not fail the
+/// suite. Without a catalog (`sprout bench` makes and removes its own data
+/// directory) every Sprout resource counts but those of the test servers
+/// still running.
 enum HostResources {
+    /// The data directories of the test servers running now, in either lane.
+    static let servers = Locked<Set<String>>([])
+    /// The namespaces of the isolation suite's test hosts that are up now.
+    static let testHosts = Locked<Set<String>>([])
+
     static func leftovers(data: String) async -> [String] {
+        var found = await unscoped(data: data)
+        let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if instance.isEmpty {
+            // Read after the scan: a resource it found was made before, so its sandbox is in a catalog by now.
+            let others = servers.current.subtracting([data])
+            let instances = others.map { ((try? String(contentsOfFile: $0 + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines) }
+                .filter { !$0.isEmpty }
+            let ids = others.reduce(into: Set<String>()) { $0.formUnion(sandboxIDs($1)) }
+            let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
+            found.removeAll { item in
+                instances.contains { item.hasPrefix("netns sprout-\($0)-") } || others.contains { item.hasPrefix("mount ") && item.contains($0) }
+                    || ids.contains { item == "cgroup \($0)" } || interfaces.contains { item.hasPrefix("veth \($0): ") }
+            }
+        }
+        return found
+    }
+
+    private static func unscoped(data: String) async -> [String] {
         var found: [String] = []
         let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let ids = sandboxIDs(data)
         func ours(_ sandboxID: String) -> Bool { instance.isEmpty || ids.contains(sandboxID) }
         let namespacePrefix = instance.isEmpty ? "sprout-" : "sprout-\(instance)-"
+        let hosts = testHosts.current
         let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
-            .filter { $0.hasPrefix(namespacePrefix) || $0.hasPrefix("sproutit-") }
+            .filter { $0.hasPrefix(namespacePrefix) || ($0.hasPrefix("sproutit-") && !hosts.contains($0)) }
         found += netns.map { "netns \($0)" }
         for kind in ["runsc", "runc"] {
             let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")
@@ -184,11 +215,11 @@ enum HostResources {
         found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
         let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
         let links = (try? await hostOutput(["ip", "-o", "link", "show"])) ?? ""
-        found += links.split(separator: "\n").filter { line in
-            guard line.contains(": sp"), line.contains("@") else { return false }
+        found += links.split(separator: "\n").compactMap { line in
+            guard line.contains(": sp"), line.contains("@") else { return nil }
             let name = line.split(separator: " ").dropFirst().first.map { String($0.split(separator: "@")[0]) } ?? ""
-            return instance.isEmpty || interfaces.contains(name)
-        }.map { "veth \($0.prefix(60))" }
+            return instance.isEmpty || interfaces.contains(name) ? "veth \(name): \(line.prefix(60))" : nil
+        }
         let sandboxes = (try? FileManager.default.contentsOfDirectory(atPath: data + "/sandboxes")) ?? []
         found += sandboxes.map { "sandbox dir \($0)" }
         let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/sprout")) ?? [])

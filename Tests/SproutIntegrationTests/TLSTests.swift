@@ -158,7 +158,7 @@ extension Integration {
                 _ = try await api.killSandbox(sandbox.id)
 
                 // The e2b SDK, trusting the CA the usual Python way; without it, it refuses (the check is real).
-                if FileManager.default.isExecutableFile(atPath: E2BTests.python) {
+                if FileManager.default.isExecutableFile(atPath: LongIntegration.E2BTests.python) {
                     let script = """
                         from e2b import Sandbox
                         s = Sandbox.create(template="empty")
@@ -169,13 +169,13 @@ extension Integration {
                             s.kill()
                         """
                     let base = ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(server.url)", "E2B_SANDBOX_URL=\(server.url)", "E2B_API_KEY=\(server.adminKey)"]
-                    let withCA = try await CLI.runProcess([E2BTests.python, "-c", script], env: base + ["SSL_CERT_FILE=\(ca.caFile)"])
+                    let withCA = try await CLI.runProcess([LongIntegration.E2BTests.python, "-c", script], env: base + ["SSL_CERT_FILE=\(ca.caFile)"])
                     #expect(withCA.status == 0 && withCA.stdout.contains("e2b over tls"), "\(withCA.stdout) \(withCA.stderr.suffix(2000))")
-                    let withoutCA = try await CLI.runProcess([E2BTests.python, "-c", script], env: base)
+                    let withoutCA = try await CLI.runProcess([LongIntegration.E2BTests.python, "-c", script], env: base)
                     #expect(withoutCA.status != 0 && ["CERTIFICATE_VERIFY_FAILED", "UnknownIssuer"].contains(where: withoutCA.stderr.contains),
                             "the certificate is checked: \(withoutCA.stderr.suffix(1000))")
                 } else {
-                    Issue.record("no \(E2BTests.python): run `make test` (scripts/install-deps.sh makes it)")
+                    Issue.record("no \(LongIntegration.E2BTests.python): run `make test` (scripts/install-deps.sh makes it)")
                 }
                 let left = try await api.sandboxes()
                 #expect(left.isEmpty)
