@@ -19,7 +19,9 @@ enum FakeHost {
         let ports = Locked<[Int: UInt16]>([:])
         return SandboxHost(
             runtime: FakeRuntime(agentBinary: binary, ports: ports), network: FakeNetwork(ports: ports),
-            addresses: FakeAddresses(), bases: FakeBases(directory: directory + "/bases"), watchesMemory: false)
+            addresses: FakeAddresses(), bases: FakeBases(directory: directory + "/bases"), watchesMemory: false,
+            // Its agents are host processes: /run/sprout/env.json would be the host's own.
+            envFile: directory + "/sandbox-env.json")
     }
 }
 

@@ -46,13 +46,17 @@ struct HTTPTests {
 
     @Test("create, exec, files, list, kill: the whole path with the real agent behind a fake runtime")
     func lifecycle() async throws {
-        try await Self.withServer { client, key, _ in
+        try await Self.withServer { client, key, core in
             let auth: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
             let created = try await client.execute(uri: "/v1/sandboxes", method: .post, headers: auth,
                                                    body: try Self.json(API.CreateSandbox(env: "empty", envVars: ["WHO": "unit"])))
             #expect(created.status == .created)
             let sandbox = try Self.decode(API.Sandbox.self, created)
             #expect(sandbox.state == "running")
+            // The sandbox's variables for warm processes, in the fake host's own file (its agent works on the host's paths).
+            #expect((try? String(contentsOfFile: core.host.envFile, encoding: .utf8)) == #"{"WHO":"unit"}"#)
+            // A file path in the data directory, likewise: the fake's "sandbox" sees the host's root.
+            let file = core.settings.dataDirectory + "/a.txt"
             let exec = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/exec", method: .post, headers: auth,
                                                 body: try Self.json(API.Exec(shell: "echo $WHO; exit 3")))
             #expect(exec.status == .ok)
@@ -61,10 +65,10 @@ struct HTTPTests {
             }
             #expect(events.compactMap(\.stdoutBytes).flatMap { $0 } == Array("unit\n".utf8))
             #expect(events.last?.exit == ProcessExit(code: 3))
-            let put = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/files?path=/a.txt", method: .put, headers: auth,
+            let put = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/files?path=\(file)", method: .put, headers: auth,
                                                body: ByteBuffer(string: "hello"))
             #expect(put.status == .created)
-            let get = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/files?path=/a.txt", method: .get, headers: auth)
+            let get = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/files?path=\(file)", method: .get, headers: auth)
             #expect(String(buffer: get.body) == "hello")
             let list = try await client.execute(uri: "/v1/sandboxes", method: .get, headers: auth)
             #expect(try Self.decode([API.Sandbox].self, list).map(\.id) == [sandbox.id])

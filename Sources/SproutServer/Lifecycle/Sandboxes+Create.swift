@@ -54,17 +54,18 @@ extension Sandboxes {
     /// before it existed: a warm env's `start` (the code interpreter reads
     /// them from here). Every process Sprout starts gets them in its
     /// environment anyway.
-    static let envFile = "/run/sprout/env.json"
+    public static let envFile = "/run/sprout/env.json"
 
     /// Writes the sandbox's variables to `envFile` (only if it has any).
     /// A sandbox whose file system refuses it still runs: that is logged.
     func writeEnvFile(_ record: SandboxRecord, _ envVars: [String: String]) async {
         guard !envVars.isEmpty else { return }
+        let path = core.host.envFile
         do {
             let json = try JSONSerialization.data(withJSONObject: envVars, options: [.sortedKeys])
-            try await core.agent(record).write(Array(json), to: Self.envFile, mode: 0o644)
+            try await core.agent(record).write(Array(json), to: path, mode: 0o644)
         } catch {
-            core.logger.withSandbox(record.id).warning("could not write \(Self.envFile)", metadata: ["error": "\(error)"])
+            core.logger.withSandbox(record.id).warning("could not write \(path)", metadata: ["error": "\(error)"])
         }
     }
 

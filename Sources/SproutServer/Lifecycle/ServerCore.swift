@@ -17,14 +17,19 @@ public struct SandboxHost: Sendable {
     public var bases: any BaseProvider
     /// Whether to watch memory cgroups (the fake has none).
     public var watchesMemory: Bool
+    /// Where, inside a sandbox, its own variables are written for processes
+    /// that were running before it existed (`Sandboxes.envFile`). The fake
+    /// host's sandboxes are host processes, so it names a file of its own.
+    public var envFile: String
 
     public init(runtime: any SandboxRuntime, network: any SandboxNetworking, addresses: any AddressPool, bases: any BaseProvider,
-                watchesMemory: Bool) {
+                watchesMemory: Bool, envFile: String = Sandboxes.envFile) {
         self.runtime = runtime
         self.network = network
         self.addresses = addresses
         self.bases = bases
         self.watchesMemory = watchesMemory
+        self.envFile = envFile
     }
 }
 
