@@ -40,11 +40,34 @@ extension BenchRunner {
             let done = try await api.build(build.id, wait: true)
             guard done.status == "succeeded" else { throw SproutError(.internal, "building the cold twin failed: \(done.error ?? "?")") }
         }
+        // The floor of any start from a memory image on this machine, today: a
+        // bare `runsc restore` of a shell loop, half before the warm runs, half after.
+        let loop = try await checkpointedLoop()
+        var floor = Samples()
+        try await restores(loop, (runs + 1) / 2, into: &floor)
         let warm = try await e2bScript([Self.codeScript, "warm", String(runs), "code-interpreter-v1"], what: "the code interpreter benchmark (warm)")
+        try await restores(loop, runs / 2, into: &floor)
         let cold = try await e2bScript([Self.codeScript, "cold", String(runs), pushed.envID], what: "the code interpreter benchmark (cold)")
+        var note = "e2b-code-interpreter SDK: Sandbox.create() → run_code(\"1+1\") answered, a new sandbox each time"
+        if let restore = floor.summary() {
+            note += String(format: "; a bare runsc restore of a shell loop, same run: p50 %.0f ms", restore.p50)
+        }
         return MetricResult(
             name: name, unit: "ms", figures: warm.summary()!, baselineName: "the same env booted, interpreter started after create",
-            baseline: cold.summary(), note: "e2b-code-interpreter SDK: Sandbox.create() → run_code(\"1+1\") answered, a new sandbox each time")
+            baseline: cold.summary(), note: note)
+    }
+
+    /// A checkpointed shell loop on `empty` for bare restores (gVisor only).
+    private func checkpointedLoop() async throws -> (bundle: String, image: String)? {
+        guard bare.kind == .gvisor else { return nil }
+        let empty = try await api.createSandbox(API.CreateSandbox(env: "empty", fromPool: false))  // the base is built
+        _ = try? await api.killSandbox(empty.id)
+        return try await bare.checkpointedLoop(rootfs: "\(cache)/bases/empty")
+    }
+
+    private func restores(_ loop: (bundle: String, image: String)?, _ count: Int, into samples: inout Samples) async throws {
+        guard let loop else { return }
+        for _ in 0..<count { samples.record(seconds: try await bare.restoreOnce(bundle: loop.bundle, image: loop.image)) }
     }
 
     /// `code.first_result.pool`: the same, as a user of a server with its
