@@ -139,7 +139,9 @@ def main():
     options.add_argument(f"--user-data-dir={scratch}/profile")  # not a leftover in /tmp
     options.add_experimental_option("prefs", {"download.default_directory": downloads, "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    # Chromium keeps its crash reports' database under $XDG_CONFIG_HOME (else ~/.config), whatever the profile.
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver", env={**os.environ, "XDG_CONFIG_HOME": f"{scratch}/config",
+                                                                             "XDG_CACHE_HOME": f"{scratch}/cache"}), options=options)
     driver.set_script_timeout(60)
     try:
         # Sign in: a wrong key is refused with a clear message.
