@@ -55,6 +55,13 @@ extension Integration {
                 return server.data
             }
             await expectNoLeftovers(data)
+            // Positive control: with the data directory gone, the check still sees what is named after this server.
+            let instance = try #require(HostResources.stopped.current[data]?.instance)
+            let probe = "sprout-\(instance)-sbx_probe"
+            _ = try await HostResources.hostOutput(["ip", "netns", "add", probe])
+            let seen = await HostResources.leftovers(data: data)
+            _ = try? await HostResources.hostOutput(["ip", "netns", "delete", probe])
+            #expect(seen == ["netns \(probe)"])
         }
 
         @Test("an interactive terminal: stty size, resize, exit code")

@@ -108,9 +108,7 @@ final class ServerHarness: @unchecked Sendable {
     var log: String { (try? String(contentsOfFile: data + "/server.log", encoding: .utf8)) ?? "" }
 
     /// The id the server gave its data directory; its host resources are named after it.
-    var instance: String {
-        ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-    }
+    var instance: String { HostResources.instance(of: data) }
 
     /// SIGKILL: the crash case.
     func crash() {
@@ -130,6 +128,7 @@ final class ServerHarness: @unchecked Sendable {
     /// Stops the server and removes its data directory.
     func stop() {
         stopServer()
+        HostResources.stopped.withLock { $0[data] = (HostResources.instance(of: data), HostResources.sandboxIDs(data)) }
         do {
             try FileSystem.removeTree(data)
         } catch {
@@ -168,35 +167,45 @@ final class ServerHarness: @unchecked Sendable {
 /// on the host, or the other lane's (see `Integration`), does not fail the
 /// suite. Without a catalog (`sprout bench` makes and removes its own data
 /// directory) every Sprout resource counts but those of the test servers
-/// still running.
+/// still running. A test server stopped by its harness leaves its instance
+/// and sandbox ids behind (`stopped`), so a check after its data directory
+/// is gone stays scoped to it.
 enum HostResources {
     /// The data directories of the test servers running now, in either lane.
     static let servers = Locked<Set<String>>([])
     /// The namespaces of the isolation suite's test hosts that are up now.
     static let testHosts = Locked<Set<String>>([])
 
+    /// The id a server gave its data directory (empty without one); its host resources are named after it.
+    static func instance(of data: String) -> String {
+        ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// What a stopped test server's host resources are named after, kept when its data directory goes,
+    /// so a check after the stop still counts only what that server made.
+    static let stopped = Locked<[String: (instance: String, sandboxes: Set<String>)]>([:])
+
     static func leftovers(data: String) async -> [String] {
-        var found = await unscoped(data: data)
-        let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let gone = FileManager.default.fileExists(atPath: data) ? nil : stopped.current[data]
+        let instance = gone?.instance ?? Self.instance(of: data)
+        var found = await unscoped(data: data, instance: instance, sandboxes: gone?.sandboxes ?? sandboxIDs(data))
         if instance.isEmpty {
             // Read after the scan: a resource it found was made before, so its sandbox is in a catalog by now.
+            // (Mounts need no such care: without an instance only those under `data` count.)
             let others = servers.current.subtracting([data])
-            let instances = others.map { ((try? String(contentsOfFile: $0 + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines) }
-                .filter { !$0.isEmpty }
+            let instances = others.map(Self.instance(of:)).filter { !$0.isEmpty }
             let ids = others.reduce(into: Set<String>()) { $0.formUnion(sandboxIDs($1)) }
             let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
             found.removeAll { item in
-                instances.contains { item.hasPrefix("netns sprout-\($0)-") } || others.contains { item.hasPrefix("mount ") && item.contains($0) }
-                    || ids.contains { item == "cgroup \($0)" } || interfaces.contains { item.hasPrefix("veth \($0): ") }
+                instances.contains { item.hasPrefix("netns sprout-\($0)-") } || ids.contains { item == "cgroup \($0)" }
+                    || interfaces.contains { item.hasPrefix("veth \($0): ") }
             }
         }
         return found
     }
 
-    private static func unscoped(data: String) async -> [String] {
+    private static func unscoped(data: String, instance: String, sandboxes ids: Set<String>) async -> [String] {
         var found: [String] = []
-        let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        let ids = sandboxIDs(data)
         func ours(_ sandboxID: String) -> Bool { instance.isEmpty || ids.contains(sandboxID) }
         let namespacePrefix = instance.isEmpty ? "sprout-" : "sprout-\(instance)-"
         let hosts = testHosts.current
