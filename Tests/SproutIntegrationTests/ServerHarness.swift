@@ -162,8 +162,8 @@ final class ServerHarness: @unchecked Sendable {
 }
 
 /// What Sprout may leave on the host; every test checks it is empty after.
-/// Scoped to what the server of `data` made (its instance's namespaces, the
-/// veths and cgroups of its sandboxes), so a Sprout server already running
+/// Scoped to what the server of `data` made (its instance's namespaces and
+/// network addresses, the veths and cgroups of its sandboxes), so a Sprout server already running
 /// on the host, or the other lane's (see `Integration`), does not fail the
 /// suite. Without a catalog (`sprout bench` makes and removes its own data
 /// directory) every Sprout resource counts but those of the test servers
@@ -197,7 +197,7 @@ enum HostResources {
             let ids = others.reduce(into: Set<String>()) { $0.formUnion(sandboxIDs($1)) }
             let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
             found.removeAll { item in
-                instances.contains { item.hasPrefix("netns sprout-\($0)-") } || ids.contains { item == "cgroup \($0)" }
+                instances.contains { item.hasPrefix("netns sprout-\($0)-") || item.hasPrefix("address of \($0)/") } || ids.contains { item == "cgroup \($0)" }
                     || interfaces.contains { item.hasPrefix("veth \($0): ") }
             }
         }
@@ -228,6 +228,12 @@ enum HostResources {
             guard line.contains(": sp"), line.contains("@") else { return nil }
             let name = line.split(separator: " ").dropFirst().first.map { String($0.split(separator: "@")[0]) } ?? ""
             return instance.isEmpty || interfaces.contains(name) ? "veth \(name): \(line.prefix(60))" : nil
+        }
+        // Network slots are lock files shared by every server on the host, each naming its owner as instance/sandbox.
+        let pool = NetworkPool()
+        found += ((try? FileManager.default.contentsOfDirectory(atPath: pool.directory)) ?? []).compactMap { name in
+            let owner = (try? String(contentsOfFile: pool.directory + "/" + name, encoding: .utf8)) ?? ""
+            return instance.isEmpty || owner.hasPrefix(instance + "/") ? "address of \(owner): \(name)" : nil
         }
         let sandboxes = (try? FileManager.default.contentsOfDirectory(atPath: data + "/sandboxes")) ?? []
         found += sandboxes.map { "sandbox dir \($0)" }
