@@ -419,6 +419,7 @@
         e.preventDefault();
         const file = upload.files[0];
         if (!file) { fileError.replaceChildren(errorBox(new Error('Choose a file to upload.'))); return; }
+        await listing; // a folder just typed in is "this folder" once its listing answers
         const target = (dir.endsWith('/') ? dir : dir + '/') + file.name;
         try {
           await api('PUT', '/v1/sandboxes/' + id + '/files?path=' + enc(target), file);
@@ -430,10 +431,15 @@
       fileError,
       h('div.scroll', { tabindex: 0, role: 'region', 'aria-label': 'Files table' },
         h('table', { id: 'files' }, h('thead', h('tr', ['Name', 'Size', 'Modified', 'Owner', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))), fileRows)));
-    async function listDir(path) {
+    // Listings can overlap (a typed folder, an upload's refresh): only the latest one is drawn,
+    // and an upload waits for it, so it lands in the folder the page shows.
+    let listing = Promise.resolve(); let listed = 0;
+    function listDir(path) { listing = listOnce(path, ++listed); return listing; }
+    async function listOnce(path, seq) {
       fileError.replaceChildren();
       try {
         const list = await api('GET', '/v1/sandboxes/' + id + '/files/list?path=' + enc(path));
+        if (seq !== listed) return;
         dir = path; pathInput.value = path;
         const entries = list.entries.sort((a, b) => (a.type === 'dir' ? 0 : 1) - (b.type === 'dir' ? 0 : 1) || a.name.localeCompare(b.name));
         fileRows.replaceChildren(...entries.map((f) => h('tr', { dataset: { file: f.name } },
@@ -447,7 +453,7 @@
             f.type === 'file' ? h('button', { type: 'button', 'aria-label': 'Download ' + f.name, onclick: () => download(f) }, 'Download') : null, ' ',
             h('button.danger', { type: 'button', 'aria-label': 'Delete ' + f.name, onclick: () => remove(f) }, 'Delete')))));
         if (!entries.length) fileRows.append(h('tr', h('td', { colspan: 5 }, 'Empty folder.')));
-      } catch (e) { fileError.replaceChildren(errorBox(e)); }
+      } catch (e) { if (seq === listed) fileError.replaceChildren(errorBox(e)); }
     }
     async function download(f) {
       try {
