@@ -19,7 +19,6 @@ test-deps:
 # including a busybox-only one with no libc of its own.
 agent:
 	$(SWIFT) build -c release --product sprout-agent -Xswiftc -static-executable --scratch-path $(AGENT_SCRATCH)
-	$(CC) -shared -fPIC -O2 -o $(AGENT_SCRATCH)/release/statx-compat.so Support/statx-compat.c
 
 build: agent
 	$(SWIFT) build -c release

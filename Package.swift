@@ -54,12 +54,12 @@ let package = Package(
             "SproutCore", "SproutSystem",
             .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
-        // zlib's raw deflate, to open gVisor's compressed memory images.
+        // zlib's gzip, for E2B's compressed uploads and downloads.
         .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // Content-addressed layers: freezing a sandbox's writable layer,
         // deterministic digests, deduplication; memory images in chunks.
         .target(name: "SproutStore", dependencies: [
-            "SproutCore", "SproutSystem", "SproutHost", "CSprout", "CZlib",
+            "SproutCore", "SproutSystem", "SproutHost", "CSprout",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay

@@ -30,10 +30,45 @@ if $tests; then
   )
 fi
 
+# gVisor comes from Debian 13 (trixie): its runsc (20240729) is one static
+# binary with no dependencies, and has what Sprout relies on (the systrap
+# platform, /proc/sys/kernel/random/boot_id, statx with AT_NO_AUTOMOUNT,
+# uncompressed checkpoints that deduplicate). Debian 12 stays the base
+# system: the trixie source is pinned so that only runsc comes from it.
+RUNSC_MIN=20240729
+trixie_source=/etc/apt/sources.list.d/sprout-trixie.sources
+trixie_pin=/etc/apt/preferences.d/sprout-trixie
+runsc_version() { dpkg-query -W -f='${Version}' runsc 2>/dev/null | sed -n 's/^0\.0~\([0-9]\{8\}\).*/\1/p'; }
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+have_runsc=$(runsc_version)
+if [ -z "$have_runsc" ] || [ "$have_runsc" -lt "$RUNSC_MIN" ]; then
+  [[ " ${missing[*]} " == *" runsc "* ]] || missing+=(runsc)
+  if [ "$(id -u)" -eq 0 ] && [ ! -f "$trixie_source" ]; then
+    cat > "$trixie_source" <<'SOURCE'
+# Added by Sprout's install-deps.sh: runsc (gVisor) 20240729 or newer. Pinned
+# in /etc/apt/preferences.d/sprout-trixie so that nothing else comes from here.
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCE
+    cat > "$trixie_pin" <<'PIN'
+# Added by Sprout's install-deps.sh: from trixie, runsc only.
+Package: *
+Pin: release n=trixie
+Pin-Priority: 1
+
+Package: runsc
+Pin: release n=trixie
+Pin-Priority: 990
+PIN
+  fi
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -44,6 +79,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+have_runsc=$(runsc_version)
+if [ -z "$have_runsc" ] || [ "$have_runsc" -lt "$RUNSC_MIN" ]; then
+  echo "install-deps: runsc ${have_runsc:-missing} is older than $RUNSC_MIN (Debian 13's); see $trixie_source" >&2
+  exit 1
 fi
 
 command -v swift >/dev/null || { echo "install-deps: swift is not on PATH" >&2; exit 1; }

@@ -517,10 +517,16 @@ public enum API {
         public var status: String
         public var version: String
         public var runtime: String
-        public init(status: String, version: String, runtime: String) {
+        /// The runtime binary's own version (runsc's release date, say).
+        public var runtimeVersion: String?
+        /// gVisor's platform (systrap or ptrace); nil for runc.
+        public var platform: String?
+        public init(status: String, version: String, runtime: String, runtimeVersion: String? = nil, platform: String? = nil) {
             self.status = status
             self.version = version
             self.runtime = runtime
+            self.runtimeVersion = runtimeVersion
+            self.platform = platform
         }
     }
 

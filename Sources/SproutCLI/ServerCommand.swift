@@ -22,6 +22,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one).") var port = 7070
     @Option(help: "Sandbox runtime: gvisor or runc.") var runtime = "gvisor"
+    @Option(help: "gVisor's platform: systrap (system calls run fast; the default) or ptrace (processes start faster).")
+    var platform = GVisorPlatform.systrap.rawValue
+    @Option(help: "The runsc binary to use (default: runsc on PATH).") var runsc: String?
     @Option(help: "Cache for built base envs (default DATA/cache).") var cache: String?
     @Option(help: "The statically linked sprout-agent to inject.") var agent: String?
     @Option(help: "The built-in envs' folders, each a sprout.toml built on first use (default: envs/ of the source checkout, else /usr/local/share/sprout/envs).")
@@ -68,6 +71,11 @@ struct ServerCommand: AsyncParsableCommand {
         config.host = host
         config.port = port
         config.runtime = kind
+        guard let platform = GVisorPlatform(rawValue: platform) else {
+            throw SproutError(.invalidArgument, "unknown gVisor platform '\(self.platform)' (use systrap or ptrace)")
+        }
+        config.platform = platform
+        config.runscBinary = runsc
         config.cacheDirectory = cache
         config.agentBinary = agent
         config.envsDirectory = envs

@@ -12,6 +12,11 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     public var capabilities: RuntimeCapabilities { RuntimeCapabilities(memorySnapshot: kind == .gvisor) }
     /// The runtime's `--root`: its container state, private to this server.
     public let stateRoot: String
+    /// gVisor's platform (ignored for runc).
+    public let gvisorPlatform: GVisorPlatform
+    public var platform: String? { kind == .gvisor ? gvisorPlatform.rawValue : nil }
+    /// What `--version` said: runsc's release date (20240729), or runc's version.
+    public let version: String
     private let binaryPath: String
     private let namespace: MountNamespace
     private let logger: Logger
@@ -19,14 +24,32 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     /// so watching a new container needs no `state` command (≈ 20–60 ms).
     private let pidFiles = Locked<[String: String]>([:])
 
-    /// Checks that the runtime is installed and sets up the mount namespace.
-    public init(kind: RuntimeKind, stateRoot: String, logger: Logger, searchPath: String = HostCommand.searchPath) throws {
-        guard let path = Spawn.resolveExecutable(kind.binary, searchPath: searchPath) else {
+    /// The oldest runsc Sprout runs on: Debian 13's. Debian 12's (20221219)
+    /// has no systrap platform, no boot id, rejects `statx` with
+    /// `AT_NO_AUTOMOUNT` and compresses every checkpoint.
+    public static let minimumRunscRelease = 20240729
+
+    /// Checks that the runtime is installed (and, for gVisor, new enough)
+    /// and sets up the mount namespace.
+    public init(
+        kind: RuntimeKind, stateRoot: String, platform: GVisorPlatform = .systrap, logger: Logger,
+        searchPath: String = HostCommand.searchPath, binary: String? = nil
+    ) throws {
+        guard let path = Spawn.resolveExecutable(binary ?? kind.binary, searchPath: searchPath) else {
             throw SproutError(.unavailable,
-                "the \(kind.rawValue) runtime needs `\(kind.binary)`, which is not installed: apt-get install \(kind.package)")
+                "the \(kind.rawValue) runtime needs `\(binary ?? kind.binary)`, which is not installed: apt-get install \(kind.package) (make deps)")
+        }
+        let version = try Self.version(of: path)
+        if kind == .gvisor {
+            guard let release = Self.runscRelease(version), release >= Self.minimumRunscRelease else {
+                throw SproutError(.unavailable,
+                    "\(path) is runsc \(version); Sprout needs release \(Self.minimumRunscRelease) or newer (Debian 13's package: `make deps` installs it from trixie)")
+            }
         }
         self.kind = kind
         self.binaryPath = path
+        self.version = version
+        self.gvisorPlatform = platform
         self.stateRoot = stateRoot
         self.logger = logger
         try FileSystem.makeDirectories(stateRoot, mode: 0o700)
@@ -34,10 +57,57 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         self.namespace = try MountNamespace()
     }
 
-    /// The runtime's command line up to the subcommand.
+    /// The first line of `binary --version`, less its program name:
+    /// `0.0~20240729.0` (Debian's runsc), `release-20240729.0`, `1.1.5`.
+    static func version(of binary: String) throws -> String {
+        let out = try Spawn.pipe()
+        var options = Spawn.Options()
+        options.stdout = out.write
+        let pid: pid_t
+        do {
+            pid = try Spawn.spawn(path: binary, argv: [binary, "--version"], env: HostCommand.environment, options: options)
+        } catch {
+            close(out.read)
+            close(out.write)
+            throw error
+        }
+        close(out.write)
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 65536 {
+            let n = read(out.read, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+        }
+        close(out.read)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let first = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+        guard let word = first.split(separator: " ").last, first.contains("version") else {
+            throw SproutError(.unavailable, "\(binary) --version printed no version ('\(first.prefix(200))')")
+        }
+        return String(word)
+    }
+
+    /// runsc's release date from its version: the eight digits after `~` or `release-`.
+    static func runscRelease(_ version: String) -> Int? {
+        for marker in ["~", "release-"] {
+            if let range = version.range(of: marker) {
+                let digits = version[range.upperBound...].prefix(8)
+                if digits.count == 8, let date = Int(digits) { return date }
+            }
+        }
+        return nil
+    }
+
+    /// The runtime's command line up to the subcommand. Under gVisor the
+    /// root file system is Sprout's own overlay on the host: runsc must not
+    /// put its in-sandbox overlay on top (`--overlay2=none`), or writes would
+    /// never reach the sandbox's writable layer.
     private var base: [String] {
         switch kind {
-        case .gvisor: [binaryPath, "--root", stateRoot, "--network=sandbox"]
+        case .gvisor: [binaryPath, "--root", stateRoot, "--network=sandbox", "--overlay2=none", "--platform=\(gvisorPlatform.rawValue)"]
         case .runc: [binaryPath, "--root", stateRoot]
         }
     }
@@ -66,7 +136,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
         do {
             let output = try await HostCommand.capture(
-                namespace.enter + base + ["checkpoint", "--image-path", imageDirectory, id], timeout: .seconds(120))
+                namespace.enter + base + ["checkpoint", "--compression", "none", "--image-path", imageDirectory, id], timeout: .seconds(120))
             guard output.status == 0 else {
                 throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
             }

@@ -23,6 +23,16 @@ public enum RuntimeKind: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// How gVisor intercepts a sandbox's system calls (`runsc --platform`).
+///
+/// Measured on the 2-core build machine (docs/performance.md): `systrap`
+/// runs system calls an order of magnitude faster than `ptrace` (Python,
+/// pip, git, compilers), and starts a process about twice as slowly.
+public enum GVisorPlatform: String, Sendable, Codable, CaseIterable {
+    case systrap
+    case ptrace
+}
+
 /// What a runtime can do beyond running containers.
 public struct RuntimeCapabilities: Sendable, Codable, Equatable {
     /// Can checkpoint a running container's memory and restore it.
@@ -80,6 +90,10 @@ public struct ResourceUsage: Sendable, Equatable {
 public protocol SandboxRuntime: Sendable {
     var kind: RuntimeKind { get }
     var capabilities: RuntimeCapabilities { get }
+    /// What the runtime binary says its version is.
+    var version: String { get }
+    /// gVisor's platform; nil for other runtimes.
+    var platform: String? { get }
     /// Mounts the root file system, writes the bundle, starts the container
     /// and waits for its ready line. On failure, removes what it made.
     func start(_ launch: ContainerLaunch) async throws

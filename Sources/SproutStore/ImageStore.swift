@@ -1,4 +1,3 @@
-import CZlib
 import Crypto
 import Foundation
 import Glibc
@@ -8,20 +7,17 @@ import SproutSystem
 /// Memory images (gVisor checkpoints), stored as content-defined chunks so
 /// that images sharing content share storage.
 ///
-/// An image is a manifest (`manifests/<id>.json`: the file's size and its
-/// chunks in order) over chunks stored once by SHA-256 (`chunks/ab/<digest>`).
-/// Chunk boundaries come from a gear rolling hash, so an insertion shifts
-/// boundaries only locally and the chunks after it are found again.
-/// Restoring needs the whole file: `materialize` reassembles it and checks
-/// every chunk's digest on the way, so a damaged image is an error, never a
-/// sandbox restored from wrong memory.
-///
-/// gVisor compresses its images (a header, then the state in 1 MiB blocks,
-/// each raw deflate): compressed bytes share nothing from one image to the
-/// next. So an image in that format is stored opened up: the header as is,
-/// the state decompressed and chunked; reassembly compresses the blocks
-/// again (level 0, stored blocks: restore is then fastest). A file that is
-/// not in that format is chunked as it is.
+/// A checkpoint is a directory of files (runsc 20240729 with `--compression
+/// none` writes `checkpoint.img`, the kernel's state, and `pages.img` with
+/// `pages_meta.img`, the memory). An image is a manifest
+/// (`manifests/<id>.json`: each file's name, size and chunks in order) over
+/// chunks stored once by SHA-256 (`chunks/ab/<digest>`). Chunk boundaries
+/// come from a gear rolling hash, so an insertion shifts boundaries only
+/// locally and the chunks after it are found again: two pauses of one
+/// sandbox share most of their memory pages. Restoring needs the whole
+/// files: `materialize` writes them back and checks every chunk's digest on
+/// the way, so a damaged image is an error, never a sandbox restored from
+/// wrong memory.
 public struct ImageStore: Sendable {
     public let root: String
 
@@ -30,23 +26,20 @@ public struct ImageStore: Sendable {
     }
 
     public struct Manifest: Codable, Sendable {
-        public var size: Int64
-        /// (digest, length) of each chunk, in file order; for a gVisor
-        /// image, of its decompressed state.
-        public var chunks: [Chunk]
-        /// Set for a gVisor image: its header and the block size of its compressed stream.
-        public var gvisor: GVisorLayout?
-        public struct GVisorLayout: Codable, Sendable {
-            public var header: [Chunk]
-            public var blockSize: Int
+        public var files: [File]
+        public struct File: Codable, Sendable {
+            public var name: String
+            public var size: Int64
+            /// (digest, length) of each chunk, in file order.
+            public var chunks: [Chunk]
         }
-
-        /// Every chunk the image uses, header included.
-        var allChunks: [Chunk] { chunks + (gvisor?.header ?? []) }
         public struct Chunk: Codable, Sendable {
             public var digest: String
             public var length: Int
         }
+
+        public var size: Int64 { files.reduce(0) { $0 + $1.size } }
+        var allChunks: [Chunk] { files.flatMap(\.chunks) }
     }
 
     public struct Stored: Sendable {
@@ -63,104 +56,36 @@ public struct ImageStore: Sendable {
 
     public func contains(_ id: String) -> Bool { FileSystem.exists(manifestPath(id)) }
 
-    /// Chunks `file` into the store. The manifest is written last (and
-    /// atomically), so an image either exists whole or not at all.
-    public func store(file: String) throws -> Stored {
+    /// Chunks every regular file of `directory` into the store. The
+    /// manifest is written last (and atomically), so an image either exists
+    /// whole or not at all.
+    public func store(directory: String) throws -> Stored {
         try FileSystem.makeDirectories(manifests, mode: 0o700)
         try FileSystem.makeDirectories(chunkRoot, mode: 0o700)
-        let data = try Descriptor.readFile(file, limit: 64 << 30)
         var newBytes: Int64 = 0
-        var manifest: Manifest
-        if let opened = Self.openGVisorImage(data) {
-            let header = try storeChunks(opened.header, newBytes: &newBytes)
-            manifest = Manifest(size: Int64(data.count), chunks: try storeChunks(opened.state, newBytes: &newBytes),
-                                gvisor: .init(header: header, blockSize: opened.blockSize))
-        } else {
-            manifest = Manifest(size: Int64(data.count), chunks: try storeChunks(data, newBytes: &newBytes), gvisor: nil)
+        var files: [Manifest.File] = []
+        for name in try FileSystem.children(directory).sorted() where FileSystem.isRegularFile(directory + "/" + name) {
+            var size: Int64 = 0
+            var chunks: [Manifest.Chunk] = []
+            try Self.forEachChunk(of: directory + "/" + name) { chunk in
+                let digest = hexString(SHA256.hash(data: chunk))
+                let path = chunkPath(digest)
+                if !FileSystem.exists(path) {
+                    try FileSystem.makeDirectories((path as NSString).deletingLastPathComponent, mode: 0o700)
+                    try FileSystem.writeAtomically(path, Array(chunk), mode: 0o600)
+                    newBytes += Int64(chunk.count)
+                }
+                chunks.append(Manifest.Chunk(digest: digest, length: chunk.count))
+                size += Int64(chunk.count)
+            }
+            files.append(Manifest.File(name: name, size: size, chunks: chunks))
         }
+        guard !files.isEmpty else { throw SproutError(.internal, "no checkpoint files in \(directory)") }
+        let manifest = Manifest(files: files)
         let encoded = try JSONEncoder().encode(manifest)
         let id = "img_" + String(hexString(SHA256.hash(data: encoded)).prefix(32))
         try FileSystem.writeAtomically(manifestPath(id), Array(encoded), mode: 0o600)
         return Stored(id: id, size: manifest.size, newBytes: newBytes)
-    }
-
-    private func storeChunks(_ data: [UInt8], newBytes: inout Int64) throws -> [Manifest.Chunk] {
-        var chunks: [Manifest.Chunk] = []
-        try data.withUnsafeBytes { bytes in
-            for range in Self.boundaries(bytes) {
-                let slice = UnsafeRawBufferPointer(rebasing: bytes[range])
-                let digest = hexString(SHA256.hash(data: slice))
-                let path = chunkPath(digest)
-                if !FileSystem.exists(path) {
-                    try FileSystem.makeDirectories((path as NSString).deletingLastPathComponent, mode: 0o700)
-                    try FileSystem.writeAtomically(path, Array(slice), mode: 0o600)
-                    newBytes += Int64(slice.count)
-                }
-                chunks.append(Manifest.Chunk(digest: digest, length: slice.count))
-            }
-        }
-        return chunks
-    }
-
-    // MARK: gVisor's image format
-
-    /// A gVisor (runsc 2022) state file: "gVisorSF", the metadata length
-    /// (8 bytes, big-endian), the metadata, its HMAC (32 bytes), the block
-    /// size (4 bytes), then blocks of [length (4 bytes)][raw deflate]. Returns
-    /// the header (everything before the first block) and the decompressed
-    /// state, or nil if `data` is not exactly that.
-    static func openGVisorImage(_ data: [UInt8]) -> (header: [UInt8], state: [UInt8], blockSize: Int)? {
-        guard data.count > 60, data.starts(with: Array("gVisorSF".utf8)) else { return nil }
-        func bigEndian(_ at: Int, _ width: Int) -> Int {
-            data[at..<(at + width)].reduce(0) { $0 << 8 | Int($1) }
-        }
-        let metadataLength = bigEndian(8, 8)
-        let headerLength = 16 + metadataLength + 32 + 4
-        guard metadataLength < 1 << 20, data.count >= headerLength else { return nil }
-        let blockSize = bigEndian(headerLength - 4, 4)
-        guard blockSize > 0 && blockSize <= 64 << 20 else { return nil }
-        var state: [UInt8] = []
-        state.reserveCapacity(data.count * 3)
-        var block = [UInt8](repeating: 0, count: blockSize)
-        var offset = headerLength
-        while offset < data.count {
-            guard offset + 4 <= data.count else { return nil }
-            let length = bigEndian(offset, 4)
-            offset += 4
-            guard length > 0, offset + length <= data.count else { return nil }
-            let produced = data.withUnsafeBufferPointer { input in
-                block.withUnsafeMutableBufferPointer { out in
-                    czlib_inflate_raw(input.baseAddress! + offset, length, out.baseAddress!, blockSize)
-                }
-            }
-            // Every block but the last holds exactly blockSize bytes.
-            guard produced > 0, produced == blockSize || offset + length == data.count else { return nil }
-            state += block[0..<produced]
-            offset += length
-        }
-        return (Array(data[0..<headerLength]), state, blockSize)
-    }
-
-    /// The state compressed again in the file's blocks (deflate level 0).
-    static func closeGVisorImage(header: [UInt8], state: [UInt8], blockSize: Int) throws -> [UInt8] {
-        var out = header
-        out.reserveCapacity(header.count + state.count + state.count / blockSize * 16 + 64)
-        var compressed = [UInt8](repeating: 0, count: czlib_deflate_bound(blockSize))
-        var start = 0
-        while start < state.count {
-            let end = min(start + blockSize, state.count)
-            let produced = state.withUnsafeBufferPointer { input in
-                compressed.withUnsafeMutableBufferPointer { buffer in
-                    czlib_deflate_raw(input.baseAddress! + start, end - start, buffer.baseAddress!, buffer.count, 0)
-                }
-            }
-            guard produced > 0 else { throw SproutError(.internal, "cannot compress a memory image block") }
-            let n = UInt32(produced)
-            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
-            out += compressed[0..<produced]
-            start = end
-        }
-        return out
     }
 
     public func manifest(_ id: String) throws -> Manifest {
@@ -170,39 +95,52 @@ public struct ImageStore: Sendable {
         do {
             return try JSONDecoder().decode(Manifest.self, from: Data(bytes))
         } catch {
-            throw SproutError(.io, "memory image \(id) is corrupted: its manifest cannot be read")
+            throw SproutError(.io, "memory image \(id) cannot be read: it is damaged or from an older Sprout (its runsc cannot restore it)")
         }
     }
 
-    /// Reassembles image `id` into `path`, checking every chunk. Throws (and
-    /// leaves nothing at `path`) if a chunk is missing or damaged.
-    public func materialize(_ id: String, to path: String) throws {
+    /// Writes image `id`'s files into `directory` (made if missing),
+    /// checking every chunk. Throws (and leaves no file of it behind) if a
+    /// chunk is missing or damaged.
+    public func materialize(_ id: String, to directory: String) throws {
         let manifest = try manifest(id)
-        let bytes: [UInt8]
-        if let layout = manifest.gvisor {
-            let header = try read(id, layout.header, from: 0)
-            let state = try read(id, manifest.chunks, from: layout.header.count)
-            bytes = try Self.closeGVisorImage(header: header, state: state, blockSize: layout.blockSize)
-        } else {
-            bytes = try read(id, manifest.chunks, from: 0)
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        var written: [String] = []
+        do {
+            for file in manifest.files {
+                guard !file.name.isEmpty, file.name.count <= 255, !file.name.contains("/"), !file.name.hasPrefix(".") else { throw SproutError(.io, "memory image \(id) names a file '\(file.name.prefix(64))'") }
+                let path = directory + "/" + file.name
+                try write(id, file, to: path)
+                written.append(path)
+            }
+        } catch {
+            for path in written { unlink(path) }
+            throw error
         }
-        try FileSystem.writeAtomically(path, bytes, mode: 0o600)
     }
 
-    /// The bytes of `chunks`, each checked against its digest (`first` numbers them in errors).
-    private func read(_ id: String, _ chunks: [Manifest.Chunk], from first: Int) throws -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(chunks.reduce(0) { $0 + $1.length })
-        for (index, chunk) in chunks.enumerated() {
-            guard let bytes = try? Descriptor.readFile(chunkPath(chunk.digest), limit: chunk.length + 1) else {
-                throw SproutError(.io, "memory image \(id) is corrupted: chunk \(first + index) (\(chunk.digest.prefix(12))) is missing")
+    /// One file of an image, chunk by chunk, each checked against its digest.
+    private func write(_ id: String, _ file: Manifest.File, to path: String) throws {
+        let temp = path + ".tmp-\(Identifiers.random(length: 6))"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SproutError.system("create \(temp)") }
+        do {
+            for (index, chunk) in file.chunks.enumerated() {
+                guard let bytes = try? Descriptor.readFile(chunkPath(chunk.digest), limit: chunk.length + 1) else {
+                    throw SproutError(.io, "memory image \(id) is corrupted: chunk \(index) of \(file.name) (\(chunk.digest.prefix(12))) is missing")
+                }
+                guard bytes.count == chunk.length, hexString(SHA256.hash(data: bytes)) == chunk.digest else {
+                    throw SproutError(.io, "memory image \(id) is corrupted: chunk \(index) of \(file.name) (\(chunk.digest.prefix(12))) does not match its digest")
+                }
+                try Descriptor.writeAll(fd, bytes)
             }
-            guard bytes.count == chunk.length, hexString(SHA256.hash(data: bytes)) == chunk.digest else {
-                throw SproutError(.io, "memory image \(id) is corrupted: chunk \(first + index) (\(chunk.digest.prefix(12))) does not match its digest")
-            }
-            out += bytes
+            close(fd)
+            try sysCall("rename \(path)") { rename(temp, path) }
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
         }
-        return out
     }
 
     /// Removes every manifest not in `keep`, then every chunk no kept
@@ -231,9 +169,8 @@ public struct ImageStore: Sendable {
         return freed
     }
 
-    /// Logical bytes (what the images hold in stored form: headers and
-    /// decompressed state, before deduplication) and stored bytes (their
-    /// distinct chunks) of `ids`.
+    /// Logical bytes (what the images hold, before deduplication) and
+    /// stored bytes (their distinct chunks) of `ids`.
     public func usage(_ ids: [String]) -> (logical: Int64, stored: Int64) {
         var logical: Int64 = 0
         var unique: [String: Int] = [:]
@@ -268,6 +205,43 @@ public struct ImageStore: Sendable {
             return z ^ (z >> 31)
         }
     }()
+
+    /// Calls `body` with each content-defined chunk of the file at `path`, in
+    /// order, reading it a few MiB at a time (a memory image can be large).
+    static func forEachChunk(of path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SproutError.system("open \(path)") }
+        defer { close(fd) }
+        let block = 4 << 20
+        var buffer = [UInt8](repeating: 0, count: block + maxChunk)
+        var filled = 0
+        var atEnd = false
+        while true {
+            while !atEnd && filled < buffer.count {
+                let room = buffer.count - filled
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, room) }
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw SproutError.system("read \(path)") }
+                if n == 0 { atEnd = true } else { filled += n }
+            }
+            if filled == 0 { return }
+            var consumed = 0
+            try buffer.withUnsafeBytes { all in
+                let window = UnsafeRawBufferPointer(rebasing: all[0..<filled])
+                let ranges = boundaries(window)
+                // A chunk that runs to the window's end may go on in the next read: keep it for then.
+                let complete = atEnd ? ranges : Array(ranges.dropLast())
+                for range in complete { try body(UnsafeRawBufferPointer(rebasing: window[range])) }
+                consumed = complete.last?.upperBound ?? 0
+            }
+            guard consumed > 0 || atEnd else { throw SproutError(.internal, "chunking \(path) made no progress") }
+            buffer.withUnsafeMutableBytes { raw in
+                raw.baseAddress!.copyMemory(from: raw.baseAddress! + consumed, byteCount: filled - consumed)
+            }
+            filled -= consumed
+            if atEnd && filled == 0 { return }
+        }
+    }
 
     /// Content-defined chunk ranges of `bytes`.
     static func boundaries(_ bytes: UnsafeRawBufferPointer) -> [Range<Int>] {

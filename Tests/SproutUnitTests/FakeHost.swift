@@ -38,6 +38,8 @@ final class FakeRuntime: SandboxRuntime, @unchecked Sendable {
 
     var kind: RuntimeKind { .runc }
     var capabilities: RuntimeCapabilities { RuntimeCapabilities(memorySnapshot: false) }
+    var version: String { "fake" }
+    var platform: String? { nil }
 
     func start(_ launch: ContainerLaunch) async throws {
         let token = launch.spec.env.first { $0.hasPrefix("SPROUT_AGENT_TOKEN=") }.map { String($0.dropFirst("SPROUT_AGENT_TOKEN=".count)) }

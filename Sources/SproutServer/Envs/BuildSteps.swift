@@ -112,7 +112,7 @@ extension BuildRun {
         let frozen = try await core.layers.freeze(
             upper: core.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles, keepTimes: true)
         let images = core.images
-        let image = try await onThread { try images.store(file: imageDirectory + "/checkpoint.img") }
+        let image = try await onThread { try images.store(directory: imageDirectory) }
         return (frozen.digest, frozen.addedBytes, image, sandbox.agentToken)
     }
 

@@ -18,6 +18,10 @@ public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 7070
     public var runtime: RuntimeKind = .gvisor
+    /// gVisor's platform (`--platform`).
+    public var platform: GVisorPlatform = .systrap
+    /// An explicit runsc binary (default: `runsc` on PATH).
+    public var runscBinary: String?
     /// Where built base envs are cached (shareable between data directories).
     public var cacheDirectory: String?
     /// The statically linked `sprout-agent` to inject into sandboxes.
@@ -125,9 +129,6 @@ public func buildApplication(
         host = injected
     } else {
         try installAgent(config, into: data + "/agent")
-        if config.runtime == .gvisor {
-            settings.statxShim = try installStatxShim(agentSource: AgentBinary.locate(explicit: config.agentBinary), into: data + "/agent")
-        }
         host = try await SandboxHost.real(config, instance: instance, logger: logger)
     }
     do {
@@ -191,7 +192,9 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens))
     E2BControlRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
-        try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: services.core.runtime.kind.rawValue))
+        let runtime = services.core.runtime
+        return try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: runtime.kind.rawValue,
+                                                runtimeVersion: runtime.version, platform: runtime.platform))
     }
     DashboardRoutes(
         directory: DashboardRoutes.locate(explicit: services.config.dashboardDirectory),
@@ -233,7 +236,12 @@ extension SandboxHost {
         let data = config.dataDirectory
         // Before the runtime's mount namespace exists: only then do namespaces made later appear in it.
         try await SandboxNetwork.shareNamespaceDirectory()
-        let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", logger: logger)
+        let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", platform: config.platform,
+                                     logger: logger, binary: config.runtime == .gvisor ? config.runscBinary : nil)
+        logger.info("runtime", metadata: [
+            "kind": "\(runtime.kind.rawValue)", "version": "\(runtime.version)",
+            "platform": "\(runtime.platform ?? "-")",
+        ])
         return SandboxHost(
             runtime: runtime, network: SandboxNetwork(instance: instance), addresses: NetworkPool(),
             bases: BaseImages(cacheDirectory: config.cacheDirectory ?? data + "/cache"), watchesMemory: true)
@@ -262,22 +270,11 @@ func installAgent(_ config: ServerConfiguration, into dir: String) throws -> Str
     guard AgentBinary.isStatic(source) else {
         throw SproutError(.invalidArgument, "\(source) is dynamically linked; sandboxes need the static build (`make agent`)")
     }
-    // Mounted at /.sprout: every user in a sandbox reads the statx shim its
-    // processes preload, so the directory is not root's alone.
+    // Mounted at /.sprout: every user in a sandbox runs `sudo` from it (under
+    // gVisor, `sudo` is the agent's client), so the directory is not root's alone.
     try FileSystem.makeDirectories(dir)
     try sysCall("chmod \(dir)") { chmod(dir, 0o755) }
     let target = dir + "/sprout-agent"
     try FileSystem.writeAtomically(target, try Descriptor.readFile(source, limit: 256 << 20), mode: 0o755)
     return target
-}
-
-/// Installs the statx shim that gVisor sandboxes preload (see
-/// Support/statx-compat.c), if it was built next to the agent.
-func installStatxShim(agentSource: String?, into dir: String) throws -> String? {
-    guard let agentSource, let slash = agentSource.lastIndex(of: "/") else { return nil }
-    let source = String(agentSource[..<slash]) + "/statx-compat.so"
-    guard FileSystem.exists(source) else { return nil }
-    let library = dir + "/statx-compat.so"
-    try FileSystem.writeAtomically(library, try Descriptor.readFile(source, limit: 16 << 20), mode: 0o755)
-    return library
 }

@@ -12,9 +12,8 @@ import SproutSystem
 struct SandboxLauncher: Sendable {
     let core: ServerCore
 
-    static let statxShimPath = "/.sprout/statx-compat.so"
     /// Files every sandbox gets of its own; never part of a layer.
-    static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/ld.so.preload", String(HostCertificates.sandboxPath.dropFirst())]
+    static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", String(HostCertificates.sandboxPath.dropFirst())]
 
     var settings: Settings { core.settings }
 
@@ -60,9 +59,17 @@ struct SandboxLauncher: Sendable {
         let directory = "\(settings.readyImagesDirectory)/\(image)"
         let images = core.images
         try await onThread {
-            guard !FileSystem.exists(directory + "/checkpoint.img") else { return }
-            try FileSystem.makeDirectories(directory, mode: 0o700)
-            try images.materialize(image, to: directory + "/checkpoint.img")
+            guard !FileSystem.isDirectory(directory) else { return }
+            // Whole or not at all: written beside, then renamed into place.
+            let temp = directory + ".tmp-\(Identifiers.random(length: 6))"
+            do {
+                try images.materialize(image, to: temp)
+                try sysCall("rename \(directory)") { rename(temp, directory) }
+            } catch {
+                try? FileSystem.removeTree(temp)
+                if FileSystem.isDirectory(directory) { return }  // another create put it there first
+                throw error
+            }
         }
         return directory
     }
@@ -73,12 +80,11 @@ struct SandboxLauncher: Sendable {
     func bringUp(_ record: SandboxRecord, layers: [String], image: String?) async throws -> String {
         let slot = NetworkSlot(index: record.slot ?? 0)
         let launch = launch(record, layers: layers)
-        let preload = settings.statxShim.map { _ in Self.statxShimPath }
         let t0 = monotonicSeconds()
         do {
             try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
             try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: core.network.address(slot),
-                                        preload: preload, certificates: settings.hostCABundle)
+                                        certificates: settings.hostCABundle)
             let t1 = monotonicSeconds()
             try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
             let t2 = monotonicSeconds()
@@ -188,14 +194,12 @@ struct SandboxLauncher: Sendable {
     }
 
     /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf
-    /// (and, under gVisor, /etc/ld.so.preload naming the statx shim; with
-    /// `--trust-host-ca`, the host's certificates), written
+    /// (with `--trust-host-ca`, the host's certificates), written
     /// straight into its writable layer before start: no shared file, no
     /// lock, no bind mount.
-    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, address: String, preload: String?, certificates: [UInt8]?) throws {
+    static func writeIdentityFiles(directory: String, id: String, slot: NetworkSlot, address: String, certificates: [UInt8]?) throws {
         let etc = directory + "/upper/etc"
         try FileSystem.makeDirectories(etc)
-        if let preload { try FileSystem.writeAtomically(etc + "/ld.so.preload", preload + "\n") }
         if let certificates { try FileSystem.writeAtomically(directory + "/upper" + HostCertificates.sandboxPath, certificates) }
         try FileSystem.writeAtomically(etc + "/hosts", """
             127.0.0.1\tlocalhost

@@ -36,7 +36,7 @@ public struct SandboxHost: Sendable {
 /// The server's settings that shape sandboxes. Every field has a default.
 public struct Settings: Sendable {
     public var dataDirectory: String
-    /// Holds `sprout-agent` (and the statx shim); bind-mounted read-only at `/.sprout`.
+    /// Holds `sprout-agent`; bind-mounted read-only at `/.sprout`.
     public var agentDirectory: String
     public var defaultTimeoutSeconds = 300
     public var maxTimeoutSeconds = 86_400
@@ -53,9 +53,6 @@ public struct Settings: Sendable {
     public var poolIdleSeconds = 600.0
     /// Refuse creates when the data directory has less free space than this.
     public var minimumFreeBytes: Int64 = 256 << 20
-    /// gVisor only: the statx shim is in the agent directory and every
-    /// sandbox preloads it (Debian's runsc rejects AT_NO_AUTOMOUNT).
-    public var statxShim: String?
     /// Paused sandboxes a team may hold (they cost disk, not memory).
     public var maxPausedPerTeam = 1000
     /// The teams' sandboxes' memory limits may add up to this (MiB; 0: no budget).

@@ -93,7 +93,7 @@ struct Checkpoint: Sendable {
         let images = core.images
         return try await onThread {
             defer { try? FileSystem.removeTree(imageDirectory) }
-            return try images.store(file: imageDirectory + "/checkpoint.img")
+            return try images.store(directory: imageDirectory)
         }
     }
 

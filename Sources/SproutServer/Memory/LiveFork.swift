@@ -139,13 +139,12 @@ public struct LiveFork: Sendable {
     /// were) and its own identity files.
     func copyWritableLayers(from source: String, to forks: [SandboxRecord]) async throws {
         let sourceUpper = core.settings.directory(source) + "/upper"
-        let preload = core.settings.statxShim.map { _ in SandboxLauncher.statxShimPath }
         for fork in forks {
             let dir = core.settings.directory(fork.id)
             let slot = NetworkSlot(index: fork.slot ?? 0)
             try FileSystem.makeDirectories(dir, mode: 0o700)
             try await HostCommand.run(["cp", "-a", "--reflink=auto", sourceUpper, dir + "/upper"], timeout: .seconds(1800))
-            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: core.network.address(slot), preload: preload,
+            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: core.network.address(slot),
                                                    certificates: core.settings.hostCABundle)
         }
     }

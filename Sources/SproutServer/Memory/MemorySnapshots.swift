@@ -170,8 +170,7 @@ public struct MemorySnapshots: Sendable {
             let lowers = try await launcher.lowerDirectories(env)
             let images = core.images
             try await onThread {
-                try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
-                try images.materialize(image, to: imageDirectory + "/checkpoint.img")
+                try images.materialize(image, to: imageDirectory)
             }
             defer { try? FileSystem.removeTree(imageDirectory) }
             try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
