@@ -40,7 +40,7 @@ let package = Package(
         // The versioned host <-> agent wire format, defined once.
         .target(name: "SproutAgentProtocol", dependencies: ["SproutCore", "SproutSystem"]),
         // The in-sandbox daemon as a library; `sprout-agent` is its thin executable.
-        .target(name: "SproutAgent", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        .target(name: "SproutAgent", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol", "CSprout"]),
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
         // Connections into sandboxes: the agent client, and the raw HTTP and
         // WebSocket connections of port previews (they close with a reset).

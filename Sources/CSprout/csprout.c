@@ -86,3 +86,113 @@ int csprout_open_path_in_root(int rootfd, const char *path) {
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
+
+#include <sys/un.h>
+#include <stddef.h>
+
+/* An abstract Unix socket address ("\0" + name): no file, scoped to the
+   network namespace (the sandbox). Returns the address length, or -1. */
+static int abstract_address(const char *name, struct sockaddr_un *addr) {
+    size_t n = strlen(name);
+    if (n + 1 > sizeof(addr->sun_path)) { errno = ENAMETOOLONG; return -1; }
+    memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path + 1, name, n);
+    return (int)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+int csprout_unix_listen_abstract(const char *name) {
+    struct sockaddr_un addr;
+    int len = abstract_address(name, &addr);
+    if (len < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    /* Accepted sockets inherit it: a request's SCM_CREDENTIALS are delivered
+       (the peer credentials of getsockopt(SO_PEERCRED) are wrong under
+       gVisor 20240729: they name the listener's user). */
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, (socklen_t)len) != 0 || listen(fd, 64) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int csprout_unix_connect_abstract(const char *name) {
+    struct sockaddr_un addr;
+    int len = abstract_address(name, &addr);
+    if (len < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    while (connect(fd, (struct sockaddr *)&addr, (socklen_t)len) != 0) {
+        if (errno == EINTR) continue;
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* The control buffer of a request: up to 8 descriptors and the sender's credentials. */
+#define REQUEST_CONTROL (CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred)))
+
+ssize_t csprout_send_request(int sock, const void *data, size_t len, const int *fds, int count) {
+    union { char buf[REQUEST_CONTROL]; struct cmsghdr align; } control;
+    if (count < 0 || count > 8) { errno = EINVAL; return -1; }
+    memset(&control, 0, sizeof(control));
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = CMSG_SPACE(sizeof(struct ucred)) + (count > 0 ? CMSG_SPACE(sizeof(int) * count) : 0) };
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    /* The kernel lets a process name only its own ids here: the receiver can trust them. */
+    struct ucred cred = { .pid = getpid(), .uid = getuid(), .gid = getgid() };
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_CREDENTIALS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(cred));
+    memcpy(CMSG_DATA(cmsg), &cred, sizeof(cred));
+    if (count > 0) {
+        cmsg = CMSG_NXTHDR(&msg, cmsg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * count);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t csprout_receive_request(int sock, void *data, size_t len, int *fds, int max, int *count,
+                                pid_t *pid, uid_t *uid, gid_t *gid, int *has_credentials) {
+    union { char buf[REQUEST_CONTROL]; struct cmsghdr align; } control;
+    struct iovec iov = { .iov_base = data, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+    *count = 0;
+    *has_credentials = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level != SOL_SOCKET) continue;
+        if (cmsg->cmsg_type == SCM_CREDENTIALS && cmsg->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred cred;
+            memcpy(&cred, CMSG_DATA(cmsg), sizeof(cred));
+            *pid = cred.pid;
+            *uid = cred.uid;
+            *gid = cred.gid;
+            *has_credentials = 1;
+        } else if (cmsg->cmsg_type == SCM_RIGHTS) {
+            int got = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            int *received = (int *)CMSG_DATA(cmsg);
+            for (int i = 0; i < got; i++) {
+                if (*count < max) fds[(*count)++] = received[i];
+                else close(received[i]);
+            }
+        }
+    }
+    return n;
+}

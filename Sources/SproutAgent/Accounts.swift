@@ -35,6 +35,14 @@ enum Accounts {
         return account
     }
 
+    /// The account with user id `uid` (the first such line); a user id with no
+    /// line is a nameless account of its own (its name is its number).
+    static func find(uid: uid_t) throws -> Account {
+        if let entry = passwd().first(where: { $0.uid == uid }) { return try find(entry.name) }
+        if uid == 0 { return .root }
+        return Account(name: String(uid), uid: uid, gid: gid_t(uid), home: "/", shell: "/bin/sh", groups: [gid_t(uid)])
+    }
+
     /// The account named `name`, or nil for none (the agent's own user).
     static func find(optional name: String?) throws -> Account? {
         guard let name else { return nil }

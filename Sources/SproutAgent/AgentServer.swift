@@ -41,6 +41,12 @@ public final class AgentServer: @unchecked Sendable {
         try Socket.listenTCP(host: configuration.host, port: configuration.port)
     }
 
+    /// Serves `sudo` to the sandbox's own processes on the abstract Unix
+    /// socket `name` (see `Sudo`).
+    public func startSudo(name: String = Sudo.socketName) throws {
+        try SudoService(processes: processes).start(name: name)
+    }
+
     /// Accepts connections on `listener` forever.
     public func serve(listener: Int32) -> Never {
         while true {

@@ -63,6 +63,14 @@ final class ManagedProcess: @unchecked Sendable {
 
     var isRunning: Bool { lock.withLock { waitStatus == nil } }
 
+    /// Blocks until the process has exited (and its output, if any, ended).
+    func waitForExit() -> ProcessExit {
+        lock.withLock {
+            while exit == nil { lock.wait() }
+            return exit!
+        }
+    }
+
     // MARK: Subscribers
 
     /// Sends `reply` on `channel` and attaches it, atomically with respect to
@@ -160,6 +168,7 @@ final class ManagedProcess: @unchecked Sendable {
         let targets: [Int: FrameChannel]? = lock.withLock {
             guard exit == nil, let status = waitStatus else { return nil }
             exit = status
+            lock.broadcast()
             defer { subscribers = [:] }
             return subscribers
         }

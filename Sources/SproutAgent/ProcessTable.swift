@@ -101,6 +101,27 @@ final class ProcessTable: @unchecked Sendable {
         }
     }
 
+    /// Starts a process on descriptors the caller provides (`sudo`'s, the
+    /// policy's own checks). It is reaped like every child but not listed:
+    /// the API did not start it.
+    func startUnlisted(executable: String, argv: [String], env: [String], account: Account?, options: Spawn.Options) throws -> ManagedProcess {
+        try lock.withLock {
+            let pid: pid_t
+            if let account {
+                let wrapped = ExecAs.arguments(agent: Self.agentPath, account: account, path: executable, argv: argv)
+                pid = try Spawn.spawn(path: Self.agentPath, argv: wrapped, env: env, options: options)
+            } else {
+                pid = try Spawn.spawn(path: executable, argv: argv, env: env, options: options)
+            }
+            let process = ManagedProcess(id: "unlisted-\(pid)", pid: pid, tag: nil, cmd: argv, cwd: options.cwd ?? "/",
+                                         inputFD: nil, terminalFD: nil, streamCount: 0)
+            byPID[pid] = process
+            generation += 1
+            lock.broadcast()
+            return process
+        }
+    }
+
     func find(_ selector: ProcessSelector) throws -> ManagedProcess {
         try lock.withLock {
             if let id = selector.id {

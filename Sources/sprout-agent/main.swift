@@ -7,7 +7,10 @@ import SproutSystem
 
 // sprout-agent: the daemon inside every sandbox. See docs/agent-protocol.md.
 //
-//   sprout-agent [--listen HOST:PORT] [--token-file PATH] [--workdir DIR] [--env K=V]...
+//   sprout-agent [--listen HOST:PORT] [--token-file PATH] [--workdir DIR] [--env K=V]... [--sudo [NAME]]
+//
+// Started as `sudo` (a symlink to it), it is the sandbox's sudo: the
+// client of the agent's `--sudo` socket (see SudoCommand).
 //
 // The token comes from --token-file or the SPROUT_AGENT_TOKEN variable, which
 // is removed from the environment so no child process inherits it.
@@ -15,6 +18,10 @@ import SproutSystem
 func fail(_ message: String) -> Never {
     try? Descriptor.writeAll(2, Array("sprout-agent: \(message)\n".utf8))
     exit(2)
+}
+
+if SudoCommand.isInvoked(as: CommandLine.arguments.first ?? "") {
+    SudoCommand.run(Array(CommandLine.arguments.dropFirst()))
 }
 
 // The agent re-executes itself to start a process as another user.
@@ -27,6 +34,7 @@ var port = AgentProtocol.defaultPort
 var tokenFile: String?
 var workdir = "/"
 var env: [String: String] = [:]
+var sudoSocket: String?
 var args = CommandLine.arguments.dropFirst()
 while let arg = args.popFirst() {
     func value() -> String {
@@ -43,6 +51,7 @@ while let arg = args.popFirst() {
         port = p
     case "--token-file": tokenFile = value()
     case "--workdir": workdir = value()
+    case "--sudo": sudoSocket = args.first.map { $0.hasPrefix("--") } == false ? value() : Sudo.socketName
     case "--env":
         let v = value()
         guard let eq = v.firstIndex(of: "="), eq != v.startIndex else { fail("--env takes K=V, got \(v)") }
@@ -51,7 +60,7 @@ while let arg = args.popFirst() {
         print("sprout-agent \(AgentProtocol.agentVersion) (protocol \(AgentProtocol.version))")
         exit(0)
     case "-h", "--help":
-        print("usage: sprout-agent [--listen HOST:PORT] [--token-file PATH] [--workdir DIR] [--env K=V]...")
+        print("usage: sprout-agent [--listen HOST:PORT] [--token-file PATH] [--workdir DIR] [--env K=V]... [--sudo [NAME]]")
         exit(0)
     default:
         fail("unknown argument \(arg)")
@@ -81,6 +90,13 @@ do {
     listener = try server.bind()
 } catch {
     fail("\(error)")
+}
+if let sudoSocket {
+    do {
+        try server.startSudo(name: sudoSocket)
+    } catch {
+        fail("cannot serve sudo: \(error)")
+    }
 }
 // The host waits for this line to know the agent is ready.
 try? Descriptor.writeAll(1, Array("sprout-agent listening on \(host):\(listener.port)\n".utf8))

@@ -154,7 +154,7 @@ extension Integration {
             }
         }
     
-        @Test("sudo for the base env's user: passwordless on runc; under this host's gVisor refused, since its runsc ignores setuid")
+        @Test("sudo in the base env, on runc (setuid) and gVisor (the agent): the user's commands run as root with sudo's environment, -u, -E and -i work, exit codes and signals come back, a user outside /etc/sudoers is refused")
         func sudo() async throws {
             for runtime in ["runc", "gvisor"] {
                 try await ServerHarness.with(runtime: runtime) { (server: ServerHarness) async throws in
@@ -162,16 +162,28 @@ extension Integration {
                     let created = try await cli.run(["sandbox", "create", "base", "--json"])
                     #expect(created.status == 0, "\(created.stderr)")
                     let id = try JSONDecoder().decode(API.Sandbox.self, from: Data(created.stdout.utf8)).id
-                    // Positive control: the probe runs as the user.
-                    #expect(try await cli.run(["sandbox", "exec", "--user", "user", id, "--", "id", "-un"]).stdout == "user\n")
-                    let sudo = try await cli.run(["sandbox", "exec", "--user", "user", id, "--", "sudo", "-n", "id", "-un"])
-                    if runtime == "runc" {
-                        #expect(sudo.status == 0 && sudo.stdout == "root\n", "runc: \(sudo.stdout) \(sudo.stderr)")
-                    } else {
-                        // Debian's runsc (20221219) behaves as if no_new_privs were
-                        // always set (gVisor issue #212): the README says so.
-                        #expect(sudo.status != 0 && sudo.stderr.contains("no new privileges"), "gVisor: \(sudo.stdout) \(sudo.stderr)")
+                    func exec(_ user: String, _ command: String) async throws -> CLI.Result {
+                        try await cli.run(["sandbox", "exec", "--user", user, "--env", "SCOPED=yes", id, "--", "bash", "-c", command])
                     }
+                    // Positive control: the probe runs as the user, and real sudo is setuid where setuid works.
+                    #expect(try await exec("user", "id -un").stdout == "user\n")
+                    let root = try await exec("user", "sudo -n id -un; sudo id -u; sudo -u user id -un")
+                    #expect(root.status == 0 && root.stdout == "root\n0\nuser\n", "\(runtime): \(root.stdout) \(root.stderr)")
+                    let environment = try await exec("user", "sudo sh -c 'echo $HOME $USER $SUDO_USER ${SCOPED:-reset}'; sudo -E sh -c 'echo ${SCOPED:-reset}'")
+                    #expect(environment.stdout == "/root root user reset\nyes\n", "\(runtime): \(environment.stdout) \(environment.stderr)")
+                    let login = try await exec("user", "cd /tmp && sudo -i pwd && sudo pwd")
+                    #expect(login.stdout == "/root\n/tmp\n", "\(runtime): \(login.stdout) \(login.stderr)")
+                    let code = try await exec("user", "sudo sh -c 'exit 7'; echo $?; sudo sh -c 'kill -TERM $$'; echo $?")
+                    #expect(code.stdout == "7\n143\n", "\(runtime): \(code.stdout) \(code.stderr)")
+                    // A root-only file, written through sudo's standard input.
+                    let piped = try await exec("user", "echo secret | sudo tee /root/owned >/dev/null && sudo cat /root/owned && cat /root/owned 2>/dev/null || echo denied")
+                    #expect(piped.stdout == "secret\ndenied\n", "\(runtime): \(piped.stdout) \(piped.stderr)")
+                    // Outside the policy: a user who is not in /etc/sudoers (made by root inside).
+                    #expect(try await exec("root", "useradd -m guest && id -un guest").stdout == "guest\n")
+                    let refused = try await exec("guest", "sudo -n id -un")
+                    #expect(refused.status != 0 && refused.stdout.isEmpty, "\(runtime): \(refused.stdout) \(refused.stderr)")
+                    // Real sudo (runc) asks for the password it cannot get first; Sprout's names the policy.
+                    #expect(refused.stderr.contains(runtime == "runc" ? "a password is required" : "is not in the sudoers file"), "\(runtime): \(refused.stderr)")
                     #expect(try await cli.run(["sandbox", "kill", id]).status == 0)
                 }
             }

@@ -36,4 +36,14 @@ int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag);
 /// `rootfd` were `/`: no `..` or symlink leaves it. -1 and errno on failure.
 int csprout_open_path_in_root(int rootfd, const char *path);
 
+/// Unix sockets in the abstract namespace (no file; scoped to the network namespace).
+int csprout_unix_listen_abstract(const char *name);
+int csprout_unix_connect_abstract(const char *name);
+/// A request's first message: `data`, up to 8 descriptors (SCM_RIGHTS) and
+/// the sender's own pid, uid and gid (SCM_CREDENTIALS, which the kernel checks).
+ssize_t csprout_send_request(int sock, const void *data, size_t len, const int *fds, int count);
+/// Receives it: descriptors are close-on-exec; `has_credentials` says whether ids came with it.
+ssize_t csprout_receive_request(int sock, void *data, size_t len, int *fds, int max, int *count,
+                                pid_t *pid, uid_t *uid, gid_t *gid, int *has_credentials);
+
 #endif

@@ -130,6 +130,7 @@ public func buildApplication(
     } else {
         try installAgent(config, into: data + "/agent")
         host = try await SandboxHost.real(config, instance: instance, logger: logger)
+        if config.runtime == .gvisor { settings.sudoLayer = try installSudoLayer(into: data + "/sudo-layer") }
     }
     do {
         try await host.network.prepare()
@@ -277,4 +278,17 @@ func installAgent(_ config: ServerConfiguration, into dir: String) throws -> Str
     let target = dir + "/sprout-agent"
     try FileSystem.writeAtomically(target, try Descriptor.readFile(source, limit: 256 << 20), mode: 0o755)
     return target
+}
+
+/// The layer that gives gVisor sandboxes a working `sudo`: only
+/// `usr/local/bin/sudo`, a symlink to the agent (mounted at /.sprout), which
+/// PATH finds before the real, setuid one in /usr/bin.
+func installSudoLayer(into dir: String) throws -> String {
+    let bin = dir + "/usr/local/bin"
+    try FileSystem.makeDirectories(bin)
+    let link = bin + "/sudo"
+    if !FileSystem.exists(link) {
+        try sysCall("symlink \(link)") { symlink("/.sprout/sprout-agent", link) }
+    }
+    return dir
 }

@@ -30,6 +30,7 @@ struct SandboxLauncher: Sendable {
         // The sandbox's env vars are not given to the agent: the server adds
         // them to every process it starts, so pooled sandboxes can take them on.
         let args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
+            + (settings.sudoLayer == nil ? [] : ["--sudo"])
         let memory = core.host.watchesMemory ? record.memoryMB + Self.headroomMB(record.memoryMB) : record.memoryMB
         let spec = ContainerSpec(
             id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: core.network.namespacePath(record.id),
@@ -51,7 +52,21 @@ struct SandboxLauncher: Sendable {
         let base = env.base
         let baseLayer = try await core.host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
         let mountable = try await core.layers.mountable(env.layers)
-        return mountable.reversed().map { core.layers.path($0) } + [baseLayer]
+        let lowers = mountable.reversed().map { core.layers.path($0) } + [baseLayer]
+        if let sudo = settings.sudoLayer, Self.hasFile("usr/bin/sudo", in: lowers) { return [sudo] + lowers }
+        return lowers
+    }
+
+    /// Whether the overlay of `lowers` (topmost first) shows `path`: the
+    /// topmost layer that has it decides (a whiteout, a 0/0 character device,
+    /// means deleted; an opaque directory above it is not looked for).
+    static func hasFile(_ path: String, in lowers: [String]) -> Bool {
+        for dir in lowers {
+            var st = stat()
+            guard lstat(dir + "/" + path, &st) == 0 else { continue }
+            return !((st.st_mode & S_IFMT) == S_IFCHR && st.st_rdev == 0)
+        }
+        return false
     }
 
     /// Where a warm env's image is kept reassembled, ready for `runsc restore`.

@@ -61,6 +61,10 @@ public struct Settings: Sendable {
     public var minimumFreeMemoryMB = 0
     /// Only sandboxes idle this long are paused for memory.
     public var pressureIdleSeconds = 30.0
+    /// gVisor only: a layer holding `/usr/local/bin/sudo`, a symlink to the
+    /// agent, laid over envs that have sudo (gVisor ignores setuid, so the
+    /// real sudo cannot work; the agent runs what `/etc/sudoers` allows).
+    public var sudoLayer: String?
     /// `--trust-host-ca`: the host's certificates, given to every sandbox.
     public var hostCABundle: [UInt8]?
 
