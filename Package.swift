@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         // Ids, the one error type. No I/O; linked into the static agent.
@@ -61,6 +62,8 @@ let package = Package(
         .target(name: "SproutStore", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "CSprout",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces and firewall sets, cgroups.

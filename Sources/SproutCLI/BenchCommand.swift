@@ -21,6 +21,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Only these metrics (comma-separated).") var only: String?
     @Option(help: "Runs per latency metric.") var runs = 30
     @Option(help: "Runtime: gvisor or runc.") var runtime = "gvisor"
+    @Option(help: "gVisor's platform for the benchmark's server (the workload rows measure the other one beside it).")
+    var platform = GVisorPlatform.ptrace.rawValue
+    @Option(help: "Another runsc binary (scripts/fetch-runsc-bookworm.sh fetches Debian 12's) for the workload rows to measure bare, in the same run.")
+    var compareRunsc: String?
     @Option(help: "Cache for base envs (debian is built once, ~30 s).") var cache = "/var/cache/sprout"
     @Option(help: "Sandboxes for the density metric.") var density = 50
     @Option(help: "Measure create, exec, wake and memory per sandbox with this many idle running sandboxes beside an empty host (the scale.* rows; alone unless --only names others).")
@@ -33,12 +37,14 @@ struct BenchCommand: AsyncParsableCommand {
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
         "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https", "code.first_result", "code.first_result.pool",
-    ] + BenchRunner.scaleMetrics
-    /// Measured only when --only names them: the code interpreter's env takes minutes to build the first time.
-    static let onlyWhenNamed: Set<String> = ["code.first_result", "code.first_result.pool"]
+    ] + BenchRunner.scaleMetrics + WorkloadBench.metrics
+    /// Measured only when --only names them: the code interpreter's env, and
+    /// the workloads' (pandas), take minutes to build the first time.
+    static let onlyWhenNamed: Set<String> = Set(["code.first_result", "code.first_result.pool"] + WorkloadBench.metrics)
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else { throw SproutError(.invalidArgument, "unknown runtime '\(runtime)'") }
+        guard let platform = GVisorPlatform(rawValue: platform) else { throw SproutError(.invalidArgument, "unknown platform '\(self.platform)'") }
         guard runs >= 1 && runs <= 10_000 else { throw SproutError(.invalidArgument, "--runs must be 1-10000") }
         guard (0...16_000).contains(scale), (0...100_000).contains(scalePaused) else {
             throw SproutError(.invalidArgument, "--scale must be 0-16000 and --scale-paused 0-100000")
@@ -56,11 +62,11 @@ struct BenchCommand: AsyncParsableCommand {
         let t0 = monotonicSeconds()
         // runsc's daemons outlive the commands that start them; reap them here, promptly.
         OrphanReaper.startForRuntimes()
-        let server: BenchServer? = apiURL == nil ? try BenchServer(runtime: runtime, cache: cache) : nil
+        let server: BenchServer? = apiURL == nil ? try BenchServer(runtime: runtime, cache: cache, platform: kind == .gvisor ? platform : nil) : nil
         let api = try server?.client ?? SproutAPIClient(url: apiURL!, apiKey: apiKey ?? ProcessInfo.processInfo.environment["SPROUT_API_KEY"])
         var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let bare = BareRuntime(kind: kind, directory: cStringToString(template))
+        let bare = BareRuntime(kind: kind, directory: cStringToString(template), platform: platform)
         let cleanUp: @Sendable () async -> Void = {
             if server != nil { await BenchRunner.killEverything(api) }
             server?.stop()
@@ -90,9 +96,14 @@ struct BenchCommand: AsyncParsableCommand {
         let runner = BenchRunner(api: api, server: server, bare: bare, cache: cache, runs: runs, progress: !json)
         var results: [MetricResult] = []
         do {
-            for name in Self.allMetrics where selected.contains(name) && !scaleRows.contains(name) {
+            let workloads = Set(WorkloadBench.metrics)
+            for name in Self.allMetrics where selected.contains(name) && !scaleRows.contains(name) && !workloads.contains(name) {
                 if !json { FileHandle.standardError.write(Data("measuring \(name)...\n".utf8)) }
                 results.append(try await runner.measure(name, densityCount: density))
+            }
+            if !selected.isDisjoint(with: workloads) {
+                results += try await WorkloadBench(runner: runner, platform: platform, compareRunsc: compareRunsc)
+                    .run(WorkloadBench.metrics.filter(selected.contains))
             }
             if !selected.isDisjoint(with: scaleRows) {
                 if !json { FileHandle.standardError.write(Data("measuring scale: \(scale) running, \(scalePaused) paused...\n".utf8)) }
@@ -103,12 +114,12 @@ struct BenchCommand: AsyncParsableCommand {
             throw error
         }
         await cleanUp()
-        let report = BenchReport(machine: await Self.machine(kind), startedAt: ISO8601DateFormatter().string(from: started),
+        let report = BenchReport(machine: await Self.machine(kind, platform: kind == .gvisor ? platform.rawValue : nil), startedAt: ISO8601DateFormatter().string(from: started),
                                  seconds: monotonicSeconds() - t0, metrics: results)
         if json { try Output.json(report) } else { report.printTable() }
     }
 
-    static func machine(_ kind: RuntimeKind) async -> BenchReport.Machine {
+    static func machine(_ kind: RuntimeKind, platform: String?) async -> BenchReport.Machine {
         var name = utsname()
         uname(&name)
         let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
@@ -116,7 +127,7 @@ struct BenchCommand: AsyncParsableCommand {
         return BenchReport.Machine(
             cores: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
             memoryGiB: Double(sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))) / Double(1 << 30),
-            kernel: release, runtime: kind.rawValue, runtimeVersion: version)
+            kernel: release, runtime: kind.rawValue, runtimeVersion: version, platform: platform)
     }
 }
 

@@ -22,8 +22,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one).") var port = 7070
     @Option(help: "Sandbox runtime: gvisor or runc.") var runtime = "gvisor"
-    @Option(help: "gVisor's platform: systrap (system calls run fast; the default) or ptrace (processes start faster).")
-    var platform = GVisorPlatform.systrap.rawValue
+    @Option(help: "gVisor's platform: ptrace (the default: processes start and most programs run faster here) or systrap (tight system-call loops run faster).")
+    var platform = GVisorPlatform.ptrace.rawValue
     @Option(help: "The runsc binary to use (default: runsc on PATH).") var runsc: String?
     @Option(help: "Cache for built base envs (default DATA/cache).") var cache: String?
     @Option(help: "The statically linked sprout-agent to inject.") var agent: String?

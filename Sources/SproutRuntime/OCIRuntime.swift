@@ -32,7 +32,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     /// Checks that the runtime is installed (and, for gVisor, new enough)
     /// and sets up the mount namespace.
     public init(
-        kind: RuntimeKind, stateRoot: String, platform: GVisorPlatform = .systrap, logger: Logger,
+        kind: RuntimeKind, stateRoot: String, platform: GVisorPlatform = .ptrace, logger: Logger,
         searchPath: String = HostCommand.searchPath, binary: String? = nil
     ) throws {
         guard let path = Spawn.resolveExecutable(binary ?? kind.binary, searchPath: searchPath) else {
@@ -59,7 +59,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
 
     /// The first line of `binary --version`, less its program name:
     /// `0.0~20240729.0` (Debian's runsc), `release-20240729.0`, `1.1.5`.
-    static func version(of binary: String) throws -> String {
+    public static func version(of binary: String) throws -> String {
         let out = try Spawn.pipe()
         var options = Spawn.Options()
         options.stdout = out.write
@@ -91,7 +91,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     /// runsc's release date from its version: the eight digits after `~` or `release-`.
-    static func runscRelease(_ version: String) -> Int? {
+    public static func runscRelease(_ version: String) -> Int? {
         for marker in ["~", "release-"] {
             if let range = version.range(of: marker) {
                 let digits = version[range.upperBound...].prefix(8)
@@ -136,7 +136,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
         do {
             let output = try await HostCommand.capture(
-                namespace.enter + base + ["checkpoint", "--compression", "none", "--image-path", imageDirectory, id], timeout: .seconds(120))
+                namespace.enter + base + ["checkpoint", "--compression", "none", "--exclude-committed-zero-pages", "--image-path", imageDirectory, id], timeout: .seconds(120))
             guard output.status == 0 else {
                 throw SproutError(.internal, "runsc checkpoint of \(id) failed: \(Self.checkpointFailure(output.stderr + output.stdout))")
             }

@@ -25,9 +25,13 @@ public enum RuntimeKind: String, Sendable, Codable, CaseIterable {
 
 /// How gVisor intercepts a sandbox's system calls (`runsc --platform`).
 ///
-/// Measured on the 2-core build machine (docs/performance.md): `systrap`
-/// runs system calls an order of magnitude faster than `ptrace` (Python,
-/// pip, git, compilers), and starts a process about twice as slowly.
+/// Measured with `sprout bench --only workload.*` on the 2-core build
+/// machine (a VM; docs/performance.md): `systrap` runs a tight loop of
+/// system calls about 6x faster than `ptrace`, but everything else agents
+/// run was slower on it: a process start 2.4-2.7x, `python3 -c pass` 1.6-2x,
+/// `git status` 1.2-1.8x, a pandas cell about 2x, apt 1.5x, pip the same.
+/// So `ptrace` is Sprout's default and `systrap` a server setting for
+/// syscall-bound work.
 public enum GVisorPlatform: String, Sendable, Codable, CaseIterable {
     case systrap
     case ptrace

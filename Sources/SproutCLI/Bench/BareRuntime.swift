@@ -14,6 +14,8 @@ import SproutConfig
 struct BareRuntime: Sendable {
     let kind: RuntimeKind
     let directory: String
+    /// gVisor's platform: the same as the measured server's.
+    var platform: GVisorPlatform = .ptrace
 
     var stateRoot: String { directory + "/state-\(kind.rawValue)" }
 
@@ -37,7 +39,7 @@ struct BareRuntime: Sendable {
     }
 
     var base: [String] {
-        kind == .gvisor ? ["runsc", "--root", stateRoot, "--network=none"] : ["runc", "--root", stateRoot]
+        kind == .gvisor ? ["runsc", "--root", stateRoot, "--network=none", "--overlay2=none", "--platform=\(platform.rawValue)"] : ["runc", "--root", stateRoot]
     }
 
     /// `run` of `echo` until its marker line arrives; returns seconds.
@@ -174,7 +176,8 @@ extension BareRuntime {
         try await Task.sleep(for: .milliseconds(300))
         let image = dir + "/image"
         try FileSystem.makeDirectories(image)
-        try await HostCommand.run(base + ["checkpoint", "--image-path", image, id])
+        // As Sprout takes its checkpoints: uncompressed.
+        try await HostCommand.run(base + ["checkpoint", "--compression", "none", "--image-path", image, id])
         _ = try? await HostCommand.capture(base + ["delete", "--force", id])
         return (dir, image)
     }

@@ -7,6 +7,7 @@ import SproutSystem
 import SproutAPI
 import SproutAgentClient
 import SproutHost
+import SproutRuntime
 import SproutServer
 import SproutConfig
 
@@ -21,7 +22,7 @@ final class BenchServer: Sendable {
     /// `https`: serve it over TLS with a certificate made for the run (`caFile`).
     let https: Bool
 
-    init(runtime: String, cache: String, https: Bool = false) throws {
+    init(runtime: String, cache: String, https: Bool = false, platform: GVisorPlatform? = nil) throws {
         self.https = https
         var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
@@ -41,7 +42,8 @@ final class BenchServer: Sendable {
         pid = try Spawn.spawn(
             path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning",
                    // The scale rows hold many sandboxes: no cap on paused ones, and no pausing for memory under the measurement.
-                   "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"] + tlsArgs,
+                   "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"] + tlsArgs
+                   + (platform.map { ["--platform", $0.rawValue] } ?? []),
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         close(log)

@@ -113,6 +113,7 @@ struct BenchReport: Codable {
         var kernel: String
         var runtime: String
         var runtimeVersion: String
+        var platform: String?
     }
 
     var machine: Machine
@@ -121,7 +122,7 @@ struct BenchReport: Codable {
     var metrics: [MetricResult]
 
     func printTable() {
-        print("machine: \(machine.cores) cores, \(String(format: "%.1f", machine.memoryGiB)) GiB, Linux \(machine.kernel), \(machine.runtime) \(machine.runtimeVersion)")
+        print("machine: \(machine.cores) cores, \(String(format: "%.1f", machine.memoryGiB)) GiB, Linux \(machine.kernel), \(machine.runtime) \(machine.runtimeVersion)\(machine.platform.map { ", platform \($0)" } ?? "")")
         let header = ["metric", "unit", "runs", "p50", "p95", "p99", "baseline", "base p50", "ratio"]
         var rows: [[String]] = []
         func f(_ v: Double?) -> String { v.map { $0 >= 100 ? String(format: "%.0f", $0) : String(format: "%.2f", $0) } ?? "-" }

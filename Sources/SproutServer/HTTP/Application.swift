@@ -19,7 +19,7 @@ public struct ServerConfiguration: Sendable {
     public var port = 7070
     public var runtime: RuntimeKind = .gvisor
     /// gVisor's platform (`--platform`).
-    public var platform: GVisorPlatform = .systrap
+    public var platform: GVisorPlatform = .ptrace
     /// An explicit runsc binary (default: `runsc` on PATH).
     public var runscBinary: String?
     /// Where built base envs are cached (shareable between data directories).

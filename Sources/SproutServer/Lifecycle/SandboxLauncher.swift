@@ -136,15 +136,21 @@ struct SandboxLauncher: Sendable {
     /// Restores the sandbox's container from `imageDirectory`: `newNetwork`
     /// makes its namespace first (a fork), else its addresses are put back
     /// (its own pause; a host reboot emptied /run, so the namespace may need making again).
-    func restore(_ record: SandboxRecord, layers: [String], imageDirectory: String, newNetwork: Bool) async throws {
+    /// Returns the phases' timings.
+    @discardableResult
+    func restore(_ record: SandboxRecord, layers: [String], imageDirectory: String, newNetwork: Bool) async throws -> String {
         let slot = NetworkSlot(index: record.slot ?? 0)
+        let t0 = monotonicSeconds()
         if newNetwork || !core.network.hasNamespace(sandboxID: record.id) {
             try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
         } else {
             try await core.network.restoreAddresses(sandboxID: record.id, slot: slot)
         }
+        let t1 = monotonicSeconds()
         try await core.runtime.restore(launch(record, layers: layers), imageDirectory: imageDirectory)
+        let t2 = monotonicSeconds()
         try await waitForAgent(record)
+        return String(format: "network %.1f ms, restore %.1f ms, agent %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (monotonicSeconds() - t2) * 1000)
     }
 
     /// Removes every host resource a sandbox may hold. Idempotent.

@@ -165,15 +165,18 @@ public struct MemorySnapshots: Sendable {
         let started = monotonicSeconds()
         let (resuming, _) = try await repository.transition(id, .resume(fromMemory: true), expecting: current.version)
         let imageDirectory = core.settings.directory(id) + "/image"
+        var phases = ""
         do {
             let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team)
             let lowers = try await launcher.lowerDirectories(env)
             let images = core.images
+            let t0 = monotonicSeconds()
             try await onThread {
                 try images.materialize(image, to: imageDirectory)
             }
             defer { try? FileSystem.removeTree(imageDirectory) }
-            try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
+            phases = String(format: "prepare %.1f ms, image %.1f ms, ", (t0 - started) * 1000, (monotonicSeconds() - t0) * 1000)
+            phases += try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
         } catch {
             try? FileSystem.removeTree(imageDirectory)
             core.logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
@@ -187,7 +190,9 @@ public struct MemorySnapshots: Sendable {
         core.metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
         await core.publishStateCounts()
         clockCheckLater(running)
-        core.logger.withSandbox(id).info("resumed", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        core.logger.withSandbox(id).info("resumed", metadata: [
+            "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "phases": "\(phases)",
+        ])
         return running
     }
 
