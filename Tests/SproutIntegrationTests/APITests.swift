@@ -130,7 +130,7 @@ extension Integration {
 
         @Test("a missing runtime binary is a clear error naming the package")
         func missingRuntime() throws {
-            #expect(throws: SproutError(.unavailable, "the gvisor runtime needs `runsc`, which is not installed: apt-get install runsc")) {
+            #expect(throws: SproutError(.unavailable, "the gvisor runtime needs `runsc`, which is not installed: apt-get install runsc (make deps)")) {
                 _ = try OCIRuntime(kind: .gvisor, stateRoot: "/tmp/unused", logger: Logger(label: "test"), searchPath: "/nonexistent")
             }
         }

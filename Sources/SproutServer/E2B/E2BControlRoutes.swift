@@ -91,6 +91,8 @@ struct E2BControlRoutes {
         group.post("sandboxes/:id/fork") { request, context in
             let body = try await JSONBody.decode(E2B.Fork.self, from: request, orIfEmpty: E2B.Fork())
             let caller = try context.caller()
+            // A killed sandbox is not found, as for every E2B route.
+            _ = try await live(try context.parameters.require("id"), context)
             var forks = try await services.forks.fork(try context.parameters.require("id"), count: body.count ?? 1, for: caller)
             if let timeout = body.timeout {
                 for (i, fork) in forks.enumerated() { forks[i] = try await services.sandboxes.setTimeout(fork.id, seconds: timeout, for: caller) }
@@ -174,7 +176,9 @@ struct E2BControlRoutes {
             .filter { E2B.state($0.state).map(states.contains) ?? false }
             .filter { sandbox in metadata.allSatisfy { sandbox.metadata[$0.key] == $0.value } }
             .filter { template == nil || Self.env($0.env, matches: template!) }
-            .filter { startedAfter == nil || $0.createdAt >= startedAfter! }
+            // Inclusive at the precision `startedAt` is returned with: a
+            // sandbox's own `startedAt` finds it.
+            .filter { startedAfter == nil || E2B.milliseconds($0.createdAt) >= Int64((startedAfter! * 1000).rounded()) }
             .sorted { ascending ? ($0.createdAt, $0.id) < ($1.createdAt, $1.id) : ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
         var headers = HTTPFields()
         if paginated {

@@ -145,10 +145,17 @@ enum E2B {
         var `public`: Bool
     }
 
+    /// RFC 3339 with milliseconds, truncated (never rounded up: a time the
+    /// API returns is never later than the one it stands for).
     static func rfc3339(_ seconds: Double) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds(seconds)) / 1000))
+    }
+
+    /// Whole milliseconds since the epoch: the precision times are returned at.
+    static func milliseconds(_ seconds: Double) -> Int64 {
+        Int64((seconds * 1000).rounded(.down))
     }
 
     /// E2B's two states for Sprout's: on the way to paused is paused, on the

@@ -66,7 +66,7 @@ extension EnvdService {
         case "Stat":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
             let path = try user.resolve(body.path)
-            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent(context) { try await entry(path, $0) }))
+            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent(context) { try await entry(path, $0, listing: false) }))
         case "ListDir":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.ListDirRequest.self, request)
             let path = try user.resolve(body.path)
@@ -77,7 +77,7 @@ extension EnvdService {
                 guard directory.type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
                 var out: [EnvdFilesystem.EntryInfo] = []
                 for info in try await agent.list(path, depth: max(1, depth)) where info.path != path {
-                    out.append(try await describe(info, agent))
+                    out.append(try await describe(info, agent, listing: true))
                 }
                 return out
             }
@@ -114,25 +114,44 @@ extension EnvdService {
         }
     }
 
-    func entry(_ path: String, _ agent: AgentClient) async throws -> EnvdFilesystem.EntryInfo {
-        try await describe(try await agent.stat(path), agent)
+    func entry(_ path: String, _ agent: AgentClient, listing: Bool = true) async throws -> EnvdFilesystem.EntryInfo {
+        try await describe(try await agent.stat(path), agent, listing: listing)
     }
 
-    /// A symlink reports its target's type and an absolute target path.
-    func describe(_ info: FileInfo, _ agent: AgentClient) async throws -> EnvdFilesystem.EntryInfo {
+    /// A symlink is described as envd describes it: the type and permission
+    /// bits of what it resolves to, and that resolved path, absolute. A
+    /// listing marks the link itself (`isSymlink`, which the SDK shows as a
+    /// symlink); `Stat` (`get_info`, `exists`) follows it and does not.
+    func describe(_ info: FileInfo, _ agent: AgentClient, listing: Bool) async throws -> EnvdFilesystem.EntryInfo {
         let info = try await xattrStore.fill(info)
         var kind = info.type
+        var mode = info.mode
         var target: String?
-        if info.type == .symlink, let link = info.target {
-            let parent = info.path.split(separator: "/").dropLast().joined(separator: "/")
-            let absolute = try user.resolve(link.hasPrefix("/") ? link : "/" + parent + "/" + link)
-            target = absolute
-            kind = (try? await agent.stat(absolute))?.type ?? .other
+        if info.type == .symlink {
+            let (resolved, final) = try await resolveLink(info, agent)
+            target = resolved
+            kind = final?.type ?? .other
+            mode = final?.mode ?? 0
         }
         return EnvdFilesystem.EntryInfo(
-            name: info.name, type: EnvdFilesystem.typeName(kind), path: info.path, size: info.size, mode: info.mode,
+            name: info.name, type: EnvdFilesystem.typeName(kind), path: info.path, size: info.size, mode: mode,
             permissions: EnvdFilesystem.permissions(info.type, info.mode), owner: info.owner ?? "root", group: info.group ?? "root",
-            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target, isSymlink: info.type == .symlink ? true : nil,
+            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target, isSymlink: info.type == .symlink && listing ? true : nil,
             metadata: EnvdFilesystem.metadata(info.xattrs))
+    }
+
+    /// Follows a symlink to the end of its chain (at most 40 links, as the
+    /// kernel does): the absolute path it resolves to, and what is there
+    /// (nil for a dangling link or a loop, which resolve to the link itself).
+    func resolveLink(_ link: FileInfo, _ agent: AgentClient) async throws -> (String, FileInfo?) {
+        var current = link
+        for _ in 0..<40 {
+            guard current.type == .symlink, let next = current.target else { return (current.path, current) }
+            let parent = current.path.split(separator: "/").dropLast().joined(separator: "/")
+            let absolute = try user.resolve(next.hasPrefix("/") ? next : "/" + parent + "/" + next)
+            guard let found = try? await agent.stat(absolute) else { return (link.path, nil) }
+            current = found
+        }
+        return (link.path, nil)
     }
 }

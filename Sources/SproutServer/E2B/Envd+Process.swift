@@ -177,7 +177,7 @@ extension EnvdService {
     /// (the client going away) detaches; the process keeps running.
     func stream(_ session: ProcessSession, _ request: Request, pty: Bool) -> Response {
         let interval = request.headers[HTTPField.Name("Keepalive-Ping-Interval")!].flatMap { Double($0) }.map { max(1, $0) }
-        let sandboxes = services.sandboxes, id = sandboxID, activity = services.core.activity
+        let id = sandboxID, activity = services.core.activity, service = self
         return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
             defer { session.close() }
             let frames = AsyncChannel<ByteBuffer>()
@@ -199,7 +199,7 @@ extension EnvdService {
                             }
                         }
                     } catch {
-                        failure = ConnectRPC.Failure(await sandboxes.explain(error, id))
+                        failure = await service.streamFailure(error)
                     }
                     await frames.send(ConnectRPC.endOfStream(failure))
                     frames.finish()

@@ -149,7 +149,7 @@ extension EnvdService {
             let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
             let (path, session) = try await openWatch(body, context)
             let enrich = try await enricher(body, directory: path, context)
-            let activity = services.core.activity, id = sandboxID
+            let activity = services.core.activity, id = sandboxID, service = self
             return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
                 var failure: ConnectRPC.Failure?
@@ -164,7 +164,7 @@ extension EnvdService {
                         }
                     }
                 } catch {
-                    failure = ConnectRPC.Failure(error)
+                    failure = await service.streamFailure(error)
                 }
                 try await writer.write(ConnectRPC.endOfStream(failure))
                 try await writer.finish(nil)
@@ -185,7 +185,7 @@ extension EnvdService {
             guard event.type != "EVENT_TYPE_REMOVE" else { return event }
             var enriched = event
             let path = directory == "/" ? "/" + event.name : directory + "/" + event.name
-            if let info = try? await agent.stat(path) { enriched.entry = try? await service.describe(info, agent) }
+            if let info = try? await agent.stat(path) { enriched.entry = try? await service.describe(info, agent, listing: true) }
             return enriched
         }
     }

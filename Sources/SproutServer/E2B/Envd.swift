@@ -250,6 +250,20 @@ struct EnvdService: Sendable {
         }
     }
 
+    /// How a stream cut short ends, as E2B's would: a sandbox killed (or
+    /// dead) under it ends it `unavailable` with E2B's words, which the SDK
+    /// takes to its health check and, finding the sandbox gone, reports as
+    /// killed or at its end of life; a pause or fork ends it `canceled`, as
+    /// E2B cancels requests in flight when it pauses a sandbox.
+    func streamFailure(_ error: Error) async -> ConnectRPC.Failure {
+        let explained = await services.sandboxes.explain(error, sandboxID)
+        guard let sprout = explained as? SproutError, sprout.code == .conflict else { return ConnectRPC.Failure(explained) }
+        if await services.sandboxes.isEnding(sandboxID) {
+            return ConnectRPC.Failure(.unavailable, "the connection to sandbox \(sandboxID) ended before the stream completed")
+        }
+        return ConnectRPC.Failure(.canceled, sprout.message)
+    }
+
     func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
         try await services.sandboxes.withAgent(sandboxID, for: try context.caller(), body)
     }

@@ -100,6 +100,14 @@ public struct Sandboxes: Sendable {
         return error
     }
 
+    /// Whether the sandbox is being killed or is gone (killed, cleaned up
+    /// after a death, or no record at all), rather than paused or forked.
+    public func isEnding(_ id: String) async -> Bool {
+        if let operation = await core.gate.current(id), [.kill, .died].contains(operation) { return true }
+        guard let record = try? await repository.find(id) else { return true }
+        return record.state == .killing || record.state == .killed
+    }
+
     /// The sandbox's env vars, which the server adds to every process it starts there.
     public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
         let own = try await repository.owned(id, team: identity.team).envVarsDictionary

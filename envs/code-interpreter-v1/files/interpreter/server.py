@@ -23,375 +23,26 @@ when the env was built, before the sandbox existed.
 
 import json
 import os
-import pwd
-import queue
-import re
 import select
+import shutil
 import socket
-import sys
 import threading
-import time
 import traceback
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kernel_wire import Kernel
+from common import NAME, BadRequest, log
+from process_context import BashContext, NodeContext
+from python_context import Context
 from sprout_kernel import release_free_memory
 
 PORT = 49999
-HERE = os.path.dirname(os.path.abspath(__file__))
-SANDBOX_ENV_FILE = "/run/sprout/env.json"
-LANGUAGES = ("python", "bash")
-ALIASES = {"python3": "python", "sh": "bash", "shell": "bash"}
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Each language's context; javascript where Debian's nodejs is installed.
+KINDS = {"python": Context, "bash": BashContext}
+if shutil.which("node"):
+    KINDS["javascript"] = NodeContext
+LANGUAGES = tuple(KINDS)
+ALIASES = {"python3": "python", "sh": "bash", "shell": "bash", "js": "javascript", "node": "javascript"}
 MAX_BODY = 16 << 20
-
-# Jupyter MIME types -> the SDK's result keys.
-FORMATS = {
-    "text/plain": "text",
-    "text/html": "html",
-    "text/markdown": "markdown",
-    "image/svg+xml": "svg",
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "application/pdf": "pdf",
-    "text/latex": "latex",
-    "application/json": "json",
-    "application/javascript": "javascript",
-    "application/vnd.sprout.data+json": "data",
-    "application/vnd.sprout.chart+json": "chart",
-}
-
-
-class BadRequest(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def log(*parts):
-    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
-
-
-def shell_quote(value):
-    return "'" + value.replace("'", "'\"'\"'") + "'"
-
-
-def sandbox_env():
-    """The sandbox's own environment variables, as Sprout wrote them."""
-    try:
-        with open(SANDBOX_ENV_FILE) as f:
-            data = json.load(f)
-        return {str(k): str(v) for k, v in data.items() if NAME.match(str(k))}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-class Context:
-    """A Python context: one Jupyter kernel, its own state and working directory."""
-
-    def __init__(self, language, cwd, default=False):
-        self.id = str(uuid.uuid4())
-        self.language = language
-        self.cwd = cwd
-        self.default = default
-        self.lock = threading.Lock()
-        self.applied_env = {}
-        env = dict(os.environ)
-        env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-        env["PYTHONPATH"] = HERE + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        # launch_kernel.py keeps the kernel off TCP (gVisor cannot save open
-        # TCP connections, and the env's memory image holds the default
-        # kernel with its channels open); no history database: a SQLite
-        # write (and its thread) per call buys nothing here.
-        argv = [sys.executable, os.path.join(HERE, "launch_kernel.py"),
-                "--InteractiveShellApp.exec_lines=import sprout_kernel as __sprout; __sprout.setup(); del __sprout",
-                "--HistoryManager.enabled=False"]
-        self.kernel = Kernel(argv, cwd, env, self.id)
-
-    def describe(self):
-        return {"id": self.id, "language": self.language, "cwd": self.cwd}
-
-    def start(self):
-        self.kernel.start()
-        self.applied_env = {}
-
-    def restart(self):
-        with self.lock:
-            self.kernel.restart()
-            self.applied_env = {}
-
-    def shutdown(self):
-        self.kernel.shutdown()
-
-    # Environment variables: the sandbox's stay; a call's are put back after it.
-    def env_code(self, values):
-        return "__import__('sprout_kernel').set_env(%r)" % (values,)
-
-    def push_env_code(self, values):
-        return "__import__('sprout_kernel').push_env(%r)" % (values,)
-
-    def pop_env_code(self, values):
-        return "__import__('sprout_kernel').pop_env()"
-
-    def run_silently(self, code, timeout=30):
-        """Runs setup code with no output and no execution count."""
-        if not code:
-            return
-        msg_id = self.kernel.execute(code, silent=True, store_history=False, allow_stdin=False)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                reply = self.kernel.get_shell_msg(timeout=1)
-            except queue.Empty:
-                if not self.kernel.is_alive():
-                    raise RuntimeError("the kernel died")
-                continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return
-        raise RuntimeError("the kernel did not answer within %d s" % timeout)
-
-    def execute(self, code, call_env, emit, gone):
-        """Runs `code`, calling `emit(event)` for each output; `gone()` says the client left."""
-        wanted = sandbox_env()
-        changed = {k: v for k, v in wanted.items() if self.applied_env.get(k) != v}
-        if changed:
-            self.run_silently(self.env_code(changed))
-            self.applied_env.update(changed)
-        if call_env:
-            self.run_silently(self.push_env_code(call_env))
-        try:
-            self._execute(code, emit, gone)
-        finally:
-            if call_env and self.kernel.is_alive():
-                try:
-                    self.run_silently(self.pop_env_code(call_env))
-                except Exception as e:
-                    log("restoring env vars failed:", e)
-
-    def _execute(self, code, emit, gone):
-        msg_id = self.kernel.execute(code, store_history=True, allow_stdin=False)
-        interrupted = False
-        idle = False
-        replied = False
-        while not (idle and replied):
-            if not interrupted and gone():
-                log("client went away: interrupting context", self.id)
-                self.kernel.interrupt()
-                interrupted = True
-            try:
-                msg = self.kernel.get_iopub_msg(timeout=0.2)
-            except queue.Empty:
-                if not replied:
-                    replied = self._reply_arrived(msg_id)
-                if not self.kernel.is_alive():
-                    emit({"type": "error", "name": "KernelDied",
-                          "value": "the kernel died while running this code; the context was restarted and its state is lost",
-                          "traceback": ""})
-                    self.kernel.restart()
-                    self.applied_env = {}
-                    return
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["msg_type"]
-            content = msg["content"]
-            if kind == "status":
-                idle = content.get("execution_state") == "idle"
-                if idle and not replied:
-                    replied = self._reply_arrived(msg_id, wait=5)
-            elif kind == "stream":
-                emit({"type": "stderr" if content.get("name") == "stderr" else "stdout",
-                      "text": content.get("text", ""), "timestamp": time.time_ns()})
-            elif kind == "execute_input":
-                emit({"type": "number_of_executions", "execution_count": content.get("execution_count")})
-            elif kind in ("execute_result", "display_data"):
-                emit(result_event(content.get("data", {}), kind == "execute_result"))
-            elif kind == "error":
-                emit({"type": "error", "name": content.get("ename", ""), "value": content.get("evalue", ""),
-                      "traceback": "\n".join(content.get("traceback", []))})
-
-    def _reply_arrived(self, msg_id, wait=0):
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                reply = self.kernel.get_shell_msg(timeout=0.05)
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return True
-            except queue.Empty:
-                if time.monotonic() >= deadline:
-                    return False
-
-
-def bash_exports(values):
-    return "".join("export %s=%s\n" % (k, shell_quote(v)) for k, v in values.items())
-
-
-class BashContext:
-    """A bash context: one long-lived bash, so variables, functions and the
-    working directory carry over between calls. Each call's code is sourced
-    from a file; markers on stdout and stderr tell where its output ends. An
-    interrupt (the client went away) sends SIGINT, which returns from the
-    sourced code; the shell lives on."""
-
-    def __init__(self, language, cwd, default=False):
-        self.id = str(uuid.uuid4())
-        self.language = language
-        self.cwd = cwd
-        self.default = default
-        self.lock = threading.Lock()
-        self.applied_env = {}
-        self.process = None
-        self.output = None
-        self.count = 0
-
-    def describe(self):
-        return {"id": self.id, "language": self.language, "cwd": self.cwd}
-
-    def start(self):
-        import subprocess
-
-        self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, cwd=self.cwd, env=dict(os.environ), start_new_session=True)
-        self.output = queue.Queue()
-        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
-            threading.Thread(target=self._pump, args=(name, stream, self.output), daemon=True).start()
-        self.applied_env = {}
-        self.count = 0
-
-    @staticmethod
-    def _pump(name, stream, sink):
-        fd = stream.fileno()
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            sink.put((name, data))
-            if not data:
-                return
-
-    def restart(self):
-        with self.lock:
-            self.shutdown()
-            self.start()
-
-    def shutdown(self):
-        import signal
-
-        if self.process and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.process.wait()
-
-    def execute(self, code, call_env, emit, gone):
-        import codecs
-        import signal
-
-        if self.process.poll() is not None:
-            self.start()
-        wanted = sandbox_env()
-        changed = {k: v for k, v in wanted.items() if self.applied_env.get(k) != v}
-        nonce = uuid.uuid4().hex
-        marker = ("__SPROUT_DONE_%s_" % nonce).encode()
-        path = "/tmp/.sprout-bash-%s.sh" % nonce
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(code)
-            if not code.endswith("\n"):
-                f.write("\n")
-        self.count += 1
-        emit({"type": "number_of_executions", "execution_count": self.count})
-        push = "".join('if [ -n "${%s+x}" ]; then __sprout_had_%s=1; __sprout_old_%s="$%s"; else __sprout_had_%s=0; fi\n'
-                       % (k, k, k, k, k) for k in call_env) + bash_exports(call_env)
-        pop = "".join('if [ "$__sprout_had_%s" = 1 ]; then export %s="$__sprout_old_%s"; else unset %s; fi; unset __sprout_had_%s __sprout_old_%s\n'
-                      % (k, k, k, k, k, k) for k in call_env)
-        script = (bash_exports(changed) + push
-                  + "trap 'return 130' INT\nsource %s < /dev/null\n__sprout_rc=$?\ntrap - INT\nrm -f %s\n" % (path, path) + pop
-                  + "printf '%s%%d\\n' \"$__sprout_rc\"\nprintf '%s0\\n' >&2\n" % (marker.decode(), marker.decode()))
-        try:
-            self.process.stdin.write(script.encode())
-            self.process.stdin.flush()
-        except OSError:
-            os.unlink(path)
-            raise RuntimeError("the bash context ended")
-        self.applied_env.update(changed)
-        buffers = {"stdout": b"", "stderr": b""}
-        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in buffers}
-        done = {"stdout": None, "stderr": None}
-        interrupted = False
-
-        def send(name, data, final=False):
-            text = decoders[name].decode(data, final)
-            if text:
-                emit({"type": name, "text": text, "timestamp": time.time_ns()})
-
-        while done["stdout"] is None or done["stderr"] is None:
-            if not interrupted and gone():
-                log("client went away: interrupting context", self.id)
-                try:
-                    os.killpg(self.process.pid, signal.SIGINT)
-                except OSError:
-                    pass
-                interrupted = True
-            try:
-                name, data = self.output.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if not data:
-                if self.process.poll() is not None or done[name] is None:
-                    self.process.wait()
-                    break
-                continue
-            buffer = buffers[name] + data
-            at = buffer.find(marker)
-            if at >= 0:
-                end = buffer.find(b"\n", at)
-                if end < 0:
-                    buffers[name] = buffer
-                    continue
-                send(name, buffer[:at], final=True)
-                done[name] = int(buffer[at + len(marker):end] or b"0")
-                buffers[name] = b""
-                continue
-            cut = buffer.rfind(b"\n") + 1
-            if len(buffer) - cut > 65536:
-                cut = len(buffer) - len(marker)
-            send(name, buffer[:cut])
-            buffers[name] = buffer[cut:]
-        if done["stdout"] is None:
-            for name in buffers:
-                send(name, buffers[name], final=True)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            emit({"type": "error", "name": "ContextEnded", "traceback": "",
-                  "value": "the bash context ended (exit status %s); it was restarted and its state is lost" % self.process.returncode})
-            self.start()
-            return
-        status = done["stdout"]
-        if status != 0:
-            emit({"type": "error", "name": "ExitCodeError", "value": "exit status %d" % status, "traceback": ""})
-
-
-def result_event(data, main):
-    event = {"type": "result", "is_main_result": main}
-    extra = {}
-    for mime, value in data.items():
-        key = FORMATS.get(mime)
-        if key:
-            event[key] = value
-        else:
-            extra[mime] = value
-    if extra:
-        event["extra"] = extra
-    return event
 
 
 class Interpreter:
@@ -400,7 +51,7 @@ class Interpreter:
         self.defaults = {}
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.home = os.environ.get("HOME", "/root")
+        self.home = "/home/user" if os.path.isdir("/home/user") else os.environ.get("HOME", "/root")
 
     def warm(self):
         context = self.default("python")
@@ -415,6 +66,13 @@ class Interpreter:
         # Garbage and free heap pages would be saved into the image too.
         context.run_silently("__import__('sprout_kernel').release_free_memory()")
         release_free_memory()
+        # E2B lists a JavaScript context from the start: it is here too, its
+        # Node started on its first call (the env's memory image holds none).
+        if "javascript" in KINDS:
+            with self.lock:
+                javascript = NodeContext("javascript", self.home, default=True)
+                self.contexts[javascript.id] = javascript
+                self.defaults["javascript"] = javascript
         self.ready.set()
         log("default python context ready:", context.id)
 
@@ -423,15 +81,16 @@ class Interpreter:
             context = self.defaults.get(language)
             if context is not None:
                 return context
-            context = (Context if language == "python" else BashContext)(language, self.home, default=True)
+            context = KINDS[language](language, self.home, default=True)
             context.start()
             self.contexts[context.id] = context
             self.defaults[language] = context
             return context
 
     def create(self, language, cwd):
-        context = (Context if language == "python" else BashContext)(language, cwd)
-        context.start()
+        context = KINDS[language](language, cwd)
+        if not isinstance(context, NodeContext):
+            context.start()
         with self.lock:
             self.contexts[context.id] = context
         return context
@@ -650,23 +309,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def drop_privileges():
-    """Runs as `user` (E2B's default user) where the env has one."""
-    if os.getuid() != 0:
-        return
-    try:
-        account = pwd.getpwnam("user")
-    except KeyError:
-        return
-    os.setgroups([])
-    os.setgid(account.pw_gid)
-    os.setuid(account.pw_uid)
-    os.environ.update(HOME=account.pw_dir, USER="user", LOGNAME="user")
-    os.chdir(account.pw_dir)
-
-
 def main():
-    drop_privileges()
+    # Kernels run as root, as E2B's do: a context may work in any directory
+    # (create_code_context(cwd="/root")). The default context starts in the
+    # home of E2B's default user, where the env has one.
     # Started in the background, SIGINT may come ignored, and kernels and bash
     # would inherit that: interrupts need it to be a signal again.
     import signal
