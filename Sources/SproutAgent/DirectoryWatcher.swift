@@ -10,7 +10,10 @@ final class DirectoryWatcher {
     private let recursive: Bool
     private var paths: [Int32: String] = [:]
 
-    private static let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO)
+    /// IN_CLOSE_WRITE is not reported, but asked for: between two writes of
+    /// one file it keeps them from being identical neighbours in the
+    /// kernel's queue, which it would merge into one event.
+    private static let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE)
 
     init(root: String, recursive: Bool) throws {
         var st = stat()
@@ -30,11 +33,11 @@ final class DirectoryWatcher {
 
     deinit { close(inotifyFD) }
 
-    private func add(_ dir: String) throws {
+    private func add(_ dir: String, recursing: Bool = true) throws {
         let wd = inotify_add_watch(inotifyFD, dir, Self.mask | UInt32(IN_ONLYDIR))
         guard wd >= 0 else { throw SproutError.system("watch \(dir)") }
         paths[wd] = dir
-        guard recursive else { return }
+        guard recursive && recursing else { return }
         for name in (try? FileSystem.children(dir)) ?? [] {
             let child = dir == "/" ? "/" + name : dir + "/" + name
             var st = stat()
@@ -84,7 +87,6 @@ final class DirectoryWatcher {
                 let kind: WatchEvent.Kind
                 if mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 {
                     kind = .create
-                    if isDir && recursive { try? add(path) }
                 } else if mask & UInt32(IN_DELETE) != 0 {
                     kind = .remove
                 } else if mask & UInt32(IN_MOVED_FROM) != 0 {
@@ -94,14 +96,31 @@ final class DirectoryWatcher {
                 } else {
                     continue
                 }
-                let event = WatchEvent(type: kind, path: path, isDir: isDir)
-                // Coalesce a burst of writes to one file into one event.
-                if kind == .write, events.last == event { continue }
-                events.append(event)
+                // Every event, as it came (two writes are two events).
+                events.append(WatchEvent(type: kind, path: path, isDir: isDir))
+                // A directory made under a recursive watch may have had
+                // entries made in it before its own watch began: report them.
+                if kind == .create && isDir && recursive { events += existing(under: path) }
             }
             for event in events {
                 do { try channel.send(message: Event(watch: event)) } catch { return }
             }
         }
+    }
+
+    /// Watches a directory that appeared (and, through `add`, those in it),
+    /// and the creation of everything already in it, parents first.
+    private func existing(under dir: String) -> [WatchEvent] {
+        guard (try? add(dir, recursing: false)) != nil else { return [] }
+        var found: [WatchEvent] = []
+        for name in ((try? FileSystem.children(dir)) ?? []).sorted() {
+            let child = dir + "/" + name
+            var st = stat()
+            guard lstat(child, &st) == 0 else { continue }
+            let isDir = (st.st_mode & S_IFMT) == S_IFDIR
+            found.append(WatchEvent(type: .create, path: child, isDir: isDir))
+            if isDir { found += existing(under: child) }
+        }
+        return found
     }
 }

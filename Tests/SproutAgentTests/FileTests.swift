@@ -111,6 +111,33 @@ struct FileTests {
     }
 }
 
+extension FileTests {
+    @Test("watch delivers every event in order: two writes are two events, and a directory made under a recursive watch reports what is made in it")
+    func watchEveryEvent() async throws {
+        try await AgentHarness.with { agent in
+            let c = agent.client
+            let dir = agent.workdir
+            let watch = try await c.watch(dir, recursive: true)
+            defer { watch.close() }
+            // One process makes the directory and the file at once: the file may come before the directory's own watch.
+            _ = try await c.run(ProcessSpec(cmd: ["/bin/sh", "-c", "mkdir \(dir)/made && echo a > \(dir)/made/f"]))
+            for line in ["b", "c"] {
+                _ = try await c.run(ProcessSpec(cmd: ["/bin/sh", "-c", "echo \(line) >> \(dir)/made/f"]))
+            }
+            try await c.remove("\(dir)/made/f")
+            var seen: [WatchEvent] = []
+            for try await event in watch {
+                seen.append(event)
+                if event.type == .remove { break }
+            }
+            let file = seen.filter { $0.path == "\(dir)/made/f" }
+            #expect(seen.first == WatchEvent(type: .create, path: "\(dir)/made", isDir: true), "\(seen)")
+            #expect(file.first?.type == .create && file.last?.type == .remove, "\(file)")
+            #expect(file.suffix(3).map(\.type) == [.write, .write, .remove], "the two appends are two writes: \(file)")
+        }
+    }
+}
+
 /// Opens a raw connection to the agent (for tests that misbehave on purpose).
 func agentConnect(_ agent: AgentHarness, _ request: AgentRequest, token: String? = nil, version: Int = AgentProtocol.version) throws -> (FrameChannel, Reply) {
     let fd = try Socket.connectTCP(host: "127.0.0.1", port: agent.port)

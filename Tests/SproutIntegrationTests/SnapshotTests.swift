@@ -124,7 +124,7 @@ extension Integration {
             ((try? FileManager.default.contentsOfDirectory(atPath: server.data + "/layers")) ?? []).filter { !$0.hasPrefix(".") }
         }
 
-        @Test("tree shows ancestry; delete refuses while used, garbage-collects what only it used, --force cascades")
+        @Test("tree shows ancestry; delete refuses while forked, keeps what its sandboxes use until the last ends, garbage-collects what only it used, --force cascades")
         func treeAndDelete() async throws {
             try await ServerHarness.with(runtime: "runc") { (server: ServerHarness) async throws in
                 let api = server.client
@@ -147,11 +147,23 @@ extension Integration {
                 }
                 #expect(try await api.deleteEnv(e2.id) == [e2.id])
                 #expect(layerDirectories(server).count == 1)
-                await #expect(throws: SproutError(.conflict, "sandbox \(b.id) runs from env \(e1.id); kill it first or use --force")) {
-                    try await api.deleteEnv(e1.id)
-                }
-                #expect(try await api.deleteEnv(e1.id, force: true) == [e1.id])
-                #expect(try await api.sandbox(b.id).state == "killed")
+                // Deleted while b runs from it: found no more, starts nothing new, and b keeps it (as E2B's snapshots).
+                #expect(try await api.deleteEnv(e1.id) == [e1.id])
+                await #expect(throws: SproutError(.notFound, "no env named '\(e1.id)'")) { try await api.env(e1.id) }
+                await #expect(throws: SproutError(.notFound, "no env named '\(e1.id)'")) { try await api.createSandbox(API.CreateSandbox(env: e1.id)) }
+                #expect(try await api.run(b.id, API.Exec(shell: "cat /code/one /code/two")).stdoutText == "one\ntwo\n")
+                #expect(layerDirectories(server).count == 1, "its layer stays while b runs")
+                _ = try await api.killSandbox(b.id)
+                #expect(layerDirectories(server).isEmpty, "and goes with the last sandbox of it")
+                // --force deletes the descendants too and kills what runs from them.
+                let c = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                _ = try await api.run(c.id, API.Exec(shell: "echo three > /code/three"))
+                let e3 = try await api.snapshot(c.id, name: "graph")
+                let d = try await api.createSandbox(API.CreateSandbox(env: e3.id))
+                _ = try await api.run(d.id, API.Exec(shell: "echo four > /code/four"))
+                let e4 = try await api.snapshot(d.id)
+                #expect(try await api.deleteEnv(e3.id, force: true) == [e3.id, e4.id])
+                #expect(try await api.sandbox(d.id).state == "killed")
                 #expect(layerDirectories(server).isEmpty)
                 await #expect(throws: SproutError(.notFound, "no env named '\(e1.id)'")) { try await api.env(e1.id) }
             }

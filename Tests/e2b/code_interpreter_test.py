@@ -58,7 +58,9 @@ def rich_results(sbx):
     main = r.results[0] if r.results else None
     check("a pandas DataFrame comes back as HTML", main is not None and main.is_main_result and "<table" in (main.html or "")
           and "bob" in main.html, repr(r))
-    check("... and as data", main.data == {"columns": ["name", "age"], "index": [0, 1], "data": [["ann", 31], ["bob", 42]]}, repr(main.data))
+    check("... and as data, column by column", main.data == {"name": ["ann", "bob"], "age": [31, 42]}, repr(main.data))
+    r = sbx.run_code("pd.DataFrame({'a': [1, 2, 3]})")
+    check("a DataFrame's data['a'] holds its column", r.results[0].data["a"] == [1, 2, 3], repr(r.results[0].data))
     r = sbx.run_code("import numpy as np, scipy.integrate, scipy.optimize, scipy.stats, seaborn\n"
                      "(round(scipy.optimize.minimize_scalar(lambda v: (v - 3) ** 2).x, 3), round(scipy.integrate.quad(np.sin, 0, np.pi)[0], 6), "
                      "float(scipy.stats.norm.cdf(0)))")
@@ -66,6 +68,89 @@ def rich_results(sbx):
     r = sbx.run_code("from IPython.display import display, Markdown\ndisplay(Markdown('**hi**'))\n7")
     check("display() results, then the main result", [(x.markdown, x.is_main_result) for x in r.results] == [("**hi**", False), (None, True)]
           and r.text == "7", repr(r.results))
+
+
+def charts(sbx):
+    """Charts as E2B's interpreter reads a matplotlib figure."""
+    def chart(code):
+        r = sbx.run_code("import matplotlib.pyplot as plt, numpy as np\nplt.close('all')\n" + code + "\nplt.show()")
+        found = [x.chart for x in r.results if x.chart is not None]
+        return found[0] if found else None, r
+    c, r = chart("plt.plot([0, 1, 2], [1, 4, 9], label='y')\nplt.xlabel('Time (s)')\nplt.ylabel('Height [m]')")
+    check("a line chart: type, units from its labels, linear scales, its points",
+          c is not None and c.type.value == "line" and (c.x_unit, c.y_unit) == ("s", "m") and c.x_scale.value == "linear"
+          and [list(p) for p in c.elements[0].points] == [[0, 1], [1, 4], [2, 9]], repr(c and c.to_dict()))
+    c, r = chart("plt.plot([1, 10, 100], [1, 2, 3])\nplt.xscale('log')")
+    check("a log scale", c is not None and c.x_scale.value == "log" and c.elements[0].label == "Line 0", repr(c and c.to_dict()))
+    c, r = chart("plt.plot(['mon', 'tue', 'wed'], [3, 1, 2])")
+    check("a categorical scale", c is not None and c.x_scale.value == "categorical" and c.x_tick_labels == ["mon", "tue", "wed"],
+          repr(c and c.to_dict()))
+    c, r = chart("plt.scatter([1, 2], [3, 4], label='dots')")
+    check("a scatter chart", c is not None and c.type.value == "scatter" and c.elements[0].label == "dots"
+          and [list(p) for p in c.elements[0].points] == [[1, 3], [2, 4]], repr(c and c.to_dict()))
+    c, r = chart("plt.bar(['a', 'b', 'c'], [3, 5, 4], label='sales')")
+    check("a bar chart: labels, values, its group", c is not None and c.type.value == "bar"
+          and [(e.label, e.value, e.group) for e in c.elements] == [("a", 3, "sales"), ("b", 5, "sales"), ("c", 4, "sales")],
+          repr(c and c.to_dict()))
+    c, r = chart("plt.pie([1, 3], labels=['one', 'three'])")
+    check("a pie chart: each wedge's angle as the figure defines it", c is not None and c.type.value == "pie"
+          and [(e.label, e.angle) for e in c.elements] == [("one", 90), ("three", 270)], repr(c and c.to_dict()))
+    c, r = chart("data = {'Class A': [85, 90, 78, 92, 88], 'Class B': [95, 89, 76, 91, 84, 87], 'Class C': [75, 82, 88, 79, 86]}\n"
+                 "fig, ax = plt.subplots()\nax.set_title('Exam Scores')\nax.set_xlabel('Class')\nax.set_ylabel('Score')\n"
+                 "ax.boxplot(data.values(), labels=data.keys(), patch_artist=True)")
+    boxes = c.elements if c is not None else []
+    check("a box-and-whisker chart: quartiles, median, whiskers, outliers per box", c is not None and c.type.value == "box_and_whisker"
+          and [(b.label, b.min, b.first_quartile, b.median, b.third_quartile, b.max, b.outliers) for b in boxes]
+          == [("Class A", 78, 85, 88, 90, 92, []), ("Class B", 84, 84.75, 88, 90.5, 95, [76]), ("Class C", 75, 79, 82, 86, 88, [])],
+          repr(c and c.to_dict()))
+    c, r = chart("fig, ax = plt.subplots()\nax.add_artist(plt.Circle((0, 0), 1, fill=False))\nax.add_artist(plt.Circle((0, 0), 2, fill=False))\n"
+                 "ax.grid(True)\nplt.title('Two circles')")
+    check("a figure that is none of these (two circles) is 'unknown'", c is not None and c.type.value == "unknown"
+          and c.title == "Two circles" and c.elements == [], repr(c and c.to_dict()))
+    c, r = chart("fig, (a, b) = plt.subplots(1, 2)\nfig.suptitle('Two')\na.plot([1, 2])\nb.bar(['x'], [1])")
+    check("several axes: a superchart of their charts", c is not None and c.type.value == "superchart" and c.title == "Two"
+          and [e.type.value for e in c.elements] == ["line", "bar"], repr(c and c.to_dict()))
+
+
+def images(sbx):
+    def pngs(code):
+        r = sbx.run_code(code)
+        return [x for x in r.results if x.png and base64.b64decode(x.png).startswith(b"\x89PNG")], r
+    found, r = pngs("import matplotlib.pyplot as plt\nplt.close('all')\nplt.plot([1, 2])\nplt.savefig('/tmp/plot.png')")
+    check("plt.savefig in a cell also gives the figure as a PNG result", len(found) >= 1, repr(r))
+    found, r = pngs("from PIL import Image\nimg = Image.new('RGB', (8, 8), 'red')\nimg.show()")
+    check("Image.show() gives a PNG", len(found) == 1, repr(r))
+    found, r = pngs("img")
+    check("an image as the last expression gives a PNG", len(found) == 1 and found[0].is_main_result, repr(r))
+    found, r = pngs("img.save('/tmp/red.png')")
+    check("Image.save to a file gives a PNG too", len(found) == 1, repr(r))
+
+
+def javascript(sbx):
+    languages = sorted(c.language for c in sbx.list_code_contexts())
+    check("the contexts listed from the start include javascript (as E2B's)", "javascript" in languages, repr(languages))
+    r = sbx.run_code("let n = 40; const add = (a, b) => a + b; add(n, 2)", language="javascript")
+    check("javascript: the last expression is the result", r.text == "42" and r.error is None, repr(r))
+    r = sbx.run_code("console.log('hello', n); 'text'", language="js")
+    check("javascript: state kept, console.log is stdout, a string's text is the string",
+          r.logs.stdout == ["hello 40\n"] and r.text == "text", repr(r))
+    r = sbx.run_code("await new Promise(r => setTimeout(() => r(7), 10))", language="javascript")
+    check("javascript: top-level await, its value the result", r.error is None and r.text == "7", repr(r))
+    r = sbx.run_code("null.x", language="javascript")
+    check("javascript: an exception is an error with its name", r.error is not None and r.error.name == "TypeError", repr(r.error))
+    r = sbx.run_code("process.env.CALL_VAR", language="javascript", envs={"CALL_VAR": "js call"})
+    check("javascript: a call's env vars", r.text == "js call", repr(r))
+    ctx = sbx.create_code_context(language="javascript", cwd="/tmp")
+    r = sbx.run_code("typeof n + ' ' + process.cwd()", context=ctx)
+    check("javascript: a context of its own, in its directory", r.text == "undefined /tmp", repr(r))
+    t = time.time()
+    try:
+        sbx.run_code("while (true) {}", language="javascript", timeout=3)
+        check("a long javascript call times out", False, "finished")
+    except TimeoutException:
+        pass
+    r = sbx.run_code("n", language="javascript")
+    check("... its timeout interrupts it, state kept", r.text == "40" and time.time() - t < 20, repr(r))
 
 
 def errors(sbx):
@@ -88,7 +173,7 @@ def contexts(sbx):
     check("create a context", ctx.language == "python" and ctx.cwd == "/home/user", repr(ctx))
     sbx.run_code("y = 'mine'", context=ctx)
     r = sbx.run_code("y", context=ctx)
-    check("a context keeps its own state", r.text == "'mine'", repr(r))
+    check("a context keeps its own state (a string's text is the string, as E2B gives it)", r.text == "mine", repr(r))
     r = sbx.run_code("y")
     check("... apart from the default context", r.error is not None and r.error.name == "NameError", repr(r))
     r = sbx.run_code("x", context=ctx)
@@ -97,8 +182,10 @@ def contexts(sbx):
     sbx.restart_code_context(ctx)
     r = sbx.run_code("y", context=ctx)
     check("restart a context: its state is gone", r.error is not None and r.error.name == "NameError", repr(r))
+    r = sbx.run_code("import os\nos.getcwd()", context=sbx.create_code_context(cwd="/root"))
+    check("a context may work anywhere the sandbox allows (kernels run as root, as E2B's)", r.text == "/root", repr(r))
     r = sbx.run_code("import os\nos.getcwd()", context=sbx.create_code_context(cwd="/tmp"))
-    check("a context's working directory", r.text == "'/tmp'", repr(r))
+    check("a context's working directory", r.text == "/tmp", repr(r))
     sbx.remove_code_context(ctx)
     check("delete a context", ctx.id not in [c.id for c in sbx.list_code_contexts()])
     try:
@@ -115,9 +202,9 @@ def contexts(sbx):
 
 def env_and_bash(sbx):
     r = sbx.run_code("import os\nos.environ.get('CALL_VAR')", envs={"CALL_VAR": "per call"})
-    check("a call's env vars", r.text == "'per call'", repr(r))
-    check("... do not outlive the call", sbx.run_code("str(os.environ.get('CALL_VAR'))").text == "'None'")
-    check("the sandbox's env vars reach the kernel", sbx.run_code("os.environ.get('SANDBOX_VAR')").text == "'from create'")
+    check("a call's env vars", r.text == "per call", repr(r))
+    check("... do not outlive the call", sbx.run_code("str(os.environ.get('CALL_VAR'))").text == "None")
+    check("the sandbox's env vars reach the kernel, read back as E2B reads them", sbx.run_code("import os; os.getenv('SANDBOX_VAR')").text == "from create")
     r = sbx.run_code("echo $((40 + 2)); cd /tmp; V=kept", language="bash")
     check("a bash context runs bash", r.logs.stdout == ["42\n"] and r.error is None, repr(r))
     r = sbx.run_code("pwd; echo $V $SANDBOX_VAR", language="bash")
@@ -143,7 +230,7 @@ def timeouts(sbx):
         check("a long call times out after its timeout", time.time() - t < 30, f"{time.time() - t:.1f} s")
     t = time.time()
     r = sbx.run_code("z")
-    check("the timeout interrupted the kernel: the context answers at once, state kept", r.text == "'still here'" and time.time() - t < 10,
+    check("the timeout interrupted the kernel: the context answers at once, state kept", r.text == "still here" and time.time() - t < 10,
           f"{r!r} after {time.time() - t:.1f} s")
     check("other contexts keep working", sbx.run_code("1 + 1", context=other).text == "2")
     check("the sandbox keeps working", sbx.commands.run("echo alive").stdout == "alive\n")
@@ -189,6 +276,9 @@ def main():
     try:
         state_and_streams(sbx)
         rich_results(sbx)
+        charts(sbx)
+        images(sbx)
+        javascript(sbx)
         errors(sbx)
         contexts(sbx)
         env_and_bash(sbx)

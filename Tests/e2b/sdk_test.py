@@ -9,7 +9,7 @@ import time
 import uuid
 
 import httpx
-from e2b import AsyncSandbox, CommandExitException, NotFoundException, Sandbox
+from e2b import AsyncSandbox, CommandExitException, NotFoundException, Sandbox, SandboxNotFoundException, TimeoutException
 from e2b.sandbox.sandbox_api import SandboxQuery, SandboxState
 from e2b.sandbox.commands.command_handle import PtySize
 
@@ -228,6 +228,90 @@ def forks_and_snapshots(sbx):
     check("snapshot: a deleted one is not found", Sandbox.delete_snapshot(snapshot.snapshot_id) is False)
 
 
+def parity(sbx):
+    """What E2B does and the SDK relies on, beyond the basics above."""
+    import datetime
+    info = Sandbox.get_info(sbx.sandbox_id)
+    found = [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(started_after=info.started_at)).next_items()]
+    check("list: started_after a sandbox's own started_at finds it (inclusive at the precision returned)", sbx.sandbox_id in found, repr(found))
+    later = info.started_at + datetime.timedelta(seconds=1)
+    found = [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(started_after=later)).next_items()]
+    check("list: ... and a second later it does not", sbx.sandbox_id not in found, repr(found))
+
+    sbx.files.write("/tmp/links/target.txt", "t")
+    sbx.commands.run("ln -s /tmp/links/target.txt /tmp/links/to-file && ln -s target.txt /tmp/links/relative && ln -s /tmp/links /tmp/to-dir")
+    entry = sbx.files.get_info("/tmp/links/to-file")
+    check("get_info of a symlink follows it: the target's type, the resolved target",
+          (entry.type.value, entry.symlink_target) == ("file", "/tmp/links/target.txt"), repr(entry))
+    entry = sbx.files.get_info("/tmp/links/relative")
+    check("... a relative link too", (entry.type.value, entry.symlink_target) == ("file", "/tmp/links/target.txt"), repr(entry))
+    check("... a link to a directory is a directory", sbx.files.get_info("/tmp/to-dir").type.value == "dir")
+    check("exists follows links", sbx.files.exists("/tmp/links/to-file") and sbx.files.exists("/tmp/to-dir"))
+    listed = {e.name: e.type.value for e in sbx.files.list("/tmp/links")}
+    check("list keeps reporting links as links", listed == {"target.txt": "file", "to-file": "symlink", "relative": "symlink"}, repr(listed))
+
+    sbx.files.make_dir("/tmp/every")
+    handle = sbx.files.watch_dir("/tmp/every", recursive=True, include_entry=True)
+    sbx.commands.run("mkdir /tmp/every/sub && echo one > /tmp/every/sub/f")
+    sbx.commands.run("echo two >> /tmp/every/sub/f")
+    sbx.commands.run("echo three >> /tmp/every/sub/f")
+    sbx.commands.run("rm /tmp/every/sub/f")
+    events = []
+    deadline = time.time() + 10
+    while time.time() < deadline and not any(e.name == "sub/f" and e.type.name == "REMOVE" for e in events):
+        time.sleep(0.2)
+        events += handle.get_new_events()
+    handle.stop()
+    kinds = [e.type.name for e in events if e.name == "sub/f"]
+    check("watch (recursive): every event of a nested file, in order, two appends two writes",
+          kinds[:1] == ["CREATE"] and kinds[-3:] == ["WRITE", "WRITE", "REMOVE"], repr(kinds))
+    made = [e for e in events if e.name == "sub"]
+    check("watch: include_entry describes the nested directory made", made and made[0].type.name == "CREATE" and made[0].entry
+          and made[0].entry.type.value == "dir", repr(made))
+
+    victim = Sandbox.create(template=TEMPLATE, timeout=60)
+    running = victim.commands.run("sleep 60", background=True)
+    victim.kill()
+    try:
+        running.wait()
+        check("a command whose sandbox is killed ends", False, "it finished")
+    except TimeoutException as e:
+        check("a command whose sandbox is killed ends with TimeoutException: killed or at its end of life",
+              "killed or reached its end of life" in str(e), repr(e))
+    try:
+        victim.fork()
+        check("fork of a killed sandbox is refused", False, "forked")
+    except SandboxNotFoundException:
+        check("fork of a killed sandbox is SandboxNotFoundException (404)", True)
+
+    snapshot = sbx.create_snapshot(name=f"live-{RUN}")
+    child = Sandbox.create(template=snapshot.snapshot_id, timeout=60)
+    try:
+        check("a snapshot that a running sandbox came from can be deleted", Sandbox.delete_snapshot(snapshot.snapshot_id) is True)
+        check("... the sandbox keeps running from it", child.commands.run("cat /opt/state").stdout == "forked-state\n")
+        try:
+            Sandbox.create(template=snapshot.snapshot_id, timeout=60).kill()
+            check("... and no new sandbox comes from it", False, "created")
+        except NotFoundException:
+            check("... and no new sandbox comes from it", True)
+    finally:
+        child.kill()
+
+    kept = Sandbox.create(template=TEMPLATE, timeout=120)
+    try:
+        boot = kept.files.read("/proc/sys/kernel/random/boot_id")
+        sleeper = kept.commands.run("sleep 1000", background=True)
+        kept.pause()
+        again = Sandbox.connect(kept.sandbox_id, timeout=120)
+        check("pause with no mode keeps memory: processes and the boot carry on",
+              sleeper.pid in [p.pid for p in again.commands.list()] and again.files.read("/proc/sys/kernel/random/boot_id") == boot)
+        again.pause(mode="filesystem")
+        fresh = Sandbox.connect(kept.sandbox_id, timeout=120)
+        check("pause with mode=filesystem boots afresh: a new boot id", fresh.files.read("/proc/sys/kernel/random/boot_id") != boot)
+    finally:
+        kept.kill()
+
+
 def listing():
     found = Sandbox.list(query=SandboxQuery(metadata={"suite": RUN})).next_items()
     check("list: filtered by metadata", len(found) == 1 and found[0].metadata == {"suite": RUN}, repr(found))
@@ -353,6 +437,8 @@ def base_env():
     kept as extended attributes, and pip through the host's CA."""
     sbx = Sandbox.create(template="base", timeout=300)
     try:
+        r = sbx.commands.run("sudo -E sh -c 'echo $(id -un) $SCOPED'", envs={"SCOPED": "kept"})
+        check("base: sudo works, and -E keeps a call's env vars", r.stdout == "root kept\n", repr(r.stdout))
         r = sbx.commands.run("id -un; id -u; pwd; echo $HOME")
         check("base: commands run as 'user' (uid 1000) in its home", r.stdout == "user\n1000\n/home/user\n/home/user\n", repr(r.stdout))
         r = sbx.commands.run("id -un; pwd", user="root")
@@ -445,6 +531,7 @@ def main():
         watch(sbx)
         asyncio.run(async_watch())
         forks_and_snapshots(sbx)
+        parity(sbx)
         listing()
         ports(sbx)
         bad_input(sbx)

@@ -181,6 +181,12 @@ public final class Catalog: Sendable {
             // The supervisor's once-a-second timeout question reads only what expired.
             try db.create(index: "sandbox_state_expires", on: "sandbox", columns: ["state", "expiresAt"])
         }
+        m.registerMigration("v16-env-tombstones") { db in
+            try db.alter(table: "env") { t in
+                // Deleted while sandboxes still ran from it: hidden, kept until the last of them ends.
+                t.add(column: "deletedAt", .double)
+            }
+        }
         return m
     }
 }

@@ -23,6 +23,10 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     /// Set for a warm env: sandboxes restore this memory image instead of booting.
     var memoryImage: String?
     var memoryToken: String?
+    /// Deleted while sandboxes still ran from it: no longer found by name or
+    /// id for anything new, kept (with its layers) until the last of them
+    /// ends (`EnvRepository.purgeDeleted`).
+    var deletedAt: Double? = nil
 
     var layerList: [String] { JSONColumn.decodeList(layers) }
 }
@@ -35,36 +39,76 @@ public struct EnvRepository: Sendable {
         try await db.read { try EnvRecord.fetchOne($0, key: id) }
     }
 
-    /// An env id, or the newest published env with that name, as `team` sees it.
-    func lookup(_ reference: String, team: String) async throws -> EnvRecord? {
+    private static let notDeleted = Column("deletedAt") == nil
+
+    /// An env id, or the newest published env with that name, as `team` sees
+    /// it. A deleted env is found only by id and with `includeDeleted` (what
+    /// a sandbox that runs from it needs).
+    func lookup(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> EnvRecord? {
         try await db.read { db in
-            if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == team { return byID }
-            return try EnvRecord.filter(Column("name") == reference && Column("team") == team && Column("published") == true)
+            if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == team, includeDeleted || byID.deletedAt == nil { return byID }
+            return try EnvRecord.filter(Column("name") == reference && Column("team") == team && Column("published") == true && Self.notDeleted)
                 .order(Column("publishedAt").desc).fetchOne(db)
         }
     }
 
     func drafts(named name: String, team: String) async throws -> Int {
-        try await db.read { db in try EnvRecord.filter(Column("name") == name && Column("team") == team).fetchCount(db) }
+        try await db.read { db in try EnvRecord.filter(Column("name") == name && Column("team") == team && Self.notDeleted).fetchCount(db) }
     }
 
     func list(team: String) async throws -> [EnvRecord] {
-        try await db.read { db in try EnvRecord.filter(Column("team") == team).order(Column("createdAt")).fetchAll(db) }
+        try await db.read { db in try EnvRecord.filter(Column("team") == team && Self.notDeleted).order(Column("createdAt")).fetchAll(db) }
     }
 
     /// The newest env of a name (published or not): the parent of the next push.
     func newest(named name: String, team: String) async throws -> EnvRecord? {
         try await db.read { db in
-            try EnvRecord.filter(Column("name") == name && Column("team") == team).order(Column("createdAt").desc).fetchOne(db)
+            try EnvRecord.filter(Column("name") == name && Column("team") == team && Self.notDeleted).order(Column("createdAt").desc).fetchOne(db)
         }
     }
 
     /// Inserts `env` unless one with its id exists; returns the stored one.
+    /// The same content made again brings a deleted env back.
     func insertIfAbsent(_ env: EnvRecord) async throws -> EnvRecord {
         try await db.write { db in
-            if let existing = try EnvRecord.fetchOne(db, key: env.id) { return existing }
+            if var existing = try EnvRecord.fetchOne(db, key: env.id) {
+                if existing.deletedAt != nil {
+                    existing.deletedAt = nil
+                    existing.published = env.published
+                    existing.publishedAt = env.publishedAt
+                    try existing.update(db)
+                }
+                return existing
+            }
             try env.insert(db)
             return env
+        }
+    }
+
+    /// Deleted while sandboxes run from them: hidden at once (see `purgeDeleted`).
+    func markDeleted(_ ids: [String]) async throws {
+        try await db.write { db in
+            for id in ids {
+                try db.execute(sql: "UPDATE env SET deletedAt = ?, published = 0, publishedAt = NULL WHERE id = ?", arguments: [now(), id])
+            }
+        }
+    }
+
+    /// Removes deleted envs that nothing holds any more: no sandbox that has
+    /// not ended runs from them, and no env forks them. Returns how many.
+    @discardableResult
+    func purgeDeleted() async throws -> Int {
+        try await db.write { db in
+            var removed = 0
+            while true {
+                try db.execute(sql: """
+                    DELETE FROM env WHERE deletedAt IS NOT NULL
+                      AND id NOT IN (SELECT env FROM sandbox WHERE state != 'killed')
+                      AND id NOT IN (SELECT parent FROM env)
+                    """)
+                guard db.changesCount > 0 else { return removed }
+                removed += db.changesCount
+            }
         }
     }
 
@@ -77,12 +121,6 @@ public struct EnvRepository: Sendable {
             record.publishedAt = published ? now() : nil
             try record.update(db)
             return record
-        }
-    }
-
-    func delete(_ ids: [String]) async throws {
-        try await db.write { db in
-            for id in ids { _ = try EnvRecord.deleteOne(db, key: id) }
         }
     }
 
@@ -103,6 +141,10 @@ public struct EnvRepository: Sendable {
             var out: Set<String> = []
             for id in ids {
                 guard let env = try EnvRecord.fetchOne(db, key: id) else { continue }
+                if env.deletedAt != nil {
+                    out.insert(id)
+                    continue
+                }
                 let newest = try EnvRecord.filter(Column("name") == env.name && Column("team") == env.team && Column("published") == true)
                     .order(Column("publishedAt").desc).fetchOne(db)
                 if let newest, newest.id != env.id { out.insert(id) }

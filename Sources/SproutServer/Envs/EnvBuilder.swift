@@ -63,7 +63,13 @@ public actor EnvBuilder {
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
-        if let existing = try await core.catalog.envs.find(envID), existing.team == identity.team {
+        if var existing = try await core.catalog.envs.find(envID), existing.team == identity.team {
+            if existing.deletedAt != nil {
+                // Deleted while sandboxes still ran from it: the same push brings it back.
+                existing.published = request.draft != true
+                existing.publishedAt = existing.published ? now() : nil
+                existing = try await core.catalog.envs.insertIfAbsent(existing)
+            }
             // Unchanged: nothing to build; a non-draft push publishes it again.
             let env = request.draft == true || existing.published
                 ? existing.api : try await EnvGraph(core: core).setPublished(envID, true, for: identity)

@@ -23,10 +23,11 @@ public struct EnvGraph: Sendable {
     static let builtins = BaseImages.names
 
     /// A built-in base, an env id, or the newest published env with that
-    /// name, as `team` sees it (another team's env is "not found").
-    func resolve(_ reference: String, team: String) async throws -> ResolvedEnv {
+    /// name, as `team` sees it (another team's env is "not found"). A
+    /// deleted env is found only for a sandbox that runs from it (`of:`).
+    func resolve(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> ResolvedEnv {
         if Self.builtins.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
-        guard let record = try await core.catalog.envs.lookup(reference, team: team) else {
+        guard let record = try await core.catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted) else {
             let drafts = try await core.catalog.envs.drafts(named: reference, team: team)
             if drafts > 0 {
                 throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
@@ -86,30 +87,28 @@ public struct EnvGraph: Sendable {
         return API.EnvTree(id: env.id, ancestors: ancestors, descendants: descendants)
     }
 
-    /// Deletes an env and every layer only it referenced. Refused while a
-    /// sandbox runs from it or another env forks it, unless `force` (which
-    /// deletes its descendants too and kills those sandboxes).
+    /// Deletes an env: at once it is found no more and starts nothing new.
+    /// Sandboxes that run (or sleep) from it keep it, and its layers, until
+    /// the last of them ends, as E2B's snapshots do; then the layers only it
+    /// referenced go. Refused while another env forks it, unless `force`
+    /// (which deletes its descendants too and kills every sandbox of them).
     public func delete(_ reference: String, force: Bool, for identity: Identity) async throws -> [String] {
         guard !Self.builtins.contains(reference) else {
             throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
         }
         let env = try await resolve(reference, team: identity.team)
         let doomed = [env.id] + (try await tree(env.id, for: identity)).descendants.map(\.id)
-        let users = try await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
-        if !force {
-            if doomed.count > 1 {
-                throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
-            }
-            if let user = users.first(where: { $0.state != .pooled }) {
-                throw SproutError(.conflict, "sandbox \(user.id) runs from env \(env.id); kill it first or use --force")
-            }
+        if !force && doomed.count > 1 {
+            throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
         }
-        // Pooled ones go too (the pool stops keeping sandboxes of a deleted env).
+        let users = try await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
+        try await core.catalog.envs.markDeleted(doomed)
+        // Pooled ones go (the pool keeps nothing of a deleted env); with force, every one.
         let sandboxes = Sandboxes(core: core)
-        for sandbox in users {
+        for sandbox in users where force || sandbox.state == .pooled {
             _ = try? await sandboxes.kill(sandbox.id, reason: "env deleted")
         }
-        try await core.catalog.envs.delete(doomed)
+        try await core.catalog.envs.purgeDeleted()
         await GarbageCollector(core: core).collect(.layers)
         await GarbageCollector(core: core).collect(.images)
         core.logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])

@@ -22,7 +22,7 @@ public struct Snapshots: Sendable {
                 throw SproutError(.conflict, "sandbox \(id) is \(state), not running")
             }
             let graph = EnvGraph(core: core)
-            let parent = try await graph.resolve(record.env, team: identity.team)
+            let parent = try await graph.resolve(record.env, team: identity.team, includeDeleted: true)
             // The layer is leased from before it is written until an env names it.
             let stored = try await GarbageCollector(core: core).leasing(.layers) {
                 // gVisor may hold written data in its own cache: flush it to the upper dir.

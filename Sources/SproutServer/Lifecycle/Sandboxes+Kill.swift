@@ -34,10 +34,19 @@ extension Sandboxes {
             if let error { record.error = error }
         }
         if !record.imageList.isEmpty { await GarbageCollector(core: core).collect(.images) }
+        await releaseDeletedEnvs()
         core.metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
         await core.publishStateCounts()
         core.logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
         return record
+    }
+
+    /// A deleted env that this sandbox was the last to hold goes now, with
+    /// the layers and images only it used.
+    func releaseDeletedEnvs() async {
+        guard let purged = try? await core.catalog.envs.purgeDeleted(), purged > 0 else { return }
+        await GarbageCollector(core: core).collect(.layers)
+        await GarbageCollector(core: core).collect(.images)
     }
 
     /// The container of a running (or pooled) sandbox ended on its own:
@@ -54,6 +63,7 @@ extension Sandboxes {
                 record.endedAt = now()
                 record.error = reason
             }
+            await releaseDeletedEnvs()
             await core.publishStateCounts()
         }
     }

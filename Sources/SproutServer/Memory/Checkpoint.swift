@@ -107,7 +107,7 @@ struct Checkpoint: Sendable {
         core.metrics.runtimeError(operation: "checkpoint")
         let message = "\(operation) failed (\(error.sentence)); restarted from its files, processes were lost"
         do {
-            let env = try await EnvGraph(core: core).resolve(record.env, team: record.team)
+            let env = try await EnvGraph(core: core).resolve(record.env, team: record.team, includeDeleted: true)
             try await launcher.bootAgain(record, layers: try await launcher.lowerDirectories(env))
             let (running, _) = try await core.catalog.sandboxes.transition(id, .restartedFromFiles, note: message) { $0.error = message }
             await launcher.watch(running)

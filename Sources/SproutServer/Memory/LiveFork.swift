@@ -46,7 +46,7 @@ public struct LiveFork: Sendable {
         // Room for the children (the source keeps its own); counted as a placeholder until they are records.
         let room = try await MemoryPressure(core: core).admit(["forks-of-\(id)-\(Identifiers.random(length: 8))"], memoryMB: source.memoryMB * count)
         defer { room.release() }
-        let env = try await EnvGraph(core: core).resolve(source.env, team: source.team)
+        let env = try await EnvGraph(core: core).resolve(source.env, team: source.team, includeDeleted: true)
         let lowers = try await launcher.lowerDirectories(env)
         let (forking, _) = try await repository.transition(id, .fork, expecting: source.version)
         let imageDirectory = "\(core.settings.sandboxesDirectory)/.fork-\(Identifiers.random(length: 10))"

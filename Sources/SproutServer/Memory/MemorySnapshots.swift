@@ -123,7 +123,7 @@ public struct MemorySnapshots: Sendable {
         let started = monotonicSeconds()
         let (resuming, _) = try await repository.transition(id, .resume(fromMemory: false), expecting: current.version)
         do {
-            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team)
+            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team, includeDeleted: true)
             try await launcher.bootAgain(resuming, layers: try await launcher.lowerDirectories(env))
         } catch {
             core.logger.withSandbox(id).error("boot after a files-only pause failed; still paused", metadata: ["error": "\(error)"])
@@ -167,7 +167,7 @@ public struct MemorySnapshots: Sendable {
         let imageDirectory = core.settings.directory(id) + "/image"
         var phases = ""
         do {
-            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team)
+            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team, includeDeleted: true)
             let lowers = try await launcher.lowerDirectories(env)
             let images = core.images
             let t0 = monotonicSeconds()

@@ -90,6 +90,7 @@ struct Reconciler: Sendable {
         }
         // Builds cannot survive a restart: their tasks died with the server.
         _ = try? await core.catalog.builds.interruptAll()
+        await Sandboxes(core: core).releaseDeletedEnvs()
         await GarbageCollector(core: core).collect(.images)
         await removeInterruptedWork()
         await core.publishStateCounts()

@@ -43,14 +43,34 @@ function describe(error) {
     return { name: 'Error', value: util.inspect(error), traceback: util.inspect(error) };
 }
 
+// Debian's acorn (a dependency of its nodejs), to find a cell's last expression.
+let acorn = null;
+try { acorn = require('acorn'); } catch (error) { acorn = null; }
+
+// The body of an async function that runs `code` and returns its last
+// expression's value (what `await` at the top level needs; declarations
+// in such a cell stay inside it).
+function asyncBody(code) {
+    if (acorn) {
+        try {
+            const body = acorn.parse(code, { ecmaVersion: 'latest', allowAwaitOutsideFunction: true }).body;
+            const last = body[body.length - 1];
+            if (last && last.type === 'ExpressionStatement') {
+                return code.slice(0, last.start) + 'return (' + code.slice(last.expression.start, last.expression.end) + ');' + code.slice(last.end);
+            }
+        } catch (error) { /* the code's own error shows when it runs */ }
+    }
+    return code;
+}
+
 async function evaluate(code) {
     let value;
     try {
         value = vm.runInContext(code, context, { filename: 'cell.js', breakOnSigint: true });
     } catch (error) {
-        // `await` at the top level: run the code as the body of an async function.
-        if (!(error instanceof SyntaxError && /await is only valid/.test(error.message))) throw error;
-        value = vm.runInContext('(async () => {\n' + code + '\n})()', context, { filename: 'cell.js', breakOnSigint: true });
+        // (The error is the context's own: not an instance of this realm's SyntaxError.)
+        if (!(error && error.name === 'SyntaxError' && /await is only valid/.test(error.message))) throw error;
+        value = vm.runInContext('(async () => {\n' + asyncBody(code) + '\n})()', context, { filename: 'cell.js', breakOnSigint: true });
     }
     if (value && typeof value.then === 'function') {
         value = await Promise.race([value, new Promise((_, reject) => {
