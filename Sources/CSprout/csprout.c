@@ -196,3 +196,15 @@ ssize_t csprout_receive_request(int sock, void *data, size_t len, int *fds, int 
     }
     return n;
 }
+
+#include <pthread.h>
+/* A read-write lock that lets a waiting writer in ahead of new readers
+   (glibc's default would let a steady stream of readers starve it). */
+int csprout_rwlock_init_writer_preferred(pthread_rwlock_t *lock) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return rc;
+}

@@ -16,18 +16,26 @@ public final class LocalAgent: @unchecked Sendable {
     public var client: AgentClient { AgentClient(endpoint: endpoint) }
 
     /// Starts `binary` with the given working directory (and `token`, a new
-    /// random one unless given) and waits until it listens.
-    public init(binary: String, workdir: String = "/", token given: String? = nil) throws {
+    /// random one unless given) and waits until it listens. `launcher` runs
+    /// it through another program (`["unshare", "--pid", …]`): a command
+    /// line, never a script written for the purpose.
+    public init(binary: String, workdir: String = "/", token given: String? = nil, launcher: [String] = []) throws {
         token = given ?? Identifiers.random(length: 32)
         let out = try Spawn.pipe()
         var options = Spawn.Options()
         options.stdout = out.write
         options.stderr = 2
         let env = ["SPROUT_AGENT_TOKEN=\(token)", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
+        let arguments = ["--listen", "127.0.0.1:0", "--workdir", workdir]
         do {
-            pid = try Spawn.spawn(
-                path: binary, argv: ["sprout-agent", "--listen", "127.0.0.1:0", "--workdir", workdir],
-                env: env, options: options)
+            if let program = launcher.first {
+                guard let path = Spawn.resolveExecutable(program, searchPath: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin") else {
+                    throw SproutError(.notFound, "\(program) is not installed")
+                }
+                pid = try Spawn.spawn(path: path, argv: launcher + [binary] + arguments, env: env, options: options)
+            } else {
+                pid = try Spawn.spawn(path: binary, argv: ["sprout-agent"] + arguments, env: env, options: options)
+            }
         } catch {
             close(out.read)
             close(out.write)

@@ -83,6 +83,12 @@ public enum FileSystem {
 
     /// Writes a file atomically: temp file, fsync, rename.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+        // An executable is written with no spawn under way (see SpawnExclusion).
+        if mode & 0o111 != 0 { return try SpawnExclusion.writingExecutable { try write(path, bytes, mode: mode) } }
+        try write(path, bytes, mode: mode)
+    }
+
+    private static func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
         let temp = path + ".tmp-\(Identifiers.random(length: 6))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SproutError.system("create \(temp)") }

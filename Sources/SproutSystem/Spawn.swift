@@ -79,7 +79,7 @@ public enum Spawn {
             cEnv.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, cArgv, cEnv)
+        let rc = SpawnExclusion.spawning { posix_spawn(&pid, path, &actions, &attr, cArgv, cEnv) }
         guard rc == 0 else {
             throw SproutError.system("cannot start \(argv.first ?? path)", errno: rc)
         }

@@ -18,9 +18,7 @@ struct MemoryReclaimTests {
         let dir = cStringToString(template)
         defer { try? FileSystem.removeTree(dir) }
         guard let binary = LocalAgent.binaryBesideExecutable() else { throw SproutError(.notFound, "sprout-agent is not built") }
-        let wrapper = dir + "/agent-in-pid-namespace"
-        try FileSystem.writeAtomically(wrapper, "#!/bin/sh\nexec unshare --pid --fork --kill-child --mount-proc \(binary) \"$@\"\n", mode: 0o755)
-        let agent = try LocalAgent(binary: wrapper, workdir: dir)
+        let agent = try LocalAgent(binary: binary, workdir: dir, launcher: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
         defer { agent.stop() }
         let client = agent.client
         // A small process and a big one (python holds 64 MiB).

@@ -134,5 +134,21 @@ extension Integration {
                 _ = try OCIRuntime(kind: .gvisor, stateRoot: "/tmp/unused", logger: Logger(label: "test"), searchPath: "/nonexistent")
             }
         }
+
+        @Test("a runsc older than Debian 13's is refused, naming how to get a newer one; the installed one is accepted")
+        func oldRunsc() throws {
+            var template = Array("/tmp/sprout-old-runsc-XXXXXX".utf8CString)
+            guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+            let dir = cStringToString(template)
+            defer { try? FileSystem.removeTree(dir) }
+            let old = dir + "/runsc"
+            try FileSystem.writeAtomically(old, "#!/bin/sh\necho 'runsc version 0.0~20221219.0'\necho 'spec: 1.0.2-dev'\n", mode: 0o755)
+            #expect(throws: SproutError(.unavailable,
+                "\(old) is runsc 0.0~20221219.0; Sprout needs release 20240729 or newer (Debian 13's package: `make deps` installs it from trixie)")) {
+                _ = try OCIRuntime(kind: .gvisor, stateRoot: dir + "/state", logger: Logger(label: "test"), binary: old)
+            }
+            #expect(OCIRuntime.runscRelease("0.0~20240729.0") == 20240729 && OCIRuntime.runscRelease("release-20250101.0") == 20250101)
+            #expect(try OCIRuntime.version(of: "/usr/bin/runsc").hasPrefix("0.0~2024"), "positive control: the installed runsc is new enough")
+        }
     }
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <pthread.h>
 
 int csprout_accept4_cloexec(int fd);
 int csprout_pipe2_cloexec(int fds[2]);
@@ -45,5 +46,8 @@ ssize_t csprout_send_request(int sock, const void *data, size_t len, const int *
 /// Receives it: descriptors are close-on-exec; `has_credentials` says whether ids came with it.
 ssize_t csprout_receive_request(int sock, void *data, size_t len, int *fds, int max, int *count,
                                 pid_t *pid, uid_t *uid, gid_t *gid, int *has_credentials);
+
+/// A read-write lock in which a waiting writer goes ahead of new readers.
+int csprout_rwlock_init_writer_preferred(pthread_rwlock_t *lock);
 
 #endif
