@@ -73,6 +73,8 @@
     const tick = async () => {
       if (stopped) return;
       try { await fn(); } catch (e) { /* shown by fn */ }
+      // Counted on the page, so a test can wait for a refresh to have happened.
+      document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
       if (!stopped) timer = setTimeout(tick, ms);
     };
     tick();
@@ -182,7 +184,13 @@
     }
     for (const [pattern, page] of routes) {
       const m = hash.match(pattern);
-      if (m) { view.replaceChildren(); await page(...m.slice(1)); return; }
+      if (m) {
+        view.replaceChildren();
+        await page(...m.slice(1));
+        // Counted on the page, so a test can wait for a view to have been drawn.
+        document.body.dataset.routed = String(Number(document.body.dataset.routed || 0) + 1);
+        return;
+      }
     }
     location.hash = '#/sandboxes';
   }

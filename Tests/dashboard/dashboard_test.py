@@ -69,6 +69,20 @@ def wait(driver, predicate, what, timeout=30):
         raise AssertionError(f"timed out waiting for {what}; page text:\n{driver.find_element(By.TAG_NAME, 'body').text[:3000]}")
 
 
+def click(driver, selector, what):
+    """Finds and clicks in one script on the page: the page's refresh can
+    redraw an element between two WebDriver calls (a stale element), never
+    in the middle of a script."""
+    script = "const e = document.querySelector(arguments[0]); if (!e || e.disabled) return false; e.click(); return true"
+    wait(driver, lambda d: d.execute_script(script, selector), what)
+
+
+def refreshed(driver, times=1):
+    """Waits until the page has finished `times` more of its refreshes."""
+    start = int(driver.execute_script("return document.body.dataset.refreshes || '0'"))
+    wait(driver, lambda d: int(d.execute_script("return document.body.dataset.refreshes || '0'")) >= start + times, f"{times} refresh(es)")
+
+
 def shot(driver, name):
     driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
 
@@ -171,17 +185,17 @@ def main():
         made_sandboxes.append(sbx["id"])
         wait(driver, lambda d: "running" in d.find_element(By.CSS_SELECTOR, f"tr[data-sandbox='{sbx['id']}']").text, "the new sandbox's row, running")
         ok(f"sandbox {sbx['id']} appeared in the list by itself")
-        time.sleep(2.5)  # at least one more refresh
+        refreshed(driver)
         assert foreign["id"] not in driver.page_source, "another team's sandbox is visible"
         ok("another team's sandbox never appears")
         shot(driver, "sandboxes")
         accessible(driver, "sandboxes")
 
         # Its page: a terminal in the browser.
-        driver.find_element(By.CSS_SELECTOR, f"a[href='#/sandboxes/{sbx['id']}']").click()
+        click(driver, f"a[href='#/sandboxes/{sbx['id']}']", f"a[href='#/sandboxes/{sbx['id']}']")
         wait(driver, lambda d: "running" in d.find_element(By.ID, "sandbox-state").text, "the sandbox page")
         wait(driver, lambda d: d.find_element(By.ID, "btn-terminal").is_enabled(), "the terminal button")
-        driver.find_element(By.ID, "btn-terminal").click()
+        click(driver, "#btn-terminal", "the btn-terminal button")
         wait(driver, lambda d: d.find_element(By.ID, "terminal-state").text == "connected", "the terminal to connect")
         textarea = driver.find_element(By.CSS_SELECTOR, "#terminal textarea")
         textarea.send_keys("echo h''i" + Keys.ENTER)
@@ -208,22 +222,22 @@ def main():
         path_field.clear()
         path_field.send_keys("/tmp" + Keys.ENTER)
         driver.find_element(By.ID, "upload-file").send_keys(local)
-        driver.find_element(By.ID, "btn-upload").click()
+        click(driver, "#btn-upload", "the btn-upload button")
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-file='hello-dashboard.txt']"), "the uploaded file's row")
         assert api("GET", f"/v1/sandboxes/{sbx['id']}/files?path=/tmp/hello-dashboard.txt", raw=True).decode() == content
         ok("uploaded a file from the browser; the sandbox has its bytes")
-        driver.find_element(By.CSS_SELECTOR, "button[aria-label='Download hello-dashboard.txt']").click()
+        click(driver, "button[aria-label='Download hello-dashboard.txt']", "button[aria-label='Download hello-dashboard.txt']")
         target = os.path.join(downloads, "hello-dashboard.txt")
         wait(driver, lambda d: os.path.exists(target) and open(target).read() == content, "the download")
         ok("downloaded it back through the browser, same bytes")
         accessible(driver, "sandbox")
 
         # Pause and resume from the buttons.
-        driver.find_element(By.ID, "btn-pause").click()
+        click(driver, "#btn-pause", "the btn-pause button")
         wait(driver, lambda d: "paused" in d.find_element(By.ID, "sandbox-state").text, "paused", timeout=60)
         assert api("GET", f"/v1/sandboxes/{sbx['id']}")["state"] == "paused"
         wait(driver, lambda d: d.find_element(By.ID, "btn-resume").is_enabled(), "the resume button")
-        driver.find_element(By.ID, "btn-resume").click()
+        click(driver, "#btn-resume", "the btn-resume button")
         wait(driver, lambda d: "running" in d.find_element(By.ID, "sandbox-state").text, "running again", timeout=60)
         assert api("GET", f"/v1/sandboxes/{sbx['id']}")["state"] == "running"
         out = run(sbx["id"], "cat /tmp/hello-dashboard.txt")
@@ -250,7 +264,7 @@ def main():
         wait(driver, lambda d: any(e["name"] == snap for e in api("GET", "/v1/envs")), "the snapshot's env", timeout=60)
         ok(f"snapshot from the page made env {snap}")
         known = {x["id"] for x in api("GET", "/v1/sandboxes")}
-        driver.find_element(By.ID, "btn-fork").click()
+        click(driver, "#btn-fork", "the btn-fork button")
         forks = wait(driver, lambda d: [x["id"] for x in api("GET", "/v1/sandboxes") if x["id"] not in known and x["state"] == "running"], "the fork", timeout=60)
         made_sandboxes.extend(forks)
         assert run(forks[0], "cat /tmp/hello-dashboard.txt") == content
@@ -272,14 +286,14 @@ def main():
         accessible(driver, "envs")
 
         # An env: its config, its build log, a sandbox from it.
-        driver.find_element(By.CSS_SELECTOR, f"#env-graph a[href='#/envs/{chain[2]}']").click()
+        click(driver, f"#env-graph a[href='#/envs/{chain[2]}']", f"#env-graph a[href='#/envs/{chain[2]}']")
         config = wait(driver, lambda d: d.find_element(By.ID, "env-config-text").text, "the env's config")
         assert "echo c > /c.txt" in config and chain[1] in config, config
         wait(driver, lambda d: "==> step run[1]: echo c > /c.txt" in d.find_element(By.TAG_NAME, "body").text, "the build log")
         ok("an env's page shows its config and its build log")
         shot(driver, "env")
         accessible(driver, "env")
-        driver.find_element(By.ID, "btn-start").click()
+        click(driver, "#btn-start", "the btn-start button")
         wait(driver, lambda d: "#/sandboxes/sbx_" in d.current_url, "the new sandbox's page")
         started_id = driver.current_url.rsplit("/", 1)[1]
         made_sandboxes.append(started_id)
@@ -292,11 +306,11 @@ def main():
         run(started_id, "mkdir -p /root && echo bye > /root/delete-me.txt")
         driver.find_element(By.ID, "files-path").send_keys(Keys.ENTER)
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "button[aria-label='Delete delete-me.txt']"), "the file to delete")
-        driver.find_element(By.CSS_SELECTOR, "button[aria-label='Delete delete-me.txt']").click()
+        click(driver, "button[aria-label='Delete delete-me.txt']", "button[aria-label='Delete delete-me.txt']")
         wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "tr[data-file='delete-me.txt']"), "the deleted file's row to go")
         assert run(started_id, "test -e /root/delete-me.txt && echo there || echo gone") == "gone\n"
         ok("deleted a file from the page")
-        driver.find_element(By.ID, "btn-kill").click()
+        click(driver, "#btn-kill", "the btn-kill button")
         wait(driver, lambda d: api("GET", f"/v1/sandboxes/{started_id}")["state"] == "killed", "the kill")
         wait(driver, lambda d: "killed" in d.find_element(By.ID, "sandbox-state").text, "the page to show it killed")
         ok("killed the sandbox from its page")
@@ -306,7 +320,7 @@ def main():
         wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#builds tr[data-build]")) >= 3, "the builds")
         shot(driver, "builds")
         accessible(driver, "builds")
-        driver.find_elements(By.CSS_SELECTOR, "#builds tr[data-build] a.mono")[0].click()
+        click(driver, "#builds tr[data-build] a.mono", "the newest build")
         wait(driver, lambda d: "==> built" in d.find_element(By.ID, "build-log").text, "a build's log")
         ok("builds are listed; a build's page streams its log")
 
@@ -322,7 +336,7 @@ def main():
         shot(driver, "keys")
         accessible(driver, "keys")
         driver.execute_script("window.confirm = () => true")
-        driver.find_element(By.CSS_SELECTOR, "button[aria-label='Revoke from-the-browser']").click()
+        click(driver, "button[aria-label='Revoke from-the-browser']", "button[aria-label='Revoke from-the-browser']")
         wait(driver, lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, f"tr[data-key='{made['id']}']").text, "the revoked key")
         try:
             api("GET", "/v1/whoami", key=secret)
@@ -334,9 +348,10 @@ def main():
         # A phone-width screen (emulated: a desktop window cannot be that narrow).
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
         for name, hash_ in [("sandboxes", "#/sandboxes"), ("sandbox", f"#/sandboxes/{sbx['id']}"), ("envs", "#/envs"), ("builds", "#/builds"), ("keys", "#/keys")]:
+            routed = int(driver.execute_script("return document.body.dataset.routed || '0'"))
             driver.get(URL + "/" + hash_)
-            wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#view h1"), f"the {name} page at phone width")
-            time.sleep(1)
+            wait(driver, lambda d: int(d.execute_script("return document.body.dataset.routed || '0'")) > routed
+                 and d.find_elements(By.CSS_SELECTOR, "#view h1"), f"the {name} page drawn at phone width")
             width = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             assert width[1] == 390 and width[0] <= width[1], f"the {name} page is {width[0]}px wide on a {width[1]}px screen"
             if name == "sandbox":
