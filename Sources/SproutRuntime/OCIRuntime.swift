@@ -149,10 +149,7 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     private func requireMemorySnapshots() throws {
-        guard capabilities.memorySnapshot else {
-            throw SproutError(.unsupported,
-                "the \(kind.rawValue) runtime cannot snapshot memory on this host (CRIU fails here); pause, resume, live fork and warm starts need --runtime gvisor")
-        }
+        guard capabilities.memorySnapshot else { throw memorySnapshotsUnsupported }
     }
 
     /// The useful line of runsc's (very long) failure output.

@@ -127,6 +127,15 @@ public protocol SandboxRuntime: Sendable {
     func shutdown() async
 }
 
+extension SandboxRuntime {
+    /// What pause, resume, live fork and warm starts answer where this
+    /// runtime cannot save memory (one message, wherever it is refused).
+    public var memorySnapshotsUnsupported: SproutError {
+        SproutError(.unsupported,
+            "the \(kind.rawValue) runtime cannot snapshot memory on this host (CRIU fails on this kernel): pause, resume, live fork and warm starts need a server started with --runtime gvisor")
+    }
+}
+
 /// A host process, named so that a reused pid is never mistaken for it.
 public struct ContainerProcess: Sendable, Equatable {
     public var pid: Int32

@@ -40,19 +40,21 @@ struct ProcessTests {
     func inputAfterReaderLeft() async throws {
         try await AgentHarness.with { agent in
             // The process closes its input, says so, and keeps running: what is sent then has no reader.
-            let reader = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "exec 0<&-; echo closed; sleep 2"], stdin: true))
+            // It lives until told (a signal after the write), not for a time a busy machine may outlast.
+            let reader = try await agent.client.start(ProcessSpec(cmd: ["sh", "-c", "exec 0<&-; echo closed; exec sleep 600"], stdin: true))
             var errors: [ErrorBody] = []
             var exit: ProcessExit?
             for try await item in reader {
                 switch item {
                 case .stdout(let bytes) where String(decoding: bytes, as: UTF8.self).contains("closed"):
                     try reader.write(Array(repeating: UInt8(ascii: "b"), count: 1 << 17))
+                    try reader.signal(SIGTERM)
                 case .exit(let status): exit = status
                 case .error(let error): errors.append(error)
                 default: break
                 }
             }
-            #expect(exit == ProcessExit(code: 0))
+            #expect(exit == ProcessExit(signal: SIGTERM), "it ran until the signal after the write")
             #expect(errors.isEmpty, "\(errors)")
 
             // Positive control: the same probe reports input after the client's own end.

@@ -15,7 +15,7 @@ import Testing
 @Suite("Unit: HTTP API on a fake runtime", .serialized)
 struct HTTPTests {
     /// A server on a fresh data directory and the fake host; removed after `body`.
-    static func withServer(_ body: @escaping @Sendable (any TestClientProtocol, String, ServerCore) async throws -> Void) async throws {
+    static func withServer(_ body: @escaping @Sendable (any TestClientProtocol, String, SproutServices) async throws -> Void) async throws {
         var template = Array("/tmp/sprout-unit-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         let data = cStringToString(template)
@@ -26,7 +26,7 @@ struct HTTPTests {
         let (app, parts) = try await buildApplication(config, logger: Logger(label: "unit"), host: host)
         let key = try #require(parts.newAdminKey)
         do {
-            try await app.test(.router) { client in try await body(client, key, parts.services.core) }
+            try await app.test(.router) { client in try await body(client, key, parts.services) }
         } catch {
             await host.runtime.shutdown()
             throw error
@@ -46,7 +46,7 @@ struct HTTPTests {
 
     @Test("create, exec, files, list, kill: the whole path with the real agent behind a fake runtime")
     func lifecycle() async throws {
-        try await Self.withServer { client, key, core in
+        try await Self.withServer { client, key, services in
             let auth: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
             let created = try await client.execute(uri: "/v1/sandboxes", method: .post, headers: auth,
                                                    body: try Self.json(API.CreateSandbox(env: "empty", envVars: ["WHO": "unit"])))
@@ -54,9 +54,9 @@ struct HTTPTests {
             let sandbox = try Self.decode(API.Sandbox.self, created)
             #expect(sandbox.state == "running")
             // The sandbox's variables for warm processes, in the fake host's own file (its agent works on the host's paths).
-            #expect((try? String(contentsOfFile: core.host.envFile, encoding: .utf8)) == #"{"WHO":"unit"}"#)
+            #expect((try? String(contentsOfFile: services.lifecycle.host.envFile, encoding: .utf8)) == #"{"WHO":"unit"}"#)
             // A file path in the data directory, likewise: the fake's "sandbox" sees the host's root.
-            let file = core.settings.dataDirectory + "/a.txt"
+            let file = services.lifecycle.settings.dataDirectory + "/a.txt"
             let exec = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/exec", method: .post, headers: auth,
                                                 body: try Self.json(API.Exec(shell: "echo $WHO; exit 3")))
             #expect(exec.status == .ok)
@@ -118,14 +118,14 @@ struct HTTPTests {
 
     @Test("a container that ends on its own is recorded as killed with the reason, by the supervisor's liveness check")
     func deathNoticed() async throws {
-        try await Self.withServer { client, key, core in
+        try await Self.withServer { client, key, services in
             let auth: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
             let sandbox = try Self.decode(API.Sandbox.self, try await client.execute(
                 uri: "/v1/sandboxes", method: .post, headers: auth, body: try Self.json(API.CreateSandbox(env: "empty"))))
-            let runtime = try #require(core.host.runtime as? FakeRuntime)
+            let runtime = try #require(services.lifecycle.runtime as? FakeRuntime)
             runtime.crash(sandbox.id)
             try await Task.sleep(for: .milliseconds(200))
-            await Supervisor(core: core, builder: EnvBuilder(core: core)).checkLiveness()
+            await services.supervisor.checkLiveness()
             let seen = try Self.decode(API.Sandbox.self, try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)", method: .get, headers: auth))
             #expect(seen.state == "killed")
             #expect(seen.error?.hasPrefix("stopped: its runtime exited unexpectedly") == true, "\(seen.error ?? "none")")

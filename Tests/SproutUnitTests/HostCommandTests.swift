@@ -35,6 +35,7 @@ struct HostCommandTests {
         await #expect(throws: SproutError(.timeout, "sleep 30 did not finish within 1 s")) {
             try await HostCommand.run(["sleep", "30"], timeout: .seconds(1))
         }
-        #expect(monotonicSeconds() - started < 5)
+        // Ended, not left to sleep its 30 s (a bound far from 1 s: a busy machine may be slow to reap).
+        #expect(monotonicSeconds() - started < 25)
     }
 }

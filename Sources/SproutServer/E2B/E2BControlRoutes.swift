@@ -22,7 +22,7 @@ struct E2BControlRoutes {
                 create.fromPool = try Self.fromPool(request.headers[Self.poolHeader])
                 let request = create
                 try await services.builtins.ensure(request.env, for: try context.caller())
-                let sandbox = try await services.sandboxes.create(request, for: try context.caller())
+                let sandbox = try await services.lifecycle.create(request, for: try context.caller())
                 return try JSONBody.response(created(sandbox), status: .created)
             }
             group.get(RouterPath(path)) { request, context in
@@ -39,14 +39,14 @@ struct E2BControlRoutes {
         group.delete("sandboxes/:id") { _, context in
             let id = try context.parameters.require("id")
             _ = try await live(id, context)
-            _ = try await services.sandboxes.kill(id, for: try context.caller())
+            _ = try await services.lifecycle.kill(id, for: try context.caller())
             return Response(status: .noContent)
         }
         group.get("sandboxes/:id/metrics") { request, context in
             let id = try context.parameters.require("id")
             _ = try await live(id, context)
             let (start, end) = try SandboxRoutes.timeRange(request)
-            return try JSONBody.response(services.core.sandboxMetrics.samples(id, start: start, end: end).map {
+            return try JSONBody.response(services.sandboxMetrics.samples(id, start: start, end: end).map {
                 E2B.Metric(timestamp: E2B.rfc3339($0.timestamp), timestampUnix: Int($0.timestamp), cpuCount: $0.cpuCount,
                            cpuUsedPct: $0.cpuUsedPct, memUsed: $0.memUsedBytes, memTotal: $0.memTotalBytes, memCache: $0.memCacheBytes,
                            diskUsed: $0.diskUsedBytes, diskTotal: $0.diskTotalBytes)
@@ -60,12 +60,12 @@ struct E2BControlRoutes {
             let (internet, egress) = try Self.policy(allowOut: body.allowOut, denyOut: body.denyOut, internet: body.allowInternetAccess ?? true)
             let id = try context.parameters.require("id")
             _ = try await live(id, context)
-            _ = try await services.sandboxes.setNetwork(id, internet: internet, egress: egress, for: try context.caller())
+            _ = try await services.lifecycle.setNetwork(id, internet: internet, egress: egress, for: try context.caller())
             return Response(status: .noContent)
         }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(E2B.Timeout.self, from: request)
-            _ = try await services.sandboxes.setTimeout(try context.parameters.require("id"), seconds: body.timeout, for: try context.caller())
+            _ = try await services.lifecycle.setTimeout(try context.parameters.require("id"), seconds: body.timeout, for: try context.caller())
             return Response(status: .noContent)
         }
         group.post("sandboxes/:id/pause") { request, context in
@@ -73,13 +73,13 @@ struct E2BControlRoutes {
             let id = try context.parameters.require("id")
             let sandbox = try await live(id, context)
             guard sandbox.state == "running" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not running") }
-            _ = try await services.memory.pause(id, autoResume: false, filesOnly: body.memory == false, for: try context.caller())
+            _ = try await services.lifecycle.pause(id, autoResume: false, filesOnly: body.memory == false, for: try context.caller())
             return Response(status: .noContent)
         }
         group.post("sandboxes/:id/resume") { request, context in
             let body = try await JSONBody.decode(E2B.Connect.self, from: request, orIfEmpty: E2B.Connect())
             let id = try context.parameters.require("id")
-            let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+            let sandbox = try await services.lifecycle.get(id, for: try context.caller())
             guard sandbox.state == "paused" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not paused") }
             return try await connect(id, timeout: body.timeout, context)
         }
@@ -93,15 +93,15 @@ struct E2BControlRoutes {
             let caller = try context.caller()
             // A killed sandbox is not found, as for every E2B route.
             _ = try await live(try context.parameters.require("id"), context)
-            var forks = try await services.forks.fork(try context.parameters.require("id"), count: body.count ?? 1, for: caller)
+            var forks = try await services.lifecycle.fork(try context.parameters.require("id"), count: body.count ?? 1, for: caller)
             if let timeout = body.timeout {
-                for (i, fork) in forks.enumerated() { forks[i] = try await services.sandboxes.setTimeout(fork.id, seconds: timeout, for: caller) }
+                for (i, fork) in forks.enumerated() { forks[i] = try await services.lifecycle.setTimeout(fork.id, seconds: timeout, for: caller) }
             }
             return try JSONBody.response(forks.map { E2B.ForkResult(sandbox: created($0)) }, status: .created)
         }
         group.post("sandboxes/:id/snapshots") { request, context in
             let body = try await JSONBody.decode(E2B.SnapshotRequest.self, from: request, orIfEmpty: E2B.SnapshotRequest())
-            let env = try await services.snapshots.snapshot(try context.parameters.require("id"), name: body.name, for: try context.caller())
+            let env = try await services.lifecycle.snapshot(try context.parameters.require("id"), name: body.name, for: try context.caller())
             return try JSONBody.response(E2B.SnapshotInfo(snapshotID: env.id, names: [env.name]), status: .created)
         }
         group.get("snapshots") { request, context in
@@ -116,7 +116,7 @@ struct E2BControlRoutes {
             return try JSONBody.response(E2B.TemplateAlias(templateID: env.id, public: env.builtin))
         }
         group.delete("templates/:id") { _, context in
-            _ = try await services.envs.delete(try context.parameters.require("id"), force: false, for: try context.caller())
+            _ = try await services.lifecycle.deleteEnv(try context.parameters.require("id"), force: false, for: try context.caller())
             return Response(status: .noContent)
         }
     }
@@ -134,13 +134,13 @@ struct E2BControlRoutes {
             sandbox = try await live(id, context)
         }
         if sandbox.state == "paused" {
-            sandbox = try await services.memory.resume(id, for: caller)
+            sandbox = try await services.lifecycle.resume(id, for: caller)
             status = .created
         }
         if let timeout {
             let wanted = Date().timeIntervalSince1970 + Double(timeout)
             if (sandbox.expiresAt ?? 0) < wanted {
-                sandbox = try await services.sandboxes.setTimeout(id, seconds: timeout, for: caller)
+                sandbox = try await services.lifecycle.setTimeout(id, seconds: timeout, for: caller)
             }
         }
         return try JSONBody.response(created(sandbox), status: status)
@@ -172,7 +172,7 @@ struct E2BControlRoutes {
         case "asc": ascending = true
         case let other?: throw SproutError(.invalidArgument, "order must be asc or desc, got \(other.prefix(16))")
         }
-        var sandboxes = try await services.sandboxes.list(for: try context.caller())
+        var sandboxes = try await services.lifecycle.list(for: try context.caller())
             .filter { E2B.state($0.state).map(states.contains) ?? false }
             .filter { sandbox in metadata.allSatisfy { sandbox.metadata[$0.key] == $0.value } }
             .filter { template == nil || Self.env($0.env, matches: template!) }
@@ -220,7 +220,7 @@ struct E2BControlRoutes {
 
     /// The caller's sandbox while it is running or paused; ended ones are not found, as in E2B.
     func live(_ id: String, _ context: SproutContext) async throws -> API.Sandbox {
-        let sandbox = try await services.sandboxes.get(id, for: try context.caller())
+        let sandbox = try await services.lifecycle.get(id, for: try context.caller())
         guard E2B.state(sandbox.state) != nil else { throw SproutError(.notFound, "sandbox \(id) not found") }
         return sandbox
     }

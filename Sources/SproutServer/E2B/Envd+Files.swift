@@ -115,7 +115,7 @@ extension EnvdService {
             _ = try await upload.finish()
         } catch {
             upload.abort()
-            throw await services.sandboxes.explain(error, sandboxID)
+            throw await services.lifecycle.explain(error, sandboxID)
         }
         try await withAgent(context) { try await xattrStore.finished(writeRequest, agent: $0) }
         return try JSONBody.response([writeInfo(path, xattrs)])

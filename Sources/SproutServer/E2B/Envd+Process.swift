@@ -152,7 +152,7 @@ extension EnvdService {
 
     func start(_ body: EnvdProcess.StartRequest, _ request: Request, _ context: SproutContext) async throws -> Response {
         guard !body.process.cmd.isEmpty else { throw ConnectRPC.Failure(.invalid_argument, "process.cmd is empty") }
-        let sandboxEnv = try await services.sandboxes.environment(sandboxID, for: try context.caller())
+        let sandboxEnv = try await services.lifecycle.environment(sandboxID, for: try context.caller())
         let env = user.environment.merging(sandboxEnv) { _, sandbox in sandbox }.merging(body.process.envs ?? [:]) { _, call in call }
         // Like envd: a command starts in its user's home unless told otherwise.
         let cwd = try body.process.cwd.map { try user.resolve($0) } ?? user.home
@@ -162,7 +162,7 @@ extension EnvdService {
         let session = try await withAgent(context) { try await $0.start(spec) }
         // `Connect-Timeout-Ms` bounds the process's life, as envd does.
         if let ms = request.headers[HTTPField.Name("Connect-Timeout-Ms")!].flatMap({ Int($0) }), ms > 0 {
-            let agent = try await services.sandboxes.agent(sandboxID, for: try context.caller())
+            let agent = try await services.lifecycle.agent(sandboxID, for: try context.caller())
             let id = session.info.id
             Task {
                 try? await Task.sleep(for: .milliseconds(ms))
@@ -177,7 +177,7 @@ extension EnvdService {
     /// (the client going away) detaches; the process keeps running.
     func stream(_ session: ProcessSession, _ request: Request, pty: Bool) -> Response {
         let interval = request.headers[HTTPField.Name("Keepalive-Ping-Interval")!].flatMap { Double($0) }.map { max(1, $0) }
-        let id = sandboxID, activity = services.core.activity, service = self
+        let id = sandboxID, activity = services.lifecycle.activity, service = self
         return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
             defer { session.close() }
             let frames = AsyncChannel<ByteBuffer>()

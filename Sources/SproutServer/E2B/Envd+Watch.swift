@@ -149,7 +149,7 @@ extension EnvdService {
             let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
             let (path, session) = try await openWatch(body, context)
             let enrich = try await enricher(body, directory: path, context)
-            let activity = services.core.activity, id = sandboxID, service = self
+            let activity = services.lifecycle.activity, id = sandboxID, service = self
             return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
                 var failure: ConnectRPC.Failure?
@@ -179,7 +179,7 @@ extension EnvdService {
         -> @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event
     {
         guard body.includeEntry == true else { return { $0 } }
-        let agent = try await services.sandboxes.agent(sandboxID, for: try context.caller())
+        let agent = try await services.lifecycle.agent(sandboxID, for: try context.caller())
         let service = self
         return { event in
             guard event.type != "EVENT_TYPE_REMOVE" else { return event }

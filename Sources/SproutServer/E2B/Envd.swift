@@ -35,7 +35,7 @@ struct EnvdMiddleware: RouterMiddleware {
 
     /// A request for sandbox `id`'s daemon (envd's port) or another port of it.
     func daemon(_ request: Request, _ context: Context, sandbox id: String, port: String) async throws -> Response {
-        guard let record = try await services.core.catalog.sandboxes.find(id), let state = E2B.state(record.state.rawValue) else {
+        guard let record = try await services.catalog.sandboxes.find(id), let state = E2B.state(record.state.rawValue) else {
             return Self.notFound(id)
         }
         // The daemon takes the access token; other ports take it or the traffic token
@@ -60,7 +60,7 @@ struct EnvdMiddleware: RouterMiddleware {
     func forward(_ request: Request, _ context: Context, sandbox id: String, port text: String) async -> Response {
         guard let port = UInt16(text), port > 0 else { return E2BErrorMiddleware.response(.badRequest, "E2b-Sandbox-Port must be 1-65535") }
         do {
-            let address = try await services.sandboxes.address(id, for: try context.caller())
+            let address = try await services.lifecycle.address(id, for: try context.caller())
             var target = request.uri.path
             if let query = request.uri.query, !query.isEmpty { target += "?" + query }
             return try await PortRoutes.forward(request, to: address, port: port, target: target,
@@ -86,7 +86,7 @@ struct EnvdMiddleware: RouterMiddleware {
             guard let at = Double(expiration) else { return E2BErrorMiddleware.response(.badRequest, "signature_expiration must be a unix time") }
             guard at >= Date().timeIntervalSince1970 else { return E2BErrorMiddleware.response(.unauthorized, "signature is already expired") }
         }
-        let running = try await services.core.catalog.sandboxes.all(in: [.running])
+        let running = try await services.catalog.sandboxes.all(in: [.running])
         guard let record = running.first(where: { record in
             var raw = "\(path):\(operation):\(user):\(tokens.token(for: record.id))"
             if let expiration { raw += ":\(expiration)" }
@@ -205,7 +205,7 @@ struct EnvdService: Sendable {
         let path = request.uri.path
         do {
             if request.method == .get && path == "/health" {
-                _ = try await services.sandboxes.agent(sandboxID, for: try context.caller())
+                _ = try await services.lifecycle.agent(sandboxID, for: try context.caller())
                 return Response(status: .noContent)
             }
             switch (request.method, path) {
@@ -226,7 +226,7 @@ struct EnvdService: Sendable {
         }
     }
 
-    var xattrStore: SandboxXattrs { SandboxXattrs(core: services.core, sandbox: sandboxID) }
+    var xattrStore: SandboxXattrs { services.lifecycle.xattrs(sandboxID) }
 
     /// This service with its user looked up in the sandbox.
     func resolvingUser(_ context: SproutContext) async throws -> EnvdService {
@@ -256,16 +256,16 @@ struct EnvdService: Sendable {
     /// killed or at its end of life; a pause or fork ends it `canceled`, as
     /// E2B cancels requests in flight when it pauses a sandbox.
     func streamFailure(_ error: Error) async -> ConnectRPC.Failure {
-        let explained = await services.sandboxes.explain(error, sandboxID)
+        let explained = await services.lifecycle.explain(error, sandboxID)
         guard let sprout = explained as? SproutError, sprout.code == .conflict else { return ConnectRPC.Failure(explained) }
-        if await services.sandboxes.isEnding(sandboxID) {
+        if await services.lifecycle.isEnding(sandboxID) {
             return ConnectRPC.Failure(.unavailable, "the connection to sandbox \(sandboxID) ended before the stream completed")
         }
         return ConnectRPC.Failure(.canceled, sprout.message)
     }
 
     func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
-        try await services.sandboxes.withAgent(sandboxID, for: try context.caller(), body)
+        try await services.lifecycle.withAgent(sandboxID, for: try context.caller(), body)
     }
 
     static func unimplemented(_ service: String, _ method: String) -> ConnectRPC.Failure {

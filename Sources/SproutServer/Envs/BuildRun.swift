@@ -12,7 +12,7 @@ import SproutSystem
 /// layer and image stores throughout, so nothing it makes is swept before
 /// an env names it (or the build discards it).
 struct BuildRun: Sendable {
-    let core: ServerCore
+    let lifecycle: SandboxLifecycle
     let job: BuildJob
     let log: BuildLog
 
@@ -33,7 +33,7 @@ struct BuildRun: Sendable {
     }
 
     func run() async {
-        let collector = GarbageCollector(core: core)
+        let collector = lifecycle.collector
         let outcome: Result<Progress, Error> = await collector.leasing(.layers) {
             await collector.leasing(.images) {
                 let progress = Locked(Progress(chain: job.from.layers))
@@ -63,11 +63,11 @@ struct BuildRun: Sendable {
             }
             log.line("step \(label)")
             let log = self.log
-            let env = core.settings.serverEnvironment
+            let env = lifecycle.settings.serverEnvironment
             let (layer, bytes) = try await step(chain: progress.current.chain, label: label) { agent in
                 try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/", env: env), log: log)
             }
-            try await core.catalog.envs.rememberLayer(key, layer)
+            try await lifecycle.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes }
         }
         let lock = job.request.lock ?? [:]
@@ -78,7 +78,7 @@ struct BuildRun: Sendable {
             progress.withLock { $0.chain.append(layer); $0.cached += 1 }
         } else {
             log.line("step files: \(job.files.count) file(s) to /code")
-            let blobs = core.blobs
+            let blobs = lifecycle.stores.blobs
             let files = job.files
             let warnings = Locked<[String]>([])
             let (layer, bytes) = try await step(chain: progress.current.chain, label: "files") { agent in
@@ -91,7 +91,7 @@ struct BuildRun: Sendable {
                 return 0
             }
             for warning in warnings.current { log.line("warning: \(warning)") }
-            try await core.catalog.envs.rememberLayer(key, layer)
+            try await lifecycle.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes; $0.warnings = warnings.current }
         }
         if let start = job.request.start {
@@ -110,24 +110,24 @@ struct BuildRun: Sendable {
 
     /// Records the env (the leases are still held, so its layers and image are safe).
     private func publish(_ progress: Progress) async throws {
-        let total = try await EnvGraph(core: core).chainBytes(job.from) + progress.added
+        let total = try await lifecycle.graph.chainBytes(job.from) + progress.added
         let draft = job.request.draft == true
         let env = EnvRecord(
             id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
-            layers: JSONColumn.encodeList(progress.chain), createdAt: now(), ownBytes: progress.added, published: !draft,
-            publishedAt: draft ? nil : now(), totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token)
-        _ = try await core.catalog.envs.insertIfAbsent(env)
+            layers: JSONColumn.encodeList(progress.chain), createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
+            publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token)
+        _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
     }
 
     /// The build's final status, recorded even when its task was cancelled
     /// (a cancelled task's GRDB calls throw, so this runs detached).
     private func finish(_ outcome: Result<Progress, Error>) async {
-        let builds = core.catalog.builds
+        let builds = lifecycle.catalog.builds
         let id = job.build.id
         let cancelled = Task.isCancelled
         let log = self.log
-        let logger = core.logger
+        let logger = lifecycle.logger
         let envID = job.envID
         await Task.detached {
             let current = try? await builds.find(id)
@@ -159,12 +159,12 @@ struct BuildRun: Sendable {
     /// entries), unless an env has come to use them meanwhile.
     private func discard(_ made: [String]) async {
         guard !made.isEmpty else { return }
-        let core = self.core
+        let lifecycle = self.lifecycle
         await Task.detached {
-            let used = (try? await core.catalog.envs.referencedLayers()) ?? Set(made)
+            let used = (try? await lifecycle.catalog.envs.referencedLayers()) ?? Set(made)
             let unused = made.filter { !used.contains($0) }
-            try? await core.catalog.envs.forgetLayers(unused)
-            let layers = core.layers
+            try? await lifecycle.catalog.envs.forgetLayers(unused)
+            let layers = lifecycle.stores.layers
             _ = try? await onThread { for layer in unused { try? FileSystem.removeTree(layers.path(layer)) } }
         }.value
     }
@@ -176,7 +176,7 @@ struct BuildRun: Sendable {
     }
 
     func cachedLayer(_ key: String) async throws -> String? {
-        guard let layer = try await core.catalog.envs.cachedLayer(key), core.layers.contains(layer) else { return nil }
+        guard let layer = try await lifecycle.catalog.envs.cachedLayer(key), lifecycle.stores.layers.contains(layer) else { return nil }
         return layer
     }
 }

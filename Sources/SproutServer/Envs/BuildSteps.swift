@@ -17,7 +17,7 @@ extension BuildRun {
         limits.timeout = max(limits.timeout, stepTimeoutSeconds + 300)
         let request = CreateRequest(
             env: env.id, limits: limits, policy: .open, metadata: [:], envVars: [:], fromPool: false)
-        return try await Sandboxes(core: core).start(env: env, team: "", request: request, pooled: false)
+        return try await lifecycle.start(env: env, team: "", request: request, pooled: false)
     }
 
     /// How long one step may take.
@@ -25,21 +25,21 @@ extension BuildRun {
 
     /// Kills a build sandbox whatever happened (detached: a cancelled build still cleans up).
     func removeBuildSandbox(_ sandbox: SandboxRecord) async {
-        let core = self.core
-        await Task.detached { _ = try? await Sandboxes(core: core).kill(sandbox.id, reason: "build step done") }.value
+        let lifecycle = self.lifecycle
+        await Task.detached { _ = try? await lifecycle.kill(sandbox.id, reason: "build step done") }.value
     }
 
     /// Runs one step in a build sandbox on `chain` and freezes what it changed.
     func step(chain: [String], label: String, _ body: @escaping @Sendable (AgentClient) async throws -> Int32) async throws -> (String, Int64) {
         let sandbox = try await startBuildSandbox(chain: chain)
         do {
-            let agent = core.agent(sandbox)
+            let agent = lifecycle.agents.client(sandbox)
             let timeout = stepTimeoutSeconds
             let status = try await withTimeout(Double(timeout)) { try await body(agent) }
             guard let status else { throw Failure(step: label, exitCode: nil, message: "timed out after \(timeout) s") }
             guard status == 0 else { throw Failure(step: label, exitCode: Int(status), message: "exited with \(status)") }
             _ = try await agent.run(ProcessSpec(cmd: ["sync"]))
-            let frozen = try await core.layers.freeze(upper: core.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles)
+            let frozen = try await lifecycle.stores.layers.freeze(upper: lifecycle.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles)
             await removeBuildSandbox(sandbox)
             return (frozen.digest, frozen.addedBytes)
         } catch {
@@ -67,12 +67,12 @@ extension BuildRun {
     private func waitUntilReady(_ sandbox: SandboxRecord, command: String) async throws
         -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
     {
-        let agent = core.agent(sandbox)
-        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", env: core.settings.serverEnvironment, tag: "start"))
+        let agent = lifecycle.agents.client(sandbox)
+        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", env: lifecycle.settings.serverEnvironment, tag: "start"))
         process.close()
         let limit = Double(job.request.timeoutSeconds ?? 60)
         let deadline = monotonicSeconds() + limit
-        let endpoint = core.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0))
+        let endpoint = lifecycle.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0))
         while monotonicSeconds() < deadline {
             if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
                 throw Failure(step: "start", exitCode: exit.code.map(Int.init), message: "start exited before it was ready")
@@ -85,10 +85,10 @@ extension BuildRun {
                 let port = UInt16(check.dropFirst(5)) ?? 0
                 ready = (try? await onThread { Socket.answers(host: endpoint.host, port: port, timeoutSeconds: 1) }) == true
             case let check?:
-                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code", env: core.settings.serverEnvironment)).exit == ProcessExit(code: 0)
+                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code", env: lifecycle.settings.serverEnvironment)).exit == ProcessExit(code: 0)
             }
             if ready {
-                guard core.runtime.capabilities.memorySnapshot else { return nil }
+                guard lifecycle.runtime.capabilities.memorySnapshot else { return nil }
                 do {
                     return try await captureWarmStart(sandbox)
                 } catch {
@@ -103,15 +103,15 @@ extension BuildRun {
     /// Checkpoints a build's start sandbox once `ready` passed: its image and
     /// the layer of what `start` wrote (the build holds leases on both stores).
     private func captureWarmStart(_ sandbox: SandboxRecord) async throws -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String) {
-        let checkpoint = Checkpoint(core: core)
+        let checkpoint = lifecycle.checkpoint
         try await checkpoint.preflight(sandbox)
-        let imageDirectory = core.settings.directory(sandbox.id) + "/image"
+        let imageDirectory = lifecycle.settings.directory(sandbox.id) + "/image"
         try await checkpoint.take(sandbox, into: imageDirectory)
         defer { try? FileSystem.removeTree(imageDirectory) }
         // Timestamps kept: the restored processes expect the files as they were.
-        let frozen = try await core.layers.freeze(
-            upper: core.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles, keepTimes: true)
-        let images = core.images
+        let frozen = try await lifecycle.stores.layers.freeze(
+            upper: lifecycle.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles, keepTimes: true)
+        let images = lifecycle.stores.images
         let image = try await onThread { try images.store(directory: imageDirectory) }
         return (frozen.digest, frozen.addedBytes, image, sandbox.agentToken)
     }

@@ -12,14 +12,14 @@ import SproutSystem
 /// make the same env id, and a push from the folder is a no-op after).
 /// Concurrent first uses by one team wait for one build.
 public actor BuiltinEnvs {
-    let core: ServerCore
+    let lifecycle: SandboxLifecycle
     let builder: EnvBuilder
     /// The folder holding one folder per env, named as the env; nil: none.
     public nonisolated let directory: String?
     private var building: [String: Task<Void, Error>] = [:]
 
-    public init(core: ServerCore, builder: EnvBuilder, directory: String?) {
-        self.core = core
+    init(lifecycle: SandboxLifecycle, builder: EnvBuilder, directory: String?) {
+        self.lifecycle = lifecycle
         self.builder = builder
         self.directory = directory
     }
@@ -51,7 +51,7 @@ public actor BuiltinEnvs {
     /// (an env id, a name the team has, a name Sprout does not ship) returns at once.
     public func ensure(_ reference: String, for identity: Identity) async throws {
         guard let file = configFile(reference) else { return }
-        if try await core.catalog.envs.lookup(reference, team: identity.team) != nil { return }
+        if try await lifecycle.catalog.envs.lookup(reference, team: identity.team) != nil { return }
         let key = identity.team + "/" + reference
         if let running = building[key] { return try await running.value }
         let task = Task { try await self.build(file, for: identity) }
@@ -72,8 +72,8 @@ public actor BuiltinEnvs {
         let files = try config.files.map { try LocalFiles.collect(root: root + "/" + $0) } ?? []
         // Into the blob store, as an upload would put them, and owned by the team.
         for entry in files {
-            if !core.blobs.contains(entry.sha256) {
-                let writer = try core.blobs.writer(for: entry.sha256)
+            if !lifecycle.stores.blobs.contains(entry.sha256) {
+                let writer = try lifecycle.stores.blobs.writer(for: entry.sha256)
                 do {
                     let bytes = try Descriptor.readFile(entry.localPath, limit: 64 << 20)
                     try bytes.withUnsafeBytes { try writer.write($0) }
@@ -83,7 +83,7 @@ public actor BuiltinEnvs {
                     throw error
                 }
             }
-            try await core.catalog.recordBlob(team: identity.team, digest: entry.sha256, size: Int64(writerSize(entry.localPath)))
+            try await lifecycle.catalog.recordBlob(team: identity.team, digest: entry.sha256, size: Int64(writerSize(entry.localPath)))
         }
         let request = API.Push(
             id: config.id, from: config.from, run: config.run, start: config.start, ready: config.ready.map(\.text), cpu: config.cpu,
@@ -91,7 +91,7 @@ public actor BuiltinEnvs {
             timeoutSeconds: config.timeoutSeconds)
         let result = try await builder.push(request, for: identity)
         guard let started = result.build else { return }
-        let log = core.logger
+        let log = lifecycle.logger
         log.notice("building a built-in env on first use", metadata: ["env": "\(result.envID)", "build": "\(started.id)", "team": "\(identity.team)"])
         var build = started
         while build.status == BuildStatus.running.rawValue || build.status == BuildStatus.cancelling.rawValue {

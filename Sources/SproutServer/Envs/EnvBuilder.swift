@@ -18,23 +18,23 @@ import SproutSystem
 /// A build's status changes only through `BuildMachine`; this actor holds
 /// the tasks of running builds, so they can be cancelled.
 public actor EnvBuilder {
-    let core: ServerCore
+    let lifecycle: SandboxLifecycle
     private var tasks: [String: Task<Void, Never>] = [:]
 
-    public init(core: ServerCore) { self.core = core }
+    init(lifecycle: SandboxLifecycle) { self.lifecycle = lifecycle }
 
     static let defaultStepTimeoutSeconds = 900
 
-    nonisolated func logPath(_ id: String) -> String { "\(core.settings.buildsDirectory)/\(id).log" }
+    nonisolated func logPath(_ id: String) -> String { "\(lifecycle.settings.buildsDirectory)/\(id).log" }
     /// What was pushed, kept beside the log for `GET /v1/builds/{id}`.
-    nonisolated func configPath(_ id: String) -> String { "\(core.settings.buildsDirectory)/\(id).json" }
+    nonisolated func configPath(_ id: String) -> String { "\(lifecycle.settings.buildsDirectory)/\(id).json" }
 
     /// Starts building `request` (or answers with the env at once if this exact
     /// env exists: an unchanged push builds nothing).
     public func push(_ original: API.Push, for identity: Identity) async throws -> API.PushResult {
         var request = original
         try EnvGraph.validateName(request.id)
-        let limits = try CreateRequest.limits(cpu: request.cpu, memoryMB: request.memoryMB, timeout: nil, diskMB: nil, settings: core.settings)
+        let limits = try CreateRequest.limits(cpu: request.cpu, memoryMB: request.memoryMB, timeout: nil, diskMB: nil, settings: lifecycle.settings)
         guard request.run.count <= 100, request.run.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 65536 }) else {
             throw SproutError(.invalidArgument, "at most 100 run steps, each a non-empty command")
         }
@@ -45,7 +45,7 @@ public actor EnvBuilder {
         if let ready = request.ready, ready.hasPrefix("port:"), UInt16(ready.dropFirst(5)).map({ $0 > 0 }) != true {
             throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
         }
-        let from = try await EnvGraph(core: core).resolve(request.from, team: identity.team)
+        let from = try await lifecycle.graph.resolve(request.from, team: identity.team)
         try await checkFiles(request.files, team: identity.team)
 
         let files = request.files.sorted { $0.path < $1.path }
@@ -63,33 +63,33 @@ public actor EnvBuilder {
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
-        if var existing = try await core.catalog.envs.find(envID), existing.team == identity.team {
+        if var existing = try await lifecycle.catalog.envs.find(envID), existing.team == identity.team {
             if existing.deletedAt != nil {
                 // Deleted while sandboxes still ran from it: the same push brings it back.
                 existing.published = request.draft != true
-                existing.publishedAt = existing.published ? now() : nil
-                existing = try await core.catalog.envs.insertIfAbsent(existing)
+                existing.publishedAt = existing.published ? lifecycle.clock.now : nil
+                existing = try await lifecycle.catalog.envs.insertIfAbsent(existing)
             }
             // Unchanged: nothing to build; a non-draft push publishes it again.
             let env = request.draft == true || existing.published
-                ? existing.api : try await EnvGraph(core: core).setPublished(envID, true, for: identity)
+                ? existing.api : try await lifecycle.graph.setPublished(envID, true, for: identity)
             return API.PushResult(envID: envID, env: env, build: nil)
         }
         // The history parent: the previous push of this name, else the env it builds on.
-        let previous = try await core.catalog.envs.newest(named: request.id, team: identity.team)
+        let previous = try await lifecycle.catalog.envs.newest(named: request.id, team: identity.team)
         let build = BuildRecord(
             id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID,
             steps: request.run.count + 1 + (request.start == nil ? 0 : 1))
-        try FileSystem.makeDirectories(core.settings.buildsDirectory, mode: 0o700)
+        try FileSystem.makeDirectories(lifecycle.settings.buildsDirectory, mode: 0o700)
         try FileSystem.writeAtomically(logPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
         try FileSystem.writeAtomically(configPath(build.id), String(decoding: try JSONEncoder.sorted.encode(request), as: UTF8.self))
-        try await core.catalog.builds.insert(build)
+        try await lifecycle.catalog.builds.insert(build)
         let job = BuildJob(
             build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
             team: identity.team, limits: limits)
-        let core = self.core
+        let lifecycle = self.lifecycle
         tasks[build.id] = Task {
-            await BuildRun(core: core, job: job, log: BuildLog(path: self.logPath(build.id))).run()
+            await BuildRun(lifecycle: lifecycle, job: job, log: BuildLog(path: self.logPath(build.id))).run()
             await self.finished(build.id)
         }
         return API.PushResult(envID: envID, env: nil, build: build.api)
@@ -110,8 +110,8 @@ public actor EnvBuilder {
             guard BlobStore.isDigest(file.sha256) else { throw SproutError(.invalidArgument, "bad sha256 for '\(file.path)'") }
         }
         let digests = Array(Set(files.map(\.sha256)))
-        let owned = try await core.catalog.blobsOwned(by: team)
-        if let missing = digests.first(where: { !owned.contains($0) || !core.blobs.contains($0) }) {
+        let owned = try await lifecycle.catalog.blobsOwned(by: team)
+        if let missing = digests.first(where: { !owned.contains($0) || !lifecycle.stores.blobs.contains($0) }) {
             throw SproutError(.invalidArgument, "blob \(missing) has not been uploaded (POST /v1/blobs/missing tells which)")
         }
     }
@@ -122,7 +122,7 @@ public actor EnvBuilder {
         guard current.status == BuildStatus.running.rawValue, let task = tasks[id] else {
             throw SproutError(.conflict, "build \(id) is \(current.status), not running")
         }
-        let (_, action) = try await core.catalog.builds.transition(id, .cancel)
+        let (_, action) = try await lifecycle.catalog.builds.transition(id, .cancel)
         if action == .cancelTask { task.cancel() }
         _ = await task.value
         return try await build(id, for: identity)
@@ -131,14 +131,14 @@ public actor EnvBuilder {
     /// Cancels every build and waits for them (graceful shutdown).
     func cancelAll() async {
         for (id, task) in tasks {
-            _ = try? await core.catalog.builds.transition(id, .cancel)
+            _ = try? await lifecycle.catalog.builds.transition(id, .cancel)
             task.cancel()
         }
         for task in tasks.values { _ = await task.value }
     }
 
     public nonisolated func build(_ id: String, for identity: Identity) async throws -> API.Build {
-        guard let record = try await core.catalog.builds.find(id), record.team == identity.team else {
+        guard let record = try await lifecycle.catalog.builds.find(id), record.team == identity.team else {
             throw SproutError(.notFound, "no build with id '\(id)'")
         }
         var build = record.api
@@ -149,7 +149,7 @@ public actor EnvBuilder {
     /// The team's builds, newest first; only `env`'s if given.
     public nonisolated func list(for identity: Identity, env: String?, limit: Int) async throws -> [API.Build] {
         guard (1...1000).contains(limit) else { throw SproutError(.invalidArgument, "limit must be 1-1000") }
-        return try await core.catalog.builds.list(team: identity.team, env: env, limit: limit).map(\.api)
+        return try await lifecycle.catalog.builds.list(team: identity.team, env: env, limit: limit).map(\.api)
     }
 }
 

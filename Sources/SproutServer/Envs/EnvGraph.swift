@@ -3,6 +3,7 @@ import SproutAPI
 import SproutCore
 import SproutRuntime
 import SproutStore
+import SproutSystem
 
 /// What a sandbox starts from.
 struct ResolvedEnv: Sendable {
@@ -18,7 +19,10 @@ struct ResolvedEnv: Sendable {
 /// The env graph: names and ids, ancestry and descendants, publishing,
 /// deletion with garbage collection. Envs are never edited in place.
 public struct EnvGraph: Sendable {
-    let core: ServerCore
+    let catalog: Catalog
+    let bases: any BaseProvider
+    /// Bytes of each built-in base, measured once.
+    let baseBytes = Locked<[String: Int64]>([:])
 
     static let builtins = BaseImages.names
 
@@ -27,8 +31,8 @@ public struct EnvGraph: Sendable {
     /// deleted env is found only for a sandbox that runs from it (`of:`).
     func resolve(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> ResolvedEnv {
         if Self.builtins.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
-        guard let record = try await core.catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted) else {
-            let drafts = try await core.catalog.envs.drafts(named: reference, team: team)
+        guard let record = try await catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted) else {
+            let drafts = try await catalog.envs.drafts(named: reference, team: team)
             if drafts > 0 {
                 throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
             }
@@ -42,15 +46,15 @@ public struct EnvGraph: Sendable {
         var builtins: [API.Env] = []
         for name in Self.builtins {
             builtins.append(API.Env(id: name, name: name, parent: nil, base: name, layers: [], builtin: true, createdAt: nil, ownBytes: 0,
-                                    published: true, totalBytes: core.baseBytes.current[name]))
+                                    published: true, totalBytes: baseBytes.current[name]))
         }
-        return builtins + (try await core.catalog.envs.list(team: identity.team)).map(\.api)
+        return builtins + (try await catalog.envs.list(team: identity.team)).map(\.api)
     }
 
     public func show(_ reference: String, for identity: Identity) async throws -> API.Env {
         let resolved = try await resolve(reference, team: identity.team)
         if Self.builtins.contains(resolved.id) { return try await list(for: identity).first { $0.id == resolved.id }! }
-        guard let record = try await core.catalog.envs.find(resolved.id) else {
+        guard let record = try await catalog.envs.find(resolved.id) else {
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
         return record.api
@@ -61,13 +65,13 @@ public struct EnvGraph: Sendable {
         guard !Self.builtins.contains(reference) else {
             throw SproutError(.invalidArgument, "the built-in env '\(reference)' is always published")
         }
-        return try await core.catalog.envs.setPublished(reference, published, team: identity.team).api
+        return try await catalog.envs.setPublished(reference, published, team: identity.team).api
     }
 
     /// `reference` and its ancestors (root last) and descendants.
     public func tree(_ reference: String, for identity: Identity) async throws -> API.EnvTree {
         let env = try await resolve(reference, team: identity.team)
-        let all = try await core.catalog.envs.list(team: identity.team)
+        let all = try await catalog.envs.list(team: identity.team)
         let byID = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
         var ancestors: [String] = []
         var cursor = byID[env.id]?.parent
@@ -87,40 +91,12 @@ public struct EnvGraph: Sendable {
         return API.EnvTree(id: env.id, ancestors: ancestors, descendants: descendants)
     }
 
-    /// Deletes an env: at once it is found no more and starts nothing new.
-    /// Sandboxes that run (or sleep) from it keep it, and its layers, until
-    /// the last of them ends, as E2B's snapshots do; then the layers only it
-    /// referenced go. Refused while another env forks it, unless `force`
-    /// (which deletes its descendants too and kills every sandbox of them).
-    public func delete(_ reference: String, force: Bool, for identity: Identity) async throws -> [String] {
-        guard !Self.builtins.contains(reference) else {
-            throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
-        }
-        let env = try await resolve(reference, team: identity.team)
-        let doomed = [env.id] + (try await tree(env.id, for: identity)).descendants.map(\.id)
-        if !force && doomed.count > 1 {
-            throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
-        }
-        let users = try await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
-        try await core.catalog.envs.markDeleted(doomed)
-        // Pooled ones go (the pool keeps nothing of a deleted env); with force, every one.
-        let sandboxes = Sandboxes(core: core)
-        for sandbox in users where force || sandbox.state == .pooled {
-            _ = try? await sandboxes.kill(sandbox.id, reason: "env deleted")
-        }
-        try await core.catalog.envs.purgeDeleted()
-        await GarbageCollector(core: core).collect(.layers)
-        await GarbageCollector(core: core).collect(.images)
-        core.logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])
-        return doomed
-    }
-
     /// The bytes of an env's whole chain (for the totals `env list` shows).
     func chainBytes(_ env: ResolvedEnv) async throws -> Int64 {
-        if let record = try await core.catalog.envs.find(env.id) { return record.totalBytes }
-        if let known = core.baseBytes.current[env.base] { return known }
-        let bytes = await LayerStore.diskUsage(core.host.bases.path(env.base))
-        core.baseBytes.withLock { $0[env.base] = bytes }
+        if let record = try await catalog.envs.find(env.id) { return record.totalBytes }
+        if let known = baseBytes.current[env.base] { return known }
+        let bytes = await LayerStore.diskUsage(bases.path(env.base))
+        baseBytes.withLock { $0[env.base] = bytes }
         return bytes
     }
 

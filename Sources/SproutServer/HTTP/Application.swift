@@ -69,17 +69,18 @@ public struct ServerConfiguration: Sendable {
 
 /// The server's services, as the routes use them.
 public struct SproutServices: Sendable {
-    public let core: ServerCore
+    public let lifecycle: SandboxLifecycle
     public let keys: KeyStore
     public let builder: EnvBuilder
     public let pool: WarmPool
     /// Envs Sprout builds on first use (`code-interpreter-v1`).
     public let builtins: BuiltinEnvs
-    public var sandboxes: Sandboxes { Sandboxes(core: core) }
-    public var memory: MemorySnapshots { MemorySnapshots(core: core) }
-    public var forks: LiveFork { LiveFork(core: core) }
-    public var envs: EnvGraph { EnvGraph(core: core) }
-    public var snapshots: Snapshots { Snapshots(core: core) }
+    /// The background rounds (timeouts, deaths, disk, memory, the pool's look, metrics).
+    public let supervisor: Supervisor
+    let sandboxMetrics: SandboxMetrics
+    public var envs: EnvGraph { lifecycle.graph }
+    public var catalog: Catalog { lifecycle.catalog }
+    public var metrics: ServerMetrics { lifecycle.metrics }
     var config: ServerConfiguration
     /// The E2B daemon's access tokens (a secret in the data directory).
     var envdTokens: EnvdTokens
@@ -96,17 +97,19 @@ public struct SproutServices: Sendable {
 /// Everything a running server is made of, built by `buildApplication`.
 public struct SproutServerParts: Sendable {
     public let services: SproutServices
-    public var metrics: ServerMetrics { services.core.metrics }
-    public var runtime: any SandboxRuntime { services.core.runtime }
+    public var metrics: ServerMetrics { services.metrics }
+    public var runtime: any SandboxRuntime { services.lifecycle.runtime }
     /// Set when this start created the first (admin) key: shown once.
     public let newAdminKey: String?
 }
 
 /// Builds the Hummingbird application: catalog, host (the real one unless
 /// `host` is given: the fast test tier passes a fake), services, routes and
-/// the supervisor. `onListening` receives the bound port.
+/// the supervisor. This is where every service gets its collaborators.
+/// `clock` is the one every policy decides by (a test passes its own).
+/// `onListening` receives the bound port.
 public func buildApplication(
-    _ config: ServerConfiguration, logger: Logger, host injected: SandboxHost? = nil,
+    _ config: ServerConfiguration, logger: Logger, host injected: SandboxHost? = nil, clock: any WallClock = SystemClock(),
     onListening: @escaping @Sendable (Int) -> Void = { _ in }
 ) async throws -> (some ApplicationProtocol, SproutServerParts) {
     let data = config.dataDirectory
@@ -116,22 +119,17 @@ public func buildApplication(
     chmod(data, 0o700)
     let catalog = try Catalog(path: data + "/sprout.db")
     let keys = KeyStore(catalog: catalog)
-    let instance = try instanceID(data)
-
-    var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent")
-    if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
-    settings.maxPausedPerTeam = config.maxPausedPerTeam
-    settings.memoryBudgetMB = config.memoryBudgetMB
-    settings.minimumFreeMemoryMB = config.minimumFreeMemoryMB
-    settings.pressureIdleSeconds = config.pressureIdleSeconds
+    let settings = try settings(config, instance: try instanceID(data))
     let host: SandboxHost
     if let injected {
         host = injected
     } else {
         try installAgent(config, into: data + "/agent")
-        host = try await SandboxHost.real(config, instance: instance, logger: logger)
-        if config.runtime == .gvisor { settings.sudoLayer = try installSudoLayer(into: data + "/sudo-layer") }
+        host = try await SandboxHost.real(config, instance: settings.instance, logger: logger)
     }
+    var withLayer = settings
+    if injected == nil && config.runtime == .gvisor { withLayer.sudoLayer = try installSudoLayer(into: data + "/sudo-layer") }
+    let lifecycleSettings = withLayer
     do {
         try await host.network.prepare()
     } catch {
@@ -145,25 +143,39 @@ public func buildApplication(
         newAdminKey = created.secret
     }
 
-    settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
-    settings.minimumFreeBytes = config.minimumFreeBytes
-    settings.poolSize = config.poolSize
-    settings.poolBudget = config.poolBudget
-    settings.poolIdleSeconds = config.poolIdleSeconds
-    let core = ServerCore(settings: settings, catalog: catalog, host: host, instance: instance, metrics: ServerMetrics(), logger: logger)
-    await GarbageCollector.install(on: core)
-    try core.startMemoryGuard()
-    let pool = WarmPool(core: core)
-    core.poolBox.withLock { $0 = pool }
-    let reconciled = await Reconciler(core: core).run()
+    // The parts, each given what it works with.
+    let metrics = ServerMetrics()
+    let stores = Stores(dataDirectory: data)
+    let agents = AgentConnector(network: host.network)
+    let memoryGuard = host.watchesMemory
+        ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
+    let watcher = ContainerWatch(runtime: host.runtime, memory: memoryGuard, logger: logger)
+    let launcher = SandboxLauncher(settings: lifecycleSettings, host: host, layers: stores.layers, images: stores.images, watcher: watcher,
+                                   agents: agents, logger: logger)
+    let activity = SandboxActivity(clock: clock)
+    let sandboxMetrics = SandboxMetrics()
+    let demand = PoolDemand(clock: clock)
+    let lifecycle = SandboxLifecycle(
+        settings: lifecycleSettings, catalog: catalog, host: host, stores: stores, launcher: launcher,
+        checkpoint: Checkpointer(settings: lifecycleSettings, runtime: host.runtime, network: host.network, launcher: launcher, agents: agents,
+                                 images: stores.images),
+        graph: EnvGraph(catalog: catalog, bases: host.bases),
+        collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, logger: logger),
+        admission: MemoryAdmission(settings: lifecycleSettings, repository: catalog.sandboxes, runtime: host.runtime, activity: activity, metrics: metrics),
+        activity: activity, demand: demand, agents: agents, sandboxMetrics: sandboxMetrics, clock: clock, metrics: metrics, logger: logger)
+    let reconciled = await Reconciler(lifecycle: lifecycle).run()
     if !reconciled.adopted.isEmpty || !reconciled.removed.isEmpty {
         logger.notice("reconciled with the host", metadata: [
             "adopted": "\(reconciled.adopted.count)", "removed": "\(reconciled.removed.count)",
         ])
     }
-    let builder = EnvBuilder(core: core)
-    let services = SproutServices(core: core, keys: keys, builder: builder, pool: pool,
-                                  builtins: BuiltinEnvs(core: core, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
+    let builder = EnvBuilder(lifecycle: lifecycle)
+    let pool = WarmPool(lifecycle: lifecycle, demand: demand, settings: lifecycleSettings, clock: clock, logger: logger)
+    let supervisor = Supervisor(lifecycle: lifecycle, watcher: watcher, disk: DiskWatch(lifecycle: lifecycle, sandboxMetrics: sandboxMetrics),
+                                demand: demand, builder: builder, sandboxMetrics: sandboxMetrics, clock: clock, logger: logger)
+    let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
+                                  builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
+                                  supervisor: supervisor, sandboxMetrics: sandboxMetrics,
                                   config: config, envdTokens: try EnvdTokens.load(dataDirectory: data))
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
@@ -172,7 +184,7 @@ public func buildApplication(
         router: makeRouter(services),
         server: try config.tls.map { try .tls(plain, tlsConfiguration: $0.tlsConfiguration()) } ?? plain,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
-        services: [Supervisor(core: core, builder: services.builder)],
+        services: [supervisor, pool],
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? config.port
             services.listeningPort.withLock { $0 = port }
@@ -180,6 +192,23 @@ public func buildApplication(
         },
         logger: logger)
     return (app, SproutServerParts(services: services, newAdminKey: newAdminKey))
+}
+
+/// The settings that shape sandboxes, from the server's configuration.
+func settings(_ config: ServerConfiguration, instance: String) throws -> Settings {
+    let data = config.dataDirectory
+    var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent", instance: instance)
+    if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
+    settings.maxPausedPerTeam = config.maxPausedPerTeam
+    settings.memoryBudgetMB = config.memoryBudgetMB
+    settings.minimumFreeMemoryMB = config.minimumFreeMemoryMB
+    settings.pressureIdleSeconds = config.pressureIdleSeconds
+    settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
+    settings.minimumFreeBytes = config.minimumFreeBytes
+    settings.poolSize = config.poolSize
+    settings.poolBudget = config.poolBudget
+    settings.poolIdleSeconds = config.poolIdleSeconds
+    return settings
 }
 
 /// Every HTTP route.
@@ -193,7 +222,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens))
     E2BControlRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
-        let runtime = services.core.runtime
+        let runtime = services.lifecycle.runtime
         return try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: runtime.kind.rawValue,
                                                 runtimeVersion: runtime.version, platform: runtime.platform))
     }
@@ -202,9 +231,9 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
         xterm: services.xterm
     ).register(on: router)
     router.group("metrics").add(middleware: AuthMiddleware(keys: services.keys)).get { _, _ in
-        await services.core.publishStateCounts()
+        await services.lifecycle.publishStateCounts()
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                        body: .init(byteBuffer: ByteBuffer(string: services.core.metrics.text())))
+                        body: .init(byteBuffer: ByteBuffer(string: services.metrics.text())))
     }
     let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
     SandboxRoutes(services: services).register(on: v1)
@@ -213,7 +242,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     PortRoutes(services: services).register(http: v1)
     TerminalRoutes(services: services).register(http: v1)
     BuildRoutes(services: services).register(on: v1)
-    BlobRoutes(catalog: services.core.catalog, store: services.core.blobs, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
+    BlobRoutes(catalog: services.catalog, store: services.lifecycle.stores.blobs, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     return router
 }
 

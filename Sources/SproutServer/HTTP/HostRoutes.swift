@@ -44,7 +44,7 @@ struct HostRouting: Sendable {
 
     /// Who the request is, for sandbox `id`: its team's key or its token.
     func identity(_ request: Request, sandbox id: String) async throws -> Identity {
-        guard let record = try await services.core.catalog.sandboxes.find(id), record.state.isLive else {
+        guard let record = try await services.catalog.sandboxes.find(id), record.state.isLive else {
             throw SproutError(.notFound, "no sandbox with id '\(id)'")
         }
         if let secret = request.headers[AuthMiddleware.header] {
@@ -81,7 +81,7 @@ struct HostRouteMiddleware: RouterMiddleware {
         }
         let identity = try await routing.identity(request, sandbox: id)
         // A sleeping auto-resume sandbox wakes for it, as for any request that needs it running.
-        let address = try await routing.services.sandboxes.address(id, for: identity)
+        let address = try await routing.services.lifecycle.address(id, for: identity)
         do {
             return try await PortRoutes.forward(request, to: address, port: port, target: HostRouting.upstreamTarget(request),
                                                 dropping: HostRouting.dropped, clientGone: context.clientGone)
@@ -101,18 +101,18 @@ struct HostRouteWebSocketMiddleware: RouterMiddleware {
         let routing = self.routing
         let upgrade = WebSocketUpgradeMiddleware<Context>(shouldUpgrade: { request, _ in
             let identity = try await routing.identity(request, sandbox: id)
-            let address = try await routing.services.sandboxes.address(id, for: identity)
+            let address = try await routing.services.lifecycle.address(id, for: identity)
             guard try await onThread({ Socket.answers(host: address, port: port, timeoutSeconds: 5) }) else {
                 throw SproutError(.unavailable, "nothing answers on port \(port) in sandbox \(id)")
             }
             return .upgrade([:])
         }, onUpgrade: { inbound, outbound, wsContext in
             let identity = try await routing.identity(wsContext.request, sandbox: id)
-            let address = try await routing.services.sandboxes.address(id, for: identity)
+            let address = try await routing.services.lifecycle.address(id, for: identity)
             let path = HostRouting.upstreamTarget(wsContext.request)
             let upstream = try await onThread { try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true) }
             let keys = routing.services.keys
-            try await routing.services.core.activity.holding(id) {
+            try await routing.services.lifecycle.activity.holding(id) {
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {
                     // A key's revocation ends it at once; a token lives as long as the sandbox.
                     if identity.keyID.hasPrefix("token:") { try? await Task.sleep(for: .seconds(86_400 * 365)) } else { await keys.untilRevoked(identity.keyID) }

@@ -63,16 +63,16 @@ struct AgentRoutes {
     }
 
     func xattrStore(_ context: SproutContext) throws -> SandboxXattrs {
-        SandboxXattrs(core: services.core, sandbox: try context.parameters.require("id"))
+        services.lifecycle.xattrs(try context.parameters.require("id"))
     }
 
-    /// Runs `body` against the sandbox's agent (see `Sandboxes.withAgent`).
+    /// Runs `body` against the sandbox's agent (see `SandboxLifecycle.withAgent`).
     func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
-        try await services.sandboxes.withAgent(try context.parameters.require("id"), for: try context.caller(), body)
+        try await services.lifecycle.withAgent(try context.parameters.require("id"), for: try context.caller(), body)
     }
 
     func environment(_ context: SproutContext) async throws -> [String: String] {
-        try await services.sandboxes.environment(try context.parameters.require("id"), for: try context.caller())
+        try await services.lifecycle.environment(try context.parameters.require("id"), for: try context.caller())
     }
 
     /// The `path` query parameter: absolute, no `..`, no NUL.
@@ -141,7 +141,7 @@ struct AgentRoutes {
         }
         if let cwd = body.cwd { try Self.validatePath(cwd) }
         let id = try context.parameters.require("id")
-        let sandboxes = services.sandboxes
+        let sandboxes = services.lifecycle
         let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
         let session = try await withAgent(context) { agent in
             let session = try await agent.start(ProcessSpec(
@@ -176,13 +176,13 @@ struct AgentRoutes {
         let isID = name.first == "p" && name.dropFirst().allSatisfy(\.isNumber) && name.count > 1
         let selector = isID ? ProcessSelector(id: name) : ProcessSelector(tag: name)
         let session = try await withAgent(context) { try await $0.attach(selector) }
-        return Self.stream(session, sandbox: id, sandboxes: services.sandboxes)
+        return Self.stream(session, sandbox: id, sandboxes: services.lifecycle)
     }
 
     /// A process's life as NDJSON: `started`, output as produced, then `exit`.
-    static func stream(_ session: ProcessSession, sandbox id: String, sandboxes: Sandboxes) -> Response {
+    static func stream(_ session: ProcessSession, sandbox id: String, sandboxes: SandboxLifecycle) -> Response {
         Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
-          try await sandboxes.core.activity.holding(id) {
+          try await sandboxes.activity.holding(id) {
             defer { session.close() }
             try await writer.write(Self.line(API.ExecEvent(started: session.info)))
             do {
@@ -255,7 +255,7 @@ struct AgentRoutes {
             return try JSONBody.response(["size": size], status: .created)
         } catch {
             upload.abort()
-            throw await services.sandboxes.explain(error, try context.parameters.require("id"))
+            throw await services.lifecycle.explain(error, try context.parameters.require("id"))
         }
     }
 }

@@ -21,14 +21,14 @@ struct ExecStreamRoutes {
 
     func register(webSocket group: RouterGroup<SproutContext>) {
         group.ws("sandboxes/:id/exec") { request, context in
-            _ = try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
+            _ = try await services.lifecycle.agent(try context.parameters.require("id"), for: try context.caller())
             return .upgrade(AuthMiddleware.webSocketHeaders(request))
         } onUpgrade: { inbound, outbound, wsContext in
             let context = wsContext.requestContext
             let id = try context.parameters.require("id")
             let keyID = try context.caller().keyID
             let started = AsyncChannel<ProcessSession>()
-            try await services.core.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
+            try await services.lifecycle.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 // The one reader of the client's messages: the request, then input.
                 group.addTask {
                     var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
@@ -94,8 +94,8 @@ struct ExecStreamRoutes {
             throw SproutError(.invalidArgument, "a streamed exec takes its input as messages (no stdin, no detach)")
         }
         if let cwd = body.cwd { try AgentRoutes.validatePath(cwd) }
-        let env = try await services.sandboxes.environment(id, for: try context.caller()).merging(body.env ?? [:]) { _, call in call }
-        let agent = try await services.sandboxes.agent(id, for: try context.caller())
+        let env = try await services.lifecycle.environment(id, for: try context.caller()).merging(body.env ?? [:]) { _, call in call }
+        let agent = try await services.lifecycle.agent(id, for: try context.caller())
         return try await agent.start(ProcessSpec(
             cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: true, user: body.user))
     }

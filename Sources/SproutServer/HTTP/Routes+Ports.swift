@@ -44,7 +44,7 @@ struct PortRoutes {
                 }
                 let keyID = try wsContext.requestContext.caller().keyID
                 let id = try wsContext.requestContext.parameters.require("id")
-                try await services.core.activity.holding(id) {
+                try await services.lifecycle.activity.holding(id) {
                     try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(keyID) }
                 }
             }
@@ -54,7 +54,7 @@ struct PortRoutes {
     func target(_ context: SproutContext) async throws -> (String, UInt16) {
         let text = try context.parameters.require("port")
         guard let port = UInt16(text), port > 0 else { throw SproutError(.invalidArgument, "port must be 1-65535, got \(text)") }
-        let address = try await services.sandboxes.address(try context.parameters.require("id"), for: try context.caller())
+        let address = try await services.lifecycle.address(try context.parameters.require("id"), for: try context.caller())
         return (address, port)
     }
 

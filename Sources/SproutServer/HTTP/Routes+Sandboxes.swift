@@ -11,37 +11,37 @@ struct SandboxRoutes {
         group.post("sandboxes") { request, context in
             let body = try await JSONBody.decode(API.CreateSandbox.self, from: request)
             try await services.builtins.ensure(body.env, for: try context.caller())
-            let sandbox = try await services.sandboxes.create(body, for: try context.caller())
+            let sandbox = try await services.lifecycle.create(body, for: try context.caller())
             return try JSONBody.response(sandbox, status: .created)
         }
         group.get("sandboxes") { request, context in
             let all = request.uri.queryParameters.get("all") == "true"
-            return try JSONBody.response(try await services.sandboxes.list(for: try context.caller(), includeEnded: all))
+            return try JSONBody.response(try await services.lifecycle.list(for: try context.caller(), includeEnded: all))
         }
         group.get("sandboxes/:id") { _, context in
-            try JSONBody.response(try await services.sandboxes.get(try context.parameters.require("id"), for: try context.caller()))
+            try JSONBody.response(try await services.lifecycle.get(try context.parameters.require("id"), for: try context.caller()))
         }
         group.delete("sandboxes/:id") { _, context in
-            try JSONBody.response(try await services.sandboxes.kill(try context.parameters.require("id"), for: try context.caller()))
+            try JSONBody.response(try await services.lifecycle.kill(try context.parameters.require("id"), for: try context.caller()))
         }
         group.post("sandboxes/:id/snapshot") { request, context in
             let body = try await JSONBody.decode(API.Snapshot.self, from: request)
             let id = try context.parameters.require("id")
-            return try JSONBody.response(try await services.snapshots.snapshot(id, name: body.name, for: try context.caller()), status: .created)
+            return try JSONBody.response(try await services.lifecycle.snapshot(id, name: body.name, for: try context.caller()), status: .created)
         }
         group.post("sandboxes/:id/pause") { request, context in
             let body = try await JSONBody.decode(API.Pause.self, from: request, orIfEmpty: API.Pause())
             let id = try context.parameters.require("id")
-            return try JSONBody.response(try await services.memory.pause(
+            return try JSONBody.response(try await services.lifecycle.pause(
                 id, autoResume: body.autoResume ?? false, filesOnly: body.memory == false, for: try context.caller()))
         }
         group.post("sandboxes/:id/resume") { _, context in
-            try JSONBody.response(try await services.memory.resume(try context.parameters.require("id"), for: try context.caller()))
+            try JSONBody.response(try await services.lifecycle.resume(try context.parameters.require("id"), for: try context.caller()))
         }
         group.post("sandboxes/:id/fork") { request, context in
             let body = try await JSONBody.decode(API.Fork.self, from: request)
             let id = try context.parameters.require("id")
-            let forks = try await services.forks.fork(id, count: body.count, for: try context.caller())
+            let forks = try await services.lifecycle.fork(id, count: body.count, for: try context.caller())
             return try JSONBody.response(API.ForkResult(sandboxes: forks), status: .created)
         }
         group.get("envs") { _, context in
@@ -61,28 +61,28 @@ struct SandboxRoutes {
         }
         group.delete("envs/:id") { request, context in
             let force = request.uri.queryParameters.get("force") == "true"
-            let deleted = try await services.envs.delete(try context.parameters.require("id"), force: force, for: try context.caller())
+            let deleted = try await services.lifecycle.deleteEnv(try context.parameters.require("id"), force: force, for: try context.caller())
             return try JSONBody.response(API.Deleted(deleted: deleted))
         }
         group.get("sandboxes/:id/events") { _, context in
-            try JSONBody.response(try await services.sandboxes.events(try context.parameters.require("id"), for: try context.caller()))
+            try JSONBody.response(try await services.lifecycle.events(try context.parameters.require("id"), for: try context.caller()))
         }
         group.get("sandboxes/:id/metrics") { request, context in
             let id = try context.parameters.require("id")
-            _ = try await services.sandboxes.get(id, for: try context.caller())
+            _ = try await services.lifecycle.get(id, for: try context.caller())
             let (start, end) = try Self.timeRange(request)
-            return try JSONBody.response(services.core.sandboxMetrics.samples(id, start: start, end: end))
+            return try JSONBody.response(services.sandboxMetrics.samples(id, start: start, end: end))
         }
         group.put("sandboxes/:id/network") { request, context in
             let body = try await JSONBody.decode(API.SetNetwork.self, from: request)
             let id = try context.parameters.require("id")
-            return try JSONBody.response(try await services.sandboxes.setNetwork(
+            return try JSONBody.response(try await services.lifecycle.setNetwork(
                 id, internet: body.internet ?? true, egress: body.egress ?? [], for: try context.caller()))
         }
         group.post("sandboxes/:id/timeout") { request, context in
             let body = try await JSONBody.decode(API.SetTimeout.self, from: request)
             let id = try context.parameters.require("id")
-            return try JSONBody.response(try await services.sandboxes.setTimeout(id, seconds: body.timeoutSeconds, for: try context.caller()))
+            return try JSONBody.response(try await services.lifecycle.setTimeout(id, seconds: body.timeoutSeconds, for: try context.caller()))
         }
     }
 }

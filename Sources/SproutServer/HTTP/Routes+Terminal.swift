@@ -19,7 +19,7 @@ struct TerminalRoutes {
     /// Without an upgrade the route explains itself instead of a bare 404.
     func register(http group: RouterGroup<SproutContext>) {
         group.get("sandboxes/:id/pty") { _, context -> Response in
-            _ = try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
+            _ = try await services.lifecycle.agent(try context.parameters.require("id"), for: try context.caller())
             throw SproutError(.invalidArgument, "the terminal needs a WebSocket upgrade (Upgrade: websocket)")
         }
     }
@@ -27,19 +27,19 @@ struct TerminalRoutes {
     func register(webSocket group: RouterGroup<SproutContext>) {
         group.ws("sandboxes/:id/pty") { request, context in
             _ = try Self.size(request)
-            _ = try await services.sandboxes.agent(try context.parameters.require("id"), for: try context.caller())
+            _ = try await services.lifecycle.agent(try context.parameters.require("id"), for: try context.caller())
             return .upgrade(AuthMiddleware.webSocketHeaders(request))
         } onUpgrade: { inbound, outbound, wsContext in
             let context = wsContext.requestContext
             let size = try Self.size(wsContext.request)
             let id = try context.parameters.require("id")
-            let agent = try await services.sandboxes.agent(id, for: try context.caller())
-            let env = try await services.sandboxes.environment(id, for: try context.caller())
+            let agent = try await services.lifecycle.agent(id, for: try context.caller())
+            let env = try await services.lifecycle.environment(id, for: try context.caller())
             let command = wsContext.request.uri.queryParameters.get("cmd")
             let keyID = try context.caller().keyID
             let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: env, pty: size))
             defer { session.close() }
-            try await services.core.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
+            try await services.lifecycle.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for try await item in session {
                         switch item {

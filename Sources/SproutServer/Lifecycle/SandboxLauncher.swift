@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
@@ -10,12 +11,16 @@ import SproutSystem
 /// bringing it up (boot or restore) and tearing it down. Writes nothing to
 /// the catalog: the services that call it own the state.
 struct SandboxLauncher: Sendable {
-    let core: ServerCore
+    let settings: Settings
+    let host: SandboxHost
+    let layers: LayerStore
+    let images: ImageStore
+    let watcher: ContainerWatch
+    let agents: AgentConnector
+    let logger: Logger
 
     /// Files every sandbox gets of its own; never part of a layer.
     static let identityFiles = ["etc/hosts", "etc/hostname", "etc/resolv.conf", String(HostCertificates.sandboxPath.dropFirst())]
-
-    var settings: Settings { core.settings }
 
     func rootfs(_ id: String, layers: [String]) -> OverlayRootfs { OverlayRootfs(layers: layers, directory: settings.directory(id)) }
 
@@ -31,9 +36,9 @@ struct SandboxLauncher: Sendable {
         // them to every process it starts, so pooled sandboxes can take them on.
         let args = ["/.sprout/sprout-agent", "--listen", "0.0.0.0:\(AgentProtocol.defaultPort)", "--workdir", "/"]
             + (settings.sudoLayer == nil ? [] : ["--sudo"])
-        let memory = core.host.watchesMemory ? record.memoryMB + Self.headroomMB(record.memoryMB) : record.memoryMB
+        let memory = host.watchesMemory ? record.memoryMB + Self.headroomMB(record.memoryMB) : record.memoryMB
         let spec = ContainerSpec(
-            id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: core.network.namespacePath(record.id),
+            id: record.id, hostname: record.id, rootfs: dir + "/rootfs", networkNamespace: host.network.namespacePath(record.id),
             args: args,
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SPROUT_AGENT_TOKEN=\(record.agentToken)",
                   "HOME=/root"],
@@ -48,11 +53,11 @@ struct SandboxLauncher: Sendable {
 
     /// The overlay lower directories of an env: its (squashed) layers, then the base.
     func lowerDirectories(_ env: ResolvedEnv) async throws -> [String] {
-        let logger = core.logger
+        let logger = logger
         let base = env.base
-        let baseLayer = try await core.host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
-        let mountable = try await core.layers.mountable(env.layers)
-        let lowers = mountable.reversed().map { core.layers.path($0) } + [baseLayer]
+        let baseLayer = try await host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
+        let mountable = try await layers.mountable(env.layers)
+        let lowers = mountable.reversed().map { layers.path($0) } + [baseLayer]
         if let sudo = settings.sudoLayer, Self.hasFile("usr/bin/sudo", in: lowers) { return [sudo] + lowers }
         return lowers
     }
@@ -72,7 +77,7 @@ struct SandboxLauncher: Sendable {
     /// Where a warm env's image is kept reassembled, ready for `runsc restore`.
     func materializedImage(_ image: String) async throws -> String {
         let directory = "\(settings.readyImagesDirectory)/\(image)"
-        let images = core.images
+        let images = images
         try await onThread {
             guard !FileSystem.isDirectory(directory) else { return }
             // Whole or not at all: written beside, then renamed into place.
@@ -98,19 +103,19 @@ struct SandboxLauncher: Sendable {
         let t0 = monotonicSeconds()
         do {
             try FileSystem.makeDirectories(launch.rootfs.directory, mode: 0o700)
-            try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: core.network.address(slot),
+            try Self.writeIdentityFiles(directory: launch.rootfs.directory, id: record.id, slot: slot, address: host.network.address(slot),
                                         certificates: settings.hostCABundle)
             let t1 = monotonicSeconds()
-            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+            try await host.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
             let t2 = monotonicSeconds()
             let runtime: String
             if let image {
-                try await core.runtime.restore(launch, imageDirectory: image)
+                try await host.runtime.restore(launch, imageDirectory: image)
                 let restored = monotonicSeconds()
                 try await waitForAgent(record)
                 runtime = String(format: "restore %.1f ms, agent %.1f ms", (restored - t2) * 1000, (monotonicSeconds() - restored) * 1000)
             } else {
-                try await core.runtime.start(launch)
+                try await host.runtime.start(launch)
                 runtime = String(format: "runtime %.1f ms", (monotonicSeconds() - t2) * 1000)
             }
             return String(format: "files %.1f ms, network %.1f ms, ", (t1 - t0) * 1000, (t2 - t1) * 1000) + runtime
@@ -125,12 +130,12 @@ struct SandboxLauncher: Sendable {
     func bootAgain(_ record: SandboxRecord, layers: [String]) async throws {
         let slot = NetworkSlot(index: record.slot ?? 0)
         try? FileSystem.removeTree(settings.directory(record.id) + "/image")
-        if core.network.hasNamespace(sandboxID: record.id) {
-            try await core.network.restoreAddresses(sandboxID: record.id, slot: slot)
+        if host.network.hasNamespace(sandboxID: record.id) {
+            try await host.network.restoreAddresses(sandboxID: record.id, slot: slot)
         } else {
-            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+            try await host.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
         }
-        try await core.runtime.start(launch(record, layers: layers))
+        try await host.runtime.start(launch(record, layers: layers))
     }
 
     /// Restores the sandbox's container from `imageDirectory`: `newNetwork`
@@ -141,13 +146,13 @@ struct SandboxLauncher: Sendable {
     func restore(_ record: SandboxRecord, layers: [String], imageDirectory: String, newNetwork: Bool) async throws -> String {
         let slot = NetworkSlot(index: record.slot ?? 0)
         let t0 = monotonicSeconds()
-        if newNetwork || !core.network.hasNamespace(sandboxID: record.id) {
-            try await core.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
+        if newNetwork || !host.network.hasNamespace(sandboxID: record.id) {
+            try await host.network.create(sandboxID: record.id, slot: slot, policy: record.policy)
         } else {
-            try await core.network.restoreAddresses(sandboxID: record.id, slot: slot)
+            try await host.network.restoreAddresses(sandboxID: record.id, slot: slot)
         }
         let t1 = monotonicSeconds()
-        try await core.runtime.restore(launch(record, layers: layers), imageDirectory: imageDirectory)
+        try await host.runtime.restore(launch(record, layers: layers), imageDirectory: imageDirectory)
         let t2 = monotonicSeconds()
         try await waitForAgent(record)
         return String(format: "network %.1f ms, restore %.1f ms, agent %.1f ms", (t1 - t0) * 1000, (t2 - t1) * 1000, (monotonicSeconds() - t2) * 1000)
@@ -161,10 +166,10 @@ struct SandboxLauncher: Sendable {
     func teardown(id: String, slot: NetworkSlot?, policy: NetworkPolicy) async {
         unwatch(id)
         let dir = settings.directory(id)
-        await core.runtime.destroy(id: id, rootfs: OverlayRootfs(layers: [dir], directory: dir))
-        await core.network.destroy(sandboxID: id, policy: policy)
-        if let slot { core.host.addresses.release(slot, owner: core.slotOwner(id)) }
-        let log = core.logger.withSandbox(id)
+        await host.runtime.destroy(id: id, rootfs: OverlayRootfs(layers: [dir], directory: dir))
+        await host.network.destroy(sandboxID: id, policy: policy)
+        if let slot { host.addresses.release(slot, owner: settings.slotOwner(id)) }
+        let log = logger.withSandbox(id)
         do {
             try await onThread { try FileSystem.removeTree(dir) }
         } catch {
@@ -175,12 +180,12 @@ struct SandboxLauncher: Sendable {
     /// Stops and deletes a container, keeping the sandbox's files, network and address.
     func removeContainer(_ id: String) async {
         unwatch(id)
-        await core.runtime.destroy(id: id, rootfs: rootfs(id, layers: []))
+        await host.runtime.destroy(id: id, rootfs: rootfs(id, layers: []))
     }
 
     /// Waits until a restored sandbox's agent answers (it was already listening when the image was taken).
     func waitForAgent(_ record: SandboxRecord) async throws {
-        let client = core.agent(record, connectTimeout: 1)
+        let client = agents.client(record, connectTimeout: 1)
         let deadline = monotonicSeconds() + 10
         while true {
             do {
@@ -197,22 +202,9 @@ struct SandboxLauncher: Sendable {
 
     /// Starts watching a running sandbox: its container process (for
     /// noticing a death) and its memory (for `MemoryGuard`).
-    func watch(_ record: SandboxRecord) async {
-        if let process = await core.runtime.containerProcess(id: record.id) {
-            core.containers.withLock { $0[record.id] = process }
-        }
-        do {
-            try core.memoryWatch?.watch(record)
-        } catch {
-            core.logger.withSandbox(record.id).warning("cannot watch the sandbox's memory: only the kernel's hard limit applies",
-                                                       metadata: ["error": "\(error)"])
-        }
-    }
+    func watch(_ record: SandboxRecord) async { await watcher.watch(record) }
 
-    func unwatch(_ id: String) {
-        core.containers.withLock { _ = $0.removeValue(forKey: id) }
-        core.memoryWatch?.unwatch(id)
-    }
+    func unwatch(_ id: String) { watcher.unwatch(id) }
 
     /// Each sandbox's own /etc/hosts, /etc/hostname and /etc/resolv.conf
     /// (with `--trust-host-ca`, the host's certificates), written

@@ -15,12 +15,12 @@ import SproutSystem
 /// (openat2 RESOLVE_IN_ROOT: no `..` or symlink of the sandbox's making leads
 /// out of it).
 struct SandboxXattrs: Sendable {
-    let core: ServerCore
+    /// Whether the runtime's root file system keeps no xattrs of its own (gVisor).
+    let onHost: Bool
+    /// The sandbox's writable layer on the host.
+    let upper: String
     let sandbox: String
 
-    /// Whether the runtime's root file system keeps no xattrs of its own.
-    var onHost: Bool { core.runtime.kind == .gvisor }
-    var upper: String { core.settings.directory(sandbox) + "/upper" }
 
     /// Writes `bytes` with `request.xattrs` (atomically with the file where the
     /// sandbox keeps them; just after it under gVisor).

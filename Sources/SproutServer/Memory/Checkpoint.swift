@@ -14,22 +14,25 @@ import SproutSystem
 /// refuses if a process inside holds a connection, and ends every host-side
 /// connection itself. And a failed save ends the sandbox, so a failed
 /// checkpoint restarts the sandbox from its files and says so.
-struct Checkpoint: Sendable {
-    let core: ServerCore
-
-    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
+struct Checkpointer: Sendable {
+    let settings: Settings
+    let runtime: any SandboxRuntime
+    let network: any SandboxNetworking
+    let launcher: SandboxLauncher
+    let agents: AgentConnector
+    let images: ImageStore
 
     /// Refuses what would make the checkpoint fail: too little disk for the
     /// image, or a TCP connection a process inside holds open.
     func preflight(_ record: SandboxRecord) async throws {
-        let usage = core.runtime.usage(id: record.id)?.memoryBytes ?? Int64(record.memoryMB) << 20
-        let floor = core.settings.minimumFreeBytes
-        if let free = FileSystem.freeBytes(core.settings.dataDirectory), free < usage + floor {
+        let usage = runtime.usage(id: record.id)?.memoryBytes ?? Int64(record.memoryMB) << 20
+        let floor = settings.minimumFreeBytes
+        if let free = FileSystem.freeBytes(settings.dataDirectory), free < usage + floor {
             throw SproutError(.unavailable,
                 "not enough disk space to save sandbox \(record.id)'s memory: \(free >> 20) MiB free, \((usage + floor) >> 20) MiB needed; it keeps running")
         }
         let host = NetworkSlot(index: record.slot ?? 0).hostAddress
-        let agent = core.agent(record)
+        let agent = agents.client(record)
         // Connections that are closing (the host hung up, the process has
         // not closed yet) get two seconds to finish.
         let deadline = monotonicSeconds() + 2
@@ -79,49 +82,20 @@ struct Checkpoint: Sendable {
     /// Checkpoints the sandbox into `directory` (its container ends).
     func take(_ record: SandboxRecord, into directory: String) async throws {
         launcher.unwatch(record.id)
-        await core.network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+        await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
         // Let the sandbox's side of those connections finish closing.
         try await Task.sleep(for: .milliseconds(30))
-        try await core.runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
+        try await runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
     }
 
     /// Checkpoints the sandbox and stores its image in the chunk store. The
     /// caller holds a lease on the image store until the image is referenced.
     func takeIntoStore(_ record: SandboxRecord) async throws -> ImageStore.Stored {
-        let imageDirectory = core.settings.directory(record.id) + "/image"
+        let imageDirectory = settings.directory(record.id) + "/image"
         try await take(record, into: imageDirectory)
-        let images = core.images
         return try await onThread {
             defer { try? FileSystem.removeTree(imageDirectory) }
             return try images.store(directory: imageDirectory)
         }
-    }
-
-    /// gVisor ends a sandbox whose save failed: start it again from its files
-    /// (the writable layer is intact) so it stays usable, and record why; if
-    /// even that fails, it is gone (`died`). The caller holds the gate.
-    func recover(_ record: SandboxRecord, from error: Error, operation: String) async {
-        let id = record.id
-        let log = core.logger.withSandbox(id)
-        log.error("checkpoint failed; restarting from files", metadata: ["error": "\(error)"])
-        core.metrics.runtimeError(operation: "checkpoint")
-        let message = "\(operation) failed (\(error.sentence)); restarted from its files, processes were lost"
-        do {
-            let env = try await EnvGraph(core: core).resolve(record.env, team: record.team, includeDeleted: true)
-            try await launcher.bootAgain(record, layers: try await launcher.lowerDirectories(env))
-            let (running, _) = try await core.catalog.sandboxes.transition(id, .restartedFromFiles, note: message) { $0.error = message }
-            await launcher.watch(running)
-        } catch {
-            log.error("restart after a failed checkpoint failed", metadata: ["error": "\(error)"])
-            let reason = "\(operation) failed (\(error.sentence)) and the sandbox could not be started again"
-            if let (dying, _) = try? await core.catalog.sandboxes.transition(id, .died, note: reason) {
-                await launcher.teardown(dying)
-                _ = try? await core.catalog.sandboxes.transition(id, .tornDown) { record in
-                    record.endedAt = now()
-                    record.error = reason
-                }
-            }
-        }
-        await core.publishStateCounts()
     }
 }

@@ -101,12 +101,10 @@ public struct LeaseTable: Sendable, Equatable {
 /// The lease table behind an actor; sweeps run through `sweeper`.
 public actor StoreLeases {
     private var table = LeaseTable()
-    private var sweeper: (@Sendable (StoreKind) async -> Void)?
+    private let sweeper: @Sendable (StoreKind) async -> Void
     private var waiting: [StoreKind: [CheckedContinuation<Void, Never>]] = [:]
 
-    public init() {}
-
-    func setSweeper(_ sweeper: @escaping @Sendable (StoreKind) async -> Void) {
+    public init(sweeper: @escaping @Sendable (StoreKind) async -> Void) {
         self.sweeper = sweeper
     }
 
@@ -133,7 +131,7 @@ public actor StoreLeases {
     private func perform(_ action: LeaseTable.Action, _ store: StoreKind) async {
         var action = action
         while action == .sweep {
-            await sweeper?(store)
+            await sweeper(store)
             action = table.sweepFinished(store)
         }
         for waiter in waiting.removeValue(forKey: store) ?? [] { waiter.resume() }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SproutAgentProtocol
 import SproutCore
 import SproutRuntime
@@ -17,38 +18,35 @@ import SproutSystem
 /// once (measured: 138 MiB → 18 MiB). The same holds on runc, where the
 /// kernel's OOM killer at the (higher) hard limit remains the backstop.
 final class MemoryGuard: Sendable {
-    private let watcher: MemoryWatch
+    private let watcher: Locked<MemoryWatch?> = Locked(nil)
     /// Sandboxes an enforcer is looking after right now (one at a time each).
     private let enforcing = Locked<Set<String>>([])
+    let runtime: any SandboxRuntime
+    let sandboxes: SandboxRepository
+    let agents: AgentConnector
+    let metrics: ServerMetrics
+    let logger: Logger
 
-    init(onCross: @escaping @Sendable (String) -> Void) throws {
-        watcher = try MemoryWatch(onCross: onCross)
+    /// Starts watching memory cgroups (a real host; the fast tier has none).
+    init(runtime: any SandboxRuntime, sandboxes: SandboxRepository, agents: AgentConnector, metrics: ServerMetrics, logger: Logger) throws {
+        self.runtime = runtime
+        self.sandboxes = sandboxes
+        self.agents = agents
+        self.metrics = metrics
+        self.logger = logger
+        let watch = try MemoryWatch { [weak self] id in
+            guard let self else { return }
+            Task { await self.enforce(id) }
+        }
+        watcher.withLock { $0 = watch }
     }
 
     /// Throws when the cgroup cannot be watched (the sandbox then has only the kernel's hard limit).
     func watch(_ record: SandboxRecord) throws {
-        try watcher.watch(id: record.id, thresholdBytes: Int64(record.memoryMB) << 20)
+        try watcher.current?.watch(id: record.id, thresholdBytes: Int64(record.memoryMB) << 20)
     }
 
-    func unwatch(_ id: String) { watcher.unwatch(id: id) }
-
-    /// True if the caller is now the one enforcer of `id`'s limit (until `release`).
-    func claim(_ id: String) -> Bool { enforcing.withLock { $0.insert(id).inserted } }
-    func release(_ id: String) { enforcing.withLock { _ = $0.remove(id) } }
-}
-
-extension ServerCore {
-    var memoryWatch: MemoryGuard? { memoryGuardBox.current }
-
-    /// Starts enforcing memory limits (real hosts only).
-    func startMemoryGuard() throws {
-        guard host.watchesMemory else { return }
-        let guardian = try MemoryGuard { [weak self] id in
-            guard let self else { return }
-            Task { await self.enforceMemoryLimit(id) }
-        }
-        memoryGuardBox.withLock { $0 = guardian }
-    }
+    func unwatch(_ id: String) { watcher.current?.unwatch(id: id) }
 
     /// Called when sandbox `id`'s memory use crossed its limit (either way).
     /// The kernel counts page cache too, so at the crossing the working set
@@ -56,10 +54,10 @@ extension ServerCore {
     /// ten times a second, and whenever the working set is over the limit,
     /// have the agent end the biggest process. Ends when the usage is back
     /// under the limit (the next crossing calls again) or the sandbox stops.
-    func enforceMemoryLimit(_ id: String) async {
-        guard let guardian = memoryWatch, guardian.claim(id) else { return }
-        defer { guardian.release(id) }
-        guard var record = try? await catalog.sandboxes.find(id), record.state.hasContainer else { return }
+    func enforce(_ id: String) async {
+        guard enforcing.withLock({ $0.insert(id).inserted }) else { return }
+        defer { enforcing.withLock { _ = $0.remove(id) } }
+        guard var record = try? await sandboxes.find(id), record.state.hasContainer else { return }
         let limit = Int64(record.memoryMB) << 20
         let log = logger.withSandbox(id)
         var looks = 0
@@ -67,7 +65,7 @@ extension ServerCore {
             looks += 1
             if looks % 10 == 0 {
                 // Once a second: is it still running (a pause or kill takes the cgroup's processes away)?
-                guard let current = try? await catalog.sandboxes.find(id), current.state.hasContainer else { return }
+                guard let current = try? await sandboxes.find(id), current.state.hasContainer else { return }
                 record = current
             }
             guard usage.workingSetBytes > limit else {
@@ -76,7 +74,7 @@ extension ServerCore {
             }
             let victim: ProcessMemory?
             do {
-                victim = try await agent(record, connectTimeout: 2).killLargest()
+                victim = try await agents.client(record, connectTimeout: 2).killLargest()
             } catch {
                 log.warning("over its memory limit, but the agent did not answer", metadata: ["error": "\(error)"])
                 return
@@ -89,7 +87,7 @@ extension ServerCore {
             let message = "out of memory: ended process \(victim.pid) (\(victim.command)) holding \(victim.rssBytes >> 20) MiB; the sandbox's limit is \(record.memoryMB) MiB"
             log.warning("\(message)")
             metrics.outOfMemoryKill()
-            await catalog.sandboxes.note(id, kind: "oom", message)
+            await sandboxes.note(id, kind: "oom", message)
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

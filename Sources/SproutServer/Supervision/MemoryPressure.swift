@@ -1,4 +1,5 @@
 import Foundation
+import SproutRuntime
 import SproutCore
 import SproutSystem
 
@@ -26,10 +27,24 @@ import SproutSystem
 /// counted (`sprout_pressure_pauses_total{reason}`); refusals too
 /// (`sprout_pressure_refusals_total`). Pooled sandboxes and build steps are
 /// outside the budget (`--pool-budget` bounds the pool).
-struct MemoryPressure: Sendable {
-    let core: ServerCore
+final class MemoryAdmission: Sendable {
+    let settings: Settings
+    let repository: SandboxRepository
+    let runtime: any SandboxRuntime
+    let activity: SandboxActivity
+    let metrics: ServerMetrics
+    /// Memory admitted to sandboxes on their way to running.
+    let reservations = MemoryLedger()
+    /// What puts a sandbox to sleep for memory (the lifecycle): true if it is now paused.
+    typealias Sleep = @Sendable (_ record: SandboxRecord, _ reason: String, _ why: String) async -> Bool
 
-    var repository: SandboxRepository { core.catalog.sandboxes }
+    init(settings: Settings, repository: SandboxRepository, runtime: any SandboxRuntime, activity: SandboxActivity, metrics: ServerMetrics) {
+        self.settings = settings
+        self.repository = repository
+        self.runtime = runtime
+        self.activity = activity
+        self.metrics = metrics
+    }
 
     /// States whose sandbox holds (or is about to hold) its memory.
     static let committedStates: [SandboxState] = [.creating, .running, .pausing, .resuming, .forking]
@@ -38,9 +53,7 @@ struct MemoryPressure: Sendable {
     /// fork's children): makes room first if a limit needs it. The
     /// reservation counts until `release`, which the caller calls once the
     /// record itself is in a committed state (or the operation failed).
-    func admit(_ ids: [String], memoryMB: Int) async throws -> MemoryReservation {
-        let settings = core.settings
-        let reservations = core.memoryReservations
+    func admit(_ ids: [String], memoryMB: Int, sleep pause: Sleep) async throws -> MemoryReservation {
         await reservations.queue.acquire()
         defer { reservations.queue.release() }
         let reservation = MemoryReservation(ids: ids, memoryMB: memoryMB, ledger: reservations)
@@ -56,11 +69,11 @@ struct MemoryPressure: Sendable {
                 }
                 if committed - freed + memoryMB <= settings.memoryBudgetMB {
                     let why = "the sandbox memory budget (\(settings.memoryBudgetMB) MiB) needed \(memoryMB) MiB for \(ids.joined(separator: ", "))"
-                    for sleeper in sleepers where await pause(sleeper, reason: "budget", why: why) { committed -= sleeper.memoryMB }
+                    for sleeper in sleepers where await pause(sleeper, "budget", why) { committed -= sleeper.memoryMB }
                 }
             }
             guard committed + memoryMB <= settings.memoryBudgetMB else {
-                core.metrics.pressureRefusal()
+                metrics.pressureRefusal()
                 throw SproutError(.unavailable,
                     "not enough sandbox memory: \(memoryMB) MiB asked, \(max(0, settings.memoryBudgetMB - committed)) MiB of the budget (\(settings.memoryBudgetMB) MiB, --memory-budget-mb) free, and too few idle sandboxes to pause for it")
             }
@@ -68,9 +81,9 @@ struct MemoryPressure: Sendable {
         if settings.minimumFreeMemoryMB > 0, var available = MemInfo.availableMB(), available - memoryMB < settings.minimumFreeMemoryMB {
             for candidate in try await candidates() {
                 guard available - memoryMB < settings.minimumFreeMemoryMB else { break }
-                let using = Int((core.runtime.usage(id: candidate.id)?.memoryBytes ?? 0) >> 20)
+                let using = Int((runtime.usage(id: candidate.id)?.memoryBytes ?? 0) >> 20)
                 let why = "the host had \(available) MiB available, under the floor of \(settings.minimumFreeMemoryMB) MiB (--min-free-memory-mb), with \(memoryMB) MiB asked"
-                if await pause(candidate, reason: "host", why: why) { available += using }
+                if await pause(candidate, "host", why) { available += using }
             }
         }
         reservations.add(reservation)
@@ -81,15 +94,14 @@ struct MemoryPressure: Sendable {
     /// least recently used idle sandbox (one per call, so the effect of each
     /// is seen before the next).
     @discardableResult
-    func relieveHost() async -> Bool {
-        let floor = core.settings.minimumFreeMemoryMB
+    func relieveHost(sleep pause: Sleep) async -> Bool {
+        let floor = settings.minimumFreeMemoryMB
         guard floor > 0, let available = MemInfo.availableMB(), available < floor else { return false }
-        let reservations = core.memoryReservations
         await reservations.queue.acquire()
         defer { reservations.queue.release() }
         for candidate in (try? await candidates()) ?? [] {
             let why = "the host had \(available) MiB available, under the floor of \(floor) MiB (--min-free-memory-mb)"
-            if await pause(candidate, reason: "host", why: why) { return true }
+            if await pause(candidate, "host", why) { return true }
         }
         return false
     }
@@ -98,7 +110,7 @@ struct MemoryPressure: Sendable {
     /// and of admissions still on their way there.
     func committedMB(excluding ids: Set<String>) async throws -> Int {
         // Reservations first: one released meanwhile is then in the catalog.
-        let reserved = core.memoryReservations.current
+        let reserved = reservations.current
         let records = try await repository.all(in: Self.committedStates).filter { !$0.team.isEmpty && !ids.contains($0.id) }
         let counted = Set(records.map(\.id))
         return records.reduce(0) { $0 + $1.memoryMB }
@@ -107,11 +119,11 @@ struct MemoryPressure: Sendable {
 
     /// Running sandboxes that may be put to sleep, in the order they should be.
     func candidates() async throws -> [SandboxRecord] {
-        let minimum = core.settings.pressureIdleSeconds
-        let snapshots = core.runtime.capabilities.memorySnapshot
+        let minimum = settings.pressureIdleSeconds
+        let snapshots = runtime.capabilities.memorySnapshot
         let idle: [(SandboxRecord, Double)] = try await repository.all(in: [.running]).compactMap { record in
             guard !record.team.isEmpty, snapshots || record.pauseFilesOnly,
-                  let seconds = core.activity.idleSeconds(record.id, since: record.createdAt), seconds >= minimum
+                  let seconds = activity.idleSeconds(record.id, since: record.createdAt), seconds >= minimum
             else { return nil }
             return (record, seconds)
         }
@@ -119,30 +131,6 @@ struct MemoryPressure: Sendable {
             if a.0.resumeOnRequest != b.0.resumeOnRequest { return a.0.resumeOnRequest }
             return a.1 > b.1
         }.map(\.0)
-    }
-
-    /// Pauses one sandbox for memory, if it is still idle and nothing else
-    /// is being done to it. True if it is now paused.
-    func pause(_ record: SandboxRecord, reason: String, why: String) async -> Bool {
-        let id = record.id
-        do {
-            let done: Bool? = try await core.gate.runIfIdle(.pause, on: id) {
-                // Looked at again under the gate: a request may have come meanwhile.
-                guard let current = try await repository.find(id), current.state == .running,
-                      let idle = core.activity.idleSeconds(id, since: current.createdAt), idle >= core.settings.pressureIdleSeconds
-                else { return false }
-                _ = try await MemorySnapshots(core: core).pauseNow(id, autoResume: true, filesOnly: current.pauseFilesOnly)
-                let message = "paused for memory after \(Int(idle)) s idle: \(why); the next request wakes it"
-                await repository.note(id, kind: "pressure", message)
-                core.logger.withSandbox(id).notice("paused for memory", metadata: ["reason": "\(reason)", "why": "\(why)", "memoryMB": "\(current.memoryMB)"])
-                core.metrics.pressurePause(reason: reason)
-                return true
-            }
-            return done == true
-        } catch {
-            core.logger.withSandbox(id).notice("pause for memory not done", metadata: ["error": "\(error)"])
-            return false
-        }
     }
 }
 

@@ -10,18 +10,18 @@ import SproutSystem
 /// on the host the catalog does not account for is removed, and this
 /// server's firewall table is made to match the sandboxes that remain.
 struct Reconciler: Sendable {
-    let core: ServerCore
+    let lifecycle: SandboxLifecycle
 
-    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
+    var launcher: SandboxLauncher { lifecycle.launcher }
 
     func run() async -> (adopted: [String], removed: [String]) {
-        let repository = core.catalog.sandboxes
+        let repository = lifecycle.repository
         let records = (try? await repository.all(in: SandboxState.allCases.filter { $0 != .killed })) ?? []
-        let containers = Set(await core.runtime.containerIDs())
+        let containers = Set(await lifecycle.runtime.containerIDs())
         var kept: Set<String> = []
         var removed: [String] = []
         for record in records {
-            let log = core.logger.withSandbox(record.id)
+            let log = lifecycle.logger.withSandbox(record.id)
             // Build sandboxes (no team) and pooled ones belonged to work that died with the server.
             let disposable = record.team.isEmpty || record.state == .pooled
             let alive: Bool
@@ -34,7 +34,7 @@ struct Reconciler: Sendable {
             }
             let wasResuming = record.state == .resuming
             let wasCheckpointing = record.state == .pausing || record.state == .forking
-            let fallback = Double(core.settings.defaultTimeoutSeconds)
+            let fallback = Double(lifecycle.settings.defaultTimeoutSeconds)
             let reason = record.state == .pooled ? "pooled; replaced after a restart"
                 : record.team.isEmpty ? "build sandbox of an interrupted build"
                 : "lost when the server stopped unexpectedly"
@@ -42,14 +42,14 @@ struct Reconciler: Sendable {
                 let (recovered, action) = try await repository.transition(record.id, .recovered(containerAlive: alive), note: "server restart") { record in
                     // A resume that finished as the server stopped: its timeout runs again.
                     if wasResuming && record.state == .running {
-                        record.expiresAt = now() + (record.remainingSeconds ?? fallback)
+                        record.expiresAt = lifecycle.clock.now + (record.remainingSeconds ?? fallback)
                         record.remainingSeconds = nil
                         record.pausedAt = nil
                     }
                     // A checkpoint cut short with the container stopped: asleep on its files.
                     // (What was asked never finished: the next request boots it again.)
                     if wasCheckpointing && record.state == .paused {
-                        record.fallAsleep(autoResume: true, filesOnly: true,
+                        record.fallAsleep(at: lifecycle.clock.now, autoResume: true, filesOnly: true,
                                           error: "the server stopped during a checkpoint: the files are kept, the processes were lost")
                     }
                 }
@@ -57,7 +57,7 @@ struct Reconciler: Sendable {
                 case .teardown:
                     await launcher.teardown(recovered)
                     try await repository.transition(record.id, .tornDown) { record in
-                        record.endedAt = now()
+                        record.endedAt = lifecycle.clock.now
                         record.error = reason
                     }
                     removed.append(record.id)
@@ -84,33 +84,33 @@ struct Reconciler: Sendable {
         let live = (try? await repository.all(in: [.running, .paused])) ?? []
         let policies = Dictionary(uniqueKeysWithValues: live.filter { !$0.policy.isOpen }.map { ($0.id, $0.policy) })
         do {
-            try await core.network.applyPolicies(policies)
+            try await lifecycle.network.applyPolicies(policies)
         } catch {
-            core.logger.error("cannot re-establish network policies", metadata: ["error": "\(error)"])
+            lifecycle.logger.error("cannot re-establish network policies", metadata: ["error": "\(error)"])
         }
         // Builds cannot survive a restart: their tasks died with the server.
-        _ = try? await core.catalog.builds.interruptAll()
-        await Sandboxes(core: core).releaseDeletedEnvs()
-        await GarbageCollector(core: core).collect(.images)
+        _ = try? await lifecycle.catalog.builds.interruptAll()
+        await lifecycle.releaseDeletedEnvs()
+        await lifecycle.collector.collect(.images)
         await removeInterruptedWork()
-        await core.publishStateCounts()
+        await lifecycle.publishStateCounts()
         return (kept.sorted(), removed)
     }
 
     /// Containers, namespaces, directories and addresses this server made
     /// that no record accounts for.
     private func removeOrphans(keeping known: Set<String>) async -> [String] {
-        var orphans = Set(await core.runtime.containerIDs()).union(core.network.existingSandboxIDs())
-        orphans.formUnion((try? FileSystem.children(core.settings.sandboxesDirectory))?.filter { !$0.hasPrefix(".") } ?? [])
-        let prefix = "\(core.instance)/"
-        let slots = core.host.addresses.slots { $0.hasPrefix(prefix) }
+        var orphans = Set(await lifecycle.runtime.containerIDs()).union(lifecycle.network.existingSandboxIDs())
+        orphans.formUnion((try? FileSystem.children(lifecycle.settings.sandboxesDirectory))?.filter { !$0.hasPrefix(".") } ?? [])
+        let prefix = "\(lifecycle.settings.instance)/"
+        let slots = lifecycle.host.addresses.slots { $0.hasPrefix(prefix) }
         orphans.formUnion(slots.map { String($0.1.dropFirst(prefix.count)) })
         orphans.subtract(known)
         for id in orphans.sorted() {
             let slot = slots.first { $0.1 == prefix + id }?.0
             // The policy is unknown; the table is rebuilt from the catalog right after.
             await launcher.teardown(id: id, slot: slot, policy: .open)
-            core.logger.withSandbox(id).warning("removed orphaned host resources")
+            lifecycle.logger.withSandbox(id).warning("removed orphaned host resources")
         }
         return orphans.sorted()
     }
@@ -119,9 +119,9 @@ struct Reconciler: Sendable {
     /// being frozen or squashed, a blob being uploaded, a fork's image, a
     /// file being written atomically. None is referenced by anything.
     private func removeInterruptedWork() async {
-        let data = core.settings.dataDirectory
-        let logger = core.logger
-        let sandboxes = core.settings.sandboxesDirectory
+        let data = lifecycle.settings.dataDirectory
+        let logger = lifecycle.logger
+        let sandboxes = lifecycle.settings.sandboxesDirectory
         _ = try? await onThread {
             var dirs = [data + "/layers", data + "/blobs", sandboxes, data + "/images/manifests", data + "/images/ready"]
             dirs += ((try? FileSystem.children(data + "/images/chunks")) ?? []).map { data + "/images/chunks/" + $0 }
@@ -141,6 +141,6 @@ struct Reconciler: Sendable {
 
     private func agentAnswers(_ record: SandboxRecord) async -> Bool {
         guard record.slot != nil else { return false }
-        return (try? await core.agent(record, connectTimeout: 2).health()) != nil
+        return (try? await lifecycle.agents.client(record, connectTimeout: 2).health()) != nil
     }
 }

@@ -10,18 +10,21 @@ import SproutSystem
 final class SandboxActivity: Sendable {
     private struct Use { var last: Double; var open: Int }
     private let uses = Locked<[String: Use]>([:])
+    let clock: any WallClock
+
+    init(clock: any WallClock) { self.clock = clock }
 
     func touch(_ id: String) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         uses.withLock { $0[id, default: Use(last: now, open: 0)].last = now }
     }
 
     /// Runs `body` with the sandbox held busy.
     func holding<T>(_ id: String, _ body: () async throws -> T) async rethrows -> T {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         uses.withLock { $0[id, default: Use(last: now, open: 0)].open += 1 }
         defer {
-            let end = Date().timeIntervalSince1970
+            let end = clock.now
             uses.withLock { all in
                 all[id, default: Use(last: end, open: 1)].open -= 1
                 all[id]?.last = end
@@ -34,7 +37,7 @@ final class SandboxActivity: Sendable {
     func idleSeconds(_ id: String, since created: Double) -> Double? {
         let use = uses.withLock { $0[id] }
         if let use, use.open > 0 { return nil }
-        return Date().timeIntervalSince1970 - (use?.last ?? created)
+        return clock.now - (use?.last ?? created)
     }
 
     func keep(only live: Set<String>) {

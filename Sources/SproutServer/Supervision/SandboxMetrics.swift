@@ -62,18 +62,3 @@ final class SandboxMetrics: Sendable {
         series.withLock { all in all = all.filter { live.contains($0.key) } }
     }
 }
-
-extension Supervisor {
-    /// One sample of every running sandbox; the series of sandboxes that are
-    /// gone (killed, failed) are dropped, paused ones keep theirs.
-    func sampleMetrics() async {
-        let live = (try? await core.catalog.sandboxes.all(in: SandboxState.allCases.filter(\.isLive))) ?? []
-        core.sandboxMetrics.keep(only: Set(live.map(\.id)))
-        core.activity.keep(only: Set(live.map(\.id)))
-        let now = Date().timeIntervalSince1970
-        for record in live where record.state == .running && !record.team.isEmpty {
-            guard let usage = core.runtime.usage(id: record.id) else { continue }
-            core.sandboxMetrics.sample(record, usage: usage, at: now, defaultDiskMB: core.settings.defaultDiskMB)
-        }
-    }
-}

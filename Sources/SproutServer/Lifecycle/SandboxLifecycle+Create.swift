@@ -5,28 +5,28 @@ import SproutCore
 import SproutRuntime
 import SproutSystem
 
-extension Sandboxes {
+extension SandboxLifecycle {
     /// Creates a sandbox and returns once its agent is ready: a pooled one if
     /// one fits (milliseconds), else a new one. A failure at any step removes
     /// everything made so far: no container, mount, namespace, veth, address
     /// or directory is left, and no record.
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
-        let request = try CreateRequest(body, settings: core.settings)
-        if (request.pauseOnTimeout || request.idlePauseSeconds != nil) && !request.pauseFilesOnly { try core.requireMemorySnapshots() }
-        let env = try await EnvGraph(core: core).resolve(request.env, team: identity.team)
-        if request.poolable(core.settings) {
-            await core.pool?.noteDemand(env)
+        let request = try CreateRequest(body, settings: settings)
+        if (request.pauseOnTimeout || request.idlePauseSeconds != nil) && !request.pauseFilesOnly { try requireMemorySnapshots() }
+        let env = try await graph.resolve(request.env, team: identity.team)
+        if request.poolable(settings) {
+            await demand.note(env)
             let timeout = Double(request.limits.timeout)
             let metadata = JSONColumn.encode(request.metadata)
             let envVars = JSONColumn.encode(request.envVars)
             let team = identity.team
             let (pause, resume, idle) = (request.pauseOnTimeout, request.autoResume, request.idlePauseSeconds.map(Double.init))
             let filesOnly = request.pauseFilesOnly
-            if let claimed = try await repository.claim(env: env.id, runtime: core.runtime.kind.rawValue, { record in
+            if let claimed = try await repository.claim(env: env.id, runtime: runtime.kind.rawValue, { record in
                 record.team = team
-                record.createdAt = now()
-                record.expiresAt = now() + timeout
+                record.createdAt = self.clock.now
+                record.expiresAt = self.clock.now + timeout
                 record.lifetimeSeconds = timeout
                 record.onTimeout = pause ? "pause" : nil
                 record.resumeOnRequest = resume
@@ -35,18 +35,18 @@ extension Sandboxes {
                 record.metadata = metadata
                 record.envVars = envVars
             }) {
-                await core.pool?.claimed()
+                await demand.claimed()
                 await writeEnvFile(claimed, request.envVars)
-                core.metrics.create(result: "pool", seconds: monotonicSeconds() - started)
-                core.logger.withSandbox(claimed.id).info("running (from the pool)")
-                await core.publishStateCounts()
+                metrics.create(result: "pool", seconds: monotonicSeconds() - started)
+                logger.withSandbox(claimed.id).info("running (from the pool)")
+                await publishStateCounts()
                 return api(claimed)
             }
         }
         let record = try await start(env: env, team: identity.team, request: request, pooled: false)
         await writeEnvFile(record, request.envVars)
-        core.metrics.create(result: "ok", seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
+        metrics.create(result: "ok", seconds: monotonicSeconds() - started)
+        await publishStateCounts()
         return api(record)
     }
 
@@ -60,43 +60,50 @@ extension Sandboxes {
     /// A sandbox whose file system refuses it still runs: that is logged.
     func writeEnvFile(_ record: SandboxRecord, _ envVars: [String: String]) async {
         guard !envVars.isEmpty else { return }
-        let path = core.host.envFile
+        let path = host.envFile
         do {
             let json = try JSONSerialization.data(withJSONObject: envVars, options: [.sortedKeys])
-            try await core.agent(record).write(Array(json), to: path, mode: 0o644)
+            try await agents.client(record).write(Array(json), to: path, mode: 0o644)
         } catch {
-            core.logger.withSandbox(record.id).warning("could not write \(path)", metadata: ["error": "\(error)"])
+            logger.withSandbox(record.id).warning("could not write \(path)", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Starts a sandbox for the warm pool: the default limits, no team yet.
+    func startPooled(_ env: ResolvedEnv) async throws {
+        let request = CreateRequest(
+            env: env.id, limits: CreateRequest.defaultLimits(settings), policy: .open, metadata: [:], envVars: [:], fromPool: true)
+        _ = try await start(env: env, team: "", request: request, pooled: true)
     }
 
     /// Starts a new sandbox, ending `running` (or `pooled`, for the pool; no
     /// team, for a build step). Creates users wait for are counted, so the
     /// pool's refills yield to them.
     func start(env: ResolvedEnv, team: String, request: CreateRequest, pooled: Bool) async throws -> SandboxRecord {
-        if !pooled { core.createsInFlight.withLock { $0 += 1 } }
-        defer { if !pooled { core.createsInFlight.withLock { $0 -= 1 } } }
+        if !pooled { createsInFlight.enter() }
+        defer { if !pooled { createsInFlight.leave() } }
         let started = monotonicSeconds()
-        if let free = FileSystem.freeBytes(core.settings.dataDirectory), free < core.settings.minimumFreeBytes {
+        if let free = FileSystem.freeBytes(settings.dataDirectory), free < settings.minimumFreeBytes {
             throw SproutError(.unavailable,
-                "not enough disk space in \(core.settings.dataDirectory): \(free >> 20) MiB free, \(core.settings.minimumFreeBytes >> 20) MiB needed")
+                "not enough disk space in \(settings.dataDirectory): \(free >> 20) MiB free, \(settings.minimumFreeBytes >> 20) MiB needed")
         }
         // Deep chains are squashed in blocks (cached) before anything is allocated.
         let lowers = try await launcher.lowerDirectories(env)
         // A warm env starts from its memory image, on a runtime that can restore one.
-        let warmImage: String? = if let image = env.memoryImage, core.runtime.capabilities.memorySnapshot {
+        let warmImage: String? = if let image = env.memoryImage, runtime.capabilities.memorySnapshot {
             try await launcher.materializedImage(image)
         } else {
             nil
         }
         let id = Identifiers.make(prefix: "sbx", length: 16)
         // The pool and build steps are outside the memory budget (--pool-budget bounds the pool).
-        let room: MemoryReservation? = pooled || team.isEmpty ? nil : try await MemoryPressure(core: core).admit([id], memoryMB: request.limits.memoryMB)
+        let room: MemoryReservation? = pooled || team.isEmpty ? nil : try await admit([id], memoryMB: request.limits.memoryMB)
         defer { room?.release() }
         let token = warmImage != nil ? (env.memoryToken ?? "") : Identifiers.random(length: 40)
-        let slot = try core.host.addresses.allocate(owner: core.slotOwner(id))
+        let slot = try host.addresses.allocate(owner: settings.slotOwner(id))
         var made = SandboxRecord(
-            id: id, team: team, env: env.id, runtime: core.runtime.kind.rawValue, createdAt: now(),
-            expiresAt: pooled ? nil : now() + Double(request.limits.timeout), cpu: request.limits.cpu, memoryMB: request.limits.memoryMB,
+            id: id, team: team, env: env.id, runtime: runtime.kind.rawValue, createdAt: self.clock.now,
+            expiresAt: pooled ? nil : self.clock.now + Double(request.limits.timeout), cpu: request.limits.cpu, memoryMB: request.limits.memoryMB,
             internet: request.policy.internet, metadata: request.metadata, envVars: request.envVars, slot: slot.index, agentToken: token,
             egress: request.policy.egress, diskMB: request.limits.diskMB)
         made.lifetimeSeconds = Double(request.limits.timeout)
@@ -108,20 +115,20 @@ extension Sandboxes {
         do {
             try await repository.insert(record)
         } catch {
-            core.host.addresses.release(slot, owner: core.slotOwner(id))
+            host.addresses.release(slot, owner: settings.slotOwner(id))
             throw error
         }
-        let log = core.logger.withSandbox(id)
-        log.info("creating", metadata: ["env": "\(env.id)", "runtime": "\(core.runtime.kind.rawValue)", "pooled": "\(pooled)"])
+        let log = logger.withSandbox(id)
+        log.info("creating", metadata: ["env": "\(env.id)", "runtime": "\(runtime.kind.rawValue)", "pooled": "\(pooled)"])
         // A kill that arrives meanwhile waits for this to finish (see OperationGate).
-        return try await core.gate.run(.create, on: id) {
+        return try await gate.run(.create, on: id) {
             do {
                 let prepared = monotonicSeconds()
                 let phases = try await launcher.bringUp(record, layers: lowers, image: warmImage)
                 let broughtUp = monotonicSeconds()
                 let timeout = Double(request.limits.timeout)
                 let (running, _) = try await repository.transition(id, .started(pooled: pooled)) { record in
-                    if !pooled { record.expiresAt = now() + timeout }
+                    if !pooled { record.expiresAt = self.clock.now + timeout }
                 }
                 await launcher.watch(running)
                 log.info("\(running.state.rawValue)", metadata: [
@@ -131,8 +138,8 @@ extension Sandboxes {
                 return running
             } catch {
                 log.error("create failed; rolling back", metadata: ["error": "\(error)"])
-                core.metrics.runtimeError(operation: "create")
-                core.metrics.create(result: "error", seconds: monotonicSeconds() - started)
+                metrics.runtimeError(operation: "create")
+                metrics.create(result: "error", seconds: monotonicSeconds() - started)
                 await launcher.teardown(record)
                 // Detached: the rollback must complete even if this task was cancelled.
                 let repository = self.repository

@@ -9,29 +9,22 @@ import SproutSystem
 /// `count` copies restored from it, each copy in its own network namespace
 /// at its own address (a restore takes its addresses from the namespace it
 /// runs in, not from the image), with its own copy of the writable layer.
-public struct LiveFork: Sendable {
-    let core: ServerCore
-
-    public init(core: ServerCore) { self.core = core }
-
+extension SandboxLifecycle {
     /// The most sandboxes one fork request may start.
     static let maxForks = 32
     /// Restores run this many at a time: each is mostly one busy runsc
     /// process, so more than the host's cores only adds contention.
     static var restoreWidth: Int { max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
-    var repository: SandboxRepository { core.catalog.sandboxes }
 
     public func fork(_ id: String, count: Int, for identity: Identity) async throws -> [API.Sandbox] {
         guard count >= 1 && count <= Self.maxForks else {
             throw SproutError(.invalidArgument, "count must be between 1 and \(Self.maxForks), got \(count)")
         }
         _ = try await repository.owned(id, team: identity.team)
-        try core.requireMemorySnapshots()
-        let made = try await core.gate.run(.fork, on: id) { try await forkNow(id, count: count) }
-        let sandboxes = Sandboxes(core: core)
-        return made.map { sandboxes.api($0) }
+        try requireMemorySnapshots()
+        let made = try await gate.run(.fork, on: id) { try await forkNow(id, count: count) }
+                return made.map { api($0) }
     }
 
     /// The fork itself; the caller holds the gate on the source.
@@ -41,20 +34,19 @@ public struct LiveFork: Sendable {
             throw SproutError(.conflict, "sandbox \(id) is \(source.state.rawValue); only a running sandbox can be forked")
         }
         let started = monotonicSeconds()
-        let checkpoint = Checkpoint(core: core)
-        try await checkpoint.preflight(source)
+                try await checkpoint.preflight(source)
         // Room for the children (the source keeps its own); counted as a placeholder until they are records.
-        let room = try await MemoryPressure(core: core).admit(["forks-of-\(id)-\(Identifiers.random(length: 8))"], memoryMB: source.memoryMB * count)
+        let room = try await admit(["forks-of-\(id)-\(Identifiers.random(length: 8))"], memoryMB: source.memoryMB * count)
         defer { room.release() }
-        let env = try await EnvGraph(core: core).resolve(source.env, team: source.team, includeDeleted: true)
+        let env = try await graph.resolve(source.env, team: source.team, includeDeleted: true)
         let lowers = try await launcher.lowerDirectories(env)
         let (forking, _) = try await repository.transition(id, .fork, expecting: source.version)
-        let imageDirectory = "\(core.settings.sandboxesDirectory)/.fork-\(Identifiers.random(length: 10))"
+        let imageDirectory = "\(settings.sandboxesDirectory)/.fork-\(Identifiers.random(length: 10))"
         defer { try? FileSystem.removeTree(imageDirectory) }
         do {
             try await checkpoint.take(forking, into: imageDirectory)
         } catch {
-            await checkpoint.recover(forking, from: error, operation: "fork")
+            await recover(afterFailedCheckpoint: forking, from: error, operation: "fork")
             throw SproutError(.internal, "cannot fork sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
         }
 
@@ -65,18 +57,18 @@ public struct LiveFork: Sendable {
         for _ in 0..<count {
             let forkID = Identifiers.make(prefix: "sbx", length: 16)
             do {
-                let slot = try core.host.addresses.allocate(owner: core.slotOwner(forkID))
+                let slot = try host.addresses.allocate(owner: settings.slotOwner(forkID))
                 let fork = SandboxRecord(
-                    id: forkID, team: forking.team, env: forking.env, runtime: forking.runtime, createdAt: now(), expiresAt: forking.expiresAt,
+                    id: forkID, team: forking.team, env: forking.env, runtime: forking.runtime, createdAt: self.clock.now, expiresAt: forking.expiresAt,
                     cpu: forking.cpu, memoryMB: forking.memoryMB, internet: forking.internet, metadata: forking.metadataDictionary,
                     envVars: forking.envVarsDictionary, slot: slot.index, agentToken: forking.agentToken, egress: forking.egressList,
                     diskMB: forking.diskMB)
-                try await core.gate.enter(.create, forkID)
+                try await gate.enter(.create, forkID)
                 do {
                     try await repository.insert(fork)
                 } catch {
-                    await core.gate.leave(forkID)
-                    core.host.addresses.release(slot, owner: core.slotOwner(forkID))
+                    await gate.leave(forkID)
+                    host.addresses.release(slot, owner: settings.slotOwner(forkID))
                     throw error
                 }
                 forks.append(fork)
@@ -98,12 +90,12 @@ public struct LiveFork: Sendable {
         let pending = failure == nil ? forks : []
         let results = await restoreAll(source: forking, forks: pending, layers: lowers, imageDirectory: imageDirectory)
         if let error = results[id] ?? nil {
-            core.logger.withSandbox(id).error("restoring the fork source failed", metadata: ["error": "\(error)"])
-            await checkpoint.recover(forking, from: error, operation: "fork")
+            logger.withSandbox(id).error("restoring the fork source failed", metadata: ["error": "\(error)"])
+            await recover(afterFailedCheckpoint: forking, from: error, operation: "fork")
         } else {
             let (running, _) = try await repository.transition(id, .forked, note: "\(pending.count) fork(s)")
             await launcher.watch(running)
-            MemorySnapshots(core: core).clockCheckLater(running)
+            clockCheckLater(running)
         }
         var made: [SandboxRecord] = []
         for fork in pending {
@@ -111,7 +103,7 @@ public struct LiveFork: Sendable {
                 failure = failure ?? error
                 continue
             }
-            if let (running, _) = try? await repository.transition(fork.id, .started(pooled: false), note: "forked from \(id)", edit: { $0.createdAt = now() }) {
+            if let (running, _) = try? await repository.transition(fork.id, .started(pooled: false), note: "forked from \(id)", edit: { $0.createdAt = self.clock.now }) {
                 await launcher.watch(running)
                 made.append(running)
             }
@@ -122,15 +114,14 @@ public struct LiveFork: Sendable {
             let repository = self.repository
             await Task.detached { try? await repository.delete(fork.id) }.value
         }
-        for fork in forks { await core.gate.leave(fork.id) }
-        await core.publishStateCounts()
+        for fork in forks { await gate.leave(fork.id) }
+        await publishStateCounts()
         if let failure, made.count < count {
-            let sandboxes = Sandboxes(core: core)
-            for fork in made { _ = try? await sandboxes.kill(fork.id, reason: "fork failed") }
+                        for fork in made { _ = try? await kill(fork.id, reason: "fork failed") }
             throw SproutError(.internal, "cannot fork sandbox \(id): \(failure.sentence)")
         }
-        core.metrics.memoryOperation("fork", seconds: monotonicSeconds() - started)
-        core.logger.withSandbox(id).info("forked", metadata: ["count": "\(count)", "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        metrics.memoryOperation("fork", seconds: monotonicSeconds() - started)
+        logger.withSandbox(id).info("forked", metadata: ["count": "\(count)", "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
         return made
     }
 
@@ -138,14 +129,14 @@ public struct LiveFork: Sendable {
     /// whiteouts and opaque dirs kept — the image expects the files as they
     /// were) and its own identity files.
     func copyWritableLayers(from source: String, to forks: [SandboxRecord]) async throws {
-        let sourceUpper = core.settings.directory(source) + "/upper"
+        let sourceUpper = settings.directory(source) + "/upper"
         for fork in forks {
-            let dir = core.settings.directory(fork.id)
+            let dir = settings.directory(fork.id)
             let slot = NetworkSlot(index: fork.slot ?? 0)
             try FileSystem.makeDirectories(dir, mode: 0o700)
             try await HostCommand.run(["cp", "-a", "--reflink=auto", sourceUpper, dir + "/upper"], timeout: .seconds(1800))
-            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: core.network.address(slot),
-                                                   certificates: core.settings.hostCABundle)
+            try SandboxLauncher.writeIdentityFiles(directory: dir, id: fork.id, slot: slot, address: network.address(slot),
+                                                   certificates: settings.hostCABundle)
         }
     }
 

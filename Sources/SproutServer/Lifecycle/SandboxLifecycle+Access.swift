@@ -11,14 +11,7 @@ import SproutSystem
 /// timeouts, and access to a running sandbox's agent (waking a sleeping one
 /// that asked for it). Every state change goes through the catalog's
 /// `transition` under the operation gate; this type keeps no state.
-public struct Sandboxes: Sendable {
-    let core: ServerCore
-
-    public init(core: ServerCore) { self.core = core }
-
-    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
-    var repository: SandboxRepository { core.catalog.sandboxes }
-
+extension SandboxLifecycle {
     // MARK: Queries
 
     public func get(_ id: String, for identity: Identity) async throws -> API.Sandbox {
@@ -39,7 +32,7 @@ public struct Sandboxes: Sendable {
         var api = record.api
         let list = record.imageList
         if !list.isEmpty {
-            let usage = core.images.usage(list)
+            let usage = stores.images.usage(list)
             api.memory = API.MemoryImages(count: list.count, logicalBytes: usage.logical, storedBytes: usage.stored)
         }
         return api
@@ -56,18 +49,18 @@ public struct Sandboxes: Sendable {
         // then take it running (a pause that does not wake on request ends
         // in the conflict below).
         if (record.state == .paused && record.autoResume) || record.state == .resuming || record.state == .pausing {
-            record = try await MemorySnapshots(core: core).wake(id)
+            record = try await wake(id)
         }
         guard record.state == .running, record.slot != nil else {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue), not running")
         }
-        core.activity.touch(id)
+        activity.touch(id)
         return record
     }
 
     /// A client for the agent of a running sandbox.
     public func agent(_ id: String, for identity: Identity) async throws -> AgentClient {
-        core.agent(try await running(id, for: identity))
+        agents.client(try await running(id, for: identity))
     }
 
     /// Runs `body` against the agent of a running sandbox. A call cut short
@@ -91,7 +84,7 @@ public struct Sandboxes: Sendable {
         if let sprout = error as? SproutError, sprout.code != .unavailable && sprout.code != .timeout && sprout.code != .io {
             return error
         }
-        if let operation = await core.gate.current(id), [.kill, .pause, .fork, .died].contains(operation) {
+        if let operation = await gate.current(id), [.kill, .pause, .fork, .died].contains(operation) {
             return SproutError(.conflict, "sandbox \(id) is \(operation.progressive): the request was cut short")
         }
         if let record = try? await repository.find(id), record.state != .running {
@@ -103,27 +96,32 @@ public struct Sandboxes: Sendable {
     /// Whether the sandbox is being killed or is gone (killed, cleaned up
     /// after a death, or no record at all), rather than paused or forked.
     public func isEnding(_ id: String) async -> Bool {
-        if let operation = await core.gate.current(id), [.kill, .died].contains(operation) { return true }
+        if let operation = await gate.current(id), [.kill, .died].contains(operation) { return true }
         guard let record = try? await repository.find(id) else { return true }
         return record.state == .killing || record.state == .killed
+    }
+
+    /// Where a sandbox's extended attributes are kept (see `SandboxXattrs`).
+    func xattrs(_ id: String) -> SandboxXattrs {
+        SandboxXattrs(onHost: runtime.kind == .gvisor, upper: settings.directory(id) + "/upper", sandbox: id)
     }
 
     /// The sandbox's env vars, which the server adds to every process it starts there.
     public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
         let own = try await repository.owned(id, team: identity.team).envVarsDictionary
-        return core.settings.serverEnvironment.merging(own) { _, sandbox in sandbox }
+        return settings.serverEnvironment.merging(own) { _, sandbox in sandbox }
     }
 
     /// The sandbox's address, for port previews.
     public func address(_ id: String, for identity: Identity) async throws -> String {
         let record = try await running(id, for: identity)
-        return core.network.address(NetworkSlot(index: record.slot ?? 0))
+        return network.address(NetworkSlot(index: record.slot ?? 0))
     }
 
     // MARK: Timeouts
 
     public func setTimeout(_ id: String, seconds: Int, for identity: Identity) async throws -> API.Sandbox {
-        try CreateRequest.validateTimeout(seconds, max: core.settings.maxTimeoutSeconds)
+        try CreateRequest.validateTimeout(seconds, max: settings.maxTimeoutSeconds)
         _ = try await repository.owned(id, team: identity.team)
         let record = try await repository.modify(id) { record in
             record.lifetimeSeconds = Double(seconds)
@@ -132,7 +130,7 @@ public struct Sandboxes: Sendable {
                 // The clock starts again at resume.
                 record.remainingSeconds = Double(seconds)
             case .running, .creating, .pausing, .resuming, .forking:
-                record.expiresAt = now() + Double(seconds)
+                record.expiresAt = self.clock.now + Double(seconds)
             default:
                 throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue)")
             }
@@ -150,7 +148,7 @@ public struct Sandboxes: Sendable {
         let egress = try CreateRequest.validateEgress(egress, internet: internet)
         let new = NetworkPolicy(internet: internet, egress: egress)
         let old = try await repository.owned(id, team: identity.team)
-        return try await core.gate.run(.network, on: id) {
+        return try await gate.run(.network, on: id) {
             let record = try await repository.modify(id) { record in
                 guard [.running, .paused].contains(record.state) else {
                     throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue): only a running or paused sandbox has a network to change")
@@ -159,7 +157,7 @@ public struct Sandboxes: Sendable {
                 record.egress = egress.isEmpty ? nil : JSONColumn.encodeList(egress)
             }
             do {
-                try await core.network.updatePolicy(sandboxID: id, from: old.policy, to: new)
+                try await network.updatePolicy(sandboxID: id, from: old.policy, to: new)
             } catch {
                 _ = try? await repository.modify(id) { record in
                     record.internet = old.internet
@@ -169,86 +167,6 @@ public struct Sandboxes: Sendable {
             }
             return api(record)
         }
-    }
-
-    /// Kills (or, for those that ask, pauses) every running sandbox whose
-    /// timeout has passed. One that is busy (being snapshotted, say) is left
-    /// for the next tick; one being snapshotted gets a minute more.
-    @discardableResult
-    public func reapExpired() async -> Int {
-        let expired = (try? await repository.expired(before: now())) ?? []
-        var reaped = 0
-        for record in expired {
-            if record.onTimeout == "pause" && (record.pauseFilesOnly || core.runtime.capabilities.memorySnapshot) {
-                if await pauseOnTimeout(record) { reaped += 1 }
-                continue
-            }
-            let done = try? await core.gate.runIfIdle(.kill, on: record.id) {
-                try await killNow(record.id, reason: "timeout", error: nil)
-            }
-            if done != nil { reaped += 1 }
-        }
-        return reaped
-    }
-
-    /// Pauses every running sandbox that asked to sleep when idle and has had
-    /// no request and no open stream for that long.
-    @discardableResult
-    public func pauseIdle() async -> Int {
-        let candidates = ((try? await repository.idlePausing()) ?? []).filter { !$0.team.isEmpty }
-        guard !candidates.isEmpty else { return 0 }
-        let memory = MemorySnapshots(core: core)
-        var paused = 0
-        for record in candidates {
-            guard record.pauseFilesOnly || core.runtime.capabilities.memorySnapshot else { continue }
-            guard let limit = record.idlePauseSeconds, let idle = core.activity.idleSeconds(record.id, since: record.createdAt), idle >= limit else { continue }
-            do {
-                let done: Bool? = try await core.gate.runIfIdle(.pause, on: record.id) {
-                    _ = try await memory.pauseNow(record.id, autoResume: record.resumeOnRequest, filesOnly: record.pauseFilesOnly)
-                    await repository.note(record.id, kind: "idle", "paused after \(Int(idle)) s without a request or an open stream")
-                    return true
-                }
-                if done == true { paused += 1 }
-            } catch {
-                // Not now (an open connection gVisor cannot save, say): try again after another idle spell.
-                core.activity.touch(record.id)
-                core.logger.withSandbox(record.id).notice("idle pause not done", metadata: ["error": "\(error)"])
-            }
-        }
-        return paused
-    }
-
-    static let timeoutPauseRetrySeconds = 60.0
-
-    /// A timeout that pauses: every process kept, the full timeout given
-    /// again when it resumes. A pause refused for now is tried again for a
-    /// minute; one that cannot be done ends in a kill, with why.
-    func pauseOnTimeout(_ record: SandboxRecord) async -> Bool {
-        let id = record.id
-        let memory = MemorySnapshots(core: core)
-        let done: Bool? = await core.gate.runIfIdle(.pause, on: id) {
-            do {
-                _ = try await memory.pauseNow(id, autoResume: record.resumeOnRequest, filesOnly: record.pauseFilesOnly)
-                _ = try? await repository.modify(id) { $0.remainingSeconds = $0.lifetimeSeconds ?? Double(core.settings.defaultTimeoutSeconds) }
-                await repository.note(id, kind: "timeout", "paused on timeout" + (record.resumeOnRequest ? "; the next request resumes it" : ""))
-                core.metrics.timeoutPause(result: "paused")
-                return true
-            } catch {
-                // Refused before anything changed (an open connection gVisor
-                // cannot save, say): it keeps running; try again on the next
-                // passes for a minute before giving up.
-                if let current = try? await repository.find(id), current.state == .running,
-                   now() - (current.expiresAt ?? now()) < Self.timeoutPauseRetrySeconds {
-                    core.logger.withSandbox(id).notice("pause on timeout not done yet; trying again", metadata: ["error": "\(error)"])
-                    return false
-                }
-                core.logger.withSandbox(id).warning("pause on timeout failed; killing", metadata: ["error": "\(error)"])
-                core.metrics.timeoutPause(result: "failed")
-                _ = try? await killNow(id, reason: "timeout", error: "the timeout's pause failed: \((error as? SproutError)?.message ?? "\(error)")")
-                return true
-            }
-        }
-        return done ?? false
     }
 }
 

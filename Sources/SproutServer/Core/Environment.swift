@@ -18,12 +18,12 @@ public struct SandboxHost: Sendable {
     /// Whether to watch memory cgroups (the fake has none).
     public var watchesMemory: Bool
     /// Where, inside a sandbox, its own variables are written for processes
-    /// that were running before it existed (`Sandboxes.envFile`). The fake
+    /// that were running before it existed (`SandboxLifecycle.envFile`). The fake
     /// host's sandboxes are host processes, so it names a file of its own.
     public var envFile: String
 
     public init(runtime: any SandboxRuntime, network: any SandboxNetworking, addresses: any AddressPool, bases: any BaseProvider,
-                watchesMemory: Bool, envFile: String = Sandboxes.envFile) {
+                watchesMemory: Bool, envFile: String = SandboxLifecycle.envFile) {
         self.runtime = runtime
         self.network = network
         self.addresses = addresses
@@ -71,10 +71,17 @@ public struct Settings: Sendable {
     /// What every process in a sandbox gets from the server itself.
     var serverEnvironment: [String: String] { hostCABundle == nil ? [:] : HostCertificates.environment }
 
-    public init(dataDirectory: String, agentDirectory: String) {
+    /// This data directory's short id: it names the server's host resources.
+    public var instance: String
+
+    public init(dataDirectory: String, agentDirectory: String, instance: String = "") {
         self.dataDirectory = dataDirectory
         self.agentDirectory = agentDirectory
+        self.instance = instance
     }
+
+    /// Who holds a sandbox's host-wide network slot.
+    func slotOwner(_ id: String) -> String { "\(instance)/\(id)" }
 
     var sandboxesDirectory: String { dataDirectory + "/sandboxes" }
     func directory(_ id: String) -> String { "\(sandboxesDirectory)/\(id)" }
@@ -82,76 +89,70 @@ public struct Settings: Sendable {
     var readyImagesDirectory: String { dataDirectory + "/images/ready" }
 }
 
-/// Everything the server's services share: settings, the catalog, the host,
-/// the stores, and the coordination of work in flight (the operation gate,
-/// store leases, watched containers). Services hold one and keep no
-/// lifecycle state of their own beyond what they say they do.
-public final class ServerCore: Sendable {
-    public let settings: Settings
-    public let catalog: Catalog
-    public let host: SandboxHost
+/// The three stores: layers, blobs, memory images, all under the data directory.
+struct Stores: Sendable {
     let layers: LayerStore
     let blobs: BlobStore
     let images: ImageStore
-    let instance: String
-    public let metrics: ServerMetrics
-    let logger: Logger
-    let gate = OperationGate()
-    let leases = StoreLeases()
-    /// The host process of each running container, for noticing deaths.
-    let containers = Locked<[String: ContainerProcess]>([:])
-    /// Creates users wait for; the pool yields to them and shutdown waits for them.
-    let createsInFlight = Locked(0)
-    /// Set by `startMemoryGuard` on a real host.
-    let memoryGuardBox = Locked<MemoryGuard?>(nil)
-    /// The warm pool (set once by `buildApplication`).
-    let poolBox = Locked<WarmPool?>(nil)
-    var pool: WarmPool? { poolBox.current }
-    /// Each sandbox's resources over time.
-    let sandboxMetrics = SandboxMetrics()
-    /// When each sandbox was last used (idle detection).
-    let activity = SandboxActivity()
-    /// Memory admitted to sandboxes on their way to running (`MemoryPressure`).
-    let memoryReservations = MemoryLedger()
-    /// Bytes of each built-in base, measured once.
-    let baseBytes = Locked<[String: Int64]>([:])
 
-    public init(settings: Settings, catalog: Catalog, host: SandboxHost, instance: String, metrics: ServerMetrics, logger: Logger) {
-        self.settings = settings
-        self.catalog = catalog
-        self.host = host
-        self.layers = LayerStore(root: settings.dataDirectory + "/layers")
-        self.blobs = BlobStore(root: settings.dataDirectory + "/blobs")
-        self.images = ImageStore(root: settings.dataDirectory + "/images")
-        self.instance = instance
-        self.metrics = metrics
-        self.logger = logger
+    init(dataDirectory: String) {
+        layers = LayerStore(root: dataDirectory + "/layers")
+        blobs = BlobStore(root: dataDirectory + "/blobs")
+        images = ImageStore(root: dataDirectory + "/images")
     }
+}
 
-    var runtime: any SandboxRuntime { host.runtime }
-    var network: any SandboxNetworking { host.network }
+/// Connections to sandboxes' agents, at the address their network slot gives.
+struct AgentConnector: Sendable {
+    let network: any SandboxNetworking
 
-    func slotOwner(_ id: String) -> String { "\(instance)/\(id)" }
-
-    /// A client for a sandbox's agent.
-    func agent(_ record: SandboxRecord, connectTimeout: Double = 10) -> AgentClient {
+    func client(_ record: SandboxRecord, connectTimeout: Double = 10) -> AgentClient {
         let endpoint = network.agentEndpoint(NetworkSlot(index: record.slot ?? 0))
         var client = AgentClient(endpoint: AgentEndpoint(host: endpoint.host, port: endpoint.port, token: record.agentToken))
         client.connectTimeoutSeconds = connectTimeout
         return client
     }
+}
 
-    func requireMemorySnapshots() throws {
-        guard runtime.capabilities.memorySnapshot else {
-            throw SproutError(.unsupported,
-                "the \(runtime.kind.rawValue) runtime cannot snapshot memory on this host (CRIU fails on this kernel): pause, resume and live fork need a server started with --runtime gvisor")
+/// The host process of each running container (for noticing a death) and,
+/// on a real host, its memory cgroup (for `MemoryGuard`).
+final class ContainerWatch: Sendable {
+    let runtime: any SandboxRuntime
+    let memory: MemoryGuard?
+    let logger: Logger
+    private let processes = Locked<[String: ContainerProcess]>([:])
+
+    init(runtime: any SandboxRuntime, memory: MemoryGuard?, logger: Logger) {
+        self.runtime = runtime
+        self.memory = memory
+        self.logger = logger
+    }
+
+    /// Starts watching a running sandbox: its container process and its memory.
+    func watch(_ record: SandboxRecord) async {
+        if let process = await runtime.containerProcess(id: record.id) {
+            processes.withLock { $0[record.id] = process }
+        }
+        do {
+            try memory?.watch(record)
+        } catch {
+            logger.withSandbox(record.id).warning("cannot watch the sandbox's memory: only the kernel's hard limit applies",
+                                                  metadata: ["error": "\(error)"])
         }
     }
 
-    func publishStateCounts() async {
-        let counts = (try? await catalog.sandboxes.countsByState()) ?? [:]
-        metrics.sandboxesByState(counts)
+    func unwatch(_ id: String) {
+        processes.withLock { _ = $0.removeValue(forKey: id) }
+        memory?.unwatch(id)
     }
+
+    /// Watched sandboxes whose container process is gone.
+    func ended() -> [(id: String, process: ContainerProcess)] {
+        processes.current.filter { !ProcessWatch.isAlive($0.value) }.map { ($0.key, $0.value) }
+    }
+
+    /// Whether `process` is still what `id` is watched by (no operation stopped it on purpose meanwhile).
+    func isWatching(_ id: String, _ process: ContainerProcess) -> Bool { processes.current[id] == process }
 }
 
 extension Logger {

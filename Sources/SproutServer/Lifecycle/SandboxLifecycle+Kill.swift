@@ -4,7 +4,7 @@ import SproutCore
 import SproutRuntime
 import SproutSystem
 
-extension Sandboxes {
+extension SandboxLifecycle {
     /// Kills a sandbox of `identity`'s team: stops its container and removes
     /// everything it held. Waits for an operation in flight on it (a pause, a
     /// fork) and then kills: a kill always wins.
@@ -16,9 +16,14 @@ extension Sandboxes {
     /// Kills sandbox `id` for `reason` (request, timeout, disk, shutdown, …).
     @discardableResult
     func kill(_ id: String, reason: String, error: String? = nil) async throws -> SandboxRecord {
-        try await core.gate.run(.kill, on: id) {
+        try await gate.run(.kill, on: id) {
             try await killNow(id, reason: reason, error: error)
         }
+    }
+
+    /// Kills unless something is being done to the sandbox (periodic work: it looks again next round).
+    func killIfIdle(_ id: String, reason: String, error: String?) async {
+        _ = try? await gate.runIfIdle(.kill, on: id) { try await killNow(id, reason: reason, error: error) }
     }
 
     /// The kill itself; the caller holds the gate.
@@ -30,48 +35,48 @@ extension Sandboxes {
         let dying = current.state == .killing ? current : try await repository.transition(id, .kill, note: reason).record
         await launcher.teardown(dying)
         let (record, _) = try await repository.transition(id, .tornDown) { record in
-            record.endedAt = now()
+            record.endedAt = self.clock.now
             if let error { record.error = error }
         }
-        if !record.imageList.isEmpty { await GarbageCollector(core: core).collect(.images) }
+        if !record.imageList.isEmpty { await collector.collect(.images) }
         await releaseDeletedEnvs()
-        core.metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
-        core.logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
+        metrics.kill(reason: reason, seconds: monotonicSeconds() - started)
+        await publishStateCounts()
+        logger.withSandbox(id).info("killed", metadata: ["reason": "\(reason)"])
         return record
     }
 
     /// A deleted env that this sandbox was the last to hold goes now, with
     /// the layers and images only it used.
     func releaseDeletedEnvs() async {
-        guard let purged = try? await core.catalog.envs.purgeDeleted(), purged > 0 else { return }
-        await GarbageCollector(core: core).collect(.layers)
-        await GarbageCollector(core: core).collect(.images)
+        guard let purged = try? await catalog.envs.purgeDeleted(), purged > 0 else { return }
+        await collector.collect(.layers)
+        await collector.collect(.images)
     }
 
     /// The container of a running (or pooled) sandbox ended on its own:
     /// record why, clean up, and keep the record (`killed`, with the reason in `error`).
     func died(_ id: String, reason: String) async {
-        _ = try? await core.gate.runIfIdle(.died, on: id) {
+        _ = try? await gate.runIfIdle(.died, on: id) {
             guard let current = try await repository.find(id), current.state == .running || current.state == .pooled else { return }
-            let log = core.logger.withSandbox(id)
+            let log = logger.withSandbox(id)
             log.error("the sandbox stopped on its own", metadata: ["reason": "\(reason)"])
-            core.metrics.died()
+            metrics.died()
             let (record, _) = try await repository.transition(id, .died, note: reason)
             await launcher.teardown(record)
             try await repository.transition(id, .tornDown) { record in
-                record.endedAt = now()
+                record.endedAt = self.clock.now
                 record.error = reason
             }
             await releaseDeletedEnvs()
-            await core.publishStateCounts()
+            await publishStateCounts()
         }
     }
 
     /// Kills every live sandbox but the paused ones (graceful shutdown): paused
     /// sandboxes keep their images, files and addresses for after the restart.
     func killAll() async {
-        while core.createsInFlight.current > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+        await createsInFlight.settled()
         let live = (try? await repository.all(in: [.running, .pooled, .creating])) ?? []
         await withTaskGroup(of: Void.self) { group in
             for record in live {

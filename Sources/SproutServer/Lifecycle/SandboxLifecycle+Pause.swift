@@ -10,25 +10,16 @@ import SproutSystem
 /// Pause and resume (gVisor checkpoint/restore): a paused sandbox holds no
 /// process, CPU or memory; its memory is an image in the chunk store, its
 /// writable layer, namespace and address wait for resume.
-public struct MemorySnapshots: Sendable {
-    let core: ServerCore
-
-    public init(core: ServerCore) { self.core = core }
-
+extension SandboxLifecycle {
     /// Pause images kept per sandbox (each later one stores only the chunks it does not share).
     static let imageHistory = 10
-
-    var launcher: SandboxLauncher { SandboxLauncher(core: core) }
-    var checkpoint: Checkpoint { Checkpoint(core: core) }
-    var repository: SandboxRepository { core.catalog.sandboxes }
-    var sandboxes: Sandboxes { Sandboxes(core: core) }
 
     // MARK: Pause
 
     public func pause(_ id: String, autoResume: Bool, filesOnly: Bool = false, for identity: Identity) async throws -> API.Sandbox {
         _ = try await repository.owned(id, team: identity.team)
-        if !filesOnly { try core.requireMemorySnapshots() }
-        return sandboxes.api(try await core.gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume, filesOnly: filesOnly) })
+        if !filesOnly { try requireMemorySnapshots() }
+        return api(try await gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume, filesOnly: filesOnly) })
     }
 
     /// The pause itself; the caller holds the gate.
@@ -38,7 +29,7 @@ public struct MemorySnapshots: Sendable {
             throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue); only a running sandbox can be paused")
         }
         let paused = try await repository.pausedCount(team: record.team)
-        guard paused < core.settings.maxPausedPerTeam else {
+        guard paused < settings.maxPausedPerTeam else {
             throw SproutError(.conflict, "team \(record.team) already has \(paused) paused sandboxes, its limit (--max-paused-per-team); kill some first")
         }
         if filesOnly { return try await pauseFilesNow(record, autoResume: autoResume) }
@@ -46,28 +37,28 @@ public struct MemorySnapshots: Sendable {
         try await checkpoint.preflight(record)
         let (pausing, _) = try await repository.transition(id, .pause(memory: true), expecting: record.version)
         // The image is leased from before its chunks are written until the record names it.
-        let stored: SandboxRecord = try await GarbageCollector(core: core).leasing(.images) {
+        let stored: SandboxRecord = try await collector.leasing(.images) {
             let image: ImageStore.Stored
             do {
                 image = try await checkpoint.takeIntoStore(pausing)
             } catch {
-                await checkpoint.recover(pausing, from: error, operation: "pause")
+                await recover(afterFailedCheckpoint: pausing, from: error, operation: "pause")
                 throw SproutError(.internal, "cannot pause sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
             }
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
             let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
                 record.images = JSONColumn.encodeList(history)
-                record.fallAsleep(autoResume: autoResume, filesOnly: false)
+                record.fallAsleep(at: self.clock.now, autoResume: autoResume, filesOnly: false)
             }
-            core.logger.withSandbox(id).info("paused", metadata: [
+            logger.withSandbox(id).info("paused", metadata: [
                 "image": "\(image.id)", "bytes": "\(image.size)", "new": "\(image.newBytes)",
                 "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
             ])
             return paused
         }
-        await GarbageCollector(core: core).collect(.images)
-        core.metrics.memoryOperation("pause", seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
+        await collector.collect(.images)
+        metrics.memoryOperation("pause", seconds: monotonicSeconds() - started)
+        await publishStateCounts()
         return stored
     }
 
@@ -77,15 +68,15 @@ public struct MemorySnapshots: Sendable {
     func pauseFilesNow(_ record: SandboxRecord, autoResume: Bool) async throws -> SandboxRecord {
         let id = record.id
         let started = monotonicSeconds()
-        _ = try? await core.agent(record).run(ProcessSpec(cmd: ["sync"]))
+        _ = try? await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
         let (pausing, _) = try await repository.transition(id, .pause(memory: false), expecting: record.version)
         await launcher.removeContainer(id)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
-            record.fallAsleep(autoResume: autoResume, filesOnly: true)
+            record.fallAsleep(at: self.clock.now, autoResume: autoResume, filesOnly: true)
         }
-        core.logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
-        core.metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
+        logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
+        metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
+        await publishStateCounts()
         return paused
     }
 
@@ -93,8 +84,8 @@ public struct MemorySnapshots: Sendable {
 
     public func resume(_ id: String, for identity: Identity) async throws -> API.Sandbox {
         let owned = try await repository.owned(id, team: identity.team)
-        if !owned.lastPauseFilesOnly { try core.requireMemorySnapshots() }
-        return sandboxes.api(try await core.gate.run(.resume, on: id) {
+        if !owned.lastPauseFilesOnly { try requireMemorySnapshots() }
+        return api(try await gate.run(.resume, on: id) {
             guard let record = try await repository.find(id), record.state == .paused else {
                 let state = try await repository.find(id)?.state.rawValue ?? "gone"
                 throw SproutError(.conflict, "sandbox \(id) is \(state); only a paused sandbox can be resumed")
@@ -106,11 +97,11 @@ public struct MemorySnapshots: Sendable {
     /// Resumes a sandbox that asked to resume on demand, for a request that
     /// needs it running. Concurrent requests wait for the one resume.
     func wake(_ id: String) async throws -> SandboxRecord {
-        try await core.gate.run(.wake, on: id) {
+        try await gate.run(.wake, on: id) {
             guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
             guard record.state == .paused && record.autoResume else { return record }
             let woken = try await resumeNow(record)
-            core.metrics.wake()
+            metrics.wake()
             await repository.note(id, kind: "wake", "resumed by a request")
             return woken
         }
@@ -123,26 +114,26 @@ public struct MemorySnapshots: Sendable {
         let started = monotonicSeconds()
         let (resuming, _) = try await repository.transition(id, .resume(fromMemory: false), expecting: current.version)
         do {
-            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team, includeDeleted: true)
+            let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
             try await launcher.bootAgain(resuming, layers: try await launcher.lowerDirectories(env))
         } catch {
-            core.logger.withSandbox(id).error("boot after a files-only pause failed; still paused", metadata: ["error": "\(error)"])
+            logger.withSandbox(id).error("boot after a files-only pause failed; still paused", metadata: ["error": "\(error)"])
             await launcher.removeContainer(id)
             _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
-            await core.publishStateCounts()
+            await publishStateCounts()
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
         let running = try await markRunning(id, note: "booted again from its files")
-        core.metrics.memoryOperation("resume-files", seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
+        metrics.memoryOperation("resume-files", seconds: monotonicSeconds() - started)
+        await publishStateCounts()
         return running
     }
 
     /// A resumed sandbox is running again: its timeout's clock restarts with what was left.
     private func markRunning(_ id: String, note: String?) async throws -> SandboxRecord {
-        let fallback = Double(core.settings.defaultTimeoutSeconds)
+        let fallback = Double(settings.defaultTimeoutSeconds)
         let (running, _) = try await repository.transition(id, .restored, note: note) { record in
-            record.expiresAt = now() + (record.remainingSeconds ?? fallback)
+            record.expiresAt = self.clock.now + (record.remainingSeconds ?? fallback)
             record.remainingSeconds = nil
             record.autoResume = false
             record.pausedAt = nil
@@ -156,7 +147,7 @@ public struct MemorySnapshots: Sendable {
     /// The resume itself; the caller holds the gate.
     func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
         let id = current.id
-        let room = try await MemoryPressure(core: core).admit([id], memoryMB: current.memoryMB)
+        let room = try await admit([id], memoryMB: current.memoryMB)
         defer { room.release() }
         if current.lastPauseFilesOnly { return try await bootAgain(current) }
         guard let image = current.imageList.last else {
@@ -164,12 +155,12 @@ public struct MemorySnapshots: Sendable {
         }
         let started = monotonicSeconds()
         let (resuming, _) = try await repository.transition(id, .resume(fromMemory: true), expecting: current.version)
-        let imageDirectory = core.settings.directory(id) + "/image"
+        let imageDirectory = settings.directory(id) + "/image"
         var phases = ""
         do {
-            let env = try await EnvGraph(core: core).resolve(resuming.env, team: resuming.team, includeDeleted: true)
+            let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
             let lowers = try await launcher.lowerDirectories(env)
-            let images = core.images
+            let images = stores.images
             let t0 = monotonicSeconds()
             try await onThread {
                 try images.materialize(image, to: imageDirectory)
@@ -179,18 +170,18 @@ public struct MemorySnapshots: Sendable {
             phases += try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
         } catch {
             try? FileSystem.removeTree(imageDirectory)
-            core.logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
-            core.metrics.runtimeError(operation: "restore")
+            logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
+            metrics.runtimeError(operation: "restore")
             await launcher.removeContainer(id)
             _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
-            await core.publishStateCounts()
+            await publishStateCounts()
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
         let running = try await markRunning(id, note: nil)
-        core.metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
-        await core.publishStateCounts()
+        metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
+        await publishStateCounts()
         clockCheckLater(running)
-        core.logger.withSandbox(id).info("resumed", metadata: [
+        logger.withSandbox(id).info("resumed", metadata: [
             "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "phases": "\(phases)",
         ])
         return running
@@ -200,35 +191,90 @@ public struct MemorySnapshots: Sendable {
 
     /// Checks the clock off the request's path (a process start in gVisor costs ≈ 10 ms).
     func clockCheckLater(_ record: SandboxRecord) {
-        let core = self.core
-        Task { await MemorySnapshots(core: core).correctClock(record) }
+        Task { await correctClock(record) }
     }
 
     /// After a restore the sandbox's wall clock must match the host's. gVisor
     /// reads the host's clock, so it does; if it ever does not (another
     /// runtime, an old image), set it through the agent.
     func correctClock(_ record: SandboxRecord) async {
-        let client = core.agent(record)
+        let client = agents.client(record)
         guard let bytes = try? await client.run(ProcessSpec(cmd: ["date", "+%s.%N"])).stdout,
             let inside = Double(String(decoding: bytes, as: UTF8.self).trimmed)
         else { return }
-        let skew = inside - now()
-        core.metrics.clockSkew(skew)
+        let skew = inside - SystemClock().now
+        metrics.clockSkew(skew)
         guard abs(skew) > 1 else { return }
-        core.logger.withSandbox(record.id).warning("clock off after restore; setting it", metadata: ["skew": "\(skew)"])
-        try? await client.setClock(unixNanos: Int64(now() * 1e9))
+        logger.withSandbox(record.id).warning("clock off after restore; setting it", metadata: ["skew": "\(skew)"])
+        try? await client.setClock(unixNanos: Int64(SystemClock().now * 1e9))
     }
 }
 
 extension SandboxRecord {
     /// Asleep from now (after a pause, or a checkpoint a restart cut short):
     /// what is left of its timeout is kept for the resume (`markRunning`).
-    mutating func fallAsleep(autoResume: Bool, filesOnly: Bool, error: String? = nil) {
-        remainingSeconds = max(1, (expiresAt ?? now()) - now())
+    mutating func fallAsleep(at now: Double, autoResume: Bool, filesOnly: Bool, error: String? = nil) {
+        remainingSeconds = max(1, (expiresAt ?? now) - now)
         expiresAt = nil
         self.autoResume = autoResume
-        pausedAt = now()
+        pausedAt = now
         lastPauseFilesOnly = filesOnly
         self.error = error
+    }
+}
+
+extension SandboxLifecycle {
+    /// gVisor ends a sandbox whose save failed: start it again from its files
+    /// (the writable layer is intact) so it stays usable, and record why; if
+    /// even that fails, it is gone (`died`). The caller holds the gate.
+    func recover(afterFailedCheckpoint record: SandboxRecord, from error: Error, operation: String) async {
+        let id = record.id
+        let log = logger.withSandbox(id)
+        log.error("checkpoint failed; restarting from files", metadata: ["error": "\(error)"])
+        metrics.runtimeError(operation: "checkpoint")
+        let message = "\(operation) failed (\(error.sentence)); restarted from its files, processes were lost"
+        do {
+            let env = try await graph.resolve(record.env, team: record.team, includeDeleted: true)
+            try await launcher.bootAgain(record, layers: try await launcher.lowerDirectories(env))
+            let (running, _) = try await repository.transition(id, .restartedFromFiles, note: message) { $0.error = message }
+            await launcher.watch(running)
+        } catch {
+            log.error("restart after a failed checkpoint failed", metadata: ["error": "\(error)"])
+            let reason = "\(operation) failed (\(error.sentence)) and the sandbox could not be started again"
+            if let (dying, _) = try? await repository.transition(id, .died, note: reason) {
+                await launcher.teardown(dying)
+                _ = try? await repository.transition(id, .tornDown) { record in
+                    record.endedAt = self.clock.now
+                    record.error = reason
+                }
+            }
+        }
+        await publishStateCounts()
+    }
+}
+
+extension SandboxLifecycle {
+    /// Pauses one sandbox for memory, if it is still idle and nothing else
+    /// is being done to it. True if it is now paused.
+    func pauseForMemory(_ record: SandboxRecord, reason: String, why: String) async -> Bool {
+        let id = record.id
+        do {
+            let done: Bool? = try await gate.runIfIdle(.pause, on: id) {
+                // Looked at again under the gate: a request may have come meanwhile.
+                guard let current = try await repository.find(id), current.state == .running,
+                      let idle = activity.idleSeconds(id, since: current.createdAt), idle >= settings.pressureIdleSeconds
+                else { return false }
+                _ = try await pauseNow(id, autoResume: true, filesOnly: current.pauseFilesOnly)
+                let message = "paused for memory after \(Int(idle)) s idle: \(why); the next request wakes it"
+                await repository.note(id, kind: "pressure", message)
+                logger.withSandbox(id).notice("paused for memory", metadata: ["reason": "\(reason)", "why": "\(why)", "memoryMB": "\(current.memoryMB)"])
+                metrics.pressurePause(reason: reason)
+                return true
+            }
+            return done == true
+        } catch {
+            logger.withSandbox(id).notice("pause for memory not done", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 }

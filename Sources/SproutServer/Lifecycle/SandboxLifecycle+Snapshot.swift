@@ -1,0 +1,85 @@
+import Crypto
+import Foundation
+import SproutAPI
+import SproutAgentProtocol
+import SproutCore
+import SproutStore
+
+/// A running sandbox's writable layer, frozen, becomes a new env whose
+/// parent is the sandbox's env; the sandbox keeps running.
+extension SandboxLifecycle {
+    /// Snapshotting the same content twice gives the same env.
+    public func snapshot(_ id: String, name: String?, for identity: Identity) async throws -> API.Env {
+        _ = try await repository.owned(id, team: identity.team)
+        if let name { try EnvGraph.validateName(name) }
+        return try await gate.run(.snapshot, on: id) {
+            guard let record = try await repository.find(id), record.state == .running else {
+                let state = try await repository.find(id)?.state.rawValue ?? "gone"
+                throw SproutError(.conflict, "sandbox \(id) is \(state), not running")
+            }
+                        let parent = try await graph.resolve(record.env, team: identity.team, includeDeleted: true)
+            // The layer is leased from before it is written until an env names it.
+            let stored = try await collector.leasing(.layers) {
+                // gVisor may hold written data in its own cache: flush it to the upper dir.
+                _ = try await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
+                let frozen = try await stores.layers.freeze(upper: settings.directory(id) + "/upper", excluding: SandboxLauncher.identityFiles)
+                let parentName = try await catalog.envs.find(parent.id)?.name ?? parent.id
+                let envName = name ?? parentName
+                var hasher = SHA256()
+                hasher.update(data: Data("\(parent.id)\n\(frozen.digest)".utf8))
+                let env = EnvRecord(
+                    id: "\(envName)-\(hexString(hasher.finalize()).prefix(8))", name: envName, parent: parent.id, team: identity.team,
+                    base: parent.base, layers: JSONColumn.encodeList(parent.layers + [frozen.digest]), createdAt: self.clock.now,
+                    ownBytes: frozen.addedBytes, published: true, publishedAt: self.clock.now,
+                    totalBytes: try await graph.chainBytes(parent) + frozen.addedBytes)
+                let stored = try await catalog.envs.insertIfAbsent(env)
+                logger.withSandbox(id).info("snapshot", metadata: [
+                    "env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)",
+                ])
+                return stored
+            }
+            await refreshAfterSnapshot(id)
+            return stored.api
+        }
+    }
+
+    /// A sandbox whose timeout passed while it was being snapshotted gets a
+    /// minute more: the user was working with it (the seeds' "refresh edit
+    /// sessions that are being snapshotted").
+    func refreshAfterSnapshot(_ id: String) async {
+        _ = try? await repository.modify(id) { record in
+            guard record.state == .running, let expires = record.expiresAt, expires < self.clock.now + 60 else { return }
+            record.expiresAt = self.clock.now + 60
+        }
+    }
+}
+
+extension SandboxLifecycle {
+    /// Deletes an env: at once it is found no more and starts nothing new.
+    /// Sandboxes that run (or sleep) from it keep it, and its layers, until
+    /// the last of them ends, as E2B's snapshots do; then the layers only it
+    /// referenced go. Refused while another env forks it, unless `force`
+    /// (which deletes its descendants too and kills every sandbox of them).
+    public func deleteEnv(_ reference: String, force: Bool, for identity: Identity) async throws -> [String] {
+        guard !EnvGraph.builtins.contains(reference) else {
+            throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
+        }
+        let env = try await graph.resolve(reference, team: identity.team)
+        let doomed = [env.id] + (try await graph.tree(env.id, for: identity)).descendants.map(\.id)
+        if !force && doomed.count > 1 {
+            throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
+        }
+        let users = try await repository.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
+        try await catalog.envs.markDeleted(doomed)
+        // Pooled ones go (the pool keeps nothing of a deleted env); with force, every one.
+        for sandbox in users where force || sandbox.state == .pooled {
+            _ = try? await kill(sandbox.id, reason: "env deleted")
+        }
+        try await catalog.envs.purgeDeleted()
+        await collector.collect(.layers)
+        await collector.collect(.images)
+        logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])
+        return doomed
+    }
+
+}
