@@ -79,7 +79,17 @@ public enum Spawn {
             cEnv.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let rc = SpawnExclusion.spawning { posix_spawn(&pid, path, &actions, &attr, cArgv, cEnv) }
+        var rc = SpawnExclusion.spawning { posix_spawn(&pid, path, &actions, &attr, cArgv, cEnv) }
+        // A child some other spawner forked (swift-subprocess's host
+        // commands are outside SpawnExclusion) may hold a copy of the file's
+        // writing descriptor for the moment until it execs: ETXTBSY until
+        // then. There is no event to wait for: look again, briefly.
+        var tries = 0
+        while rc == ETXTBSY && tries < 200 {
+            tries += 1
+            usleep(500)
+            rc = SpawnExclusion.spawning { posix_spawn(&pid, path, &actions, &attr, cArgv, cEnv) }
+        }
         guard rc == 0 else {
             throw SproutError.system("cannot start \(argv.first ?? path)", errno: rc)
         }

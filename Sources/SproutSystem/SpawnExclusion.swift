@@ -9,9 +9,9 @@ import Glibc
 /// fails with `Text file busy` (ETXTBSY). So `Spawn.spawn` holds this lock
 /// shared while it spawns (a vfork'd child has exec'd or exited when
 /// `posix_spawn` returns), and writing an executable file holds it
-/// exclusively from open to close. (Host commands spawned by
-/// swift-subprocess are outside it: nothing Sprout runs through them is a
-/// file it writes.)
+/// exclusively from open to close. Host commands spawned by swift-subprocess
+/// are outside it (it forks in its own code); for those, `Spawn.spawn`
+/// tries again for a moment on ETXTBSY.
 public enum SpawnExclusion {
     private final class Storage: @unchecked Sendable {
         var lock = pthread_rwlock_t()

@@ -38,6 +38,8 @@ public final class TestClock: WallClock, @unchecked Sendable {
     private var current: Double
     private var sleepers: [Sleeper] = []
     private var nextID = 0
+    /// Who waits for someone to be asleep on the clock (`untilSleeping`).
+    private var watchers: [(Int, CheckedContinuation<Void, Never>)] = []
 
     public init(now: Double = 1_800_000_000) { current = now }
 
@@ -53,11 +55,14 @@ public final class TestClock: WallClock, @unchecked Sendable {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-                let ready = lock.withLock { () -> Bool in
-                    if seconds <= 0 || Task.isCancelled { return true }
+                let (ready, woken) = lock.withLock { () -> (Bool, [CheckedContinuation<Void, Never>]) in
+                    if seconds <= 0 || Task.isCancelled { return (true, []) }
                     sleepers.append(Sleeper(deadline: current + seconds, continuation: continuation, id: id))
-                    return false
+                    let due = watchers.filter { $0.0 <= sleepers.count }.map(\.1)
+                    watchers.removeAll { $0.0 <= sleepers.count }
+                    return (false, due)
                 }
+                for watcher in woken { watcher.resume() }
                 if ready { continuation.resume() }
             }
         } onCancel: {
@@ -66,6 +71,19 @@ public final class TestClock: WallClock, @unchecked Sendable {
                 return sleepers.remove(at: index)
             }
             cancelled?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Returns once at least `count` tasks are asleep on this clock (so a
+    /// move of it is sure to reach them).
+    public func untilSleeping(_ count: Int = 1) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = lock.withLock { () -> Bool in
+                if sleepers.count >= count { return true }
+                watchers.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
         }
     }
 

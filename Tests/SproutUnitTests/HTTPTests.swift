@@ -15,15 +15,19 @@ import Testing
 @Suite("Unit: HTTP API on a fake runtime", .serialized)
 struct HTTPTests {
     /// A server on a fresh data directory and the fake host; removed after `body`.
-    static func withServer(_ body: @escaping @Sendable (any TestClientProtocol, String, SproutServices) async throws -> Void) async throws {
+    static func withServer(
+        clock: any WallClock = SystemClock(), configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: @escaping @Sendable (any TestClientProtocol, String, SproutServices) async throws -> Void
+    ) async throws {
         var template = Array("/tmp/sprout-unit-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         let data = cStringToString(template)
         defer { try? FileSystem.removeTree(data) }
         var config = ServerConfiguration(dataDirectory: data)
         config.poolSize = 0
+        configure(&config)
         let host = try FakeHost.make(directory: data)
-        let (app, parts) = try await buildApplication(config, logger: Logger(label: "unit"), host: host)
+        let (app, parts) = try await buildApplication(config, logger: Logger(label: "unit"), host: host, clock: clock)
         let key = try #require(parts.newAdminKey)
         do {
             try await app.test(.router) { client in try await body(client, key, parts.services) }

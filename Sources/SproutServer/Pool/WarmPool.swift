@@ -67,6 +67,8 @@ public actor WarmPool: Service {
     private var starting: [String: Int] = [:]
     private var adjusting = false
     private var again = false
+    /// Callers of `adjust` waiting for the pass in progress (and its repeat) to end.
+    private var waiting: [CheckedContinuation<Void, Never>] = []
 
     init(lifecycle: SandboxLifecycle, demand: PoolDemand, settings: Settings, clock: any WallClock, logger: Logger) {
         self.lifecycle = lifecycle
@@ -87,16 +89,21 @@ public actor WarmPool: Service {
         }
     }
 
-    /// Carries out plans until one finds nothing to do. A call while one
-    /// runs makes that one look again.
+    /// Carries out plans until one finds nothing to do. A call while a pass
+    /// runs makes that pass look again, and returns when it has.
     func adjust() async {
         guard planner.perEnv > 0 && planner.budget > 0 else { return }
         guard !adjusting else {
             again = true
+            await withCheckedContinuation { waiting.append($0) }
             return
         }
         adjusting = true
-        defer { adjusting = false }
+        defer {
+            adjusting = false
+            for waiter in waiting { waiter.resume() }
+            waiting = []
+        }
         repeat {
             again = false
             guard !Task.isShuttingDownGracefully else { return }

@@ -21,13 +21,17 @@ public struct Supervisor: Service {
     let sandboxMetrics: SandboxMetrics
     let clock: any WallClock
     let logger: Logger
+    /// Rounds done so far (a test moves its clock and waits for the next).
+    let rounds = RoundCounter()
 
     public func run() async throws {
         var tick = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await round(tick)
+            rounds.completed()
             tick += 1
-            try? await clock.sleep(seconds: 1)
+            // A clock that never moves (a test's) must not hold up shutdown.
+            try? await cancelWhenGracefulShutdown { try await clock.sleep(seconds: 1) }
         }
         logger.info("shutting down: cancelling builds, killing sandboxes")
         await builder.cancelAll()
@@ -79,6 +83,39 @@ public struct Supervisor: Service {
         for record in live where record.state == .running && !record.team.isEmpty {
             guard let usage = lifecycle.runtime.usage(id: record.id) else { continue }
             sandboxMetrics.sample(record, usage: usage, at: now, defaultDiskMB: lifecycle.settings.defaultDiskMB)
+        }
+    }
+}
+
+/// How many supervisor rounds have finished; waits for a later one.
+final class RoundCounter: Sendable {
+    private struct State {
+        var count = 0
+        var waiters: [(Int, CheckedContinuation<Void, Never>)] = []
+    }
+    private let state = Locked(State())
+
+    var count: Int { state.current.count }
+
+    func completed() {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.count += 1
+            let due = s.waiters.filter { $0.0 <= s.count }.map(\.1)
+            s.waiters.removeAll { $0.0 <= s.count }
+            return due
+        }
+        for waiter in ready { waiter.resume() }
+    }
+
+    /// Returns once `count` rounds in all have finished.
+    func wait(for count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.count >= count { return true }
+                s.waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
         }
     }
 }
