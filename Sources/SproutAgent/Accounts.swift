@@ -1,19 +1,7 @@
 import Glibc
+import SproutAgentProtocol
 import SproutCore
 import SproutSystem
-
-/// A user of the sandbox, as its own `/etc/passwd` and `/etc/group` say.
-public struct Account: Sendable, Equatable {
-    public var name: String
-    public var uid: uid_t
-    public var gid: gid_t
-    public var home: String
-    public var shell: String
-    /// Supplementary groups (from `/etc/group`), the primary one included.
-    public var groups: [gid_t]
-
-    public static let root = Account(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/sh", groups: [0])
-}
 
 /// Reads the sandbox's account files on every call: a process inside may add
 /// a user at any time (`useradd`), and the files are small.

@@ -156,6 +156,8 @@ public final class AgentServer: @unchecked Sendable {
             try channel.send(message: Reply.ok)
         case .killLargest:
             try channel.send(message: Reply(victim: MemoryReclaim.killLargest(except: getpid())))
+        case .lookupUser(let request):
+            try channel.send(message: Reply(account: try Accounts.find(request.name)))
         }
     }
 

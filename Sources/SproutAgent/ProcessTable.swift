@@ -21,13 +21,7 @@ final class ProcessTable: @unchecked Sendable {
     static let keepFinished = 256
 
     /// This agent's own executable, re-run by `ExecAs` to start a process as a user.
-    static let agentPath: String = {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return CommandLine.arguments[0] }
-        buf[n] = 0
-        return cStringToString(buf)
-    }()
+    static let agentPath: String = OwnExecutable.path ?? CommandLine.arguments[0]
 
     init() {
         startThread { [self] in reapForever() }
@@ -179,6 +173,8 @@ public struct ProcessDefaults: Sendable {
         var base = [
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/root",
+            "USER": "root",
+            "LOGNAME": "root",
             "LANG": "C.UTF-8",
         ]
         base.merge(env) { _, new in new }

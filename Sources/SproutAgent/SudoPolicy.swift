@@ -120,28 +120,10 @@ struct SudoPolicy {
 
     /// Runs `argv` as root to its end; its status and what it printed.
     func capture(_ argv: [String], processes: ProcessTable) throws -> (status: Int32, output: String) {
-        let out = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        options.stderr = out.write
-        let process: ManagedProcess
-        do {
-            process = try processes.startUnlisted(executable: argv[0], argv: argv, env: ["PATH=\(Self.defaultPath)", "LANG=C"], account: nil, options: options)
-        } catch {
-            close(out.read)
-            close(out.write)
-            throw error
+        let (process, output) = try Spawn.withOutputPipe(stderrToo: true) { options in
+            try processes.startUnlisted(executable: argv[0], argv: argv, env: ["PATH=\(Self.defaultPath)", "LANG=C"], account: nil, options: options)
         }
-        close(out.write)
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while bytes.count < 1 << 20 {
-            let n = read(out.read, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
-        close(out.read)
+        let bytes = Spawn.collect(output, limit: 1 << 20)
         let exit = process.waitForExit()
         return (exit.code ?? 128 + (exit.signal ?? 0), String(decoding: bytes, as: UTF8.self))
     }

@@ -2,6 +2,7 @@ import Glibc
 import SproutAgentProtocol
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 /// Where an agent listens and the token it expects.
 public struct AgentEndpoint: Sendable, Equatable {
@@ -80,6 +81,14 @@ public struct AgentClient: Sendable {
     /// Ends the process holding the most memory in the sandbox (never the agent); nil if there was none.
     public func killLargest() async throws -> ProcessMemory? {
         try await call(.killLargest).victim
+    }
+
+    /// The sandbox's user `name` (`not_found` when it has none).
+    public func lookupUser(_ name: String) async throws -> Account {
+        guard let account = try await call(.lookupUser(UserRequest(name: name))).account else {
+            throw SproutError(.malformed, "user.lookup reply without an account")
+        }
+        return account
     }
 
     /// Sets the sandbox's wall clock.

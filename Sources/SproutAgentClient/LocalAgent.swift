@@ -21,39 +21,27 @@ public final class LocalAgent: @unchecked Sendable {
     /// line, never a script written for the purpose.
     public init(binary: String, workdir: String = "/", token given: String? = nil, launcher: [String] = []) throws {
         token = given ?? Identifiers.random(length: 32)
-        let out = try Spawn.pipe()
         var options = Spawn.Options()
-        options.stdout = out.write
         options.stderr = 2
         let env = ["SPROUT_AGENT_TOKEN=\(token)", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
         let arguments = ["--listen", "127.0.0.1:0", "--workdir", workdir]
-        do {
+        let (started, output) = try Spawn.withOutputPipe(options) { options in
             if let program = launcher.first {
                 guard let path = Spawn.resolveExecutable(program, searchPath: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin") else {
                     throw SproutError(.notFound, "\(program) is not installed")
                 }
-                pid = try Spawn.spawn(path: path, argv: launcher + [binary] + arguments, env: env, options: options)
-            } else {
-                pid = try Spawn.spawn(path: binary, argv: ["sprout-agent"] + arguments, env: env, options: options)
+                return try Spawn.spawn(path: path, argv: launcher + [binary] + arguments, env: env, options: options)
             }
-        } catch {
-            close(out.read)
-            close(out.write)
-            throw error
+            return try Spawn.spawn(path: binary, argv: ["sprout-agent"] + arguments, env: env, options: options)
         }
-        close(out.write)
-        defer { close(out.read) }
+        pid = started
+        defer { close(output) }
         // The agent prints "sprout-agent listening on HOST:PORT" once ready.
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while Glibc.read(out.read, &byte, 1) == 1, byte != 10 { line.append(byte) }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("sprout-agent listening on "), let colon = text.lastIndex(of: ":"),
-            let p = UInt16(text[text.index(after: colon)...])
-        else {
+        let ready = Spawn.waitForLine(output, startingWith: "sprout-agent listening on ", timeout: 60)
+        guard case .found(let text) = ready, let colon = text.lastIndex(of: ":"), let p = UInt16(text[text.index(after: colon)...]) else {
             kill(pid, SIGKILL)
             waitpid(pid, nil, 0)
-            throw SproutError(.unavailable, "sprout-agent did not start (it printed '\(text)')")
+            throw SproutError(.unavailable, "sprout-agent did not start (\(ready))")
         }
         port = p
     }
@@ -73,15 +61,6 @@ public final class LocalAgent: @unchecked Sendable {
     /// The `sprout-agent` binary next to the running executable (as in a
     /// SwiftPM build folder), if there is one.
     public static func binaryBesideExecutable() -> String? {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        var dir = cStringToString(Array(buf[0..<n]) + [0])
-        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
-            dir = String(dir[..<slash])
-            let candidate = dir + "/sprout-agent"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
+        OwnExecutable.folderAbove(holding: "sprout-agent", accept: OwnExecutable.isExecutable).map { $0 + "/sprout-agent" }
     }
 }

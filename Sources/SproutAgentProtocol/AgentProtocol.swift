@@ -29,22 +29,6 @@ public struct RequestEnvelope: Codable, Sendable {
     }
 }
 
-/// The error body carried in replies and events.
-public struct ErrorBody: Codable, Sendable, Equatable {
-    public var code: String
-    public var message: String
-
-    public init(code: String, message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public init(_ error: SproutError) {
-        self.init(code: error.code.rawValue, message: error.message)
-    }
-
-    public var sproutError: SproutError { SproutError(SproutError.Code(rawValue: code), message) }
-}
 
 /// The agent's answer to a request: the first message frame it sends back.
 /// Exactly one of the payload fields is set on success, `error` on failure.
@@ -60,11 +44,13 @@ public struct Reply: Codable, Sendable {
     public var size: Int64?
     /// The process `memory.killLargest` ended (nil: there was none to end).
     public var victim: ProcessMemory?
+    /// The user `user.lookup` found.
+    public var account: Account?
 
     public init(
         error: ErrorBody? = nil, health: Health? = nil, process: AgentProcess? = nil,
         processes: [AgentProcess]? = nil, file: FileInfo? = nil, entries: [FileInfo]? = nil, size: Int64? = nil,
-        victim: ProcessMemory? = nil
+        victim: ProcessMemory? = nil, account: Account? = nil
     ) {
         self.protocolVersion = AgentProtocol.version
         self.error = error
@@ -75,6 +61,7 @@ public struct Reply: Codable, Sendable {
         self.entries = entries
         self.size = size
         self.victim = victim
+        self.account = account
     }
 
     public static let ok = Reply()

@@ -19,6 +19,8 @@ public enum AgentRequest: Sendable {
     case setClock(ClockRequest)
     /// Ends the process holding the most memory (never the agent): the sandbox is at its memory limit.
     case killLargest
+    /// A user of the sandbox, as its /etc/passwd and /etc/group say now.
+    case lookupUser(UserRequest)
 
     /// The operation's name on the wire.
     public var op: String {
@@ -39,6 +41,7 @@ public enum AgentRequest: Sendable {
         case .setXattrs: "file.xattrs"
         case .setClock: "clock.set"
         case .killLargest: "memory.killLargest"
+        case .lookupUser: "user.lookup"
         }
     }
 }
@@ -65,6 +68,7 @@ extension AgentRequest: Codable {
         case "file.watch": self = .watch(try WatchRequest(from: decoder))
         case "clock.set": self = .setClock(try ClockRequest(from: decoder))
         case "memory.killLargest": self = .killLargest
+        case "user.lookup": self = .lookupUser(try UserRequest(from: decoder))
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: [OpKey.op], debugDescription: "unknown op '\(op)'"))
         }
@@ -87,6 +91,7 @@ extension AgentRequest: Codable {
         case .watch(let r): try r.encode(to: encoder)
         case .setXattrs(let r): try r.encode(to: encoder)
         case .setClock(let r): try r.encode(to: encoder)
+        case .lookupUser(let r): try r.encode(to: encoder)
         }
     }
 }
@@ -202,6 +207,33 @@ public struct AgentProcess: Codable, Sendable {
         self.startedAt = startedAt
         self.exit = exit
     }
+}
+
+public struct UserRequest: Codable, Sendable {
+    public var name: String
+    public init(name: String) { self.name = name }
+}
+
+/// A user of the sandbox, as its own `/etc/passwd` and `/etc/group` say.
+public struct Account: Codable, Sendable, Equatable {
+    public var name: String
+    public var uid: UInt32
+    public var gid: UInt32
+    public var home: String
+    public var shell: String
+    /// Supplementary groups (from `/etc/group`), the primary one included.
+    public var groups: [UInt32]
+
+    public init(name: String, uid: UInt32, gid: UInt32, home: String, shell: String, groups: [UInt32]) {
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.shell = shell
+        self.groups = groups
+    }
+
+    public static let root = Account(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/sh", groups: [0])
 }
 
 public struct PathRequest: Codable, Sendable {

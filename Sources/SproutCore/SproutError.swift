@@ -46,3 +46,21 @@ extension Error {
         (self as? SproutError)?.message ?? String(describing: self)
     }
 }
+
+/// A `SproutError` on the wire: the REST API's `{"error": {code, message}}`
+/// and the agent's replies and events carry it alike.
+public struct ErrorBody: Codable, Sendable, Equatable {
+    public var code: String
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public init(_ error: SproutError) {
+        self.init(code: error.code.rawValue, message: error.message)
+    }
+
+    public var sproutError: SproutError { SproutError(SproutError.Code(rawValue: code), message) }
+}

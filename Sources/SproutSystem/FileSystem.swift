@@ -89,12 +89,20 @@ public enum FileSystem {
     }
 
     private static func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
+        try writeAtomically(path, mode: mode) { try Descriptor.writeAll($0, bytes) }
+    }
+
+    /// `path` as `body` writes it to the descriptor it is given: into a
+    /// temporary file beside it, synced (with `sync`) and renamed over `path`
+    /// once `body` returns; removed if `body` throws, so `path` is the old
+    /// file or the whole new one, never a part.
+    public static func writeAtomically(_ path: String, mode: mode_t, sync: Bool = true, _ body: (Int32) throws -> Void) throws {
         let temp = path + ".tmp-\(Identifiers.random(length: 6))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SproutError.system("create \(temp)") }
         do {
-            try Descriptor.writeAll(fd, bytes)
-            try sysCall("fsync \(path)") { fsync(fd) }
+            try body(fd)
+            if sync { try sysCall("fsync \(path)") { fsync(fd) } }
             fchmod(fd, mode)
             close(fd)
             try sysCall("rename \(path)") { rename(temp, path) }

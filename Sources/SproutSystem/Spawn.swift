@@ -121,6 +121,81 @@ public enum Spawn {
 }
 
 extension Spawn {
+    /// Calls `start` with `options` whose stdout (and, with `stderrToo`, its
+    /// stderr) is a new pipe; returns what `start` returned and the pipe's
+    /// read end, which the caller closes. If `start` throws, nothing is left open.
+    public static func withOutputPipe<T>(_ options: Options = Options(), stderrToo: Bool = false,
+                                         start: (Options) throws -> T) throws -> (started: T, output: Int32) {
+        let out = try pipe()
+        var options = options
+        options.stdout = out.write
+        if stderrToo { options.stderr = out.write }
+        let started: T
+        do {
+            started = try start(options)
+        } catch {
+            close(out.read)
+            close(out.write)
+            throw error
+        }
+        close(out.write)
+        return (started, out.read)
+    }
+
+    /// How a wait for a child's line ended.
+    public enum LineWait: Equatable, Sendable {
+        /// The first line that starts with the prefix, without its newline.
+        case found(String)
+        /// The child closed its output first; the last line it printed.
+        case ended(last: String)
+        case timedOut
+    }
+
+    /// Reads `fd` line by line until a line starts with `prefix` (a child
+    /// saying it is ready), the writer closes it, or `timeout` seconds pass.
+    public static func waitForLine(_ fd: Int32, startingWith prefix: String, timeout: Double) -> LineWait {
+        let deadline = monotonicSeconds() + timeout
+        let wanted = Array(prefix.utf8)
+        var line: [UInt8] = []
+        var last: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let remaining = deadline - monotonicSeconds()
+            guard remaining > 0 else { return .timedOut }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let r = poll(&pfd, 1, Int32(min(remaining * 1000, Double(Int32.max))))
+            if r <= 0 { continue }  // EINTR, or the deadline (checked above)
+            let n = read(fd, &byte, 1)
+            if n == 1 {
+                if byte == 10 {
+                    if line.starts(with: wanted) { return .found(String(decoding: line, as: UTF8.self)) }
+                    last = line
+                    line = []
+                } else if line.count < 4096 {
+                    line.append(byte)
+                }
+            } else if !(n < 0 && errno == EINTR) {
+                return .ended(last: String(decoding: line.isEmpty ? last : line, as: UTF8.self))
+            }
+        }
+    }
+
+    /// What a child printed until it closed its end of `output` (the part up
+    /// to `limit` bytes; the rest is drained so that it never blocks), then closes it.
+    public static func collect(_ output: Int32, limit: Int) -> [UInt8] {
+        defer { close(output) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = read(output, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return bytes }
+            if bytes.count < limit { bytes += buffer[0..<min(n, limit - bytes.count)] }
+        }
+    }
+}
+
+extension Spawn {
     /// Stops a child: SIGTERM, then SIGKILL after `graceSeconds`; reaps it.
     public static func terminate(_ pid: pid_t, graceSeconds: Double) {
         kill(pid, SIGTERM)

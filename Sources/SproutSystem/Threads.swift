@@ -7,8 +7,9 @@ private final class ThreadBody {
 
 /// Starts a detached OS thread running `body`.
 ///
-/// Blocking I/O (sockets, pipes, PTYs, `waitpid`) runs on these threads so it
-/// never occupies Swift's cooperative pool.
+/// The agent's long-lived loops (a connection, a process's output, a PTY)
+/// each run on one; the server's short blocking calls go through `onThread`
+/// (SproutBlocking) instead.
 public func startThread(stackSize: Int = 512 * 1024, _ body: @escaping @Sendable () -> Void) {
     let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
     var attr = pthread_attr_t()
@@ -26,15 +27,6 @@ public func startThread(stackSize: Int = 512 * 1024, _ body: @escaping @Sendable
         // Out of threads: run inline rather than drop the work.
         let body = Unmanaged<ThreadBody>.fromOpaque(box).takeRetainedValue()
         body.body()
-    }
-}
-
-/// Runs blocking work on its own thread and awaits its result.
-public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, Error>) in
-        startThread {
-            do { cont.resume(returning: try body()) } catch { cont.resume(throwing: error) }
-        }
     }
 }
 
