@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+        .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
     ],
     targets: [
         // Ids, the one error type. No I/O; linked into the static agent.
@@ -38,6 +39,8 @@ let package = Package(
         // Thin, safe wrappers over the POSIX calls everything else needs:
         // descriptors, sockets, threads, locks, process spawning.
         .target(name: "SproutSystem", dependencies: ["SproutCore", "CSprout"]),
+        // Blocking calls off Swift's cooperative pool, on a SwiftNIO thread pool (`onThread`).
+        .target(name: "SproutBlocking", dependencies: [.product(name: "NIOPosix", package: "swift-nio")]),
         // The versioned host <-> agent wire format, defined once.
         .target(name: "SproutAgentProtocol", dependencies: ["SproutCore", "SproutSystem"]),
         // The in-sandbox daemon as a library; `sprout-agent` is its thin executable.
@@ -45,9 +48,9 @@ let package = Package(
         .executableTarget(name: "sprout-agent", dependencies: ["SproutAgent", "CSprout"]),
         // Connections into sandboxes: the agent client, and the raw HTTP and
         // WebSocket connections of port previews (they close with a reset).
-        .target(name: "SproutAgentClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol"]),
+        .target(name: "SproutAgentClient", dependencies: ["SproutCore", "SproutSystem", "SproutAgentProtocol", "SproutBlocking"]),
         // The REST API's bodies, shared by the server and the client.
-        .target(name: "SproutAPI", dependencies: ["SproutCore", "SproutAgentProtocol"]),
+        .target(name: "SproutAPI", dependencies: ["SproutCore"]),
         // `sprout.toml`: a TOML subset with line-numbered errors.
         .target(name: "SproutConfig", dependencies: ["SproutCore"]),
         // Host commands (ip, nft, runsc, cp) with timeouts, over swift-subprocess.
@@ -55,12 +58,10 @@ let package = Package(
             "SproutCore", "SproutSystem",
             .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
-        // zlib's gzip, for E2B's compressed uploads and downloads.
-        .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // Content-addressed layers: freezing a sandbox's writable layer,
         // deterministic digests, deduplication; memory images in chunks.
         .target(name: "SproutStore", dependencies: [
-            "SproutCore", "SproutSystem", "SproutHost", "CSprout",
+            "SproutCore", "SproutSystem", "SproutHost", "CSprout", "SproutBlocking",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -68,13 +69,13 @@ let package = Package(
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces and firewall sets, cgroups.
         .target(name: "SproutRuntime", dependencies: [
-            "SproutCore", "SproutSystem", "SproutHost",
+            "SproutCore", "SproutSystem", "SproutHost", "SproutBlocking",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The server: catalog, lifecycle state machines, services, routes.
         .target(name: "SproutServer", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutRuntime", "SproutAgentClient", "SproutAPI",
-            "SproutAgentProtocol", "SproutStore", "SproutConfig", "CZlib",
+            "SproutAgentProtocol", "SproutStore", "SproutConfig", "SproutBlocking",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -88,6 +89,8 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
         ]),
         // Typed Swift client for the REST API: async-http-client for requests,
         // hummingbird-websocket's client for terminals.
@@ -109,7 +112,7 @@ let package = Package(
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutClient", "SproutAPI", "SproutServer", "SproutAgentProtocol",
-            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig",
+            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig", "SproutBlocking",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -125,7 +128,7 @@ let package = Package(
         // HTTP layer through Hummingbird's test client on a fake runtime.
         .testTarget(name: "SproutUnitTests", dependencies: [
             "SproutCore", "SproutConfig", "SproutServer", "SproutAPI", "SproutRuntime", "SproutAgentClient", "SproutSystem",
-            "SproutAgentProtocol", "SproutStore", "SproutHost",
+            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         // Real server binary, real runsc and runc, real namespaces: needs root.

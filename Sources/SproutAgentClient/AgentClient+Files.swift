@@ -2,6 +2,7 @@ import Glibc
 import SproutAgentProtocol
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 extension AgentClient {
     public func stat(_ path: String) async throws -> FileInfo {

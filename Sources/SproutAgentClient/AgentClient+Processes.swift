@@ -2,6 +2,7 @@ import Glibc
 import SproutAgentProtocol
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 /// One piece of a process's life as a client sees it.
 public enum ProcessOutput: Sendable, Equatable {

@@ -2,6 +2,7 @@ import Glibc
 import SproutAgentProtocol
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 /// A file being read from the agent, chunk by chunk, with backpressure.
 public final class FileDownload: AsyncSequence, Sendable {

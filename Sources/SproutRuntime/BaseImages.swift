@@ -2,6 +2,7 @@ import Glibc
 import SproutCore
 import SproutHost
 import SproutSystem
+import SproutBlocking
 
 /// The root file systems env chains start from; `BaseImages` is the real one.
 public protocol BaseProvider: Sendable {

@@ -4,6 +4,7 @@ import Logging
 import SproutCore
 import SproutHost
 import SproutSystem
+import SproutBlocking
 
 /// Drives `runsc` or `runc` through their OCI command lines, inside Sprout's
 /// private mount namespace.
@@ -60,27 +61,10 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     /// The first line of `binary --version`, less its program name:
     /// `0.0~20240729.0` (Debian's runsc), `release-20240729.0`, `1.1.5`.
     public static func version(of binary: String) throws -> String {
-        let out = try Spawn.pipe()
-        var options = Spawn.Options()
-        options.stdout = out.write
-        let pid: pid_t
-        do {
-            pid = try Spawn.spawn(path: binary, argv: [binary, "--version"], env: HostCommand.environment, options: options)
-        } catch {
-            close(out.read)
-            close(out.write)
-            throw error
+        let (pid, output) = try Spawn.withOutputPipe { options in
+            try Spawn.spawn(path: binary, argv: [binary, "--version"], env: HostCommand.environment, options: options)
         }
-        close(out.write)
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < 65536 {
-            let n = read(out.read, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
-        close(out.read)
+        let bytes = Spawn.collect(output, limit: 65536)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         let first = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
@@ -148,10 +132,6 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         await destroy(id: id, rootfs: rootfs)
     }
 
-    private func requireMemorySnapshots() throws {
-        guard capabilities.memorySnapshot else { throw memorySnapshotsUnsupported }
-    }
-
     /// The useful line of runsc's (very long) failure output.
     static func checkpointFailure(_ text: String) -> String {
         if let range = text.range(of: "save rejected") {
@@ -200,23 +180,15 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         let log = open(launch.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard log >= 0 else { throw SproutError.system("open \(launch.logPath)") }
         defer { close(log) }
-        let out = try Spawn.pipe()
         var spawnOptions = Spawn.Options()
-        spawnOptions.stdout = out.write
         spawnOptions.stderr = log
-        let pid: pid_t
-        do {
-            pid = try Spawn.spawn(path: "/usr/bin/nsenter", argv: argv, env: HostCommand.environment, options: spawnOptions)
-        } catch {
-            close(out.read)
-            close(out.write)
-            throw error
+        let (pid, output) = try Spawn.withOutputPipe(spawnOptions) { options in
+            try Spawn.spawn(path: "/usr/bin/nsenter", argv: argv, env: HostCommand.environment, options: options)
         }
-        close(out.write)
-        defer { close(out.read) }
+        defer { close(output) }
         do {
             if wait {
-                try waitForReadyLine(out.read, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath, kind: kind)
+                try waitForReadyLine(output, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath, kind: kind)
             }
             // `--detach` returns once the container started.
             let deadline = monotonicSeconds() + launch.readyTimeoutSeconds
@@ -243,31 +215,11 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
     }
 
     private static func waitForReadyLine(_ fd: Int32, prefix: String, timeout: Double, id: String, logPath: String, kind: RuntimeKind) throws {
-        let deadline = monotonicSeconds() + timeout
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        let wanted = Array(prefix.utf8)
-        while true {
-            let remaining = deadline - monotonicSeconds()
-            guard remaining > 0 else {
-                throw SproutError(.timeout, "sandbox \(id) did not become ready within \(Int(timeout)) s")
-            }
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&pfd, 1, Int32(remaining * 1000))
-            if r < 0 && errno == EINTR { continue }
-            if r == 0 { continue }
-            let n = read(fd, &byte, 1)
-            if n == 1 {
-                if byte == 10 {
-                    if line.starts(with: wanted) { return }
-                    line = []
-                } else if line.count < 4096 {
-                    line.append(byte)
-                }
-                continue
-            }
-            if n < 0 && errno == EINTR { continue }
-            // End of file: the runtime exited without starting the agent.
+        switch Spawn.waitForLine(fd, startingWith: prefix, timeout: timeout) {
+        case .found: return
+        case .timedOut: throw SproutError(.timeout, "sandbox \(id) did not become ready within \(Int(timeout)) s")
+        case .ended:
+            // The runtime exited without starting the agent.
             let detail = (try? Descriptor.readFile(logPath, limit: 1 << 20)).map { String(decoding: $0.suffix(2000), as: UTF8.self) } ?? ""
             throw SproutError(.internal, "\(kind.binary) could not start sandbox \(id): \(detail.trimmed)")
         }

@@ -134,6 +134,11 @@ extension SandboxRuntime {
         SproutError(.unsupported,
             "the \(kind.rawValue) runtime cannot snapshot memory on this host (CRIU fails on this kernel): pause, resume, live fork and warm starts need a server started with --runtime gvisor")
     }
+
+    /// Throws `memorySnapshotsUnsupported` unless this runtime saves memory.
+    public func requireMemorySnapshots() throws {
+        guard capabilities.memorySnapshot else { throw memorySnapshotsUnsupported }
+    }
 }
 
 /// A host process, named so that a reused pid is never mistaken for it.

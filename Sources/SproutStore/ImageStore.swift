@@ -127,10 +127,8 @@ public struct ImageStore: Sendable {
 
     /// One file of an image, chunk by chunk, each checked against its digest.
     private func write(_ id: String, _ file: Manifest.File, to path: String) throws {
-        let temp = path + ".tmp-\(Identifiers.random(length: 6))"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SproutError.system("create \(temp)") }
-        do {
+        // Not synced: a restore reads it at once, and a lost one is written again from the chunks.
+        try FileSystem.writeAtomically(path, mode: 0o600, sync: false) { fd in
             for (index, chunk) in file.chunks.enumerated() {
                 guard let stored = try? Descriptor.readFile(chunkPath(chunk.digest), limit: chunk.length + 1) else {
                     throw SproutError(.io, "memory image \(id) is corrupted: chunk \(index) of \(file.name) (\(chunk.digest.prefix(12))) is missing")
@@ -141,12 +139,6 @@ public struct ImageStore: Sendable {
                 }
                 try Descriptor.writeAll(fd, bytes)
             }
-            close(fd)
-            try sysCall("rename \(path)") { rename(temp, path) }
-        } catch {
-            close(fd)
-            unlink(temp)
-            throw error
         }
     }
 

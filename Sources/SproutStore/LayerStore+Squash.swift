@@ -5,6 +5,7 @@ import Glibc
 import SproutCore
 import SproutHost
 import SproutSystem
+import SproutBlocking
 
 /// Squashing: a run of layers merged into one layer that means the same on
 /// top of any base. Whiteouts and opaque directories are kept (they may hide

@@ -3,6 +3,7 @@ import Glibc
 import SproutCore
 import SproutHost
 import SproutSystem
+import SproutBlocking
 
 /// Content-addressed, immutable layers on local disk. A layer is a directory
 /// in overlayfs "upper" form (whiteouts and opaque directories included), so

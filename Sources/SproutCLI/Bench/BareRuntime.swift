@@ -8,6 +8,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutHost
 import SproutConfig
+import SproutBlocking
 
 /// The baseline: the runtime binary alone, on the same root file system,
 /// with no Sprout in the way (no network namespace set-up, no overlay, no agent).

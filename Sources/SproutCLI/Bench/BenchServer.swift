@@ -27,7 +27,7 @@ final class BenchServer: Sendable {
         var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
         data = cStringToString(template)
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "sprout"
+        let exe = OwnExecutable.path ?? "sprout"
         let out = try Spawn.pipe()
         let log = open(data + "/server.log", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         var tlsArgs: [String] = []
