@@ -2,12 +2,12 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Glibc
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutRuntime
 import SproutSystem
 import SproutAPI
+import SproutAgentProtocol
 import SproutAgentClient
 import SproutHost
 import SproutConfig

@@ -5,7 +5,6 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import SproutAPI
-import SproutAgentProtocol
 import SproutAgentClient
 import SproutHost
 import SproutConfig
@@ -60,7 +59,7 @@ struct SandboxList: AsyncParsableCommand {
         let sandboxes = try await client.client().sandboxes(includeEnded: all)
         if json { return try Output.json(sandboxes) }
         Output.table(["ID", "ENV", "STATE", "CPU", "MEMORY", "EXPIRES", "ADDRESS"], sandboxes.map {
-            [$0.id, $0.env, $0.state, String($0.cpu), "\($0.memoryMB) MiB", Output.date($0.expiresAt), $0.address ?? "-"]
+            [$0.id, $0.env, $0.state.rawValue, String($0.cpu), "\($0.memoryMB) MiB", Output.date($0.expiresAt), $0.address ?? "-"]
         })
     }
 }
@@ -75,7 +74,7 @@ struct SandboxShow: AsyncParsableCommand {
         let s = try await client.client().sandbox(id)
         if json { return try Output.json(s) }
         let rows: [(String, String)] = [
-            ("id", s.id), ("env", s.env), ("state", s.state), ("runtime", s.runtime), ("team", s.team),
+            ("id", s.id), ("env", s.env), ("state", s.state.rawValue), ("runtime", s.runtime), ("team", s.team),
             ("created", Output.date(s.createdAt)), ("expires", Output.date(s.expiresAt)), ("ended", Output.date(s.endedAt)),
             ("cpu", String(s.cpu)), ("memory", "\(s.memoryMB) MiB"), ("internet", s.internet ? "on" : "off"),
             ("address", s.address ?? "-"), ("env vars", s.envVarNames.joined(separator: ", ")),
@@ -255,7 +254,7 @@ struct SandboxExec: AsyncParsableCommand {
     }
 
     /// Exits as the process did.
-    static func finish(_ exit: ProcessExit) throws {
+    static func finish(_ exit: API.Exit) throws {
         if let code = exit.code, code != 0 { throw ExitCode(code) }
         if let signal = exit.signal { throw ExitCode(128 + signal) }
     }

@@ -4,7 +4,6 @@ import SproutClient
 import SproutCore
 import SproutSystem
 import SproutAPI
-import SproutAgentProtocol
 import SproutAgentClient
 import SproutHost
 import SproutConfig
@@ -68,7 +67,7 @@ struct SandboxFiles: AsyncParsableCommand {
         }
     }
 
-    static func show(_ info: FileInfo, json: Bool) {
+    static func show(_ info: API.FileEntry, json: Bool) {
         if json {
             _ = try? Output.json(info)
             return

@@ -10,7 +10,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SproutAPI
-import SproutAgentProtocol
 import SproutCore
 import SproutSystem
 
@@ -19,13 +18,13 @@ extension SproutAPIClient {
 
     /// Runs a process in a sandbox; `onEvent` sees every event as it arrives.
     /// Returns the exit status.
-    public func exec(_ id: String, _ request: API.Exec, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> ProcessExit {
+    public func exec(_ id: String, _ request: API.Exec, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> API.Exit {
         let response = try await send(.POST, sandboxPath(id, "exec"), body: try Self.json(request), contentType: "application/json")
         return try await processEvents(response, onEvent: onEvent)
     }
 
     /// Starts a process and returns as soon as it runs (`exec` with `detach`).
-    public func start(_ id: String, _ request: API.Exec) async throws -> AgentProcess {
+    public func start(_ id: String, _ request: API.Exec) async throws -> API.Process {
         var request = request
         request.detach = true
         let response = try await send(.POST, sandboxPath(id, "exec"), body: try Self.json(request), contentType: "application/json")
@@ -38,15 +37,15 @@ extension SproutAPIClient {
     }
 
     /// Follows a process started earlier (by id `p3` or tag) from now until it ends.
-    public func attach(_ id: String, process: String, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> ProcessExit {
+    public func attach(_ id: String, process: String, onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }) async throws -> API.Exit {
         let response = try await send(.GET, sandboxPath(id, "processes/\(percentEncode(process))/output"))
         return try await processEvents(response, onEvent: onEvent)
     }
 
-    private func processEvents(_ response: HTTPClientResponse, onEvent: @escaping @Sendable (API.ExecEvent) -> Void) async throws -> ProcessExit {
+    private func processEvents(_ response: HTTPClientResponse, onEvent: @escaping @Sendable (API.ExecEvent) -> Void) async throws -> API.Exit {
         var pending: [UInt8] = []
-        var exit: ProcessExit?
-        var failure: ErrorBody?
+        var exit: API.Exit?
+        var failure: API.ErrorDetail?
         do {
             for try await buffer in response.body {
                 pending += buffer.readableBytesView
@@ -74,7 +73,7 @@ extension SproutAPIClient {
     }
 
     /// Runs a process and collects its output.
-    public func run(_ id: String, _ request: API.Exec) async throws -> ProcessResult {
+    public func run(_ id: String, _ request: API.Exec) async throws -> API.Output {
         let collected = OutputCollector()
         let exit = try await exec(id, request) { event in collected.add(event) }
         var result = collected.result
@@ -82,8 +81,8 @@ extension SproutAPIClient {
         return result
     }
 
-    public func processes(_ id: String) async throws -> [AgentProcess] {
-        try await call(.GET, sandboxPath(id, "processes"), as: [AgentProcess].self)
+    public func processes(_ id: String) async throws -> [API.Process] {
+        try await call(.GET, sandboxPath(id, "processes"), as: [API.Process].self)
     }
 
     // MARK: Files
@@ -133,12 +132,12 @@ extension SproutAPIClient {
         try await Self.collect(try await send(.GET, sandboxPath(id, "files") + "?path=\(percentEncode(path))"), limit: limit)
     }
 
-    public func list(_ id: String, path: String, depth: Int = 1) async throws -> [FileInfo] {
+    public func list(_ id: String, path: String, depth: Int = 1) async throws -> [API.FileEntry] {
         try await call(.GET, sandboxPath(id, "files/list") + "?path=\(percentEncode(path))&depth=\(depth)", as: API.Entries.self).entries
     }
 
-    public func stat(_ id: String, path: String) async throws -> FileInfo {
-        try await call(.GET, sandboxPath(id, "files/stat") + "?path=\(percentEncode(path))", as: FileInfo.self)
+    public func stat(_ id: String, path: String) async throws -> API.FileEntry {
+        try await call(.GET, sandboxPath(id, "files/stat") + "?path=\(percentEncode(path))", as: API.FileEntry.self)
     }
 
     public func remove(_ id: String, path: String, recursive: Bool = false) async throws {
@@ -147,12 +146,12 @@ extension SproutAPIClient {
 
     public func makeDirectory(_ id: String, path: String, owner: String? = nil) async throws {
         let query = "?path=\(percentEncode(path))" + (owner.map { "&owner=\(percentEncode($0))" } ?? "")
-        _ = try await call(.POST, sandboxPath(id, "files/mkdir") + query, as: FileInfo.self)
+        _ = try await call(.POST, sandboxPath(id, "files/mkdir") + query, as: API.FileEntry.self)
     }
 
     /// Sets and removes `user.*` extended attributes; returns the file as it is after.
-    public func setXattrs(_ id: String, path: String, set: [String: String] = [:], remove: [String] = []) async throws -> FileInfo {
-        try await call(.POST, sandboxPath(id, "files/xattrs"), body: API.Xattrs(path: path, set: set, remove: remove), as: FileInfo.self)
+    public func setXattrs(_ id: String, path: String, set: [String: String] = [:], remove: [String] = []) async throws -> API.FileEntry {
+        try await call(.POST, sandboxPath(id, "files/xattrs"), body: API.Xattrs(path: path, set: set, remove: remove), as: API.FileEntry.self)
     }
 
     // MARK: Previews
@@ -167,14 +166,14 @@ extension SproutAPIClient {
 /// Collects an exec's output from the callbacks of `exec`.
 private final class OutputCollector: @unchecked Sendable {
     private let lock = NIOLock()
-    private var value = ProcessResult(stdout: [], stderr: [], exit: ProcessExit())
+    private var value = API.Output(stdout: [], stderr: [], exit: API.Exit())
     func add(_ event: API.ExecEvent) {
         lock.withLock {
             if let b = event.stdoutBytes { value.stdout += b }
             if let b = event.stderrBytes { value.stderr += b }
         }
     }
-    var result: ProcessResult { lock.withLock { value } }
+    var result: API.Output { lock.withLock { value } }
 }
 
 /// Blocking file I/O goes to NIO's thread pool, never to Swift's cooperative pool.

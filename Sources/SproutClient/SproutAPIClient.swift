@@ -8,7 +8,6 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import SproutAPI
-import SproutAgentProtocol
 import SproutCore
 
 /// A typed client for the Sprout REST API (used by the CLI and tests), on

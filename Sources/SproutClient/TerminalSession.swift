@@ -6,7 +6,6 @@ import Logging
 import NIOCore
 import NIOSSL
 import SproutAPI
-import SproutAgentProtocol
 import SproutCore
 import SproutSystem
 
@@ -104,7 +103,7 @@ extension SproutAPIClient {
     public func execStreaming(
         _ id: String, _ request: API.Exec, input: @escaping @Sendable () async throws -> [UInt8]?,
         onEvent: @escaping @Sendable (API.ExecEvent) -> Void = { _ in }
-    ) async throws -> ProcessExit {
+    ) async throws -> API.Exit {
         let session = try await webSocket(sandboxPath(id, "exec"), sandbox: id, what: "a streamed exec")
         defer { session.close() }
         try await session.send(.text(String(decoding: try JSONEncoder().encode(request), as: UTF8.self)))

@@ -4,6 +4,7 @@ import SproutCore
 import SproutRuntime
 import SproutServer
 import SproutSystem
+import SproutBlocking
 
 /// A fake host for the fast tier: it stands in for runsc or runc, network
 /// namespaces, nftables and the address pool, so the server's own logic

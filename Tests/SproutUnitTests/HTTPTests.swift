@@ -4,7 +4,6 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import SproutAPI
-import SproutAgentProtocol
 import SproutCore
 @testable import SproutServer
 import SproutSystem
@@ -56,7 +55,7 @@ struct HTTPTests {
                                                    body: try Self.json(API.CreateSandbox(env: "empty", envVars: ["WHO": "unit"])))
             #expect(created.status == .created)
             let sandbox = try Self.decode(API.Sandbox.self, created)
-            #expect(sandbox.state == "running")
+            #expect(sandbox.state == .running)
             // The sandbox's variables for warm processes, in the fake host's own file (its agent works on the host's paths).
             #expect((try? String(contentsOfFile: services.lifecycle.host.envFile, encoding: .utf8)) == #"{"WHO":"unit"}"#)
             // A file path in the data directory, likewise: the fake's "sandbox" sees the host's root.
@@ -68,7 +67,7 @@ struct HTTPTests {
                 try? JSONDecoder().decode(API.ExecEvent.self, from: Data($0.utf8))
             }
             #expect(events.compactMap(\.stdoutBytes).flatMap { $0 } == Array("unit\n".utf8))
-            #expect(events.last?.exit == ProcessExit(code: 3))
+            #expect(events.last?.exit == API.Exit(code: 3))
             let put = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/files?path=\(file)", method: .put, headers: auth,
                                                body: ByteBuffer(string: "hello"))
             #expect(put.status == .created)
@@ -77,7 +76,7 @@ struct HTTPTests {
             let list = try await client.execute(uri: "/v1/sandboxes", method: .get, headers: auth)
             #expect(try Self.decode([API.Sandbox].self, list).map(\.id) == [sandbox.id])
             let killed = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)", method: .delete, headers: auth)
-            #expect(try Self.decode(API.Sandbox.self, killed).state == "killed")
+            #expect(try Self.decode(API.Sandbox.self, killed).state == .killed)
             let after = try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)/exec", method: .post, headers: auth,
                                                  body: try Self.json(API.Exec(cmd: ["true"])))
             #expect(after.status == .conflict)
@@ -131,7 +130,7 @@ struct HTTPTests {
             try await Task.sleep(for: .milliseconds(200))
             await services.supervisor.checkLiveness()
             let seen = try Self.decode(API.Sandbox.self, try await client.execute(uri: "/v1/sandboxes/\(sandbox.id)", method: .get, headers: auth))
-            #expect(seen.state == "killed")
+            #expect(seen.state == .killed)
             #expect(seen.error?.hasPrefix("stopped: its runtime exited unexpectedly") == true, "\(seen.error ?? "none")")
         }
     }

@@ -50,21 +50,21 @@ struct PolicyTests {
             let short = try await Self.create(client, key, API.CreateSandbox(env: "empty", timeoutSeconds: 60))
             let sleeper = try await Self.create(client, key, API.CreateSandbox(env: "empty", timeoutSeconds: 60, onTimeout: "pause", pauseMemory: false))
             await Self.advance(clock, by: 59, services)
-            #expect(try await Self.show(client, key, short.id).state == "running", "59 s of 60: still running")
+            #expect(try await Self.show(client, key, short.id).state == .running, "59 s of 60: still running")
             let extended = try await client.execute(uri: "/v1/sandboxes/\(short.id)/timeout", method: .post, headers: Self.headers(key),
                                                     body: try HTTPTests.json(API.SetTimeout(timeoutSeconds: 120)))
             #expect(extended.status == .ok)
             await Self.advance(clock, by: 2, services)
-            #expect(try await Self.show(client, key, short.id).state == "running", "extended: still running")
+            #expect(try await Self.show(client, key, short.id).state == .running, "extended: still running")
             let slept = try await Self.show(client, key, sleeper.id)
-            #expect(slept.state == "paused" && slept.remainingSeconds == 60, "onTimeout pause: paused with its whole timeout again: \(slept)")
+            #expect(slept.state == .paused && slept.remainingSeconds == 60, "onTimeout pause: paused with its whole timeout again: \(slept)")
             await Self.advance(clock, by: 120, services)
             let ended = try await Self.show(client, key, short.id)
-            #expect(ended.state == "killed")
+            #expect(ended.state == .killed)
             let events = try HTTPTests.decode([API.SandboxEvent].self, try await client.execute(
                 uri: "/v1/sandboxes/\(short.id)/events", method: .get, headers: Self.headers(key)))
             #expect(events.contains { $0.message.contains("timeout") }, "\(events)")
-            #expect(try await Self.show(client, key, sleeper.id).state == "paused", "a paused sandbox's clock stands still")
+            #expect(try await Self.show(client, key, sleeper.id).state == .paused, "a paused sandbox's clock stands still")
         }
     }
 
@@ -76,16 +76,16 @@ struct PolicyTests {
             await Self.advance(clock, by: 20, services)
             #expect(try await Self.exec(client, key, sandbox.id) == .ok)
             await Self.advance(clock, by: 20, services)
-            #expect(try await Self.show(client, key, sandbox.id).state == "running", "20 s since the last request: awake")
-            let whileOpen = await services.lifecycle.activity.holding(sandbox.id) { () async -> String? in
+            #expect(try await Self.show(client, key, sandbox.id).state == .running, "20 s since the last request: awake")
+            let whileOpen = await services.lifecycle.activity.holding(sandbox.id) { () async -> SandboxState? in
                 await Self.advance(clock, by: 60, services)
                 return (try? await Self.show(client, key, sandbox.id))?.state
             }
-            #expect(whileOpen == "running", "a stream open for 60 s: awake")
+            #expect(whileOpen == .running, "a stream open for 60 s: awake")
             await Self.advance(clock, by: 29, services)
-            #expect(try await Self.show(client, key, sandbox.id).state == "running", "29 s after the stream ended: awake")
+            #expect(try await Self.show(client, key, sandbox.id).state == .running, "29 s after the stream ended: awake")
             await Self.advance(clock, by: 2, services)
-            #expect(try await Self.show(client, key, sandbox.id).state == "paused", "31 s idle: paused")
+            #expect(try await Self.show(client, key, sandbox.id).state == .paused, "31 s idle: paused")
         }
     }
 
@@ -104,14 +104,14 @@ struct PolicyTests {
             await Self.advance(clock, by: 20, services)
             // 20 s since `newer` was used, 30 since `older`: only `older` is idle enough.
             let third = try await Self.create(client, key, API.CreateSandbox(env: "empty", timeoutSeconds: 3600, memoryMB: 512, pauseMemory: false))
-            #expect(try await Self.show(client, key, older.id).state == "paused", "the least recently used went to sleep")
-            #expect(try await Self.show(client, key, newer.id).state == "running")
-            #expect(try await Self.show(client, key, third.id).state == "running")
+            #expect(try await Self.show(client, key, older.id).state == .paused, "the least recently used went to sleep")
+            #expect(try await Self.show(client, key, newer.id).state == .running)
+            #expect(try await Self.show(client, key, third.id).state == .running)
             // Nobody idle long enough now: a fourth is refused, and nothing changes.
             let refused = try await client.execute(uri: "/v1/sandboxes", method: .post, headers: Self.headers(key),
                                                    body: try HTTPTests.json(API.CreateSandbox(env: "empty", memoryMB: 512)))
             #expect(refused.status == .serviceUnavailable, "\(String(buffer: refused.body))")
-            #expect(try await Self.show(client, key, newer.id).state == "running")
+            #expect(try await Self.show(client, key, newer.id).state == .running)
         }
     }
 

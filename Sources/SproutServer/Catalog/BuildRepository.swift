@@ -1,3 +1,4 @@
+import SproutAPI
 import Foundation
 import GRDB
 import SproutCore
@@ -81,8 +82,8 @@ struct BuildRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var finishedAt: Double?
     var steps: Int
     var cachedSteps: Int
-    /// JSON array of warnings (files left alone).
-    var warnings: String?
+    /// Warnings (files left alone).
+    var warnings: [String]?
     fileprivate(set) var version: Int = 0
 
     /// A new build, `running`.

@@ -202,24 +202,6 @@ extension JSONEncoder {
 func now() -> Double { Date().timeIntervalSince1970 }
 
 /// JSON text columns holding a list of strings or a string dictionary.
-enum JSONColumn {
-    static func decodeList(_ text: String) -> [String] {
-        (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
-    }
-
-    static func encodeList(_ list: [String]) -> String {
-        String(decoding: (try? JSONEncoder().encode(list)) ?? Data("[]".utf8), as: UTF8.self)
-    }
-
-    static func encode(_ dict: [String: String]) -> String {
-        String(decoding: (try? JSONEncoder.sorted.encode(dict)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
-    static func decode(_ text: String) -> [String: String] {
-        (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
-    }
-}
-
 extension Catalog {
     /// The blobs a team has uploaded itself (storage is shared, knowledge is not).
     func blobsOwned(by team: String) async throws -> Set<String> {

@@ -11,8 +11,8 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var parent: String
     var team: String
     var base: String
-    /// JSON array of layer digests, bottom first.
-    var layers: String
+    /// Layer digests, bottom first.
+    var layers: [String]
     var createdAt: Double
     var ownBytes: Int64
     var published: Bool = true
@@ -27,8 +27,6 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     /// id for anything new, kept (with its layers) until the last of them
     /// ends (`EnvRepository.purgeDeleted`).
     var deletedAt: Double? = nil
-
-    var layerList: [String] { JSONColumn.decodeList(layers) }
 }
 
 /// Envs in the catalog.
@@ -126,7 +124,7 @@ public struct EnvRepository: Sendable {
 
     /// Every layer any env uses.
     func referencedLayers() async throws -> Set<String> {
-        Set(try await db.read { db in try EnvRecord.fetchAll(db) }.flatMap(\.layerList))
+        Set(try await db.read { db in try EnvRecord.fetchAll(db) }.flatMap(\.layers))
     }
 
     func referencedImages() async throws -> Set<String> {

@@ -1,10 +1,12 @@
+import SproutAPI
 import Foundation
 import GRDB
 import SproutCore
 
-/// A sandbox as the catalog remembers it. Its `state` can only change
-/// through `SandboxRepository.transition` (it is settable in this file
-/// alone), which runs `SandboxMachine` on the stored state inside one write
+/// A sandbox as the catalog remembers it. Its state (`state`, and what a
+/// pause kept, `lastPauseFilesOnly`) can only change through
+/// `SandboxRepository.transition` (they are settable in this file alone),
+/// which runs `SandboxMachine` on the stored state inside one write
 /// transaction.
 struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     static let databaseTableName = "sandbox"
@@ -19,19 +21,19 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var cpu: Double
     var memoryMB: Int
     var internet: Bool
-    var metadata: String
-    var envVars: String
+    var metadata: [String: String]
+    var envVars: [String: String]
     var slot: Int?
     var agentToken: String
     var error: String?
     /// Memory images of this sandbox's pauses, oldest first (at most `MemorySnapshots.imageHistory`).
-    var images: String?
+    var images: [String]?
     /// Timeout left when the sandbox was paused; the clock stops while paused.
     var remainingSeconds: Double?
     /// Resume on the next request that needs the sandbox running.
     var autoResume: Bool = false
-    /// JSON array of CIDRs, if outbound traffic is limited to them.
-    var egress: String? = nil
+    /// CIDRs, if outbound traffic is limited to them.
+    var egress: [String]? = nil
     /// MiB the sandbox may write (nil: the server's default).
     var diskMB: Int? = nil
     /// Bumped by every write (compare-and-set).
@@ -46,8 +48,9 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var resumeOnRequest: Bool = false
     /// Pause after this many seconds without a request or an open stream.
     var idlePauseSeconds: Double? = nil
-    /// Its last pause kept only its files: it boots again on resume.
-    var lastPauseFilesOnly: Bool = false
+    /// Its last pause kept only its files: it boots again on resume (the
+    /// machine's `memory` of `pausing`, `paused` and `resuming`).
+    fileprivate(set) var lastPauseFilesOnly: Bool = false
     /// Its timeout and idle pauses keep only its files (no memory image).
     var pauseFilesOnly: Bool = false
 
@@ -66,18 +69,25 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
         self.cpu = cpu
         self.memoryMB = memoryMB
         self.internet = internet
-        self.metadata = JSONColumn.encode(metadata)
-        self.envVars = JSONColumn.encode(envVars)
+        self.metadata = metadata
+        self.envVars = envVars
         self.slot = slot
         self.agentToken = agentToken
-        self.egress = egress.isEmpty ? nil : JSONColumn.encodeList(egress)
+        self.egress = egress.isEmpty ? nil : egress
         self.diskMB = diskMB
     }
 
-    var egressList: [String] { egress.map(JSONColumn.decodeList) ?? [] }
-    var imageList: [String] { images.map(JSONColumn.decodeList) ?? [] }
-    var metadataDictionary: [String: String] { JSONColumn.decode(metadata) }
-    var envVarsDictionary: [String: String] { JSONColumn.decode(envVars) }
+    /// The machine's state: the stored state and what the pause kept.
+    var machineState: SandboxMachine.State { SandboxMachine.State(state, memory: !lastPauseFilesOnly) }
+
+    /// Takes the machine's state (the only way the state changes).
+    fileprivate mutating func apply(_ new: SandboxMachine.State) {
+        state = new.status
+        if let memory = new.keepsMemory { lastPauseFilesOnly = !memory }
+    }
+
+    var egressList: [String] { egress ?? [] }
+    var imageList: [String] { images ?? [] }
 }
 
 /// One line of a sandbox's history (`GET /v1/sandboxes/{id}/events`).
@@ -179,7 +189,7 @@ public struct SandboxRepository: Sendable {
             if let version, record.version != version {
                 throw SproutError(.conflict, "sandbox \(id) changed meanwhile (it is \(record.state.rawValue) now); try again")
             }
-            var machine = SandboxMachine(state: record.state)
+            var machine = SandboxMachine(state: record.machineState)
             let action: SandboxMachine.Action
             do {
                 action = try machine.handle(event)
@@ -187,7 +197,7 @@ public struct SandboxRepository: Sendable {
                 throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue): it cannot \(event.verb)")
             }
             let before = record.state
-            record.state = machine.state
+            record.apply(machine.state)
             edit(&record)
             record.version += 1
             try record.update(db)
@@ -223,9 +233,9 @@ public struct SandboxRepository: Sendable {
                 .order(Column("createdAt"))
                 .fetchOne(db)
             else { return nil }
-            var machine = SandboxMachine(state: record.state)
+            var machine = SandboxMachine(state: record.machineState)
             _ = try machine.handle(.claimed)
-            record.state = machine.state
+            record.apply(machine.state)
             edit(&record)
             record.version += 1
             try record.update(db)
@@ -260,7 +270,7 @@ public struct SandboxRepository: Sendable {
         try await db.read { db in
             var ids: Set<String> = []
             for text in try String.fetchAll(db, sql: "SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
-                ids.formUnion(JSONColumn.decodeList(text))
+                ids.formUnion(try JSONDecoder().decode([String].self, from: Data(text.utf8)))
             }
             return ids
         }

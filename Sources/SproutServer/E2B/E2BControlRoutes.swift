@@ -72,7 +72,7 @@ struct E2BControlRoutes {
             let body = try await JSONBody.decode(E2B.PauseRequest.self, from: request, orIfEmpty: E2B.PauseRequest())
             let id = try context.parameters.require("id")
             let sandbox = try await live(id, context)
-            guard sandbox.state == "running" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not running") }
+            guard sandbox.state == .running else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state.rawValue), not running") }
             _ = try await services.lifecycle.pause(id, autoResume: false, filesOnly: body.memory == false, for: try context.caller())
             return Response(status: .noContent)
         }
@@ -80,7 +80,7 @@ struct E2BControlRoutes {
             let body = try await JSONBody.decode(E2B.Connect.self, from: request, orIfEmpty: E2B.Connect())
             let id = try context.parameters.require("id")
             let sandbox = try await services.lifecycle.get(id, for: try context.caller())
-            guard sandbox.state == "paused" else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state), not paused") }
+            guard sandbox.state == .paused else { throw SproutError(.conflict, "sandbox \(id) is \(sandbox.state.rawValue), not paused") }
             return try await connect(id, timeout: body.timeout, context)
         }
         registerEnvRoutes(on: group)
@@ -129,11 +129,11 @@ struct E2BControlRoutes {
         var status = HTTPResponse.Status.ok
         // Falling asleep or waking up: let that finish first.
         let deadline = Date().timeIntervalSince1970 + 60
-        while ["pausing", "resuming", "forking"].contains(sandbox.state), Date().timeIntervalSince1970 < deadline {
+        while [.pausing, .resuming, .forking].contains(sandbox.state), Date().timeIntervalSince1970 < deadline {
             try await Task.sleep(for: .milliseconds(50))
             sandbox = try await live(id, context)
         }
-        if sandbox.state == "paused" {
+        if sandbox.state == .paused {
             sandbox = try await services.lifecycle.resume(id, for: caller)
             status = .created
         }
@@ -152,11 +152,12 @@ struct E2BControlRoutes {
     /// default, or `asc`), `limit` and `nextToken`.
     func list(_ request: Request, _ context: SproutContext, paginated: Bool) async throws -> Response {
         let query = request.uri.queryParameters
-        var states: Set<String> = ["running", "paused"]
+        var states: Set<E2B.State> = [.running, .paused]
         if let state = query.get("state") {
-            states = Set(state.split(separator: ",").map(String.init))
-            let unknown = states.subtracting(["running", "paused"])
+            let named = state.split(separator: ",").map(String.init)
+            let unknown = named.filter { E2B.State(rawValue: $0) == nil }
             guard unknown.isEmpty else { throw SproutError(.invalidArgument, "unknown state \(unknown.sorted().joined(separator: ","))") }
+            states = Set(named.compactMap(E2B.State.init(rawValue:)))
         }
         let metadata = try Self.metadataFilter(query.get("metadata"))
         let template = query.get("template").map { String($0) }
@@ -214,7 +215,7 @@ struct E2BControlRoutes {
             templateID: sandbox.env, sandboxID: sandbox.id, startedAt: E2B.rfc3339(sandbox.createdAt), endAt: E2B.rfc3339(ends),
             envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
             domain: services.domain, cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
-            metadata: sandbox.metadata, state: E2B.state(sandbox.state) ?? "running",
+            metadata: sandbox.metadata, state: E2B.state(sandbox.state) ?? .running,
             lifecycle: E2B.Lifecycle(autoResume: sandbox.onTimeout == "pause" && sandbox.autoResume == true, onTimeout: sandbox.onTimeout ?? "kill"))
     }
 

@@ -109,7 +109,7 @@ enum E2B {
         var memoryMB: Int
         var diskSizeMB: Int
         var metadata: [String: String]?
-        var state: String
+        var state: State
         var lifecycle: Lifecycle?
     }
 
@@ -158,14 +158,20 @@ enum E2B {
         Int64((seconds * 1000).rounded(.down))
     }
 
+    /// The two states E2B reports.
+    enum State: String, Codable, Sendable {
+        case running
+        case paused
+    }
+
     /// E2B's two states for Sprout's: on the way to paused is paused, on the
     /// way to running (or forking) is running; nil for one that is not live
     /// (E2B answers 404 for it).
-    static func state(_ sprout: String) -> String? {
+    static func state(_ sprout: SandboxState) -> State? {
         switch sprout {
-        case "running", "resuming", "forking": "running"
-        case "paused", "pausing": "paused"
-        default: nil
+        case .running, .resuming, .forking: .running
+        case .paused, .pausing: .paused
+        case .creating, .pooled, .killing, .killed: nil
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import MultipartKit
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -16,10 +17,10 @@ extension EnvdService {
 
     static let metadataHeaderPrefix = "x-metadata-"
 
-    func download(_ request: Request, _ context: SproutContext) async throws -> Response {
+    func download(_ request: Request) async throws -> Response {
         guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
         let path = try user.resolve(String(raw))
-        let file = try await withAgent(context) { try await $0.openRead(path) }
+        let file = try await withAgent { try await $0.openRead(path) }
         guard Self.acceptsGzip(request.headers[.acceptEncoding]) else { return AgentRoutes.response(streaming: file) }
         return Response(
             status: .ok, headers: [.contentType: "application/octet-stream", .contentEncoding: "gzip", .vary: "Accept-Encoding"],
@@ -63,13 +64,13 @@ extension EnvdService {
         WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""), metadata: EnvdFilesystem.metadata(xattrs))
     }
 
-    func upload(_ request: Request, _ context: SproutContext) async throws -> Response {
+    func upload(_ request: Request) async throws -> Response {
         let contentType = request.headers[.contentType] ?? ""
         let encoding = request.headers[.contentEncoding]?.lowercased() ?? "identity"
         guard ["identity", "gzip"].contains(encoding) else {
             throw SproutError(.unsupported, "Content-Encoding \(encoding.prefix(20)) is not supported on uploads (gzip is)")
         }
-        let gunzip = encoding == "gzip" ? try Gunzip(limit: 64 << 30) : nil
+        let gunzip = encoding == "gzip" ? try Gunzip(limit: services.config.maxUploadBytes) : nil
         let xattrs = try Self.metadata(request)
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             let body: ByteBuffer
@@ -79,7 +80,7 @@ extension EnvdService {
             var raw = Array(body.readableBytesView)
             if let gunzip {
                 raw = try gunzip.decode(raw)
-                guard gunzip.ended else { throw SproutError(.invalidArgument, "the gzip upload ended early") }
+                guard try gunzip.finished() else { throw SproutError(.invalidArgument, "the gzip upload ended early") }
             }
             let parts = try Multipart.parse(raw, contentType: contentType)
             let fallback: String? = request.uri.queryParameters.get("path").map { String($0) }
@@ -89,7 +90,7 @@ extension EnvdService {
                 // One file with `path=` goes there (an upload URL); otherwise each part's filename is its path.
                 guard let name = (files.count == 1 ? fallback : nil) ?? part.filename ?? fallback, !name.isEmpty else { throw SproutError(.invalidArgument, "a file part has no filename (its path)") }
                 let path = try user.resolve(name)
-                try await withAgent(context) { agent in
+                try await withAgent { agent in
                     try await makeParents(path, agent)
                     try await xattrStore.write(part.body, WriteRequest(path: path, mode: 0o644, owner: user.agentUser, xattrs: xattrs), agent: agent)
                 }
@@ -101,23 +102,18 @@ extension EnvdService {
         guard let raw = request.uri.queryParameters.get("path") else { throw SproutError(.invalidArgument, "missing path") }
         let path = try user.resolve(String(raw))
         let writeRequest = WriteRequest(path: path, mode: 0o644, owner: user.agentUser, xattrs: xattrs)
-        let upload = try await withAgent(context) { agent in
+        let upload = try await withAgent { agent in
             try await makeParents(path, agent)
             return try await xattrStore.openWrite(writeRequest, agent: agent)
         }
         do {
-            for try await buffer in request.body {
-                let bytes = Array(buffer.readableBytesView)
-                let decoded = try gunzip?.decode(bytes) ?? bytes
-                if !decoded.isEmpty { try await upload.write(decoded) }
+            _ = try await AgentRoutes.stream(request.body, into: upload, limit: services.config.maxUploadBytes, decode: { try gunzip?.decode($0) ?? $0 }) {
+                if let gunzip, try !gunzip.finished() { throw SproutError(.invalidArgument, "the gzip upload ended early") }
             }
-            if let gunzip, !gunzip.ended { throw SproutError(.invalidArgument, "the gzip upload ended early") }
-            _ = try await upload.finish()
         } catch {
-            upload.abort()
             throw await services.lifecycle.explain(error, sandboxID)
         }
-        try await withAgent(context) { try await xattrStore.finished(writeRequest, agent: $0) }
+        try await withAgent { try await xattrStore.finished(writeRequest, agent: $0) }
         return try JSONBody.response([writeInfo(path, xattrs)])
     }
 
@@ -130,52 +126,39 @@ extension EnvdService {
 
 /// A small `multipart/form-data` reader (RFC 7578): parts with their name,
 /// filename and bytes.
+/// E2B's `multipart/form-data` uploads, parsed by multipart-kit's parser.
 enum Multipart {
     struct Part { var name: String?; var filename: String?; var body: [UInt8] }
 
     static func parse(_ body: [UInt8], contentType: String) throws -> [Part] {
-        guard let range = contentType.range(of: "boundary=") else { throw SproutError(.invalidArgument, "multipart body without a boundary") }
-        var boundary = String(contentType[range.upperBound...])
-        if let semicolon = boundary.firstIndex(of: ";") { boundary = String(boundary[..<semicolon]) }
-        boundary = boundary.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
-        guard !boundary.isEmpty, boundary.count <= 200 else { throw SproutError(.invalidArgument, "bad multipart boundary") }
-        let delimiter = Array(("--" + boundary).utf8)
-        var parts: [Part] = []
-        guard var position = find(delimiter, in: body, from: 0) else { throw SproutError(.invalidArgument, "multipart body has no parts") }
-        while true {
-            position += delimiter.count
-            if body.count >= position + 2, body[position] == UInt8(ascii: "-"), body[position + 1] == UInt8(ascii: "-") { break }
-            position += 2  // CRLF after the delimiter
-            guard let headerEnd = find(Array("\r\n\r\n".utf8), in: body, from: position) else { throw SproutError(.invalidArgument, "a multipart part has no header end") }
-            let headers = String(decoding: body[position..<headerEnd], as: UTF8.self)
-            let start = headerEnd + 4
-            guard let next = find(Array("\r\n".utf8) + delimiter, in: body, from: start) else { throw SproutError(.invalidArgument, "a multipart part is not terminated") }
-            var part = Part(name: nil, filename: nil, body: Array(body[start..<next]))
-            for line in headers.split(separator: "\r\n") where line.lowercased().hasPrefix("content-disposition:") {
-                part.name = parameter("name", in: String(line))
-                part.filename = parameter("filename", in: String(line))
-            }
-            parts.append(part)
-            position = next + 2
+        guard let boundary = parameter("boundary", in: contentType), !boundary.isEmpty, boundary.count <= 200 else {
+            throw SproutError(.invalidArgument, "multipart body without a boundary")
         }
+        var parts: [Part] = []
+        var current = Part(name: nil, filename: nil, body: [])
+        var complete = false
+        let parser = MultipartParser(boundary: boundary)
+        parser.onHeader = { name, value in
+            guard name.lowercased() == "content-disposition" else { return }
+            current.name = parameter("name", in: value)
+            current.filename = parameter("filename", in: value)
+        }
+        parser.onBody = { current.body += $0.readableBytesView }
+        parser.onPartComplete = {
+            parts.append(current)
+            current = Part(name: nil, filename: nil, body: [])
+            complete = true
+        }
+        do { try parser.execute(body) } catch { throw SproutError(.invalidArgument, "the multipart body is malformed: \(error)") }
+        guard complete else { throw SproutError(.invalidArgument, "the multipart body has no complete part") }
         return parts
     }
 
-    static func parameter(_ key: String, in line: String) -> String? {
-        for piece in line.split(separator: ";").dropFirst() {
+    /// A `key=value` parameter of a header value (`form-data; name="file"; filename="a.txt"`).
+    static func parameter(_ key: String, in header: String) -> String? {
+        for piece in header.split(separator: ";").dropFirst() {
             let kv = piece.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-            if kv.count == 2, kv[0] == key { return kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        }
-        return nil
-    }
-
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
-        guard needle.count <= haystack.count, from <= haystack.count - needle.count else { return nil }
-        var i = from
-        let first = needle[0]
-        while i <= haystack.count - needle.count {
-            if haystack[i] == first && Array(haystack[i..<(i + needle.count)]) == needle { return i }
-            i += 1
+            if kv.count == 2, kv[0].lowercased() == key { return kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\" ")) }
         }
         return nil
     }

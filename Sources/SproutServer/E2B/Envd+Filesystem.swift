@@ -61,18 +61,18 @@ enum EnvdFilesystem {
 }
 
 extension EnvdService {
-    func filesystemCall(_ method: String, _ request: Request, _ context: SproutContext, streaming: Bool) async throws -> Response {
+    func filesystemCall(_ method: String, _ request: Request, streaming: Bool) async throws -> Response {
         switch method {
         case "Stat":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
             let path = try user.resolve(body.path)
-            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent(context) { try await entry(path, $0, listing: false) }))
+            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent { try await entry(path, $0, listing: false) }))
         case "ListDir":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.ListDirRequest.self, request)
             let path = try user.resolve(body.path)
             let depth = body.depth ?? 1
             guard (0...64).contains(depth) else { throw ConnectRPC.Failure(.invalid_argument, "depth must be 0-64") }
-            let entries = try await withAgent(context) { agent -> [EnvdFilesystem.EntryInfo] in
+            let entries = try await withAgent { agent -> [EnvdFilesystem.EntryInfo] in
                 let directory = try await agent.stat(path)
                 guard directory.type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
                 var out: [EnvdFilesystem.EntryInfo] = []
@@ -85,7 +85,7 @@ extension EnvdService {
         case "MakeDir":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
             let path = try user.resolve(body.path)
-            let made = try await withAgent(context) { agent -> EnvdFilesystem.EntryInfo in
+            let made = try await withAgent { agent -> EnvdFilesystem.EntryInfo in
                 if (try? await agent.stat(path)) != nil { throw ConnectRPC.Failure(.already_exists, "path \(path) already exists") }
                 try await agent.makeDirectory(path, owner: user.agentUser)
                 return try await entry(path, agent)
@@ -94,7 +94,7 @@ extension EnvdService {
         case "Move":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.MoveRequest.self, request)
             let source = try user.resolve(body.source), destination = try user.resolve(body.destination)
-            let moved = try await withAgent(context) { agent -> EnvdFilesystem.EntryInfo in
+            let moved = try await withAgent { agent -> EnvdFilesystem.EntryInfo in
                 try await agent.move(source, to: destination)
                 return try await entry(destination, agent)
             }
@@ -102,14 +102,14 @@ extension EnvdService {
         case "Remove":
             let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
             let path = try user.resolve(body.path)
-            try await withAgent(context) { agent in
+            try await withAgent { agent in
                 // Removing what is not there succeeds, as envd's does.
                 guard (try? await agent.stat(path)) != nil else { return }
                 try await agent.remove(path, recursive: true)
             }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         default:
-            if let response = try await watchCall(method, request, context) { return response }
+            if let response = try await watchCall(method, request) { return response }
             throw Self.unimplemented("filesystem.Filesystem", method)
         }
     }

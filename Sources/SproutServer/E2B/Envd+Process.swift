@@ -81,46 +81,46 @@ enum EnvdProcess {
 }
 
 extension EnvdService {
-    func processCall(_ method: String, _ request: Request, _ context: SproutContext, streaming: Bool) async throws -> Response {
+    func processCall(_ method: String, _ request: Request, streaming: Bool) async throws -> Response {
         switch method {
         case "Start":
             let body = try await ConnectRPC.decodeStreamRequest(EnvdProcess.StartRequest.self, request)
-            return try await start(body, request, context)
+            return try await start(body, request)
         case "Connect":
             let body = try await ConnectRPC.decodeStreamRequest(EnvdProcess.SelectRequest.self, request)
-            let session = try await withAgent(context) { agent in
+            let session = try await withAgent { agent in
                 try await agent.attach(ProcessSelector(id: try await resolve(body.process, agent).id))
             }
             return stream(session, request, pty: session.info.pty)
         case "List":
             _ = try await ConnectRPC.decodeUnary(EnvdProcess.Empty.self, request)
-            let processes = try await withAgent(context) { try await $0.processes() }.filter { $0.exit == nil }
+            let processes = try await withAgent { try await $0.processes() }.filter { $0.exit == nil }
             return try ConnectRPC.unary(EnvdProcess.ListResponse(processes: processes.map { p in
                 EnvdProcess.Info(config: .init(cmd: p.cmd.first ?? "", args: Array(p.cmd.dropFirst()), envs: [:], cwd: p.cwd), pid: p.pid, tag: p.tag)
             }))
         case "SendSignal":
             let body = try await ConnectRPC.decodeUnary(EnvdProcess.SendSignalRequest.self, request)
-            try await withAgent(context) { agent in
+            try await withAgent { agent in
                 _ = try await agent.signal(ProcessSelector(id: try await resolve(body.process, agent).id), body.signal.number)
             }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         case "SendInput":
             let body = try await ConnectRPC.decodeUnary(EnvdProcess.SendInputRequest.self, request)
             let bytes = try Self.inputBytes(body.input)
-            try await onProcess(body.process, context) { try await $0.send(bytes) }
+            try await onProcess(body.process) { try await $0.send(bytes) }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         case "CloseStdin":
             let body = try await ConnectRPC.decodeUnary(EnvdProcess.SelectRequest.self, request)
-            try await onProcess(body.process, context) { try await $0.sendEndOfInput() }
+            try await onProcess(body.process) { try await $0.sendEndOfInput() }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         case "Update":
             let body = try await ConnectRPC.decodeUnary(EnvdProcess.UpdateRequest.self, request)
             if let size = body.pty?.size {
-                try await onProcess(body.process, context) { try await $0.sendResize(cols: size.cols ?? 80, rows: size.rows ?? 24) }
+                try await onProcess(body.process) { try await $0.sendResize(cols: size.cols ?? 80, rows: size.rows ?? 24) }
             }
             return try ConnectRPC.unary(EnvdProcess.Empty())
         case "StreamInput":
-            return try await streamInput(request, context)
+            return try await streamInput(request)
         default:
             throw Self.unimplemented("process.Process", method)
         }
@@ -136,8 +136,8 @@ extension EnvdService {
     }
 
     /// Attaches to a process, does `body` on the session, detaches.
-    func onProcess(_ selector: EnvdProcess.Selector, _ context: SproutContext, _ body: @Sendable (ProcessSession) async throws -> Void) async throws {
-        try await withAgent(context) { agent in
+    func onProcess(_ selector: EnvdProcess.Selector, _ body: @Sendable (ProcessSession) async throws -> Void) async throws {
+        try await withAgent { agent in
             let session = try await agent.attach(ProcessSelector(id: try await resolve(selector, agent).id))
             defer { session.close() }
             try await body(session)
@@ -150,32 +150,32 @@ extension EnvdService {
         return Array(data)
     }
 
-    func start(_ body: EnvdProcess.StartRequest, _ request: Request, _ context: SproutContext) async throws -> Response {
+    func start(_ body: EnvdProcess.StartRequest, _ request: Request) async throws -> Response {
         guard !body.process.cmd.isEmpty else { throw ConnectRPC.Failure(.invalid_argument, "process.cmd is empty") }
-        let sandboxEnv = try await services.lifecycle.environment(sandboxID, for: try context.caller())
-        let env = user.environment.merging(sandboxEnv) { _, sandbox in sandbox }.merging(body.process.envs ?? [:]) { _, call in call }
+        // HOME, USER, LOGNAME and SHELL are the user's login ones (the agent's).
+        let env = sandbox.environment.merging(body.process.envs ?? [:]) { _, call in call }
         // Like envd: a command starts in its user's home unless told otherwise.
         let cwd = try body.process.cwd.map { try user.resolve($0) } ?? user.home
         let pty = body.pty.map { TerminalSize(cols: $0.size?.cols ?? 80, rows: $0.size?.rows ?? 24) }
         let spec = ProcessSpec(cmd: [body.process.cmd] + (body.process.args ?? []), cwd: cwd, env: env, tag: body.tag,
                                stdin: pty == nil ? (body.stdin ?? true) : nil, pty: pty, user: user.agentUser)
-        let session = try await withAgent(context) { try await $0.start(spec) }
-        // `Connect-Timeout-Ms` bounds the process's life, as envd does.
-        if let ms = request.headers[HTTPField.Name("Connect-Timeout-Ms")!].flatMap({ Int($0) }), ms > 0 {
-            let agent = try await services.lifecycle.agent(sandboxID, for: try context.caller())
-            let id = session.info.id
-            Task {
-                try? await Task.sleep(for: .milliseconds(ms))
-                _ = try? await agent.signal(ProcessSelector(id: id), 9)
-            }
+        let session = try await withAgent { try await $0.start(spec) }
+        // `Connect-Timeout-Ms` bounds the process's life, as envd does: it is
+        // killed then, whether or not a client still follows it; its exit,
+        // once the stream sees it, cancels the kill.
+        let (agent, id) = (sandbox.agent, session.info.id)
+        let timeout = request.headers[HTTPField.Name("Connect-Timeout-Ms")!].flatMap { Int($0) } ?? 0
+        let deadline = timeout <= 0 ? nil : Task {
+            guard (try? await Task.sleep(for: .milliseconds(timeout))) != nil else { return }
+            _ = try? await agent.signal(ProcessSelector(id: id), 9)
         }
-        return stream(session, request, pty: pty != nil)
+        return stream(session, request, pty: pty != nil, onExit: { deadline?.cancel() })
     }
 
     /// A process's life as a Connect server stream: `start`, `data`…, `end`,
     /// with `keepalive` events at the requested interval. Ending the stream
     /// (the client going away) detaches; the process keeps running.
-    func stream(_ session: ProcessSession, _ request: Request, pty: Bool) -> Response {
+    func stream(_ session: ProcessSession, _ request: Request, pty: Bool, onExit: @escaping @Sendable () -> Void = {}) -> Response {
         let interval = request.headers[HTTPField.Name("Keepalive-Ping-Interval")!].flatMap { Double($0) }.map { max(1, $0) }
         let id = sandboxID, activity = services.lifecycle.activity, service = self
         return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
@@ -195,6 +195,7 @@ extension EnvdService {
                                 await frames.send(try ConnectRPC.message(EnvdProcess.EventMessage(event: .init(data: .init(stderr: Data(bytes).base64EncodedString())))))
                             case .error: continue
                             case .exit(let status):
+                                onExit()
                                 await frames.send(try ConnectRPC.message(EnvdProcess.end(status)))
                             }
                         }
@@ -221,13 +222,13 @@ extension EnvdService {
 
     /// `StreamInput`: a client stream of `start{process}`, then `data{input}`
     /// and `keepalive`; input keeps its order.
-    func streamInput(_ request: Request, _ context: SproutContext) async throws -> Response {
+    func streamInput(_ request: Request) async throws -> Response {
         var reader = ConnectRPC.EnvelopeReader(request.body)
         guard let first = try await reader.next() else { throw ConnectRPC.Failure(.invalid_argument, "the stream carried no start message") }
         guard let start = try JSONDecoder().decode(EnvdProcess.StreamInputRequest.self, from: first).start else {
             throw ConnectRPC.Failure(.invalid_argument, "the first message must be start")
         }
-        let session = try await withAgent(context) { agent in
+        let session = try await withAgent { agent in
             try await agent.attach(ProcessSelector(id: try await resolve(start.process, agent).id))
         }
         defer { session.close() }

@@ -73,7 +73,6 @@ enum EnvdWatch {
 /// Polling watchers by id: each keeps its agent watch open and buffers
 /// events until they are fetched (at most 10,000; the oldest go first).
 actor EnvdWatchers {
-    static let shared = EnvdWatchers()
     static let limit = 256
 
     private struct Watcher {
@@ -86,6 +85,9 @@ actor EnvdWatchers {
 
     func add(_ session: WatchSession, sandbox: String, directory: String,
              enrich: @escaping @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event) throws -> String {
+        // Watchers whose watch ended (their sandbox is gone, say) and whose
+        // client never came back for the news make room first.
+        if watchers.count >= Self.limit { watchers = watchers.filter { $0.value.failure == nil } }
         guard watchers.count < Self.limit else { throw ConnectRPC.Failure(.resource_exhausted, "at most \(Self.limit) watchers") }
         let id = "w_" + Identifiers.random(length: 16)
         watchers[id] = Watcher(sandbox: sandbox, session: session)
@@ -130,25 +132,25 @@ actor EnvdWatchers {
 }
 
 extension EnvdService {
-    func watchCall(_ method: String, _ request: Request, _ context: SproutContext) async throws -> Response? {
+    func watchCall(_ method: String, _ request: Request) async throws -> Response? {
         switch method {
         case "CreateWatcher":
             let body = try await ConnectRPC.decodeUnary(EnvdWatch.Request.self, request)
-            let (path, session) = try await openWatch(body, context)
-            let enrich = try await enricher(body, directory: path, context)
-            let id = try await EnvdWatchers.shared.add(session, sandbox: sandboxID, directory: path, enrich: enrich)
+            let (path, session) = try await openWatch(body)
+            let enrich = try await enricher(body, directory: path)
+            let id = try await watchers.add(session, sandbox: sandboxID, directory: path, enrich: enrich)
             return try ConnectRPC.unary(EnvdWatch.WatcherID(watcherId: id))
         case "GetWatcherEvents":
             let body = try await ConnectRPC.decodeUnary(EnvdWatch.WatcherID.self, request)
-            return try ConnectRPC.unary(EnvdWatch.Events(events: try await EnvdWatchers.shared.take(body.watcherId, sandbox: sandboxID)))
+            return try ConnectRPC.unary(EnvdWatch.Events(events: try await watchers.take(body.watcherId, sandbox: sandboxID)))
         case "RemoveWatcher":
             let body = try await ConnectRPC.decodeUnary(EnvdWatch.WatcherID.self, request)
-            try await EnvdWatchers.shared.remove(body.watcherId, sandbox: sandboxID)
+            try await watchers.remove(body.watcherId, sandbox: sandboxID)
             return try ConnectRPC.unary(EnvdProcess.Empty())
         case "WatchDir":
             let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
-            let (path, session) = try await openWatch(body, context)
-            let enrich = try await enricher(body, directory: path, context)
+            let (path, session) = try await openWatch(body)
+            let enrich = try await enricher(body, directory: path)
             let activity = services.lifecycle.activity, id = sandboxID, service = self
             return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
@@ -175,11 +177,11 @@ extension EnvdService {
     }
 
     /// What adds the entry to an event when the watch asked for it (envd 0.6.3).
-    func enricher(_ body: EnvdWatch.Request, directory: String, _ context: SproutContext) async throws
+    func enricher(_ body: EnvdWatch.Request, directory: String) async throws
         -> @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event
     {
         guard body.includeEntry == true else { return { $0 } }
-        let agent = try await services.lifecycle.agent(sandboxID, for: try context.caller())
+        let agent = sandbox.agent
         let service = self
         return { event in
             guard event.type != "EVENT_TYPE_REMOVE" else { return event }
@@ -190,9 +192,9 @@ extension EnvdService {
         }
     }
 
-    func openWatch(_ body: EnvdWatch.Request, _ context: SproutContext) async throws -> (String, WatchSession) {
+    func openWatch(_ body: EnvdWatch.Request) async throws -> (String, WatchSession) {
         let path = try user.resolve(body.path)
-        let session = try await withAgent(context) { agent -> WatchSession in
+        let session = try await withAgent { agent -> WatchSession in
             guard (try await agent.stat(path)).type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
             return try await agent.watch(path, recursive: body.recursive ?? false)
         }

@@ -1,3 +1,4 @@
+import SproutAPI
 import Crypto
 import Foundation
 import HTTPTypes
@@ -8,13 +9,26 @@ import SproutAgentProtocol
 import SproutCore
 
 /// E2B's in-sandbox daemon ("envd") as Sprout serves it: requests carrying
-/// `E2b-Sandbox-Id` are for a sandbox's daemon, reached through the same
-/// base URL as the API. They authenticate with the sandbox's access token
-/// (`X-Access-Token`), not an API key, and are translated onto the agent.
+/// `E2b-Sandbox-Id` (or for `49983-{id}.{domain}`, or a signed file URL) are
+/// for a sandbox's daemon, reached through the same base URL as the API.
+/// They authenticate with the sandbox's access token (`X-Access-Token`), not
+/// an API key. This middleware reads the sandbox once, checks the token and
+/// the state, and hands the request to envd's own routes (`EnvdRoutes`),
+/// whose paths would collide with the API's (`/health`, `/files`).
 struct EnvdMiddleware: RouterMiddleware {
     typealias Context = SproutContext
     let services: SproutServices
     let tokens: EnvdTokens
+    let routing: HostRouting
+    /// envd's routes, built once.
+    let daemonRoutes: RouterResponder<SproutContext>
+
+    init(services: SproutServices, tokens: EnvdTokens, watchers: EnvdWatchers) {
+        self.services = services
+        self.tokens = tokens
+        self.routing = HostRouting(services: services, tokens: tokens)
+        self.daemonRoutes = EnvdRoutes(services: services, watchers: watchers).responder()
+    }
 
     static let sandboxHeader = HTTPField.Name("E2b-Sandbox-Id")!
     static let portHeader = HTTPField.Name("E2b-Sandbox-Port")!
@@ -23,19 +37,24 @@ struct EnvdMiddleware: RouterMiddleware {
     static let envdPort = "49983"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let id = request.headers[Self.sandboxHeader] else {
-            // `download_url()`/`upload_url()`: no headers, a signature that names the sandbox.
-            if request.uri.path == "/files", let signature = request.uri.queryParameters.get("signature") {
-                return try await signed(request, context, signature: String(signature))
-            }
-            return try await next(request, context)
+        if let id = request.headers[Self.sandboxHeader] {
+            return try await daemon(request, context, sandbox: id, port: request.headers[Self.portHeader] ?? Self.envdPort)
         }
-        return try await daemon(request, context, sandbox: id, port: request.headers[Self.portHeader] ?? Self.envdPort)
+        // `49983-{id}.{domain}`: envd's port by host name, with the access token as by header.
+        if let (port, id) = routing.target(request), String(port) == Self.envdPort {
+            return try await daemon(request, context, sandbox: id, port: Self.envdPort)
+        }
+        // `download_url()`/`upload_url()`: no headers, a signature that names the sandbox.
+        if request.uri.path == "/files", let signature = request.uri.queryParameters.get("signature") {
+            return try await signed(request, context, signature: String(signature))
+        }
+        return try await next(request, context)
     }
 
     /// A request for sandbox `id`'s daemon (envd's port) or another port of it.
     func daemon(_ request: Request, _ context: Context, sandbox id: String, port: String) async throws -> Response {
-        guard let record = try await services.catalog.sandboxes.find(id), let state = E2B.state(record.state.rawValue) else {
+        context.coreContext.endpointPath.value = "/envd"
+        guard let record = try await services.catalog.sandboxes.find(id), let state = E2B.state(record.state) else {
             return Self.notFound(id)
         }
         // The daemon takes the access token; other ports take it or the traffic token
@@ -45,22 +64,39 @@ struct EnvdMiddleware: RouterMiddleware {
             return E2BErrorMiddleware.response(.unauthorized, "missing or invalid X-Access-Token for sandbox \(id)")
         }
         // Asleep (or falling asleep) without waking on request: not running, as E2B says it.
-        if state == "paused" && !(record.autoResume || (record.state == .pausing && record.resumeOnRequest)) { return Self.notFound(id) }
+        if state == .paused && !(record.autoResume || (record.state == .pausing && record.resumeOnRequest)) { return Self.notFound(id) }
+        guard port == Self.envdPort else {
+            context.coreContext.endpointPath.value = "/envd/port"
+            return await forward(request, Self.entering(context, record), record: record, port: port)
+        }
+        return try await enter(request, context, record)
+    }
+
+    /// The context of a request let in for `record`'s daemon: the token
+    /// stands for the sandbox's own team, as an API key of it would.
+    static func entering(_ context: Context, _ record: SandboxRecord) -> Context {
         var context = context
-        // The token stands for the sandbox's own team, as an API key of it would.
-        context.identity = Identity(keyID: "envd:" + id, team: record.team, admin: false)
-        guard port == Self.envdPort else { return await forward(request, context, sandbox: id, port: port) }
-        let envd = EnvdService(services: services, sandboxID: id, user: EnvdUser(request))
-        return await envd.serve(request, context: context)
+        context.identity = Identity(keyID: "envd:" + record.id, team: record.team, admin: false)
+        return context
+    }
+
+    /// Serves the request on envd's routes; its metrics are labelled by RPC
+    /// (`/envd/process.Process/Start`).
+    func enter(_ request: Request, _ context: Context, _ record: SandboxRecord) async throws -> Response {
+        var context = Self.entering(context, record)
+        context.envd = EnvdCall(record: record, user: EnvdUser(request))
+        defer { context.coreContext.endpointPath.value = "/envd" + (context.endpointPath.map { $0 == "/envd" ? "" : $0 } ?? "") }
+        return try await daemonRoutes.respond(to: request, context: context)
     }
 
     /// Another port inside the sandbox (a server the user started, the code
     /// interpreter's 49999): the request goes there as it came, without
     /// Sprout's and E2B's routing headers.
-    func forward(_ request: Request, _ context: Context, sandbox id: String, port text: String) async -> Response {
+    func forward(_ request: Request, _ context: Context, record: SandboxRecord, port text: String) async -> Response {
+        let id = record.id
         guard let port = UInt16(text), port > 0 else { return E2BErrorMiddleware.response(.badRequest, "E2b-Sandbox-Port must be 1-65535") }
         do {
-            let address = try await services.lifecycle.address(id, for: try context.caller())
+            let address = try await services.lifecycle.address(record)
             var target = request.uri.path
             if let query = request.uri.query, !query.isEmpty { target += "?" + query }
             return try await PortRoutes.forward(request, to: address, port: port, target: target,
@@ -94,9 +130,7 @@ struct EnvdMiddleware: RouterMiddleware {
         }) else {
             return E2BErrorMiddleware.response(.unauthorized, "invalid signature for \(operation) of \(path.prefix(200))")
         }
-        var context = context
-        context.identity = Identity(keyID: "envd:" + record.id, team: record.team, admin: false)
-        return await EnvdService(services: services, sandboxID: record.id, user: EnvdUser(request)).serve(request, context: context)
+        return try await enter(request, context, record)
     }
 
     static func signature(_ raw: String) -> String {
@@ -115,11 +149,13 @@ struct EnvdMiddleware: RouterMiddleware {
 /// The user a daemon request names (`Authorization: Basic base64(user:)`,
 /// or `username=` on /files). Unnamed, it is E2B's default `user` where the
 /// sandbox has one (the `base` env) and root elsewhere. Processes run as it,
-/// files it writes are its own, and relative paths start in its home.
+/// files it writes are its own, and relative paths start in its home. Who it
+/// is comes from the agent (`user.lookup`), the one reader of the sandbox's
+/// account files, which also gives its processes their login environment.
 struct EnvdUser: Sendable {
     /// The name the request gave, if any.
     var requested: String?
-    /// Who it is in this sandbox, once `EnvdAccounts` has looked.
+    /// Who it is in this sandbox, once `lookup` has asked.
     var name = "root"
     var home = "/root"
     /// The user to give the agent: nil for root, its own user.
@@ -134,6 +170,24 @@ struct EnvdUser: Sendable {
         if let query = request.uri.queryParameters.get("username"), !query.isEmpty { requested = String(query) }
     }
 
+    /// The user as the sandbox knows it now (a user added inside with
+    /// `useradd` is found on the next call). A name the sandbox lacks is an
+    /// error, except for the unnamed default, which falls back to root.
+    func lookup(sandbox: String, agent: AgentClient) async throws -> EnvdUser {
+        let wanted = requested ?? "user"
+        var resolved = self
+        do {
+            let account = try await agent.lookupUser(wanted)
+            (resolved.name, resolved.home) = (account.name, account.home)
+        } catch let error as SproutError where error.code == .notFound || error.code == .invalidArgument {
+            guard requested == nil || wanted == "root" else {
+                throw ConnectRPC.Failure(.invalid_argument, "invalid user '\(wanted.prefix(64))': no such user in sandbox \(sandbox)")
+            }
+            (resolved.name, resolved.home) = ("root", "/root")
+        }
+        return resolved
+    }
+
     func resolve(_ path: String) throws -> String {
         guard !path.contains("\0") else { throw SproutError(.invalidArgument, "path contains a NUL byte") }
         let absolute = path.hasPrefix("/") ? path : (path.isEmpty ? home : home + "/" + path)
@@ -146,109 +200,24 @@ struct EnvdUser: Sendable {
         }
         return "/" + parts.joined(separator: "/")
     }
-
-    var environment: [String: String] {
-        ["HOME": home, "USER": name, "LOGNAME": name, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    }
 }
 
-/// The accounts of each sandbox (its /etc/passwd, read through the agent),
-/// kept briefly: every daemon call needs its user's home. A name not seen is
-/// looked up again at once, so a user added inside (`useradd`) is found.
-actor EnvdAccounts {
-    static let shared = EnvdAccounts()
-    static let freshness: Duration = .seconds(30)
-    private var homes: [String: (read: ContinuousClock.Instant, homes: [String: String])] = [:]
-
-    func resolve(_ user: EnvdUser, sandbox: String, agent: AgentClient) async throws -> EnvdUser {
-        var resolved = user
-        let wanted = user.requested ?? "user"
-        var known = homes[sandbox].flatMap { ContinuousClock.now - $0.read < Self.freshness ? $0.homes : nil }
-        if known == nil || known?[wanted] == nil {
-            known = try await Self.read(agent)
-            homes[sandbox] = (ContinuousClock.now, known ?? [:])
-            if homes.count > 4096, let oldest = homes.min(by: { $0.value.read < $1.value.read })?.key { homes[oldest] = nil }
-        }
-        if let home = known?[wanted] {
-            resolved.name = wanted
-            resolved.home = home
-        } else if user.requested == nil || wanted == "root" {
-            resolved.name = "root"
-            resolved.home = "/root"
-        } else {
-            throw ConnectRPC.Failure(.invalid_argument, "invalid user '\(wanted.prefix(64))': no such user in sandbox \(sandbox)")
-        }
-        return resolved
-    }
-
-    func forget(_ sandbox: String) { homes[sandbox] = nil }
-
-    static func read(_ agent: AgentClient) async throws -> [String: String] {
-        let bytes = (try? await agent.read("/etc/passwd", limit: 8 << 20)) ?? []
-        var out: [String: String] = ["root": "/root"]
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
-            guard fields.count >= 7 else { continue }
-            out[String(fields[0])] = fields[5].isEmpty ? "/" : String(fields[5])
-        }
-        return out
-    }
+/// What `EnvdMiddleware` hands envd's routes: the sandbox as it read it,
+/// and the user the request names.
+struct EnvdCall: Sendable {
+    let record: SandboxRecord
+    let user: EnvdUser
 }
 
-/// One daemon request against one sandbox.
+/// One daemon request against one running sandbox.
 struct EnvdService: Sendable {
     let services: SproutServices
-    let sandboxID: String
+    let watchers: EnvdWatchers
+    let sandbox: RunningSandbox
     var user: EnvdUser
-
-    func serve(_ request: Request, context: SproutContext) async -> Response {
-        let path = request.uri.path
-        do {
-            if request.method == .get && path == "/health" {
-                _ = try await services.lifecycle.agent(sandboxID, for: try context.caller())
-                return Response(status: .noContent)
-            }
-            switch (request.method, path) {
-            case (.get, "/files"):
-                return try await resolvingUser(context).download(request, context)
-            case (.post, "/files"):
-                return try await resolvingUser(context).upload(request, context)
-            case (.post, _) where path.hasPrefix("/process.Process/"):
-                return await rpc(request, context, method: String(path.dropFirst("/process.Process/".count)), process: true)
-            case (.post, _) where path.hasPrefix("/filesystem.Filesystem/"):
-                return await rpc(request, context, method: String(path.dropFirst("/filesystem.Filesystem/".count)), process: false)
-            default:
-                return E2BErrorMiddleware.response(.notFound, "no daemon route for \(request.method) \(path.prefix(200))")
-            }
-        } catch {
-            let failure = ConnectRPC.Failure(error)
-            return E2BErrorMiddleware.response(failure.code.status, failure.message)
-        }
-    }
+    var sandboxID: String { sandbox.id }
 
     var xattrStore: SandboxXattrs { services.lifecycle.xattrs(sandboxID) }
-
-    /// This service with its user looked up in the sandbox.
-    func resolvingUser(_ context: SproutContext) async throws -> EnvdService {
-        var service = self
-        service.user = try await withAgent(context) { try await EnvdAccounts.shared.resolve(user, sandbox: sandboxID, agent: $0) }
-        return service
-    }
-
-    func rpc(_ request: Request, _ context: SproutContext, method: String, process: Bool) async -> Response {
-        let streaming = request.headers[.contentType]?.hasPrefix(ConnectRPC.streamContentType) == true
-        do {
-            let service = try await resolvingUser(context)
-            if process {
-                return try await service.processCall(method, request, context, streaming: streaming)
-            } else {
-                return try await service.filesystemCall(method, request, context, streaming: streaming)
-            }
-        } catch {
-            let failure = ConnectRPC.Failure(error)
-            return streaming ? ConnectRPC.streamError(failure) : ConnectRPC.unaryError(failure)
-        }
-    }
 
     /// How a stream cut short ends, as E2B's would: a sandbox killed (or
     /// dead) under it ends it `unavailable` with E2B's words, which the SDK
@@ -264,8 +233,8 @@ struct EnvdService: Sendable {
         return ConnectRPC.Failure(.canceled, sprout.message)
     }
 
-    func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
-        try await services.lifecycle.withAgent(sandboxID, for: try context.caller(), body)
+    func withAgent<T: Sendable>(_ body: (AgentClient) async throws -> T) async throws -> T {
+        try await services.lifecycle.withAgent(sandbox, body)
     }
 
     static func unimplemented(_ service: String, _ method: String) -> ConnectRPC.Failure {

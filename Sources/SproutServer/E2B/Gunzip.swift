@@ -1,89 +1,90 @@
-import CZlib
+import CompressNIO
+import NIOCore
 import SproutCore
 
 /// Decodes a gzip request body as it arrives (`Content-Encoding: gzip`
-/// uploads), with a limit on what it may expand to.
+/// uploads), with a limit on what it may expand to; zlib through compress-nio.
 final class Gunzip {
-    private let state: OpaquePointer
+    private let zlib: ZlibDecompressor
     private var produced: Int64 = 0
+    private(set) var ended = false
     let limit: Int64
 
     init(limit: Int64) throws {
-        guard let state = czlib_gunzip_new() else { throw SproutError(.internal, "cannot start a gzip decoder") }
-        self.state = state
+        zlib = try ZlibDecompressor(algorithm: .gzip)
         self.limit = limit
     }
 
-    deinit { czlib_gunzip_free(state) }
-
-    var ended: Bool { czlib_gunzip_ended(state) != 0 }
-
     /// The bytes `input` decodes to.
     func decode(_ input: [UInt8]) throws -> [UInt8] {
-        var failed = false
-        var tooLarge = false
-        let (out, offset) = Zlib.drain(input) { inp, outp, consumed in
-            let n = czlib_gunzip_update(state, inp.baseAddress, inp.count, &consumed, outp.baseAddress, outp.count)
-            if n < 0 { failed = true; return nil }
-            produced += Int64(n)
-            if produced > limit { tooLarge = true; return nil }
-            return n
-        } stop: { n, _, consumed in n == 0 && consumed == 0 || ended }
-        if failed { throw SproutError(.invalidArgument, "the upload is not valid gzip") }
-        if tooLarge { throw SproutError(.tooLarge, "the upload decompresses to more than \(limit) bytes") }
-        guard !ended || offset >= input.count else { throw SproutError(.invalidArgument, "data after the end of the gzip stream") }
+        var from = ByteBuffer(bytes: input)
+        var out: [UInt8] = []
+        var window = ByteBufferAllocator().buffer(capacity: 1 << 16)
+        while from.readableBytes > 0 && !ended {
+            window.clear()
+            do {
+                try zlib.inflate(from: &from, to: &window)
+                // Back without an error and with input left: the stream ended inside it.
+                if from.readableBytes > 0 { ended = true }
+            } catch let error as CompressNIOError where error == .bufferOverflow || error == .inputBufferOverflow {
+                // The window is full (more to come) or the input is used up.
+            } catch {
+                throw SproutError(.invalidArgument, "the upload is not valid gzip")
+            }
+            try take(&window, into: &out)
+        }
+        guard from.readableBytes == 0 else { throw SproutError(.invalidArgument, "data after the end of the gzip stream") }
         return out
     }
-}
 
-/// The loop both directions share: feed `input` to `step` and collect its
-/// output a buffer at a time, until the input is used up (and a buffer
-/// comes back less than full) or `stop` says the stream is done.
-enum Zlib {
-    static func drain(
-        _ input: [UInt8], step: (UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>, inout Int) -> Int?,
-        stop: (Int, Int, Int) -> Bool = { _, _, _ in false }
-    ) -> (output: [UInt8], consumed: Int) {
-        var out: [UInt8] = []
-        var offset = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            var consumed = 0
-            let produced = input.withUnsafeBufferPointer { inp in
-                buffer.withUnsafeMutableBufferPointer { outp in
-                    step(UnsafeBufferPointer(rebasing: inp[offset...]), outp, &consumed)
-                }
-            }
-            guard let n = produced else { break }
-            offset += consumed
-            out += buffer[0..<n]
-            // A full buffer may leave output behind; otherwise stop once the input is used up.
-            if n == buffer.count { continue }
-            if offset >= input.count || stop(n, offset, consumed) { break }
+    /// Whether the stream's end (its trailer, checked) has been read: zlib
+    /// answers an empty input with the end again once it is there, and
+    /// asks for more input before.
+    func finished() throws -> Bool {
+        if ended { return true }
+        var empty = ByteBufferAllocator().buffer(capacity: 16)
+        var window = ByteBufferAllocator().buffer(capacity: 1 << 10)
+        do {
+            try zlib.inflate(from: &empty, to: &window)
+            ended = window.readableBytes == 0
+        } catch let error as CompressNIOError where error == .inputBufferOverflow || error == .bufferOverflow {
+            return false
+        } catch {
+            throw SproutError(.invalidArgument, "the upload is not valid gzip")
         }
-        return (out, offset)
+        return ended
+    }
+
+    private func take(_ window: inout ByteBuffer, into out: inout [UInt8]) throws {
+        produced += Int64(window.readableBytes)
+        if produced > limit { throw SproutError(.tooLarge, "the upload decompresses to more than \(limit) bytes") }
+        out += window.readableBytesView
     }
 }
 
+/// Encodes a response body as gzip as it is sent (`Accept-Encoding: gzip`
+/// downloads), at zlib's fastest level.
 final class Gzip {
-    private let state: OpaquePointer
+    private let zlib: ZlibCompressor
 
-    init(level: Int32 = 1) throws {
-        guard let state = czlib_gzip_new(level) else { throw SproutError(.internal, "cannot start a gzip encoder") }
-        self.state = state
+    init() throws {
+        zlib = try ZlibCompressor(algorithm: .gzip, configuration: .init(compressionLevel: .fastestCompression))
     }
-
-    deinit { czlib_gzip_free(state) }
 
     /// What `input` encodes to so far; with `finish`, the rest and the trailer.
     func encode(_ input: [UInt8], finish: Bool = false) throws -> [UInt8] {
-        var failed = false
-        let (out, _) = Zlib.drain(input) { inp, outp, consumed in
-            let n = czlib_gzip_update(state, inp.baseAddress, inp.count, finish ? 1 : 0, &consumed, outp.baseAddress, outp.count)
-            if n < 0 { failed = true; return nil }
-            return n
+        var from = ByteBuffer(bytes: input)
+        var out: [UInt8] = []
+        var window = ByteBufferAllocator().buffer(capacity: max(1 << 16, zlib.maxSize(from: from)))
+        while true {
+            window.clear()
+            do {
+                try zlib.deflate(from: &from, to: &window, flush: finish ? .finish : .no)
+                out += window.readableBytesView
+                if from.readableBytes == 0 { return out }
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                out += window.readableBytesView
+            }
         }
-        if failed { throw SproutError(.internal, "gzip encoding failed") }
-        return out
     }
 }

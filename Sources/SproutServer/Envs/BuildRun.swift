@@ -7,6 +7,7 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 /// One build, from its first step to its final status. Holds leases on the
 /// layer and image stores throughout, so nothing it makes is swept before
@@ -114,7 +115,7 @@ struct BuildRun: Sendable {
         let draft = job.request.draft == true
         let env = EnvRecord(
             id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
-            layers: JSONColumn.encodeList(progress.chain), createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
+            layers: progress.chain, createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
             publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token)
         _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
@@ -136,7 +137,7 @@ struct BuildRun: Sendable {
                 let event: BuildMachine.Event = current?.status == .cancelling ? .stopped : .succeeded
                 _ = try? await builds.transition(id, event) { record in
                     record.cachedSteps = progress.cached
-                    record.warnings = progress.warnings.isEmpty ? nil : JSONColumn.encodeList(progress.warnings)
+                    record.warnings = progress.warnings.isEmpty ? nil : progress.warnings
                 }
             case .failure(let failure as Failure):
                 log.line("failed at \(failure.step): \(failure.message)")

@@ -6,6 +6,7 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 extension BuildRun {
     /// A build sandbox on `chain`: no team (so no API key reaches it), the

@@ -90,7 +90,7 @@ public actor EnvBuilder {
         let lifecycle = self.lifecycle
         tasks[build.id] = Task {
             await BuildRun(lifecycle: lifecycle, job: job, log: BuildLog(path: self.logPath(build.id))).run()
-            await self.finished(build.id)
+            self.finished(build.id)
         }
         return API.PushResult(envID: envID, env: nil, build: build.api)
     }
@@ -167,6 +167,6 @@ struct BuildJob: Sendable {
 extension BuildRecord {
     var api: API.Build {
         API.Build(id: id, envID: envID, status: status.rawValue, failedStep: failedStep, exitCode: exitCode, error: error, steps: steps,
-                  cachedSteps: cachedSteps, warnings: warnings.map { JSONColumn.decodeList($0) }, createdAt: createdAt, finishedAt: finishedAt)
+                  cachedSteps: cachedSteps, warnings: warnings, createdAt: createdAt, finishedAt: finishedAt)
     }
 }

@@ -38,7 +38,7 @@ public struct EnvGraph: Sendable {
             }
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
-        return ResolvedEnv(id: record.id, base: record.base, layers: record.layerList, memoryImage: record.memoryImage,
+        return ResolvedEnv(id: record.id, base: record.base, layers: record.layers, memoryImage: record.memoryImage,
                            memoryToken: record.memoryToken)
     }
 
@@ -111,7 +111,7 @@ public struct EnvGraph: Sendable {
 
 extension EnvRecord {
     var api: API.Env {
-        API.Env(id: id, name: name, parent: parent, base: base, layers: layerList, builtin: false, createdAt: createdAt,
+        API.Env(id: id, name: name, parent: parent, base: base, layers: layers, builtin: false, createdAt: createdAt,
                 ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil)
     }
 }

@@ -9,14 +9,10 @@ enum AgentBinary {
     static func locate(explicit: String?) -> String? {
         if let explicit { return explicit }
         if let env = ProcessInfo.processInfo.environment["SPROUT_AGENT"] { return env }
-        var dir = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
-            dir = String(dir[..<slash])
-            let candidate = dir + "/.build-agent/release/sprout-agent"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
+        let built = ".build-agent/release/sprout-agent"
+        if let checkout = OwnExecutable.folderAbove(holding: built, accept: OwnExecutable.isExecutable) { return checkout + "/" + built }
         let installed = "/usr/local/lib/sprout/sprout-agent"
-        return FileManager.default.isExecutableFile(atPath: installed) ? installed : nil
+        return OwnExecutable.isExecutable(installed) ? installed : nil
     }
 
     /// True if the ELF file has no program interpreter (PT_INTERP): it needs

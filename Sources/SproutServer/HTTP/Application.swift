@@ -84,8 +84,8 @@ public struct SproutServices: Sendable {
     var config: ServerConfiguration
     /// The E2B daemon's access tokens (a secret in the data directory).
     var envdTokens: EnvdTokens
-    /// The dashboard's terminal script, bundled once.
-    let xterm = XtermBundle()
+    /// E2B's polling directory watchers (`CreateWatcher`).
+    let envdWatchers = EnvdWatchers()
     /// The port the server listens on, once it does.
     let listeningPort = Locked(0)
 
@@ -216,20 +216,17 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
     let tokens = services.envdTokens
+    // E2B: daemon requests (by header or host name) before any route; the control plane beside /v1.
+    router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens, watchers: services.envdWatchers))
     // Sandbox ports by host name, before any route.
     router.middlewares.add(HostRouteMiddleware(routing: HostRouting(services: services, tokens: tokens)))
-    // E2B: daemon requests (by header) before any route; the control plane beside /v1.
-    router.middlewares.add(EnvdMiddleware(services: services, tokens: tokens))
     E2BControlRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
         let runtime = services.lifecycle.runtime
         return try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: runtime.kind.rawValue,
                                                 runtimeVersion: runtime.version, platform: runtime.platform))
     }
-    DashboardRoutes(
-        directory: DashboardRoutes.locate(explicit: services.config.dashboardDirectory),
-        xterm: services.xterm
-    ).register(on: router)
+    DashboardRoutes(directory: DashboardRoutes.locate(explicit: services.config.dashboardDirectory)).register(on: router)
     router.group("metrics").add(middleware: AuthMiddleware(keys: services.keys)).get { _, _ in
         await services.lifecycle.publishStateCounts()
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

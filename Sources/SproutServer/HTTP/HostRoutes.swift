@@ -1,3 +1,4 @@
+import SproutAPI
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -6,6 +7,7 @@ import NIOCore
 import SproutAgentClient
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 /// Host-based port routing, as E2B and others do it: a request whose Host is
 /// `{port}-{sandboxID}.{domain}` goes to that port inside the sandbox, whatever
@@ -74,11 +76,7 @@ struct HostRouteMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let (port, id) = routing.target(request) else { return try await next(request, context) }
-        // envd's port is the daemon Sprout speaks for the sandbox (with its access token, as by header).
-        if String(port) == EnvdMiddleware.envdPort {
-            return try await EnvdMiddleware(services: routing.services, tokens: routing.tokens)
-                .daemon(request, context, sandbox: id, port: EnvdMiddleware.envdPort)
-        }
+        // (envd's port, 49983, is EnvdMiddleware's: it comes first.)
         let identity = try await routing.identity(request, sandbox: id)
         // A sleeping auto-resume sandbox wakes for it, as for any request that needs it running.
         let address = try await routing.services.lifecycle.address(id, for: identity)

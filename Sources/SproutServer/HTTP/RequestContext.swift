@@ -14,6 +14,8 @@ public struct SproutContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let webSocket: WebSocketHandlerReference<SproutContext>
     public var identity: Identity?
+    /// For envd's routes: the sandbox and user `EnvdMiddleware` let in.
+    var envd: EnvdCall?
     /// The client's connection (a proxy asks it whether the client is still there).
     public let channel: any Channel
 
@@ -22,6 +24,7 @@ public struct SproutContext: RequestContext, WebSocketRequestContext {
         self.channel = source.channel
         self.webSocket = .init()
         self.identity = nil
+        self.envd = nil
     }
 
     /// True once the client has hung up (or half-closed, as Go's HTTP server
@@ -62,7 +65,7 @@ struct APIError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = (try? JSONEncoder.sorted.encode(API.ErrorEnvelope(error: ErrorBody(error)))) ?? Data()
+        let body = (try? JSONEncoder.sorted.encode(API.ErrorEnvelope(error: API.ErrorDetail(error)))) ?? Data()
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -16,13 +16,13 @@ struct AgentRoutes {
     func register(on group: RouterGroup<SproutContext>) {
         group.post("sandboxes/:id/exec", use: exec)
         group.get("sandboxes/:id/processes") { _, context in
-            try JSONBody.response(try await withAgent(context) { try await $0.processes() })
+            try JSONBody.response(try await withAgent(context) { try await $0.processes() }.map(API.Process.init))
         }
         group.get("sandboxes/:id/processes/:pid/output", use: output)
         group.post("sandboxes/:id/processes/:pid/signal") { request, context in
             let body = try await JSONBody.decode(API.Signal.self, from: request)
             let pid = try context.parameters.require("pid")
-            return try JSONBody.response(try await withAgent(context) { try await $0.signal(ProcessSelector(id: pid), body.signal) })
+            return try JSONBody.response(API.Process(try await withAgent(context) { try await $0.signal(ProcessSelector(id: pid), body.signal) }))
         }
         group.get("sandboxes/:id/files", use: download)
         group.put("sandboxes/:id/files", use: upload)
@@ -36,20 +36,20 @@ struct AgentRoutes {
             let path = try Self.path(request)
             let depth = try Self.intParameter(request, "depth", default: 1, range: 1...64)
             let store = try xattrStore(context)
-            return try JSONBody.response(API.Entries(entries: try await withAgent(context) { try await store.fill(try await $0.list(path, depth: depth)) }))
+            return try JSONBody.response(API.Entries(entries: try await withAgent(context) { try await store.fill(try await $0.list(path, depth: depth)) }.map(API.FileEntry.init)))
         }
         group.get("sandboxes/:id/files/stat") { request, context in
             let path = try Self.path(request)
             let store = try xattrStore(context)
-            return try JSONBody.response(try await withAgent(context) { try await store.fill(try await $0.stat(path)) })
+            return try JSONBody.response(API.FileEntry(try await withAgent(context) { try await store.fill(try await $0.stat(path)) }))
         }
         group.post("sandboxes/:id/files/xattrs") { request, context in
             let body = try await JSONBody.decode(API.Xattrs.self, from: request)
             try Self.validatePath(body.path)
             let store = try xattrStore(context)
-            return try JSONBody.response(try await withAgent(context) {
+            return try JSONBody.response(API.FileEntry(try await withAgent(context) {
                 try await store.update(body.path, set: body.set ?? [:], remove: body.remove ?? [], agent: $0)
-            })
+            }))
         }
         group.post("sandboxes/:id/files/mkdir") { request, context in
             let path = try Self.path(request)
@@ -58,7 +58,7 @@ struct AgentRoutes {
                 try await agent.makeDirectory(path, owner: owner)
                 return try await agent.stat(path)
             }
-            return try JSONBody.response(info, status: .created)
+            return try JSONBody.response(API.FileEntry(info), status: .created)
         }
     }
 
@@ -69,10 +69,6 @@ struct AgentRoutes {
     /// Runs `body` against the sandbox's agent (see `SandboxLifecycle.withAgent`).
     func withAgent<T: Sendable>(_ context: SproutContext, _ body: (AgentClient) async throws -> T) async throws -> T {
         try await services.lifecycle.withAgent(try context.parameters.require("id"), for: try context.caller(), body)
-    }
-
-    func environment(_ context: SproutContext) async throws -> [String: String] {
-        try await services.lifecycle.environment(try context.parameters.require("id"), for: try context.caller())
     }
 
     /// The `path` query parameter: absolute, no `..`, no NUL.
@@ -142,8 +138,9 @@ struct AgentRoutes {
         if let cwd = body.cwd { try Self.validatePath(cwd) }
         let id = try context.parameters.require("id")
         let sandboxes = services.lifecycle
-        let env = try await environment(context).merging(body.env ?? [:]) { _, request in request }
-        let session = try await withAgent(context) { agent in
+        let sandbox = try await services.lifecycle.open(id, for: try context.caller())
+        let env = sandbox.environment.merging(body.env ?? [:]) { _, request in request }
+        let session = try await services.lifecycle.withAgent(sandbox) { agent in
             let session = try await agent.start(ProcessSpec(
                 cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil, user: body.user))
             if let stdin {
@@ -161,7 +158,7 @@ struct AgentRoutes {
         if body.detach == true {
             // Closing our end leaves the process running (the agent keeps it).
             defer { session.close() }
-            var data = try JSONEncoder.sorted.encode(API.ExecEvent(started: session.info))
+            var data = try JSONEncoder.sorted.encode(API.ExecEvent(started: API.Process(session.info)))
             data.append(10)
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
@@ -184,20 +181,13 @@ struct AgentRoutes {
         Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
           try await sandboxes.activity.holding(id) {
             defer { session.close() }
-            try await writer.write(Self.line(API.ExecEvent(started: session.info)))
+            try await writer.write(Self.line(API.ExecEvent(started: API.Process(session.info))))
             do {
-                for try await item in session {
-                    switch item {
-                    case .stdout(let bytes): try await writer.write(Self.line(API.ExecEvent(stdout: bytes)))
-                    case .stderr(let bytes): try await writer.write(Self.line(API.ExecEvent(stderr: bytes)))
-                    case .error(let error): try await writer.write(Self.line(API.ExecEvent(error: error)))
-                    case .exit(let status): try await writer.write(Self.line(API.ExecEvent(exit: status)))
-                    }
-                }
+                for try await item in session { try await writer.write(Self.line(API.ExecEvent(item))) }
             } catch {
                 // The status line is long sent: the stream ends with the reason instead of an exit.
                 let reason = await sandboxes.explain(error, id)
-                let body = (reason as? SproutError).map(ErrorBody.init) ?? ErrorBody(code: "internal", message: "\(reason)")
+                let body = (reason as? SproutError).map(API.ErrorDetail.init) ?? API.ErrorDetail(code: "internal", message: "\(reason)")
                 try await writer.write(Self.line(API.ExecEvent(error: body)))
             }
             try await writer.finish(nil)
@@ -242,20 +232,33 @@ struct AgentRoutes {
         }
         let owner = request.uri.queryParameters.get("owner").map { String($0) }
         let upload = try await withAgent(context) { try await $0.openWrite(WriteRequest(path: path, mode: mode, owner: owner)) }
-        var total: Int64 = 0
         do {
-            for try await buffer in request.body {
-                total += Int64(buffer.readableBytes)
-                guard total <= maxUploadBytes else {
-                    throw SproutError(.tooLarge, "upload exceeds the limit of \(maxUploadBytes) bytes")
-                }
-                try await upload.write(Array(buffer.readableBytesView))
-            }
-            let size = try await upload.finish()
+            let size = try await Self.stream(request.body, into: upload, limit: maxUploadBytes)
             return try JSONBody.response(["size": size], status: .created)
         } catch {
-            upload.abort()
             throw await services.lifecycle.explain(error, try context.parameters.require("id"))
+        }
+    }
+
+    /// A request body into a file the agent writes, chunk by chunk as it
+    /// arrives, each through `decode` (gzip's, for E2B); `check` runs after
+    /// the last chunk (the gzip stream ended). Anything that fails aborts the
+    /// write, so no partial file is left. Returns the file's size.
+    static func stream(_ body: RequestBody, into upload: FileUpload, limit: Int64,
+                       decode: ([UInt8]) throws -> [UInt8] = { $0 }, check: () throws -> Void = {}) async throws -> Int64 {
+        do {
+            var total: Int64 = 0
+            for try await buffer in body {
+                let bytes = try decode(Array(buffer.readableBytesView))
+                total += Int64(bytes.count)
+                guard total <= limit else { throw SproutError(.tooLarge, "upload exceeds the limit of \(limit) bytes") }
+                if !bytes.isEmpty { try await upload.write(bytes) }
+            }
+            try check()
+            return try await upload.finish()
+        } catch {
+            upload.abort()
+            throw error
         }
     }
 }

@@ -36,8 +36,8 @@ struct ExecStreamRoutes {
                     do {
                         session = try await start(try await messages.next(), sandbox: id, context)
                     } catch {
-                        let reason = (error as? SproutError).map(ErrorBody.init)
-                            ?? ErrorBody(code: "invalid_argument", message: "the exec request is not valid: \(error)")
+                        let reason = (error as? SproutError).map(API.ErrorDetail.init)
+                            ?? API.ErrorDetail(code: "invalid_argument", message: "the exec request is not valid: \(error)")
                         try await outbound.write(.text(TerminalRoutes.json(API.ExecEvent(error: reason))))
                         return
                     }
@@ -59,16 +59,9 @@ struct ExecStreamRoutes {
                 group.addTask {
                     for await session in started {
                         defer { session.close() }
-                        try await outbound.write(.text(TerminalRoutes.json(API.ExecEvent(started: session.info))))
+                        try await outbound.write(.text(TerminalRoutes.json(API.ExecEvent(started: API.Process(session.info)))))
                         for try await item in session {
-                            let event: API.ExecEvent
-                            switch item {
-                            case .stdout(let bytes): event = API.ExecEvent(stdout: bytes)
-                            case .stderr(let bytes): event = API.ExecEvent(stderr: bytes)
-                            case .error(let error): event = API.ExecEvent(error: error)
-                            case .exit(let status): event = API.ExecEvent(exit: status)
-                            }
-                            try await outbound.write(.text(TerminalRoutes.json(event)))
+                            try await outbound.write(.text(TerminalRoutes.json(API.ExecEvent(item))))
                             if case .exit = item { return }
                         }
                         return
@@ -94,9 +87,9 @@ struct ExecStreamRoutes {
             throw SproutError(.invalidArgument, "a streamed exec takes its input as messages (no stdin, no detach)")
         }
         if let cwd = body.cwd { try AgentRoutes.validatePath(cwd) }
-        let env = try await services.lifecycle.environment(id, for: try context.caller()).merging(body.env ?? [:]) { _, call in call }
-        let agent = try await services.lifecycle.agent(id, for: try context.caller())
-        return try await agent.start(ProcessSpec(
+        let sandbox = try await services.lifecycle.open(id, for: try context.caller())
+        let env = sandbox.environment.merging(body.env ?? [:]) { _, call in call }
+        return try await sandbox.agent.start(ProcessSpec(
             cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: true, user: body.user))
     }
 }

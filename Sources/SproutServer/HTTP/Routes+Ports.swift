@@ -7,6 +7,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutCore
 import SproutSystem
+import SproutBlocking
 
 /// Port previews: `/v1/sandboxes/{id}/ports/{port}/...` reaches a server
 /// listening on that port inside the sandbox, over HTTP or WebSocket.

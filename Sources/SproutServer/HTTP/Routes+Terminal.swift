@@ -33,11 +33,10 @@ struct TerminalRoutes {
             let context = wsContext.requestContext
             let size = try Self.size(wsContext.request)
             let id = try context.parameters.require("id")
-            let agent = try await services.lifecycle.agent(id, for: try context.caller())
-            let env = try await services.lifecycle.environment(id, for: try context.caller())
+            let sandbox = try await services.lifecycle.open(id, for: try context.caller())
             let command = wsContext.request.uri.queryParameters.get("cmd")
             let keyID = try context.caller().keyID
-            let session = try await agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: env, pty: size))
+            let session = try await sandbox.agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: sandbox.environment, pty: size))
             defer { session.close() }
             try await services.lifecycle.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -48,7 +47,7 @@ struct TerminalRoutes {
                         case .error(let error):
                             try await outbound.write(.text(Self.json(API.ExecEvent(error: error))))
                         case .exit(let status):
-                            try await outbound.write(.text(Self.json(API.ExecEvent(exit: status))))
+                            try await outbound.write(.text(Self.json(API.ExecEvent(exit: API.Exit(status)))))
                             return
                         }
                     }

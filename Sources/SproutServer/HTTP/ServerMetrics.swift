@@ -1,3 +1,4 @@
+import SproutAPI
 import Prometheus
 
 /// The server's Prometheus metrics, in a registry of its own (so several
@@ -9,7 +10,7 @@ public final class ServerMetrics: Sendable {
     public init() {}
 
     private func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "sprout", metricName: name, helpText: help)
+        MetricNameDescriptor(namespace: "sprout", metricName: name, unitName: "", helpText: help)
     }
 
     /// A swift-metrics factory that writes into this registry: `sprout
@@ -39,6 +40,11 @@ public final class ServerMetrics: Sendable {
     /// A process inside a sandbox was ended because the sandbox reached its memory limit.
     func outOfMemoryKill() {
         registry.makeCounter(descriptor: descriptor("oom_kills_total", "Processes ended at a sandbox's memory limit"), labels: []).increment()
+    }
+
+    /// The supervisor finished a round of its checks (timeouts, idle, liveness, memory, pool): it is alive.
+    func supervisorRound() {
+        registry.makeCounter(descriptor: descriptor("supervisor_rounds_total", "Rounds of the supervisor's checks"), labels: []).increment()
     }
 
     /// A sandbox's container ended on its own (host OOM killer, runtime crash).

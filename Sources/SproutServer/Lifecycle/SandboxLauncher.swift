@@ -6,6 +6,7 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 /// The host side of one sandbox: its container spec and identity files,
 /// bringing it up (boot or restore) and tearing it down. Writes nothing to

@@ -43,7 +43,14 @@ extension SandboxLifecycle {
     /// The sandbox's record once it is running; a paused one that asked to
     /// resume on demand is resumed first (concurrent requests cause one resume).
     func running(_ id: String, for identity: Identity) async throws -> SandboxRecord {
-        var record = try await repository.owned(id, team: identity.team)
+        try await running(try await repository.owned(id, team: identity.team))
+    }
+
+    /// `running` for a record the caller has read already (no second read
+    /// while it is running).
+    func running(_ read: SandboxRecord) async throws -> SandboxRecord {
+        var record = read
+        let id = record.id
         // A sleeping sandbox that wakes on request, or one already waking or
         // falling asleep: wait for the one resume (or the pause) in the gate,
         // then take it running (a pause that does not wake on request ends
@@ -58,9 +65,25 @@ extension SandboxLifecycle {
         return record
     }
 
+    /// A running sandbox as one request uses it, from one read of its
+    /// record: its agent and the variables its processes get.
+    public func open(_ id: String, for identity: Identity) async throws -> RunningSandbox {
+        open(try await running(id, for: identity))
+    }
+
+    /// `open` for a record the caller has read already (envd's middleware).
+    func open(record: SandboxRecord) async throws -> RunningSandbox {
+        open(try await running(record))
+    }
+
+    private func open(_ record: SandboxRecord) -> RunningSandbox {
+        RunningSandbox(id: record.id, agent: agents.client(record),
+                       environment: settings.serverEnvironment.merging(record.envVars) { _, sandbox in sandbox })
+    }
+
     /// A client for the agent of a running sandbox.
     public func agent(_ id: String, for identity: Identity) async throws -> AgentClient {
-        agents.client(try await running(id, for: identity))
+        try await open(id, for: identity).agent
     }
 
     /// Runs `body` against the agent of a running sandbox. A call cut short
@@ -70,11 +93,15 @@ extension SandboxLifecycle {
     public func withAgent<T: Sendable>(
         _ id: String, for identity: Identity, _ body: (AgentClient) async throws -> T
     ) async throws -> T {
-        let agent = try await agent(id, for: identity)
+        try await withAgent(try await open(id, for: identity), body)
+    }
+
+    /// `withAgent` for a sandbox the request has opened.
+    public func withAgent<T: Sendable>(_ sandbox: RunningSandbox, _ body: (AgentClient) async throws -> T) async throws -> T {
         do {
-            return try await body(agent)
+            return try await body(sandbox.agent)
         } catch {
-            throw await explain(error, id)
+            throw await explain(error, sandbox.id)
         }
     }
 
@@ -108,13 +135,18 @@ extension SandboxLifecycle {
 
     /// The sandbox's env vars, which the server adds to every process it starts there.
     public func environment(_ id: String, for identity: Identity) async throws -> [String: String] {
-        let own = try await repository.owned(id, team: identity.team).envVarsDictionary
+        let own = try await repository.owned(id, team: identity.team).envVars
         return settings.serverEnvironment.merging(own) { _, sandbox in sandbox }
     }
 
     /// The sandbox's address, for port previews.
     public func address(_ id: String, for identity: Identity) async throws -> String {
-        let record = try await running(id, for: identity)
+        try await address(try await repository.owned(id, team: identity.team))
+    }
+
+    /// `address` for a record the caller has read already.
+    func address(_ read: SandboxRecord) async throws -> String {
+        let record = try await running(read)
         return network.address(NetworkSlot(index: record.slot ?? 0))
     }
 
@@ -154,7 +186,7 @@ extension SandboxLifecycle {
                     throw SproutError(.conflict, "sandbox \(id) is \(record.state.rawValue): only a running or paused sandbox has a network to change")
                 }
                 record.internet = internet
-                record.egress = egress.isEmpty ? nil : JSONColumn.encodeList(egress)
+                record.egress = egress.isEmpty ? nil : egress
             }
             do {
                 try await network.updatePolicy(sandboxID: id, from: old.policy, to: new)
@@ -173,12 +205,21 @@ extension SandboxLifecycle {
 extension SandboxRecord {
     var api: API.Sandbox {
         API.Sandbox(
-            id: id, env: env, runtime: runtime, state: state.rawValue, team: team, createdAt: createdAt,
+            id: id, env: env, runtime: runtime, state: state, team: team, createdAt: createdAt,
             expiresAt: state == .killed || state == .paused ? nil : expiresAt, endedAt: endedAt, cpu: cpu, memoryMB: memoryMB,
-            internet: internet, egress: egress.map { JSONColumn.decodeList($0) }, diskMB: diskMB, metadata: metadataDictionary,
-            envVarNames: envVarsDictionary.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
+            internet: internet, egress: egress, diskMB: diskMB, metadata: metadata,
+            envVarNames: envVars.keys.sorted(), address: slot.map { NetworkSlot(index: $0).sandboxAddress }, error: error,
             autoResume: state == .paused ? autoResume : (resumeOnRequest ? true : nil), remainingSeconds: state == .paused ? remainingSeconds : nil,
             pausedAt: state == .paused ? pausedAt : nil, onTimeout: onTimeout, idlePauseSeconds: idlePauseSeconds,
             filesOnly: state == .paused && lastPauseFilesOnly ? true : nil)
     }
+}
+
+/// A running sandbox as one request sees it (`SandboxLifecycle.open`).
+public struct RunningSandbox: Sendable {
+    public let id: String
+    public let agent: AgentClient
+    /// The server's and the sandbox's env vars, which every process the
+    /// server starts there gets.
+    public let environment: [String: String]
 }

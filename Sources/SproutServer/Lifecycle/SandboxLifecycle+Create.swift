@@ -18,8 +18,7 @@ extension SandboxLifecycle {
         if request.poolable(settings) {
             await demand.note(env)
             let timeout = Double(request.limits.timeout)
-            let metadata = JSONColumn.encode(request.metadata)
-            let envVars = JSONColumn.encode(request.envVars)
+            let (metadata, envVars) = (request.metadata, request.envVars)
             let team = identity.team
             let (pause, resume, idle) = (request.pauseOnTimeout, request.autoResume, request.idlePauseSeconds.map(Double.init))
             let filesOnly = request.pauseFilesOnly

@@ -60,8 +60,8 @@ extension SandboxLifecycle {
                 let slot = try host.addresses.allocate(owner: settings.slotOwner(forkID))
                 let fork = SandboxRecord(
                     id: forkID, team: forking.team, env: forking.env, runtime: forking.runtime, createdAt: self.clock.now, expiresAt: forking.expiresAt,
-                    cpu: forking.cpu, memoryMB: forking.memoryMB, internet: forking.internet, metadata: forking.metadataDictionary,
-                    envVars: forking.envVarsDictionary, slot: slot.index, agentToken: forking.agentToken, egress: forking.egressList,
+                    cpu: forking.cpu, memoryMB: forking.memoryMB, internet: forking.internet, metadata: forking.metadata,
+                    envVars: forking.envVars, slot: slot.index, agentToken: forking.agentToken, egress: forking.egressList,
                     diskMB: forking.diskMB)
                 try await gate.enter(.create, forkID)
                 do {

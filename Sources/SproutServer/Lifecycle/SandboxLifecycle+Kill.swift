@@ -31,9 +31,9 @@ extension SandboxLifecycle {
         guard let current = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
         if current.state == .killed { return current }
         let started = monotonicSeconds()
-        // `killing` already: a kill that did not finish (finish it now).
-        let dying = current.state == .killing ? current : try await repository.transition(id, .kill, note: reason).record
-        await launcher.teardown(dying)
+        // `killing` already: a kill that did not finish (finish it now: its action was the teardown).
+        let (dying, action) = current.state == .killing ? (current, .teardown) : try await repository.transition(id, .kill, note: reason)
+        await perform(action, dying)
         let (record, _) = try await repository.transition(id, .tornDown) { record in
             record.endedAt = self.clock.now
             if let error { record.error = error }
@@ -62,8 +62,8 @@ extension SandboxLifecycle {
             let log = logger.withSandbox(id)
             log.error("the sandbox stopped on its own", metadata: ["reason": "\(reason)"])
             metrics.died()
-            let (record, _) = try await repository.transition(id, .died, note: reason)
-            await launcher.teardown(record)
+            let (record, action) = try await repository.transition(id, .died, note: reason)
+            await perform(action, record)
             try await repository.transition(id, .tornDown) { record in
                 record.endedAt = self.clock.now
                 record.error = reason

@@ -6,6 +6,7 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 /// Pause and resume (gVisor checkpoint/restore): a paused sandbox holds no
 /// process, CPU or memory; its memory is an image in the chunk store, its
@@ -22,7 +23,9 @@ extension SandboxLifecycle {
         return api(try await gate.run(.pause, on: id) { try await pauseNow(id, autoResume: autoResume, filesOnly: filesOnly) })
     }
 
-    /// The pause itself; the caller holds the gate.
+    /// The pause itself; the caller holds the gate. The machine says what
+    /// the pause does: checkpoint the memory, or stop the container and
+    /// keep the files.
     func pauseNow(_ id: String, autoResume: Bool, filesOnly: Bool = false) async throws -> SandboxRecord {
         guard let record = try await repository.find(id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
         guard record.state == .running else {
@@ -32,10 +35,28 @@ extension SandboxLifecycle {
         guard paused < settings.maxPausedPerTeam else {
             throw SproutError(.conflict, "team \(record.team) already has \(paused) paused sandboxes, its limit (--max-paused-per-team); kill some first")
         }
-        if filesOnly { return try await pauseFilesNow(record, autoResume: autoResume) }
         let started = monotonicSeconds()
-        try await checkpoint.preflight(record)
-        let (pausing, _) = try await repository.transition(id, .pause(memory: true), expecting: record.version)
+        if !filesOnly {
+            // Refused before anything changes (an open connection, too little disk).
+            try await checkpoint.preflight(record)
+        } else {
+            // What the container wrote reaches its writable layer before it stops.
+            _ = try? await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
+        }
+        let (pausing, action) = try await repository.transition(id, .pause(memory: !filesOnly), expecting: record.version)
+        let result: SandboxRecord
+        switch action {
+        case .checkpoint: result = try await checkpointForPause(pausing, autoResume: autoResume, started: started)
+        case .stopContainer: result = try await stopForPause(pausing, autoResume: autoResume, started: started)
+        default: throw SproutError(.internal, "a pause cannot \(action)")
+        }
+        await publishStateCounts()
+        return result
+    }
+
+    /// Saves the memory into the image store; the sandbox is paused on it.
+    private func checkpointForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
+        let id = pausing.id
         // The image is leased from before its chunks are written until the record names it.
         let stored: SandboxRecord = try await collector.leasing(.images) {
             let image: ImageStore.Stored
@@ -47,8 +68,8 @@ extension SandboxLifecycle {
             }
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
             let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
-                record.images = JSONColumn.encodeList(history)
-                record.fallAsleep(at: self.clock.now, autoResume: autoResume, filesOnly: false)
+                record.images = history
+                record.fallAsleep(at: self.clock.now, autoResume: autoResume)
             }
             logger.withSandbox(id).info("paused", metadata: [
                 "image": "\(image.id)", "bytes": "\(image.size)", "new": "\(image.newBytes)",
@@ -58,25 +79,20 @@ extension SandboxLifecycle {
         }
         await collector.collect(.images)
         metrics.memoryOperation("pause", seconds: monotonicSeconds() - started)
-        await publishStateCounts()
         return stored
     }
 
-    /// A pause that keeps only the files: the file system is synced, the
-    /// container stopped (its processes end) and its writable layer, address
-    /// and network kept; resume boots it again from them.
-    func pauseFilesNow(_ record: SandboxRecord, autoResume: Bool) async throws -> SandboxRecord {
-        let id = record.id
-        let started = monotonicSeconds()
-        _ = try? await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
-        let (pausing, _) = try await repository.transition(id, .pause(memory: false), expecting: record.version)
+    /// A pause that keeps only the files: the container stopped (its
+    /// processes end) and its writable layer, address and network kept;
+    /// resume boots it again from them.
+    private func stopForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
+        let id = pausing.id
         await launcher.removeContainer(id)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
-            record.fallAsleep(at: self.clock.now, autoResume: autoResume, filesOnly: true)
+            record.fallAsleep(at: self.clock.now, autoResume: autoResume)
         }
         logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
         metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
-        await publishStateCounts()
         return paused
     }
 
@@ -84,7 +100,7 @@ extension SandboxLifecycle {
 
     public func resume(_ id: String, for identity: Identity) async throws -> API.Sandbox {
         let owned = try await repository.owned(id, team: identity.team)
-        if !owned.lastPauseFilesOnly { try requireMemorySnapshots() }
+        if owned.machineState.keepsMemory != false { try requireMemorySnapshots() }
         return api(try await gate.run(.resume, on: id) {
             guard let record = try await repository.find(id), record.state == .paused else {
                 let state = try await repository.find(id)?.state.rawValue ?? "gone"
@@ -107,26 +123,56 @@ extension SandboxLifecycle {
         }
     }
 
-    /// The resume of a files-only pause: the container boots again on the
-    /// kept files and address (a fresh start: no process of before).
-    func bootAgain(_ current: SandboxRecord) async throws -> SandboxRecord {
+    /// The resume itself; the caller holds the gate. The machine says how:
+    /// restore the memory image, or (a pause that kept only files) boot again.
+    func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
         let id = current.id
+        let room = try await admit([id], memoryMB: current.memoryMB)
+        defer { room.release() }
         let started = monotonicSeconds()
-        let (resuming, _) = try await repository.transition(id, .resume(fromMemory: false), expecting: current.version)
+        let (resuming, action) = try await repository.transition(id, .resume, expecting: current.version)
+        var phases = ""
         do {
             let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
-            try await launcher.bootAgain(resuming, layers: try await launcher.lowerDirectories(env))
+            let lowers = try await launcher.lowerDirectories(env)
+            switch action {
+            case .restoreFromImage: phases = try await restoreFromImage(resuming, layers: lowers, started: started)
+            case .bootFromFiles: try await launcher.bootAgain(resuming, layers: lowers)
+            default: throw SproutError(.internal, "a resume cannot \(action)")
+            }
         } catch {
-            logger.withSandbox(id).error("boot after a files-only pause failed; still paused", metadata: ["error": "\(error)"])
-            await launcher.removeContainer(id)
-            _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
+            logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
+            metrics.runtimeError(operation: "restore")
+            let (paused, next) = (try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" })
+                ?? (resuming, .removeContainer)
+            await perform(next, paused)
             await publishStateCounts()
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
-        let running = try await markRunning(id, note: "booted again from its files")
-        metrics.memoryOperation("resume-files", seconds: monotonicSeconds() - started)
+        let fromMemory = action == .restoreFromImage
+        let running = try await markRunning(id, note: fromMemory ? nil : "booted again from its files")
+        metrics.memoryOperation(fromMemory ? "resume" : "resume-files", seconds: monotonicSeconds() - started)
         await publishStateCounts()
+        if fromMemory { clockCheckLater(running) }
+        logger.withSandbox(id).info("resumed", metadata: [
+            "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "from": "\(fromMemory ? "memory" : "files")",
+            "phases": "\(phases)",
+        ])
         return running
+    }
+
+    /// Restores the sandbox's last memory image; returns the phases' timings.
+    private func restoreFromImage(_ resuming: SandboxRecord, layers: [String], started: Double) async throws -> String {
+        guard let image = resuming.imageList.last else {
+            throw SproutError(.internal, "sandbox \(resuming.id) is paused but has no memory image")
+        }
+        let imageDirectory = settings.directory(resuming.id) + "/image"
+        defer { try? FileSystem.removeTree(imageDirectory) }
+        let images = stores.images
+        let t0 = monotonicSeconds()
+        try await onThread { try images.materialize(image, to: imageDirectory) }
+        let phases = String(format: "prepare %.1f ms, image %.1f ms, ", (t0 - started) * 1000, (monotonicSeconds() - t0) * 1000)
+        return phases + (try await launcher.restore(resuming, layers: layers, imageDirectory: imageDirectory, newNetwork: false))
     }
 
     /// A resumed sandbox is running again: its timeout's clock restarts with what was left.
@@ -137,53 +183,9 @@ extension SandboxLifecycle {
             record.remainingSeconds = nil
             record.autoResume = false
             record.pausedAt = nil
-            record.lastPauseFilesOnly = false
             record.error = nil
         }
         await launcher.watch(running)
-        return running
-    }
-
-    /// The resume itself; the caller holds the gate.
-    func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
-        let id = current.id
-        let room = try await admit([id], memoryMB: current.memoryMB)
-        defer { room.release() }
-        if current.lastPauseFilesOnly { return try await bootAgain(current) }
-        guard let image = current.imageList.last else {
-            throw SproutError(.internal, "sandbox \(id) is paused but has no memory image")
-        }
-        let started = monotonicSeconds()
-        let (resuming, _) = try await repository.transition(id, .resume(fromMemory: true), expecting: current.version)
-        let imageDirectory = settings.directory(id) + "/image"
-        var phases = ""
-        do {
-            let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
-            let lowers = try await launcher.lowerDirectories(env)
-            let images = stores.images
-            let t0 = monotonicSeconds()
-            try await onThread {
-                try images.materialize(image, to: imageDirectory)
-            }
-            defer { try? FileSystem.removeTree(imageDirectory) }
-            phases = String(format: "prepare %.1f ms, image %.1f ms, ", (t0 - started) * 1000, (monotonicSeconds() - t0) * 1000)
-            phases += try await launcher.restore(resuming, layers: lowers, imageDirectory: imageDirectory, newNetwork: false)
-        } catch {
-            try? FileSystem.removeTree(imageDirectory)
-            logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
-            metrics.runtimeError(operation: "restore")
-            await launcher.removeContainer(id)
-            _ = try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" }
-            await publishStateCounts()
-            throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
-        }
-        let running = try await markRunning(id, note: nil)
-        metrics.memoryOperation("resume", seconds: monotonicSeconds() - started)
-        await publishStateCounts()
-        clockCheckLater(running)
-        logger.withSandbox(id).info("resumed", metadata: [
-            "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "phases": "\(phases)",
-        ])
         return running
     }
 
@@ -213,12 +215,11 @@ extension SandboxLifecycle {
 extension SandboxRecord {
     /// Asleep from now (after a pause, or a checkpoint a restart cut short):
     /// what is left of its timeout is kept for the resume (`markRunning`).
-    mutating func fallAsleep(at now: Double, autoResume: Bool, filesOnly: Bool, error: String? = nil) {
+    mutating func fallAsleep(at now: Double, autoResume: Bool, error: String? = nil) {
         remainingSeconds = max(1, (expiresAt ?? now) - now)
         expiresAt = nil
         self.autoResume = autoResume
         pausedAt = now
-        lastPauseFilesOnly = filesOnly
         self.error = error
     }
 }
@@ -241,8 +242,8 @@ extension SandboxLifecycle {
         } catch {
             log.error("restart after a failed checkpoint failed", metadata: ["error": "\(error)"])
             let reason = "\(operation) failed (\(error.sentence)) and the sandbox could not be started again"
-            if let (dying, _) = try? await repository.transition(id, .died, note: reason) {
-                await launcher.teardown(dying)
+            if let (dying, action) = try? await repository.transition(id, .died, note: reason) {
+                await perform(action, dying)
                 _ = try? await repository.transition(id, .tornDown) { record in
                     record.endedAt = self.clock.now
                     record.error = reason

@@ -1,3 +1,4 @@
+import SproutAPI
 import Foundation
 import SproutCore
 import SproutSystem

@@ -29,7 +29,7 @@ extension SandboxLifecycle {
                 hasher.update(data: Data("\(parent.id)\n\(frozen.digest)".utf8))
                 let env = EnvRecord(
                     id: "\(envName)-\(hexString(hasher.finalize()).prefix(8))", name: envName, parent: parent.id, team: identity.team,
-                    base: parent.base, layers: JSONColumn.encodeList(parent.layers + [frozen.digest]), createdAt: self.clock.now,
+                    base: parent.base, layers: parent.layers + [frozen.digest], createdAt: self.clock.now,
                     ownBytes: frozen.addedBytes, published: true, publishedAt: self.clock.now,
                     totalBytes: try await graph.chainBytes(parent) + frozen.addedBytes)
                 let stored = try await catalog.envs.insertIfAbsent(env)

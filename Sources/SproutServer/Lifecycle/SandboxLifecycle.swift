@@ -67,8 +67,19 @@ public final class SandboxLifecycle: Sendable {
     var network: any SandboxNetworking { host.network }
 
     /// Pause, resume, live fork and warm starts need the runtime to save memory.
-    func requireMemorySnapshots() throws {
-        guard runtime.capabilities.memorySnapshot else { throw runtime.memorySnapshotsUnsupported }
+    func requireMemorySnapshots() throws { try runtime.requireMemorySnapshots() }
+
+    /// Carries out what the machine asked for that the host alone does
+    /// (the checkpoint and restore actions are the pause, fork and resume
+    /// flows themselves, which switch on them).
+    func perform(_ action: SandboxMachine.Action, _ record: SandboxRecord) async {
+        switch action {
+        case .none: break
+        case .teardown: await launcher.teardown(record)
+        case .removeContainer: await launcher.removeContainer(record.id)
+        case .checkpoint, .stopContainer, .restoreFromImage, .bootFromFiles:
+            logger.withSandbox(record.id).error("\(action) is not done by perform: its flow does it")
+        }
     }
 
     /// Returns once no create users wait for is in flight (the pool yields to them).

@@ -1,8 +1,15 @@
 import GRDB
+import SproutAPI
 import SproutCore
 
-/// Where a sandbox is in its life. Stored in the catalog; changed only by
-/// `SandboxMachine` (through `SandboxRepository.transition`).
+/// The state column of a sandbox: the API's `SandboxState`.
+extension SandboxState: DatabaseValueConvertible {}
+
+/// The sandbox lifecycle as a pure state machine, in the style of
+/// async-http-client's: `handle(_:)` checks that an event is allowed in the
+/// current state, moves to the next state and returns the one action the
+/// caller must perform next. No I/O happens here, so every transition (and
+/// every refused one) is tested alone (`SandboxMachineTests`).
 ///
 /// ```
 ///            ┌──────────────▶ pooled ──(claimed)──┐
@@ -16,37 +23,72 @@ import SproutCore
 ///
 /// running, pooled, paused ──(kill, died)──▶ killing ──▶ killed
 /// ```
-/// `pausing` and `forking` fall back to `running` when the checkpoint is
-/// refused before it began, or (processes lost) when it failed and the
-/// sandbox was started again from its files; `resuming` falls back to
-/// `paused` when the restore fails.
-public enum SandboxState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
-    case creating
-    case pooled
-    case running
-    case pausing
-    case paused
-    case resuming
-    case forking
-    case killing
-    case killed
-
-    /// States whose sandbox still holds host resources.
-    public var isLive: Bool { self != .killed }
-
-    /// States in which the sandbox's container runs (its agent answers).
-    public var hasContainer: Bool { self == .running || self == .pooled }
-}
-
-/// The sandbox lifecycle as a pure state machine, in the style of
-/// async-http-client's: `handle(_:)` checks that an event is allowed in the
-/// current state, moves to the next state and returns the one action the
-/// caller must perform. No I/O happens here, so every transition (and every
-/// refused one) is tested alone (`SandboxMachineTests`).
+/// A pause carries what it keeps (`memory`) from `pausing` through `paused`
+/// to `resuming`: a resume restores the memory image or boots again on the
+/// files because the state says which, not the caller. `pausing` and
+/// `forking` fall back to `running` when the checkpoint is refused before it
+/// began, or (processes lost) when it failed and the sandbox was started
+/// again from its files; `resuming` falls back to `paused` when the restore
+/// fails.
 public struct SandboxMachine: Sendable, Equatable {
-    public private(set) var state: SandboxState
+    public enum State: Sendable, Equatable {
+        case creating
+        case pooled
+        case running
+        case pausing(memory: Bool)
+        case paused(memory: Bool)
+        case resuming(memory: Bool)
+        case forking
+        case killing
+        case killed
 
-    public init(state: SandboxState) { self.state = state }
+        /// The state as stored and reported.
+        public var status: SandboxState {
+            switch self {
+            case .creating: .creating
+            case .pooled: .pooled
+            case .running: .running
+            case .pausing: .pausing
+            case .paused: .paused
+            case .resuming: .resuming
+            case .forking: .forking
+            case .killing: .killing
+            case .killed: .killed
+            }
+        }
+
+        /// What a pause keeps, where the state carries it.
+        public var keepsMemory: Bool? {
+            switch self {
+            case .pausing(let memory), .paused(let memory), .resuming(let memory): memory
+            default: nil
+            }
+        }
+
+        /// A state from its stored parts.
+        public init(_ status: SandboxState, memory: Bool) {
+            switch status {
+            case .creating: self = .creating
+            case .pooled: self = .pooled
+            case .running: self = .running
+            case .pausing: self = .pausing(memory: memory)
+            case .paused: self = .paused(memory: memory)
+            case .resuming: self = .resuming(memory: memory)
+            case .forking: self = .forking
+            case .killing: self = .killing
+            case .killed: self = .killed
+            }
+        }
+
+        /// Every state, both ways where it carries a pause's kind.
+        public static let all: [State] = SandboxState.allCases.flatMap { status in
+            [State(status, memory: true), State(status, memory: false)]
+        }.reduce(into: []) { all, state in if !all.contains(state) { all.append(state) } }
+    }
+
+    public private(set) var state: State
+
+    public init(state: State) { self.state = state }
 
     public enum Event: Sendable, Equatable {
         /// The container started (or was restored from a warm image); `pooled` for the warm pool.
@@ -61,8 +103,8 @@ public struct SandboxMachine: Sendable, Equatable {
         case checkpointRefused
         /// The checkpoint failed and ended the container; it was started again from its files.
         case restartedFromFiles
-        /// Start from the last memory image (`fromMemory`), or boot from the files.
-        case resume(fromMemory: Bool)
+        /// Start again: from the memory image, or from the files, as the pause kept.
+        case resume
         case restored
         case restoreFailed
         /// A live fork: checkpoint once, restore the source and the copies.
@@ -101,10 +143,10 @@ public struct SandboxMachine: Sendable, Equatable {
             state = .running
             return .none
         case (.running, .pause(let memory)):
-            state = .pausing
+            state = .pausing(memory: memory)
             return memory ? .checkpoint : .stopContainer
-        case (.pausing, .checkpointed):
-            state = .paused
+        case (.pausing(let memory), .checkpointed):
+            state = .paused(memory: memory)
             return .none
         case (.pausing, .checkpointRefused), (.forking, .checkpointRefused):
             state = .running
@@ -112,14 +154,14 @@ public struct SandboxMachine: Sendable, Equatable {
         case (.pausing, .restartedFromFiles), (.forking, .restartedFromFiles):
             state = .running
             return .none
-        case (.paused, .resume(let fromMemory)):
-            state = .resuming
-            return fromMemory ? .restoreFromImage : .bootFromFiles
+        case (.paused(let memory), .resume):
+            state = .resuming(memory: memory)
+            return memory ? .restoreFromImage : .bootFromFiles
         case (.resuming, .restored):
             state = .running
             return .none
-        case (.resuming, .restoreFailed):
-            state = .paused
+        case (.resuming(let memory), .restoreFailed):
+            state = .paused(memory: memory)
             return .removeContainer
         case (.running, .fork):
             state = .forking
@@ -140,7 +182,7 @@ public struct SandboxMachine: Sendable, Equatable {
         case (_, .recovered(let alive)):
             return recover(containerAlive: alive)
         default:
-            throw SproutError(.conflict, "a \(state.rawValue) sandbox cannot \(event.verb)")
+            throw SproutError(.conflict, "a \(state.status.rawValue) sandbox cannot \(event.verb)")
         }
     }
 
@@ -148,8 +190,8 @@ public struct SandboxMachine: Sendable, Equatable {
     /// stays (`running`, `pooled`) or is finished (`resuming`, `forking`,
     /// `pausing` whose checkpoint never happened); a paused one keeps its
     /// image and files; a pause or fork whose checkpoint stopped the
-    /// container keeps the files, paused; anything else was lost with the
-    /// server.
+    /// container keeps the files, paused (without memory: the image was never
+    /// stored); anything else was lost with the server.
     private mutating func recover(containerAlive alive: Bool) -> Action {
         switch (state, alive) {
         case (.running, true), (.pooled, true):
@@ -159,14 +201,14 @@ public struct SandboxMachine: Sendable, Equatable {
             return .none
         case (.paused, let alive):
             return alive ? .removeContainer : .none
-        case (.resuming, false):
-            state = .paused
+        case (.resuming(let memory), false):
+            state = .paused(memory: memory)
             return .removeContainer
         case (.pausing, false), (.forking, false):
             // The checkpoint stopped the container but its image was never
             // stored: the sandbox keeps its files, asleep as after a
             // files-only pause (its next resume boots it on them).
-            state = .paused
+            state = .paused(memory: false)
             return .removeContainer
         case (.killed, _):
             return .none

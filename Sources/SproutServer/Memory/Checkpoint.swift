@@ -4,6 +4,7 @@ import SproutCore
 import SproutRuntime
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 /// What every memory checkpoint needs: refusing (before anything changes)
 /// what would make it fail, taking it, and starting a sandbox again from its

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SproutStore
 import SproutSystem
+import SproutBlocking
 
 /// Removes layers no env uses and memory images no sandbox or env uses,
 /// never while something being made may still come to use them (see

@@ -1,3 +1,4 @@
+import SproutAPI
 import Foundation
 import Logging
 import SproutAgentProtocol

@@ -1,3 +1,4 @@
+import SproutAPI
 import Foundation
 import SproutRuntime
 import SproutCore

@@ -1,7 +1,9 @@
+import SproutAPI
 import Foundation
 import SproutCore
 import SproutRuntime
 import SproutSystem
+import SproutBlocking
 
 /// Brings the host and the catalog back in line at start: every record is
 /// run through `SandboxMachine`'s `recovered` event with what is actually on
@@ -49,13 +51,13 @@ struct Reconciler: Sendable {
                     // A checkpoint cut short with the container stopped: asleep on its files.
                     // (What was asked never finished: the next request boots it again.)
                     if wasCheckpointing && record.state == .paused {
-                        record.fallAsleep(at: lifecycle.clock.now, autoResume: true, filesOnly: true,
+                        record.fallAsleep(at: lifecycle.clock.now, autoResume: true,
                                           error: "the server stopped during a checkpoint: the files are kept, the processes were lost")
                     }
                 }
+                await lifecycle.perform(action, recovered)
                 switch action {
                 case .teardown:
-                    await launcher.teardown(recovered)
                     try await repository.transition(record.id, .tornDown) { record in
                         record.endedAt = lifecycle.clock.now
                         record.error = reason
@@ -63,7 +65,6 @@ struct Reconciler: Sendable {
                     removed.append(record.id)
                     log.warning("removed after restart", metadata: ["was": "\(record.state.rawValue)"])
                 case .removeContainer:
-                    await launcher.removeContainer(record.id)
                     kept.insert(record.id)
                     log.info("kept after restart", metadata: ["state": "\(recovered.state.rawValue)"])
                 default:

@@ -1,9 +1,11 @@
+import SproutAPI
 import Foundation
 import Logging
 import ServiceLifecycle
 import SproutCore
 import SproutRuntime
 import SproutSystem
+import SproutBlocking
 
 /// The server's background work, as one service, in rounds a second apart
 /// on the injected clock: every round, sandboxes past their timeout or idle
@@ -29,6 +31,7 @@ public struct Supervisor: Service {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await round(tick)
             rounds.completed()
+            lifecycle.metrics.supervisorRound()
             tick += 1
             // A clock that never moves (a test's) must not hold up shutdown.
             try? await cancelWhenGracefulShutdown { try await clock.sleep(seconds: 1) }

@@ -1,0 +1,169 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+// Envs, pushes, builds and blobs.
+extension API {
+    /// An env: an immutable root file system to start sandboxes from.
+    public struct Env: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        /// The env it was forked from (nil for built-in bases).
+        public var parent: String?
+        public var base: String
+        /// Layer digests above the base, bottom first.
+        public var layers: [String]
+        public var builtin: Bool
+        public var createdAt: Double?
+        /// Bytes this env's own top layer added to the store.
+        public var ownBytes: Int64
+        /// Whether its name points at it (the newest published env of a name wins).
+        public var published: Bool
+        /// The whole chain's bytes: the base plus every layer.
+        public var totalBytes: Int64?
+        /// Sandboxes of a warm env start from a memory image taken once `start` was ready.
+        public var warm: Bool?
+
+        public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
+                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil, warm: Bool? = nil) {
+            self.warm = warm
+            self.id = id
+            self.name = name
+            self.parent = parent
+            self.base = base
+            self.layers = layers
+            self.builtin = builtin
+            self.createdAt = createdAt
+            self.ownBytes = ownBytes
+            self.published = published
+            self.totalBytes = totalBytes
+        }
+    }
+
+    /// An env's ancestors (parent first, root last) and descendants (depth-first).
+    public struct EnvTree: Codable, Sendable {
+        public struct Node: Codable, Sendable, Equatable {
+            public var id: String
+            public var parent: String
+            public var depth: Int
+            public init(id: String, parent: String, depth: Int) {
+                self.id = id
+                self.parent = parent
+                self.depth = depth
+            }
+        }
+        public var id: String
+        public var ancestors: [String]
+        public var descendants: [Node]
+        public init(id: String, ancestors: [String], descendants: [Node]) {
+            self.id = id
+            self.ancestors = ancestors
+            self.descendants = descendants
+        }
+    }
+
+    /// `POST /v1/envs`: build an env from a config and files already uploaded as blobs.
+    public struct Push: Codable, Sendable, Equatable {
+        public struct File: Codable, Sendable, Equatable {
+            /// Relative to /code.
+            public var path: String
+            public var mode: UInt32
+            public var sha256: String
+            public init(path: String, mode: UInt32, sha256: String) {
+                self.path = path
+                self.mode = mode
+                self.sha256 = sha256
+            }
+        }
+        public var id: String
+        public var from: String
+        public var run: [String]
+        public var start: String?
+        public var ready: String?
+        public var cpu: Double?
+        public var memoryMB: Int?
+        public var files: [File]
+        /// Build without moving the name to the new env.
+        public var draft: Bool?
+        /// Seconds any one step may take (default 900).
+        public var timeoutSeconds: Int?
+        /// What the previous push sent (path -> sha256, from .sprout/lock.json):
+        /// a file in /code that differs from it was changed in the env, and is
+        /// left alone with a warning; a file it lists that is no longer pushed
+        /// is deleted.
+        public var lock: [String: String]?
+        public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
+                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil) {
+            self.id = id
+            self.from = from
+            self.run = run
+            self.start = start
+            self.ready = ready
+            self.cpu = cpu
+            self.memoryMB = memoryMB
+            self.files = files
+            self.draft = draft
+            self.timeoutSeconds = timeoutSeconds
+            self.lock = lock
+        }
+    }
+
+    public struct Build: Codable, Sendable, Equatable {
+        public var id: String
+        public var envID: String
+        /// queued, running, succeeded, failed
+        public var status: String
+        public var failedStep: String?
+        public var exitCode: Int?
+        public var error: String?
+        public var steps: Int
+        public var cachedSteps: Int
+        /// Files left alone because they changed in the env since the last push.
+        public var warnings: [String]?
+        /// Seconds since the Unix epoch.
+        public var createdAt: Double?
+        public var finishedAt: Double?
+        /// What was pushed (`GET /v1/builds/{id}` only).
+        public var config: Push?
+        public init(id: String, envID: String, status: String, failedStep: String?, exitCode: Int?, error: String?, steps: Int, cachedSteps: Int,
+                    warnings: [String]? = nil, createdAt: Double? = nil, finishedAt: Double? = nil, config: Push? = nil) {
+            self.createdAt = createdAt
+            self.finishedAt = finishedAt
+            self.config = config
+            self.id = id
+            self.envID = envID
+            self.status = status
+            self.failedStep = failedStep
+            self.exitCode = exitCode
+            self.error = error
+            self.steps = steps
+            self.cachedSteps = cachedSteps
+            self.warnings = warnings
+        }
+    }
+
+    /// The answer to a push: the env at once if this exact env exists, else the build.
+    public struct PushResult: Codable, Sendable {
+        public var envID: String
+        public var env: Env?
+        public var build: Build?
+        public init(envID: String, env: Env?, build: Build?) {
+            self.envID = envID
+            self.env = env
+            self.build = build
+        }
+    }
+
+    /// SHA-256 hex digests (for `/v1/blobs/missing`, both ways).
+    public struct BlobList: Codable, Sendable {
+        public var digests: [String]
+        public init(digests: [String]) { self.digests = digests }
+    }
+
+    public struct Deleted: Codable, Sendable {
+        public var deleted: [String]
+        public init(deleted: [String]) { self.deleted = deleted }
+    }
+}
