@@ -7,7 +7,7 @@ AGENT_SCRATCH := .build-agent
 export TMPDIR := $(CURDIR)/.build/tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: deps test-deps build agent run test bench-agent clean
+.PHONY: deps test-deps build agent dashboard run test bench-agent clean
 
 deps:
 	./scripts/install-deps.sh
@@ -20,13 +20,25 @@ test-deps:
 agent:
 	$(SWIFT) build -c release --product sprout-agent -Xswiftc -static-executable --scratch-path $(AGENT_SCRATCH)
 
-build: agent
+# xterm.js for the dashboard's terminal: Debian's CommonJS modules bundled
+# for the browser by esbuild (Debian's), with xterm's stylesheet beside it.
+dashboard: dashboard/vendor/xterm.js dashboard/vendor/xterm.css
+
+dashboard/vendor/xterm.js: scripts/xterm-entry.js
+	@mkdir -p dashboard/vendor
+	esbuild scripts/xterm-entry.js --bundle --format=iife --log-level=warning --legal-comments=inline --outfile=$@
+
+dashboard/vendor/xterm.css:
+	@mkdir -p dashboard/vendor
+	cp /usr/share/nodejs/xterm/lib/xterm.css $@
+
+build: agent dashboard
 	$(SWIFT) build -c release
 
 run: deps build
 	.build/release/sprout server
 
-test: test-deps agent
+test: test-deps agent dashboard
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 
@@ -35,4 +47,4 @@ bench-agent: agent
 	.build/release/sprout-agent-bench --agent $(AGENT_SCRATCH)/release/sprout-agent
 
 clean:
-	rm -rf .build $(AGENT_SCRATCH)
+	rm -rf .build $(AGENT_SCRATCH) dashboard/vendor

@@ -16,11 +16,11 @@ packages=(
   iproute2         # network namespaces and veth pairs
   util-linux       # nsenter, mount
   coreutils
-  gcc              # builds the small statx compatibility shim for gVisor sandboxes
   libc6-dev
-  zlib1g-dev       # zlib, to open gVisor's compressed memory images for deduplication
-  node-xterm       # xterm.js 3.8 as CommonJS modules: the dashboard's terminal, bundled and served by Sprout
-  libjs-xterm      # its fit add-on and stylesheet (its own xterm.js is an empty shell in Debian 12)
+  zlib1g-dev       # zlib for compress-nio: gzip for E2B's files, compressed memory image chunks
+  node-xterm       # xterm.js 3.8 as CommonJS modules: the dashboard's terminal
+  libjs-xterm      # its fit add-on (its own xterm.js is an empty shell in Debian 12)
+  esbuild          # bundles them for the browser at build time (make dashboard)
 )
 if $tests; then
   packages+=(
