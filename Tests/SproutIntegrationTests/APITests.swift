@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
 import Logging
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutRuntime
@@ -46,7 +45,7 @@ extension Integration {
                 await #expect(throws: SproutError(.unauthorized, "invalid or revoked API key")) {
                     try await otherClient.sandboxes()
                 }
-                #expect(try await admin.sandbox(mine.id).state == "running")
+                #expect(try await admin.sandbox(mine.id).state == .running)
                 // Keys are stored hashed: the secret is nowhere in the catalog.
                 let db = try Descriptor.readFile(server.data + "/sprout.db", limit: 64 << 20)
                 #expect(!String(decoding: db, as: UTF8.self).contains(other.secret))

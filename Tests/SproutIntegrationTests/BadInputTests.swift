@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutSystem
@@ -86,7 +85,7 @@ extension Integration {
                 #expect(all.map(\.id) == [sid])
                 #expect(all.first?.metadata == ["keep": "me"])
                 #expect(try await api.read(sid, path: "/code/state.txt") == Array("before\n".utf8))
-                #expect(try await api.run(sid, API.Exec(cmd: ["ls", "/bin/sh"])).exit == ProcessExit(code: 0))
+                #expect(try await api.run(sid, API.Exec(cmd: ["ls", "/bin/sh"])).exit == API.Exit(code: 0))
                 #expect(try await api.envs().allSatisfy(\.builtin))
                 _ = try await api.killSandbox(sid)
                 await expectNoLeftovers(server.data)
@@ -146,7 +145,7 @@ extension Integration {
                 #expect(createStatus == 404)
                 // Nothing changed.
                 #expect(try await api.read(sid, path: "/code/mine.txt") == Array("mine\n".utf8))
-                #expect(try await api.sandbox(sid).state == "running")
+                #expect(try await api.sandbox(sid).state == .running)
                 #expect(try await api.env(env.id).published)
                 #expect(try await api.preview(sid, port: 8080, path: "/index.html").0 == 200)
                 _ = try await api.killSandbox(sid)

@@ -5,7 +5,6 @@ import SproutCore
 import SproutSystem
 import Testing
 import SproutAPI
-import SproutAgentProtocol
 import CSprout
 import SproutAgentClient
 import SproutHost
@@ -114,7 +113,7 @@ extension Integration {
                 try "mine\n".write(toFile: local, atomically: true, encoding: .utf8)
                 #expect(try await cli.run(["sandbox", "files", "put", "--owner", "user", id, "/home/user/docs/mine.txt", local]).status == 0)
                 let stat = try await cli.run(["sandbox", "files", "stat", "--json", id, "/home/user/docs/mine.txt"])
-                let info = try JSONDecoder().decode(FileInfo.self, from: Data(stat.stdout.utf8))
+                let info = try JSONDecoder().decode(API.FileEntry.self, from: Data(stat.stdout.utf8))
                 #expect(info.owner == "user" && info.uid == 1000 && info.gid == 1000, "\(stat.stdout)")
                 #expect(try await cli.run(["sandbox", "exec", "--user", "user", id, "--", "sh", "-c", "echo more >> docs/mine.txt && cat docs/mine.txt"]).stdout == "mine\nmore\n")
 

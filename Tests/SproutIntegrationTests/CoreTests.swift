@@ -2,7 +2,6 @@ import Foundation
 import Glibc
 import SproutAPI
 import SproutAgentClient
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutHost
@@ -55,13 +54,13 @@ extension Integration {
 
                     server.crash()
                     try server.start()
-                    #expect(try await server.client.sandbox(closed.id).state == "running")
+                    #expect(try await server.client.sandbox(closed.id).state == .running)
                     try await expectPolicies("after kill -9", closed: closed, listed: listed)
 
                     server.stopServer()
                     try server.start()
                     let after = server.client
-                    #expect(try await after.sandbox(open.id).state == "killed", "a graceful stop kills running sandboxes")
+                    #expect(try await after.sandbox(open.id).state == .killed, "a graceful stop kills running sandboxes")
                     _ = try await after.resume(sleepingClosed.id)
                     _ = try await after.resume(sleepingListed.id)
                     let reopened = try await after.createSandbox(API.CreateSandbox(env: "empty"))
@@ -88,12 +87,12 @@ extension Integration {
                 let killedAt = monotonicSeconds()
                 Glibc.kill(pid_t(pid), SIGKILL)
                 var seen = try await api.sandbox(victim.id)
-                while seen.state != "killed" && monotonicSeconds() - killedAt < 15 {
-                    try await Task.sleep(for: .milliseconds(100))
+                try await eventually(30, every: .milliseconds(50)) {
                     seen = try await api.sandbox(victim.id)
+                    return seen.state == .killed
                 }
                 let seconds = monotonicSeconds() - killedAt
-                #expect(seen.state == "killed")
+                #expect(seen.state == .killed)
                 #expect(seconds < 5, "noticed after \(seconds) s")
                 #expect(seen.error?.hasPrefix("stopped:") == true, "\(seen.error ?? "no reason")")
                 let events = try await api.events(victim.id)
@@ -192,13 +191,13 @@ extension Integration {
                     let directory = FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(id)")
                     let namespace = FileManager.default.fileExists(atPath: "/run/netns/sprout-\(server.instance)-\(id)")
                     switch sandbox.state {
-                    case "running":
+                    case .running:
                         #expect(directory && namespace, "\(id) running: its directory and namespace exist")
-                        #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0), "\(id) running answers")
-                    case "paused":
+                        #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == API.Exit(code: 0), "\(id) running answers")
+                    case .paused:
                         #expect(directory && namespace, "\(id) paused: its files and namespace wait for resume")
                         #expect(sandbox.memory?.count ?? 0 > 0, "\(id) paused keeps a memory image")
-                    case "killed":
+                    case .killed:
                         #expect(!directory && !namespace, "\(id) killed: nothing of it is left")
                     default:
                         Issue.record("\(id) is \(sandbox.state) after the storm")
@@ -209,7 +208,7 @@ extension Integration {
                 let acknowledged = Array(Set(envs.current)).sorted()
                 for env in acknowledged.prefix(8) {
                     let sandbox = try await api.createSandbox(API.CreateSandbox(env: env))
-                    #expect(try await api.run(sandbox.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0), "env \(env) starts")
+                    #expect(try await api.run(sandbox.id, API.Exec(cmd: ["true"])).exit == API.Exit(code: 0), "env \(env) starts")
                     _ = try await api.killSandbox(sandbox.id)
                 }
                 print("stress (seed \(seed)): \(total) operations, \(conflicts) answered 409, \(checked) sandboxes and \(min(8, acknowledged.count)) of \(acknowledged.count) envs checked; \(tally.sorted { $0.key < $1.key })")

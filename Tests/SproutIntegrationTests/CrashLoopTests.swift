@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutSystem
@@ -99,7 +98,7 @@ extension LongIntegration {
                     try await Task.sleep(for: .milliseconds(delay))
                     server.crash()
                     _ = await work.result
-                    if case .success(let result) = await wake.result, result.exit == ProcessExit(code: 0) { wakesAnswered += 1 }
+                    if case .success(let result) = await wake.result, result.exit == API.Exit(code: 0) { wakesAnswered += 1 }
                     try server.start()
                     // After every restart: nothing the catalog does not own is on the host.
                     let live = try await server.client.sandboxes()
@@ -115,15 +114,16 @@ extension LongIntegration {
                     // container. (Right after a restart its expired timeout may be
                     // pausing it: that settles within seconds.)
                     for id in sleepers {
-                        var state = live.first { $0.id == id }?.state ?? "gone"
-                        let settle = ContinuousClock.now + .seconds(10)
-                        while ["pausing", "resuming"].contains(state) && ContinuousClock.now < settle {
-                            try await Task.sleep(for: .milliseconds(100))
-                            state = (try? await server.client.sandbox(id).state) ?? "gone"
+                        var state = live.first { $0.id == id }?.state
+                        if [.pausing, .resuming].contains(state) {
+                            try await eventually(30) {
+                                state = try? await server.client.sandbox(id).state
+                                return ![.pausing, .resuming].contains(state)
+                            }
                         }
                         let containers = (try? await HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "list", "--quiet"])) ?? ""
-                        #expect(["paused", "running"].contains(state), "cycle \(cycle): sleeper \(id) is \(state)")
-                        if state == "paused" {
+                        #expect([.paused, .running].contains(state), "cycle \(cycle): sleeper \(id) is \(state.map(\.rawValue) ?? "gone")")
+                        if state == .paused {
                             #expect(!containers.contains(id), "cycle \(cycle): sleeper \(id) is paused yet its container runs")
                         }
                     }
@@ -142,17 +142,17 @@ extension LongIntegration {
                 for env in envs {
                     let sandbox = try await api.createSandbox(API.CreateSandbox(env: env.id, fromPool: false))
                     if let file = ack.envs[env.id] {
-                        #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", file])).exit == ProcessExit(code: 0), "env \(env.id) lost \(file)")
+                        #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", file])).exit == API.Exit(code: 0), "env \(env.id) lost \(file)")
                     }
                     _ = try await api.killSandbox(sandbox.id)
                 }
                 // Acknowledged pauses survive and resume.
                 for id in ack.paused {
                     let sandbox = try await api.sandbox(id)
-                    #expect(sandbox.state == "paused", "sandbox \(id) was acknowledged paused, is \(sandbox.state)")
-                    if sandbox.state == "paused" {
+                    #expect(sandbox.state == .paused, "sandbox \(id) was acknowledged paused, is \(sandbox.state)")
+                    if sandbox.state == .paused {
                         _ = try await api.resume(id)
-                        #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
+                        #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == API.Exit(code: 0))
                         if id == held.id {
                             #expect(try await api.run(id, API.Exec(cmd: ["cat", "/tmp/held"])).stdoutText == "held\n", "the held sandbox lost what it wrote before its pause")
                         }
@@ -160,8 +160,8 @@ extension LongIntegration {
                 }
                 // Every sleeper answers a request (waking if it sleeps), and is running after.
                 for id in sleepers {
-                    #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0), "sleeper \(id) answers")
-                    #expect(try await api.sandbox(id).state == "running")
+                    #expect(try await api.run(id, API.Exec(cmd: ["true"])).exit == API.Exit(code: 0), "sleeper \(id) answers")
+                    #expect(try await api.sandbox(id).state == .running)
                 }
                 let wakes = try await sleepers.asyncMap { try await api.events($0).filter { $0.kind == "wake" }.count }.reduce(0, +)
                 print("crash loop: \(wakesAnswered) wake requests answered before their crash; \(wakes) wakes in the sleepers' events")

@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import Testing
@@ -18,13 +17,13 @@ extension Integration {
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(
                     env: "empty", memoryMB: 256, envVars: ["GREETING": "hello"], metadata: ["owner": "tests"]))
-                #expect(sandbox.state == "running")
+                #expect(sandbox.state == .running)
                 #expect(sandbox.runtime == "gvisor")
                 #expect(sandbox.metadata == ["owner": "tests"])
                 #expect(sandbox.envVarNames == ["GREETING"])
 
                 let result = try await api.run(sandbox.id, API.Exec(shell: "echo out; echo err >&2; echo $GREETING; exit 3"))
-                #expect(result.exit == ProcessExit(code: 3))
+                #expect(result.exit == API.Exit(code: 3))
                 #expect(result.stdoutText == "out\nhello\n")
                 #expect(result.stderrText == "err\n")
 
@@ -48,7 +47,7 @@ extension Integration {
                 #expect(limit.trimmedLines == String((256 + 128) << 20))
 
                 let killed = try await api.killSandbox(sandbox.id)
-                #expect(killed.state == "killed")
+                #expect(killed.state == .killed)
                 #expect(try await api.sandboxes().isEmpty)
                 await #expect(throws: SproutError.self) { try await api.run(sandbox.id, API.Exec(cmd: ["true"])) }
                 await expectNoLeftovers(server.data)
@@ -83,14 +82,14 @@ extension Integration {
                 try await ws.send(.binary(Array("stty size\n".utf8)))
                 #expect(try await readUntil("40 120").contains("40 120"))
                 try await ws.send(.binary(Array("exit 5\n".utf8)))
-                var exit: ProcessExit?
+                var exit: API.Exit?
                 while let message = try await ws.receive() {
                     if case .text(let text) = message {
                         exit = try JSONDecoder().decode(API.ExecEvent.self, from: Data(text.utf8)).exit
                         break
                     }
                 }
-                #expect(exit == ProcessExit(code: 5))
+                #expect(exit == API.Exit(code: 5))
                 ws.close()
             }
         }
@@ -118,7 +117,7 @@ extension Integration {
                         if seen.contains("got one") { answered.continuation.yield() }
                     })
                 #expect(output.withLock { $0 } == "got one\ngot two\neof\n")
-                #expect(exit == ProcessExit(code: 4))
+                #expect(exit == API.Exit(code: 4))
                 await #expect(throws: SproutError.self) {
                     _ = try await api.execStreaming(sandbox.id, API.Exec(cmd: ["no-such-program"]), input: { nil })
                 }
@@ -134,10 +133,9 @@ extension Integration {
                 _ = try await api.start(sandbox.id, API.Exec(shell: "timeout 12 sh -c 'while :; do :; done'"))
                 _ = try await api.run(sandbox.id, API.Exec(shell: "dd if=/dev/zero of=/code/fill bs=1048576 count=24 2>/dev/null; sync"))
                 var samples: [API.SandboxMetric] = []
-                let deadline = ContinuousClock.now + .seconds(20)
-                while ContinuousClock.now < deadline, samples.count < 3 || samples.last!.diskUsedBytes < 24 << 20 {
-                    try await Task.sleep(for: .seconds(1))
+                try await eventually(40, every: .milliseconds(500)) {
                     samples = try await api.metrics(sandbox.id)
+                    return samples.count >= 3 && samples.last!.diskUsedBytes >= 24 << 20
                 }
                 #expect(samples.count >= 3, "\(samples)")
                 #expect(zip(samples, samples.dropFirst()).allSatisfy { $1.timestamp - $0.timestamp < 7 }, "sampled at least every 5 s (a tick of slack): \(samples.map(\.timestamp))")
@@ -159,7 +157,7 @@ extension Integration {
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /www && echo preview-ok > /www/index.html && httpd -p 8080 -h /www"))
-                try await Task.sleep(for: .milliseconds(300))
+                try await eventually { (try? await api.preview(sandbox.id, port: 8080, path: "/index.html"))?.0 == 200 }
                 let (status, body) = try await api.preview(sandbox.id, port: 8080, path: "/index.html")
                 #expect(status == 200)
                 #expect(String(decoding: body, as: UTF8.self) == "preview-ok\n")
@@ -172,7 +170,7 @@ extension Integration {
                 // handshake, then echoes frames back as they come.
                 try await api.write(sandbox.id, bytes: Array(Self.echoServer.utf8), to: "/ws-echo.sh")
                 _ = try await api.run(sandbox.id, API.Exec(shell: "chmod +x /ws-echo.sh; (nc -ll -p 8081 -e /ws-echo.sh >/dev/null 2>&1 &)"))
-                try await Task.sleep(for: .milliseconds(300))
+                try await eventually { try await api.run(sandbox.id, API.Exec(shell: "netstat -ltn | grep -q ':8081 '")).exit == API.Exit(code: 0) }
                 let ws = try WebSocketConnection(
                     host: "127.0.0.1", port: server.port, target: "/v1/sandboxes/\(sandbox.id)/ports/8081/echo",
                     headers: [("X-API-Key", server.adminKey)])
@@ -196,7 +194,7 @@ extension Integration {
                                                           "-H", "X-API-Key: \(other.secret)", "http://127.0.0.1:\(server.port)/index.html"])
                 #expect(otherTeam.stdout == "404", "another team's key: \(otherTeam.stdout)")
                 // Positive control for the probe above: the plain API still answers on this address.
-                #expect(try await api.sandbox(sandbox.id).state == "running")
+                #expect(try await api.sandbox(sandbox.id).state == .running)
                 let byHostWS = try WebSocketConnection(
                     host: "127.0.0.1", port: server.port, target: "/any/path", headers: [("X-API-Key", server.adminKey)],
                     authority: "8081-\(sandbox.id).localhost:\(server.port)")
@@ -228,13 +226,13 @@ extension Integration {
                 let extended = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 2))
                 try await api.setTimeout(extended.id, seconds: 60)
                 // Expiry after 2 s, a reaper pass every second, ~1 s to tear down.
-                var state = ""
-                for _ in 0..<60 where state != "killed" {
-                    try await Task.sleep(for: .milliseconds(250))
+                var state = SandboxState.running
+                try await eventually(30) {
                     state = try await api.sandbox(short.id).state
+                    return state == .killed
                 }
-                #expect(state == "killed")
-                #expect(try await api.sandbox(extended.id).state == "running")
+                #expect(state == .killed)
+                #expect(try await api.sandbox(extended.id).state == .running)
                 let metrics = try await api.metrics()
                 #expect(metrics.contains(#"sprout_sandbox_kills_total{reason="timeout"} 1"#))
             }
@@ -253,10 +251,10 @@ extension Integration {
             _ = try await HostResources.hostOutput(["runsc", "--root", server.data + "/run/gvisor", "delete", "--force", victim.id])
             try server.start()
             let after = server.client
-            #expect(try await after.sandbox(survivor.id).state == "running")
+            #expect(try await after.sandbox(survivor.id).state == .running)
             #expect(try await after.run(survivor.id, API.Exec(cmd: ["cat", "/code/state"])).stdoutText == "before\n")
             let dead = try await after.sandbox(victim.id)
-            #expect(dead.state == "killed")
+            #expect(dead.state == .killed)
             #expect(dead.error != nil)
             #expect(!FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(victim.id)"))
             let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
@@ -271,7 +269,7 @@ extension Integration {
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "debian"))
                 let result = try await api.run(sandbox.id, API.Exec(shell: "cat /etc/debian_version; id -un; ls /usr/bin/apt-get"))
-                #expect(result.exit == ProcessExit(code: 0))
+                #expect(result.exit == API.Exit(code: 0))
                 #expect(result.stdoutText.hasPrefix("12."))
                 #expect(result.stdoutText.contains("root\n/usr/bin/apt-get"))
             }
@@ -287,7 +285,7 @@ extension Integration {
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty", cpu: 0.5))
                 #expect(sandbox.runtime == "runc")
                 let result = try await api.run(sandbox.id, API.Exec(shell: "hostname; echo oops >&2; exit 7"))
-                #expect(result.exit == ProcessExit(code: 7))
+                #expect(result.exit == API.Exit(code: 7))
                 #expect(result.stdoutText == "\(sandbox.id)\n")
                 #expect(result.stderrText == "oops\n")
                 try await api.write(sandbox.id, bytes: Array("runc file".utf8), to: "/tmp/x")

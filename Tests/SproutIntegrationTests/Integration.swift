@@ -32,6 +32,18 @@ func hostCanRunSandboxes() -> Bool {
 }
 
 /// Fails the test if Sprout left anything on the host for `data`.
+/// Waits until the host holds nothing of this data directory's sandboxes
+/// (containers, namespaces, mounts, cgroups): what is killed in the
+/// background is gone once this returns empty; else what is still there.
+func waitUntilHostIsClear(_ data: String) async throws -> [String] {
+    var left: [String] = []
+    try await eventually {
+        left = await HostResources.leftovers(data: data)
+        return left.isEmpty
+    }
+    return left
+}
+
 func expectNoLeftovers(_ data: String, sourceLocation: SourceLocation = #_sourceLocation) async {
     let left = await HostResources.leftovers(data: data)
     #expect(left.isEmpty, "left on the host: \(left)", sourceLocation: sourceLocation)

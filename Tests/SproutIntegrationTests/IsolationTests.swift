@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutStore
@@ -47,7 +46,7 @@ extension Integration {
                 let marker = "/tmp/sprout-marker-\(Identifiers.random(length: 8))"
                 try "host secret".write(toFile: marker, atomically: true, encoding: .utf8)
                 defer { unlink(marker) }
-                #expect(try await api.run(a.id, API.Exec(shell: "cat \(marker)")).exit != ProcessExit(code: 0))
+                #expect(try await api.run(a.id, API.Exec(shell: "cat \(marker)")).exit != API.Exit(code: 0))
 
                 // 2. Host processes and the other sandbox's processes are invisible.
                 _ = try await api.run(b.id, API.Exec(shell: "(sleep 300 &) ; echo started"))
@@ -74,9 +73,9 @@ extension Integration {
                     return parts.joined(separator: ".")
                 } ?? "10.88.0.1"
                 for target in [hostSide, "127.0.0.1"] {
-                    _ = try await api.run(a.id, API.Exec(shell: "echo hi | nc -w 2 \(target) \(listener.port)"))
+                    let reach = try await api.run(a.id, API.Exec(shell: "echo hi | nc -w 2 \(target) \(listener.port)"))
+                    #expect(reach.exit != API.Exit(code: 0), "nc reached \(target)")
                 }
-                try await Task.sleep(for: .milliseconds(300))
                 #expect(listener.connections.current == 0, "a sandbox reached a server on the host")
 
                 // 5. The other sandbox's address cannot be reached.
@@ -114,13 +113,13 @@ extension Integration {
                 // The hog must be answered: a timeout or an error here is a failure, not "contained".
                 let hog = try await api.run(small.id, string(megabytes: 300))
                 #expect(hog.stdoutText == "exit=137\n", "a 300 MB string under a 128 MiB limit: \(hog.stdoutText) \(hog.stderrText)")
-                #expect(try await api.sandbox(small.id).state == "running")
+                #expect(try await api.sandbox(small.id).state == .running)
                 let survivors = try await api.run(small.id, API.Exec(shell: "ps -o args | grep -c '^sleep 600'"))
                 #expect(survivors.stdoutText == "1\n", "the sandbox's other process lives on: \(survivors.stdoutText)")
                 #expect(try await api.run(small.id, API.Exec(shell: "echo still here")).stdoutText == "still here\n")
                 let events = try await api.events(small.id)
                 #expect(events.contains { $0.kind == "oom" && $0.message.contains("(awk)") }, "\(events)")
-                #expect(try await api.run(b.id, API.Exec(cmd: ["true"])).exit == ProcessExit(code: 0))
+                #expect(try await api.run(b.id, API.Exec(cmd: ["true"])).exit == API.Exit(code: 0))
                 #expect(try await api.health().status == "ok")
 
                 // 9. A fork bomb is contained by the pids limit; others keep being served.
@@ -179,7 +178,11 @@ extension Integration {
                     HostResources.testHosts.withLock { _ = $0.remove(namespace) }
                     throw error
                 }
-                try? await Task.sleep(for: .milliseconds(200))  // httpd listening
+                // Serving once its port listens.
+                try await eventually {
+                    let listening = try? await HostCommand.capture(["ip", "netns", "exec", namespace, "busybox", "netstat", "-ltn"])
+                    return listening?.stdout.contains(":8000 ") == true
+                }
             }
 
             private var stopped = false
@@ -281,13 +284,13 @@ extension Integration {
                 #expect(filler.diskMB == 64)
                 let neighbour = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 _ = try? await api.run(filler.id, API.Exec(shell: "dd if=/dev/zero of=/code/fill bs=1048576 count=200 2>&1; sync"))
-                var state = ""
-                for _ in 0..<40 where state != "killed" {
-                    try await Task.sleep(for: .milliseconds(250))
+                var state = SandboxState.running
+                try await eventually(30) {
                     state = try await api.sandbox(filler.id).state
+                    return state == .killed
                 }
                 let stopped = try await api.sandbox(filler.id)
-                #expect(stopped.state == "killed")
+                #expect(stopped.state == .killed)
                 #expect(stopped.error?.contains("disk limit exceeded") == true, "\(stopped.error ?? "no error")")
                 #expect(try await api.run(neighbour.id, API.Exec(shell: "echo ok > /code/x && cat /code/x")).stdoutText == "ok\n")
                 await #expect(throws: SproutError.self) { try await api.createSandbox(API.CreateSandbox(env: "empty", diskMB: 1)) }

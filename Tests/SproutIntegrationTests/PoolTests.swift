@@ -1,5 +1,4 @@
 import Foundation
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import Testing
@@ -12,11 +11,8 @@ extension Integration {
     struct PoolTests {
         /// Waits until `count` sandboxes are pooled (from /metrics).
         func waitForPool(_ api: SproutAPIClient, _ count: Int) async throws {
-            for _ in 0..<100 {
-                if try await api.metrics().contains(#"sprout_sandboxes{state="pooled"} \#(count)"#) { return }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            Issue.record("the pool never reached \(count)")
+            let reached = try await eventually { try await api.metrics().contains(#"sprout_sandboxes{state="pooled"} \#(count)"#) }
+            #expect(reached, "the pool never reached \(count)")
         }
 
         @Test("a create takes a pooled sandbox with its own identity and env vars; the pool refills; nothing leaks")
@@ -29,7 +25,7 @@ extension Integration {
                 let pooled = try await api.createSandbox(API.CreateSandbox(env: "empty", envVars: ["WHO": "pooled"], metadata: ["m": "1"]))
                 let elapsed = ContinuousClock.now - t
                 #expect(elapsed < .milliseconds(100), "a pooled create took \(elapsed)")
-                #expect(pooled.state == "running")
+                #expect(pooled.state == .running)
                 #expect(pooled.metadata == ["m": "1"])
                 let result = try await api.run(pooled.id, API.Exec(shell: "hostname; echo $WHO; ls /code"))
                 #expect(result.stdoutText == "\(pooled.id)\npooled\n")
@@ -42,7 +38,7 @@ extension Integration {
                 // A crash: pooled sandboxes are replaced, claimed ones adopted.
                 server.crash()
                 try server.start()
-                #expect(try await server.client.sandbox(pooled.id).state == "running")
+                #expect(try await server.client.sandbox(pooled.id).state == .running)
                 return server.data
             }
             await expectNoLeftovers(data)
@@ -70,18 +66,21 @@ extension Integration {
                     made.append(source.id)
                     most = max(most, try await pooledCount(api))
                 }
-                for _ in 0..<15 {
-                    try await Task.sleep(for: .seconds(1))
-                    most = max(most, try await pooledCount(api))
+                // Sampled all along: the pool starts, never passes its budget, and
+                // once demand is older than its idle time it is empty again.
+                var pooled = 0
+                try await eventually(60, every: .milliseconds(250)) {
+                    pooled = try await pooledCount(api)
+                    most = max(most, pooled)
+                    return most >= 1
                 }
                 #expect(most >= 1, "the pool started for the envs in demand")
-                #expect(most <= 3, "never more pooled sandboxes than the budget: saw \(most)")
-                // Demand stops: within the idle time and a tick, the pool is empty.
-                var pooled = try await pooledCount(api)
-                for _ in 0..<30 where pooled > 0 {
-                    try await Task.sleep(for: .seconds(1))
+                try await eventually(60, every: .milliseconds(250)) {
                     pooled = try await pooledCount(api)
+                    most = max(most, pooled)
+                    return pooled == 0
                 }
+                #expect(most <= 3, "never more pooled sandboxes than the budget: saw \(most)")
                 #expect(pooled == 0, "the pool shrank to nothing once demand stopped")
                 for id in made { _ = try await api.killSandbox(id) }
                 return server.data

@@ -5,6 +5,7 @@ import Testing
 import SproutAPI
 import SproutAgentClient
 import SproutHost
+import SproutSystem
 
 extension Integration {
     @Suite("env push")
@@ -95,6 +96,15 @@ extension Integration {
 }
 
 extension Integration.PushTests {
+    /// Waits until the build's log holds `text` (the step's own output: its sandbox runs it).
+    static func waitForLog(_ api: SproutAPIClient, _ id: String, _ text: String) async throws -> Bool {
+        try await eventually {
+            let log = Locked<[UInt8]>([])
+            try await api.buildLogs(id, follow: false) { chunk in log.withLock { $0 += chunk } }
+            return String(decoding: log.withLock { $0 }, as: UTF8.self).contains(text)
+        }
+    }
+
     @Test("a step that never finishes is killed at the build timeout; a running build can be cancelled; both clean up")
     func timeoutAndCancel() async throws {
         let data = try await ServerHarness.with { (server: ServerHarness) async throws in
@@ -108,13 +118,15 @@ extension Integration.PushTests {
             var forever = hang
             forever.timeoutSeconds = 600
             forever.id = "forever"
+            forever.run = ["echo step-started; sleep 1000"]
             let running = try await api.push(forever)
-            try await Task.sleep(for: .milliseconds(1500))
+            #expect(try await Self.waitForLog(api, running.build!.id, "step-started"))
             let cancelled = try await api.cancelBuild(running.build!.id)
             #expect(cancelled.status == "cancelled")
             await #expect(throws: SproutError.self) { try await api.env(running.envID) }
             // The build sandboxes go away (killed in the background after each step).
-            try await Task.sleep(for: .seconds(3))
+            let left = try await waitUntilHostIsClear(server.data)
+            #expect(left.isEmpty, "left on the host: \(left)")
             #expect(try await api.sandboxes().isEmpty)
             return server.data
         }
@@ -180,7 +192,8 @@ extension Integration.PushTests {
             #expect(Set(layersAfter) == Set(layersBefore), "the failed build's first layer must go too")
             #expect(try await api.env("deb").id == built.envID)
             try await api.killSandbox(sandbox.id)
-            try await Task.sleep(for: .seconds(2))  // build sandboxes are killed in the background
+            let left = try await waitUntilHostIsClear(server.data)
+            #expect(left.isEmpty, "build sandboxes are killed in the background; left: \(left)")
             return server.data
         }
         await expectNoLeftovers(data)
@@ -207,9 +220,9 @@ extension Integration.PushTests {
         let server = try ServerHarness()
         defer { server.stop() }
         let api = server.client
-        let started = try await api.push(API.Push(id: "crashy", from: "empty", run: ["sleep 1000"], start: nil, ready: nil, cpu: nil,
+        let started = try await api.push(API.Push(id: "crashy", from: "empty", run: ["echo step-started; sleep 1000"], start: nil, ready: nil, cpu: nil,
                                                   memoryMB: nil, files: [], timeoutSeconds: 600))
-        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try await Self.waitForLog(api, started.build!.id, "step-started"), "the step runs in its sandbox")
         server.crash()
         try server.start()
         let build = try await server.client.build(started.build!.id)

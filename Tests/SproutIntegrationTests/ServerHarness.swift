@@ -155,7 +155,7 @@ final class ServerHarness: @unchecked Sendable {
     /// address wait for resume): kill them before stopping.
     func killPaused() async {
         guard pid > 0 else { return }
-        for sandbox in (try? await client.sandboxes()) ?? [] where sandbox.state == "paused" {
+        for sandbox in (try? await client.sandboxes()) ?? [] where sandbox.state == .paused {
             _ = try? await client.killSandbox(sandbox.id)
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutStore
@@ -163,7 +162,7 @@ extension Integration {
                 _ = try await api.run(d.id, API.Exec(shell: "echo four > /code/four"))
                 let e4 = try await api.snapshot(d.id)
                 #expect(try await api.deleteEnv(e3.id, force: true) == [e3.id, e4.id])
-                #expect(try await api.sandbox(d.id).state == "killed")
+                #expect(try await api.sandbox(d.id).state == .killed)
                 #expect(layerDirectories(server).isEmpty)
                 await #expect(throws: SproutError(.notFound, "no env named '\(e1.id)'")) { try await api.env(e1.id) }
             }

@@ -3,7 +3,6 @@ import Foundation
 import Glibc
 import SwiftASN1
 import SproutAPI
-import SproutAgentProtocol
 import SproutClient
 import SproutCore
 import SproutSystem
@@ -125,9 +124,9 @@ extension Integration {
                 #expect(streamed.status == 0 && streamed.stdout == "STREAMED\n", "\(streamed.stdout) \(streamed.stderr)")
                 _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /www && echo page > /www/index.html && httpd -p 8080 -h /www"))
                 var preview: (Int, [UInt8]) = (0, [])
-                for _ in 0..<50 where preview.0 != 200 {
+                try await eventually {
                     preview = (try? await api.preview(sandbox.id, port: 8080, path: "/index.html")) ?? (0, [])
-                    if preview.0 != 200 { try await Task.sleep(for: .milliseconds(100)) }
+                    return preview.0 == 200
                 }
                 #expect(preview.0 == 200 && preview.1 == Array("page\n".utf8))
 
@@ -141,20 +140,16 @@ extension Integration {
                     let out = try await cli.run(["sandbox", "list"], env: env).stderr
                     return out.contains(second) ? second : out.contains(first) ? first : out
                 }
-                var reloaded = false
-                for _ in 0..<50 where !reloaded {
-                    reloaded = try await served() == second
-                    if !reloaded { try await Task.sleep(for: .milliseconds(100)) }
-                }
+                let reloaded = try await eventually { try await served() == second }
                 #expect(reloaded, "the new certificate is served after SIGHUP")
                 #expect(kill(pid, 0) == 0 && server.pid == pid, "the same server process")
                 #expect(try await api.run(sandbox.id, API.Exec(shell: "echo still")).stdoutText == "still\n", "the CA still vouches for it")
                 // A broken pair on SIGHUP keeps the old one.
                 try FileSystem.writeAtomically(dir + "/server.key", "not a key\n", mode: 0o600)
                 kill(pid, SIGHUP)
-                try await Task.sleep(for: .milliseconds(500))
+                // The server says when it has read the pair (and refused it).
+                #expect(try await eventually { server.log.contains("TLS certificate not reloaded") })
                 #expect(try await served() == second, "a bad reload keeps the served pair")
-                #expect(server.log.contains("TLS certificate not reloaded"))
                 _ = try await api.killSandbox(sandbox.id)
 
                 // The e2b SDK, trusting the CA the usual Python way; without it, it refuses (the check is real).

@@ -4,7 +4,6 @@
 first use). Environment: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY. Prints
 one line per check; any failure raises and exits non-zero."""
 import base64
-import json
 import os
 import time
 
