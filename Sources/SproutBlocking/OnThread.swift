@@ -17,7 +17,17 @@ public enum BlockingPool {
     }()
 }
 
-/// Runs blocking work on the blocking pool and awaits its result.
+/// Runs blocking work on the blocking pool and awaits its result. The work
+/// runs even when the calling task is cancelled: much of it is cleanup (a
+/// create's rollback, a cancelled build's sandbox), which must happen. (NIO's
+/// `runIfActive` drops work a cancelled task queued, with `CancellationError`.)
 public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await BlockingPool.pool.runIfActive(body)
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+        BlockingPool.pool.submit { state in
+            switch state {
+            case .active: continuation.resume(with: Result(catching: body))
+            case .cancelled: continuation.resume(throwing: CancellationError())  // only once the pool is shut down, which it never is
+            }
+        }
+    }
 }

@@ -9,8 +9,6 @@ extension Integration {
     struct BenchTests {
         @Test("a quick run prints one JSON report with percentiles and a baseline, and leaves nothing behind")
         func quickRun() async throws {
-            // The bench makes and removes a data directory of its own: what it may leave is whatever was not there before.
-            let before = Set(await HostResources.leftovers(data: "/nonexistent"))
             let result = try await CLI.runProcess(
                 [ServerHarness.binary, "bench", "--json", "--runs", "3", "--only", "exec.true,resume,wake.http,density.paused", "--density", "3",
                  "--cache", ServerHarness.cache])
@@ -41,7 +39,15 @@ extension Integration {
             #expect(paused["runs"] as? Int == 3 && (paused["p50"] as? Double ?? 0) > 0, "\(paused)")
             let benchDirs = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("sprout-bench") }
             #expect(benchDirs.isEmpty, "\(benchDirs)")
-            let left = Set(await HostResources.leftovers(data: "/nonexistent")).subtracting(before)
+            // What its servers made (by instance and sandbox: another test run's servers beside it are not its).
+            let servers = report?["servers"] as? [[String: Any]] ?? []
+            #expect(!servers.isEmpty, "the report names the servers it started")
+            var left: [String] = []
+            for server in servers {
+                let instance = server["instance"] as? String ?? ""
+                #expect(!instance.isEmpty)
+                left += await HostResources.leftovers(instance: instance, sandboxes: Set(server["sandboxes"] as? [String] ?? []))
+            }
             #expect(left.isEmpty, "left on the host: \(left.sorted())")
         }
     }

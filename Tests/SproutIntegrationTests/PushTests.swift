@@ -118,15 +118,20 @@ extension Integration.PushTests {
             var forever = hang
             forever.timeoutSeconds = 600
             forever.id = "forever"
-            forever.run = ["echo step-started; sleep 1000"]
+            // The step's own output (the log's step line names the command, not its result).
+            forever.run = ["echo step-$((20 + 22)); sleep 1000"]
             let running = try await api.push(forever)
-            #expect(try await Self.waitForLog(api, running.build!.id, "step-started"))
+            #expect(try await Self.waitForLog(api, running.build!.id, "step-42"))
             let cancelled = try await api.cancelBuild(running.build!.id)
             #expect(cancelled.status == "cancelled")
             await #expect(throws: SproutError.self) { try await api.env(running.envID) }
+            // Cancelled at once: whether its sandbox was being made or not, nothing is left of it.
+            forever.id = "at-once"
+            let atOnce = try await api.push(forever)
+            _ = try? await api.cancelBuild(atOnce.build!.id)
             // The build sandboxes go away (killed in the background after each step).
             let left = try await waitUntilHostIsClear(server.data)
-            #expect(left.isEmpty, "left on the host: \(left)")
+            #expect(left.isEmpty, "left on the host: \(left)\n\(server.log.suffix(6000))")
             #expect(try await api.sandboxes().isEmpty)
             return server.data
         }
@@ -220,9 +225,9 @@ extension Integration.PushTests {
         let server = try ServerHarness()
         defer { server.stop() }
         let api = server.client
-        let started = try await api.push(API.Push(id: "crashy", from: "empty", run: ["echo step-started; sleep 1000"], start: nil, ready: nil, cpu: nil,
+        let started = try await api.push(API.Push(id: "crashy", from: "empty", run: ["echo step-$((20 + 22)); sleep 1000"], start: nil, ready: nil, cpu: nil,
                                                   memoryMB: nil, files: [], timeoutSeconds: 600))
-        #expect(try await Self.waitForLog(api, started.build!.id, "step-started"), "the step runs in its sandbox")
+        #expect(try await Self.waitForLog(api, started.build!.id, "step-42"), "the step runs in its sandbox")
         server.crash()
         try server.start()
         let build = try await server.client.build(started.build!.id)

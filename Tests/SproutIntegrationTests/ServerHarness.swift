@@ -78,7 +78,8 @@ final class ServerHarness: @unchecked Sendable {
         pid = try Spawn.spawn(
             path: Self.binary,
             argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", Self.cache]
-                + (extraArgs.contains("--pool-size") ? [] : ["--pool-size", "0"]) + extraArgs,
+                + (extraArgs.contains("--pool-size") ? [] : ["--pool-size", "0"])
+                + (extraArgs.contains("--prebuild-envs") ? [] : ["--no-prebuild-envs"]) + extraArgs,
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         defer { close(out.read) }
@@ -202,6 +203,11 @@ enum HostResources {
             }
         }
         return found
+    }
+
+    /// What a server of `instance` with these sandboxes left, its data directory gone.
+    static func leftovers(instance: String, sandboxes ids: Set<String>) async -> [String] {
+        await unscoped(data: "/nonexistent/\(instance)", instance: instance, sandboxes: ids)
     }
 
     private static func unscoped(data: String, instance: String, sandboxes ids: Set<String>) async -> [String] {

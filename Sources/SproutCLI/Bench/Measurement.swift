@@ -116,10 +116,18 @@ struct BenchReport: Codable {
         var platform: String?
     }
 
+    /// The servers the run started and removed: their instance and sandboxes,
+    /// so a check of the host afterwards can tell theirs from another's.
+    struct Server: Codable {
+        var instance: String
+        var sandboxes: [String]
+    }
+
     var machine: Machine
     var startedAt: String
     var seconds: Double
     var metrics: [MetricResult]
+    var servers: [Server] = []
 
     func printTable() {
         print("machine: \(machine.cores) cores, \(String(format: "%.1f", machine.memoryGiB)) GiB, Linux \(machine.kernel), \(machine.runtime) \(machine.runtimeVersion)\(machine.platform.map { ", platform \($0)" } ?? "")")

@@ -164,7 +164,14 @@ struct SandboxLauncher: Sendable {
         await teardown(id: record.id, slot: record.slot.map { NetworkSlot(index: $0) }, policy: record.policy)
     }
 
+    /// Runs to its end even when the calling task is cancelled (a cancelled
+    /// build rolling back its sandbox's create): the host commands it runs
+    /// would otherwise stop at the cancellation and leave what they were to remove.
     func teardown(id: String, slot: NetworkSlot?, policy: NetworkPolicy) async {
+        await Task.detached { await self.removeAll(id: id, slot: slot, policy: policy) }.value
+    }
+
+    private func removeAll(id: String, slot: NetworkSlot?, policy: NetworkPolicy) async {
         unwatch(id)
         let dir = settings.directory(id)
         await host.runtime.destroy(id: id, rootfs: OverlayRootfs(layers: [dir], directory: dir))
