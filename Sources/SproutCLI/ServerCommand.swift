@@ -29,6 +29,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The statically linked sprout-agent to inject.") var agent: String?
     @Option(help: "The built-in envs' folders, each a sprout.toml built on first use (default: envs/ of the source checkout, else /usr/local/share/sprout/envs).")
     var envs: String?
+    @Flag(inversion: .prefixedNo, help: "Build the built-in envs (code-interpreter-v1) in the background from the start; without it, a create asks for the build.")
+    var prebuildEnvs = true
     @Option(help: "The web dashboard's files (default: dashboard/ of the source checkout, else /usr/local/share/sprout/dashboard).")
     var dashboard: String?
     @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
@@ -79,6 +81,7 @@ struct ServerCommand: AsyncParsableCommand {
         config.cacheDirectory = cache
         config.agentBinary = agent
         config.envsDirectory = envs
+        config.prebuildEnvs = prebuildEnvs
         config.dashboardDirectory = dashboard
         config.defaultTimeoutSeconds = defaultTimeout
         config.minimumFreeBytes = Int64(minFreeMb) << 20

@@ -25,6 +25,8 @@ public struct SproutError: Error, Equatable, Sendable, CustomStringConvertible {
         public static let malformed: Code = "malformed"
         public static let io: Code = "io"
         public static let unavailable: Code = "unavailable"
+        /// Not yet: what was asked for is being made (an env's build); ask again later.
+        public static let notReady: Code = "not_ready"
         public static let timeout: Code = "timeout"
         public static let `internal`: Code = "internal"
     }

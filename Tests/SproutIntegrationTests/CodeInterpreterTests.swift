@@ -9,15 +9,16 @@ extension LongIntegration {
     @Suite("Code interpreter")
     struct CodeInterpreterTests {
         /// The stock `e2b-code-interpreter` SDK against a real server: its
-        /// default template `code-interpreter-v1` is built on first use from
-        /// envs/code-interpreter-v1 (apt packages: minutes, once), then
+        /// default template `code-interpreter-v1` is built in the background
+        /// from the server's start, from envs/code-interpreter-v1 (apt
+        /// packages: minutes, once; a create meanwhile is a prompt 503), then
         /// Tests/e2b/code_interpreter_test.py checks state, streams, rich
         /// results, errors, contexts, env vars, timeouts, bash and bad input.
         /// Sprout's own CLI and Swift client then run code in the same env.
-        @Test("e2b-code-interpreter SDK, unchanged, on the built-in env built on first use; sprout sandbox run-code; the Swift client")
+        @Test("e2b-code-interpreter SDK, unchanged, on the built-in env the server builds from its start; sprout sandbox run-code; the Swift client")
         func sdk() async throws {
             try #require(FileManager.default.isExecutableFile(atPath: E2BTests.python), "no \(E2BTests.python): run `make test`")
-            try await ServerHarness.with(extraArgs: ["--envs", Integration.OpenAPITests.root + "/envs"]) { (server: ServerHarness) async throws in
+            try await ServerHarness.with(extraArgs: ["--envs", Integration.OpenAPITests.root + "/envs", "--prebuild-envs"]) { (server: ServerHarness) async throws in
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(
                     [E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/code_interpreter_test.py"],

@@ -40,7 +40,7 @@ final class BenchServer: Sendable {
         options.stdout = out.write
         options.stderr = log
         pid = try Spawn.spawn(
-            path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning",
+            path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning", "--no-prebuild-envs",
                    // The scale rows hold many sandboxes: no cap on paused ones, and no pausing for memory under the measurement.
                    "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"] + tlsArgs
                    + (platform.map { ["--platform", $0.rawValue] } ?? []),
@@ -88,6 +88,12 @@ final class BenchServer: Sendable {
         kill(pid, SIGTERM)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let ids = (try? DatabaseQueue(path: data + "/sprout.db").read { try String.fetchAll($0, sql: "SELECT id FROM sandbox") }) ?? []
+        Self.stopped.withLock { $0.append(BenchReport.Server(instance: instance, sandboxes: ids)) }
         try? FileSystem.removeTree(data)
     }
+
+    /// Every server of this run, once stopped (for the report).
+    static let stopped = Locked<[BenchReport.Server]>([])
 }

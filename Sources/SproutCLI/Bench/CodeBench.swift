@@ -86,7 +86,16 @@ extension BenchRunner {
     /// Builds code-interpreter-v1 if the server has not (its first use does).
     private func ensureCodeInterpreter() async throws {
         if progress { FileHandle.standardError.write(Data("  code-interpreter-v1: building it if the server has not (minutes, once)\n".utf8)) }
-        let first = try await api.createSandbox(API.CreateSandbox(env: "code-interpreter-v1", fromPool: false))
-        _ = try? await api.killSandbox(first.id)
+        // The first create starts its build and answers not_ready until it is built.
+        let deadline = ContinuousClock.now + .seconds(1800)
+        while true {
+            do {
+                let first = try await api.createSandbox(API.CreateSandbox(env: "code-interpreter-v1", fromPool: false))
+                _ = try? await api.killSandbox(first.id)
+                return
+            } catch let error as SproutError where error.code == .notReady && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .seconds(5))
+            }
+        }
     }
 }

@@ -42,11 +42,16 @@ public struct EnvRepository: Sendable {
     /// An env id, or the newest published env with that name, as `team` sees
     /// it. A deleted env is found only by id and with `includeDeleted` (what
     /// a sandbox that runs from it needs).
+    /// An env id or the newest published env of a name, as `team` sees it:
+    /// its own first, then the built-in envs every team sees (`BuiltinEnvs.team`).
     func lookup(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> EnvRecord? {
         try await db.read { db in
-            if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == team, includeDeleted || byID.deletedAt == nil { return byID }
-            return try EnvRecord.filter(Column("name") == reference && Column("team") == team && Column("published") == true && Self.notDeleted)
-                .order(Column("publishedAt").desc).fetchOne(db)
+            for owner in [team, BuiltinEnvs.team] {
+                if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == owner, includeDeleted || byID.deletedAt == nil { return byID }
+                if let named = try EnvRecord.filter(Column("name") == reference && Column("team") == owner && Column("published") == true && Self.notDeleted)
+                    .order(Column("publishedAt").desc).fetchOne(db) { return named }
+            }
+            return nil
         }
     }
 

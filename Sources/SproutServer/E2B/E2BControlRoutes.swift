@@ -297,7 +297,10 @@ struct E2BErrorMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as SproutError {
-            return Self.response(APIError(error: error).status, error.message)
+            let answer = APIError(error: error)
+            var response = Self.response(answer.status, error.message)
+            if let retry = answer.retryAfter { response.headers[.retryAfter] = retry }
+            return response
         } catch let error as DecodingError {
             return Self.response(.badRequest, "malformed request body: \(error)")
         } catch let error as HTTPResponseError {

@@ -63,6 +63,10 @@ public actor EnvBuilder {
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
+        if let builtin = try await lifecycle.catalog.envs.find(envID), builtin.team == BuiltinEnvs.team, identity.team != BuiltinEnvs.team {
+            // The same content as a built-in env, which every team already has.
+            return API.PushResult(envID: envID, env: builtin.api, build: nil)
+        }
         if var existing = try await lifecycle.catalog.envs.find(envID), existing.team == identity.team {
             if existing.deletedAt != nil {
                 // Deleted while sandboxes still ran from it: the same push brings it back.
@@ -90,12 +94,18 @@ public actor EnvBuilder {
         let lifecycle = self.lifecycle
         tasks[build.id] = Task {
             await BuildRun(lifecycle: lifecycle, job: job, log: BuildLog(path: self.logPath(build.id))).run()
-            self.finished(build.id)
+            self.forget(build.id)
         }
         return API.PushResult(envID: envID, env: nil, build: build.api)
     }
 
-    private func finished(_ id: String) { tasks[id] = nil }
+    private func forget(_ id: String) { tasks[id] = nil }
+
+    /// Waits for build `id` to end (at once if it is not running); its record then.
+    func finished(_ id: String) async -> API.Build? {
+        if let task = tasks[id] { await task.value }
+        return try? await lifecycle.catalog.builds.find(id)?.api
+    }
 
     func checkFiles(_ files: [API.Push.File], team: String) async throws {
         guard files.count <= 100_000 else { throw SproutError(.tooLarge, "at most 100000 files") }

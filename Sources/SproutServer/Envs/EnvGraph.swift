@@ -48,7 +48,12 @@ public struct EnvGraph: Sendable {
             builtins.append(API.Env(id: name, name: name, parent: nil, base: name, layers: [], builtin: true, createdAt: nil, ownBytes: 0,
                                     published: true, totalBytes: baseBytes.current[name]))
         }
-        return builtins + (try await catalog.envs.list(team: identity.team)).map(\.api)
+        let shipped = try await catalog.envs.list(team: BuiltinEnvs.team).filter(\.published).map { record in
+            var env = record.api
+            env.builtin = true
+            return env
+        }
+        return builtins + shipped + (try await catalog.envs.list(team: identity.team)).map(\.api)
     }
 
     public func show(_ reference: String, for identity: Identity) async throws -> API.Env {
@@ -57,7 +62,9 @@ public struct EnvGraph: Sendable {
         guard let record = try await catalog.envs.find(resolved.id) else {
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
-        return record.api
+        var env = record.api
+        env.builtin = record.team == BuiltinEnvs.team
+        return env
     }
 
     /// Moves (or, with `false`, takes away) the name's pointer to this env.

@@ -28,6 +28,9 @@ public struct ServerConfiguration: Sendable {
     public var agentBinary: String?
     /// The built-in envs' folders (see `BuiltinEnvs.locate`).
     public var envsDirectory: String?
+    /// Build the built-in envs that are missing in the background from the start
+    /// (`sprout server` does unless `--no-prebuild-envs`); else on first use.
+    public var prebuildEnvs = false
     /// The dashboard's files (see `DashboardRoutes.locate`).
     public var dashboardDirectory: String?
     public var defaultTimeoutSeconds = 300
@@ -188,6 +191,7 @@ public func buildApplication(
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? config.port
             services.listeningPort.withLock { $0 = port }
+            if config.prebuildEnvs { Task { await services.builtins.prepareAll() } }
             onListening(port)
         },
         logger: logger)

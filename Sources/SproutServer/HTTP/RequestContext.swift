@@ -57,7 +57,7 @@ struct APIError: HTTPResponseError {
         case .conflict, .alreadyExists: .conflict
         case .tooLarge: .contentTooLarge
         case .unsupported: .notImplemented
-        case .unavailable: .serviceUnavailable
+        case .unavailable, .notReady: .serviceUnavailable
         case .timeout: .gatewayTimeout
         case .protocolMismatch: .badGateway
         default: .internalServerError
@@ -66,8 +66,13 @@ struct APIError: HTTPResponseError {
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
         let body = (try? JSONEncoder.sorted.encode(API.ErrorEnvelope(error: API.ErrorDetail(error)))) ?? Data()
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retry = retryAfter { headers[.retryAfter] = retry }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
+
+    /// `Retry-After` for what will be ready later (an env still building).
+    var retryAfter: String? { error.code == .notReady ? "30" : nil }
 }
 
 /// Turns every error into the API's error shape, and records request

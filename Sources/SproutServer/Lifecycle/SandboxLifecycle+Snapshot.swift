@@ -65,6 +65,9 @@ extension SandboxLifecycle {
             throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
         }
         let env = try await graph.resolve(reference, team: identity.team)
+        if try await catalog.envs.find(env.id)?.team == BuiltinEnvs.team {
+            throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
+        }
         let doomed = [env.id] + (try await graph.tree(env.id, for: identity)).descendants.map(\.id)
         if !force && doomed.count > 1 {
             throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
