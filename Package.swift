@@ -91,6 +91,8 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "MultipartKit", package: "multipart-kit"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Typed Swift client for the REST API: async-http-client for requests,
         // hummingbird-websocket's client for terminals.

@@ -2,11 +2,12 @@ import Glibc
 import SproutCore
 import SproutSystem
 
-/// A minimal blocking HTTP/1.1 client connection (plain http only), used by
-/// the server's port-preview proxy into sandboxes. One request per
-/// connection (`Connection: close`), streaming bodies both ways. Hand-written
-/// on purpose: it can close with a reset (`resetOnClose`) so no connection
-/// into a sandbox ends in TIME_WAIT inside it (gVisor cannot checkpoint one).
+/// A minimal blocking HTTP/1.1 client connection (plain http only): the
+/// handshake of `WebSocketConnection` (WebSocket port previews) and raw
+/// requests in tests. One request per connection (`Connection: close`),
+/// streaming bodies both ways; it can close with a reset (`resetOnClose`) so
+/// no connection into a sandbox ends in TIME_WAIT inside it (gVisor cannot
+/// checkpoint one). HTTP previews go through SwiftNIO (`SandboxHTTPExchange`).
 public final class HTTPConnection: @unchecked Sendable {
     public struct ResponseHead: Sendable {
         public var status: Int

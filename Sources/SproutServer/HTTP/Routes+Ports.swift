@@ -92,51 +92,26 @@ struct PortRoutes {
             headers.append((field.name.rawName, field.value))
         }
         headers += extraHeaders
-        let method = request.method.rawValue
-        let forwarded = headers
-        let bodyBytes = Array(body.readableBytesView)
-        let (connection, head): (HTTPConnection, HTTPConnection.ResponseHead)
+        let exchange: SandboxHTTPExchange
         do {
-            (connection, head) = try await onThread {
-                // No FIN from the host: it would leave the sandbox's end in TIME_WAIT (see `Socket.setAbortiveClose`).
-                let connection = try HTTPConnection(host: address, port: port, timeoutSeconds: 5, resetOnClose: true)
-                try connection.sendHead(method: method, target: target, host: "\(address):\(port)", headers: forwarded, bodyLength: Int64(bodyBytes.count))
-                if !bodyBytes.isEmpty { try connection.sendBody(bodyBytes) }
-                return (connection, try connection.readResponseHead(requestMethod: method))
-            }
+            exchange = try await SandboxHTTPExchange.start(
+                host: address, port: port, method: request.method.rawValue, target: target, headers: headers, body: body)
         } catch let error as SproutError where error.code == .unavailable || error.code == .timeout {
             throw SproutError(.unavailable, "nothing answers on port \(port) in the sandbox: \(error.message)")
         }
         var fields = HTTPFields()
-        for (name, value) in head.headers where !Self.hopByHop.contains(name.lowercased()) {
+        for (name, value) in exchange.head.headers where !Self.hopByHop.contains(name.lowercased()) {
             if let fieldName = HTTPField.Name(name) { fields.append(HTTPField(name: fieldName, value: value)) }
         }
-        let chunks = HandoffQueue<[UInt8]>(limit: 8)
-        startThread {
-            do {
-                while true {
-                    // A quiet second hands on an empty chunk: the writer's cue to see
-                    // whether the client is still there.
-                    guard connection.waitForData(milliseconds: 1000) else {
-                        guard chunks.push([]) else { break }
-                        continue
-                    }
-                    guard let chunk = try connection.readBodyChunk(max: 256 * 1024), chunks.push(chunk) else { break }
+        let status = HTTPResponse.Status(code: Int(exchange.head.status.code), reasonPhrase: exchange.head.status.reasonPhrase)
+        return Response(status: status, headers: fields, body: ResponseBody { writer in
+            defer { exchange.close() }
+            for try await piece in exchange.body() {
+                switch piece {
+                case .body(let bytes): try await writer.write(bytes)
+                case .quiet: if await clientGone() { throw SproutError(.unavailable, "the client went away") }
+                case .head: continue
                 }
-                chunks.finish()
-            } catch {
-                chunks.finish(throwing: error)
-            }
-            connection.close()
-        }
-        return Response(status: .init(code: head.status, reasonPhrase: head.reason), headers: fields, body: ResponseBody { writer in
-            defer { chunks.cancel() }
-            while let chunk = try await chunks.next() {
-                guard !chunk.isEmpty else {
-                    if await clientGone() { throw SproutError(.unavailable, "the client went away") }
-                    continue
-                }
-                try await writer.write(ByteBuffer(bytes: chunk))
             }
             try await writer.finish(nil)
         })
