@@ -115,7 +115,8 @@ struct BenchCommand: AsyncParsableCommand {
         }
         await cleanUp()
         let report = BenchReport(machine: await Self.machine(kind, platform: kind == .gvisor ? platform.rawValue : nil), startedAt: ISO8601DateFormatter().string(from: started),
-                                 seconds: monotonicSeconds() - t0, metrics: results, servers: BenchServer.stopped.current)
+                                 seconds: monotonicSeconds() - t0, metrics: results, servers: BenchServer.stopped.current,
+                                 scratch: [bare.directory])
         if json { try Output.json(report) } else { report.printTable() }
     }
 }

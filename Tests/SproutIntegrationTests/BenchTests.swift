@@ -37,11 +37,13 @@ extension Integration {
             #expect((wake["baseline"] as? [String: Any])?["name"] as? String == "the same request, running")
             let paused = metrics.first { $0["name"] as? String == "density.paused" } ?? [:]
             #expect(paused["runs"] as? Int == 3 && (paused["p50"] as? Double ?? 0) > 0, "\(paused)")
-            let benchDirs = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("sprout-bench") }
-            #expect(benchDirs.isEmpty, "\(benchDirs)")
             // What its servers made (by instance and sandbox: another test run's servers beside it are not its).
             let servers = report?["servers"] as? [[String: Any]] ?? []
             #expect(!servers.isEmpty, "the report names the servers it started")
+            // Its folders are gone (another bench run beside it has its own).
+            let folders = servers.compactMap { $0["data"] as? String } + (report?["scratch"] as? [String] ?? [])
+            #expect(folders.count == servers.count + 1 && folders.allSatisfy { $0.hasPrefix("/tmp/sprout-bench") }, "\(folders)")
+            #expect(folders.allSatisfy { !FileManager.default.fileExists(atPath: $0) }, "left: \(folders)")
             var left: [String] = []
             for server in servers {
                 let instance = server["instance"] as? String ?? ""

@@ -90,7 +90,7 @@ final class BenchServer: Sendable {
         waitpid(pid, &status, 0)
         let instance = ((try? String(contentsOfFile: data + "/instance", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let ids = (try? DatabaseQueue(path: data + "/sprout.db").read { try String.fetchAll($0, sql: "SELECT id FROM sandbox") }) ?? []
-        Self.stopped.withLock { $0.append(BenchReport.Server(instance: instance, sandboxes: ids)) }
+        Self.stopped.withLock { $0.append(BenchReport.Server(instance: instance, sandboxes: ids, data: data)) }
         try? FileSystem.removeTree(data)
     }
 

@@ -121,6 +121,8 @@ struct BenchReport: Codable {
     struct Server: Codable {
         var instance: String
         var sandboxes: [String]
+        /// Its data directory (removed).
+        var data: String
     }
 
     var machine: Machine
@@ -128,6 +130,8 @@ struct BenchReport: Codable {
     var seconds: Double
     var metrics: [MetricResult]
     var servers: [Server] = []
+    /// The bare runtimes' scratch folders (removed).
+    var scratch: [String] = []
 
     func printTable() {
         print("machine: \(machine.cores) cores, \(String(format: "%.1f", machine.memoryGiB)) GiB, Linux \(machine.kernel), \(machine.runtime) \(machine.runtimeVersion)\(machine.platform.map { ", platform \($0)" } ?? "")")
