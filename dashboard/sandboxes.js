@@ -103,9 +103,15 @@ async function sandboxPage(id) {
       h('section.panel', { 'aria-labelledby': 'events-h' }, h('h2', { id: 'events-h' }, 'Events'), events)));
 
   let sbx = null;
+  // While an action runs (a pause, say), the page asks nothing of the sandbox's
+  // own processes: the server would refuse them (409) until it is running again.
+  let acting = 0;
+  let asking = Promise.resolve();  // the processes request under way, if any
   async function act(label, fn) {
     error.replaceChildren();
-    try { const r = await fn(); say(label + ': done'); await refresh(); return r; } catch (e) { error.replaceChildren(errorBox(e)); return null; }
+    acting += 1;
+    await asking;
+    try { const r = await fn(); say(label + ': done'); await refresh(); return r; } catch (e) { error.replaceChildren(errorBox(e)); return null; } finally { acting -= 1; }
   }
   const forkCount = h('input', { id: 'fork-count', type: 'number', min: 1, max: 100, value: 1 });
   const snapName = h('input', { id: 'snapshot-name', placeholder: 'env name', size: 12 });
@@ -281,9 +287,11 @@ async function sandboxPage(id) {
   }
 
   async function refreshLive() {
-    if (!sbx || sbx.state !== 'running') return;
+    if (!sbx || sbx.state !== 'running' || acting > 0) return;
     try {
-      const ps = await api('GET', '/v1/sandboxes/' + id + '/processes');
+      const request = api('GET', '/v1/sandboxes/' + id + '/processes');
+      asking = request.catch(() => null);
+      const ps = await request;
       procs.replaceChildren(ps.length ? h('div.scroll', { tabindex: 0, role: 'region', 'aria-label': 'Processes table' }, h('table', { id: 'processes' },
         h('thead', h('tr', ['Id', 'PID', 'Command', 'Started', 'Status'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', ps.map((p) => h('tr',

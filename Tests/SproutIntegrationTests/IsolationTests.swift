@@ -145,7 +145,7 @@ extension Integration {
 
             init(subnet: Int, name: String) async throws {
                 self.name = name
-                let namespace = "sproutit-\(Identifiers.random(length: 6))"
+                let namespace = "\(HostResources.testHostPrefix)\(Identifiers.random(length: 6))"
                 self.namespace = namespace
                 address = "198.18.\(subnet).2"
                 directory = "/tmp/\(namespace)"

@@ -176,6 +176,9 @@ enum HostResources {
     static let servers = Locked<Set<String>>([])
     /// The namespaces of the isolation suite's test hosts that are up now.
     static let testHosts = Locked<Set<String>>([])
+    /// How this test process names its test hosts' namespaces: another test
+    /// run on the host (a second `make test`) has its own, which are not this one's leftovers.
+    static let testHostPrefix = "sproutit-\(Identifiers.random(length: 4))-"
 
     /// The id a server gave its data directory (empty without one); its host resources are named after it.
     static func instance(of data: String) -> String {
@@ -216,7 +219,7 @@ enum HostResources {
         let namespacePrefix = instance.isEmpty ? "sprout-" : "sprout-\(instance)-"
         let hosts = testHosts.current
         let netns = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
-            .filter { $0.hasPrefix(namespacePrefix) || ($0.hasPrefix("sproutit-") && !hosts.contains($0)) }
+            .filter { $0.hasPrefix(namespacePrefix) || ($0.hasPrefix(testHostPrefix) && !hosts.contains($0)) }
         found += netns.map { "netns \($0)" }
         for kind in ["runsc", "runc"] {
             let root = data + "/run/" + (kind == "runsc" ? "gvisor" : "runc")
