@@ -108,7 +108,7 @@ struct HostRouteWebSocketMiddleware: RouterMiddleware {
             let identity = try await routing.identity(wsContext.request, sandbox: id)
             let address = try await routing.services.lifecycle.address(id, for: identity)
             let path = HostRouting.upstreamTarget(wsContext.request)
-            let upstream = try await onThread { try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true) }
+            let upstream = try await SandboxWebSocket.connect(host: address, port: port, target: path)
             let keys = routing.services.keys
             try await routing.services.lifecycle.activity.holding(id) {
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {

@@ -40,9 +40,7 @@ struct PortRoutes {
                 let (address, port) = try await target(wsContext.requestContext)
                 let uri = wsContext.request.uri
                 let path = Self.upstreamTarget(wsContext.requestContext, query: uri.query)
-                let upstream = try await onThread {
-                    try WebSocketConnection(host: address, port: port, target: path, resetOnClose: true)
-                }
+                let upstream = try await SandboxWebSocket.connect(host: address, port: port, target: path)
                 let keyID = try wsContext.requestContext.caller().keyID
                 let id = try wsContext.requestContext.parameters.require("id")
                 try await services.lifecycle.activity.holding(id) {
@@ -118,53 +116,40 @@ struct PortRoutes {
     }
 }
 
-/// Relays messages between a server-side WebSocket and an upstream one.
+/// Relays messages between a server-side WebSocket and one into a sandbox.
 enum Relay {
     /// Relays until either side closes or `until` returns (a revoked key).
     static func run(
-        upstream: WebSocketConnection, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+        upstream: SandboxWebSocket.Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
         until: @escaping @Sendable () async -> Void
     ) async throws {
-        let fromUpstream = HandoffQueue<WebSocketConnection.Message>(limit: 64)
-        startThread {
-            do {
-                while let message = try upstream.receive() {
-                    guard fromUpstream.push(message) else { break }
-                }
-                fromUpstream.finish()
-            } catch {
-                fromUpstream.finish(throwing: error)
-            }
-        }
-        // Writes to the upstream block: they go through a thread of their own.
-        let writer = WorkerThread()
-        defer {
-            fromUpstream.cancel()
-            upstream.close()
-            writer.close()
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let message = try await fromUpstream.next() {
-                    switch message {
-                    case .text(let text): try await outbound.write(.text(text))
-                    case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+        try await upstream.executeThenClose { fromSandbox, toSandbox in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await frame in fromSandbox {
+                        switch frame.opcode {
+                        case .text: try await outbound.write(.text(String(buffer: frame.unmaskedData)))
+                        case .binary: try await outbound.write(.binary(frame.unmaskedData))
+                        case .ping: try await toSandbox.write(SandboxWebSocket.frame(.pong, frame.unmaskedData))
+                        case .connectionClose: return
+                        default: continue
+                        }
                     }
                 }
-            }
-            group.addTask {
-                for try await message in inbound.messages(maxSize: 16 << 20) {
-                    switch message {
-                    case .text(let text): try await writer.run { try upstream.send(.text(text)) }
-                    case .binary(let buffer):
-                        let bytes = Array(buffer.readableBytesView)
-                        try await writer.run { try upstream.send(.binary(bytes)) }
+                group.addTask {
+                    for try await message in inbound.messages(maxSize: 16 << 20) {
+                        switch message {
+                        case .text(let text): try await toSandbox.write(SandboxWebSocket.frame(.text, ByteBuffer(string: text)))
+                        case .binary(let bytes): try await toSandbox.write(SandboxWebSocket.frame(.binary, bytes))
+                        }
                     }
+                    // The client closed: so does the relay, telling the server inside.
+                    try? await toSandbox.write(SandboxWebSocket.frame(.connectionClose, ByteBuffer(bytes: [0x03, 0xE8])))
                 }
+                group.addTask { await until() }
+                try await group.next()
+                group.cancelAll()
             }
-            group.addTask { await until() }
-            try await group.next()
-            group.cancelAll()
         }
     }
 }

@@ -2,6 +2,7 @@ import AsyncAlgorithms
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import SproutCore
 
 /// One HTTP/1.1 exchange with a server inside a sandbox, over SwiftNIO: the
@@ -109,4 +110,59 @@ final class SandboxHTTPExchange: Sendable {
     }
 
     deinit { close() }
+}
+
+/// A WebSocket connection to a server inside a sandbox (the port previews'
+/// WebSocket side), over SwiftNIO: the HTTP upgrade, then frames, whole
+/// (fragments aggregated); the socket closes with a reset like the HTTP side's.
+enum SandboxWebSocket {
+    typealias Channel = NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+
+    private enum Upgrade: Sendable {
+        case websocket(Channel)
+        case refused
+    }
+
+    static func connect(host: String, port: UInt16, target: String, connectTimeout: TimeAmount = .seconds(5)) async throws -> Channel {
+        let upgraded: EventLoopFuture<Upgrade>
+        do {
+            upgraded = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(connectTimeout)
+                .connect(host: host, port: Int(port)) { channel in
+                    guard let options = channel as? SocketOptionProvider else {
+                        return channel.eventLoop.makeFailedFuture(SproutError(.internal, "a TCP channel without socket options"))
+                    }
+                    return options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).flatMapThrowing {
+                        let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 16 << 20) { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
+                                                                maxAccumulatedFrameSize: 16 << 20))
+                                return Upgrade.websocket(try Channel(wrappingChannelSynchronously: channel))
+                            }
+                        }
+                        var headers = HTTPHeaders()
+                        headers.add(name: "Host", value: "\(host):\(port)")
+                        headers.add(name: "Content-Length", value: "0")
+                        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
+                        let configuration = NIOTypedHTTPClientUpgradeConfiguration(
+                            upgradeRequestHead: head, upgraders: [upgrader],
+                            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeCompletedFuture { Upgrade.refused } })
+                        return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                            configuration: .init(upgradeConfiguration: configuration))
+                    }
+                }
+        } catch {
+            throw SproutError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        }
+        switch try await upgraded.get() {
+        case .websocket(let channel): return channel
+        case .refused: throw SproutError(.unavailable, "the server on port \(port) in the sandbox refused the WebSocket upgrade")
+        }
+    }
+
+    /// A client frame (clients mask theirs).
+    static func frame(_ opcode: WebSocketOpcode, _ data: ByteBuffer) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
+    }
 }

@@ -2,37 +2,35 @@ import Glibc
 import SproutCore
 import SproutSystem
 
-/// A minimal blocking HTTP/1.1 client connection (plain http only): the
-/// handshake of `WebSocketConnection` (WebSocket port previews) and raw
-/// requests in tests. One request per connection (`Connection: close`),
-/// streaming bodies both ways; it can close with a reset (`resetOnClose`) so
-/// no connection into a sandbox ends in TIME_WAIT inside it (gVisor cannot
-/// checkpoint one). HTTP previews go through SwiftNIO (`SandboxHTTPExchange`).
-public final class HTTPConnection: @unchecked Sendable {
-    public struct ResponseHead: Sendable {
-        public var status: Int
-        public var reason: String
-        public var headers: [(String, String)]
+/// A minimal blocking HTTP/1.1 client connection (plain http only), for
+/// tests that send what a well-behaved client would not (malformed requests,
+/// raw headers) and for `WebSocketConnection`'s handshake. One request per
+/// connection (`Connection: close`), streaming bodies both ways.
+final class HTTPConnection: @unchecked Sendable {
+    struct ResponseHead: Sendable {
+        var status: Int
+        var reason: String
+        var headers: [(String, String)]
 
-        public func header(_ name: String) -> String? {
+        func header(_ name: String) -> String? {
             headers.first { $0.0.lowercased() == name.lowercased() }?.1
         }
     }
 
-    public let fd: Int32
+    let fd: Int32
     private var buffer: [UInt8] = []
     private var bufferStart = 0
     private var bodyMode: BodyMode = .untilClose
     private enum BodyMode { case length(Int64), chunked(remaining: Int64, done: Bool), untilClose, none }
 
-    public init(host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false) throws {
+    init(host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false) throws {
         fd = try Socket.connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: resetOnClose)
     }
 
     deinit { close() }
 
     private var closed = false
-    public func close() {
+    func close() {
         guard !closed else { return }
         closed = true
         Glibc.close(fd)
@@ -42,7 +40,7 @@ public final class HTTPConnection: @unchecked Sendable {
 
     /// Sends the request line and headers. With `bodyLength` nil and `chunked`
     /// true, the body follows as chunks (`sendChunk`, then `finishChunks`).
-    public func sendHead(method: String, target: String, host: String, headers: [(String, String)], bodyLength: Int64?, chunked: Bool = false) throws {
+    func sendHead(method: String, target: String, host: String, headers: [(String, String)], bodyLength: Int64?, chunked: Bool = false) throws {
         var head = "\(method) \(target) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n"
         for (name, value) in headers {
             guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }),
@@ -59,26 +57,26 @@ public final class HTTPConnection: @unchecked Sendable {
         try Descriptor.writeAll(fd, Array(head.utf8))
     }
 
-    public func sendBody(_ bytes: UnsafeRawBufferPointer) throws {
+    func sendBody(_ bytes: UnsafeRawBufferPointer) throws {
         try Descriptor.writeAll(fd, bytes)
     }
 
-    public func sendBody(_ bytes: [UInt8]) throws {
+    func sendBody(_ bytes: [UInt8]) throws {
         try Descriptor.writeAll(fd, bytes)
     }
 
-    public func sendChunk(_ bytes: [UInt8]) throws {
+    func sendChunk(_ bytes: [UInt8]) throws {
         guard !bytes.isEmpty else { return }
         try Descriptor.writeAll(fd, Array((String(bytes.count, radix: 16) + "\r\n").utf8) + bytes + [13, 10])
     }
 
-    public func finishChunks() throws {
+    func finishChunks() throws {
         try Descriptor.writeAll(fd, Array("0\r\n\r\n".utf8))
     }
 
     // MARK: Response
 
-    public func readResponseHead(requestMethod: String = "GET") throws -> ResponseHead {
+    func readResponseHead(requestMethod: String = "GET") throws -> ResponseHead {
         guard let statusLine = try readLine() else {
             throw SproutError(.unavailable, "the server closed the connection without a response")
         }
@@ -105,7 +103,7 @@ public final class HTTPConnection: @unchecked Sendable {
     }
 
     /// The next piece of the response body, or nil at its end.
-    public func readBodyChunk(max: Int = 1 << 20) throws -> [UInt8]? {
+    func readBodyChunk(max: Int = 1 << 20) throws -> [UInt8]? {
         switch bodyMode {
         case .none: return nil
         case .length(let remaining):
@@ -143,7 +141,7 @@ public final class HTTPConnection: @unchecked Sendable {
     /// read now (or the stream ended or failed: the read will tell), false
     /// on a quiet wait. A proxy uses the quiet spells to see if its own
     /// client is still there.
-    public func waitForData(milliseconds: Int32) -> Bool {
+    func waitForData(milliseconds: Int32) -> Bool {
         if bufferStart < buffer.count { return true }
         switch bodyMode {
         case .none, .chunked(_, true), .length(0): return true
@@ -154,7 +152,7 @@ public final class HTTPConnection: @unchecked Sendable {
     }
 
     /// The whole response body (up to `limit` bytes).
-    public func readBody(limit: Int = 64 << 20) throws -> [UInt8] {
+    func readBody(limit: Int = 64 << 20) throws -> [UInt8] {
         var out: [UInt8] = []
         while let chunk = try readBodyChunk() {
             out += chunk
@@ -164,7 +162,7 @@ public final class HTTPConnection: @unchecked Sendable {
     }
 
     /// Reads one line (without CRLF) of the response; nil at end of stream.
-    public func readLine() throws -> String? {
+    func readLine() throws -> String? {
         var line: [UInt8] = []
         while true {
             if bufferStart >= buffer.count {
@@ -182,7 +180,7 @@ public final class HTTPConnection: @unchecked Sendable {
     }
 
     /// Bytes already received but not yet consumed, then the raw socket (for upgrades).
-    public func takeBuffered() -> [UInt8] {
+    func takeBuffered() -> [UInt8] {
         defer {
             buffer = []
             bufferStart = 0

@@ -7,12 +7,10 @@ import Glibc
 import SproutCore
 import SproutSystem
 
-/// A minimal blocking WebSocket client (RFC 6455, no extensions), for the
-/// server's port-preview relay into sandboxes. Hand-written on purpose: the
-/// connection must close with a reset (`resetOnClose`), never a FIN that
-/// would leave the sandbox's end in TIME_WAIT, which gVisor cannot checkpoint.
-public final class WebSocketConnection: @unchecked Sendable {
-    public enum Message: Sendable, Equatable {
+/// A minimal blocking WebSocket client (RFC 6455, no extensions), for tests
+/// that talk to the server's WebSocket routes frame by frame.
+final class WebSocketConnection: @unchecked Sendable {
+    enum Message: Sendable, Equatable {
         case text(String)
         case binary([UInt8])
     }
@@ -24,7 +22,7 @@ public final class WebSocketConnection: @unchecked Sendable {
 
     /// Connects and performs the opening handshake. Throws the server's
     /// error (status and body) if it refuses the upgrade.
-    public init(
+    init(
         host: String, port: UInt16, target: String, headers: [(String, String)] = [], timeoutSeconds: Double = 10, resetOnClose: Bool = false,
         authority: String? = nil
     ) throws {
@@ -57,7 +55,7 @@ public final class WebSocketConnection: @unchecked Sendable {
 
     // MARK: Sending
 
-    public func send(_ message: Message) throws {
+    func send(_ message: Message) throws {
         switch message {
         case .text(let s): try sendFrame(opcode: 1, Array(s.utf8))
         case .binary(let b): try sendFrame(opcode: 2, b)
@@ -65,7 +63,7 @@ public final class WebSocketConnection: @unchecked Sendable {
     }
 
     /// Sends a close frame and shuts the connection down.
-    public func close(code: UInt16 = 1000) {
+    func close(code: UInt16 = 1000) {
         let already = closedState.withLock { c -> Bool in
             defer { c = true }
             return c
@@ -96,7 +94,7 @@ public final class WebSocketConnection: @unchecked Sendable {
     // MARK: Receiving
 
     /// The next message, or nil when the peer closed the connection.
-    public func receive() throws -> Message? {
+    func receive() throws -> Message? {
         var assembled: [UInt8] = []
         var messageOpcode: UInt8 = 0
         while true {
