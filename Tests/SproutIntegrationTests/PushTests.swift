@@ -96,6 +96,12 @@ extension Integration {
 }
 
 extension Integration.PushTests {
+    /// A server log's crash report (the crashed thread first), else its tail.
+    static func crashOrTail(_ log: String) -> String {
+        if let crash = log.range(of: "Program crashed") { return String(log[crash.lowerBound...].prefix(8000)) }
+        return String(log.suffix(6000))
+    }
+
     /// Waits until the build's log holds `text` (the step's own output: its sandbox runs it).
     static func waitForLog(_ api: SproutAPIClient, _ id: String, _ text: String) async throws -> Bool {
         try await eventually {
@@ -131,7 +137,7 @@ extension Integration.PushTests {
             _ = try? await api.cancelBuild(atOnce.build!.id)
             // The build sandboxes go away (killed in the background after each step).
             let left = try await waitUntilHostIsClear(server.data)
-            #expect(left.isEmpty, "left on the host: \(left)\n\(server.log.suffix(6000))")
+            #expect(left.isEmpty, "left on the host: \(left)\n\(Self.crashOrTail(server.log))")
             #expect(try await api.sandboxes().isEmpty)
             return server.data
         }
