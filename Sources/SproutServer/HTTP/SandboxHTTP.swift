@@ -33,21 +33,9 @@ final class SandboxHTTPExchange: Sendable {
     /// Sends the request and returns once the answer's head has come.
     static func start(host: String, port: UInt16, method: String, target: String, headers: [(String, String)], body: ByteBuffer,
                       connectTimeout: TimeAmount = .seconds(5)) async throws -> SandboxHTTPExchange {
-        let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
-        do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(connectTimeout)
-                .connect(host: host, port: Int(port)) { channel in
-                    guard let options = channel as? SocketOptionProvider else {
-                        return channel.eventLoop.makeFailedFuture(SproutError(.internal, "a TCP channel without socket options"))
-                    }
-                    return options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).flatMapThrowing {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
-                    }
-                }
-        } catch {
-            throw SproutError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        let channel = try await connectIntoSandbox(host: host, port: port, timeout: connectTimeout) { channel in
+            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+            return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
         }
         var fields = HTTPHeaders(headers)
         fields.replaceOrAdd(name: "Host", value: "\(host):\(port)")
@@ -124,36 +112,24 @@ enum SandboxWebSocket {
     }
 
     static func connect(host: String, port: UInt16, target: String, connectTimeout: TimeAmount = .seconds(5)) async throws -> Channel {
-        let upgraded: EventLoopFuture<Upgrade>
-        do {
-            upgraded = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(connectTimeout)
-                .connect(host: host, port: Int(port)) { channel in
-                    guard let options = channel as? SocketOptionProvider else {
-                        return channel.eventLoop.makeFailedFuture(SproutError(.internal, "a TCP channel without socket options"))
-                    }
-                    return options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).flatMapThrowing {
-                        let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 16 << 20) { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
-                                                                maxAccumulatedFrameSize: 16 << 20))
-                                return Upgrade.websocket(try Channel(wrappingChannelSynchronously: channel))
-                            }
-                        }
-                        var headers = HTTPHeaders()
-                        headers.add(name: "Host", value: "\(host):\(port)")
-                        headers.add(name: "Content-Length", value: "0")
-                        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
-                        let configuration = NIOTypedHTTPClientUpgradeConfiguration(
-                            upgradeRequestHead: head, upgraders: [upgrader],
-                            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeCompletedFuture { Upgrade.refused } })
-                        return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                            configuration: .init(upgradeConfiguration: configuration))
-                    }
+        let upgraded = try await connectIntoSandbox(host: host, port: port, timeout: connectTimeout) { channel in
+            let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 16 << 20) { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
+                                                    maxAccumulatedFrameSize: 16 << 20))
+                    return Upgrade.websocket(try Channel(wrappingChannelSynchronously: channel))
                 }
-        } catch {
-            throw SproutError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: "\(host):\(port)")
+            headers.add(name: "Content-Length", value: "0")
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
+            let configuration = NIOTypedHTTPClientUpgradeConfiguration(
+                upgradeRequestHead: head, upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in channel.eventLoop.makeCompletedFuture { Upgrade.refused } })
+            return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                configuration: .init(upgradeConfiguration: configuration))
         }
         switch try await upgraded.get() {
         case .websocket(let channel): return channel
@@ -164,5 +140,25 @@ enum SandboxWebSocket {
     /// A client frame (clients mask theirs).
     static func frame(_ opcode: WebSocketOpcode, _ data: ByteBuffer) -> WebSocketFrame {
         WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
+    }
+}
+
+/// A TCP connection into a sandbox whose socket closes with a reset
+/// (`SO_LINGER` 0), its pipeline set up by `setup` on the event loop; what
+/// `setup` returns. Both preview clients connect through it.
+private func connectIntoSandbox<Output: Sendable>(
+    host: String, port: UInt16, timeout: TimeAmount, _ setup: @escaping @Sendable (any Channel) throws -> Output
+) async throws -> Output {
+    do {
+        return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(timeout)
+            .connect(host: host, port: Int(port)) { channel in
+                guard let options = channel as? SocketOptionProvider else {
+                    return channel.eventLoop.makeFailedFuture(SproutError(.internal, "a TCP channel without socket options"))
+                }
+                return options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).flatMapThrowing { try setup(channel) }
+            }
+    } catch {
+        throw SproutError(.unavailable, "cannot connect to \(host):\(port): \(error)")
     }
 }
