@@ -7,7 +7,7 @@ AGENT_SCRATCH := .build-agent
 export TMPDIR := $(CURDIR)/.build/tmp
 $(shell mkdir -p $(TMPDIR))
 
-.PHONY: deps test-deps build agent dashboard run test bench-agent clean
+.PHONY: deps test-deps build agent dashboard proto run test bench-agent clean
 
 deps:
 	./scripts/install-deps.sh
@@ -31,6 +31,17 @@ dashboard/vendor/xterm.js: scripts/xterm-entry.js
 dashboard/vendor/xterm.css:
 	@mkdir -p dashboard/vendor
 	cp /usr/share/nodejs/xterm/lib/xterm.css $@
+
+# envd's message types from proto/envd/*.proto, for after a change there:
+# Debian's protoc and swift-protobuf's plugin, built from the checkout
+# SwiftPM resolved. The output is committed; builds do not run this.
+PROTOC_GEN_SWIFT := .build/protoc-gen-swift/release/protoc-gen-swift
+proto:
+	command -v protoc >/dev/null || apt-get install -y protobuf-compiler
+	$(SWIFT) package resolve
+	$(SWIFT) build -c release --package-path .build/checkouts/swift-protobuf --product protoc-gen-swift --scratch-path .build/protoc-gen-swift
+	protoc --plugin=protoc-gen-swift=$(PROTOC_GEN_SWIFT) --swift_opt=Visibility=Public \
+		--swift_out=Sources/EnvdProto -I proto/envd proto/envd/process.proto proto/envd/filesystem.proto
 
 build: agent dashboard
 	$(SWIFT) build -c release

@@ -5,6 +5,8 @@ import httpx
 from e2b import CommandExitException, NotFoundException, Sandbox, SandboxException, SandboxNotFoundException, TimeoutException
 from e2b.sandbox.sandbox_api import SandboxQuery
 
+from e2b.envd.filesystem.filesystem_pb import StatRequest, StatResponse
+from e2b.envd.process.process_pb import ProcessConfig, StartRequest, StartResponse
 from sdk_common import RUN, TEMPLATE, check, eventually
 
 
@@ -134,6 +136,25 @@ def bad_input(sbx):
     check("daemon: an unknown method is unimplemented", r.status_code == 501 and r.json()["code"] == "unimplemented", r.text)
     r = httpx.post(base + "/filesystem.Filesystem/Stat", content=b"{not json", headers={**good, "Content-Type": "application/json"})
     check("daemon: a malformed message is invalid_argument", r.status_code == 400 and r.json()["code"] == "invalid_argument", r.text)
+    # Connect's binary codec, as other Connect clients use it: the SDK's own message classes.
+    stat = StatRequest(path="/etc/hostname").to_binary()
+    r = httpx.post(base + "/filesystem.Filesystem/Stat", content=stat, headers={**good, "Content-Type": "application/proto"})
+    entry = StatResponse.from_binary(r.content).entry if r.status_code == 200 else None
+    check("daemon: the binary codec (application/proto) answers in kind",
+          r.headers.get("content-type") == "application/proto" and entry is not None and entry.name == "hostname" and entry.size > 0,
+          f"{r.status_code} {r.headers.get('content-type')} {r.content[:200]!r}")
+    start = StartRequest(process=ProcessConfig(cmd="/bin/echo", args=["proto-stream"])).to_binary()
+    r = httpx.post(base + "/process.Process/Start", content=b"\x00" + len(start).to_bytes(4, "big") + start,
+                   headers={**good, "Content-Type": "application/connect+proto"})
+    frames, body = [], r.content
+    while len(body) >= 5:
+        flags, length = body[0], int.from_bytes(body[1:5], "big")
+        frames.append((flags, body[5:5 + length]))
+        body = body[5 + length:]
+    events = [StartResponse.from_binary(m).event.event for f, m in frames if f == 0]
+    output = b"".join(e.value.output.value for e in events if e.field == "data")
+    check("daemon: a binary stream (application/connect+proto) carries the process's output and ends with {}",
+          output == b"proto-stream\n" and frames[-1] == (2, b"{}"), repr(r.content[:300]))
     r = httpx.post(base + "/process.Process/Start", content=b"\x00\xff\xff\xff\xff", headers={**good, "Content-Type": "application/connect+json"})
     check("daemon: an oversized envelope ends the stream with an error", b"resource_exhausted" in r.content, repr(r.content))
     r = httpx.post(os.environ["E2B_API_URL"] + "/sandboxes", json={"templateID": "no-such-env"}, headers={"X-API-Key": os.environ["E2B_API_KEY"]})

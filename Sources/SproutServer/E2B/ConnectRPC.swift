@@ -5,13 +5,53 @@ import Hummingbird
 import NIOCore
 import SproutCore
 import SproutSystem
+import SwiftProtobuf
 
-/// The Connect RPC protocol with the JSON codec, as envd speaks it: unary
-/// calls as `application/json`; streams as `application/connect+json`
-/// envelopes (`[flags:1][length:4 BE][JSON]`) ending with an end-stream
-/// frame (flags 0x02) that carries `{}` or `{"error": …}`.
+/// The Connect RPC protocol as envd speaks it, with both of its codecs:
+/// unary calls as `application/json` or `application/proto`; streams as
+/// `application/connect+json` or `application/connect+proto` envelopes
+/// (`[flags:1][length:4 BE][message]`) ending with an end-stream frame
+/// (flags 0x02) that carries `{}` or `{"error": …}` (JSON in both codecs,
+/// as are unary errors). The messages are envd's, from `EnvdProto`.
 enum ConnectRPC {
-    static let streamContentType = "application/connect+json"
+    /// How a call's messages are written, from its content type.
+    enum Codec: Sendable {
+        case json, proto
+
+        init(_ request: Request) {
+            let type = request.headers[.contentType] ?? ""
+            self = type.hasPrefix("application/proto") || type.hasPrefix("application/connect+proto") ? .proto : .json
+        }
+
+        var unaryContentType: String { self == .proto ? "application/proto" : "application/json" }
+        var streamContentType: String { self == .proto ? "application/connect+proto" : "application/connect+json" }
+
+        /// Fields this server does not know are skipped, as connect-go's protojson does.
+        static let jsonOptions: JSONDecodingOptions = {
+            var options = JSONDecodingOptions()
+            options.ignoreUnknownFields = true
+            return options
+        }()
+
+        func decode<M: SwiftProtobuf.Message>(_ type: M.Type, _ bytes: Data) throws -> M {
+            switch self {
+            case .proto: return try M(serializedBytes: bytes)
+            case .json: return try M(jsonUTF8Data: bytes.isEmpty ? Data("{}".utf8) : bytes, options: Self.jsonOptions)
+            }
+        }
+
+        func encode(_ message: some SwiftProtobuf.Message) throws -> Data {
+            switch self {
+            case .proto: try message.serializedData()
+            case .json: try message.jsonUTF8Data()
+            }
+        }
+    }
+
+    static func isStreaming(_ request: Request) -> Bool {
+        request.headers[.contentType]?.hasPrefix("application/connect+") == true
+    }
+
     /// The largest message accepted from a client.
     static let maxMessage = 16 << 20
 
@@ -66,7 +106,7 @@ enum ConnectRPC {
                 self = failure
             } else if let sprout = error as? SproutError {
                 self.init(Code(sprout.code), sprout.message)
-            } else if error is DecodingError {
+            } else if error is JSONDecodingError || error is BinaryDecodingError || error is DecodingError {
                 self.init(.invalid_argument, "malformed message: \(error)")
             } else {
                 self.init(.internal, "\(error)")
@@ -77,18 +117,18 @@ enum ConnectRPC {
 
     // MARK: Unary
 
-    static func decodeUnary<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+    static func decodeUnary<M: SwiftProtobuf.Message>(_ type: M.Type, _ request: Request) async throws -> M {
         let body: ByteBuffer
         do { body = try await request.body.collect(upTo: maxMessage) } catch {
             throw Failure(.resource_exhausted, "message larger than \(maxMessage) bytes")
         }
-        if body.readableBytes == 0 { return try JSONDecoder().decode(T.self, from: Data("{}".utf8)) }
-        return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        return try Codec(request).decode(M.self, Data(body.readableBytesView))
     }
 
-    static func unary(_ value: some Encodable) throws -> Response {
-        let data = try JSONEncoder().encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    static func unary(_ message: some SwiftProtobuf.Message, for request: Request) throws -> Response {
+        let codec = Codec(request)
+        return Response(status: .ok, headers: [.contentType: codec.unaryContentType],
+                        body: .init(byteBuffer: ByteBuffer(bytes: try codec.encode(message))))
     }
 
     static func unaryError(_ failure: Failure) -> Response {
@@ -98,16 +138,16 @@ enum ConnectRPC {
 
     // MARK: Streams
 
-    static func envelope(_ json: Data, flags: UInt8 = 0) -> ByteBuffer {
+    static func envelope(_ bytes: Data, flags: UInt8 = 0) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeInteger(flags)
-        buffer.writeInteger(UInt32(json.count))
-        buffer.writeBytes(json)
+        buffer.writeInteger(UInt32(bytes.count))
+        buffer.writeBytes(bytes)
         return buffer
     }
 
-    static func message(_ value: some Encodable) throws -> ByteBuffer {
-        envelope(try JSONEncoder().encode(value))
+    static func message(_ message: some SwiftProtobuf.Message, _ codec: Codec) throws -> ByteBuffer {
+        envelope(try codec.encode(message))
     }
 
     static func endOfStream(_ failure: Failure?) -> ByteBuffer {
@@ -121,8 +161,8 @@ enum ConnectRPC {
     }
 
     /// A streaming error before any message: still a 200 with only the end-stream frame.
-    static func streamError(_ failure: Failure) -> Response {
-        Response(status: .ok, headers: [.contentType: streamContentType], body: .init(byteBuffer: endOfStream(failure)))
+    static func streamError(_ failure: Failure, _ codec: Codec) -> Response {
+        Response(status: .ok, headers: [.contentType: codec.streamContentType], body: .init(byteBuffer: endOfStream(failure)))
     }
 
     /// Reads envelopes from a request body: one message at a time.
@@ -132,7 +172,7 @@ enum ConnectRPC {
 
         init(_ body: RequestBody) { iterator = body.makeAsyncIterator() }
 
-        /// The next message's JSON, or nil at the end of the body or at an end-stream frame.
+        /// The next message's bytes, or nil at the end of the body or at an end-stream frame.
         mutating func next() async throws -> Data? {
             while true {
                 if pending.readableBytes >= 5,
@@ -157,10 +197,10 @@ enum ConnectRPC {
     }
 
     /// A server-streaming call's request: one enveloped message.
-    static func decodeStreamRequest<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+    static func decodeStreamRequest<M: SwiftProtobuf.Message>(_ type: M.Type, _ request: Request) async throws -> M {
         var reader = EnvelopeReader(request.body)
-        guard let json = try await reader.next() else { throw Failure(.invalid_argument, "the stream carried no request message") }
-        return try JSONDecoder().decode(T.self, from: json)
+        guard let bytes = try await reader.next() else { throw Failure(.invalid_argument, "the stream carried no request message") }
+        return try Codec(request).decode(M.self, bytes)
     }
 }
 

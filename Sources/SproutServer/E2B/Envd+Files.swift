@@ -61,7 +61,8 @@ extension EnvdService {
     }
 
     func writeInfo(_ path: String, _ xattrs: [String: String]?) -> WriteInfo {
-        WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""), metadata: EnvdFilesystem.metadata(xattrs))
+        let metadata = EnvdFilesystem.metadata(xattrs)
+        return WriteInfo(path: path, name: String(path.split(separator: "/").last ?? ""), metadata: metadata.isEmpty ? nil : metadata)
     }
 
     func upload(_ request: Request) async throws -> Response {

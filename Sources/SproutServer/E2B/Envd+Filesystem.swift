@@ -1,49 +1,30 @@
+import EnvdProto
 import Foundation
 import Hummingbird
 import NIOCore
 import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
+import SwiftProtobuf
 
-/// envd's `filesystem.Filesystem` messages in Connect's JSON mapping.
+/// Entries of envd's `filesystem.Filesystem` (messages from `EnvdProto`).
 enum EnvdFilesystem {
-    struct PathRequest: Decodable { var path: String }
-    struct ListDirRequest: Decodable { var path: String; var depth: Int? }
-    struct MoveRequest: Decodable { var source: String; var destination: String }
-    struct EntryInfo: Encodable, Sendable {
-        var name: String
-        var type: String
-        var path: String
-        var size: Int64
-        var mode: UInt32
-        var permissions: String
-        var owner: String
-        var group: String
-        var modifiedTime: String
-        var symlinkTarget: String?
-        var isSymlink: Bool?
-        /// The file's `user.e2b.*` extended attributes, without the prefix.
-        var metadata: [String: String]?
-    }
-
     static let metadataPrefix = "user.e2b."
 
-    /// `user.e2b.k` → `k`; nil when there are none.
-    static func metadata(_ xattrs: [String: String]?) -> [String: String]? {
+    /// `user.e2b.k` → `k`.
+    static func metadata(_ xattrs: [String: String]?) -> [String: String] {
         var out: [String: String] = [:]
         for (name, value) in xattrs ?? [:] where name.hasPrefix(metadataPrefix) {
             out[String(name.dropFirst(metadataPrefix.count))] = value
         }
-        return out.isEmpty ? nil : out
+        return out
     }
-    struct EntryResponse: Encodable { var entry: EntryInfo }
-    struct ListDirResponse: Encodable { var entries: [EntryInfo] }
 
-    static func typeName(_ kind: FileInfo.Kind) -> String {
+    static func type(_ kind: FileInfo.Kind) -> Filesystem_FileType {
         switch kind {
-        case .file: "FILE_TYPE_FILE"
-        case .dir: "FILE_TYPE_DIRECTORY"
-        case .symlink, .other: "FILE_TYPE_UNSPECIFIED"
+        case .file: .file
+        case .dir: .directory
+        case .symlink, .other: .unspecified
         }
     }
 
@@ -64,57 +45,63 @@ extension EnvdService {
     func filesystemCall(_ method: String, _ request: Request, streaming: Bool) async throws -> Response {
         switch method {
         case "Stat":
-            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let body = try await ConnectRPC.decodeUnary(Filesystem_StatRequest.self, request)
             let path = try user.resolve(body.path)
-            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: try await withAgent { try await entry(path, $0, listing: false) }))
+            var response = Filesystem_StatResponse()
+            response.entry = try await withAgent { try await entry(path, $0, listing: false) }
+            return try ConnectRPC.unary(response, for: request)
         case "ListDir":
-            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.ListDirRequest.self, request)
+            let body = try await ConnectRPC.decodeUnary(Filesystem_ListDirRequest.self, request)
             let path = try user.resolve(body.path)
-            let depth = body.depth ?? 1
+            // 0 is proto3's unset, and envd's default of one level.
+            let depth = Int(body.depth)
             guard (0...64).contains(depth) else { throw ConnectRPC.Failure(.invalid_argument, "depth must be 0-64") }
-            let entries = try await withAgent { agent -> [EnvdFilesystem.EntryInfo] in
+            var response = Filesystem_ListDirResponse()
+            response.entries = try await withAgent { agent -> [Filesystem_EntryInfo] in
                 let directory = try await agent.stat(path)
                 guard directory.type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
-                var out: [EnvdFilesystem.EntryInfo] = []
+                var out: [Filesystem_EntryInfo] = []
                 for info in try await agent.list(path, depth: max(1, depth)) where info.path != path {
                     out.append(try await describe(info, agent, listing: true))
                 }
                 return out
             }
-            return try ConnectRPC.unary(EnvdFilesystem.ListDirResponse(entries: entries))
+            return try ConnectRPC.unary(response, for: request)
         case "MakeDir":
-            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let body = try await ConnectRPC.decodeUnary(Filesystem_MakeDirRequest.self, request)
             let path = try user.resolve(body.path)
-            let made = try await withAgent { agent -> EnvdFilesystem.EntryInfo in
+            var response = Filesystem_MakeDirResponse()
+            response.entry = try await withAgent { agent -> Filesystem_EntryInfo in
                 if (try? await agent.stat(path)) != nil { throw ConnectRPC.Failure(.already_exists, "path \(path) already exists") }
                 try await agent.makeDirectory(path, owner: user.agentUser)
                 return try await entry(path, agent)
             }
-            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: made))
+            return try ConnectRPC.unary(response, for: request)
         case "Move":
-            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.MoveRequest.self, request)
+            let body = try await ConnectRPC.decodeUnary(Filesystem_MoveRequest.self, request)
             let source = try user.resolve(body.source), destination = try user.resolve(body.destination)
-            let moved = try await withAgent { agent -> EnvdFilesystem.EntryInfo in
+            var response = Filesystem_MoveResponse()
+            response.entry = try await withAgent { agent -> Filesystem_EntryInfo in
                 try await agent.move(source, to: destination)
                 return try await entry(destination, agent)
             }
-            return try ConnectRPC.unary(EnvdFilesystem.EntryResponse(entry: moved))
+            return try ConnectRPC.unary(response, for: request)
         case "Remove":
-            let body = try await ConnectRPC.decodeUnary(EnvdFilesystem.PathRequest.self, request)
+            let body = try await ConnectRPC.decodeUnary(Filesystem_RemoveRequest.self, request)
             let path = try user.resolve(body.path)
             try await withAgent { agent in
                 // Removing what is not there succeeds, as envd's does.
                 guard (try? await agent.stat(path)) != nil else { return }
                 try await agent.remove(path, recursive: true)
             }
-            return try ConnectRPC.unary(EnvdProcess.Empty())
+            return try ConnectRPC.unary(Filesystem_RemoveResponse(), for: request)
         default:
             if let response = try await watchCall(method, request) { return response }
             throw Self.unimplemented("filesystem.Filesystem", method)
         }
     }
 
-    func entry(_ path: String, _ agent: AgentClient, listing: Bool = true) async throws -> EnvdFilesystem.EntryInfo {
+    func entry(_ path: String, _ agent: AgentClient, listing: Bool = true) async throws -> Filesystem_EntryInfo {
         try await describe(try await agent.stat(path), agent, listing: listing)
     }
 
@@ -122,7 +109,7 @@ extension EnvdService {
     /// bits of what it resolves to, and that resolved path, absolute. A
     /// listing marks the link itself (`isSymlink`, which the SDK shows as a
     /// symlink); `Stat` (`get_info`, `exists`) follows it and does not.
-    func describe(_ info: FileInfo, _ agent: AgentClient, listing: Bool) async throws -> EnvdFilesystem.EntryInfo {
+    func describe(_ info: FileInfo, _ agent: AgentClient, listing: Bool) async throws -> Filesystem_EntryInfo {
         let info = try await xattrStore.fill(info)
         var kind = info.type
         var mode = info.mode
@@ -133,11 +120,20 @@ extension EnvdService {
             kind = final?.type ?? .other
             mode = final?.mode ?? 0
         }
-        return EnvdFilesystem.EntryInfo(
-            name: info.name, type: EnvdFilesystem.typeName(kind), path: info.path, size: info.size, mode: mode,
-            permissions: EnvdFilesystem.permissions(info.type, info.mode), owner: info.owner ?? "root", group: info.group ?? "root",
-            modifiedTime: E2B.rfc3339(info.mtime), symlinkTarget: target, isSymlink: info.type == .symlink && listing ? true : nil,
-            metadata: EnvdFilesystem.metadata(info.xattrs))
+        var entry = Filesystem_EntryInfo()
+        entry.name = info.name
+        entry.type = EnvdFilesystem.type(kind)
+        entry.path = info.path
+        entry.size = info.size
+        entry.mode = mode
+        entry.permissions = EnvdFilesystem.permissions(info.type, info.mode)
+        entry.owner = info.owner ?? "root"
+        entry.group = info.group ?? "root"
+        entry.modifiedTime = Google_Protobuf_Timestamp(timeIntervalSince1970: info.mtime)
+        if let target { entry.symlinkTarget = target }
+        entry.isSymlink = info.type == .symlink && listing
+        entry.metadata = EnvdFilesystem.metadata(info.xattrs)
+        return entry
     }
 
     /// Follows a symlink to the end of its chain (at most 40 links, as the

@@ -1,3 +1,4 @@
+import EnvdProto
 import Foundation
 import Hummingbird
 import NIOCore
@@ -10,26 +11,30 @@ import SproutCore
 /// sync SDK), on the agent's watch. Event names are relative to the
 /// watched directory.
 enum EnvdWatch {
+    /// What a watch asks for (`WatchDir` and `CreateWatcher` ask the same).
     /// `allowNetworkMounts` is accepted: a sandbox has no network mounts.
-    struct Request: Decodable { var path: String; var recursive: Bool?; var includeEntry: Bool?; var allowNetworkMounts: Bool? }
-    struct WatcherID: Codable { var watcherId: String }
-    struct Event: Encodable, Sendable {
-        var name: String
-        var type: String
-        /// With `includeEntry`: the entry as it is when the event is read (none once removed).
-        var entry: EnvdFilesystem.EntryInfo?
-        init(name: String, type: String, entry: EnvdFilesystem.EntryInfo? = nil) {
-            self.name = name
-            self.type = type
-            self.entry = entry
-        }
+    struct Request {
+        var path: String
+        var recursive: Bool
+        var includeEntry: Bool
+        init(_ request: Filesystem_WatchDirRequest) { (path, recursive, includeEntry) = (request.path, request.recursive, request.includeEntry) }
+        init(_ request: Filesystem_CreateWatcherRequest) { (path, recursive, includeEntry) = (request.path, request.recursive, request.includeEntry) }
     }
-    struct Events: Encodable { var events: [Event] }
-    struct StreamMessage: Encodable {
-        struct Start: Encodable {}
-        var start: Start?
-        var filesystem: Event?
-        var keepalive: EnvdProcess.Empty?
+    /// An event; with `includeEntry`, its entry as it is when the event is
+    /// read (none once removed).
+    typealias Event = Filesystem_FilesystemEvent
+
+    static func event(_ name: String, _ type: Filesystem_EventType) -> Event {
+        var event = Event()
+        event.name = name
+        event.type = type
+        return event
+    }
+
+    static func streamMessage(_ event: Filesystem_WatchDirResponse.OneOf_Event) -> Filesystem_WatchDirResponse {
+        var message = Filesystem_WatchDirResponse()
+        message.event = event
+        return message
     }
 
     /// The agent writes a file under a temporary name and renames it into
@@ -51,7 +56,7 @@ enum EnvdWatch {
                 return []
             }
             if raw.type == .create, renamedIn.remove(event.name) != nil {
-                return [event, Event(name: event.name, type: "EVENT_TYPE_WRITE")]
+                return [event, EnvdWatch.event(event.name, .write)]
             }
             return [event]
         }
@@ -60,13 +65,13 @@ enum EnvdWatch {
     static func event(_ event: WatchEvent, under directory: String) -> Event {
         let prefix = directory == "/" ? "/" : directory + "/"
         let name = event.path.hasPrefix(prefix) ? String(event.path.dropFirst(prefix.count)) : event.path
-        let type = switch event.type {
-        case .create: "EVENT_TYPE_CREATE"
-        case .write: "EVENT_TYPE_WRITE"
-        case .remove: "EVENT_TYPE_REMOVE"
-        case .rename: "EVENT_TYPE_RENAME"
+        let type: Filesystem_EventType = switch event.type {
+        case .create: .create
+        case .write: .write
+        case .remove: .remove
+        case .rename: .rename
         }
-        return Event(name: name, type: type)
+        return Self.event(name, type)
     }
 }
 
@@ -135,33 +140,36 @@ extension EnvdService {
     func watchCall(_ method: String, _ request: Request) async throws -> Response? {
         switch method {
         case "CreateWatcher":
-            let body = try await ConnectRPC.decodeUnary(EnvdWatch.Request.self, request)
+            let body = EnvdWatch.Request(try await ConnectRPC.decodeUnary(Filesystem_CreateWatcherRequest.self, request))
             let (path, session) = try await openWatch(body)
             let enrich = try await enricher(body, directory: path)
-            let id = try await watchers.add(session, sandbox: sandboxID, directory: path, enrich: enrich)
-            return try ConnectRPC.unary(EnvdWatch.WatcherID(watcherId: id))
+            var response = Filesystem_CreateWatcherResponse()
+            response.watcherID = try await watchers.add(session, sandbox: sandboxID, directory: path, enrich: enrich)
+            return try ConnectRPC.unary(response, for: request)
         case "GetWatcherEvents":
-            let body = try await ConnectRPC.decodeUnary(EnvdWatch.WatcherID.self, request)
-            return try ConnectRPC.unary(EnvdWatch.Events(events: try await watchers.take(body.watcherId, sandbox: sandboxID)))
+            let body = try await ConnectRPC.decodeUnary(Filesystem_GetWatcherEventsRequest.self, request)
+            var response = Filesystem_GetWatcherEventsResponse()
+            response.events = try await watchers.take(body.watcherID, sandbox: sandboxID)
+            return try ConnectRPC.unary(response, for: request)
         case "RemoveWatcher":
-            let body = try await ConnectRPC.decodeUnary(EnvdWatch.WatcherID.self, request)
-            try await watchers.remove(body.watcherId, sandbox: sandboxID)
-            return try ConnectRPC.unary(EnvdProcess.Empty())
+            let body = try await ConnectRPC.decodeUnary(Filesystem_RemoveWatcherRequest.self, request)
+            try await watchers.remove(body.watcherID, sandbox: sandboxID)
+            return try ConnectRPC.unary(Filesystem_RemoveWatcherResponse(), for: request)
         case "WatchDir":
-            let body = try await ConnectRPC.decodeStreamRequest(EnvdWatch.Request.self, request)
+            let body = EnvdWatch.Request(try await ConnectRPC.decodeStreamRequest(Filesystem_WatchDirRequest.self, request))
             let (path, session) = try await openWatch(body)
             let enrich = try await enricher(body, directory: path)
-            let activity = services.lifecycle.activity, id = sandboxID, service = self
-            return Response(status: .ok, headers: [.contentType: ConnectRPC.streamContentType], body: ResponseBody { writer in
+            let activity = services.lifecycle.activity, id = sandboxID, service = self, codec = ConnectRPC.Codec(request)
+            return Response(status: .ok, headers: [.contentType: codec.streamContentType], body: ResponseBody { writer in
                 defer { session.close() }
                 var failure: ConnectRPC.Failure?
                 var translator = EnvdWatch.Translator(directory: path)
                 do {
-                    try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(start: .init())))
+                    try await writer.write(try ConnectRPC.message(EnvdWatch.streamMessage(.start(.init())), codec))
                     try await activity.holding(id) {
                         for try await event in session {
                             for translated in translator.translate(event) {
-                                try await writer.write(try ConnectRPC.message(EnvdWatch.StreamMessage(filesystem: await enrich(translated))))
+                                try await writer.write(try ConnectRPC.message(EnvdWatch.streamMessage(.filesystem(await enrich(translated))), codec))
                             }
                         }
                     }
@@ -180,14 +188,14 @@ extension EnvdService {
     func enricher(_ body: EnvdWatch.Request, directory: String) async throws
         -> @Sendable (EnvdWatch.Event) async -> EnvdWatch.Event
     {
-        guard body.includeEntry == true else { return { $0 } }
+        guard body.includeEntry else { return { $0 } }
         let agent = sandbox.agent
         let service = self
         return { event in
-            guard event.type != "EVENT_TYPE_REMOVE" else { return event }
+            guard event.type != .remove else { return event }
             var enriched = event
             let path = directory == "/" ? "/" + event.name : directory + "/" + event.name
-            if let info = try? await agent.stat(path) { enriched.entry = try? await service.describe(info, agent, listing: true) }
+            if let info = try? await agent.stat(path), let entry = try? await service.describe(info, agent, listing: true) { enriched.entry = entry }
             return enriched
         }
     }
@@ -196,7 +204,7 @@ extension EnvdService {
         let path = try user.resolve(body.path)
         let session = try await withAgent { agent -> WatchSession in
             guard (try await agent.stat(path)).type == .dir else { throw ConnectRPC.Failure(.invalid_argument, "path \(path) is not a directory") }
-            return try await agent.watch(path, recursive: body.recursive ?? false)
+            return try await agent.watch(path, recursive: body.recursive)
         }
         return (path, session)
     }

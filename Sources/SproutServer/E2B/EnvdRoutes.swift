@@ -35,7 +35,7 @@ struct EnvdRoutes {
         for service in ["process.Process", "filesystem.Filesystem"] {
             router.post("\(service)/:method") { request, context in
                 let failure = EnvdService.unimplemented(service, context.parameters.get("method") ?? "")
-                return Self.isStreaming(request) ? ConnectRPC.streamError(failure) : ConnectRPC.unaryError(failure)
+                return ConnectRPC.isStreaming(request) ? ConnectRPC.streamError(failure, ConnectRPC.Codec(request)) : ConnectRPC.unaryError(failure)
             }
         }
         return router.buildResponder()
@@ -61,16 +61,12 @@ struct EnvdRoutes {
     }
 
     func rpc(_ request: Request, _ context: SproutContext, _ body: (EnvdService, Bool) async throws -> Response) async -> Response {
-        let streaming = Self.isStreaming(request)
+        let streaming = ConnectRPC.isStreaming(request)
         do {
             return try await body(try await service(context, lookUpUser: true), streaming)
         } catch {
             let failure = ConnectRPC.Failure(error)
-            return streaming ? ConnectRPC.streamError(failure) : ConnectRPC.unaryError(failure)
+            return streaming ? ConnectRPC.streamError(failure, ConnectRPC.Codec(request)) : ConnectRPC.unaryError(failure)
         }
-    }
-
-    static func isStreaming(_ request: Request) -> Bool {
-        request.headers[.contentType]?.hasPrefix(ConnectRPC.streamContentType) == true
     }
 }
