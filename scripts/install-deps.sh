@@ -14,7 +14,8 @@ packages=(
   nftables         # per-server firewall tables: NAT, isolation, egress sets
   iptables         # only to remove rules older Sprout versions left
   iproute2         # network namespaces and veth pairs
-  util-linux       # nsenter, mount
+  util-linux       # nsenter, mount, loop devices
+  e2fsprogs        # mkfs.ext4: each volume is an ext4 file system of its size
   coreutils
   libc6-dev
   zlib1g-dev       # zlib for compress-nio: gzip for E2B's files, compressed memory image chunks

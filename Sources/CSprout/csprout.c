@@ -87,6 +87,14 @@ int csprout_open_path_in_root(int rootfd, const char *path) {
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
+int csprout_open_in_root(int rootfd, const char *path, int flags, int mode) {
+    struct open_how how = {0};
+    how.flags = (unsigned long long)(flags | O_CLOEXEC);
+    how.mode = (flags & O_CREAT) ? (unsigned long long)mode : 0;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
 #include <sys/un.h>
 #include <stddef.h>
 

@@ -33,11 +33,14 @@ extension API {
         /// false: timeout and idle pauses keep only the files (they boot
         /// again on resume; runc too). Default true.
         public var pauseMemory: Bool?
+        /// Volumes to mount (by name or id), at most 16.
+        public var volumes: [VolumeMount]?
 
         public init(env: String, timeoutSeconds: Int? = nil, cpu: Double? = nil, memoryMB: Int? = nil,
                     envVars: [String: String]? = nil, metadata: [String: String]? = nil, internet: Bool? = nil, egress: [String]? = nil, diskMB: Int? = nil,
                     fromPool: Bool? = nil, onTimeout: String? = nil, autoResume: Bool? = nil, idlePauseSeconds: Int? = nil,
-                    pauseMemory: Bool? = nil) {
+                    pauseMemory: Bool? = nil, volumes: [VolumeMount]? = nil) {
+            self.volumes = volumes
             self.pauseMemory = pauseMemory
             self.idlePauseSeconds = idlePauseSeconds
             self.onTimeout = onTimeout
@@ -92,6 +95,8 @@ extension API {
         public var filesOnly: Bool?
         /// Pauses after this many idle seconds.
         public var idlePauseSeconds: Double?
+        /// The volumes it mounts (`volume` is the volume's name).
+        public var volumes: [VolumeMount]?
 
         public init(id: String, env: String, runtime: String, state: SandboxState, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],

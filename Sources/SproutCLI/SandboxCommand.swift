@@ -36,14 +36,17 @@ struct SandboxCreate: AsyncParsableCommand {
     @Flag(help: "With --on-timeout pause or --idle-pause: the next request that needs the sandbox resumes it.") var autoResume = false
     @Option(help: "Pause after this many seconds without a request or an open stream (gVisor).") var idlePause: Int?
     @Flag(help: "Timeout and idle pauses keep only the files (it boots again on resume; runc too).") var pauseFilesOnly = false
+    @Option(help: "Mount a volume: NAME:/path or NAME:/path:ro (repeatable).") var volume: [String] = []
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
+        let volumes = try volume.map { try API.VolumeMount(parsing: $0) }
         let request = API.CreateSandbox(
             env: env, timeoutSeconds: timeout, cpu: cpu, memoryMB: memory,
             envVars: try keyValues(envVars, what: "--env"), metadata: try keyValues(meta, what: "--meta"),
             internet: noInternet ? false : nil, egress: egress.isEmpty ? nil : egress, diskMB: disk,
-            onTimeout: onTimeout, autoResume: autoResume ? true : nil, idlePauseSeconds: idlePause, pauseMemory: pauseFilesOnly ? false : nil)
+            onTimeout: onTimeout, autoResume: autoResume ? true : nil, idlePauseSeconds: idlePause, pauseMemory: pauseFilesOnly ? false : nil,
+            volumes: volumes.isEmpty ? nil : volumes)
         let sandbox = try await client.client().createSandbox(request)
         if json { try Output.json(sandbox) } else { print(sandbox.id) }
     }
@@ -79,6 +82,7 @@ struct SandboxShow: AsyncParsableCommand {
             ("cpu", String(s.cpu)), ("memory", "\(s.memoryMB) MiB"), ("internet", s.internet ? "on" : "off"),
             ("address", s.address ?? "-"), ("env vars", s.envVarNames.joined(separator: ", ")),
             ("metadata", s.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
+            ("volumes", (s.volumes ?? []).map { "\($0.volume):\($0.path)\($0.readOnly == true ? ":ro" : "")" }.joined(separator: ", ")),
         ] + (s.error.map { [("error", $0)] } ?? [])
         for (k, v) in rows { print("\(k.padding(toLength: 9, withPad: " ", startingAt: 0)) \(v)") }
     }

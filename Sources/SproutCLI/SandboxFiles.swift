@@ -27,11 +27,7 @@ struct SandboxFiles: AsyncParsableCommand {
         let api = try client.client()
         switch action {
         case "ls":
-            let entries = try await api.list(id, path: path, depth: depth)
-            if json { return try Output.json(entries) }
-            Output.table(["TYPE", "MODE", "SIZE", "PATH"], entries.map {
-                [$0.type.rawValue, String($0.mode, radix: 8), String($0.size), $0.path + ($0.target.map { " -> \($0)" } ?? "")]
-            })
+            try Self.show(try await api.list(id, path: path, depth: depth), json: json)
         case "cat":
             try await api.download(id, path: path, toDescriptor: 1)
         case "get":
@@ -65,6 +61,13 @@ struct SandboxFiles: AsyncParsableCommand {
         default:
             throw SproutError(.invalidArgument, "unknown files action '\(action)' (use ls, stat, cat, put, get, rm or xattr)")
         }
+    }
+
+    static func show(_ entries: [API.FileEntry], json: Bool) throws {
+        if json { return try Output.json(entries) }
+        Output.table(["TYPE", "MODE", "SIZE", "PATH"], entries.map {
+            [$0.type.rawValue, String($0.mode, radix: 8), String($0.size), $0.path + ($0.target.map { " -> \($0)" } ?? "")]
+        })
     }
 
     static func show(_ info: API.FileEntry, json: Bool) {

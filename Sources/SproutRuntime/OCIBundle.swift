@@ -4,6 +4,18 @@ import SproutCore
 import SproutSystem
 
 /// What a sandbox's container is made of.
+/// A host directory bound into a container.
+public struct BindMount: Sendable, Equatable {
+    public var source: String
+    public var destination: String
+    public var readOnly: Bool
+    public init(source: String, destination: String, readOnly: Bool) {
+        self.source = source
+        self.destination = destination
+        self.readOnly = readOnly
+    }
+}
+
 public struct ContainerSpec: Sendable {
     public var id: String
     public var hostname: String
@@ -14,13 +26,13 @@ public struct ContainerSpec: Sendable {
     public var cpus: Double
     public var memoryMB: Int
     public var pidsLimit: Int
-    /// Host path -> container path, read-only bind mounts (keep them few: each costs runsc ~6 ms at start).
-    public var readOnlyMounts: [(source: String, destination: String)]
+    /// Bind mounts of host directories (keep them few: each costs runsc ~6 ms at start).
+    public var mounts: [BindMount]
     public var cgroupsPath: String
 
     public init(
         id: String, hostname: String, rootfs: String, networkNamespace: String, args: [String], env: [String],
-        cpus: Double, memoryMB: Int, pidsLimit: Int, readOnlyMounts: [(source: String, destination: String)], cgroupsPath: String
+        cpus: Double, memoryMB: Int, pidsLimit: Int, mounts: [BindMount], cgroupsPath: String
     ) {
         self.id = id
         self.hostname = hostname
@@ -31,7 +43,7 @@ public struct ContainerSpec: Sendable {
         self.cpus = cpus
         self.memoryMB = memoryMB
         self.pidsLimit = pidsLimit
-        self.readOnlyMounts = readOnlyMounts
+        self.mounts = mounts
         self.cgroupsPath = cgroupsPath
     }
 }
@@ -62,8 +74,9 @@ enum OCIBundle {
             ["destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]],
             ["destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]],
         ]
-        for file in spec.readOnlyMounts {
-            mounts.append(["destination": file.destination, "type": "bind", "source": file.source, "options": ["rbind", "ro"]])
+        for mount in spec.mounts {
+            mounts.append(["destination": mount.destination, "type": "bind", "source": mount.source,
+                           "options": ["rbind", mount.readOnly ? "ro" : "rw", "nosuid", "nodev"]])
         }
         let period = 100_000
         let resources: [String: Any] = [

@@ -150,14 +150,7 @@ public struct SandboxNetwork: SandboxNetworking {
     /// namespaces created later also appear in Sprout's runtime mount
     /// namespace. Must run before that namespace is created.
     public static func shareNamespaceDirectory() async throws {
-        try FileSystem.makeDirectories("/run/netns")
-        let info = (try? Descriptor.readFile("/proc/self/mountinfo", limit: 16 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let line = info.split(separator: "\n").first { $0.split(separator: " ").dropFirst(4).first == "/run/netns" }
-        if let line, line.contains("shared:") { return }
-        if line == nil {
-            try await HostCommand.run(["mount", "--bind", "/run/netns", "/run/netns"])
-        }
-        try await HostCommand.run(["mount", "--make-shared", "/run/netns"])
+        try await HostMounts.share("/run/netns")
     }
 
     // MARK: Per-sandbox policy

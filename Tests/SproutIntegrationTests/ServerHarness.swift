@@ -231,6 +231,13 @@ enum HostResources {
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
+        // Volumes are mounted under /run/sprout/volumes/INSTANCE from loop devices backed by DATA/volumes.
+        if !instance.isEmpty {
+            found += mounts.split(separator: "\n").filter { $0.contains("/run/sprout/volumes/\(instance)/") }.map { "volume mount \($0)" }
+            if FileManager.default.fileExists(atPath: "/run/sprout/volumes/\(instance)") { found.append("volume folder /run/sprout/volumes/\(instance)") }
+        }
+        let loops = (try? await hostOutput(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"])) ?? ""
+        found += loops.split(separator: "\n").filter { $0.contains(data + "/") }.map { "loop device \($0)" }
         let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
         let links = (try? await hostOutput(["ip", "-o", "link", "show"])) ?? ""
         found += links.split(separator: "\n").compactMap { line in

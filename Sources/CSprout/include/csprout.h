@@ -36,6 +36,9 @@ int csprout_epoll_wait_one(int epfd, int timeout_ms, unsigned long long *tag);
 /// Opens `path` (O_PATH, not following a final symlink) resolved as if
 /// `rootfd` were `/`: no `..` or symlink leaves it. -1 and errno on failure.
 int csprout_open_path_in_root(int rootfd, const char *path);
+/* openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS: `path` resolved as if
+   rootfd were "/" (no ".." or symlink leads out of it), opened with `flags`. */
+int csprout_open_in_root(int rootfd, const char *path, int flags, int mode);
 
 /// Unix sockets in the abstract namespace (no file; scoped to the network namespace).
 int csprout_unix_listen_abstract(const char *name);

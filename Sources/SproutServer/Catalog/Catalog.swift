@@ -26,6 +26,7 @@ public final class Catalog: Sendable {
     public var sandboxes: SandboxRepository { SandboxRepository(db: db) }
     public var envs: EnvRepository { EnvRepository(db: db) }
     public var builds: BuildRepository { BuildRepository(db: db) }
+    var volumes: VolumeRepository { VolumeRepository(db: db) }
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -186,6 +187,18 @@ public final class Catalog: Sendable {
                 // Deleted while sandboxes still ran from it: hidden, kept until the last of them ends.
                 t.add(column: "deletedAt", .double)
             }
+        }
+        m.registerMigration("v17-volumes") { db in
+            try db.create(table: "volume") { t in
+                t.primaryKey("id", .text)
+                t.column("team", .text).notNull()
+                t.column("name", .text).notNull()
+                t.column("sizeMB", .integer).notNull()
+                t.column("createdAt", .double).notNull()
+                t.uniqueKey(["team", "name"])
+            }
+            // The volumes a sandbox mounts (JSON: volume id, name, path, readOnly).
+            try db.alter(table: "sandbox") { t in t.add(column: "volumes", .text) }
         }
         return m
     }

@@ -53,12 +53,16 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     fileprivate(set) var lastPauseFilesOnly: Bool = false
     /// Its timeout and idle pauses keep only its files (no memory image).
     var pauseFilesOnly: Bool = false
+    /// The volumes it mounts.
+    var volumes: [VolumeMount]? = nil
 
     /// A new sandbox, `creating`.
     init(
         id: String, team: String, env: String, runtime: String, createdAt: Double, expiresAt: Double?, cpu: Double, memoryMB: Int,
-        internet: Bool, metadata: [String: String], envVars: [String: String], slot: Int?, agentToken: String, egress: [String], diskMB: Int?
+        internet: Bool, metadata: [String: String], envVars: [String: String], slot: Int?, agentToken: String, egress: [String], diskMB: Int?,
+        volumes: [VolumeMount]? = nil
     ) {
+        self.volumes = volumes
         self.id = id
         self.team = team
         self.env = env
@@ -88,6 +92,7 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 
     var egressList: [String] { egress ?? [] }
     var imageList: [String] { images ?? [] }
+    var volumeList: [VolumeMount] { volumes ?? [] }
 }
 
 /// One line of a sandbox's history (`GET /v1/sandboxes/{id}/events`).

@@ -80,6 +80,7 @@ public struct SproutServices: Sendable {
     public let builtins: BuiltinEnvs
     /// The background rounds (timeouts, deaths, disk, memory, the pool's look, metrics).
     public let supervisor: Supervisor
+    public let volumes: Volumes
     let sandboxMetrics: SandboxMetrics
     public var envs: EnvGraph { lifecycle.graph }
     public var catalog: Catalog { lifecycle.catalog }
@@ -153,8 +154,9 @@ public func buildApplication(
     let memoryGuard = host.watchesMemory
         ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
     let watcher = ContainerWatch(runtime: host.runtime, memory: memoryGuard, logger: logger)
+    let volumes = VolumeStore(dataDirectory: data, instance: settings.instance)
     let launcher = SandboxLauncher(settings: lifecycleSettings, host: host, layers: stores.layers, images: stores.images, watcher: watcher,
-                                   agents: agents, logger: logger)
+                                   agents: agents, volumes: volumes, logger: logger)
     let activity = SandboxActivity(clock: clock)
     let sandboxMetrics = SandboxMetrics()
     let demand = PoolDemand(clock: clock)
@@ -178,7 +180,8 @@ public func buildApplication(
                                 demand: demand, builder: builder, sandboxMetrics: sandboxMetrics, clock: clock, logger: logger)
     let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
-                                  supervisor: supervisor, sandboxMetrics: sandboxMetrics,
+                                  supervisor: supervisor, volumes: Volumes(catalog: catalog, store: volumes, lifecycle: lifecycle),
+                                  sandboxMetrics: sandboxMetrics,
                                   config: config, envdTokens: try EnvdTokens.load(dataDirectory: data))
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
@@ -233,11 +236,13 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     DashboardRoutes(directory: DashboardRoutes.locate(explicit: services.config.dashboardDirectory)).register(on: router)
     router.group("metrics").add(middleware: AuthMiddleware(keys: services.keys)).get { _, _ in
         await services.lifecycle.publishStateCounts()
+        services.metrics.volumeUsage(await services.volumes.usage())
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: services.metrics.text())))
     }
     let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
     SandboxRoutes(services: services).register(on: v1)
+    VolumeRoutes(volumes: services.volumes, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     KeyRoutes(keys: services.keys).register(on: v1)
     AgentRoutes(services: services, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     PortRoutes(services: services).register(http: v1)
@@ -265,8 +270,10 @@ extension SandboxHost {
     static func real(_ config: ServerConfiguration, instance: String, logger: Logger) async throws -> SandboxHost {
         OrphanReaper.startForRuntimes()
         let data = config.dataDirectory
-        // Before the runtime's mount namespace exists: only then do namespaces made later appear in it.
+        // Before the runtime's mount namespace exists: only then do namespaces
+        // and volumes mounted later appear in it.
         try await SandboxNetwork.shareNamespaceDirectory()
+        try await VolumeStore.prepare()
         let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", platform: config.platform,
                                      logger: logger, binary: config.runtime == .gvisor ? config.runscBinary : nil)
         logger.info("runtime", metadata: [

@@ -29,6 +29,21 @@ public final class ServerMetrics: Sendable {
         }
     }
 
+    /// Bytes in use on each mounted volume.
+    func volumeUsage(_ volumes: [(id: String, name: String, team: String, used: Int64)]) {
+        for volume in volumes { volumeGauge(volume.id, volume.name, volume.team).set(Double(volume.used)) }
+    }
+
+    /// A deleted volume's series goes.
+    func volumeDeleted(_ id: String, _ name: String, _ team: String) {
+        registry.unregisterGauge(volumeGauge(id, name, team))
+    }
+
+    private func volumeGauge(_ id: String, _ name: String, _ team: String) -> Gauge {
+        registry.makeGauge(descriptor: descriptor("volume_used_bytes", "Bytes in use on a volume"),
+                           labels: [("volume", id), ("name", name), ("team", team)])
+    }
+
     /// How many pooled sandboxes the pool's plan keeps for each env in demand.
     func poolTargets(_ targets: [String: Int]) {
         for (env, count) in targets {

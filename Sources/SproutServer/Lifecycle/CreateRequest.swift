@@ -19,6 +19,8 @@ struct CreateRequest: Sendable {
     var idlePauseSeconds: Int?
     /// Timeout and idle pauses keep only the files.
     var pauseFilesOnly = false
+    /// Volumes, resolved to the team's (`SandboxLifecycle.resolveVolumes`).
+    var volumes: [VolumeMount] = []
 
     struct Limits: Sendable, Equatable {
         var cpu: Double
@@ -31,7 +33,7 @@ struct CreateRequest: Sendable {
     /// (The timeout is set when a pooled sandbox is claimed, so any fits.)
     func poolable(_ settings: Settings) -> Bool {
         let defaults = Self.defaultLimits(settings)
-        return fromPool && policy.isOpen && limits.cpu == defaults.cpu && limits.memoryMB == defaults.memoryMB
+        return fromPool && policy.isOpen && volumes.isEmpty && limits.cpu == defaults.cpu && limits.memoryMB == defaults.memoryMB
             && limits.diskMB == defaults.diskMB
     }
 

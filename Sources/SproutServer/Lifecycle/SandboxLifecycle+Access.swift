@@ -35,6 +35,9 @@ extension SandboxLifecycle {
             let usage = stores.images.usage(list)
             api.memory = API.MemoryImages(count: list.count, logicalBytes: usage.logical, storedBytes: usage.stored)
         }
+        if let volumes = record.volumes, !volumes.isEmpty {
+            api.volumes = volumes.map { API.VolumeMount(volume: $0.name, path: $0.path, readOnly: $0.readOnly) }
+        }
         return api
     }
 

@@ -12,7 +12,8 @@ extension SandboxLifecycle {
     /// or directory is left, and no record.
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
-        let request = try CreateRequest(body, settings: settings)
+        var request = try CreateRequest(body, settings: settings)
+        request.volumes = try await resolveVolumes(body.volumes ?? [], team: identity.team)
         if (request.pauseOnTimeout || request.idlePauseSeconds != nil) && !request.pauseFilesOnly { try requireMemorySnapshots() }
         let env = try await graph.resolve(request.env, team: identity.team)
         if request.poolable(settings) {
@@ -89,11 +90,12 @@ extension SandboxLifecycle {
         // Deep chains are squashed in blocks (cached) before anything is allocated.
         let lowers = try await launcher.lowerDirectories(env)
         // A warm env starts from its memory image, on a runtime that can restore one.
-        let warmImage: String? = if let image = env.memoryImage, runtime.capabilities.memorySnapshot {
-            try await launcher.materializedImage(image)
-        } else {
-            nil
+        let warm = env.memoryImage != nil && runtime.capabilities.memorySnapshot
+        // Its image was made without them: a restore needs the mounts it was saved with.
+        guard !warm || request.volumes.isEmpty else {
+            throw SproutError(.unsupported, "volumes cannot be mounted in a sandbox of \(env.id), which starts from a memory image (a warm env)")
         }
+        let warmImage: String? = if warm, let image = env.memoryImage { try await launcher.materializedImage(image) } else { nil }
         let id = Identifiers.make(prefix: "sbx", length: 16)
         // The pool and build steps are outside the memory budget (--pool-budget bounds the pool).
         let room: MemoryReservation? = pooled || team.isEmpty ? nil : try await admit([id], memoryMB: request.limits.memoryMB)
@@ -110,6 +112,7 @@ extension SandboxLifecycle {
         made.resumeOnRequest = request.autoResume
         made.idlePauseSeconds = request.idlePauseSeconds.map(Double.init)
         made.pauseFilesOnly = request.pauseFilesOnly
+        made.volumes = request.volumes.isEmpty ? nil : request.volumes
         let record = made
         do {
             try await repository.insert(record)
@@ -146,5 +149,31 @@ extension SandboxLifecycle {
                 throw error
             }
         }
+    }
+}
+
+extension SandboxLifecycle {
+    /// Paths a volume may not be mounted at: the root, Sprout's own, and
+    /// the kernel's file systems.
+    static let reservedMountPaths = ["/", "/.sprout", "/proc", "/sys", "/dev", "/run/sprout"]
+
+    /// A create's volumes, each the team's, at distinct clean absolute paths.
+    func resolveVolumes(_ asked: [API.VolumeMount], team: String) async throws -> [VolumeMount] {
+        guard asked.count <= 16 else { throw SproutError(.invalidArgument, "at most 16 volumes") }
+        var mounts: [VolumeMount] = []
+        for mount in asked {
+            let path = try VolumeFiles.clean(mount.path)
+            guard mount.path.hasPrefix("/"), !path.split(separator: "/").contains(".."),
+                  !Self.reservedMountPaths.contains(where: { path == $0 || ($0 != "/" && path.hasPrefix($0 + "/")) })
+            else {
+                throw SproutError(.invalidArgument, "a volume cannot be mounted at '\(mount.path.prefix(200))'")
+            }
+            guard !mounts.contains(where: { $0.path == path }) else { throw SproutError(.invalidArgument, "two volumes at \(path)") }
+            guard let volume = try await catalog.volumes.find(mount.volume, team: team) else {
+                throw SproutError(.notFound, "no volume named '\(mount.volume.prefix(64))'")
+            }
+            mounts.append(VolumeMount(volume: volume.id, name: volume.name, path: path, readOnly: mount.readOnly ?? false))
+        }
+        return mounts
     }
 }

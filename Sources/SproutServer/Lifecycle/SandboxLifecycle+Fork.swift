@@ -62,7 +62,7 @@ extension SandboxLifecycle {
                     id: forkID, team: forking.team, env: forking.env, runtime: forking.runtime, createdAt: self.clock.now, expiresAt: forking.expiresAt,
                     cpu: forking.cpu, memoryMB: forking.memoryMB, internet: forking.internet, metadata: forking.metadata,
                     envVars: forking.envVars, slot: slot.index, agentToken: forking.agentToken, egress: forking.egressList,
-                    diskMB: forking.diskMB)
+                    diskMB: forking.diskMB, volumes: forking.volumes)
                 try await gate.enter(.create, forkID)
                 do {
                     try await repository.insert(fork)

@@ -42,6 +42,7 @@ public struct Supervisor: Service {
         let live = (try? await lifecycle.repository.all(in: SandboxState.allCases.filter(\.isLive))) ?? []
         if live.isEmpty { await lifecycle.network.removeInstanceRules() }
         await lifecycle.runtime.shutdown()
+        await lifecycle.launcher.volumes.unmountAll()
     }
 
     /// One round of checks (`tick` counts rounds, for those that run less often).

@@ -1,0 +1,116 @@
+import Glibc
+import SproutBlocking
+import SproutCore
+import SproutHost
+import SproutRuntime
+import SproutSystem
+
+/// Volumes on this host. Each is an ext4 file system in a sparse image file
+/// of its size (`DATA/volumes/ID.ext4`: the host's disk holds only what was
+/// written, and a write past the size is ENOSPC inside the volume, nowhere
+/// else), loop-mounted at `/run/sprout/volumes/INSTANCE/ID` while this server
+/// runs. That folder is a shared mount made before the runtime's mount
+/// namespace, so mounts made later appear in it too; sandboxes bind the
+/// mount point. Everything is on the host, so a sandbox's runtime, a second
+/// sandbox and the files API see one file system.
+actor VolumeStore {
+    static let sharedRoot = "/run/sprout/volumes"
+    /// Smallest and largest volume, MiB (ext4 with its journal needs a few MiB).
+    static let sizeRangeMB = 16...(16 << 20)
+    /// The volume's root and what the files API creates belong to the
+    /// `user` account of Sprout's envs (and E2B's), uid and gid 1000.
+    static let owner: (uid: uid_t, gid: gid_t) = (1000, 1000)
+
+    let imageDirectory: String
+    let mountRoot: String
+    private var mounted: Set<String> = []
+
+    init(dataDirectory: String, instance: String) {
+        imageDirectory = dataDirectory + "/volumes"
+        mountRoot = "\(Self.sharedRoot)/\(instance)"
+    }
+
+    func imagePath(_ id: String) -> String { "\(imageDirectory)/\(id).ext4" }
+    nonisolated func mountPoint(_ id: String) -> String { "\(mountRoot)/\(id)" }
+
+    /// Before the runtime's mount namespace is made.
+    static func prepare() async throws {
+        try await HostMounts.share(sharedRoot)
+    }
+
+    /// Makes the volume's file system and mounts it.
+    func create(_ id: String, sizeMB: Int) async throws {
+        let image = imagePath(id)
+        try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
+        do {
+            try await onThread {
+                let fd = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw SproutError.system("create \(image)") }
+                defer { close(fd) }
+                try sysCall("size \(image)") { ftruncate(fd, off_t(sizeMB) << 20) }
+            }
+            let owner = "\(Self.owner.uid):\(Self.owner.gid)"
+            // No reserved blocks: the size asked for is the size writable.
+            try await HostCommand.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=\(owner)", "-L", String(id.suffix(16)), image],
+                                      timeout: .seconds(120))
+            let point = try await mount(id)
+            try? FileSystem.removeTree(point + "/lost+found")
+        } catch {
+            await unmount(id)
+            unlink(image)
+            throw error
+        }
+    }
+
+    /// The volume's mount point, mounting it first if this server has not.
+    @discardableResult
+    func mount(_ id: String) async throws -> String {
+        let point = mountPoint(id)
+        if mounted.contains(id) { return point }
+        guard FileSystem.isRegularFile(imagePath(id)) else { throw SproutError(.notFound, "the file system of volume \(id) is missing") }
+        try FileSystem.makeDirectories(point, mode: 0o755)
+        // A mount left by a server of this data directory that was killed is reused.
+        if !FileSystem.mounts(under: point).contains(point) {
+            try await HostCommand.run(["mount", "-o", "loop,nosuid,nodev", imagePath(id), point], timeout: .seconds(60))
+        }
+        mounted.insert(id)
+        return point
+    }
+
+    func unmount(_ id: String) async {
+        let point = mountPoint(id)
+        await onThreadIgnoringErrors {
+            for mount in FileSystem.mounts(under: point) { FileSystem.unmount(mount) }
+            rmdir(point)
+        }
+        mounted.remove(id)
+    }
+
+    /// Unmounts and removes the volume's file system.
+    func remove(_ id: String) async {
+        await unmount(id)
+        unlink(imagePath(id))
+    }
+
+    /// At shutdown: every volume this server mounted.
+    func unmountAll() async {
+        for id in mounted { await unmount(id) }
+        await onThreadIgnoringErrors {
+            for mount in FileSystem.mounts(under: self.mountRoot) { FileSystem.unmount(mount) }
+            rmdir(self.mountRoot)
+        }
+    }
+
+    /// Bytes used and the file system's size, if mounted.
+    nonisolated func usage(_ id: String) -> (used: Int64, size: Int64)? {
+        var st = statvfs()
+        let point = mountPoint(id)
+        guard FileSystem.mounts(under: point).contains(point), statvfs(point, &st) == 0 else { return nil }
+        let size = Int64(st.f_blocks) * Int64(st.f_frsize)
+        return (size - Int64(st.f_bfree) * Int64(st.f_frsize), size)
+    }
+
+    private func onThreadIgnoringErrors(_ body: @escaping @Sendable () -> Void) async {
+        _ = try? await onThread { body() }
+    }
+}
