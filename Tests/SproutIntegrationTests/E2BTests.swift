@@ -12,7 +12,7 @@ extension LongIntegration {
         /// The stock `e2b` Python SDK (sync and async clients) against a real
         /// server through one base URL: Tests/e2b/sdk_test.py checks every
         /// control-plane route and daemon call it makes, one line per check.
-        @Test("the e2b SDK, unchanged: control plane, commands, PTY, stdin, files, pause/connect, pagination, teams, bad input, the base env's user, metadata, pip")
+        @Test("the e2b SDK, unchanged: control plane, commands, PTY, stdin, files, pause/connect, pagination, teams, bad input, the base env's user, metadata, pip, volumes")
         func sdk() async throws {
             try #require(FileManager.default.isExecutableFile(atPath: Self.python), "no \(Self.python): run `make test` (scripts/install-deps.sh makes it)")
             // --trust-host-ca: `pip install` inside works where the host's own does.
@@ -21,7 +21,7 @@ extension LongIntegration {
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(
                     [Self.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_test.py"],
-                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)",
+                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_VOLUME_API_URL=\(url)",
                           "E2B_API_KEY=\(server.adminKey)", "SPROUT_OTHER_TEAM_KEY=\(other.secret)"])
                 let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
                 print("e2b SDK: \(checks) checks passed; \(out.stdout.split(separator: "\n").last ?? "")")

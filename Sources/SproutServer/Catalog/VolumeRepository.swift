@@ -41,6 +41,10 @@ struct VolumeRepository: Sendable {
         }
     }
 
+    func find(id: String) async throws -> VolumeRecord? {
+        try await db.read { db in try VolumeRecord.fetchOne(db, key: id) }
+    }
+
     func list(team: String) async throws -> [VolumeRecord] {
         try await db.read { db in try VolumeRecord.filter(Column("team") == team).order(Column("name")).fetchAll(db) }
     }

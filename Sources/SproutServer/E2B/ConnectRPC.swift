@@ -218,15 +218,25 @@ struct EnvdTokens: Sendable {
         return EnvdTokens(secret: bytes)
     }
 
-    func token(for sandboxID: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(("envd:" + sandboxID).utf8), using: SymmetricKey(data: secret))
-        return "ea_" + Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+    func token(for sandboxID: String) -> String { token("ea_", "envd:" + sandboxID) }
+
+    /// A volume's content token (E2B's `/volumecontent` routes): the same
+    /// secret, another label.
+    func volumeToken(for volumeID: String) -> String { token("vt_", "volume:" + volumeID) }
+
+    private func token(_ prefix: String, _ label: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(label.utf8), using: SymmetricKey(data: secret))
+        return prefix + Data(mac).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
     /// Compares in constant time.
-    func verify(_ presented: String, for sandboxID: String) -> Bool {
-        let expected = Array(token(for: sandboxID).utf8)
+    func verify(_ presented: String, for sandboxID: String) -> Bool { Self.same(presented, token(for: sandboxID)) }
+
+    func verifyVolume(_ presented: String, for volumeID: String) -> Bool { Self.same(presented, volumeToken(for: volumeID)) }
+
+    private static func same(_ presented: String, _ token: String) -> Bool {
+        let expected = Array(token.utf8)
         let given = Array(presented.utf8)
         guard expected.count == given.count else { return false }
         var difference: UInt8 = 0

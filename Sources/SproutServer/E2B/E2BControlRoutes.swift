@@ -216,7 +216,8 @@ struct E2BControlRoutes {
             envdAccessToken: withToken ? tokens.token(for: sandbox.id) : nil,
             domain: services.domain, cpuCount: max(1, Int(sandbox.cpu.rounded(.up))), memoryMB: sandbox.memoryMB, diskSizeMB: sandbox.diskMB ?? 0,
             metadata: sandbox.metadata, state: E2B.state(sandbox.state) ?? .running,
-            lifecycle: E2B.Lifecycle(autoResume: sandbox.onTimeout == "pause" && sandbox.autoResume == true, onTimeout: sandbox.onTimeout ?? "kill"))
+            lifecycle: E2B.Lifecycle(autoResume: sandbox.onTimeout == "pause" && sandbox.autoResume == true, onTimeout: sandbox.onTimeout ?? "kill"),
+            volumeMounts: sandbox.volumes.map { $0.map { E2B.VolumeMount(name: $0.volume, path: $0.path) } })
     }
 
     /// The caller's sandbox while it is running or paused; ended ones are not found, as in E2B.
@@ -259,7 +260,8 @@ struct E2BControlRoutes {
         return API.CreateSandbox(env: body.templateID, timeoutSeconds: body.timeout, envVars: body.envVars, metadata: body.metadata,
                                  internet: internet, egress: egress.isEmpty ? nil : egress,
                                  onTimeout: body.autoPause == true || autoResume ? "pause" : nil, autoResume: autoResume ? true : nil,
-                                 pauseMemory: body.autoPauseMemory == false ? false : nil)
+                                 pauseMemory: body.autoPauseMemory == false ? false : nil,
+                                 volumes: body.volumeMounts.map { $0.map { API.VolumeMount(volume: $0.name, path: $0.path) } })
     }
 
     /// E2B's allow/deny lists as Sprout's policy: `allowOut` is an egress

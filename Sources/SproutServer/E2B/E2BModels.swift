@@ -30,13 +30,20 @@ enum E2B {
         /// false: a filesystem-only pause (not served yet).
         var autoPauseMemory: Bool?
         var autoResume: AutoResume?
+        var volumeMounts: [VolumeMount]?
 
         struct AutoResume: Decodable { var enabled: Bool? }
 
         enum CodingKeys: String, CodingKey {
-            case templateID, timeout, metadata, envVars, secure, network, autoPause, autoPauseMemory, autoResume
+            case templateID, timeout, metadata, envVars, secure, network, autoPause, autoPauseMemory, autoResume, volumeMounts
             case allowInternetAccess = "allow_internet_access"
         }
+    }
+
+    /// A volume (by name) at a path, on create and in a sandbox's detail.
+    struct VolumeMount: Codable {
+        var name: String
+        var path: String
     }
 
     /// `POST /sandboxes/{id}/pause`: `memory: false` keeps only the files.
@@ -111,6 +118,7 @@ enum E2B {
         var metadata: [String: String]?
         var state: State
         var lifecycle: Lifecycle?
+        var volumeMounts: [VolumeMount]?
     }
 
     struct Timeout: Decodable {

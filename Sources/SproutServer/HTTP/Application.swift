@@ -228,6 +228,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     // Sandbox ports by host name, before any route.
     router.middlewares.add(HostRouteMiddleware(routing: HostRouting(services: services, tokens: tokens)))
     E2BControlRoutes(services: services, tokens: tokens).register(on: router)
+    E2BVolumeRoutes(services: services, tokens: tokens).register(on: router)
     router.get("health") { _, _ in
         let runtime = services.lifecycle.runtime
         return try JSONBody.response(API.Health(status: "ok", version: AgentProtocol.agentVersion, runtime: runtime.kind.rawValue,

@@ -71,8 +71,17 @@ public struct VolumeFiles: Sendable {
                              uid: st.st_uid, gid: st.st_gid)
     }
 
+    /// An entry as the kernel describes it.
+    struct Item: Sendable {
+        var path: String
+        var name: String
+        var st: stat
+        var target: String?
+        var entry: API.FileEntry { VolumeFiles.entry(st, path: path, name: name, target: target) }
+    }
+
     /// What is at `path` (a symlink itself, not what it points to).
-    func stat(_ path: String) async throws -> API.FileEntry {
+    func item(_ path: String) async throws -> Item {
         let clean = try Self.clean(path)
         return try await onThread {
             try withRoot { rootfd in
@@ -81,10 +90,12 @@ public struct VolumeFiles: Sendable {
                 var st = Glibc.stat()
                 try sysCall("stat \(clean)") { fstatat(fd, "", &st, Self.AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
                 let target = (st.st_mode & S_IFMT) == S_IFLNK ? Self.readLink(fd) : nil
-                return Self.entry(st, path: clean, name: clean == "/" ? "" : String(clean.split(separator: "/").last!), target: target)
+                return Item(path: clean, name: clean == "/" ? "" : String(clean.split(separator: "/").last!), st: st, target: target)
             }
         }
     }
+
+    func stat(_ path: String) async throws -> API.FileEntry { try await item(path).entry }
 
     private static func readLink(_ fd: Int32, _ name: String = "") -> String? {
         var buffer = [CChar](repeating: 0, count: 4097)
@@ -92,29 +103,70 @@ public struct VolumeFiles: Sendable {
         return n < 0 ? nil : String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// A directory's entries, sorted by name.
-    func list(_ path: String) async throws -> [API.FileEntry] {
+    /// A directory's entries, sorted by name; with `depth` over 1, those of
+    /// its subdirectories too (symlinks are not followed).
+    func items(_ path: String, depth: Int = 1) async throws -> [Item] {
         let clean = try Self.clean(path)
         return try await onThread {
             try withRoot { rootfd in
                 let fd = try Self.open(rootfd, clean, O_RDONLY | O_DIRECTORY)
-                guard let dir = fdopendir(fd) else {
-                    close(fd)
-                    throw SproutError.system("open \(clean)")
-                }
-                defer { closedir(dir) }
-                var out: [API.FileEntry] = []
-                while let item = readdir(dir) {
-                    let name = withUnsafeBytes(of: item.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                    guard name != ".", name != ".." else { continue }
-                    var st = Glibc.stat()
-                    guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-                    let target = (st.st_mode & S_IFMT) == S_IFLNK ? Self.readLink(fd, name) : nil
-                    out.append(Self.entry(st, path: clean == "/" ? "/" + name : clean + "/" + name, name: name, target: target))
-                }
-                return out.sorted { $0.name < $1.name }
+                return try Self.walk(fd, clean, depth: depth)
             }
         }
+    }
+
+    /// Reads the directory `fd` (and closes it).
+    private static func walk(_ fd: Int32, _ path: String, depth: Int) throws -> [Item] {
+        guard let dir = fdopendir(fd) else {
+            close(fd)
+            throw SproutError.system("open \(path)")
+        }
+        defer { closedir(dir) }
+        var found: [Item] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name != ".", name != ".." else { continue }
+            var st = Glibc.stat()
+            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            let target = (st.st_mode & S_IFMT) == S_IFLNK ? readLink(fd, name) : nil
+            found.append(Item(path: path == "/" ? "/" + name : path + "/" + name, name: name, st: st, target: target))
+        }
+        var out: [Item] = []
+        for item in found.sorted(by: { $0.name < $1.name }) {
+            out.append(item)
+            if depth > 1, (item.st.st_mode & S_IFMT) == S_IFDIR {
+                let child = openat(fd, item.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if child >= 0 { out += try walk(child, item.path, depth: depth - 1) }
+            }
+        }
+        return out
+    }
+
+    func list(_ path: String) async throws -> [API.FileEntry] { try await items(path).map(\.entry) }
+
+    /// Sets an entry's owner and mode (a symlink's mode is left alone: Linux has none).
+    func setAttributes(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        let clean = try Self.clean(path)
+        try await onThread {
+            try withRoot { rootfd in
+                let fd = try Self.open(rootfd, clean, Self.O_PATH | O_NOFOLLOW)
+                defer { close(fd) }
+                try Self.apply(fd, uid: uid, gid: gid, mode: mode, path: clean)
+            }
+        }
+    }
+
+    /// On an O_PATH descriptor: chown through it; chmod through the file reopened by it (not for a symlink).
+    private static func apply(_ fd: Int32, uid: UInt32?, gid: UInt32?, mode: UInt32?, path: String) throws {
+        if uid != nil || gid != nil {
+            let (u, g) = (uid.map { uid_t($0) } ?? uid_t.max, gid.map { gid_t($0) } ?? gid_t.max)
+            guard fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw error(errno, path) }
+        }
+        guard let mode else { return }
+        guard mode <= 0o7777 else { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
+        var st = Glibc.stat()
+        guard fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { return }
+        guard chmod("/proc/self/fd/\(fd)", mode_t(mode)) == 0 else { throw error(errno, path) }
     }
 
     /// Opens a file for reading (symlinks inside the volume are followed,
@@ -159,8 +211,10 @@ public struct VolumeFiles: Sendable {
         }
     }
 
-    /// Opens `path` to be written whole (its parent directories made if missing).
-    func openWrite(_ path: String) async throws -> Upload {
+    /// Opens `path` to be written whole (its parent directories made if
+    /// missing), owned by `uid`:`gid` (default the volume's user) with `mode` (default 644).
+    func openWrite(_ path: String, uid: UInt32? = nil, gid: UInt32? = nil, mode: UInt32? = nil) async throws -> Upload {
+        if let mode, mode > 0o7777 { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
         let (parent, name) = try Self.split(path)
         try await makeDirectory(parent, parents: true)
         return try await onThread {
@@ -173,7 +227,8 @@ public struct VolumeFiles: Sendable {
                     close(dirfd)
                     throw Self.error(code, path)
                 }
-                fchown(fd, VolumeStore.owner.uid, VolumeStore.owner.gid)
+                fchown(fd, uid.map { uid_t($0) } ?? VolumeStore.owner.uid, gid.map { gid_t($0) } ?? VolumeStore.owner.gid)
+                if let mode { fchmod(fd, mode_t(mode)) }
                 return Upload(directory: dirfd, temporary: temporary, name: name, fd: fd)
             }
         }
@@ -196,7 +251,8 @@ public struct VolumeFiles: Sendable {
 
     /// Makes a directory (and, with `parents`, those above it; an existing
     /// directory is then no error).
-    func makeDirectory(_ path: String, parents: Bool) async throws {
+    func makeDirectory(_ path: String, parents: Bool, uid: UInt32? = nil, gid: UInt32? = nil, mode: UInt32? = nil) async throws {
+        if let mode, mode > 0o7777 { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
         let clean = try Self.clean(path)
         guard clean != "/" else { return }
         try await onThread {
@@ -208,12 +264,16 @@ public struct VolumeFiles: Sendable {
                     guard part != ".." else { throw SproutError(.invalidArgument, "invalid path \(path)") }
                     let dirfd = try Self.open(rootfd, current, Self.O_PATH | O_DIRECTORY)
                     defer { close(dirfd) }
+                    current += (current == "/" ? "" : "/") + part
+                    // Without `parents`, only the last is made: a missing one above it is not found.
+                    guard last || parents else { continue }
                     if mkdirat(dirfd, part, 0o755) == 0 {
-                        fchownat(dirfd, part, VolumeStore.owner.uid, VolumeStore.owner.gid, AT_SYMLINK_NOFOLLOW)
+                        let (u, g) = last ? (uid.map { uid_t($0) }, gid.map { gid_t($0) }) : (nil, nil)
+                        fchownat(dirfd, part, u ?? VolumeStore.owner.uid, g ?? VolumeStore.owner.gid, AT_SYMLINK_NOFOLLOW)
+                        if last, let mode { fchmodat(dirfd, part, mode_t(mode), 0) }
                     } else if errno != EEXIST || (last && !parents) {
                         throw Self.error(errno, "/" + parts[...i].joined(separator: "/"))
                     }
-                    current += (current == "/" ? "" : "/") + part
                 }
             }
         }

@@ -82,6 +82,7 @@ actor VolumeStore {
         await onThreadIgnoringErrors {
             for mount in FileSystem.mounts(under: point) { FileSystem.unmount(mount) }
             rmdir(point)
+            rmdir(self.mountRoot)  // only once no volume is mounted there
         }
         mounted.remove(id)
     }

@@ -75,6 +75,12 @@ public struct Volumes: Sendable {
         return VolumeFiles(root: try await store.mount(record.id))
     }
 
+    /// A volume by id alone, for a caller that proved access otherwise (E2B's volume token).
+    func files(id: String) async throws -> VolumeFiles {
+        guard let record = try await catalog.volumes.find(id: id) else { throw SproutError(.notFound, "no volume with id '\(id.prefix(64))'") }
+        return VolumeFiles(root: try await store.mount(record.id))
+    }
+
     func find(_ nameOrID: String, _ identity: Identity) async throws -> VolumeRecord {
         guard let record = try await catalog.volumes.find(nameOrID, team: identity.team) else {
             throw SproutError(.notFound, "no volume named '\(nameOrID.prefix(64))'")
