@@ -37,7 +37,7 @@ struct BenchCommand: AsyncParsableCommand {
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
         "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https", "code.first_result", "code.first_result.pool",
-    ] + BenchRunner.scaleMetrics + WorkloadBench.metrics
+    ] + BenchRunner.volumeMetrics + BenchRunner.scaleMetrics + WorkloadBench.metrics
     /// Measured only when --only names them: the code interpreter's env, and
     /// the workloads' (pandas), take minutes to build the first time.
     static let onlyWhenNamed: Set<String> = Set(["code.first_result", "code.first_result.pool"] + WorkloadBench.metrics)
@@ -139,6 +139,7 @@ struct BenchRunner: Sendable {
             return try await create(env: String(parts[1]), name: name, pooled: parts.count == 2)
         case "exec.true": return try await execTrue()
         case "files.upload", "files.download": return try await transfer(upload: name == "files.upload")
+        case "volume.write", "volume.read": return try await volumeIO(write: name == "volume.write")
         case "create.concurrent": return try await concurrent(count: 20)
         case "density": return try await densityMetric(count: densityCount)
         case "fork.storage": return try await forkStorage(count: 100)
