@@ -48,6 +48,8 @@ extension Integration {
                 #expect(try await server.client.health().status == "ok")
                 for other in try await api.sandboxes() + [bystander] { _ = try? await server.client(key: key.secret).killSandbox(other.id) }
                 _ = try await server.client.killSandbox(bystander.id)
+                // What the fuzzer made that outlives sandboxes: its volumes (mounted while they exist).
+                for volume in try await api.volumes() { try await api.deleteVolume(volume.id, force: true) }
                 await expectNoLeftovers(server.data)
             }
         }

@@ -51,7 +51,9 @@ actor VolumeStore {
             }
             let owner = "\(Self.owner.uid):\(Self.owner.gid)"
             // No reserved blocks: the size asked for is the size writable.
-            try await HostCommand.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=\(owner)", "-L", String(id.suffix(16)), image],
+            // The journal stays small (ext4 would give a large volume up to 1 GiB of it).
+            let journal = sizeMB >= 4096 ? ["-J", "size=64"] : []
+            try await HostCommand.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=\(owner)", "-L", String(id.suffix(16))] + journal + [image],
                                       timeout: .seconds(120))
             let point = try await mount(id)
             try? FileSystem.removeTree(point + "/lost+found")

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import SproutAPI
 import SproutCore
 import SproutSystem
@@ -26,6 +27,11 @@ public struct Volumes: Sendable {
         let sizeMB = body.sizeMB ?? Self.defaultSizeMB
         guard VolumeStore.sizeRangeMB.contains(sizeMB) else {
             throw SproutError(.invalidArgument, "sizeMB must be between \(VolumeStore.sizeRangeMB.lowerBound) and \(VolumeStore.sizeRangeMB.upperBound)")
+        }
+        // Sparse, so it may promise more than is free, but never more than the disk holding it.
+        var st = statvfs()
+        if statvfs(lifecycle.settings.dataDirectory, &st) == 0, Int64(sizeMB) << 20 > Int64(st.f_blocks) * Int64(st.f_frsize) {
+            throw SproutError(.invalidArgument, "sizeMB \(sizeMB) is larger than the disk that holds volumes (\((Int64(st.f_blocks) * Int64(st.f_frsize)) >> 20) MiB)")
         }
         if let free = FileSystem.freeBytes(lifecycle.settings.dataDirectory), free < lifecycle.settings.minimumFreeBytes {
             throw SproutError(.unavailable, "not enough disk space for a volume: \(free >> 20) MiB free")
