@@ -3,7 +3,6 @@ import Glibc
 import SproutCore
 import SproutSystem
 
-/// What a sandbox's container is made of.
 /// A host directory bound into a container.
 public struct BindMount: Sendable, Equatable {
     public var source: String
@@ -16,6 +15,7 @@ public struct BindMount: Sendable, Equatable {
     }
 }
 
+/// What a sandbox's container is made of.
 public struct ContainerSpec: Sendable {
     public var id: String
     public var hostname: String

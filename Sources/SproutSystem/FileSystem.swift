@@ -48,6 +48,21 @@ public enum FileSystem {
     public static func children(_ dir: String) throws -> [String] {
         guard let d = opendir(dir) else { throw SproutError.system(dir) }
         defer { closedir(d) }
+        return names(d)
+    }
+
+    /// The names in the open directory `fd` (which stays open and the caller's), sorted.
+    public static func children(ofDirectory fd: Int32) throws -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0, let d = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw SproutError.system("read directory")
+        }
+        defer { closedir(d) }
+        return names(d)
+    }
+
+    private static func names(_ d: OpaquePointer) -> [String] {
         var names: [String] = []
         while let entry = readdir(d) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in

@@ -192,7 +192,7 @@ enum HostResources {
     static func leftovers(data: String) async -> [String] {
         let gone = FileManager.default.fileExists(atPath: data) ? nil : stopped.current[data]
         let instance = gone?.instance ?? Self.instance(of: data)
-        var found = await unscoped(data: data, instance: instance, sandboxes: gone?.sandboxes ?? sandboxIDs(data))
+        var found = await unscoped(data: data, instance: instance, sandboxes: gone?.sandboxes ?? sandboxIDs(data), stopped: gone != nil)
         if instance.isEmpty {
             // Read after the scan: a resource it found was made before, so its sandbox is in a catalog by now.
             // (Mounts need no such care: without an instance only those under `data` count.)
@@ -210,10 +210,11 @@ enum HostResources {
 
     /// What a server of `instance` with these sandboxes left, its data directory gone.
     static func leftovers(instance: String, sandboxes ids: Set<String>) async -> [String] {
-        await unscoped(data: "/nonexistent/\(instance)", instance: instance, sandboxes: ids)
+        await unscoped(data: "/nonexistent/\(instance)", instance: instance, sandboxes: ids, stopped: true)
     }
 
-    private static func unscoped(data: String, instance: String, sandboxes ids: Set<String>) async -> [String] {
+    /// `stopped`: the server is gone, so what it holds while it runs (its volumes' mount folder) counts too.
+    private static func unscoped(data: String, instance: String, sandboxes ids: Set<String>, stopped: Bool) async -> [String] {
         var found: [String] = []
         func ours(_ sandboxID: String) -> Bool { instance.isEmpty || ids.contains(sandboxID) }
         let namespacePrefix = instance.isEmpty ? "sprout-" : "sprout-\(instance)-"
@@ -231,10 +232,16 @@ enum HostResources {
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         found += mounts.split(separator: "\n").filter { $0.contains(data) }.map { "mount \($0)" }
-        // Volumes are mounted under /run/sprout/volumes/INSTANCE from loop devices backed by DATA/volumes.
+        // Volumes are mounted under /run/sprout/volumes/INSTANCE (a shared bind the server holds
+        // while it runs) from loop devices backed by DATA/volumes.
         if !instance.isEmpty {
-            found += mounts.split(separator: "\n").filter { $0.contains("/run/sprout/volumes/\(instance)/") }.map { "volume mount \($0)" }
-            if FileManager.default.fileExists(atPath: "/run/sprout/volumes/\(instance)") { found.append("volume folder /run/sprout/volumes/\(instance)") }
+            let root = "/run/sprout/volumes/\(instance)"
+            found += mounts.split(separator: "\n").filter { $0.contains(root + "/") }.map { "volume mount \($0)" }
+            if stopped {
+                found += mounts.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == root }
+                    .map { "volume folder's mount \($0)" }
+                if FileManager.default.fileExists(atPath: root) { found.append("volume folder \(root)") }
+            }
         }
         let loops = (try? await hostOutput(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"])) ?? ""
         found += loops.split(separator: "\n").filter { $0.contains(data + "/") }.map { "loop device \($0)" }

@@ -124,11 +124,11 @@ struct E2BVolumeRoutes {
     }
 
     static func stat(_ item: VolumeFiles.Item) -> EntryStat {
-        let type = switch item.st.st_mode & S_IFMT {
-        case S_IFREG: "file"
-        case S_IFDIR: "directory"
-        case S_IFLNK: "symlink"
-        default: "unknown"
+        let type = switch item.entry.type {
+        case .file: "file"
+        case .dir: "directory"
+        case .symlink: "symlink"
+        case .other: "unknown"
         }
         func time(_ t: timespec) -> String { E2B.rfc3339(Double(t.tv_sec) + Double(t.tv_nsec) / 1e9) }
         return EntryStat(name: item.name, type: type, path: item.path, size: Int64(item.st.st_size), mode: UInt32(item.st.st_mode & 0o7777),

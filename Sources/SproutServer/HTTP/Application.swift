@@ -137,6 +137,7 @@ public func buildApplication(
     do {
         try await host.network.prepare()
     } catch {
+        if injected == nil { await VolumeStore.release(instance: settings.instance) }
         throw SproutError(.unavailable, "cannot set up sandbox networking (needs root, iproute2 and nftables): \(error)")
     }
 
@@ -274,9 +275,15 @@ extension SandboxHost {
         // Before the runtime's mount namespace exists: only then do namespaces
         // and volumes mounted later appear in it.
         try await SandboxNetwork.shareNamespaceDirectory()
-        try await VolumeStore.prepare()
-        let runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", platform: config.platform,
+        try await VolumeStore.prepare(instance: instance)
+        let runtime: OCIRuntime
+        do {
+            runtime = try OCIRuntime(kind: config.runtime, stateRoot: data + "/run/\(config.runtime.rawValue)", platform: config.platform,
                                      logger: logger, binary: config.runtime == .gvisor ? config.runscBinary : nil)
+        } catch {
+            await VolumeStore.release(instance: instance)
+            throw error
+        }
         logger.info("runtime", metadata: [
             "kind": "\(runtime.kind.rawValue)", "version": "\(runtime.version)",
             "platform": "\(runtime.platform ?? "-")",

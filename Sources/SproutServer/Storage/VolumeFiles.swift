@@ -46,6 +46,11 @@ public struct VolumeFiles: Sendable {
         return fd
     }
 
+    /// Permission bits only (and setuid, setgid, sticky).
+    static func checkMode(_ mode: UInt32?) throws {
+        if let mode, mode > 0o7777 { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
+    }
+
     static func error(_ code: Int32, _ path: String) -> SproutError {
         switch code {
         case ENOENT: SproutError(.notFound, "no such file or directory: \(path)")
@@ -117,25 +122,16 @@ public struct VolumeFiles: Sendable {
 
     /// Reads the directory `fd` (and closes it).
     private static func walk(_ fd: Int32, _ path: String, depth: Int) throws -> [Item] {
-        guard let dir = fdopendir(fd) else {
-            close(fd)
-            throw SproutError.system("open \(path)")
-        }
-        defer { closedir(dir) }
-        var found: [Item] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard name != ".", name != ".." else { continue }
+        defer { close(fd) }
+        var out: [Item] = []
+        for name in try FileSystem.children(ofDirectory: fd) {
             var st = Glibc.stat()
             guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-            let target = (st.st_mode & S_IFMT) == S_IFLNK ? readLink(fd, name) : nil
-            found.append(Item(path: path == "/" ? "/" + name : path + "/" + name, name: name, st: st, target: target))
-        }
-        var out: [Item] = []
-        for item in found.sorted(by: { $0.name < $1.name }) {
+            let item = Item(path: path == "/" ? "/" + name : path + "/" + name, name: name, st: st,
+                            target: (st.st_mode & S_IFMT) == S_IFLNK ? readLink(fd, name) : nil)
             out.append(item)
-            if depth > 1, (item.st.st_mode & S_IFMT) == S_IFDIR {
-                let child = openat(fd, item.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if depth > 1, (st.st_mode & S_IFMT) == S_IFDIR {
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 if child >= 0 { out += try walk(child, item.path, depth: depth - 1) }
             }
         }
@@ -146,6 +142,7 @@ public struct VolumeFiles: Sendable {
 
     /// Sets an entry's owner and mode (a symlink's mode is left alone: Linux has none).
     func setAttributes(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        try Self.checkMode(mode)
         let clean = try Self.clean(path)
         try await onThread {
             try withRoot { rootfd in
@@ -163,7 +160,6 @@ public struct VolumeFiles: Sendable {
             guard fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else { throw error(errno, path) }
         }
         guard let mode else { return }
-        guard mode <= 0o7777 else { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
         var st = Glibc.stat()
         guard fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) != S_IFLNK else { return }
         guard chmod("/proc/self/fd/\(fd)", mode_t(mode)) == 0 else { throw error(errno, path) }
@@ -214,7 +210,7 @@ public struct VolumeFiles: Sendable {
     /// Opens `path` to be written whole (its parent directories made if
     /// missing), owned by `uid`:`gid` (default the volume's user) with `mode` (default 644).
     func openWrite(_ path: String, uid: UInt32? = nil, gid: UInt32? = nil, mode: UInt32? = nil) async throws -> Upload {
-        if let mode, mode > 0o7777 { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
+        try Self.checkMode(mode)
         let (parent, name) = try Self.split(path)
         try await makeDirectory(parent, parents: true)
         return try await onThread {
@@ -252,7 +248,7 @@ public struct VolumeFiles: Sendable {
     /// Makes a directory (and, with `parents`, those above it; an existing
     /// directory is then no error).
     func makeDirectory(_ path: String, parents: Bool, uid: UInt32? = nil, gid: UInt32? = nil, mode: UInt32? = nil) async throws {
-        if let mode, mode > 0o7777 { throw SproutError(.invalidArgument, "mode must be at most 0o7777") }
+        try Self.checkMode(mode)
         let clean = try Self.clean(path)
         guard clean != "/" else { return }
         try await onThread {
@@ -297,17 +293,8 @@ public struct VolumeFiles: Sendable {
         guard errno == EISDIR else { throw error(errno, path) }
         let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw error(errno, path) }
-        guard let dir = fdopendir(fd) else {
-            close(fd)
-            throw SproutError.system("open \(path)")
-        }
-        var children: [String] = []
-        while let item = readdir(dir) {
-            let child = withUnsafeBytes(of: item.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if child != ".", child != ".." { children.append(child) }
-        }
-        defer { closedir(dir) }
-        for child in children { try removeEntry(fd, child, path + "/" + child) }
+        defer { close(fd) }
+        for child in try FileSystem.children(ofDirectory: fd) { try removeEntry(fd, child, path + "/" + child) }
         guard unlinkat(dirfd, name, AT_REMOVEDIR) == 0 else { throw error(errno, path) }
     }
 }

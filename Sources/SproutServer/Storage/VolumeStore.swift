@@ -9,9 +9,9 @@ import SproutSystem
 /// of its size (`DATA/volumes/ID.ext4`: the host's disk holds only what was
 /// written, and a write past the size is ENOSPC inside the volume, nowhere
 /// else), loop-mounted at `/run/sprout/volumes/INSTANCE/ID` while this server
-/// runs. That folder is a shared mount made before the runtime's mount
-/// namespace, so mounts made later appear in it too; sandboxes bind the
-/// mount point. Everything is on the host, so a sandbox's runtime, a second
+/// runs. `INSTANCE` is a shared mount (a bind of itself) this server makes
+/// before its runtime's mount namespace, so mounts made later appear in it
+/// too, and removes at shutdown; sandboxes bind the mount point. Everything is on the host, so a sandbox's runtime, a second
 /// sandbox and the files API see one file system.
 actor VolumeStore {
     static let sharedRoot = "/run/sprout/volumes"
@@ -27,15 +27,30 @@ actor VolumeStore {
 
     init(dataDirectory: String, instance: String) {
         imageDirectory = dataDirectory + "/volumes"
-        mountRoot = "\(Self.sharedRoot)/\(instance)"
+        mountRoot = Self.mountRoot(instance)
     }
+
+    static func mountRoot(_ instance: String) -> String { "\(sharedRoot)/\(instance)" }
 
     func imagePath(_ id: String) -> String { "\(imageDirectory)/\(id).ext4" }
     nonisolated func mountPoint(_ id: String) -> String { "\(mountRoot)/\(id)" }
 
     /// Before the runtime's mount namespace is made.
-    static func prepare() async throws {
-        try await HostMounts.share(sharedRoot)
+    static func prepare(instance: String) async throws {
+        try await HostMounts.share(mountRoot(instance))
+    }
+
+    /// Unmounts everything under the instance's folder, the folder's own
+    /// bind last, and removes it: at shutdown, or when a start fails after `prepare`.
+    static func release(instance: String) async { await release(root: mountRoot(instance)) }
+
+    private static func release(root: String) async {
+        _ = try? await onThread {
+            for mount in FileSystem.mounts(under: root) { FileSystem.unmount(mount) }
+            // The volumes' mount points, empty once unmounted (rmdir removes nothing else).
+            for point in (try? FileSystem.children(root)) ?? [] { rmdir(root + "/" + point) }
+            rmdir(root)
+        }
     }
 
     /// Makes the volume's file system and mounts it.
@@ -91,7 +106,6 @@ actor VolumeStore {
         await onThreadIgnoringErrors {
             for mount in FileSystem.mounts(under: point) { FileSystem.unmount(mount) }
             rmdir(point)
-            rmdir(self.mountRoot)  // only once no volume is mounted there
         }
         mounted.remove(id)
     }
@@ -102,13 +116,10 @@ actor VolumeStore {
         unlink(imagePath(id))
     }
 
-    /// At shutdown: every volume this server mounted.
+    /// At shutdown: every volume, and the instance's folder.
     func unmountAll() async {
-        for id in mounted { await unmount(id) }
-        await onThreadIgnoringErrors {
-            for mount in FileSystem.mounts(under: self.mountRoot) { FileSystem.unmount(mount) }
-            rmdir(self.mountRoot)
-        }
+        mounted = []
+        await Self.release(root: mountRoot)
     }
 
     /// Bytes used and the file system's size, if mounted.
