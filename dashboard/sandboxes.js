@@ -103,6 +103,7 @@ async function sandboxPage(id) {
       h('section.panel', { 'aria-labelledby': 'events-h' }, h('h2', { id: 'events-h' }, 'Events'), events)));
 
   let sbx = null;
+  let readFailed = false;  // the last read of the sandbox failed: its error is shown, its actions hidden
   // While an action runs (a pause, say), the page asks nothing of the sandbox's
   // own processes: the server would refuse them (409) until it is running again.
   let acting = 0;
@@ -142,8 +143,11 @@ async function sandboxPage(id) {
     buttons.kill);
 
   async function refresh() {
-    try { sbx = await api('GET', '/v1/sandboxes/' + id); } catch (e) { head.replaceChildren(h('h1', 'Sandbox ', h('span.mono', id))); error.replaceChildren(errorBox(e)); actions.hidden = true; return; }
+    // One heading, with its state, whether or not this read succeeds: a
+    // failed read (a refresh racing a kill, say) must not leave a later one without it.
     if (!head.firstChild) head.append(h('h1', 'Sandbox ', h('span.mono', id), h('span', { id: 'sandbox-state' })));
+    try { sbx = await api('GET', '/v1/sandboxes/' + id); } catch (e) { error.replaceChildren(errorBox(e)); actions.hidden = true; readFailed = true; return; }
+    if (readFailed) { error.replaceChildren(); actions.hidden = false; readFailed = false; }
     const shown = head.querySelector('#sandbox-state');
     if (shown.textContent !== sbx.state) shown.replaceChildren(state(sbx.state));
     const live = !sbx.endedAt;
