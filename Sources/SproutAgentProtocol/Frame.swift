@@ -36,12 +36,18 @@ public struct Frame: Sendable {
 ///
 /// Reads happen on one thread at a time; writes are serialised by a lock so
 /// several threads (a process's stdout and stderr readers) can share it.
+/// Neither ever touches a descriptor number after `close`, which may have
+/// been reused by then for another connection (whose bytes a late read
+/// would steal).
 public final class FrameChannel: @unchecked Sendable {
     public let readFD: Int32
     public let writeFD: Int32
     /// Serialises writes and guards `isClosed`, so no thread ever writes to a
     /// descriptor number that was closed (and perhaps reused).
     private let writeLock = Lock()
+    /// Held by `receive` for a whole frame; `close` waits for it (after the
+    /// shutdown that wakes a blocked read) before the descriptor goes.
+    private let readLock = Lock()
     /// Guards `isClosed`; never held across a blocking call.
     private let stateLock = Lock()
     private var isClosed = false
@@ -101,8 +107,16 @@ public final class FrameChannel: @unchecked Sendable {
 
     // MARK: Reading
 
-    /// The next frame, or nil when the peer closed the stream cleanly between frames.
+    /// The next frame, or nil when the peer closed the stream cleanly between
+    /// frames; after `close`, an error.
     public func receive() throws -> Frame? {
+        try readLock.withLock {
+            guard !stateLock.withLock({ isClosed }) else { throw SproutError(.unavailable, "connection closed") }
+            return try receiveFrame()
+        }
+    }
+
+    private func receiveFrame() throws -> Frame? {
         var header = [UInt8](repeating: 0, count: Frame.headerSize)
         let gotHeader = try header.withUnsafeMutableBytes { try readExactly($0, eofAllowed: true) }
         guard gotHeader else { return nil }
@@ -175,6 +189,12 @@ public final class FrameChannel: @unchecked Sendable {
             return isClosed
         }
         guard !already else { return }
+        // A socket's reader was woken by the shutdown; wait for it to leave
+        // read(2). (A pipe's cannot be woken: the stdio transport has one
+        // reader, which ends with the stream.)
+        let socket = readFD == writeFD
+        if socket { readLock.lock() }
+        defer { if socket { readLock.unlock() } }
         writeLock.withLock {
             stateLock.withLock {
                 guard !isClosed else { return }

@@ -85,4 +85,39 @@ struct ProtocolTests {
             }
         }
     }
+
+    @Test("a channel never reads a descriptor number after close: a late read cannot steal another connection's bytes")
+    func noReadAfterClose() throws {
+        // The race a fresh-clone run hit: a process session's reader thread
+        // started after the session was closed, and its first read took the
+        // reply of the next connection, which had been given the same number.
+        func pair() throws -> (Int32, Int32) {
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else { throw SproutError.system("socketpair") }
+            return (fds[0], fds[1])
+        }
+        var reused = 0
+        for _ in 0..<50 {
+            let (mine, peer) = try pair()
+            let stale = FrameChannel(fd: mine)
+            stale.close()
+            Glibc.close(peer)
+            let (next, nextPeer) = try pair()
+            defer { Glibc.close(next) }
+            let other = FrameChannel(fd: nextPeer)  // closes nextPeer
+            let reply = ["reply": "for the next connection"]
+            try other.send(message: reply)
+            if next == mine { reused += 1 }
+            // Closed: an error, whatever the number now holds, and the bytes stay where they belong.
+            #expect(throws: SproutError.self) { _ = try stale.receive() }
+            #expect(throws: SproutError.self) { try stale.send(message: ["x": "y"]) }
+            let expected = try WireJSON.encode(reply)
+            var bytes = [UInt8](repeating: 0, count: Frame.headerSize + expected.count)
+            // Not blocking: stolen bytes would otherwise leave this read waiting forever.
+            #expect(bytes.withUnsafeMutableBytes { recv(next, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) } == bytes.count)
+            #expect(Array(bytes[Frame.headerSize...]) == expected)
+        }
+        // The numbers were reused (the lowest free one is taken), so the late reads met another connection.
+        #expect(reused > 0)
+    }
 }
