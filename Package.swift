@@ -54,7 +54,7 @@ let package = Package(
         // The REST API's bodies, shared by the server and the client.
         .target(name: "SproutAPI", dependencies: ["SproutCore"]),
         // `sprout.toml`: a TOML subset with line-numbered errors.
-        .target(name: "SproutConfig", dependencies: ["SproutCore"]),
+        .target(name: "SproutConfig", dependencies: ["SproutCore", "SproutAPI"]),
         // Host commands (ip, nft, runsc, cp) with timeouts, over swift-subprocess.
         .target(name: "SproutHost", dependencies: [
             "SproutCore", "SproutSystem",

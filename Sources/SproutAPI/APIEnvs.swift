@@ -25,10 +25,17 @@ extension API {
         public var totalBytes: Int64?
         /// Sandboxes of a warm env start from a memory image taken once `start` was ready.
         public var warm: Bool?
+        /// The command its sandboxes start with (running in a warm env's memory image).
+        public var start: String?
+        /// Volumes its sandboxes mount when a create names none.
+        public var volumes: [VolumeMount]?
 
         public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
-                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil, warm: Bool? = nil) {
+                    ownBytes: Int64, published: Bool, totalBytes: Int64? = nil, warm: Bool? = nil, start: String? = nil,
+                    volumes: [VolumeMount]? = nil) {
             self.warm = warm
+            self.start = start
+            self.volumes = volumes
             self.id = id
             self.name = name
             self.parent = parent
@@ -94,8 +101,11 @@ extension API {
         /// left alone with a warning; a file it lists that is no longer pushed
         /// is deleted.
         public var lock: [String: String]?
+        /// Volumes the env's sandboxes mount when a create names none (`[sandbox] volumes`).
+        public var volumes: [VolumeMount]?
         public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
-                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil) {
+                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil, volumes: [VolumeMount]? = nil) {
+            self.volumes = volumes
             self.id = id
             self.from = from
             self.run = run

@@ -53,5 +53,8 @@ extension API {
             }
             self.init(volume: parts[0], path: parts[1], readOnly: parts.count == 3 ? parts[2] == "ro" : nil)
         }
+
+        /// `NAME:/path[:ro]`, as `init(parsing:)` reads it.
+        public var text: String { "\(volume):\(path)\(readOnly == true ? ":ro" : "")" }
     }
 }

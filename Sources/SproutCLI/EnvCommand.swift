@@ -41,8 +41,15 @@ struct EnvShow: AsyncParsableCommand {
     func run() async throws {
         let env = try await client.client().env(id)
         if json { return try Output.json(env) }
-        for (k, v) in [("id", env.id), ("name", env.name), ("parent", env.parent ?? "-"), ("base", env.base),
-                       ("layers", env.layers.map { String($0.prefix(12)) }.joined(separator: " ")), ("own size", "\(env.ownBytes) B")] {
+        var rows: [(String, String)] = [
+            ("id", env.id), ("name", env.name), ("parent", env.parent ?? "-"), ("base", env.base),
+            ("layers", env.layers.map { String($0.prefix(12)) }.joined(separator: " ")), ("own size", "\(env.ownBytes) B"),
+        ]
+        if let start = env.start { rows.append(("start", start + (env.warm == true ? " (warm)" : ""))) }
+        if let volumes = env.volumes {
+            rows.append(("volumes", volumes.map(\.text).joined(separator: ", ")))
+        }
+        for (k, v) in rows {
             print("\(k.padding(toLength: 8, withPad: " ", startingAt: 0)) \(v)")
         }
     }

@@ -41,7 +41,8 @@ struct EnvPush: AsyncParsableCommand {
         let request = API.Push(
             id: config.id, from: config.from, run: config.run, start: config.start, ready: config.ready.map(\.text), cpu: config.cpu,
             memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
-            draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files)
+            draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files,
+            volumes: config.volumes.isEmpty ? nil : config.volumes)
         let result = try await api.push(request)
         guard let build = result.build else {
             if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }

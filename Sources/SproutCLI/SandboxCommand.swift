@@ -82,7 +82,7 @@ struct SandboxShow: AsyncParsableCommand {
             ("cpu", String(s.cpu)), ("memory", "\(s.memoryMB) MiB"), ("internet", s.internet ? "on" : "off"),
             ("address", s.address ?? "-"), ("env vars", s.envVarNames.joined(separator: ", ")),
             ("metadata", s.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
-            ("volumes", (s.volumes ?? []).map { "\($0.volume):\($0.path)\($0.readOnly == true ? ":ro" : "")" }.joined(separator: ", ")),
+            ("volumes", (s.volumes ?? []).map(\.text).joined(separator: ", ")),
         ] + (s.error.map { [("error", $0)] } ?? [])
         for (k, v) in rows { print("\(k.padding(toLength: 9, withPad: " ", startingAt: 0)) \(v)") }
     }

@@ -1,3 +1,4 @@
+import SproutAPI
 import SproutCore
 
 /// `sprout.toml`: how to build an env.
@@ -13,6 +14,8 @@ import SproutCore
 /// ready = "port:8000"           # or a command that exits 0 when ready
 /// cpu = 2
 /// memory_mb = 1024
+/// [sandbox]                     # what its sandboxes get unless a create says otherwise
+/// volumes = ["cache:/root/.cache", "data:/data:ro"]
 /// ```
 public struct EnvConfig: Equatable, Sendable {
     public var id: String
@@ -25,6 +28,8 @@ public struct EnvConfig: Equatable, Sendable {
     public var memoryMB: Int?
     /// Seconds any one build step may take before it is killed (default 900).
     public var timeoutSeconds: Int?
+    /// Volumes its sandboxes mount when a create names none (`[sandbox] volumes`).
+    public var volumes: [API.VolumeMount] = []
 
     public enum Readiness: Equatable, Sendable {
         case port(UInt16)
@@ -50,6 +55,7 @@ public struct EnvConfig: Equatable, Sendable {
 
     static let keys: Set<String> = [
         "id", "template.from", "build.files", "build.run", "build.start", "build.ready", "build.cpu", "build.memory_mb", "build.timeout",
+        "sandbox.volumes",
     ]
 
     /// Parses and checks a config; every error names the file, line and key.
@@ -116,6 +122,19 @@ public struct EnvConfig: Equatable, Sendable {
             }
             config.timeoutSeconds = n
         }
+        if let entry = entries["sandbox.volumes"] {
+            guard case .array(let items) = entry.value else {
+                throw SproutError(.invalidArgument, "\(file):\(entry.line): 'sandbox.volumes' must be an array of \"NAME:/path[:ro]\" strings")
+            }
+            config.volumes = try items.map {
+                guard case .string(let s) = $0 else {
+                    throw SproutError(.invalidArgument, "\(file):\(entry.line): every 'sandbox.volumes' entry must be a string, NAME:/path[:ro]")
+                }
+                do { return try API.VolumeMount(parsing: s) } catch let error as SproutError {
+                    throw SproutError(.invalidArgument, "\(file):\(entry.line): \(error.message)")
+                }
+            }
+        }
         return config
     }
 
@@ -136,6 +155,9 @@ public struct EnvConfig: Equatable, Sendable {
         # cpu = 2
         # memory_mb = 1024
         # timeout = 900                  # seconds any one step may take
+
+        [sandbox]                        # what its sandboxes get unless a create says otherwise
+        # volumes = ["cache:/root/.cache", "data:/data:ro"]        # `sprout volume create` first
 
         """
     }

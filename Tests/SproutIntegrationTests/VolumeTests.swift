@@ -118,5 +118,64 @@ extension Integration {
             }
             await expectNoLeftovers(data)
         }
+
+        @Test("an env's [sandbox] volumes mount when a create names none; a sandbox of a warm env with volumes boots and runs start (gVisor and runc)",
+              arguments: ["gvisor", "runc"])
+        func envDefaults(runtime: String) async throws {
+            let data = try await ServerHarness.with(runtime: runtime) { (server: ServerHarness) async throws in
+                let api = server.client
+                _ = try await api.createVolume(API.CreateVolume(name: "site", sizeMB: 32))
+                _ = try await api.volumeWrite("site", path: "/index.html", bytes: Array("from the volume\n".utf8))
+                let repo = server.data + "/repo"
+                try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+                let config = """
+                    id = "web"
+                    [template]
+                    from = "empty"
+                    [build]
+                    start = "mkdir -p /srv && exec httpd -f -p 8080 -h /srv"
+                    ready = "port:8080"
+                    [sandbox]
+                    volumes = ["site:/srv"]
+                    """
+                try config.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let cli = CLI(server: server)
+                let pushed = try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait"])
+                #expect(pushed.status == 0, "\(pushed.stdout) \(pushed.stderr)")
+                let env = try await api.env("web")
+                #expect(env.volumes == [API.VolumeMount(volume: "site", path: "/srv")] && env.start != nil)
+                #expect(env.warm == (runtime == "gvisor"))
+
+                // Named by the env: mounted, and start (booted, not restored) serves it.
+                let mounted = try await api.createSandbox(API.CreateSandbox(env: "web"))
+                #expect(mounted.volumes == [API.VolumeMount(volume: "site", path: "/srv", readOnly: false)])
+                let (status, body) = try await api.preview(mounted.id, port: 8080, path: "/index.html")
+                #expect(status == 200 && body == Array("from the volume\n".utf8))
+                #expect(try await api.processes(mounted.id).contains { $0.tag == "start" && $0.exit == nil })
+                // No volumes asked for: none; start runs all the same (from the memory image on gVisor).
+                let bare = try await api.createSandbox(API.CreateSandbox(env: "web", volumes: []))
+                #expect(bare.volumes == nil)
+                #expect(try await api.preview(bare.id, port: 8080, path: "/index.html").0 == 404)
+                #expect(try await api.processes(bare.id).contains { $0.tag == "start" && $0.exit == nil })
+
+                // A push naming a volume the team lacks is refused and changes nothing.
+                try config.replacingOccurrences(of: "site:/srv", with: "nope:/srv").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let refused = try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait"])
+                #expect(refused.status != 0 && refused.stderr.contains("no volume named 'nope'"), "\(refused.stderr)")
+                #expect(try await api.env("web").id == env.id)
+
+                // The volume gone: a create that would mount it says which env named it.
+                for sandbox in [mounted, bare] { _ = try await api.killSandbox(sandbox.id) }
+                try await api.deleteVolume("site")
+                do {
+                    _ = try await api.createSandbox(API.CreateSandbox(env: "web"))
+                    Issue.record("created a sandbox whose default volume is gone")
+                } catch let error as SproutError {
+                    #expect(error.code == .notFound && error.message.contains("a volume \(env.id) mounts by default"), "\(error.message)")
+                }
+                return server.data
+            }
+            await expectNoLeftovers(data)
+        }
     }
 }

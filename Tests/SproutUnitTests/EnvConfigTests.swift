@@ -1,3 +1,4 @@
+import SproutAPI
 import SproutConfig
 import SproutCore
 import Testing
@@ -28,6 +29,14 @@ struct EnvConfigTests {
             start: "python3 -m http.server 8000", ready: .port(8000), cpu: 1.5, memoryMB: 1024))
     }
 
+    @Test("[sandbox] volumes: NAME:/path and NAME:/path:ro, in order")
+    func sandboxVolumes() throws {
+        let config = try EnvConfig.parse("id = \"a\"\n[sandbox]\nvolumes = [\"cache:/root/.cache\", \"data:/data:ro\"]")
+        #expect(config.volumes == [API.VolumeMount(volume: "cache", path: "/root/.cache"), API.VolumeMount(volume: "data", path: "/data", readOnly: true)])
+        #expect(config.volumes.map(\.text) == ["cache:/root/.cache", "data:/data:ro"])
+        #expect(try EnvConfig.parse("id = \"a\"").volumes.isEmpty)
+    }
+
     @Test("no [template] means the parent is empty; the template init writes parses back")
     func defaults() throws {
         #expect(try EnvConfig.parse(#"id = "x""#).from == "empty")
@@ -45,6 +54,10 @@ struct EnvConfigTests {
         ("id = a", "sprout.toml:1: unknown value 'a' (strings need quotes)"),
         ("id = \"Has Spaces\"", "sprout.toml:1: 'id' must be 1-64 characters"),
         ("id = \"a\"\n[build]\nready = \"port:99999\"\nstart = \"x\"", "sprout.toml:3: 'build.ready' port must be 1-65535"),
+        ("id = \"a\"\n[sandbox]\nvolumes = \"data:/data\"", "sprout.toml:3: 'sandbox.volumes' must be an array"),
+        ("id = \"a\"\n\n[sandbox]\nvolumes = [\"data\"]", "sprout.toml:4: a volume mount is NAME:/path or NAME:/path:ro, got 'data'"),
+        ("id = \"a\"\n[sandbox]\nvolumes = [\"data:rel\"]", "sprout.toml:3: a volume mount is NAME:/path"),
+        ("id = \"a\"\n[sandbox]\nvolumes = [1]", "sprout.toml:3: every 'sandbox.volumes' entry must be a string"),
     ])
     func errors(text: String, expected: String) {
         do {

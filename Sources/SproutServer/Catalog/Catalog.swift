@@ -200,6 +200,16 @@ public final class Catalog: Sendable {
             // The volumes a sandbox mounts (JSON: volume id, name, path, readOnly).
             try db.alter(table: "sandbox") { t in t.add(column: "volumes", .text) }
         }
+        m.registerMigration("v18-env-sandbox-defaults") { db in
+            try db.alter(table: "env") { t in
+                // Its start command, readiness check and wait (seconds): run in sandboxes that boot.
+                t.add(column: "start", .text)
+                t.add(column: "ready", .text)
+                t.add(column: "startTimeout", .integer)
+                // JSON array of {volume, path, readOnly}: mounted when a create names no volumes.
+                t.add(column: "volumes", .text)
+            }
+        }
         return m
     }
 }

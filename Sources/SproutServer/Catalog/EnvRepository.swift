@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SproutAPI
 import SproutCore
 
 /// An env made by Sprout: a base root plus layers (bottom to top).
@@ -23,6 +24,15 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     /// Set for a warm env: sandboxes restore this memory image instead of booting.
     var memoryImage: String?
     var memoryToken: String?
+    /// Its `start` (with `ready` and the seconds to wait for it): a sandbox
+    /// that does not start from the memory image runs it, and is ready once
+    /// `ready` passes.
+    var start: String? = nil
+    var ready: String? = nil
+    var startTimeout: Int? = nil
+    /// Volumes its sandboxes mount when a create names none (by name: each
+    /// create finds the team's volume of that name).
+    var volumes: [API.VolumeMount]? = nil
     /// Deleted while sandboxes still ran from it: no longer found by name or
     /// id for anything new, kept (with its layers) until the last of them
     /// ends (`EnvRepository.purgeDeleted`).

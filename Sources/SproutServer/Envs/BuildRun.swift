@@ -116,7 +116,8 @@ struct BuildRun: Sendable {
         let env = EnvRecord(
             id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
             layers: progress.chain, createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
-            publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token)
+            publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token,
+            start: job.request.start, ready: job.request.ready, startTimeout: job.request.timeoutSeconds, volumes: job.request.volumes)
         _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
     }

@@ -68,37 +68,20 @@ extension BuildRun {
     private func waitUntilReady(_ sandbox: SandboxRecord, command: String) async throws
         -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
     {
-        let agent = lifecycle.agents.client(sandbox)
-        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", env: lifecycle.settings.serverEnvironment, tag: "start"))
-        process.close()
-        let limit = Double(job.request.timeoutSeconds ?? 60)
-        let deadline = monotonicSeconds() + limit
-        let endpoint = lifecycle.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0))
-        while monotonicSeconds() < deadline {
-            if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
-                throw Failure(step: "start", exitCode: exit.code.map(Int.init), message: "start exited before it was ready")
-            }
-            let ready: Bool
-            switch job.request.ready {
-            case nil:
-                ready = true
-            case let check? where check.hasPrefix("port:"):
-                let port = UInt16(check.dropFirst(5)) ?? 0
-                ready = (try? await onThread { Socket.answers(host: endpoint.host, port: port, timeoutSeconds: 1) }) == true
-            case let check?:
-                ready = try await agent.run(ProcessSpec(shell: check, cwd: "/code", env: lifecycle.settings.serverEnvironment)).exit == ProcessExit(code: 0)
-            }
-            if ready {
-                guard lifecycle.runtime.capabilities.memorySnapshot else { return nil }
-                do {
-                    return try await captureWarmStart(sandbox)
-                } catch {
-                    throw Failure(step: "start", exitCode: nil, message: "ready, but its memory could not be saved: \(error.sentence)")
-                }
-            }
-            try await Task.sleep(for: .milliseconds(250))
+        let start = EnvStart(command: command, ready: job.request.ready, timeoutSeconds: job.request.timeoutSeconds)
+        do {
+            try await start.run(agent: lifecycle.agents.client(sandbox), endpoint: lifecycle.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0)),
+                                environment: lifecycle.settings.serverEnvironment)
+        } catch let failure as EnvStart.Failure {
+            let code: Int? = if case .exited(let code) = failure { code } else { nil }
+            throw Failure(step: "start", exitCode: code, message: "\(failure.sentence) (\(job.request.ready ?? "started"))")
         }
-        throw Failure(step: "start", exitCode: nil, message: "not ready after \(Int(limit)) s (\(job.request.ready ?? ""))")
+        guard lifecycle.runtime.capabilities.memorySnapshot else { return nil }
+        do {
+            return try await captureWarmStart(sandbox)
+        } catch {
+            throw Failure(step: "start", exitCode: nil, message: "ready, but its memory could not be saved: \(error.sentence)")
+        }
     }
 
     /// Checkpoints a build's start sandbox once `ready` passed: its image and

@@ -46,6 +46,10 @@ public actor EnvBuilder {
             throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
         }
         let from = try await lifecycle.graph.resolve(request.from, team: identity.team)
+        // Each must name one of the team's volumes now; a create finds it again by name.
+        request.volumes = try await lifecycle.resolveVolumes(request.volumes ?? [], team: identity.team)
+            .map { API.VolumeMount(volume: $0.name, path: $0.path, readOnly: $0.readOnly ? true : nil) }
+        if request.volumes?.isEmpty == true { request.volumes = nil }
         try await checkFiles(request.files, team: identity.team)
 
         let files = request.files.sorted { $0.path < $1.path }
@@ -61,6 +65,7 @@ public actor EnvBuilder {
             + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
             + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
+            + (request.volumes ?? []).map { "volume \($0.text)" }
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let builtin = try await lifecycle.catalog.envs.find(envID), builtin.team == BuiltinEnvs.team, identity.team != BuiltinEnvs.team {

@@ -14,6 +14,10 @@ struct ResolvedEnv: Sendable {
     /// A warm env's memory image and the agent token inside it.
     var memoryImage: String? = nil
     var memoryToken: String? = nil
+    /// What a sandbox that boots runs before it is ready (nil: nothing).
+    var start: EnvStart? = nil
+    /// Volumes its sandboxes mount when a create names none.
+    var volumes: [API.VolumeMount] = []
 }
 
 /// The env graph: names and ids, ancestry and descendants, publishing,
@@ -39,7 +43,9 @@ public struct EnvGraph: Sendable {
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
         return ResolvedEnv(id: record.id, base: record.base, layers: record.layers, memoryImage: record.memoryImage,
-                           memoryToken: record.memoryToken)
+                           memoryToken: record.memoryToken, start: record.start.map { EnvStart(command: $0, ready: record.ready,
+                                                                                                 timeoutSeconds: record.startTimeout) },
+                           volumes: record.volumes ?? [])
     }
 
     public func list(for identity: Identity) async throws -> [API.Env] {
@@ -119,6 +125,7 @@ public struct EnvGraph: Sendable {
 extension EnvRecord {
     var api: API.Env {
         API.Env(id: id, name: name, parent: parent, base: base, layers: layers, builtin: false, createdAt: createdAt,
-                ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil)
+                ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil,
+                start: start, volumes: volumes)
     }
 }

@@ -13,9 +13,10 @@ extension SandboxLifecycle {
     public func create(_ body: API.CreateSandbox, for identity: Identity) async throws -> API.Sandbox {
         let started = monotonicSeconds()
         var request = try CreateRequest(body, settings: settings)
-        request.volumes = try await resolveVolumes(body.volumes ?? [], team: identity.team)
         if (request.pauseOnTimeout || request.idlePauseSeconds != nil) && !request.pauseFilesOnly { try requireMemorySnapshots() }
         let env = try await graph.resolve(request.env, team: identity.team)
+        // No volumes named (nil, not []): the env's own, as its sprout.toml set them.
+        request.volumes = try await resolveVolumes(body.volumes ?? env.volumes, team: identity.team, defaultsOf: body.volumes == nil ? env.id : nil)
         if request.poolable(settings) {
             await demand.note(env)
             let timeout = Double(request.limits.timeout)
@@ -89,11 +90,12 @@ extension SandboxLifecycle {
         }
         // Deep chains are squashed in blocks (cached) before anything is allocated.
         let lowers = try await launcher.lowerDirectories(env)
-        // A warm env starts from its memory image, on a runtime that can restore one.
-        let warm = env.memoryImage != nil && runtime.capabilities.memorySnapshot
-        // Its image was made without them: a restore needs the mounts it was saved with.
-        guard !warm || request.volumes.isEmpty else {
-            throw SproutError(.unsupported, "volumes cannot be mounted in a sandbox of \(env.id), which starts from a memory image (a warm env)")
+        // A warm env starts from its memory image, on a runtime that can restore one,
+        // unless it mounts volumes: the image was saved without them, and a restore
+        // needs the mounts it was saved with. Such a sandbox boots and runs `start`.
+        let warm = env.memoryImage != nil && runtime.capabilities.memorySnapshot && request.volumes.isEmpty
+        guard env.memoryImage == nil || request.volumes.isEmpty || env.start != nil else {
+            throw SproutError(.unsupported, "volumes cannot be mounted in a sandbox of \(env.id): it was built before envs kept their start command; push it again")
         }
         let warmImage: String? = if warm, let image = env.memoryImage { try await launcher.materializedImage(image) } else { nil }
         let id = Identifiers.make(prefix: "sbx", length: 16)
@@ -127,6 +129,7 @@ extension SandboxLifecycle {
             do {
                 let prepared = monotonicSeconds()
                 let phases = try await launcher.bringUp(record, layers: lowers, image: warmImage)
+                if warmImage == nil, let start = env.start { try await runStart(start, in: record, of: env) }
                 let broughtUp = monotonicSeconds()
                 let timeout = Double(request.limits.timeout)
                 let (running, _) = try await repository.transition(id, .started(pooled: pooled)) { record in
@@ -157,8 +160,19 @@ extension SandboxLifecycle {
     /// the kernel's file systems.
     static let reservedMountPaths = ["/", "/.sprout", "/proc", "/sys", "/dev", "/run/sprout"]
 
-    /// A create's volumes, each the team's, at distinct clean absolute paths.
-    func resolveVolumes(_ asked: [API.VolumeMount], team: String) async throws -> [VolumeMount] {
+    /// Runs an env's `start` in a sandbox that booted, and waits until it is ready.
+    func runStart(_ start: EnvStart, in record: SandboxRecord, of env: ResolvedEnv) async throws {
+        do {
+            try await start.run(agent: agents.client(record), endpoint: network.agentEndpoint(NetworkSlot(index: record.slot ?? 0)),
+                                environment: settings.serverEnvironment.merging(record.envVars) { $1 })
+        } catch let failure as EnvStart.Failure {
+            throw SproutError(.unavailable, "\(env.id)'s start (\(start.command.prefix(200))): \(failure.sentence)")
+        }
+    }
+
+    /// A create's volumes, each the team's, at distinct clean absolute paths
+    /// (`defaultsOf`: the env whose defaults they are, for the errors).
+    func resolveVolumes(_ asked: [API.VolumeMount], team: String, defaultsOf env: String? = nil) async throws -> [VolumeMount] {
         guard asked.count <= 16 else { throw SproutError(.invalidArgument, "at most 16 volumes") }
         var mounts: [VolumeMount] = []
         for mount in asked {
@@ -170,7 +184,7 @@ extension SandboxLifecycle {
             }
             guard !mounts.contains(where: { $0.path == path }) else { throw SproutError(.invalidArgument, "two volumes at \(path)") }
             guard let volume = try await catalog.volumes.find(mount.volume, team: team) else {
-                throw SproutError(.notFound, "no volume named '\(mount.volume.prefix(64))'")
+                throw SproutError(.notFound, "no volume named '\(mount.volume.prefix(64))'" + (env.map { " (a volume \($0) mounts by default)" } ?? ""))
             }
             mounts.append(VolumeMount(volume: volume.id, name: volume.name, path: path, readOnly: mount.readOnly ?? false))
         }
