@@ -22,7 +22,8 @@ extension LongIntegration {
                 let url = "http://127.0.0.1:\(server.port)"
                 let out = try await CLI.runProcess(
                     [E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/code_interpreter_test.py"],
-                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_API_KEY=\(server.adminKey)"])
+                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_VOLUME_API_URL=\(url)",
+                          "E2B_API_KEY=\(server.adminKey)"])
                 let checks = out.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
                 print("e2b-code-interpreter SDK: \(checks) checks passed; \(out.stdout.split(separator: "\n").last ?? "")")
                 #expect(out.status == 0, "the SDK test failed:\n\(out.stdout.suffix(4000))\n\(out.stderr.suffix(6000))")

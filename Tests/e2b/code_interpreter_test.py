@@ -1,14 +1,14 @@
 """Drives a real Sprout server with the stock `e2b-code-interpreter` SDK
 (pinned in scripts/install-deps.sh), against the built-in env
 `code-interpreter-v1` (the SDK's default template, which a fresh server
-builds in the background from its start). Environment: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY. Prints
+builds in the background from its start). Environment: E2B_API_URL, E2B_SANDBOX_URL, E2B_VOLUME_API_URL, E2B_API_KEY. Prints
 one line per check; any failure raises and exits non-zero."""
 import base64
 import os
 import time
 
 import httpx
-from e2b import InvalidArgumentException, NotFoundException, TimeoutException
+from e2b import InvalidArgumentException, NotFoundException, TimeoutException, Volume
 from e2b_code_interpreter import Sandbox
 
 from sdk_common import eventually
@@ -271,6 +271,25 @@ def bad_input(sbx):
     check("the interpreter keeps serving after bad input", sbx.run_code("x").text == "41")
 
 
+def volume_mounts():
+    """A warm env's sandbox with a volume: its image was saved without the
+    mount, so it boots and runs the interpreter's start before create returns."""
+    vol = Volume.create(f"ci-{int(time.time() * 1000)}")
+    try:
+        vol.write_file("/in.csv", "a,b\n1,2\n3,4\n")
+        t = time.time()
+        sbx = Sandbox.create(volume_mounts={"/data": vol}, timeout=300, request_timeout=600)
+        try:
+            r = sbx.run_code("import pandas as pd\ndf = pd.read_csv('/data/in.csv')\ndf.to_csv('/data/out.csv', index=False)\nint(df.b.sum())")
+            check(f"volume_mounts on the code interpreter: create (booted, start run) and a cell reading the volume in {time.time() - t:.1f} s",
+                  r.text == "6", repr(r))
+            check("... and what the cell wrote is in the volume", vol.read_file("/out.csv") == "a,b\n1,2\n3,4\n")
+        finally:
+            sbx.kill()
+    finally:
+        Volume.destroy(vol.volume_id)
+
+
 def main():
     started = time.time()
     # A fresh server builds its built-in envs in the background from its start
@@ -310,6 +329,7 @@ def main():
             check("sandboxes do not share a kernel", other.run_code("x").error is not None)
         finally:
             other.kill()
+        volume_mounts()
     finally:
         sbx.kill()
     print(f"all checks passed in {time.time() - started:.1f} s")
