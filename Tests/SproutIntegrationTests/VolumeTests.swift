@@ -157,6 +157,10 @@ extension Integration {
                 #expect(bare.volumes == nil)
                 #expect(try await api.preview(bare.id, port: 8080, path: "/index.html").0 == 404)
                 #expect(try await api.processes(bare.id).contains { $0.tag == "start" && $0.exit == nil })
+                // A pause that keeps only files ends every process; the resume boots and runs start again.
+                _ = try await api.pause(mounted.id, memory: false)
+                _ = try await api.resume(mounted.id)
+                #expect(try await api.preview(mounted.id, port: 8080, path: "/index.html").1 == Array("from the volume\n".utf8))
 
                 // A push naming a volume the team lacks is refused and changes nothing.
                 try config.replacingOccurrences(of: "site:/srv", with: "nope:/srv").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)

@@ -137,7 +137,10 @@ extension SandboxLifecycle {
             let lowers = try await launcher.lowerDirectories(env)
             switch action {
             case .restoreFromImage: phases = try await restoreFromImage(resuming, layers: lowers, started: started)
-            case .bootFromFiles: try await launcher.bootAgain(resuming, layers: lowers)
+            case .bootFromFiles:
+                try await launcher.bootAgain(resuming, layers: lowers)
+                // Its processes ended with the pause; the env's start runs again, as at a boot.
+                if let start = env.start { try await runStart(start, in: resuming, of: env) }
             default: throw SproutError(.internal, "a resume cannot \(action)")
             }
         } catch {
