@@ -17,6 +17,8 @@ int csprout_spawn_addchdir(void *actions, const char *path) {
 }
 int csprout_setns(int fd, int nstype) { return setns(fd, nstype); }
 int csprout_unshare(int flags) { return unshare(flags); }
+#include <sys/mman.h>
+int csprout_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 #include <stdlib.h>
 #include <string.h>

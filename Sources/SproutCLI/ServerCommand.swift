@@ -107,6 +107,9 @@ struct ServerCommand: AsyncParsableCommand {
             config.domain = domain.lowercased()
         }
         let logger = Logger(label: "sprout")
+        // A peer or child that goes away mid-write is EPIPE, never the end of
+        // the server (NIO ignores it too, but only once it opens a socket).
+        ignoreSIGPIPE()
         config.tls = try tlsCertificate(dataDirectory: config.dataDirectory)
         let host = self.host
         let scheme = config.tls == nil ? "http" : "https"

@@ -41,11 +41,18 @@ public enum HostCommand {
         let executable = try resolve(argv)
         let arguments = Arguments(Array(argv.dropFirst()))
         let environmentValue = environment.map(Self.environmentValue) ?? Self.environmentValue
+        // Input goes in as an in-memory file the child reads as its stdin,
+        // not through swift-subprocess's input writer: 1.0's writer stops the
+        // process (`FileDescriptor … was not closed`) when a cancellation
+        // lands before its write ends, as a cancelled build's network set-up did.
+        let inputFile = try input.map { try Descriptor.memoryFile("sprout-input", containing: Array($0.utf8)) }
+        defer { inputFile.map(Descriptor.close) }
         let result = try await withDeadline(timeout, argv) {
-            if let input {
+            if let inputFile {
                 return try await Subprocess.run(
                     .path(executable), arguments: arguments, environment: environmentValue, platformOptions: options,
-                    input: .string(input), output: .string(limit: outputLimit), error: .string(limit: outputLimit))
+                    input: .fileDescriptor(FileDescriptor(rawValue: inputFile), closeAfterSpawningProcess: false),
+                    output: .string(limit: outputLimit), error: .string(limit: outputLimit))
             }
             return try await Subprocess.run(
                 .path(executable), arguments: arguments, environment: environmentValue, platformOptions: options,

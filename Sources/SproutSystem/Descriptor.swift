@@ -1,3 +1,4 @@
+import CSprout
 import Glibc
 import SproutCore
 
@@ -39,6 +40,20 @@ public enum Descriptor {
         } else {
             try writeAll(fd, UnsafeRawBufferPointer(rebasing: second[(n - first.count)...]))
         }
+    }
+
+    /// An anonymous in-memory file holding `bytes`, positioned at its start
+    /// (close-on-exec; the caller closes it).
+    public static func memoryFile(_ name: String, containing bytes: [UInt8]) throws -> Int32 {
+        let fd = try sysCall("memfd_create") { csprout_memfd(name) }
+        do {
+            try writeAll(fd, bytes)
+            _ = try sysCall("lseek") { lseek(fd, 0, SEEK_SET) }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
     }
 
     public static func close(_ fd: Int32) {

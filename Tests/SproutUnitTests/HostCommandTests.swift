@@ -39,3 +39,27 @@ struct HostCommandTests {
         #expect(monotonicSeconds() - started < 25)
     }
 }
+
+extension HostCommandTests {
+    /// swift-subprocess 1.0's string input has a writer whose descriptor must
+    /// be closed before it is released; a cancellation that lands before the
+    /// write ended it unclosed, and its deinit stopped the whole server (a
+    /// build cancelled while its sandbox's network was being set up).
+    @Test("a command given input and cancelled, before or while it runs, ends without harm")
+    func cancelledWithInput() async throws {
+        ignoreSIGPIPE()  // as the server does: a child that ends unread is EPIPE, not the end of us
+        for _ in 0..<20 {
+            let before = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await HostCommand.capture(["cat"], input: "x\n")
+            }
+            _ = try? await before.value
+            let during = Task { try await HostCommand.capture(["sh", "-c", "sleep 30; cat"], input: "x\n") }
+            await Task.yield()
+            during.cancel()
+            _ = try? await during.value
+        }
+        let out = try await HostCommand.capture(["cat"], input: "still works\n")
+        #expect(out.stdout == "still works\n")
+    }
+}

@@ -15,6 +15,8 @@ int csprout_spawn_addchdir(void *actions, const char *path);
 int csprout_spawn_addclosefrom(void *actions, int from);
 int csprout_setns(int fd, int nstype);
 int csprout_unshare(int flags);
+/// An anonymous in-memory file (close-on-exec), or -1 with errno.
+int csprout_memfd(const char *name);
 /// Opens a PTY master (close-on-exec, unlocked); writes the slave path to slave_name.
 int csprout_open_pty(char *slave_name, size_t len);
 int csprout_set_child_subreaper(void);
