@@ -143,7 +143,7 @@ let package = Package(
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
             "SproutClient", "SproutAPI", "SproutAgentClient", "SproutSystem", "SproutHost", "SproutCore", "SproutRuntime",
-            "SproutAgentProtocol", "SproutServer", "SproutStore",
+            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "X509", package: "swift-certificates"),

@@ -32,7 +32,11 @@ public enum Socket {
 
     /// Connects to an IPv4 TCP address, with a timeout. `resetOnClose`: see
     /// `setAbortiveClose` (every connection into a sandbox uses it).
-    public static func connectTCP(host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false) throws -> Int32 {
+    /// `unacknowledgedTimeoutSeconds`: see `setUnacknowledgedTimeout` (0: the kernel's own).
+    public static func connectTCP(
+        host: String, port: UInt16, timeoutSeconds: Double = 10, resetOnClose: Bool = false,
+        unacknowledgedTimeoutSeconds: Double = 11
+    ) throws -> Int32 {
         let fd = try sysCall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do {
             var addr = try ipv4Address(host: host, port: port)
@@ -61,6 +65,7 @@ public enum Socket {
             setNoDelay(fd)
             if resetOnClose { setAbortiveClose(fd) }
             setKeepAlive(fd)
+            setUnacknowledgedTimeout(fd, seconds: unacknowledgedTimeoutSeconds)
             return fd
         } catch {
             Glibc.close(fd)
@@ -86,6 +91,22 @@ public enum Socket {
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Ends the connection (reads and writes fail with ETIMEDOUT) once data
+    /// sent has gone unacknowledged for `seconds` (TCP_USER_TIMEOUT; 0 leaves
+    /// the kernel's retransmissions, about fifteen minutes). Keepalive does
+    /// not probe a connection with data in flight, so without it a peer that
+    /// vanished without a word (a sandbox whose container a checkpoint ended
+    /// just after a request went out; nothing there answers with a reset)
+    /// held a read for many minutes. A live peer acknowledges at once, even
+    /// one not reading (a zero window is probed and answered). On an idle
+    /// connection it replaces keepalive's probe count as the verdict: the
+    /// default (11 s) is what `setKeepAlive` alone gives.
+    public static func setUnacknowledgedTimeout(_ fd: Int32, seconds: Double) {
+        guard seconds > 0 else { return }
+        var milliseconds = UInt32(seconds * 1000)
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, &milliseconds, socklen_t(MemoryLayout<UInt32>.size))
     }
 
     /// Sets (or clears, with 0) the receive timeout.

@@ -117,6 +117,30 @@ extension Integration {
             }
         }
 
+        struct Hung: Error {}
+
+        /// Runs one storm operation, and records it (with what the server
+        /// logged of the sandbox) if it has not answered within two minutes:
+        /// a bound far above any operation here (a fork on a busy machine
+        /// takes seconds), so it only turns a hang into a failure that says
+        /// which operation on which sandbox, instead of the test's time limit.
+        static func bounded(
+            _ what: String, log: @escaping @Sendable () -> String, _ body: @escaping @Sendable () async throws -> String
+        ) async throws -> String {
+            try await withThrowingTaskGroup(of: String?.self) { group in
+                group.addTask { try await body() }
+                group.addTask { try await Task.sleep(for: .seconds(120)); return nil }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let outcome = first else {
+                    let sandbox = what.split(separator: " ").last.map(String.init) ?? ""
+                    let lines = log().split(separator: "\n").filter { $0.contains(sandbox) }.suffix(40)
+                    Issue.record("\(what) did not answer within 120 s; the server's log of it:\n\(lines.joined(separator: "\n"))")
+                    throw Hung()
+                }
+                return outcome
+            }
+        }
+
         @Test("stress: four clients kill, pause, resume, fork, snapshot and exec the same sandboxes at random; every invariant holds after")
         func stress() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in
@@ -145,27 +169,32 @@ extension Integration {
                                     : roll < 64 ? "snapshot" : "exec"
                                 var outcome = "ok"
                                 do {
-                                    switch operation {
-                                    case "kill":
-                                        _ = try await api.killSandbox(id)
-                                        // Keep the storm going on three or more live sandboxes.
-                                        let fresh = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 600))
-                                        live.withLock { $0 = $0.filter { $0 != id } + [fresh.id] }
-                                        all.withLock { $0.append(fresh.id) }
-                                    case "pause": _ = try await api.pause(id)
-                                    case "resume": _ = try await api.resume(id)
-                                    case "fork":
-                                        if live.current.count >= 8 { outcome = "skipped"; break }
-                                        let forks = try await api.fork(id, count: 1)
-                                        live.withLock { $0 += forks.map(\.id) }
-                                        all.withLock { $0 += forks.map(\.id) }
-                                    case "snapshot":
-                                        let env = try await api.snapshot(id)
-                                        envs.withLock { $0.append(env.id) }
-                                    default:
-                                        let result = try await api.run(id, API.Exec(shell: "echo $((6 * 7))"))
-                                        if result.stdoutText != "42\n" { outcome = "wrong output: \(result.stdoutText) \(result.stderrText)" }
+                                    outcome = try await Self.bounded("\(operation) of \(id)", log: { server.log }) { () -> String in
+                                        switch operation {
+                                        case "kill":
+                                            _ = try await api.killSandbox(id)
+                                            // Keep the storm going on three or more live sandboxes.
+                                            let fresh = try await api.createSandbox(API.CreateSandbox(env: "empty", timeoutSeconds: 600))
+                                            live.withLock { $0 = $0.filter { $0 != id } + [fresh.id] }
+                                            all.withLock { $0.append(fresh.id) }
+                                        case "pause": _ = try await api.pause(id)
+                                        case "resume": _ = try await api.resume(id)
+                                        case "fork":
+                                            if live.current.count >= 8 { return "skipped" }
+                                            let forks = try await api.fork(id, count: 1)
+                                            live.withLock { $0 += forks.map(\.id) }
+                                            all.withLock { $0 += forks.map(\.id) }
+                                        case "snapshot":
+                                            let env = try await api.snapshot(id)
+                                            envs.withLock { $0.append(env.id) }
+                                        default:
+                                            let result = try await api.run(id, API.Exec(shell: "echo $((6 * 7))"))
+                                            if result.stdoutText != "42\n" { return "wrong output: \(result.stdoutText) \(result.stderrText)" }
+                                        }
+                                        return "ok"
                                     }
+                                } catch is Hung {
+                                    outcome = "hung"
                                 } catch let error as SproutError {
                                     outcome = error.code.rawValue
                                 } catch {

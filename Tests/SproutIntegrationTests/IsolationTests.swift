@@ -8,6 +8,7 @@ import Testing
 import SproutAPI
 import SproutAgentClient
 import SproutHost
+import SproutBlocking
 
 /// Probes that try to get out of a sandbox. Each must fail to escape.
 extension Integration {
@@ -297,6 +298,45 @@ extension Integration {
                 _ = try await api.killSandbox(neighbour.id)
                 await expectNoLeftovers(server.data)
             }
+        }
+
+        /// A peer that vanishes without a word (a sandbox's container ended by
+        /// a checkpoint just after a request went out: nothing at its address
+        /// answers, not even with a reset) fails a connection into it within
+        /// the bound, where the kernel's own retransmissions would hold a
+        /// read for about fifteen minutes (the control shows the same probe
+        /// on a connection without the bound: still established, its data
+        /// unacknowledged, after the bounded one has failed).
+        @Test("a connection whose peer vanishes silently with a request unanswered fails within its bound")
+        func vanishedPeer() async throws {
+            let peer = try await TestHost(subnet: 3, name: "vanishing")
+            var descriptors: [Int32] = []
+            do {
+                let bounded = try Socket.connectTCP(host: peer.address, port: 8000, unacknowledgedTimeoutSeconds: 1)
+                descriptors.append(bounded)
+                let control = try Socket.connectTCP(host: peer.address, port: 8000, unacknowledgedTimeoutSeconds: 0)
+                descriptors.append(control)
+                try await HostCommand.run(["ip", "-n", peer.namespace, "link", "set", "eth0", "down"])
+                for fd in descriptors { try Descriptor.writeAll(fd, Array("GET /id HTTP/1.0\r\n\r\n".utf8)) }
+                // A read bounded far beyond the connection's bound, so a missing bound fails here rather than hanging.
+                Socket.setReceiveTimeout(bounded, seconds: 120)
+                let failure = try await onThread { () -> Int32 in
+                    var byte: UInt8 = 0
+                    return Glibc.read(bounded, &byte, 1) < 0 ? errno : 0
+                }
+                #expect(failure == ETIMEDOUT, "the bounded read ended with \(errnoText(failure))")
+                var info = tcp_info()
+                var length = socklen_t(MemoryLayout<tcp_info>.size)
+                getsockopt(control, Int32(IPPROTO_TCP), TCP_INFO, &info, &length)
+                #expect(info.tcpi_state == 1 && info.tcpi_unacked > 0,
+                        "the control is still established with its request unacknowledged (state \(info.tcpi_state), unacknowledged \(info.tcpi_unacked))")
+            } catch {
+                descriptors.forEach(Descriptor.close)
+                await peer.stop()
+                throw error
+            }
+            descriptors.forEach(Descriptor.close)
+            await peer.stop()
         }
 
         @Test("on gVisor: host files, processes, loopback, other sandboxes, the env below, clock, network, memory, fork bomb")

@@ -16,7 +16,6 @@ extension SandboxLifecycle {
     /// process, so more than the host's cores only adds contention.
     static var restoreWidth: Int { max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-
     public func fork(_ id: String, count: Int, for identity: Identity) async throws -> [API.Sandbox] {
         guard count >= 1 && count <= Self.maxForks else {
             throw SproutError(.invalidArgument, "count must be between 1 and \(Self.maxForks), got \(count)")
@@ -24,7 +23,7 @@ extension SandboxLifecycle {
         _ = try await repository.owned(id, team: identity.team)
         try requireMemorySnapshots()
         let made = try await gate.run(.fork, on: id) { try await forkNow(id, count: count) }
-                return made.map { api($0) }
+        return made.map { api($0) }
     }
 
     /// The fork itself; the caller holds the gate on the source.
@@ -34,7 +33,7 @@ extension SandboxLifecycle {
             throw SproutError(.conflict, "sandbox \(id) is \(source.state.rawValue); only a running sandbox can be forked")
         }
         let started = monotonicSeconds()
-                try await checkpoint.preflight(source)
+        try await checkpoint.preflight(source)
         // Room for the children (the source keeps its own); counted as a placeholder until they are records.
         let room = try await admit(["forks-of-\(id)-\(Identifiers.random(length: 8))"], memoryMB: source.memoryMB * count)
         defer { room.release() }
@@ -117,7 +116,7 @@ extension SandboxLifecycle {
         for fork in forks { await gate.leave(fork.id) }
         await publishStateCounts()
         if let failure, made.count < count {
-                        for fork in made { _ = try? await kill(fork.id, reason: "fork failed") }
+            for fork in made { _ = try? await kill(fork.id, reason: "fork failed") }
             throw SproutError(.internal, "cannot fork sandbox \(id): \(failure.sentence)")
         }
         metrics.memoryOperation("fork", seconds: monotonicSeconds() - started)

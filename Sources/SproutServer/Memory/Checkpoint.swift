@@ -86,7 +86,17 @@ struct Checkpointer: Sendable {
         await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
         // Let the sandbox's side of those connections finish closing.
         try await Task.sleep(for: .milliseconds(30))
-        try await runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
+        // Requests into the sandbox are not held off during a checkpoint, so a
+        // connection may open after that reset; the container is gone once
+        // the checkpoint ends (or fails) and nothing there answers, so those
+        // end too (a read on one would wait for a reply that never comes).
+        do {
+            try await runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
+        } catch {
+            await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+            throw error
+        }
+        await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
     }
 
     /// Checkpoints the sandbox and stores its image in the chunk store. The
