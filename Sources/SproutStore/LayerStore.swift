@@ -40,11 +40,18 @@ public struct LayerStore: Sendable {
         }
         // The digest ignores timestamps; a layer with kept times is its own layer.
         let salt = keepTimes ? "times \(Identifiers.random(length: 16))" : nil
-        let digest = try await onThread { try LayerDigest.of(directory: temp, salt: salt) }
+        return try await store(directory: temp, salt: salt)
+    }
+
+    /// Moves the finished layer `directory` (a folder inside `root`) into
+    /// the store under its digest, or leaves it if that content is stored
+    /// already. Returns the digest and the bytes it added.
+    func store(directory: String, salt: String? = nil) async throws -> (digest: String, addedBytes: Int64) {
+        let digest = try await onThread { try LayerDigest.of(directory: directory, salt: salt) }
         let target = path(digest)
         if contains(digest) { return (digest, 0) }
-        let bytes = await Self.diskUsage(temp)
-        if rename(temp, target) != 0 {
+        let bytes = await Self.diskUsage(directory)
+        if rename(directory, target) != 0 {
             if errno == EEXIST || errno == ENOTEMPTY { return (digest, 0) }  // stored meanwhile
             throw SproutError.system("store layer \(digest)")
         }
