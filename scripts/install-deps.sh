@@ -17,6 +17,8 @@ packages=(
   util-linux       # nsenter, mount, loop devices
   e2fsprogs        # mkfs.ext4: each volume is an ext4 file system of its size
   coreutils
+  tar              # image layers and archives (OCI and docker save)
+  zstd             # image layers compressed with zstd
   libc6-dev
   zlib1g-dev       # zlib for compress-nio: gzip for E2B's files, compressed memory image chunks
   node-xterm       # xterm.js 3.8 as CommonJS modules: the dashboard's terminal

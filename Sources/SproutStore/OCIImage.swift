@@ -1,5 +1,6 @@
 import Foundation
 import SproutCore
+import SproutHost
 import SproutSystem
 
 /// What an image's config says about running it (the image spec's
@@ -219,5 +220,42 @@ struct OCILayout {
         let path = try OCIImageArchive.inside(directory, "blobs/sha256/\(parts[1])")
         if verify { try OCILayer.verify(path, digest: digest) }
         return path
+    }
+}
+
+/// An image imported into the layer store: its layers' digests, bottom
+/// first, and its config.
+public struct ImportedImage: Sendable {
+    public var layers: [String]
+    /// Bytes the import added to the store (0 when every layer was there).
+    public var addedBytes: Int64
+    public var config: OCIImageConfig
+}
+
+extension LayerStore {
+    /// Imports the image in the archive file `archive` (`docker save`, or an
+    /// OCI layout in a tar): every layer checked and stored by content, so
+    /// layers another image or env already brought add nothing. The archive
+    /// is unpacked in a scratch folder of the store, removed after.
+    public func importImage(archive: String, reference: String? = nil) async throws -> ImportedImage {
+        try FileSystem.makeDirectories(root, mode: 0o700)
+        let scratch = "\(root)/.archive-\(Identifiers.random(length: 8))"
+        defer { try? FileSystem.removeTree(scratch) }
+        try FileSystem.makeDirectories(scratch, mode: 0o700)
+        let out = try await HostCommand.capture(
+            ["tar", "--extract", "--file", archive, "--directory", scratch, "--no-same-owner", "--no-same-permissions"],
+            timeout: .seconds(1800))
+        guard out.status == 0 else {
+            throw SproutError(.invalidArgument, "not an image archive tar can read: \(out.stderr.trimmed)")
+        }
+        let image = try OCIImageArchive.read(directory: scratch, reference: reference)
+        var layers: [String] = []
+        var added: Int64 = 0
+        for layer in image.layers {
+            let (digest, bytes) = try await importLayer(layer.path, digest: layer.digest)
+            layers.append(digest)
+            added += bytes
+        }
+        return ImportedImage(layers: layers, addedBytes: added, config: image.config)
     }
 }

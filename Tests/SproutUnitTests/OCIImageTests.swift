@@ -189,3 +189,24 @@ struct OCIImageTests {
         }
     }
 }
+
+extension OCIImageTests {
+    @Test("an image archive imports its layers and config; a second import of the same image stores nothing")
+    func importArchive() async throws {
+        try await Self.withScratch { scratch in
+            let layer = try await Self.makeLayer(in: scratch)
+            let layout = try await Self.makeLayout(in: scratch, layer: layer)
+            let archive = scratch + "/image.tar"
+            try await HostCommand.run(["tar", "--create", "--file", archive, "--directory", layout, "."])
+            let store = LayerStore(root: scratch + "/layers")
+            let first = try await store.importImage(archive: archive, reference: "demo:1")
+            #expect(first.layers.count == 1 && first.addedBytes > 0 && store.contains(first.layers[0]))
+            #expect(first.config.command == ["/bin/server", "--port", "8080"])
+            let second = try await store.importImage(archive: archive)
+            #expect(second.layers == first.layers && second.addedBytes == 0)
+            #expect(try FileSystem.children(store.root) == [String(first.layers[0].prefix(20))], "no scratch left")
+            await #expect(throws: SproutError.self) { _ = try await store.importImage(archive: layer) }
+            #expect(try FileSystem.children(store.root).count == 1, "a failed import leaves nothing")
+        }
+    }
+}
