@@ -17,7 +17,7 @@ extension SandboxLifecycle {
                 let state = try await repository.find(id)?.state.rawValue ?? "gone"
                 throw SproutError(.conflict, "sandbox \(id) is \(state), not running")
             }
-                        let parent = try await graph.resolve(record.env, team: identity.team, includeDeleted: true)
+            let parent = try await graph.resolve(record.env, team: identity.team, includeDeleted: true)
             // The layer is leased from before it is written until an env names it.
             let stored = try await collector.leasing(.layers) {
                 // gVisor may hold written data in its own cache: flush it to the upper dir.
