@@ -161,6 +161,13 @@ extension Integration {
                 _ = try await api.pause(mounted.id, memory: false)
                 _ = try await api.resume(mounted.id)
                 #expect(try await api.preview(mounted.id, port: 8080, path: "/index.html").1 == Array("from the volume\n".utf8))
+                // A snapshot keeps its parent's start (not its default volumes): its sandboxes boot and run it.
+                let snapshot = try await api.snapshot(bare.id, name: "web-snapshot")
+                #expect(snapshot.start == env.start && snapshot.volumes == nil)
+                let fromSnapshot = try await api.createSandbox(API.CreateSandbox(env: snapshot.id))
+                #expect(fromSnapshot.volumes == nil)
+                #expect(try await api.processes(fromSnapshot.id).contains { $0.tag == "start" && $0.exit == nil })
+                _ = try await api.killSandbox(fromSnapshot.id)
 
                 // A push naming a volume the team lacks is refused and changes nothing.
                 try config.replacingOccurrences(of: "site:/srv", with: "nope:/srv").write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)

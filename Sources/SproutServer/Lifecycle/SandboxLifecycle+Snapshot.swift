@@ -6,7 +6,8 @@ import SproutCore
 import SproutStore
 
 /// A running sandbox's writable layer, frozen, becomes a new env whose
-/// parent is the sandbox's env; the sandbox keeps running.
+/// parent is the sandbox's env; the sandbox keeps running. The new env keeps
+/// its parent's `start` (not its default volumes: a snapshot holds files).
 extension SandboxLifecycle {
     /// Snapshotting the same content twice gives the same env.
     public func snapshot(_ id: String, name: String?, for identity: Identity) async throws -> API.Env {
@@ -31,7 +32,9 @@ extension SandboxLifecycle {
                     id: "\(envName)-\(hexString(hasher.finalize()).prefix(8))", name: envName, parent: parent.id, team: identity.team,
                     base: parent.base, layers: parent.layers + [frozen.digest], createdAt: self.clock.now,
                     ownBytes: frozen.addedBytes, published: true, publishedAt: self.clock.now,
-                    totalBytes: try await graph.chainBytes(parent) + frozen.addedBytes)
+                    totalBytes: try await graph.chainBytes(parent) + frozen.addedBytes,
+                    // Its parent's start: a sandbox of the snapshot boots (it has no memory image) and runs it.
+                    start: parent.start?.command, ready: parent.start?.ready, startTimeout: parent.start?.timeoutSeconds)
                 let stored = try await catalog.envs.insertIfAbsent(env)
                 logger.withSandbox(id).info("snapshot", metadata: [
                     "env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)",
