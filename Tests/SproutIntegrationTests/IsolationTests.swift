@@ -143,16 +143,50 @@ extension Integration {
             let name: String
             let directory: String
             let server: pid_t
+            /// The host's end of its veth pair.
+            let link: String
+            /// Its /24 of 198.18.0.0/15, this host's alone while it is up.
+            let subnet: Int
+            var cidr: String { "198.18.\(subnet).0/24" }
 
-            init(subnet: Int, name: String) async throws {
+            /// Where test runs on this host take their subnets: a file per
+            /// subnet made with O_EXCL, holding the taker's pid, so two test
+            /// runs side by side never put the same address on two veths (a
+            /// run that died leaves its files; a dead pid's are taken over).
+            static let subnets = "/run/sprout-test-subnets"
+
+            static func takeSubnet() throws -> Int {
+                try FileSystem.makeDirectories(subnets)
+                for subnet in 1...250 {
+                    let path = "\(subnets)/\(subnet)"
+                    for _ in 0..<2 {
+                        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                        if fd >= 0 {
+                            try Descriptor.writeAll(fd, Array("\(getpid())\n".utf8))
+                            Descriptor.close(fd)
+                            return subnet
+                        }
+                        let owner = (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmed) }
+                        // Taken by a live process (or being written): try the next one.
+                        guard let owner, kill(owner, 0) != 0 && errno == ESRCH else { break }
+                        unlink(path)
+                    }
+                }
+                throw SproutError(.unavailable, "no free test subnet in \(subnets)")
+            }
+
+            init(name: String) async throws {
                 self.name = name
+                let subnet = try Self.takeSubnet()
+                self.subnet = subnet
                 let namespace = "\(HostResources.testHostPrefix)\(Identifiers.random(length: 6))"
                 self.namespace = namespace
                 address = "198.18.\(subnet).2"
                 directory = "/tmp/\(namespace)"
                 HostResources.testHosts.withLock { _ = $0.insert(namespace) }
+                let link = "stv\(Identifiers.random(length: 8))"
+                self.link = link
                 do {
-                    let link = "stv\(Identifiers.random(length: 8))"
                     try await HostCommand.run(["ip", "-batch", "-"], input: """
                         netns add \(namespace)
                         link add \(link) type veth peer name eth0 netns \(namespace)
@@ -173,10 +207,12 @@ extension Integration {
                         path: "/usr/bin/nsenter", argv: ["nsenter", "--net=/run/netns/\(namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
                         env: HostCommand.environment, options: Spawn.Options())
                 } catch {
-                    // Half made: remove what was (the veth goes with the namespace).
+                    // Half made: remove what was.
+                    _ = try? await HostCommand.capture(["ip", "link", "delete", link])
                     _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
                     try? FileSystem.removeTree(directory)
                     HostResources.testHosts.withLock { _ = $0.remove(namespace) }
+                    unlink("\(Self.subnets)/\(subnet)")
                     throw error
                 }
                 // Serving once its port listens.
@@ -188,11 +224,11 @@ extension Integration {
 
             private var stopped = false
 
-            /// Two test hosts, "allowed" (198.18.1.2) and "other" (198.18.2.2), removed after `body` however it ends.
+            /// Two test hosts, "allowed" and "other", removed after `body` however it ends.
             static func withPair(_ body: (TestHost, TestHost) async throws -> Void) async throws {
-                let allowed = try await TestHost(subnet: 1, name: "allowed")
+                let allowed = try await TestHost(name: "allowed")
                 let other: TestHost
-                do { other = try await TestHost(subnet: 2, name: "other") } catch {
+                do { other = try await TestHost(name: "other") } catch {
                     await allowed.stop()
                     throw error
                 }
@@ -210,9 +246,14 @@ extension Integration {
                 stopped = true
                 kill(server, SIGKILL)
                 waitpid(server, nil, 0)
+                // The pair goes now, with its address: a namespace outlives its
+                // name while its sockets close, and those that cannot (a link
+                // set down) would keep the subnet's route on the host.
+                _ = try? await HostCommand.capture(["ip", "link", "delete", link])
                 _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
                 try? FileSystem.removeTree(directory)
                 HostResources.testHosts.withLock { _ = $0.remove(namespace) }
+                unlink("\(Self.subnets)/\(subnet)")
             }
         }
 
@@ -233,7 +274,7 @@ extension Integration {
                 // A running sandbox's policy changes in place: an allow-list, then
                 // nothing, then open again; each takes effect for new connections.
                 let changing = try await api.createSandbox(API.CreateSandbox(env: "empty"))
-                #expect(try await api.setNetwork(changing.id, API.SetNetwork(egress: ["198.18.1.0/24"])).egress == ["198.18.1.0/24"])
+                #expect(try await api.setNetwork(changing.id, API.SetNetwork(egress: [allowed.cidr])).egress == [allowed.cidr])
                 #expect(try await reaches(changing, allowed))
                 #expect(try await !reaches(changing, other))
                 #expect(try await api.setNetwork(changing.id, API.SetNetwork(internet: false)).internet == false)
@@ -250,13 +291,13 @@ extension Integration {
                 #expect(try await !reaches(closed, allowed))
                 #expect(try await !reaches(closed, other))
 
-                let listed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
-                #expect(listed.egress == ["198.18.1.0/24"])
+                let listed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: [allowed.cidr]))
+                #expect(listed.egress == [allowed.cidr])
                 #expect(try await reaches(listed, allowed))
                 #expect(try await !reaches(listed, other))
                 // The policy survives a pause and resume (a fresh sandbox: one that just
                 // made connections holds them in TIME_WAIT, which gVisor cannot save).
-                let paused = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
+                let paused = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: [allowed.cidr]))
                 _ = try await api.pause(paused.id)
                 _ = try await api.resume(paused.id)
                 #expect(try await reaches(paused, allowed))
@@ -271,7 +312,7 @@ extension Integration {
                 for sandbox in [open, closed, listed, paused] { _ = try await api.killSandbox(sandbox.id) }
                 let rules = try await HostResources.hostOutput(["nft", "list", "table", "inet", "sprout_" + server.instance])
                 #expect(rules.contains("set egress"), "the probe reads this server's table")
-                #expect(!rules.contains("198.18.1.0/24"), "the allow-list rules went with the sandbox")
+                #expect(!rules.contains(allowed.cidr), "the allow-list rules went with the sandbox")
                 }
                 await expectNoLeftovers(server.data)
             }
@@ -309,7 +350,7 @@ extension Integration {
         /// unacknowledged, after the bounded one has failed).
         @Test("a connection whose peer vanishes silently with a request unanswered fails within its bound")
         func vanishedPeer() async throws {
-            let peer = try await TestHost(subnet: 3, name: "vanishing")
+            let peer = try await TestHost(name: "vanishing")
             var descriptors: [Int32] = []
             do {
                 let bounded = try Socket.connectTCP(host: peer.address, port: 8000, unacknowledgedTimeoutSeconds: 1)
