@@ -90,6 +90,25 @@ struct OCIImageTests {
                 """, climbing])
             await #expect(throws: SproutError.self) { _ = try await store.importLayer(climbing, digest: nil) }
             #expect(!FileSystem.exists(scratch + "/escaped") && !FileSystem.exists(store.root + "/escaped"))
+            // A hard link to a file outside, and a write through a symlink the archive made to a folder outside.
+            try FileSystem.makeDirectories(scratch + "/outside")
+            try Self.write(scratch + "/secret", "secret\n")
+            let linking = scratch + "/linking.tar"
+            try await HostCommand.run(["python3", "-c", """
+                import io, sys, tarfile
+                with tarfile.open(sys.argv[1], "w") as t:
+                    hard = tarfile.TarInfo("hard"); hard.type = tarfile.LNKTYPE; hard.linkname = sys.argv[2] + "/secret"
+                    t.addfile(hard)
+                    link = tarfile.TarInfo("out"); link.type = tarfile.SYMTYPE; link.linkname = sys.argv[2] + "/outside"
+                    t.addfile(link)
+                    data = b"through the link\\n"
+                    info = tarfile.TarInfo("out/written"); info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+                """, linking, scratch])
+            await #expect(throws: SproutError.self) { _ = try await store.importLayer(linking, digest: nil) }
+            var st = stat()
+            #expect(lstat(scratch + "/secret", &st) == 0 && st.st_nlink == 1, "no link to the outside file was made")
+            #expect(try FileSystem.children(scratch + "/outside").isEmpty, "nothing was written through the link")
             #expect(try FileSystem.children(store.root).isEmpty, "nothing stored, no scratch left")
         }
     }
