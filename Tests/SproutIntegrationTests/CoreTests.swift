@@ -28,12 +28,12 @@ extension Integration {
                     // Paused before they made any connection (gVisor cannot save one in TIME_WAIT):
                     // they live through the graceful restart, which kills running sandboxes.
                     let sleepingClosed = try await api.createSandbox(API.CreateSandbox(env: "empty", internet: false))
-                    let sleepingListed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
+                    let sleepingListed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: [allowed.cidr]))
                     _ = try await api.pause(sleepingClosed.id)
                     _ = try await api.pause(sleepingListed.id)
                     let open = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                     let closed = try await api.createSandbox(API.CreateSandbox(env: "empty", internet: false))
-                    let listed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: ["198.18.1.0/24"]))
+                    let listed = try await api.createSandbox(API.CreateSandbox(env: "empty", egress: [allowed.cidr]))
 
                     func expectPolicies(_ when: String, closed: API.Sandbox, listed: API.Sandbox) async throws {
                         // Positive control: the probe reaches both hosts from an open sandbox.

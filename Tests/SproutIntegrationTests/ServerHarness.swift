@@ -56,7 +56,9 @@ final class ServerHarness: @unchecked Sendable {
         }
     }
 
-    var url: String { "\(scheme)://127.0.0.1:\(port)" }
+    /// The address the server listens on: `--host` if the test gave one.
+    var host: String { extraArgs.firstIndex(of: "--host").map { extraArgs[$0 + 1] } ?? "127.0.0.1" }
+    var url: String { "\(scheme)://\(host):\(port)" }
 
     var trust: ClientTLS {
         guard scheme == "https" else { return ClientTLS() }

@@ -151,6 +151,9 @@ def main():
     for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800", "--lang=en-US"]:
         options.add_argument(arg)
     options.add_argument(f"--user-data-dir={scratch}/profile")  # not a leftover in /tmp
+    # The test serves the page from a host-local link in the browser's own network namespace (see
+    # DashboardTests), over plain HTTP: a secure context there as on 127.0.0.1, for downloads.
+    options.add_argument(f"--unsafely-treat-insecure-origin-as-secure={URL}")
     options.add_experimental_option("prefs", {"download.default_directory": downloads, "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # Chromium keeps its crash reports' database under $XDG_CONFIG_HOME (else ~/.config), whatever the profile.
