@@ -236,7 +236,10 @@ extension LayerStore {
     /// Imports the image in the archive file `archive` (`docker save`, or an
     /// OCI layout in a tar): every layer checked and stored by content, so
     /// layers another image or env already brought add nothing. The archive
-    /// is unpacked in a scratch folder of the store, removed after.
+    /// is unpacked in a scratch folder of the store, removed after. A
+    /// failure leaves the layers imported before it, used by no env, for
+    /// the store's garbage collection (a caller in the server holds a layers
+    /// lease while it imports, as builds do).
     public func importImage(archive: String, reference: String? = nil) async throws -> ImportedImage {
         try FileSystem.makeDirectories(root, mode: 0o700)
         let scratch = "\(root)/.archive-\(Identifiers.random(length: 8))"

@@ -73,12 +73,8 @@ public enum OCILayer {
         try await onThread { try convertWhiteouts(in: directory) }
     }
 
-    /// The overlay form of the OCI whiteouts under `root`.
-    static func convertWhiteouts(in root: String) throws {
-        try convert(root)
-    }
-
-    private static func convert(_ directory: String) throws {
+    /// The overlay form of the OCI whiteouts under `directory`.
+    static func convertWhiteouts(in directory: String) throws {
         let names = try FileSystem.children(directory)
         if names.contains(opaqueMarker) {
             try sysCall("remove \(opaqueMarker)") { unlink(directory + "/" + opaqueMarker) }
@@ -94,19 +90,14 @@ public enum OCILayer {
                 try sysCall("remove \(name)") { unlink(path) }
                 // The layer's own copy of the name, if it has one, goes: the whiteout is for the layers below.
                 let target = directory + "/" + hidden
-                if FileSystem.exists(target) || isSymlink(target) { try FileSystem.removeTree(target) }
+                if FileSystem.exists(target) { try FileSystem.removeTree(target) }  // lstat: a symlink too
                 try sysCall("whiteout \(target)") { mknod(target, S_IFCHR | 0o000, 0) }
                 continue
             }
             var st = stat()
             guard lstat(path, &st) == 0 else { throw SproutError.system(path) }
-            if st.st_mode & S_IFMT == S_IFDIR { try convert(path) }
+            if st.st_mode & S_IFMT == S_IFDIR { try convertWhiteouts(in: path) }
         }
-    }
-
-    static func isSymlink(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK
     }
 
     static func readPrefix(_ path: String, count: Int) throws -> [UInt8] {

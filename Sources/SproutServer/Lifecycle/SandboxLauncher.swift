@@ -189,10 +189,14 @@ struct SandboxLauncher: Sendable {
         }
     }
 
-    /// Stops and deletes a container, keeping the sandbox's files, network and address.
-    func removeContainer(_ id: String) async {
-        unwatch(id)
-        await host.runtime.destroy(id: id, rootfs: rootfs(id, layers: []))
+    /// Stops and deletes a container, keeping the sandbox's files, network
+    /// and address. Connections into it end too: nothing at its address
+    /// answers any more, so a request that reached its agent meanwhile
+    /// would wait for a reply that never comes.
+    func removeContainer(_ record: SandboxRecord) async {
+        unwatch(record.id)
+        await host.runtime.destroy(id: record.id, rootfs: rootfs(record.id, layers: []))
+        await host.network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
     }
 
     /// Waits until a restored sandbox's agent answers (it was already listening when the image was taken).

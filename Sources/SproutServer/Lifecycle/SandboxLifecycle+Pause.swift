@@ -87,9 +87,7 @@ extension SandboxLifecycle {
     /// resume boots it again from them.
     private func stopForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
         let id = pausing.id
-        await launcher.removeContainer(id)
-        // A request that reached the agent meanwhile would wait on a container that is gone.
-        await host.network.closeConnections(to: NetworkSlot(index: pausing.slot ?? 0))
+        await launcher.removeContainer(pausing)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
             record.fallAsleep(at: self.clock.now, autoResume: autoResume)
         }

@@ -76,7 +76,7 @@ public final class SandboxLifecycle: Sendable {
         switch action {
         case .none: break
         case .teardown: await launcher.teardown(record)
-        case .removeContainer: await launcher.removeContainer(record.id)
+        case .removeContainer: await launcher.removeContainer(record)
         case .checkpoint, .stopContainer, .restoreFromImage, .bootFromFiles:
             logger.withSandbox(record.id).error("\(action) is not done by perform: its flow does it")
         }

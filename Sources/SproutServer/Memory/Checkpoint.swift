@@ -83,7 +83,8 @@ struct Checkpointer: Sendable {
     /// Checkpoints the sandbox into `directory` (its container ends).
     func take(_ record: SandboxRecord, into directory: String) async throws {
         launcher.unwatch(record.id)
-        await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+        let slot = NetworkSlot(index: record.slot ?? 0)
+        await network.closeConnections(to: slot)
         // Let the sandbox's side of those connections finish closing.
         try await Task.sleep(for: .milliseconds(30))
         // Requests into the sandbox are not held off during a checkpoint, so a
@@ -93,10 +94,10 @@ struct Checkpointer: Sendable {
         do {
             try await runtime.checkpoint(id: record.id, rootfs: launcher.rootfs(record.id, layers: []), imageDirectory: directory)
         } catch {
-            await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+            await network.closeConnections(to: slot)
             throw error
         }
-        await network.closeConnections(to: NetworkSlot(index: record.slot ?? 0))
+        await network.closeConnections(to: slot)
     }
 
     /// Checkpoints the sandbox and stores its image in the chunk store. The
