@@ -1,6 +1,4 @@
 import Foundation
-import Glibc
-import SproutHost
 import SproutAPI
 import SproutClient
 import SproutCore
@@ -27,7 +25,7 @@ extension Integration {
             // ERR_NETWORK_CHANGED whenever the host's interfaces change, and
             // the other lane's sandboxes add and remove veths all the time.
             // (Plain HTTP on that link: it ends in a namespace of this test.)
-            let browserNetwork = try await BrowserNetwork()
+            let browserNetwork = try await TestNetwork(defaultRoute: false)
             do {
                 try await run(in: browserNetwork)
             } catch {
@@ -37,7 +35,7 @@ extension Integration {
             await browserNetwork.remove()
         }
 
-        func run(in network: BrowserNetwork) async throws {
+        func run(in network: TestNetwork) async throws {
             try await ServerHarness.with(extraArgs: ["--host", network.hostAddress, "--insecure-http"]) { (server: ServerHarness) async throws in
                 let shots = OpenAPITests.root + "/.build/dashboard-screenshots"
                 let out = try await CLI.runProcess(
@@ -50,48 +48,6 @@ extension Integration {
                 #expect(checks >= 25, "only \(checks) checks ran")
                 #expect(try await server.client.sandboxes().isEmpty, "sandboxes left running")
                 await expectNoLeftovers(server.data)
-            }
-        }
-
-        /// A namespace with a veth to the host (a test subnet of its own: .1
-        /// on the host, where the server listens, .2 inside) and loopback.
-        struct BrowserNetwork {
-            typealias TestHost = IsolationTests.TestHost
-            let namespace = "\(HostResources.testHostPrefix)\(Identifiers.random(length: 6))"
-            let link = "stv\(Identifiers.random(length: 8))"
-            let subnet: Int
-            var hostAddress: String { "198.18.\(subnet).1" }
-
-            init() async throws {
-                subnet = try TestHost.takeSubnet()
-                let namespace = namespace
-                HostResources.testHosts.withLock { _ = $0.insert(namespace) }
-                do {
-                    try await HostCommand.run(["ip", "-batch", "-"], input: """
-                        netns add \(namespace)
-                        link add \(link) type veth peer name eth0 netns \(namespace)
-                        addr add \(hostAddress)/30 dev \(link)
-                        link set \(link) up
-
-                        """)
-                    try await HostCommand.run(["ip", "-n", namespace, "-batch", "-"], input: """
-                        addr add 198.18.\(subnet).2/30 dev eth0
-                        link set eth0 up
-                        link set lo up
-
-                        """)
-                } catch {
-                    await remove()
-                    throw error
-                }
-            }
-
-            func remove() async {
-                _ = try? await HostCommand.capture(["ip", "link", "delete", link])
-                _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
-                unlink("\(TestHost.subnets)/\(subnet)")
-                let namespace = namespace
-                HostResources.testHosts.withLock { _ = $0.remove(namespace) }
             }
         }
     }

@@ -138,86 +138,35 @@ extension Integration {
         /// network namespace behind a veth, serving `name` over HTTP on port
         /// 8000 (busybox httpd). Never a real outside address.
         final class TestHost: @unchecked Sendable {
-            let namespace: String
-            let address: String
+            let network: TestNetwork
             let name: String
             let directory: String
             let server: pid_t
-            /// The host's end of its veth pair.
-            let link: String
-            /// Its /24 of 198.18.0.0/15, this host's alone while it is up.
-            let subnet: Int
-            var cidr: String { "198.18.\(subnet).0/24" }
-
-            /// Where test runs on this host take their subnets: a file per
-            /// subnet made with O_EXCL, holding the taker's pid, so two test
-            /// runs side by side never put the same address on two veths (a
-            /// run that died leaves its files; a dead pid's are taken over).
-            static let subnets = "/run/sprout-test-subnets"
-
-            static func takeSubnet() throws -> Int {
-                try FileSystem.makeDirectories(subnets)
-                for subnet in 1...250 {
-                    let path = "\(subnets)/\(subnet)"
-                    for _ in 0..<2 {
-                        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                        if fd >= 0 {
-                            try Descriptor.writeAll(fd, Array("\(getpid())\n".utf8))
-                            Descriptor.close(fd)
-                            return subnet
-                        }
-                        let owner = (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmed) }
-                        // Taken by a live process (or being written): try the next one.
-                        guard let owner, kill(owner, 0) != 0 && errno == ESRCH else { break }
-                        unlink(path)
-                    }
-                }
-                throw SproutError(.unavailable, "no free test subnet in \(subnets)")
-            }
+            var namespace: String { network.namespace }
+            var address: String { network.innerAddress }
+            var cidr: String { network.cidr }
 
             init(name: String) async throws {
                 self.name = name
-                let subnet = try Self.takeSubnet()
-                self.subnet = subnet
-                let namespace = "\(HostResources.testHostPrefix)\(Identifiers.random(length: 6))"
-                self.namespace = namespace
-                address = "198.18.\(subnet).2"
-                directory = "/tmp/\(namespace)"
-                HostResources.testHosts.withLock { _ = $0.insert(namespace) }
-                let link = "stv\(Identifiers.random(length: 8))"
-                self.link = link
+                let network = try await TestNetwork(defaultRoute: true)
+                self.network = network
+                directory = "/tmp/\(network.namespace)"
                 do {
-                    try await HostCommand.run(["ip", "-batch", "-"], input: """
-                        netns add \(namespace)
-                        link add \(link) type veth peer name eth0 netns \(namespace)
-                        addr add 198.18.\(subnet).1/30 dev \(link)
-                        link set \(link) up
-
-                        """)
-                    try await HostCommand.run(["ip", "-n", namespace, "-batch", "-"], input: """
-                        addr add \(address)/30 dev eth0
-                        link set eth0 up
-                        link set lo up
-                        route add default via 198.18.\(subnet).1
-
-                        """)
                     try FileSystem.makeDirectories(directory)
                     try FileSystem.writeAtomically(directory + "/id", name + "\n", mode: 0o644)
                     server = try Spawn.spawn(
-                        path: "/usr/bin/nsenter", argv: ["nsenter", "--net=/run/netns/\(namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
+                        path: "/usr/bin/nsenter",
+                        argv: ["nsenter", "--net=/run/netns/\(network.namespace)", "--", "busybox", "httpd", "-f", "-p", "8000", "-h", directory],
                         env: HostCommand.environment, options: Spawn.Options())
                 } catch {
                     // Half made: remove what was.
-                    _ = try? await HostCommand.capture(["ip", "link", "delete", link])
-                    _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
+                    await network.remove()
                     try? FileSystem.removeTree(directory)
-                    HostResources.testHosts.withLock { _ = $0.remove(namespace) }
-                    unlink("\(Self.subnets)/\(subnet)")
                     throw error
                 }
                 // Serving once its port listens.
                 try await eventually {
-                    let listening = try? await HostCommand.capture(["ip", "netns", "exec", namespace, "busybox", "netstat", "-ltn"])
+                    let listening = try? await HostCommand.capture(["ip", "netns", "exec", network.namespace, "busybox", "netstat", "-ltn"])
                     return listening?.stdout.contains(":8000 ") == true
                 }
             }
@@ -246,14 +195,8 @@ extension Integration {
                 stopped = true
                 kill(server, SIGKILL)
                 waitpid(server, nil, 0)
-                // The pair goes now, with its address: a namespace outlives its
-                // name while its sockets close, and those that cannot (a link
-                // set down) would keep the subnet's route on the host.
-                _ = try? await HostCommand.capture(["ip", "link", "delete", link])
-                _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
+                await network.remove()
                 try? FileSystem.removeTree(directory)
-                HostResources.testHosts.withLock { _ = $0.remove(namespace) }
-                unlink("\(Self.subnets)/\(subnet)")
             }
         }
 
