@@ -68,6 +68,15 @@ let package = Package(
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // Image pulls by the OCI distribution protocol, over async-http-client.
+        .target(name: "SproutRegistry", dependencies: [
+            "SproutCore", "SproutSystem", "SproutStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces and firewall sets, cgroups.
         .target(name: "SproutRuntime", dependencies: [
@@ -80,7 +89,7 @@ let package = Package(
         // The server: catalog, lifecycle state machines, services, routes.
         .target(name: "SproutServer", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutRuntime", "SproutAgentClient", "SproutAPI",
-            "SproutAgentProtocol", "SproutStore", "SproutConfig", "SproutBlocking", "EnvdProto",
+            "SproutAgentProtocol", "SproutStore", "SproutConfig", "SproutBlocking", "EnvdProto", "SproutRegistry",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -137,7 +146,7 @@ let package = Package(
         // HTTP layer through Hummingbird's test client on a fake runtime.
         .testTarget(name: "SproutUnitTests", dependencies: [
             "SproutCore", "SproutConfig", "SproutServer", "SproutAPI", "SproutRuntime", "SproutAgentClient", "SproutSystem",
-            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto",
+            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto", "SproutRegistry",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         // Real server binary, real runsc and runc, real namespaces: needs root.

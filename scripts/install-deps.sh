@@ -30,6 +30,9 @@ if $tests; then
     chromium         # the dashboard's tests: a real headless browser
     chromium-driver  # driven over WebDriver (Selenium)
     fonts-dejavu-core
+    docker-registry  # the image tests pull from a real registry (CNCF distribution)
+    skopeo           # ... after pushing into it an image the test made
+    apache2-utils    # htpasswd: the registry's basic-auth logins
   )
 fi
 

@@ -29,10 +29,17 @@ extension API {
         public var start: String?
         /// Volumes its sandboxes mount when a create names none.
         public var volumes: [VolumeMount]?
+        /// What its processes get unless a request says otherwise (an image's
+        /// `Env`, `WorkingDir` and `User`).
+        public var process: ProcessDefaults?
+        /// The image it was made from (`registry/repo:tag@sha256:…`), for an env made from one.
+        public var image: String?
 
         public init(id: String, name: String, parent: String?, base: String, layers: [String], builtin: Bool, createdAt: Double?,
                     ownBytes: Int64, published: Bool, totalBytes: Int64? = nil, warm: Bool? = nil, start: String? = nil,
-                    volumes: [VolumeMount]? = nil) {
+                    volumes: [VolumeMount]? = nil, process: ProcessDefaults? = nil, image: String? = nil) {
+            self.process = process
+            self.image = image
             self.warm = warm
             self.start = start
             self.volumes = volumes
@@ -46,6 +53,43 @@ extension API {
             self.ownBytes = ownBytes
             self.published = published
             self.totalBytes = totalBytes
+        }
+    }
+
+    /// What an env's processes get unless a request says otherwise: the
+    /// `Env`, `WorkingDir` and `User` of the image it was made from (a
+    /// Dockerfile's `ENV`, `WORKDIR`, `USER`), kept by every env built on it.
+    public struct ProcessDefaults: Codable, Sendable, Equatable {
+        /// Variables every process gets; a sandbox's own and a request's win.
+        public var env: [String: String]?
+        /// Where a process without a cwd starts.
+        public var workdir: String?
+        /// Who a process without a user runs as (a name or a uid).
+        public var user: String?
+
+        public init(env: [String: String]? = nil, workdir: String? = nil, user: String? = nil) {
+            self.env = env
+            self.workdir = workdir
+            self.user = user
+        }
+
+        public var isEmpty: Bool { (env ?? [:]).isEmpty && workdir == nil && user == nil }
+    }
+
+    /// `POST /v1/envs/import`: an image archive (`docker save`, or an OCI
+    /// layout in a tar), uploaded as a blob, made into an env.
+    public struct ImportImage: Codable, Sendable, Equatable {
+        /// The archive's SHA-256, as uploaded (`PUT /v1/blobs/{sha256}`).
+        public var blob: String
+        /// Which image of an archive of several (`name:tag`).
+        public var reference: String?
+        /// The env's name (default: `image-` and the image's name and tag).
+        public var name: String?
+
+        public init(blob: String, reference: String? = nil, name: String? = nil) {
+            self.blob = blob
+            self.reference = reference
+            self.name = name
         }
     }
 

@@ -16,6 +16,8 @@ enum Accounts {
         }
         guard let entry = passwd().first(where: { $0.name == name }) else {
             if name == "root" { return .root }
+            // A user id (an image's `USER 1000`): its line's account, or one of its own.
+            if let uid = uid_t(name) { return try find(uid: uid) }
             throw SproutError(.notFound, "no user '\(name)' in this sandbox")
         }
         var account = entry

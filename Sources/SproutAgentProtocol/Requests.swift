@@ -138,6 +138,12 @@ public struct ProcessSpec: Codable, Sendable {
     }
 }
 
+extension ProcessSpec {
+    /// Flushes the sandbox's file systems (before its writable layer is
+    /// frozen): the agent's own `sync`, as a root need not have one.
+    public static let sync = ProcessSpec(cmd: ["/.sprout/sprout-agent", "--sync"])
+}
+
 /// Names a process by its id or its tag.
 public struct ProcessSelector: Codable, Sendable {
     public var id: String?

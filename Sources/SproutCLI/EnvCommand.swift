@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SproutClient
 import SproutCore
+import SproutStore
 import SproutAPI
 import SproutAgentClient
 import SproutHost
@@ -11,7 +12,7 @@ import SproutConfig
 struct EnvCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "env", abstract: "Envs: immutable roots to start sandboxes from.", subcommands: [
-            EnvInit.self, EnvPush.self, EnvList.self, EnvShow.self, EnvLogs.self, EnvTree.self, EnvPublish.self, EnvUnpublish.self,
+            EnvInit.self, EnvPush.self, EnvImport.self, EnvList.self, EnvShow.self, EnvLogs.self, EnvTree.self, EnvPublish.self, EnvUnpublish.self,
             EnvDelete.self,
         ])
 }
@@ -45,13 +46,41 @@ struct EnvShow: AsyncParsableCommand {
             ("id", env.id), ("name", env.name), ("parent", env.parent ?? "-"), ("base", env.base),
             ("layers", env.layers.map { String($0.prefix(12)) }.joined(separator: " ")), ("own size", "\(env.ownBytes) B"),
         ]
+        if let image = env.image { rows.append(("image", image)) }
         if let start = env.start { rows.append(("start", start + (env.warm == true ? " (warm)" : ""))) }
+        if let process = env.process {
+            if let user = process.user { rows.append(("user", user)) }
+            if let workdir = process.workdir { rows.append(("workdir", workdir)) }
+            if let env = process.env { rows.append(("env", env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))) }
+        }
         if let volumes = env.volumes {
             rows.append(("volumes", volumes.map(\.text).joined(separator: ", ")))
         }
         for (k, v) in rows {
             print("\(k.padding(toLength: 8, withPad: " ", startingAt: 0)) \(v)")
         }
+    }
+}
+
+struct EnvImport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Make an env of an image archive: `docker save` output or an OCI layout in a tar (no registry needed).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The archive (.tar).") var file: String
+    @Option(help: "Which image of an archive of several (name:tag).") var image: String?
+    @Option(help: "The env's name (default: image- and the image's name and tag).") var name: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let api = try client.client()
+        let digest = try LocalFiles.sha256(file)
+        if try await !api.missingBlobs([digest]).isEmpty {
+            FileHandle.standardError.write(Data("uploading \(file)\n".utf8))
+            try await api.uploadBlob(digest, localPath: file)
+        }
+        let env = try await api.importImage(API.ImportImage(blob: digest, reference: image, name: name))
+        if json { return try Output.json(env) }
+        print(env.id)
     }
 }
 

@@ -7,6 +7,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutHost
 import SproutConfig
+import SproutRuntime
 
 /// `sprout env init [--from ENV] [--id NAME]`: writes a commented sprout.toml.
 struct EnvInit: AsyncParsableCommand {
@@ -52,6 +53,6 @@ struct EnvInit: AsyncParsableCommand {
     static func envName(from folder: String) -> String {
         let mapped = folder.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") ? $0 : "-" }
         let name = String(mapped.prefix(64))
-        return name.isEmpty || ["empty", "debian", "base"].contains(name) ? "my-env" : name
+        return name.isEmpty || BaseImages.names.contains(name) ? "my-env" : name
     }
 }

@@ -82,8 +82,7 @@ struct EnvPush: AsyncParsableCommand {
             func next() {
                 guard let (digest, path) = pending.popLast() else { return }
                 group.addTask {
-                    let bytes = try Descriptor.readFile(path, limit: 4 << 30)
-                    try await api.uploadBlob(digest, bytes: bytes)
+                    try await api.uploadBlob(digest, localPath: path)
                     let n = done.withLock { $0 += 1; return $0 }
                     FileHandle.standardError.write(Data("\ruploading files: \(n)/\(total)".utf8))
                 }

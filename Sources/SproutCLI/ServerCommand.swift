@@ -53,6 +53,10 @@ struct ServerCommand: AsyncParsableCommand {
     var pressureIdle = 30
     @Flag(help: "Give every sandbox and build the host's trusted certificates (for a host behind a TLS-inspecting proxy).")
     var trustHostCa = false
+    @Option(name: .customLong("insecure-registry"), help: "Pull images from this registry (HOST:PORT) over plain HTTP; repeatable.")
+    var insecureRegistries: [String] = []
+    @Option(help: "Registry logins for image pulls, in docker's config.json format (default: none; images are pulled anonymously).")
+    var registryAuth: String?
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -100,6 +104,8 @@ struct ServerCommand: AsyncParsableCommand {
         config.memoryBudgetMB = memoryBudgetMb
         config.minimumFreeMemoryMB = minFreeMemoryMb
         config.pressureIdleSeconds = Double(pressureIdle)
+        config.insecureRegistries = insecureRegistries
+        config.registryAuthFile = registryAuth
         if let domain {
             guard !domain.isEmpty, domain.count <= 200, !domain.contains("/"), !domain.hasPrefix(".") else {
                 throw SproutError(.invalidArgument, "--domain takes a host name (and port), such as sandboxes.example.com")

@@ -266,6 +266,20 @@ public struct SproutAPIClient: Sendable {
         _ = try await Self.collect(response, limit: 1 << 20)
     }
 
+    /// Streams the local file `path` up as the blob `digest` (its SHA-256).
+    public func uploadBlob(_ digest: String, localPath: String) async throws {
+        let file = try await BlockingIO.run { try LocalFile(reading: localPath) }
+        defer { file.close() }
+        let response = try await send(.PUT, "/v1/blobs/\(percentEncode(digest))", body: .stream(file.chunks(), length: .known(file.size)),
+                                      contentType: "application/octet-stream")
+        _ = try await Self.collect(response, limit: 1 << 20)
+    }
+
+    /// Makes an env of an image archive uploaded as a blob.
+    public func importImage(_ request: API.ImportImage) async throws -> API.Env {
+        try await call(.POST, "/v1/envs/import", body: request, as: API.Env.self)
+    }
+
     /// Starts a build (or gets the env at once if it exists unchanged).
     public func push(_ request: API.Push) async throws -> API.PushResult {
         try await call(.POST, "/v1/envs", body: request, as: API.PushResult.self)

@@ -12,13 +12,14 @@ public protocol BaseProvider: Sendable {
 }
 
 /// The built-in root file systems every env chain starts from:
-/// `empty` (busybox), `debian` (debootstrap minbase, bookworm) and `base`
+/// `empty` (busybox), `debian` (debootstrap minbase, bookworm), `base`
 /// (`debian` with what E2B's base template offers a program: python3 and pip,
-/// git, curl, sudo, and the user `user`, uid 1000, with passwordless sudo).
+/// git, curl, sudo, and the user `user`, uid 1000, with passwordless sudo)
+/// and `scratch` (nothing but the mount points: what an image's layers go on).
 /// Built once into the cache directory, atomically (temp dir + rename), under
 /// a host-wide lock so two servers sharing a cache never build twice.
 public struct BaseImages: BaseProvider {
-    public static let names = ["empty", "debian", "base"]
+    public static let names = ["empty", "debian", "base", "scratch"]
     /// What `base` adds to minbase.
     static let basePackages = [
         "python3", "python3-pip", "python3-venv", "git", "curl", "ca-certificates", "ncurses-bin", "sudo", "procps", "less",
@@ -50,6 +51,7 @@ public struct BaseImages: BaseProvider {
         do {
             switch name {
             case "empty": try await buildBusybox(temp)
+            case "scratch": try Self.mountPoints(temp)
             case "base":
                 try await buildDebian(temp, include: Self.basePackages, progress: progress)
                 try addUser(temp)
@@ -68,10 +70,10 @@ public struct BaseImages: BaseProvider {
         guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
             throw SproutError(.unavailable, "busybox is not installed: apt-get install busybox-static")
         }
-        for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "code", "var/tmp"] {
+        try Self.mountPoints(root)
+        for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "root", "code", "var/tmp"] {
             try FileSystem.makeDirectories("\(root)/\(dir)")
         }
-        chmod("\(root)/tmp", 0o1777)
         chmod("\(root)/root", 0o700)
         try await HostCommand.run(["cp", busybox, "\(root)/bin/busybox"])
         let applets = try await HostCommand.run([busybox, "--list-full"])
@@ -85,6 +87,13 @@ public struct BaseImages: BaseProvider {
         for file in ["hosts", "hostname", "resolv.conf"] {
             try FileSystem.writeAtomically("\(root)/etc/\(file)", "")
         }
+    }
+
+    /// What every root needs before anything is in it: the directories the
+    /// runtime mounts on and the sandbox's identity files go in.
+    static func mountPoints(_ root: String) throws {
+        for dir in ["etc", "proc", "sys", "dev", "tmp"] { try FileSystem.makeDirectories("\(root)/\(dir)") }
+        chmod("\(root)/tmp", 0o1777)
     }
 
     private func buildDebian(_ root: String, include: [String] = [], progress: @escaping @Sendable (String) -> Void) async throws {

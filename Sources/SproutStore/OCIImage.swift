@@ -159,56 +159,91 @@ struct ImageConfigFile: Decodable {
     }
 }
 
+/// A reference to a blob in an image's documents (the image spec's descriptor).
+public struct OCIDescriptor: Decodable, Sendable, Equatable {
+    public struct Platform: Decodable, Sendable, Equatable {
+        public var architecture: String?
+        public var os: String?
+    }
+    public var mediaType: String?
+    public var digest: String
+    public var size: Int64?
+    public var annotations: [String: String]?
+    public var platform: Platform?
+
+    /// Whether it is for the platform sandboxes run (linux/amd64).
+    public var isHostPlatform: Bool { platform?.os == "linux" && platform?.architecture == "amd64" }
+}
+
+/// An image index (or Docker manifest list): one manifest per platform.
+public struct OCIIndex: Decodable, Sendable {
+    public var mediaType: String?
+    public var manifests: [OCIDescriptor]
+
+    public static let mediaTypes: Set<String> = [
+        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+
+    /// linux/amd64's manifest, or an error naming the platforms there are.
+    public func hostManifest() throws -> OCIDescriptor {
+        guard let match = manifests.first(where: \.isHostPlatform) else {
+            let platforms = manifests.compactMap { $0.platform.map { "\($0.os ?? "?")/\($0.architecture ?? "?")" } }
+            throw SproutError(.invalidArgument, "the image has no linux/amd64 variant (it has \(platforms.joined(separator: ", ")))")
+        }
+        return match
+    }
+}
+
+/// An image manifest: its config and its layers, bottom first.
+public struct OCIManifest: Decodable, Sendable {
+    public var mediaType: String?
+    public var config: OCIDescriptor
+    public var layers: [OCIDescriptor]
+
+    public static let mediaTypes: Set<String> = [
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+}
+
+extension OCIImageConfig {
+    /// The config blob's settings Sprout honours, and its layers' diff ids.
+    public static func decode(_ data: Data) throws -> (config: OCIImageConfig, diffIDs: [String]) {
+        do {
+            let file = try JSONDecoder().decode(ImageConfigFile.self, from: data)
+            return (file.imageConfig, file.rootfs?.diff_ids ?? [])
+        } catch {
+            throw SproutError(.malformed, "the image config is not a valid image document: \(error)")
+        }
+    }
+}
+
 /// An OCI image layout: `index.json`, `oci-layout` and `blobs/<alg>/<hex>`.
 struct OCILayout {
     let directory: String
 
-    struct Descriptor: Decodable {
-        struct Platform: Decodable {
-            var architecture: String?
-            var os: String?
-        }
-        var mediaType: String?
-        var digest: String
-        var annotations: [String: String]?
-        var platform: Platform?
-    }
-    struct Index: Decodable { var manifests: [Descriptor] }
-    struct Manifest: Decodable {
-        var config: Descriptor
-        var layers: [Descriptor]
-    }
-
     static let refName = "org.opencontainers.image.ref.name"
-    static let indexTypes: Set<String> = [
-        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
 
     func image(reference: String?) throws -> OCIImageArchive {
-        let index = try OCIImageArchive.decode(Index.self, at: directory + "/index.json")
+        let index = try OCIImageArchive.decode(OCIIndex.self, at: directory + "/index.json")
         let entry = try OCIImageArchive.choose(index.manifests, named: Self.names, reference: reference)
         let manifestDescriptor = try platformManifest(entry)
-        let manifest = try OCIImageArchive.decode(Manifest.self, at: try blob(manifestDescriptor.digest, verify: true))
+        let manifest = try OCIImageArchive.decode(OCIManifest.self, at: try blob(manifestDescriptor.digest, verify: true))
         let config = try OCIImageArchive.decode(ImageConfigFile.self, at: try blob(manifest.config.digest, verify: true))
         let layers = try manifest.layers.map { OCIImageArchive.Layer(path: try blob($0.digest, verify: false), digest: $0.digest) }
         return OCIImageArchive(config: config.imageConfig, layers: layers, references: index.manifests.flatMap(Self.names))
     }
 
     /// An index entry's name (`name:tag`, or a tag alone, as the tool that wrote it chose).
-    static func names(_ descriptor: Descriptor) -> [String] {
+    static func names(_ descriptor: OCIDescriptor) -> [String] {
         guard let name = descriptor.annotations?[refName] else { return [] }
         return [name]
     }
 
     /// A manifest, or from an index of several platforms, linux/amd64's.
-    func platformManifest(_ descriptor: Descriptor) throws -> Descriptor {
-        guard let type = descriptor.mediaType, Self.indexTypes.contains(type) else { return descriptor }
-        let nested = try OCIImageArchive.decode(Index.self, at: try blob(descriptor.digest, verify: true))
-        guard let match = nested.manifests.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == "amd64" }) else {
-            let platforms = nested.manifests.compactMap { $0.platform.map { "\($0.os ?? "?")/\($0.architecture ?? "?")" } }
-            throw SproutError(.invalidArgument, "the image has no linux/amd64 variant (it has \(platforms.joined(separator: ", ")))")
-        }
-        return try platformManifest(match)
+    func platformManifest(_ descriptor: OCIDescriptor) throws -> OCIDescriptor {
+        guard let type = descriptor.mediaType, OCIIndex.mediaTypes.contains(type) else { return descriptor }
+        let nested = try OCIImageArchive.decode(OCIIndex.self, at: try blob(descriptor.digest, verify: true))
+        return try platformManifest(try nested.hostManifest())
     }
 
     /// The file of blob `digest`; small documents are checked here, layers when they are imported.
@@ -230,6 +265,8 @@ public struct ImportedImage: Sendable {
     /// Bytes the import added to the store (0 when every layer was there).
     public var addedBytes: Int64
     public var config: OCIImageConfig
+    /// The names the archive gives the image (`name:tag`), if any.
+    public var references: [String]
 }
 
 extension LayerStore {
@@ -259,6 +296,6 @@ extension LayerStore {
             layers.append(digest)
             added += bytes
         }
-        return ImportedImage(layers: layers, addedBytes: added, config: image.config)
+        return ImportedImage(layers: layers, addedBytes: added, config: image.config, references: image.references)
     }
 }

@@ -24,6 +24,12 @@ if SudoCommand.isInvoked(as: CommandLine.arguments.first ?? "") {
     SudoCommand.run(Array(CommandLine.arguments.dropFirst()))
 }
 
+// `sync` for the server, which cannot count on a root having one (an image's).
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "--sync" {
+    sync()
+    exit(0)
+}
+
 // The agent re-executes itself to start a process as another user.
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == ExecAs.flag {
     ExecAs.run(Array(CommandLine.arguments.dropFirst(2)))

@@ -210,6 +210,14 @@ public final class Catalog: Sendable {
                 t.add(column: "volumes", .text)
             }
         }
+        m.registerMigration("v19-env-process-defaults") { db in
+            try db.alter(table: "env") { t in
+                // JSON {env, workdir, user}: what its processes get unless a request says otherwise.
+                t.add(column: "process", .text)
+                // The image it was made from (`registry/repo:tag@sha256:…`).
+                t.add(column: "image", .text)
+            }
+        }
         return m
     }
 }

@@ -33,6 +33,10 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     /// Volumes its sandboxes mount when a create names none (by name: each
     /// create finds the team's volume of that name).
     var volumes: [API.VolumeMount]? = nil
+    /// Its processes' env vars, cwd and user unless a request says otherwise.
+    var process: API.ProcessDefaults? = nil
+    /// The image it was made from, for an env made from one.
+    var image: String? = nil
     /// Deleted while sandboxes still ran from it: no longer found by name or
     /// id for anything new, kept (with its layers) until the last of them
     /// ends (`EnvRepository.purgeDeleted`).

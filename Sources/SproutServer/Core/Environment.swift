@@ -45,6 +45,10 @@ public struct Settings: Sendable {
     public var pidsLimit = 1024
     /// What a sandbox may write to its writable layer unless it asks otherwise, MiB.
     public var defaultDiskMB = 10240
+    /// Registries pulled from over plain HTTP (`HOST:PORT`, `--insecure-registry`).
+    public var insecureRegistries: Set<String> = []
+    /// Registry logins, docker's `config.json` format (`--registry-auth`).
+    public var registryAuthFile: String?
     /// Pooled sandboxes per env in demand (0: no pool).
     public var poolSize = 2
     /// Pooled sandboxes in all.

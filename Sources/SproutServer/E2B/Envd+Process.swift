@@ -138,8 +138,8 @@ extension EnvdService {
         guard !body.process.cmd.isEmpty else { throw ConnectRPC.Failure(.invalid_argument, "process.cmd is empty") }
         // HOME, USER, LOGNAME and SHELL are the user's login ones (the agent's).
         let env = sandbox.environment.merging(body.process.envs) { _, call in call }
-        // Like envd: a command starts in its user's home unless told otherwise.
-        let cwd = try body.process.hasCwd ? user.resolve(body.process.cwd) : user.home
+        // Like envd: a command starts in the env's workdir (a template's) or its user's home unless told otherwise.
+        let cwd = try body.process.hasCwd ? user.resolve(body.process.cwd) : (sandbox.workdir ?? user.home)
         let pty = body.hasPty ? EnvdProcess.size(body.pty) : nil
         let spec = ProcessSpec(cmd: [body.process.cmd] + body.process.args, cwd: cwd, env: env, tag: body.hasTag ? body.tag : nil,
                                stdin: pty == nil ? (body.hasStdin ? body.stdin : true) : nil,

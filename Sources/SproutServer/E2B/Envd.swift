@@ -173,8 +173,9 @@ struct EnvdUser: Sendable {
     /// The user as the sandbox knows it now (a user added inside with
     /// `useradd` is found on the next call). A name the sandbox lacks is an
     /// error, except for the unnamed default, which falls back to root.
-    func lookup(sandbox: String, agent: AgentClient) async throws -> EnvdUser {
-        let wanted = requested ?? "user"
+    /// Unnamed, it is the env's user (an image's `User`) if it has one.
+    func lookup(sandbox: String, agent: AgentClient, default envUser: String? = nil) async throws -> EnvdUser {
+        let wanted = requested ?? envUser ?? "user"
         var resolved = self
         do {
             let account = try await agent.lookupUser(wanted)

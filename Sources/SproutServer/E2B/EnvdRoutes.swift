@@ -47,7 +47,9 @@ struct EnvdRoutes {
         guard let call = context.envd else { throw SproutError(.internal, "an envd route without its sandbox") }
         let sandbox = try await services.lifecycle.open(record: call.record)
         var service = EnvdService(services: services, watchers: watchers, sandbox: sandbox, user: call.user)
-        if lookUpUser { service.user = try await service.withAgent { try await call.user.lookup(sandbox: sandbox.id, agent: $0) } }
+        if lookUpUser {
+            service.user = try await service.withAgent { try await call.user.lookup(sandbox: sandbox.id, agent: $0, default: sandbox.user) }
+        }
         return service
     }
 

@@ -4,6 +4,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
+import SproutRegistry
 import SproutRuntime
 import SproutStore
 import SproutSystem
@@ -53,6 +54,10 @@ struct BuildRun: Sendable {
     }
 
     private func steps(_ progress: Locked<Progress>) async throws {
+        if let image = job.pull {
+            let layers = try await pull(image)
+            progress.withLock { $0.chain = layers }
+        }
         var key = "env \(job.from.id)"
         for (index, command) in job.request.run.enumerated() {
             key = Self.stepKey(key, "run \(command)")
@@ -64,9 +69,10 @@ struct BuildRun: Sendable {
             }
             log.line("step \(label)")
             let log = self.log
-            let env = lifecycle.settings.serverEnvironment
+            // As the env's processes run: its variables, workdir and user (an image's, a Dockerfile's).
+            let (env, process) = (job.environment(lifecycle.settings), job.process)
             let (layer, bytes) = try await step(chain: progress.current.chain, label: label) { agent in
-                try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: "/", env: env), log: log)
+                try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: process.workdir ?? "/", env: env, user: process.user), log: log)
             }
             try await lifecycle.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes }
@@ -109,6 +115,23 @@ struct BuildRun: Sendable {
         }
     }
 
+    /// Makes the env of the image the build starts from; its layers.
+    private func pull(_ image: RegistryClient.Image) async throws -> [String] {
+        log.line("step pull: \(image.reference) (\(image.layers.count) layer(s))")
+        let images = ImageEnvs(lifecycle: lifecycle)
+        let client = try images.client()
+        let log = self.log
+        do {
+            let env = try await images.pull(image, client: client, team: job.team) { log.line("  \($0)") }
+            await client.shutdown()
+            log.line("  image env \(env.id)")
+            return env.layers
+        } catch {
+            await client.shutdown()
+            throw Failure(step: "pull", exitCode: nil, message: error.sentence)
+        }
+    }
+
     /// Records the env (the leases are still held, so its layers and image are safe).
     private func publish(_ progress: Progress) async throws {
         let total = try await lifecycle.graph.chainBytes(job.from) + progress.added
@@ -117,7 +140,8 @@ struct BuildRun: Sendable {
             id: job.envID, name: job.request.id, parent: job.parent, team: job.team, base: job.from.base,
             layers: progress.chain, createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
             publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token,
-            start: job.request.start, ready: job.request.ready, startTimeout: job.request.timeoutSeconds, volumes: job.request.volumes)
+            start: job.request.start, ready: job.request.ready, startTimeout: job.request.timeoutSeconds, volumes: job.request.volumes,
+            process: job.from.process)
         _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
     }

@@ -39,7 +39,7 @@ extension BuildRun {
             let status = try await withTimeout(Double(timeout)) { try await body(agent) }
             guard let status else { throw Failure(step: label, exitCode: nil, message: "timed out after \(timeout) s") }
             guard status == 0 else { throw Failure(step: label, exitCode: Int(status), message: "exited with \(status)") }
-            _ = try await agent.run(ProcessSpec(cmd: ["sync"]))
+            _ = try await agent.run(.sync)
             let frozen = try await lifecycle.stores.layers.freeze(upper: lifecycle.settings.directory(sandbox.id) + "/upper", excluding: SandboxLauncher.identityFiles)
             await removeBuildSandbox(sandbox)
             return (frozen.digest, frozen.addedBytes)
@@ -71,7 +71,7 @@ extension BuildRun {
         let start = EnvStart(command: command, ready: job.request.ready, timeoutSeconds: job.request.timeoutSeconds)
         do {
             try await start.run(agent: lifecycle.agents.client(sandbox), endpoint: lifecycle.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0)),
-                                environment: lifecycle.settings.serverEnvironment)
+                                environment: job.environment(lifecycle.settings), defaults: job.process)
         } catch let failure as EnvStart.Failure {
             let code: Int? = if case .exited(let code) = failure { code } else { nil }
             throw Failure(step: "start", exitCode: code, message: "\(failure.sentence) (\(job.request.ready ?? "started"))")

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import SproutAPI
 import SproutCore
+import SproutRegistry
 import SproutStore
 import SproutSystem
 
@@ -45,7 +46,11 @@ public actor EnvBuilder {
         if let ready = request.ready, ready.hasPrefix("port:"), UInt16(ready.dropFirst(5)).map({ $0 > 0 }) != true {
             throw SproutError(.invalidArgument, "ready must be port:1-65535 or a command")
         }
-        let from = try await lifecycle.graph.resolve(request.from, team: identity.team)
+        let (from, pull) = try await parent(request.from, team: identity.team)
+        // An env on an image that runs a server runs it too, unless it says what to start.
+        if request.start == nil, from.image != nil, let start = from.start {
+            (request.start, request.ready, request.timeoutSeconds) = (start.command, start.ready, request.timeoutSeconds ?? start.timeoutSeconds)
+        }
         // Each must name one of the team's volumes now; a create finds it again by name.
         request.volumes = try await lifecycle.resolveVolumes(request.volumes ?? [], team: identity.team)
             .map { API.VolumeMount(volume: $0.name, path: $0.path, readOnly: $0.readOnly ? true : nil) }
@@ -88,13 +93,13 @@ public actor EnvBuilder {
         let previous = try await lifecycle.catalog.envs.newest(named: request.id, team: identity.team)
         let build = BuildRecord(
             id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID,
-            steps: request.run.count + 1 + (request.start == nil ? 0 : 1))
+            steps: (pull == nil ? 0 : 1) + request.run.count + 1 + (request.start == nil ? 0 : 1))
         try FileSystem.makeDirectories(lifecycle.settings.buildsDirectory, mode: 0o700)
         try FileSystem.writeAtomically(logPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
         try FileSystem.writeAtomically(configPath(build.id), String(decoding: try JSONEncoder.sorted.encode(request), as: UTF8.self))
         try await lifecycle.catalog.builds.insert(build)
         let job = BuildJob(
-            build: build, request: request, files: files, from: from, envID: envID, parent: previous?.id ?? from.id,
+            build: build, request: request, files: files, from: from, pull: pull, envID: envID, parent: previous?.id ?? from.id,
             team: identity.team, limits: limits)
         let lifecycle = self.lifecycle
         tasks[build.id] = Task {
@@ -105,6 +110,27 @@ public actor EnvBuilder {
     }
 
     private func forget(_ id: String) { tasks[id] = nil }
+
+    /// The env a push builds on: an env, or an image (`python:3.12-slim`,
+    /// `ghcr.io/org/app@sha256:…`): the env made of it before, or the one
+    /// the build's first step pulls. The image's manifest is read now, so
+    /// the push's env id follows what the tag names today.
+    private func parent(_ reference: String, team: String) async throws -> (ResolvedEnv, RegistryClient.Image?) {
+        guard ImageReference.looksLikeImage(reference) else { return (try await lifecycle.graph.resolve(reference, team: team), nil) }
+        let parsed = try ImageReference(parsing: reference)
+        let images = ImageEnvs(lifecycle: lifecycle)
+        let client = try images.client()
+        let image: RegistryClient.Image
+        do {
+            image = try await client.resolve(parsed)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+        let (env, pulled) = try await images.planned(image, team: team)
+        return (env, pulled ? nil : image)
+    }
 
     /// Waits for build `id` to end (at once if it is not running); its record then.
     func finished(_ id: String) async -> API.Build? {
@@ -173,10 +199,20 @@ struct BuildJob: Sendable {
     var request: API.Push
     var files: [API.Push.File]
     var from: ResolvedEnv
+    /// The image to pull first, when `from` is an image not made into an env yet.
+    var pull: RegistryClient.Image?
     var envID: String
     var parent: String
     var team: String
     var limits: CreateRequest.Limits
+
+    /// What the env's processes get unless told otherwise (its parent's).
+    var process: API.ProcessDefaults { from.process ?? API.ProcessDefaults() }
+
+    /// The variables a step or `start` runs with: the server's, then the env's.
+    func environment(_ settings: Settings) -> [String: String] {
+        settings.serverEnvironment.merging(process.env ?? [:]) { $1 }
+    }
 }
 
 extension BuildRecord {

@@ -18,6 +18,10 @@ struct ResolvedEnv: Sendable {
     var start: EnvStart? = nil
     /// Volumes its sandboxes mount when a create names none.
     var volumes: [API.VolumeMount] = []
+    /// What its processes get unless a request says otherwise.
+    var process: API.ProcessDefaults? = nil
+    /// The image it was made from, for an image's own env.
+    var image: String? = nil
 }
 
 /// The env graph: names and ids, ancestry and descendants, publishing,
@@ -27,6 +31,8 @@ public struct EnvGraph: Sendable {
     let bases: any BaseProvider
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
+    /// Each env's process defaults, read once (envs never change).
+    let defaults = Locked<[String: API.ProcessDefaults]>([:])
 
     static let builtins = BaseImages.names
 
@@ -45,7 +51,17 @@ public struct EnvGraph: Sendable {
         return ResolvedEnv(id: record.id, base: record.base, layers: record.layers, memoryImage: record.memoryImage,
                            memoryToken: record.memoryToken, start: record.start.map { EnvStart(command: $0, ready: record.ready,
                                                                                                  timeoutSeconds: record.startTimeout) },
-                           volumes: record.volumes ?? [])
+                           volumes: record.volumes ?? [], process: record.process, image: record.image)
+    }
+
+    /// What processes of env `id`'s sandboxes get unless a request says
+    /// otherwise (none for a built-in base, or an env that is gone).
+    func processDefaults(_ id: String) async -> API.ProcessDefaults {
+        if let known = defaults.current[id] { return known }
+        guard !Self.builtins.contains(id), let record = try? await catalog.envs.find(id) else { return API.ProcessDefaults() }
+        let found = record.process ?? API.ProcessDefaults()
+        defaults.withLock { $0[id] = found }
+        return found
     }
 
     public func list(for identity: Identity) async throws -> [API.Env] {
@@ -126,6 +142,6 @@ extension EnvRecord {
     var api: API.Env {
         API.Env(id: id, name: name, parent: parent, base: base, layers: layers, builtin: false, createdAt: createdAt,
                 ownBytes: ownBytes, published: published, totalBytes: totalBytes, warm: memoryImage != nil,
-                start: start, volumes: volumes)
+                start: start, volumes: volumes, process: process, image: image)
     }
 }

@@ -1,3 +1,4 @@
+import SproutAPI
 import SproutAgentClient
 import SproutAgentProtocol
 import SproutBlocking
@@ -28,10 +29,13 @@ struct EnvStart: Sendable, Equatable {
         }
     }
 
-    /// Starts the command (tagged `start`, in /code) and returns once `ready`
-    /// passes; throws `Failure` if it exits first or the time runs out.
-    func run(agent: AgentClient, endpoint: (host: String, port: UInt16), environment: [String: String]) async throws {
-        let process = try await agent.start(ProcessSpec(shell: command, cwd: "/code", env: environment, tag: "start"))
+    /// Starts the command (tagged `start`, in /code or the env's workdir, as
+    /// the env's user) and returns once `ready` passes; throws `Failure` if
+    /// it exits first or the time runs out.
+    func run(agent: AgentClient, endpoint: (host: String, port: UInt16), environment: [String: String],
+             defaults: API.ProcessDefaults) async throws {
+        let process = try await agent.start(ProcessSpec(shell: command, cwd: defaults.workdir ?? "/code", env: environment, tag: "start",
+                                                        user: defaults.user))
         process.close()
         let limit = timeoutSeconds ?? 60
         let deadline = monotonicSeconds() + Double(limit)
@@ -39,14 +43,14 @@ struct EnvStart: Sendable, Equatable {
             if let exit = try await agent.processes().first(where: { $0.id == process.info.id })?.exit {
                 throw Failure.exited(code: exit.code.map(Int.init))
             }
-            if try await isReady(agent: agent, host: endpoint.host, environment: environment) { return }
+            if try await isReady(agent: agent, host: endpoint.host, environment: environment, defaults: defaults) { return }
             // Polled: readiness is a port or a command inside the sandbox, which tells nothing when it changes.
             try await Task.sleep(for: .milliseconds(100))
         }
         throw Failure.notReady(seconds: limit)
     }
 
-    private func isReady(agent: AgentClient, host: String, environment: [String: String]) async throws -> Bool {
+    private func isReady(agent: AgentClient, host: String, environment: [String: String], defaults: API.ProcessDefaults) async throws -> Bool {
         switch ready {
         case nil:
             return true
@@ -54,7 +58,8 @@ struct EnvStart: Sendable, Equatable {
             let port = UInt16(check.dropFirst(5)) ?? 0
             return (try? await onThread { Socket.answers(host: host, port: port, timeoutSeconds: 1) }) == true
         case let check?:
-            return try await agent.run(ProcessSpec(shell: check, cwd: "/code", env: environment)).exit == ProcessExit(code: 0)
+            return try await agent.run(ProcessSpec(shell: check, cwd: defaults.workdir ?? "/code", env: environment, user: defaults.user)).exit
+                == ProcessExit(code: 0)
         }
     }
 }

@@ -8,6 +8,7 @@ import ServiceLifecycle
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
+import SproutRegistry
 import SproutRuntime
 import SproutStore
 import SproutSystem
@@ -56,6 +57,10 @@ public struct ServerConfiguration: Sendable {
     public var domain: String?
     /// Serve HTTPS with this certificate (nil: plain HTTP).
     public var tls: ServerCertificate?
+    /// Registries pulled from over plain HTTP (`HOST:PORT`).
+    public var insecureRegistries: [String] = []
+    /// Registry logins, in docker's `config.json` format.
+    public var registryAuthFile: String?
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -216,6 +221,11 @@ func settings(_ config: ServerConfiguration, instance: String) throws -> Setting
     settings.poolSize = config.poolSize
     settings.poolBudget = config.poolBudget
     settings.poolIdleSeconds = config.poolIdleSeconds
+    settings.insecureRegistries = Set(config.insecureRegistries)
+    if let file = config.registryAuthFile {
+        _ = try RegistryCredentials(file: file)  // a bad file is an error at start, not at the first pull
+        settings.registryAuthFile = file
+    }
     return settings
 }
 

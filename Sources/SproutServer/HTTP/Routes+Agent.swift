@@ -142,7 +142,8 @@ struct AgentRoutes {
         let env = sandbox.environment.merging(body.env ?? [:]) { _, request in request }
         let session = try await services.lifecycle.withAgent(sandbox) { agent in
             let session = try await agent.start(ProcessSpec(
-                cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: stdin != nil, user: body.user))
+                cmd: body.cmd, shell: body.shell, cwd: body.cwd ?? sandbox.workdir, env: env, tag: body.tag, stdin: stdin != nil,
+                user: body.user ?? sandbox.user))
             if let stdin {
                 do {
                     try await session.send(stdin)

@@ -7,7 +7,8 @@ import SproutAgentClient
 import SproutCore
 import SproutSystem
 
-/// `POST /v1/envs` (push), `/v1/builds/{id}` and its streamed logs.
+/// `POST /v1/envs` (push), `POST /v1/envs/import` (an image archive),
+/// `/v1/builds/{id}` and its streamed logs.
 struct BuildRoutes {
     let services: SproutServices
 
@@ -16,6 +17,12 @@ struct BuildRoutes {
             let body = try await JSONBody.decode(API.Push.self, from: request)
             let result = try await services.builder.push(body, for: try context.caller())
             return try JSONBody.response(result, status: result.build == nil ? .ok : .accepted)
+        }
+        group.post("envs/import") { request, context in
+            let body = try await JSONBody.decode(API.ImportImage.self, from: request)
+            let env = try await ImageEnvs(lifecycle: services.lifecycle).importArchive(
+                blob: body.blob, reference: body.reference, name: body.name, for: try context.caller())
+            return try JSONBody.response(env, status: .created)
         }
         group.get("builds") { request, context in
             let limit = try request.uri.queryParameters.get("limit").map {

@@ -90,6 +90,6 @@ struct ExecStreamRoutes {
         let sandbox = try await services.lifecycle.open(id, for: try context.caller())
         let env = sandbox.environment.merging(body.env ?? [:]) { _, call in call }
         return try await sandbox.agent.start(ProcessSpec(
-            cmd: body.cmd, shell: body.shell, cwd: body.cwd, env: env, tag: body.tag, stdin: true, user: body.user))
+            cmd: body.cmd, shell: body.shell, cwd: body.cwd ?? sandbox.workdir, env: env, tag: body.tag, stdin: true, user: body.user ?? sandbox.user))
     }
 }

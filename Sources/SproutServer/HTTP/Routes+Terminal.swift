@@ -36,7 +36,8 @@ struct TerminalRoutes {
             let sandbox = try await services.lifecycle.open(id, for: try context.caller())
             let command = wsContext.request.uri.queryParameters.get("cmd")
             let keyID = try context.caller().keyID
-            let session = try await sandbox.agent.start(ProcessSpec(shell: command ?? Self.defaultShell, env: sandbox.environment, pty: size))
+            let session = try await sandbox.agent.start(ProcessSpec(shell: command ?? Self.defaultShell, cwd: sandbox.workdir, env: sandbox.environment,
+                                                                    pty: size, user: sandbox.user))
             defer { session.close() }
             try await services.lifecycle.activity.holding(id) { try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

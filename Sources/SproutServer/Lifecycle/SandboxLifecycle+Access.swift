@@ -71,17 +71,24 @@ extension SandboxLifecycle {
     /// A running sandbox as one request uses it, from one read of its
     /// record: its agent and the variables its processes get.
     public func open(_ id: String, for identity: Identity) async throws -> RunningSandbox {
-        open(try await running(id, for: identity))
+        await open(try await running(id, for: identity))
     }
 
     /// `open` for a record the caller has read already (envd's middleware).
     func open(record: SandboxRecord) async throws -> RunningSandbox {
-        open(try await running(record))
+        await open(try await running(record))
     }
 
-    private func open(_ record: SandboxRecord) -> RunningSandbox {
-        RunningSandbox(id: record.id, agent: agents.client(record),
-                       environment: settings.serverEnvironment.merging(record.envVars) { _, sandbox in sandbox })
+    private func open(_ record: SandboxRecord) async -> RunningSandbox {
+        let defaults = await graph.processDefaults(record.env)
+        return RunningSandbox(id: record.id, agent: agents.client(record), environment: environment(record, defaults: defaults),
+                              workdir: defaults.workdir, user: defaults.user)
+    }
+
+    /// What every process the server starts in the sandbox gets: the
+    /// server's variables, then its env's, then its own (each wins over the one before).
+    func environment(_ record: SandboxRecord, defaults: API.ProcessDefaults) -> [String: String] {
+        settings.serverEnvironment.merging(defaults.env ?? [:]) { $1 }.merging(record.envVars) { $1 }
     }
 
     /// A client for the agent of a running sandbox.
@@ -222,7 +229,11 @@ extension SandboxRecord {
 public struct RunningSandbox: Sendable {
     public let id: String
     public let agent: AgentClient
-    /// The server's and the sandbox's env vars, which every process the
-    /// server starts there gets.
+    /// The server's, its env's and the sandbox's env vars, which every
+    /// process the server starts there gets.
     public let environment: [String: String]
+    /// Where a process that names no cwd starts, and who it runs as, when
+    /// its env says (an image's `WorkingDir` and `User`).
+    public var workdir: String? = nil
+    public var user: String? = nil
 }

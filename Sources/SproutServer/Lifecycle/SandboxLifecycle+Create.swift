@@ -164,7 +164,8 @@ extension SandboxLifecycle {
     func runStart(_ start: EnvStart, in record: SandboxRecord, of env: ResolvedEnv) async throws {
         do {
             try await start.run(agent: agents.client(record), endpoint: network.agentEndpoint(NetworkSlot(index: record.slot ?? 0)),
-                                environment: settings.serverEnvironment.merging(record.envVars) { $1 })
+                                environment: environment(record, defaults: env.process ?? API.ProcessDefaults()),
+                                defaults: env.process ?? API.ProcessDefaults())
         } catch let failure as EnvStart.Failure {
             throw SproutError(.unavailable, "\(env.id)'s start (\(start.command.prefix(200))): \(failure.sentence)")
         }

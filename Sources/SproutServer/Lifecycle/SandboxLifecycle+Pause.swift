@@ -41,7 +41,7 @@ extension SandboxLifecycle {
             try await checkpoint.preflight(record)
         } else {
             // What the container wrote reaches its writable layer before it stops.
-            _ = try? await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
+            _ = try? await agents.client(record).run(.sync)
         }
         let (pausing, action) = try await repository.transition(id, .pause(memory: !filesOnly), expecting: record.version)
         let result: SandboxRecord

@@ -22,7 +22,7 @@ extension SandboxLifecycle {
             // The layer is leased from before it is written until an env names it.
             let stored = try await collector.leasing(.layers) {
                 // gVisor may hold written data in its own cache: flush it to the upper dir.
-                _ = try await agents.client(record).run(ProcessSpec(cmd: ["sync"]))
+                _ = try await agents.client(record).run(.sync)
                 let frozen = try await stores.layers.freeze(upper: settings.directory(id) + "/upper", excluding: SandboxLauncher.identityFiles)
                 let parentName = try await catalog.envs.find(parent.id)?.name ?? parent.id
                 let envName = name ?? parentName
@@ -34,7 +34,8 @@ extension SandboxLifecycle {
                     ownBytes: frozen.addedBytes, published: true, publishedAt: self.clock.now,
                     totalBytes: try await graph.chainBytes(parent) + frozen.addedBytes,
                     // Its parent's start: a sandbox of the snapshot boots (it has no memory image) and runs it.
-                    start: parent.start?.command, ready: parent.start?.ready, startTimeout: parent.start?.timeoutSeconds)
+                    start: parent.start?.command, ready: parent.start?.ready, startTimeout: parent.start?.timeoutSeconds,
+                    process: parent.process)
                 let stored = try await catalog.envs.insertIfAbsent(env)
                 logger.withSandbox(id).info("snapshot", metadata: [
                     "env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)",

@@ -1,0 +1,147 @@
+import Crypto
+import Foundation
+import SproutAPI
+import SproutCore
+import SproutRegistry
+import SproutStore
+import SproutSystem
+
+/// Envs made from OCI images: pulled from a registry (`from = "python:3.12-slim"`)
+/// or imported from an archive (`sprout env import`). An image's env is an
+/// ordinary env on the `scratch` base, one layer per image layer, named
+/// `image-…` after the image, its id fixed by the team and the image's
+/// manifest digest: the same image is made into an env once. Its config
+/// gives the env's process defaults (`Env`, `WorkingDir`, `User`) and, for
+/// an image that says it listens on a port, its `start` (`Entrypoint` +
+/// `Cmd`, ready once the first port answers).
+struct ImageEnvs: Sendable {
+    let lifecycle: SandboxLifecycle
+
+    /// A client with the server's registry settings; `shutdown()` it after.
+    func client() throws -> RegistryClient {
+        let settings = lifecycle.settings
+        let credentials = try settings.registryAuthFile.map { try RegistryCredentials(file: $0) } ?? RegistryCredentials()
+        return RegistryClient(insecure: settings.insecureRegistries, credentials: credentials)
+    }
+
+    /// The env `image` makes for `team`: its record if made before, else
+    /// what it will be once pulled (`pull` makes it).
+    func planned(_ image: RegistryClient.Image, team: String) async throws -> (env: ResolvedEnv, pulled: Bool) {
+        let id = Self.envID(name: Self.name(image.reference), digest: image.digest, team: team)
+        if let existing = try await lifecycle.catalog.envs.find(id), existing.team == team, existing.deletedAt == nil {
+            return (try await lifecycle.graph.resolve(id, team: team), true)
+        }
+        let start = Self.start(image.config).map { EnvStart(command: $0.command, ready: $0.ready) }
+        return (ResolvedEnv(id: id, base: Self.base, layers: [], start: start, process: Self.defaults(image.config),
+                            image: image.reference.description), false)
+    }
+
+    /// Pulls the layers the store lacks (a layer of any image pulled before
+    /// is not fetched again) and records the image's env. The caller holds
+    /// a layers lease.
+    func pull(_ image: RegistryClient.Image, client: RegistryClient, team: String, log: @Sendable (String) -> Void) async throws -> EnvRecord {
+        let layers = lifecycle.stores.layers
+        var digests: [String] = []
+        var added: Int64 = 0
+        for (index, layer) in image.layers.enumerated() {
+            let key = Self.layerKey(layer.digest)
+            if let known = try await lifecycle.catalog.envs.cachedLayer(key), layers.contains(known) {
+                log("layer \(index + 1)/\(image.layers.count) \(layer.digest.prefix(19)): already here")
+                digests.append(known)
+                continue
+            }
+            log("layer \(index + 1)/\(image.layers.count) \(layer.digest.prefix(19)): pulling \(layer.size.map { "\($0 >> 10) KiB" } ?? "")")
+            try FileSystem.makeDirectories(layers.root, mode: 0o700)
+            let download = "\(layers.root)/.pull-\(Identifiers.random(length: 8))"
+            defer { unlink(download) }
+            try await client.download(image.reference, layer, to: download)
+            let (digest, bytes) = try await layers.importLayer(download, digest: layer.digest)
+            try await lifecycle.catalog.envs.rememberLayer(key, digest)
+            digests.append(digest)
+            added += bytes
+        }
+        return try await record(name: Self.name(image.reference), image: image.reference.description, digest: image.digest,
+                                config: image.config, layers: digests, added: added, team: team)
+    }
+
+    /// `sprout env import`: the image in archive blob `blob` (`docker save`,
+    /// or an OCI layout in a tar), named `name` or after the image.
+    func importArchive(blob: String, reference: String?, name: String?, for identity: Identity) async throws -> API.Env {
+        if let name { try EnvGraph.validateName(name) }
+        guard BlobStore.isDigest(blob), try await lifecycle.catalog.blobsOwned(by: identity.team).contains(blob),
+            lifecycle.stores.blobs.contains(blob)
+        else { throw SproutError(.invalidArgument, "blob \(blob.prefix(80)) has not been uploaded (PUT /v1/blobs/{sha256} first)") }
+        let archive = lifecycle.stores.blobs.path(blob)
+        let layers = lifecycle.stores.layers
+        return try await lifecycle.collector.leasing(.layers) {
+            let imported = try await layers.importImage(archive: archive, reference: reference)
+            // Named as the archive names it (an OCI layout may give only a tag);
+            // identified by its layers and config.
+            let known = reference ?? imported.references.first
+            let parsed = known.flatMap { ImageReference.looksLikeImage($0) ? try? ImageReference(parsing: $0) : nil }
+            let envName = name ?? parsed.map(Self.name) ?? known.map { Self.name(ImageReference(registry: "", repository: "image", tag: $0, digest: nil)) }
+                ?? "image"
+            let digest = "sha256:" + hexString(SHA256.hash(data: Data((imported.layers + ["\(imported.config)"]).joined(separator: "\n").utf8)))
+            return try await record(name: envName, image: known ?? "archive", digest: digest, config: imported.config,
+                                    layers: imported.layers, added: imported.addedBytes, team: identity.team).api
+        }
+    }
+
+    /// Records the env of an image whose layers are in the store.
+    private func record(name: String, image: String, digest: String, config: OCIImageConfig, layers: [String], added: Int64,
+                        team: String) async throws -> EnvRecord {
+        let store = lifecycle.stores.layers
+        var total = await LayerStore.diskUsage(lifecycle.host.bases.path(Self.base))
+        for layer in layers { total += await LayerStore.diskUsage(store.path(layer)) }
+        let now = lifecycle.clock.now
+        let start = Self.start(config)
+        let env = EnvRecord(
+            id: Self.envID(name: name, digest: digest, team: team), name: name, parent: Self.base, team: team, base: Self.base,
+            layers: layers, createdAt: now, ownBytes: added, published: true, publishedAt: now, totalBytes: total,
+            start: start?.command, ready: start?.ready, process: Self.defaults(config), image: image)
+        return try await lifecycle.catalog.envs.insertIfAbsent(env)
+    }
+
+    static let base = "scratch"
+
+    /// `image-<repository's last part>-<tag>`, as an env name allows.
+    static func name(_ reference: ImageReference) -> String {
+        let last = reference.repository.split(separator: "/").last.map(String.init) ?? "image"
+        let raw = "image-\(last)" + (reference.tag.map { "-\($0)" } ?? "")
+        let cleaned = String(raw.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" }.prefix(64))
+        return cleaned
+    }
+
+    static func envID(name: String, digest: String, team: String) -> String {
+        let hash = hexString(SHA256.hash(data: Data("image \(team) \(digest)".utf8)))
+        return "\(name.prefix(55))-\(hash.prefix(8))"
+    }
+
+    /// What the step cache remembers an image layer (by its blob digest) as.
+    static func layerKey(_ blobDigest: String) -> String { "oci-layer \(blobDigest)" }
+
+    /// An image config's `Env`, `WorkingDir` and `User` (its user part:
+    /// processes run with the user's own groups).
+    static func defaults(_ config: OCIImageConfig) -> API.ProcessDefaults {
+        var env: [String: String] = [:]
+        for entry in config.env {
+            guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else { continue }
+            env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+        }
+        let user = config.user.flatMap { $0.split(separator: ":").first.map(String.init) }
+        return API.ProcessDefaults(env: env.isEmpty ? nil : env, workdir: config.workingDir, user: user == "root" || user == "0" ? nil : user)
+    }
+
+    /// An image that says it listens on a port runs its command as the env's
+    /// `start`, ready once the first port answers; a tool image (a shell or
+    /// an interpreter as its command) starts nothing.
+    static func start(_ config: OCIImageConfig) -> (command: String, ready: String)? {
+        guard let command = config.command, let port = config.exposedPorts.first else { return nil }
+        return (command.map(shellQuote).joined(separator: " "), "port:\(port)")
+    }
+
+    static func shellQuote(_ word: String) -> String {
+        guard word.isEmpty || word.contains(where: { !($0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0)) }) else { return word }
+        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import Glibc
+import SproutAPI
+import SproutClient
+import SproutCore
+import SproutHost
+import SproutSystem
+import Testing
+
+extension Integration {
+    /// Images as envs, against a real registry (`docker-registry`) the test
+    /// starts and pushes to with skopeo, and archives skopeo writes.
+    @Suite("OCI images")
+    struct ImageTests {
+        /// The app image: a busybox root, then a layer that deletes a file
+        /// (whiteout), replaces a directory (opaque) and adds the site.
+        static var appConfig: [String: Any] { [
+            "Env": ["PATH=/bin", "GREETING=hello from the image"], "WorkingDir": "/srv/app", "User": "app",
+            "ExposedPorts": ["8080/tcp": [String: String]()], "Cmd": ["httpd", "-f", "-p", "8080", "-h", "/srv/app"],
+        ] }
+        static var appLayers: [TestImage.Layer] { [
+            TestImage.Layer { root in
+                try await TestImage.busyboxRoot(root)
+                try FileSystem.writeAtomically(root + "/etc/gone.txt", "gone\n", mode: 0o644)
+                try FileSystem.makeDirectories(root + "/opaque")
+                try FileSystem.writeAtomically(root + "/opaque/old", "old\n", mode: 0o644)
+            },
+            TestImage.Layer { root in
+                try FileSystem.makeDirectories(root + "/etc")
+                try FileSystem.makeDirectories(root + "/opaque")
+                try FileSystem.makeDirectories(root + "/srv/app")
+                try FileSystem.writeAtomically(root + "/etc/.wh.gone.txt", "", mode: 0o644)
+                try FileSystem.writeAtomically(root + "/opaque/.wh..wh..opq", "", mode: 0o644)
+                try FileSystem.writeAtomically(root + "/opaque/new", "new\n", mode: 0o644)
+                try FileSystem.writeAtomically(root + "/srv/app/hello.txt", "hello\n", mode: 0o644)
+                chown(root + "/srv/app", 1000, 1000)
+            },
+        ] }
+
+        @Test("from = an image in a private registry: pulled with its login, layers and whiteouts, Env/WorkingDir/User/Cmd honoured; a second env pulls nothing; bad logins and corrupt blobs refused")
+        func registryPull() async throws {
+            let registry = try await TestRegistry()
+            defer { registry.stop() }
+            let layout = registry.directory + "/layout"
+            try await TestImage.write(layout: layout, tag: "v1", config: Self.appConfig, layers: Self.appLayers)
+            try await registry.push(layout: layout, tag: "v1", as: "sprout-test/app")
+            let reference = "\(registry.host)/sprout-test/app:v1"
+
+            // Positive control for the refusals below: the registry wants its login.
+            let anonymous = try await HostCommand.capture(["skopeo", "inspect", "--tls-verify=false", "docker://\(reference)"])
+            #expect(anonymous.status != 0 && anonymous.stderr.contains("unauthorized"), "\(anonymous.stderr)")
+
+            let auth = try registry.authFile()
+            try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", auth]) { server in
+                let cli = CLI(server: server)
+                let repo = server.data + "/repo"
+                try FileSystem.makeDirectories(repo)
+                func push(_ id: String, from: String, run: String) async throws -> CLI.Result {
+                    try """
+                        id = "\(id)"
+                        [template]
+                        from = "\(from)"
+                        [build]
+                        run = ["\(run)"]
+                        """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                    return try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"])
+                }
+                let first = try await push("web", from: reference, run: "id -un > built-by.txt")
+                #expect(first.status == 0, "\(first.stderr) \(first.stdout)")
+                let build = try JSONDecoder().decode(API.Build.self, from: Data(first.stdout.utf8))
+                #expect(build.status == "succeeded", "\(build)")
+                let api = server.client
+                let env = try await api.env(build.envID)
+                let imageEnv = try await api.env(try #require(env.parent))
+                #expect(imageEnv.base == "scratch" && imageEnv.layers.count == 2 && imageEnv.name == "image-app-v1")
+                #expect(imageEnv.image?.hasPrefix(reference + "@sha256:") == true)
+                #expect(imageEnv.process == API.ProcessDefaults(env: ["PATH": "/bin", "GREETING": "hello from the image"],
+                                                                workdir: "/srv/app", user: "app"))
+                #expect(imageEnv.start == "httpd -f -p 8080 -h /srv/app")
+                // The env on it keeps its process defaults and runs the image's server.
+                #expect(env.process == imageEnv.process && env.start == imageEnv.start)
+
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "web"))
+                let out = try await api.run(sandbox.id, API.Exec(shell: """
+                    id -un; pwd; echo "$GREETING"; cat built-by.txt; ls /opaque; cat /etc/gone.txt 2>&1; wget -qO- http://127.0.0.1:8080/hello.txt
+                    """))
+                #expect(out.stdoutText == "app\n/srv/app\nhello from the image\napp\nnew\ncat: can't open '/etc/gone.txt': No such file or directory\nhello\n",
+                        "\(out.stdoutText) \(out.stderrText)")
+                // A request's own user, cwd and variables win.
+                let own = try await api.run(sandbox.id, API.Exec(shell: "id -un; pwd; echo $GREETING", cwd: "/tmp", env: ["GREETING": "mine"], user: "root"))
+                #expect(own.stdoutText == "root\n/tmp\nmine\n")
+
+                // Another env on the same image: its env is there, nothing is pulled.
+                let second = try await push("web2", from: reference, run: "true")
+                let build2 = try JSONDecoder().decode(API.Build.self, from: Data(second.stdout.utf8))
+                #expect(build2.status == "succeeded")
+                let log = try await cli.run(["env", "logs", build2.id])
+                #expect(!log.stdout.contains("pull"), "\(log.stdout)")
+                #expect(try await api.env(build2.envID).parent == imageEnv.id)
+
+                // A corrupt blob in the registry: the pull fails naming the digest, no env appears.
+                let layout2 = registry.directory + "/layout2"
+                try await TestImage.write(layout: layout2, tag: "v2", config: ["Env": ["PATH=/bin"]], layers: [
+                    TestImage.Layer { root in try FileSystem.writeAtomically(root + "/only-here", "\(Identifiers.random(length: 12))\n", mode: 0o644) },
+                ])
+                try await registry.push(layout: layout2, tag: "v2", as: "sprout-test/broken")
+                let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout2 + "/index.json"))) as! [String: Any]
+                let manifestDigest = ((manifest["manifests"] as! [[String: Any]])[0]["digest"] as! String).dropFirst(7)
+                let manifestJSON = try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: layout2 + "/blobs/sha256/\(manifestDigest)"))) as! [String: Any]
+                let layerDigest = ((manifestJSON["layers"] as! [[String: Any]])[0]["digest"] as! String).dropFirst(7)
+                let stored = "\(registry.storage)/docker/registry/v2/blobs/sha256/\(layerDigest.prefix(2))/\(layerDigest)/data"
+                var bytes = try Descriptor.readFile(stored, limit: 1 << 20)
+                bytes[bytes.count / 2] ^= 0xFF
+                try FileSystem.writeAtomically(stored, String(decoding: [], as: UTF8.self))
+                try Data(bytes).write(to: URL(fileURLWithPath: stored))
+                let broken = try await push("broken", from: "\(registry.host)/sprout-test/broken:v2", run: "true")
+                #expect(broken.status != 0)
+                let failed = try JSONDecoder().decode(API.Build.self, from: Data(broken.stdout.utf8))
+                #expect(failed.failedStep == "pull" && failed.error?.contains("sha256:\(layerDigest) from \(registry.host) does not match its digest") == true,
+                        "\(failed)")
+                #expect(try await api.envs().allSatisfy { !$0.name.hasPrefix("image-broken") && $0.name != "broken" })
+
+                // Unknown tags and malformed references are clear errors at push time.
+                let missing = try await push("nope", from: "\(registry.host)/sprout-test/app:v9", run: "true")
+                #expect(missing.status != 0 && missing.stderr.contains("has no image sprout-test/app:v9"), "\(missing.stderr)")
+                let malformed = try await push("nope", from: "\(registry.host)/Sprout/App:v1", run: "true")
+                #expect(malformed.status != 0 && malformed.stderr.contains("is not an image reference"), "\(malformed.stderr)")
+                try await api.killSandbox(sandbox.id)
+            }
+
+            // The wrong login: refused with the registry's words, nothing made.
+            let wrong = try registry.authFile(password: "not-it")
+            try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", wrong]) { server in
+                do {
+                    let result = try await server.client.push(API.Push(id: "web", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
+                                                                       memoryMB: nil, files: []))
+                    Issue.record("a push with the wrong login went through: \(result)")
+                } catch let error as SproutError {
+                    #expect(error.code == .forbidden && error.message.contains("refused access to sprout-test/app"), "\(error)")
+                }
+                #expect(try await server.client.envs().allSatisfy(\.builtin))
+            }
+        }
+
+        @Test("sprout env import: a docker-save archive and an OCI archive become envs; the same image again adds nothing")
+        func archiveImport() async throws {
+            try await ServerHarness.with { server in
+                let layout = server.data + "/layout"
+                try await TestImage.write(layout: layout, tag: "v1", config: Self.appConfig, layers: Self.appLayers)
+                let dockerArchive = server.data + "/app-docker.tar"
+                let copied = try await HostCommand.capture([
+                    "skopeo", "copy", "--insecure-policy", "oci:\(layout):v1", "docker-archive:\(dockerArchive):example.com/team/app:v1",
+                ])
+                #expect(copied.status == 0, "\(copied.stderr)")
+                let cli = CLI(server: server)
+                let imported = try await cli.run(["env", "import", dockerArchive, "--json"])
+                #expect(imported.status == 0, "\(imported.stderr)")
+                let env = try JSONDecoder().decode(API.Env.self, from: Data(imported.stdout.utf8))
+                #expect(env.name == "image-app-v1" && env.base == "scratch" && env.process?.user == "app", "\(env)")
+                #expect(env.image == "example.com/team/app:v1")
+                let sandbox = try await server.client.createSandbox(API.CreateSandbox(env: env.id))
+                let out = try await server.client.run(sandbox.id, API.Exec(shell: "id -un; cat hello.txt; wget -qO- http://127.0.0.1:8080/hello.txt"))
+                #expect(out.stdoutText == "app\nhello\nhello\n", "\(out.stdoutText) \(out.stderrText)")
+                try await server.client.killSandbox(sandbox.id)
+
+                // The same image again: the same env, no bytes added.
+                let again = try JSONDecoder().decode(API.Env.self, from: Data(try await cli.run(["env", "import", dockerArchive, "--json"]).stdout.utf8))
+                #expect(again.id == env.id)
+
+                // An OCI archive of it, named: its own env, whose layers are the same ones.
+                let ociArchive = server.data + "/app-oci.tar"
+                let tarred = try await HostCommand.capture(["tar", "-C", layout, "-cf", ociArchive, "."])
+                #expect(tarred.status == 0)
+                let named = try await cli.run(["env", "import", ociArchive, "--name", "app", "--image", "v1", "--json"])
+                #expect(named.status == 0, "\(named.stderr)")
+                let ociEnv = try JSONDecoder().decode(API.Env.self, from: Data(named.stdout.utf8))
+                #expect(ociEnv.name == "app" && ociEnv.layers == env.layers && ociEnv.ownBytes == 0, "\(ociEnv)")
+
+                // Not an archive: a clear error, nothing made.
+                try FileSystem.writeAtomically(server.data + "/junk.tar", "not a tar\n")
+                let junk = try await cli.run(["env", "import", server.data + "/junk.tar"])
+                #expect(junk.status != 0 && junk.stderr.contains("not an image archive"), "\(junk.stderr)")
+                #expect(try await server.client.envs().filter { !$0.builtin }.map(\.id).sorted() == [env.id, ociEnv.id].sorted())
+            }
+        }
+    }
+}
