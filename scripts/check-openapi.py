@@ -139,6 +139,36 @@ check("POST", "/v1/envs/{id}/unpublish", f"/v1/envs/{started['envID']}/unpublish
 check("POST", "/v1/envs/{id}/publish", f"/v1/envs/{started['envID']}/publish", 200)
 check("POST", "/v1/envs/{id}/publish", "/v1/envs/empty/publish", 400)
 check("POST", "/v1/envs", "/v1/envs", 400, json={**push, "files": [{"path": "../x", "mode": 420, "sha256": digest}]})
+
+
+def docker_save_archive():
+    """A one-layer image as `docker save` writes it."""
+    import io
+    import tarfile
+
+    def tar(members):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as t:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+    layer = tar([("hello.txt", b"hello\n")])
+    layer_id = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"], "WorkingDir": "/"},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_id]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["spec/image:v1"], "Layers": [layer_id + "/layer.tar"]}]).encode()
+    return tar([("config.json", config), ("manifest.json", manifest), (layer_id + "/layer.tar", layer)])
+
+
+archive = docker_save_archive()
+archive_digest = hashlib.sha256(archive).hexdigest()
+check("PUT", "/v1/blobs/{sha256}", f"/v1/blobs/{archive_digest}", 201, data=archive)
+imported = check("POST", "/v1/envs/import", "/v1/envs/import", 201, json={"blob": archive_digest}).json()
+assert imported["process"] == {"env": {"A": "1"}, "workdir": "/"} and imported["base"] == "scratch", imported
+check("POST", "/v1/envs/import", "/v1/envs/import", 400, json={"blob": digest})  # uploaded, but not an archive
+check("POST", "/v1/envs/import", "/v1/envs/import", 400, json={"blob": "0" * 64})  # never uploaded
 vol = check("POST", "/v1/volumes", "/v1/volumes", 201, json={"name": "spec-vol", "sizeMB": 16}).json()
 check("POST", "/v1/volumes", "/v1/volumes", 400, json={"name": "Bad Name"})
 check("POST", "/v1/volumes", "/v1/volumes", 409, json={"name": "spec-vol", "sizeMB": 16})
