@@ -147,8 +147,47 @@ extension API {
         public var lock: [String: String]?
         /// Volumes the env's sandboxes mount when a create names none (`[sandbox] volumes`).
         public var volumes: [VolumeMount]?
+        /// Steps in order (a Dockerfile's, a template's), instead of `run`
+        /// and the files layer: each cached by its hash like a `run` step.
+        public var steps: [Step]?
+
+        /// One build step. `run`: a command (`shell`, or `argv`) with `env`
+        /// added; `copy`: `files` (uploaded blobs, paths relative to
+        /// `destination`, a directory) owned by `owner`; `env`, `workdir`,
+        /// `user`: what later steps and the env's processes get.
+        public struct Step: Codable, Sendable, Equatable {
+            public enum Kind: String, Codable, Sendable { case run, copy, env, workdir, user }
+            public var kind: Kind
+            public var shell: String?
+            public var argv: [String]?
+            public var env: [String: String]?
+            public var files: [File]?
+            public var destination: String?
+            public var owner: String?
+            public var path: String?
+            public var user: String?
+            /// Where it came from (`Dockerfile:7`), for the build's log and errors; not part of its hash.
+            public var source: String?
+
+            public init(kind: Kind, shell: String? = nil, argv: [String]? = nil, env: [String: String]? = nil, files: [File]? = nil,
+                        destination: String? = nil, owner: String? = nil, path: String? = nil, user: String? = nil, source: String? = nil) {
+                self.kind = kind
+                self.shell = shell
+                self.argv = argv
+                self.env = env
+                self.files = files
+                self.destination = destination
+                self.owner = owner
+                self.path = path
+                self.user = user
+                self.source = source
+            }
+        }
+
         public init(id: String, from: String, run: [String], start: String?, ready: String?, cpu: Double?, memoryMB: Int?, files: [File],
-                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil, volumes: [VolumeMount]? = nil) {
+                    draft: Bool? = nil, timeoutSeconds: Int? = nil, lock: [String: String]? = nil, volumes: [VolumeMount]? = nil,
+                    steps: [Step]? = nil) {
+            self.steps = steps
             self.volumes = volumes
             self.id = id
             self.from = from

@@ -56,13 +56,14 @@ extension AgentClient {
         }
     }
 
-    /// Streams a local file to `path` in chunks.
+    /// Streams a local file to `path` in chunks (owned by `owner`, a user
+    /// of the sandbox, with the directories it makes; default root).
     @discardableResult
-    public func upload(localPath: String, to path: String, mode: UInt32? = nil) async throws -> Int64 {
+    public func upload(localPath: String, to path: String, mode: UInt32? = nil, owner: String? = nil) async throws -> Int64 {
         let fd = open(localPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SproutError.system(localPath) }
         defer { close(fd) }
-        return try await upload(WriteRequest(path: path, mode: mode)) { channel in
+        return try await upload(WriteRequest(path: path, mode: mode, owner: owner)) { channel in
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: AgentProtocol.fileChunkSize, alignment: 8)
             defer { chunk.deallocate() }
             while true {

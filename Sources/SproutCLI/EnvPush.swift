@@ -14,39 +14,76 @@ import SproutStore
 /// `sprout env push`: hashes the files, uploads only the blobs the server
 /// lacks (in parallel, with progress), and starts the build.
 struct EnvPush: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "push", abstract: "Build this repository's env from sprout.toml.")
+    static let configuration = CommandConfiguration(
+        commandName: "push", abstract: "Build this repository's env from sprout.toml, or from a Dockerfile (--dockerfile).")
     @OptionGroup var client: ClientOptions
     @Option(help: "The config file.") var file = "sprout.toml"
+    @Option(help: "Build this Dockerfile (no sprout.toml needed; the env is named by --name or the context's folder).") var dockerfile: String?
+    @Option(help: "The env's name with --dockerfile.") var name: String?
+    @Option(help: "The build context COPY reads from (default: the Dockerfile's folder).") var context: String?
+    @Option(name: .customLong("build-arg"), help: "A Dockerfile ARG's value, NAME=value (repeatable).") var buildArgs: [String] = []
     @Flag(help: "Stream the build's log until it ends.") var follow = false
     @Flag(help: "Wait for the build to end.") var wait = false
     @Flag(help: "Print JSON (the push result, or the finished build with --wait/--follow).") var json = false
     @Flag(help: "Build without moving the name to the new env (publish it later).") var draft = false
 
-    func run() async throws {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            throw SproutError(.notFound, "no \(file) here (sprout env init writes one)")
+    /// The config: sprout.toml, or one made for `--dockerfile`.
+    func loadConfig() throws -> (EnvConfig, root: String) {
+        if let dockerfile {
+            let folder = (dockerfile as NSString).deletingLastPathComponent
+            let contextName = ((LocalFiles.realPath(context ?? (folder.isEmpty ? "." : folder)) ?? "env") as NSString).lastPathComponent
+            let id = name ?? String(contextName.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" })
+            var config = EnvConfig(id: id, from: "empty", files: nil, run: [], start: nil, ready: nil, cpu: nil, memoryMB: nil)
+            config.dockerfile = dockerfile
+            return (config, ".")
         }
-        let config = try EnvConfig.parse(text, file: file)
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw SproutError(.notFound, "no \(file) here (sprout env init writes one, or push a Dockerfile with --dockerfile)")
+        }
+        var config = try EnvConfig.parse(text, file: file)
+        if let name { config.id = name }
         let root = (file as NSString).deletingLastPathComponent.isEmpty ? "." : (file as NSString).deletingLastPathComponent
+        return (config, root)
+    }
+
+    func run() async throws {
+        let (config, root) = try loadConfig()
         let files = try config.files.map { try LocalFiles.collect(root: root + "/" + $0) } ?? []
+        var arguments: [String: String] = [:]
+        for argument in buildArgs {
+            guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+                throw SproutError(.invalidArgument, "--build-arg takes NAME=value, got '\(argument)'")
+            }
+            arguments[String(argument[..<equals])] = String(argument[argument.index(after: equals)...])
+        }
+        let built = try config.dockerfile.map { path in
+            let full = path.hasPrefix("/") || dockerfile != nil ? path : root + "/" + path
+            let folder = (full as NSString).deletingLastPathComponent
+            return try DockerfilePush(path: full, context: context ?? (folder.isEmpty ? "." : folder), arguments: arguments)
+        }
         let api = try client.client()
-        for other in DuplicateConfigs.find(near: root, id: config.id, excluding: file) {
-            FileHandle.standardError.write(Data("warning: \(other) also names the env '\(config.id)'; both pushes move the same name\n".utf8))
+        if dockerfile == nil {
+            for other in DuplicateConfigs.find(near: root, id: config.id, excluding: file) {
+                FileHandle.standardError.write(Data("warning: \(other) also names the env '\(config.id)'; both pushes move the same name\n".utf8))
+            }
         }
 
-        let missing = Set(try await api.missingBlobs(files.map(\.sha256)))
-        let toSend = Dictionary(files.filter { missing.contains($0.sha256) }.map { ($0.sha256, $0.localPath) }, uniquingKeysWith: { a, _ in a })
+        var blobs = Dictionary(files.map { ($0.sha256, $0.localPath) }, uniquingKeysWith: { a, _ in a })
+        blobs.merge(built?.blobs ?? [:]) { a, _ in a }
+        let missing = Set(try await api.missingBlobs(Array(blobs.keys)))
+        let toSend = blobs.filter { missing.contains($0.key) }
         if !toSend.isEmpty { try await upload(toSend, api: api) }
 
         let request = API.Push(
-            id: config.id, from: config.from, run: config.run, start: config.start, ready: config.ready.map(\.text), cpu: config.cpu,
+            id: config.id, from: built?.from ?? config.from, run: config.run, start: config.start ?? built?.start,
+            ready: config.ready.map(\.text) ?? (config.start == nil ? built?.ready : nil), cpu: config.cpu,
             memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
             draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files,
-            volumes: config.volumes.isEmpty ? nil : config.volumes)
+            volumes: config.volumes.isEmpty ? nil : config.volumes, steps: built?.steps)
         let result = try await api.push(request)
         guard let build = result.build else {
             if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }
-            try LockFile(envID: result.envID, files: files).save(root: root)
+            if dockerfile == nil { try LockFile(envID: result.envID, files: files).save(root: root) }
             return
         }
         if !json { FileHandle.standardError.write(Data("building \(result.envID) (build \(build.id))\n".utf8)) }
@@ -64,7 +101,7 @@ struct EnvPush: AsyncParsableCommand {
             throw SproutError(.internal, "build \(final.id) failed at \(final.failedStep ?? "?")"
                 + (final.exitCode.map { " (exit \($0))" } ?? "") + ": \(final.error ?? "")")
         }
-        try LockFile(envID: final.envID, files: files).save(root: root)
+        if dockerfile == nil { try LockFile(envID: final.envID, files: files).save(root: root) }
         if !json {
             print(final.envID)
             if draft {

@@ -6,7 +6,8 @@ import SproutCore
 /// ```toml
 /// id = "my-app"                 # the env's name
 /// [template]
-/// from = "debian"               # parent: a name, an env id, or "empty" (the default)
+/// from = "debian"               # parent: a name, an env id, an image, or "empty" (the default)
+/// # dockerfile = "Dockerfile"   # or: build from a Dockerfile (its FROM, steps, CMD, EXPOSE)
 /// [build]
 /// files = "files"               # local folder copied to /code
 /// run = ["apt-get install -y python3"]
@@ -30,6 +31,8 @@ public struct EnvConfig: Equatable, Sendable {
     public var timeoutSeconds: Int?
     /// Volumes its sandboxes mount when a create names none (`[sandbox] volumes`).
     public var volumes: [API.VolumeMount] = []
+    /// A Dockerfile to build instead of `from` and `run` (relative to the config).
+    public var dockerfile: String?
 
     public enum Readiness: Equatable, Sendable {
         case port(UInt16)
@@ -55,7 +58,7 @@ public struct EnvConfig: Equatable, Sendable {
 
     static let keys: Set<String> = [
         "id", "template.from", "build.files", "build.run", "build.start", "build.ready", "build.cpu", "build.memory_mb", "build.timeout",
-        "sandbox.volumes",
+        "sandbox.volumes", "template.dockerfile",
     ]
 
     /// Parses and checks a config; every error names the file, line and key.
@@ -79,6 +82,12 @@ public struct EnvConfig: Equatable, Sendable {
         }
         var config = EnvConfig(id: id, from: try string("template.from") ?? "empty", files: try string("build.files"),
                                run: [], start: try string("build.start"), ready: nil, cpu: nil, memoryMB: nil)
+        if let dockerfile = try string("template.dockerfile") {
+            for key in ["template.from", "build.run", "build.files"] where entries[key] != nil {
+                throw SproutError(.invalidArgument, "\(file):\(entries[key]!.line): '\(key)' cannot be used with 'template.dockerfile' (the Dockerfile says it)")
+            }
+            config.dockerfile = dockerfile
+        }
         if let entry = entries["build.run"] {
             guard case .array(let items) = entry.value else {
                 throw SproutError(.invalidArgument, "\(file):\(entry.line): 'build.run' must be an array of strings, got \(entry.value.typeName)")

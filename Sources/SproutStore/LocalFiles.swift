@@ -12,6 +12,13 @@ public enum LocalFiles {
         public var localPath: String
         public var mode: UInt32
         public var sha256: String
+
+        public init(path: String, localPath: String, mode: UInt32, sha256: String) {
+            self.path = path
+            self.localPath = localPath
+            self.mode = mode
+            self.sha256 = sha256
+        }
     }
 
     public static func collect(root: String) throws -> [Entry] {

@@ -143,6 +143,80 @@ extension Integration {
             }
         }
 
+        @Test("a Dockerfile env: ARG and --build-arg, ENV, WORKDIR, COPY --chown, USER, CMD + EXPOSE as a warm start; unchanged push builds nothing; bad Dockerfiles name the line")
+        func dockerfile() async throws {
+            try await ServerHarness.with { server in
+                let context = server.data + "/ctx"
+                try FileSystem.makeDirectories(context + "/site")
+                try FileSystem.writeAtomically(context + "/site/index.html", "<h1>hi</h1>\n", mode: 0o644)
+                try FileSystem.writeAtomically(context + "/app.py", "print('x')\n", mode: 0o755)
+                try FileSystem.writeAtomically(context + "/Dockerfile", """
+                    # comments and continuations as Docker reads them
+                    FROM empty
+                    ARG VERSION=1.0
+                    ENV APP_HOME=/srv/app \\
+                        MODE=prod
+                    RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group
+                    WORKDIR $APP_HOME
+                    COPY --chown=app:app site/ ./site/
+                    COPY app.py main.py
+                    LABEL org.example.version=$VERSION
+                    RUN chown app:app /srv/app
+                    USER app
+                    RUN echo "$VERSION $MODE" > built.txt; id -un >> built.txt; pwd >> built.txt
+                    EXPOSE 8080
+                    CMD ["httpd", "-f", "-p", "8080", "-h", "/srv/app/site"]
+
+                    """, mode: 0o644)
+                let cli = CLI(server: server)
+                let push = ["env", "push", "--dockerfile", context + "/Dockerfile", "--build-arg", "VERSION=2.5", "--wait", "--json"]
+                let first = try await cli.run(push)
+                #expect(first.status == 0, "\(first.stderr) \(first.stdout)")
+                let build = try JSONDecoder().decode(API.Build.self, from: Data(first.stdout.utf8))
+                #expect(build.status == "succeeded" && build.envID.hasPrefix("ctx-") && build.steps == 9, "\(build)")
+                let env = try await server.client.env(build.envID)
+                #expect(env.process == API.ProcessDefaults(env: ["APP_HOME": "/srv/app", "MODE": "prod"], workdir: "/srv/app", user: "app"))
+                #expect(env.start == "httpd -f -p 8080 -h /srv/app/site")
+                let sandbox = try await server.client.createSandbox(API.CreateSandbox(env: "ctx"))
+                let out = try await server.client.run(sandbox.id, API.Exec(shell: """
+                    cat built.txt; stat -c '%u %a %n' site/index.html main.py; echo $MODE; wget -qO- http://127.0.0.1:8080/index.html
+                    """))
+                #expect(out.stdoutText == "2.5 prod\napp\n/srv/app\n1000 644 site/index.html\n0 755 main.py\nprod\n<h1>hi</h1>\n",
+                        "\(out.stdoutText) \(out.stderrText)")
+                try await server.client.killSandbox(sandbox.id)
+
+                // Unchanged: the same env, no build; another build-arg is another env.
+                let again = try JSONDecoder().decode(API.PushResult.self, from: Data(try await cli.run(push).stdout.utf8))
+                #expect(again.envID == build.envID && again.build == nil)
+
+                // The same Dockerfile named by sprout.toml, which adds its own settings.
+                try FileSystem.writeAtomically(context + "/sprout.toml", """
+                    id = "from-toml"
+                    [template]
+                    dockerfile = "Dockerfile"
+                    [build]
+                    memory_mb = 256
+
+                    """, mode: 0o644)
+                let viaToml = try await cli.run(["env", "push", "--file", context + "/sprout.toml", "--build-arg", "VERSION=2.5", "--wait", "--json"])
+                let tomlBuild = try JSONDecoder().decode(API.Build.self, from: Data(viaToml.stdout.utf8))
+                #expect(tomlBuild.status == "succeeded" && tomlBuild.cachedSteps == 6, "\(tomlBuild)")  // every RUN, WORKDIR and COPY layer
+
+                // Bad Dockerfiles: the line is named, nothing is built.
+                for (text, message) in [
+                    ("FROM empty\nRUN true\nVOLUME /data\n", "Dockerfile:3: Sprout cannot run VOLUME"),
+                    ("FROM empty\nFROBNICATE x\n", "Dockerfile:2: unknown instruction FROBNICATE"),
+                    ("FROM empty\nCOPY missing.txt /x\n", "Dockerfile:2: COPY source 'missing.txt' is not in the build context"),
+                    ("RUN true\n", "Dockerfile:1: RUN before FROM"),
+                ] {
+                    try FileSystem.writeAtomically(context + "/Dockerfile", text, mode: 0o644)
+                    let bad = try await cli.run(["env", "push", "--dockerfile", context + "/Dockerfile", "--name", "bad"])
+                    #expect(bad.status != 0 && bad.stderr.contains(message), "\(bad.stderr)")
+                }
+                #expect(try await server.client.envs().allSatisfy { $0.name != "bad" })
+            }
+        }
+
         @Test("sprout env import: a docker-save archive and an OCI archive become envs; the same image again adds nothing")
         func archiveImport() async throws {
             try await ServerHarness.with { server in

@@ -32,13 +32,15 @@ struct BuildRun: Sendable {
         var cached = 0
         var warnings: [String] = []
         var warm: (image: String, token: String)?
+        /// What later steps and the env's processes get (`ENV`, `WORKDIR`, `USER` change it).
+        var process: API.ProcessDefaults
     }
 
     func run() async {
         let collector = lifecycle.collector
         let outcome: Result<Progress, Error> = await collector.leasing(.layers) {
             await collector.leasing(.images) {
-                let progress = Locked(Progress(chain: job.from.layers))
+                let progress = Locked(Progress(chain: job.from.layers, process: job.process))
                 do {
                     try await steps(progress)
                     try await publish(progress.current)
@@ -59,6 +61,28 @@ struct BuildRun: Sendable {
             progress.withLock { $0.chain = layers }
         }
         var key = "env \(job.from.id)"
+        if let steps = job.request.steps {
+            for (index, step) in steps.enumerated() { key = try await instruction(step, number: index + 1, below: key, progress) }
+        } else {
+            try await runAndFiles(key: key, progress)
+        }
+        if let start = job.request.start {
+            log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
+            if let captured = try await checkStart(chain: progress.current.chain, command: start, process: progress.current.process) {
+                progress.withLock {
+                    $0.chain.append(captured.layer)
+                    $0.made.append(captured.layer)
+                    $0.added += captured.bytes
+                    $0.warm = (captured.image.id, captured.token)
+                }
+                log.line("memory image taken (\(captured.image.size >> 10) KiB, \(captured.image.newBytes >> 10) KiB new): sandboxes of this env start with start already running")
+            }
+        }
+    }
+
+    /// A `sprout.toml` build: its `run` steps, then the files layer (/code).
+    private func runAndFiles(key start: String, _ progress: Locked<Progress>) async throws {
+        var key = start
         for (index, command) in job.request.run.enumerated() {
             key = Self.stepKey(key, "run \(command)")
             let label = "run[\(index + 1)]: \(command)"
@@ -70,7 +94,8 @@ struct BuildRun: Sendable {
             log.line("step \(label)")
             let log = self.log
             // As the env's processes run: its variables, workdir and user (an image's, a Dockerfile's).
-            let (env, process) = (job.environment(lifecycle.settings), job.process)
+            let process = progress.current.process
+            let env = job.environment(lifecycle.settings, process)
             let (layer, bytes) = try await step(chain: progress.current.chain, label: label) { agent in
                 try await Self.runLogged(agent, ProcessSpec(shell: command, cwd: process.workdir ?? "/", env: env, user: process.user), log: log)
             }
@@ -101,18 +126,6 @@ struct BuildRun: Sendable {
             try await lifecycle.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes; $0.warnings = warnings.current }
         }
-        if let start = job.request.start {
-            log.line("step start: \(start) (ready: \(job.request.ready ?? "when started"))")
-            if let captured = try await checkStart(chain: progress.current.chain, command: start) {
-                progress.withLock {
-                    $0.chain.append(captured.layer)
-                    $0.made.append(captured.layer)
-                    $0.added += captured.bytes
-                    $0.warm = (captured.image.id, captured.token)
-                }
-                log.line("memory image taken (\(captured.image.size >> 10) KiB, \(captured.image.newBytes >> 10) KiB new): sandboxes of this env start with start already running")
-            }
-        }
     }
 
     /// Makes the env of the image the build starts from; its layers.
@@ -141,7 +154,7 @@ struct BuildRun: Sendable {
             layers: progress.chain, createdAt: lifecycle.clock.now, ownBytes: progress.added, published: !draft,
             publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token,
             start: job.request.start, ready: job.request.ready, startTimeout: job.request.timeoutSeconds, volumes: job.request.volumes,
-            process: job.from.process)
+            process: progress.process.isEmpty ? nil : progress.process)
         _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
     }

@@ -53,10 +53,12 @@ extension BuildRun {
     /// `ready`. On a runtime with memory snapshots, then checkpoints it: the
     /// layer `start` wrote, the memory image and the agent token in it make
     /// the env warm.
-    func checkStart(chain: [String], command: String) async throws -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)? {
+    func checkStart(chain: [String], command: String, process: API.ProcessDefaults)
+        async throws -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
+    {
         let sandbox = try await startBuildSandbox(chain: chain)
         do {
-            let captured = try await waitUntilReady(sandbox, command: command)
+            let captured = try await waitUntilReady(sandbox, command: command, process: process)
             await removeBuildSandbox(sandbox)
             return captured
         } catch {
@@ -65,13 +67,13 @@ extension BuildRun {
         }
     }
 
-    private func waitUntilReady(_ sandbox: SandboxRecord, command: String) async throws
+    private func waitUntilReady(_ sandbox: SandboxRecord, command: String, process: API.ProcessDefaults) async throws
         -> (layer: String, bytes: Int64, image: ImageStore.Stored, token: String)?
     {
         let start = EnvStart(command: command, ready: job.request.ready, timeoutSeconds: job.request.timeoutSeconds)
         do {
             try await start.run(agent: lifecycle.agents.client(sandbox), endpoint: lifecycle.network.agentEndpoint(NetworkSlot(index: sandbox.slot ?? 0)),
-                                environment: job.environment(lifecycle.settings), defaults: job.process)
+                                environment: job.environment(lifecycle.settings, process), defaults: process)
         } catch let failure as EnvStart.Failure {
             let code: Int? = if case .exited(let code) = failure { code } else { nil }
             throw Failure(step: "start", exitCode: code, message: "\(failure.sentence) (\(job.request.ready ?? "started"))")

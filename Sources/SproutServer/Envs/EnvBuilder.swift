@@ -56,6 +56,13 @@ public actor EnvBuilder {
             .map { API.VolumeMount(volume: $0.name, path: $0.path, readOnly: $0.readOnly ? true : nil) }
         if request.volumes?.isEmpty == true { request.volumes = nil }
         try await checkFiles(request.files, team: identity.team)
+        if let steps = request.steps {
+            guard request.run.isEmpty, request.files.isEmpty else {
+                throw SproutError(.invalidArgument, "a push gives either steps or run and files, not both")
+            }
+            guard steps.count <= 1000 else { throw SproutError(.invalidArgument, "at most 1000 steps") }
+            for step in steps where step.kind == .copy { try await checkFiles(step.files ?? [], team: identity.team) }
+        }
 
         let files = request.files.sorted { $0.path < $1.path }
         // Only lock entries that can change the outcome count (for the id and
@@ -71,6 +78,11 @@ public actor EnvBuilder {
             + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
             + (request.volumes ?? []).map { "volume \($0.text)" }
+            + (try (request.steps ?? []).map { step in
+                var keyed = step
+                keyed.source = nil
+                return "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
+            })
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let builtin = try await lifecycle.catalog.envs.find(envID), builtin.team == BuiltinEnvs.team, identity.team != BuiltinEnvs.team {
@@ -93,7 +105,7 @@ public actor EnvBuilder {
         let previous = try await lifecycle.catalog.envs.newest(named: request.id, team: identity.team)
         let build = BuildRecord(
             id: Identifiers.make(prefix: "bld", length: 12), team: identity.team, envID: envID,
-            steps: (pull == nil ? 0 : 1) + request.run.count + 1 + (request.start == nil ? 0 : 1))
+            steps: (pull == nil ? 0 : 1) + (request.steps?.count ?? (request.run.count + 1)) + (request.start == nil ? 0 : 1))
         try FileSystem.makeDirectories(lifecycle.settings.buildsDirectory, mode: 0o700)
         try FileSystem.writeAtomically(logPath(build.id), "build \(build.id) of \(envID) from \(from.id)\n")
         try FileSystem.writeAtomically(configPath(build.id), String(decoding: try JSONEncoder.sorted.encode(request), as: UTF8.self))
@@ -209,8 +221,8 @@ struct BuildJob: Sendable {
     /// What the env's processes get unless told otherwise (its parent's).
     var process: API.ProcessDefaults { from.process ?? API.ProcessDefaults() }
 
-    /// The variables a step or `start` runs with: the server's, then the env's.
-    func environment(_ settings: Settings) -> [String: String] {
+    /// The variables a step or `start` runs with: the server's, then the env's (`process`, as the steps so far left it).
+    func environment(_ settings: Settings, _ process: API.ProcessDefaults) -> [String: String] {
         settings.serverEnvironment.merging(process.env ?? [:]) { $1 }
     }
 }

@@ -139,9 +139,4 @@ struct ImageEnvs: Sendable {
         guard let command = config.command, let port = config.exposedPorts.first else { return nil }
         return (command.map(shellQuote).joined(separator: " "), "port:\(port)")
     }
-
-    static func shellQuote(_ word: String) -> String {
-        guard word.isEmpty || word.contains(where: { !($0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0)) }) else { return word }
-        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
-    }
 }
