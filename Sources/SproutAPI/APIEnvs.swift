@@ -165,12 +165,17 @@ extension API {
             public var destination: String?
             public var owner: String?
             public var path: String?
+            /// `user`: who later steps and the env's processes run as; `run`: who this command runs as.
             public var user: String?
+            /// Run again, not taken from the cache (nor any step after it).
+            public var force: Bool?
             /// Where it came from (`Dockerfile:7`), for the build's log and errors; not part of its hash.
             public var source: String?
 
             public init(kind: Kind, shell: String? = nil, argv: [String]? = nil, env: [String: String]? = nil, files: [File]? = nil,
-                        destination: String? = nil, owner: String? = nil, path: String? = nil, user: String? = nil, source: String? = nil) {
+                        destination: String? = nil, owner: String? = nil, path: String? = nil, user: String? = nil, force: Bool? = nil,
+                        source: String? = nil) {
+                self.force = force
                 self.kind = kind
                 self.shell = shell
                 self.argv = argv

@@ -32,7 +32,7 @@ struct DockerfilePush {
             case .run(let shell, let argv, let env, let line):
                 steps.append(API.Push.Step(kind: .run, shell: shell, argv: argv, env: env.isEmpty ? nil : env, source: "\(name):\(line)"))
             case .copy(let sources, let destination, let owner, let line):
-                let (directory, files) = try Self.copied(sources, to: destination, context: root, where: "\(name):\(line)")
+                let (directory, files) = try LocalFiles.copied(sources, to: destination, context: root, where: "\(name):\(line)")
                 for file in files { blobs[file.sha256] = file.localPath }
                 steps.append(API.Push.Step(kind: .copy, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
                                            destination: directory, owner: owner, source: "\(name):\(line)"))
@@ -51,58 +51,4 @@ struct DockerfilePush {
             ready = dockerfile.ports.first.map { "port:\($0)" }
         }
     }
-
-    /// What `COPY sources destination` writes, as Docker does: a destination
-    /// ending in `/` (or several sources) is a directory the sources go
-    /// into (a directory's contents, not the directory itself); otherwise a
-    /// single file is written at the destination. Returns the directory and
-    /// the files, relative to it.
-    static func copied(_ sources: [String], to destination: String, context root: String, where location: String) throws
-        -> (String, [LocalFiles.Entry])
-    {
-        var matches: [String] = []
-        for source in sources {
-            let found = try glob(source, in: root, where: location)
-            guard !found.isEmpty else {
-                throw SproutError(.invalidArgument, "\(location): COPY source '\(source)' is not in the build context \(root)")
-            }
-            matches += found
-        }
-        let isDirectory = destination.hasSuffix("/") || destination == "." || destination.hasSuffix("/.") || matches.count > 1
-            || matches.contains(where: FileSystem.isDirectory)
-        var files: [LocalFiles.Entry] = []
-        for match in matches {
-            if FileSystem.isDirectory(match) {
-                files += try LocalFiles.collect(root: match)
-            } else {
-                var st = stat()
-                guard stat(match, &st) == 0 else { throw SproutError.system(match) }
-                let name = isDirectory ? (match as NSString).lastPathComponent : (destination as NSString).lastPathComponent
-                files.append(LocalFiles.Entry(path: name, localPath: match, mode: UInt32(st.st_mode & 0o7777), sha256: try LocalFiles.sha256(match)))
-            }
-        }
-        let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
-        let directory = isDirectory ? trimmed : ((trimmed as NSString).deletingLastPathComponent.isEmpty ? "." : (trimmed as NSString).deletingLastPathComponent)
-        return (directory, files)
-    }
-
-    /// `pattern` (`*`, `?`, `[…]`) matched in the context; nothing outside it.
-    static func glob(_ pattern: String, in root: String, where location: String) throws -> [String] {
-        let relative = pattern.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
-        let full = relative.isEmpty ? root : root + "/" + relative
-        var result = glob_t()
-        defer { globfree(&result) }
-        guard Glibc.glob(full, 0, nil, &result) == 0 else { return [] }
-        var paths: [String] = []
-        for i in 0..<Int(result.gl_pathc) {
-            guard let cString = result.gl_pathv[i] else { continue }
-            let path = String(cString: cString)
-            guard let real = LocalFiles.realPath(path), real == root || real.hasPrefix(root + "/") else {
-                throw SproutError(.invalidArgument, "\(location): COPY source '\(pattern)' is outside the build context \(root)")
-            }
-            paths.append(path)
-        }
-        return paths.sorted()
-    }
-
 }

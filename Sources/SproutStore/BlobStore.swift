@@ -76,6 +76,23 @@ public struct BlobStore: Sendable {
         }
     }
 
+    /// Stores the file at `path` (its SHA-256 `digest`) unless the store has it.
+    public func importFile(_ path: String, digest: String) throws {
+        guard !contains(digest) else { return }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SproutError.system("open \(path)") }
+        defer { close(fd) }
+        let writer = try writer(for: digest)
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 8)
+        defer { chunk.deallocate() }
+        while true {
+            let n = try Descriptor.read(fd, into: chunk.baseAddress!, count: chunk.count)
+            if n == 0 { break }
+            try writer.write(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+        }
+        try writer.commit()
+    }
+
     public func writer(for digest: String) throws -> Writer {
         guard Self.isDigest(digest) else { throw SproutError(.invalidArgument, "not a sha256 hex digest: \(digest.prefix(80))") }
         return try Writer(store: self, digest: digest)

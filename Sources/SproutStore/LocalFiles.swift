@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import Glibc
 import SproutCore
@@ -73,5 +74,57 @@ public enum LocalFiles {
         }
         return hexString(hasher.finalize())
     }
-}
 
+    /// What `COPY sources destination` writes, as Docker does: a destination
+    /// ending in `/` (or several sources) is a directory the sources go
+    /// into (a directory's contents, not the directory itself); otherwise a
+    /// single file is written at the destination. Returns the directory and
+    /// the files, relative to it.
+    public static func copied(_ sources: [String], to destination: String, context root: String, where location: String) throws
+        -> (String, [Entry])
+    {
+        var matches: [String] = []
+        for source in sources {
+            let found = try glob(source, in: root, where: location)
+            guard !found.isEmpty else {
+                throw SproutError(.invalidArgument, "\(location): COPY source '\(source)' is not in the build context \(root)")
+            }
+            matches += found
+        }
+        let isDirectory = destination.hasSuffix("/") || destination == "." || destination.hasSuffix("/.") || matches.count > 1
+            || matches.contains(where: FileSystem.isDirectory)
+        var files: [Entry] = []
+        for match in matches {
+            if FileSystem.isDirectory(match) {
+                files += try collect(root: match)
+            } else {
+                var st = stat()
+                guard stat(match, &st) == 0 else { throw SproutError.system(match) }
+                let name = isDirectory ? (match as NSString).lastPathComponent : (destination as NSString).lastPathComponent
+                files.append(Entry(path: name, localPath: match, mode: UInt32(st.st_mode & 0o7777), sha256: try sha256(match)))
+            }
+        }
+        let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
+        let directory = isDirectory ? trimmed : ((trimmed as NSString).deletingLastPathComponent.isEmpty ? "." : (trimmed as NSString).deletingLastPathComponent)
+        return (directory, files)
+    }
+
+    /// `pattern` (`*`, `?`, `[…]`) matched in the context; nothing outside it.
+    static func glob(_ pattern: String, in root: String, where location: String) throws -> [String] {
+        let relative = pattern.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+        let full = relative.isEmpty ? root : root + "/" + relative
+        var result = glob_t()
+        defer { globfree(&result) }
+        guard Glibc.glob(full, 0, nil, &result) == 0 else { return [] }
+        var paths: [String] = []
+        for i in 0..<Int(result.gl_pathc) {
+            guard let cString = result.gl_pathv[i] else { continue }
+            let path = String(cString: cString)
+            guard let real = realPath(path), real == root || real.hasPrefix(root + "/") else {
+                throw SproutError(.invalidArgument, "\(location): COPY source '\(pattern)' is outside the build context \(root)")
+            }
+            paths.append(path)
+        }
+        return paths.sorted()
+    }
+}

@@ -14,6 +14,7 @@ from sdk_common import RUN, TEMPLATE, check
 from sdk_lifecycle import async_client, auto_pause, forks_and_snapshots, lifecycle, listing
 from sdk_parity import bad_input, base_env, other_team, parity, ports
 from sdk_processes import async_watch, commands, files, watch
+from sdk_templates import templates
 from sdk_volumes import volumes
 
 
@@ -47,6 +48,7 @@ def main():
         auto_pause()
         base_env()
         volumes()
+        templates()
         metrics()
     except BaseException:
         sbx.kill()

@@ -84,6 +84,8 @@ struct E2BControlRoutes {
             return try await connect(id, timeout: body.timeout, context)
         }
         registerEnvRoutes(on: group)
+        let unauthenticated = router.group().add(middleware: E2BErrorMiddleware())
+        E2BTemplateRoutes(services: services).register(on: group, router: unauthenticated)
     }
 
     /// Forks, snapshots (envs frozen from a running sandbox), aliases, template deletes.

@@ -14,7 +14,9 @@ extension BuildRun {
     func instruction(_ step: API.Push.Step, number: Int, below: String, _ progress: Locked<Progress>) async throws -> String {
         var keyed = step
         keyed.source = nil
-        let key = Self.stepKey(below, "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self))
+        // Forced: a key no earlier build made, so this step and every one after it run again.
+        let key = Self.stepKey(below, "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
+            + (step.force == true ? " forced by \(job.build.id)" : ""))
         let label = "\(number): " + (step.source.map { "\($0) " } ?? "") + Self.describe(step)
         var process = progress.current.process
         switch step.kind {
@@ -43,7 +45,8 @@ extension BuildRun {
                 throw Failure(step: label, exitCode: nil, message: "run names no command")
             }
             let env = job.environment(lifecycle.settings, process).merging(step.env ?? [:]) { $1 }
-            let spec = ProcessSpec(cmd: step.argv, shell: step.argv == nil ? step.shell : nil, cwd: process.workdir ?? "/", env: env, user: process.user)
+            let user = step.user.map { $0 == "root" || $0 == "0" ? nil : $0 } ?? process.user
+            let spec = ProcessSpec(cmd: step.argv, shell: step.argv == nil ? step.shell : nil, cwd: process.workdir ?? "/", env: env, user: user)
             let log = self.log
             try await layerStep(key: key, label: label, progress) { agent in try await Self.runLogged(agent, spec, log: log) }
         case .copy:

@@ -83,6 +83,8 @@ public actor EnvBuilder {
                 keyed.source = nil
                 return "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
             })
+            // A forced step makes a new env every time.
+            + ((request.steps ?? []).contains { $0.force == true } ? ["forced \(Identifiers.random(length: 12))"] : [])
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
         let envID = "\(request.id)-\(hexString(hasher.finalize()).prefix(8))"
         if let builtin = try await lifecycle.catalog.envs.find(envID), builtin.team == BuiltinEnvs.team, identity.team != BuiltinEnvs.team {

@@ -95,6 +95,7 @@ public struct SproutServices: Sendable {
     var envdTokens: EnvdTokens
     /// E2B's polling directory watchers (`CreateWatcher`).
     let envdWatchers = EnvdWatchers()
+    let templateBuilds = E2BTemplateBuilds()
     /// The port the server listens on, once it does.
     let listeningPort = Locked(0)
 
