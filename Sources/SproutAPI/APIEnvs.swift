@@ -140,6 +140,8 @@ extension API {
         public var draft: Bool?
         /// Seconds any one step may take (default 900).
         public var timeoutSeconds: Int?
+        /// What a build step (and an image pull) may write, MiB (default: the server's sandbox default).
+        public var diskMB: Int?
         /// What the previous push sent (path -> sha256, from .sprout/lock.json):
         /// a file in /code that differs from it was changed in the env, and is
         /// left alone with a warning; a file it lists that is no longer pushed

@@ -74,12 +74,13 @@ struct EnvPush: AsyncParsableCommand {
         let toSend = blobs.filter { missing.contains($0.key) }
         if !toSend.isEmpty { try await upload(toSend, api: api) }
 
-        let request = API.Push(
+        var request = API.Push(
             id: config.id, from: built?.from ?? config.from, run: config.run, start: config.start ?? built?.start,
             ready: config.ready.map(\.text) ?? (config.start == nil ? built?.ready : nil), cpu: config.cpu,
             memoryMB: config.memoryMB, files: files.map { API.Push.File(path: $0.path, mode: $0.mode, sha256: $0.sha256) },
             draft: draft, timeoutSeconds: config.timeoutSeconds, lock: LockFile.load(root: root)?.files,
             volumes: config.volumes.isEmpty ? nil : config.volumes, steps: built?.steps)
+        request.diskMB = config.diskMB
         let result = try await api.push(request)
         guard let build = result.build else {
             if json { try Output.json(result) } else { print("\(result.envID) is up to date: nothing to build") }

@@ -29,6 +29,8 @@ public struct EnvConfig: Equatable, Sendable {
     public var memoryMB: Int?
     /// Seconds any one build step may take before it is killed (default 900).
     public var timeoutSeconds: Int?
+    /// What a build step (and an image pull) may write, MiB.
+    public var diskMB: Int?
     /// Volumes its sandboxes mount when a create names none (`[sandbox] volumes`).
     public var volumes: [API.VolumeMount] = []
     /// A Dockerfile to build instead of `from` and `run` (relative to the config).
@@ -58,7 +60,7 @@ public struct EnvConfig: Equatable, Sendable {
 
     static let keys: Set<String> = [
         "id", "template.from", "build.files", "build.run", "build.start", "build.ready", "build.cpu", "build.memory_mb", "build.timeout",
-        "sandbox.volumes", "template.dockerfile",
+        "build.disk_mb", "sandbox.volumes", "template.dockerfile",
     ]
 
     /// Parses and checks a config; every error names the file, line and key.
@@ -125,6 +127,12 @@ public struct EnvConfig: Equatable, Sendable {
             }
             config.memoryMB = n
         }
+        if let entry = entries["build.disk_mb"] {
+            guard case .integer(let n) = entry.value, n >= 16 else {
+                throw SproutError(.invalidArgument, "\(file):\(entry.line): 'build.disk_mb' must be an integer, at least 16")
+            }
+            config.diskMB = n
+        }
         if let entry = entries["build.timeout"] {
             guard case .integer(let n) = entry.value, n >= 1 && n <= 86_400 else {
                 throw SproutError(.invalidArgument, "\(file):\(entry.line): 'build.timeout' must be whole seconds, 1-86400")
@@ -164,6 +172,7 @@ public struct EnvConfig: Equatable, Sendable {
         # cpu = 2
         # memory_mb = 1024
         # timeout = 900                  # seconds any one step may take
+        # disk_mb = 10240                # what a step (or an image pull) may write
 
         [sandbox]                        # what its sandboxes get unless a create says otherwise
         # volumes = ["cache:/root/.cache", "data:/data:ro"]        # `sprout volume create` first

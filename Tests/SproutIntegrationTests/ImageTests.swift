@@ -90,13 +90,56 @@ extension Integration {
                 let own = try await api.run(sandbox.id, API.Exec(shell: "id -un; pwd; echo $GREETING", cwd: "/tmp", env: ["GREETING": "mine"], user: "root"))
                 #expect(own.stdoutText == "root\n/tmp\nmine\n")
 
-                // Another env on the same image: its env is there, nothing is pulled.
+                // Another env on the same image: its env is there, no blob is fetched (the registry's own log says).
+                let blobGets = { try registry.requests(matching: "GET /v2/sprout-test/app/blobs/") }
+                let fetched = try blobGets()
+                #expect(fetched == 3, "config and two layers")
                 let second = try await push("web2", from: reference, run: "true")
                 let build2 = try JSONDecoder().decode(API.Build.self, from: Data(second.stdout.utf8))
                 #expect(build2.status == "succeeded")
                 let log = try await cli.run(["env", "logs", build2.id])
                 #expect(!log.stdout.contains("pull"), "\(log.stdout)")
                 #expect(try await api.env(build2.envID).parent == imageEnv.id)
+                #expect(try blobGets() == fetched + 1, "only the config blob, read with the manifest")
+
+                // The stock E2B SDK's template builder from the same image, with a start command and wait_for_port.
+                let sdk = try await CLI.runProcess([LongIntegration.E2BTests.python, "-c", """
+                    from e2b import Sandbox, Template, wait_for_port
+                    t = Template().from_image("\(reference)").run_cmd("echo from-sdk > sdk.txt").set_start_cmd("httpd -f -p 8081 -h /srv/app", wait_for_port(8081))
+                    Template.build(t, "sdk-web")
+                    s = Sandbox.create("sdk-web")
+                    print(s.commands.run("cat sdk.txt; id -un; wget -qO- http://127.0.0.1:8081/hello.txt").stdout, end="")
+                    s.kill()
+                    """], env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(server.url)", "E2B_SANDBOX_URL=\(server.url)",
+                                "E2B_API_KEY=\(server.adminKey)"])
+                #expect(sdk.status == 0 && sdk.stdout == "from-sdk\napp\nhello\n", "\(sdk.stdout) \(sdk.stderr.suffix(3000))")
+
+                // An image over the build's disk limit: refused before anything is fetched.
+                let layout3 = registry.directory + "/layout3"
+                try await TestImage.write(layout: layout3, tag: "v1", config: ["Env": ["PATH=/bin"]], layers: [
+                    TestImage.Layer { root in
+                        let out = try await HostCommand.capture(["sh", "-c", "head -c 18000000 /dev/urandom > \"$1\"", "sh", root + "/noise"],
+                                                                timeout: .seconds(60))
+                        #expect(out.status == 0)
+                    },
+                ])
+                try await registry.push(layout: layout3, tag: "v1", as: "sprout-test/big")
+                let before = try registry.requests(matching: "GET /v2/sprout-test/big/blobs/")
+                try """
+                    id = "big"
+                    [template]
+                    from = "\(registry.host)/sprout-test/big:v1"
+                    [build]
+                    disk_mb = 16
+                    """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let big = try await cli.run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"])
+                let bigBuild = try JSONDecoder().decode(API.Build.self, from: Data(big.stdout.utf8))
+                #expect(bigBuild.failedStep == "pull" && bigBuild.error?.contains("more than the build's disk limit of 16 MiB") == true, "\(bigBuild)")
+                #expect(try registry.requests(matching: "GET /v2/sprout-test/big/blobs/") == before + 1, "only the config")
+
+                // A registry that is down: a clear error at push time.
+                let down = try await push("down", from: "127.0.0.1:9/sprout-test/app:v1", run: "true")
+                #expect(down.status != 0 && down.stderr.contains("cannot reach registry 127.0.0.1:9"), "\(down.stderr)")
 
                 // A corrupt blob in the registry: the pull fails naming the digest, no env appears.
                 let layout2 = registry.directory + "/layout2"

@@ -84,6 +84,13 @@ final class TestRegistry: Sendable {
         guard out.status == 0 else { throw SproutError(.internal, "skopeo copy failed: \(out.stderr)") }
     }
 
+    /// How many requests its access log shows answered 200 whose request
+    /// line starts with `text` (`GET /v2/…/blobs/`).
+    func requests(matching text: String) throws -> Int {
+        let log = String(decoding: try Descriptor.readFile(directory + "/registry.log", limit: 64 << 20), as: UTF8.self)
+        return log.split(separator: "\n").filter { $0.contains("\"" + text) && $0.contains(" HTTP/1.1\" 200 ") }.count
+    }
+
     func stop() {
         Spawn.terminate(pid, graceSeconds: 10)
         try? FileSystem.removeTree(directory)

@@ -144,7 +144,15 @@ extension EnvdService {
         let spec = ProcessSpec(cmd: [body.process.cmd] + body.process.args, cwd: cwd, env: env, tag: body.hasTag ? body.tag : nil,
                                stdin: pty == nil ? (body.hasStdin ? body.stdin : true) : nil,
                                pty: pty.map { TerminalSize(cols: $0.cols, rows: $0.rows) }, user: user.agentUser)
-        let session = try await withAgent { try await $0.start(spec) }
+        let session: ProcessSession
+        do {
+            session = try await withAgent { try await $0.start(spec) }
+        } catch let error as SproutError where error.code == .notFound && spec.cmd?.first == "/bin/bash" {
+            // The SDK runs every command with `/bin/bash -l -c`; an image without bash (busybox, alpine) gets its sh.
+            var plain = spec
+            plain.cmd?[0] = "/bin/sh"
+            session = try await withAgent { try await $0.start(plain) }
+        }
         // `Connect-Timeout-Ms` bounds the process's life, as envd does: it is
         // killed then, whether or not a client still follows it; its exit,
         // once the stream sees it, cancels the kill.

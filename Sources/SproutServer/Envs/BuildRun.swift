@@ -135,7 +135,7 @@ struct BuildRun: Sendable {
         let client = try images.client()
         let log = self.log
         do {
-            let env = try await images.pull(image, client: client, team: job.team) { log.line("  \($0)") }
+            let env = try await images.pull(image, client: client, team: job.team, diskLimitMB: job.limits.diskMB) { log.line("  \($0)") }
             await client.shutdown()
             log.line("  image env \(env.id)")
             return env.layers

@@ -35,7 +35,8 @@ public actor EnvBuilder {
     public func push(_ original: API.Push, for identity: Identity) async throws -> API.PushResult {
         var request = original
         try EnvGraph.validateName(request.id)
-        let limits = try CreateRequest.limits(cpu: request.cpu, memoryMB: request.memoryMB, timeout: nil, diskMB: nil, settings: lifecycle.settings)
+        let limits = try CreateRequest.limits(cpu: request.cpu, memoryMB: request.memoryMB, timeout: nil, diskMB: request.diskMB,
+                                              settings: lifecycle.settings)
         guard request.run.count <= 100, request.run.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 65536 }) else {
             throw SproutError(.invalidArgument, "at most 100 run steps, each a non-empty command")
         }
@@ -76,6 +77,7 @@ public actor EnvBuilder {
         let normalized = ["from \(from.id)"] + request.run.map { "run \($0)" } + files.map { "file \($0.path) \(String($0.mode, radix: 8)) \($0.sha256)" }
             + ["start \(request.start ?? "")", "ready \(request.ready ?? "")", "cpu \(limits.cpu)", "memory \(limits.memoryMB)"]
             + (request.timeoutSeconds.map { ["timeout \($0)"] } ?? [])
+            + (request.diskMB.map { ["disk \($0)"] } ?? [])
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
             + (request.volumes ?? []).map { "volume \($0.text)" }
             + (try (request.steps ?? []).map { step in

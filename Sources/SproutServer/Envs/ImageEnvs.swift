@@ -39,8 +39,10 @@ struct ImageEnvs: Sendable {
     /// Pulls the layers the store lacks (a layer of any image pulled before
     /// is not fetched again) and records the image's env. The caller holds
     /// a layers lease.
-    func pull(_ image: RegistryClient.Image, client: RegistryClient, team: String, log: @Sendable (String) -> Void) async throws -> EnvRecord {
+    func pull(_ image: RegistryClient.Image, client: RegistryClient, team: String, diskLimitMB: Int,
+              log: @Sendable (String) -> Void) async throws -> EnvRecord {
         let layers = lifecycle.stores.layers
+        try checkSpace(image, diskLimitMB: diskLimitMB)
         var digests: [String] = []
         var added: Int64 = 0
         for (index, layer) in image.layers.enumerated() {
@@ -62,6 +64,27 @@ struct ImageEnvs: Sendable {
         }
         return try await record(name: Self.name(image.reference), image: image.reference.description, digest: image.digest,
                                 config: image.config, layers: digests, added: added, team: team)
+    }
+
+    /// Refuses, before any download, an image whose layers (as the manifest
+    /// sizes them, compressed) are over the build's disk limit, or more than
+    /// the store's file system has free above the server's reserve.
+    func checkSpace(_ image: RegistryClient.Image, diskLimitMB: Int) throws {
+        let total = image.layers.reduce(Int64(0)) { $0 + ($1.size ?? 0) }
+        let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+        guard total <= Int64(diskLimitMB) << 20 else {
+            throw SproutError(.tooLarge, "the image's layers are \(mib(total)) compressed, more than the build's disk limit of \(diskLimitMB) MiB"
+                + " (build.disk_mb in sprout.toml)")
+        }
+        var fs = statvfs()
+        let root = lifecycle.stores.layers.root
+        try FileSystem.makeDirectories(root, mode: 0o700)
+        if statvfs(root, &fs) == 0 {
+            let free = Int64(fs.f_bavail) * Int64(fs.f_frsize) - lifecycle.settings.minimumFreeBytes
+            guard total <= free else {
+                throw SproutError(.tooLarge, "the image's layers are \(mib(total)) compressed; the store has \(mib(max(0, free))) free above its reserve")
+            }
+        }
     }
 
     /// `sprout env import`: the image in archive blob `blob` (`docker save`,
