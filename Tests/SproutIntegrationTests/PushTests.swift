@@ -128,6 +128,13 @@ extension Integration.PushTests {
             forever.run = ["echo step-$((20 + 22)); sleep 1000"]
             let running = try await api.push(forever)
             #expect(try await Self.waitForLog(api, running.build!.id, "step-42"))
+            // A create for an env whose first build runs answers at once: not ready yet (503), naming the build.
+            do {
+                _ = try await api.createSandbox(API.CreateSandbox(env: "forever"))
+                Issue.record("a create for an env still building went through")
+            } catch let error as SproutError {
+                #expect(error.code == .notReady && error.message.contains("env 'forever' is being built (build \(running.build!.id)"), "\(error)")
+            }
             let cancelled = try await api.cancelBuild(running.build!.id)
             #expect(cancelled.status == "cancelled")
             await #expect(throws: SproutError.self) { try await api.env(running.envID) }

@@ -118,6 +118,15 @@ public struct BuildRepository: Sendable {
         }
     }
 
+    /// The team's running build of env name `name` (its env ids are `name-<hash>`), if any.
+    func running(named name: String, team: String) async throws -> BuildRecord? {
+        try await db.read { db in
+            try BuildRecord.filter(Column("team") == team && Column("status") == BuildStatus.running.rawValue
+                                   && Column("envID").like(name.replacingOccurrences(of: "_", with: "\\_") + "-%", escape: "\\"))
+                .order(Column("createdAt").desc).fetchOne(db)
+        }
+    }
+
     /// Applies `event` to build `id` as stored, with `edit` in the same transaction.
     @discardableResult
     func transition(

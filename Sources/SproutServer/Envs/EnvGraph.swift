@@ -46,6 +46,11 @@ public struct EnvGraph: Sendable {
             if drafts > 0 {
                 throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
             }
+            if let build = try await catalog.builds.running(named: reference, team: team) {
+                // Its first build is under way: ask again, rather than hold a request past a client's timeout.
+                throw SproutError(.notReady, "env '\(reference)' is being built (build \(build.id), \(build.steps) steps, "
+                    + "started \(max(0, Int(Date().timeIntervalSince1970 - build.createdAt))) s ago): ask again once it is built")
+            }
             throw SproutError(.notFound, "no env named '\(reference)'")
         }
         return ResolvedEnv(id: record.id, base: record.base, layers: record.layers, memoryImage: record.memoryImage,
