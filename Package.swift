@@ -70,7 +70,7 @@ let package = Package(
         ]),
         // Image pulls by the OCI distribution protocol, over async-http-client.
         .target(name: "SproutRegistry", dependencies: [
-            "SproutCore", "SproutSystem", "SproutStore",
+            "SproutCore", "SproutSystem", "SproutStore", "SproutHost",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -130,7 +130,7 @@ let package = Package(
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutClient", "SproutAPI", "SproutServer", "SproutAgentProtocol",
-            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig", "SproutBlocking",
+            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig", "SproutBlocking", "SproutRegistry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -152,7 +152,7 @@ let package = Package(
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
             "SproutClient", "SproutAPI", "SproutAgentClient", "SproutSystem", "SproutHost", "SproutCore", "SproutRuntime",
-            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking",
+            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking", "SproutRegistry",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "X509", package: "swift-certificates"),

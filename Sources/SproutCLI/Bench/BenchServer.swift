@@ -22,7 +22,7 @@ final class BenchServer: Sendable {
     /// `https`: serve it over TLS with a certificate made for the run (`caFile`).
     let https: Bool
 
-    init(runtime: String, cache: String, https: Bool = false, platform: GVisorPlatform? = nil) throws {
+    init(runtime: String, cache: String, https: Bool = false, platform: GVisorPlatform? = nil, extraArgs: [String] = []) throws {
         self.https = https
         var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
@@ -43,7 +43,7 @@ final class BenchServer: Sendable {
             path: exe, argv: ["sprout", "server", "--data", data, "--port", "0", "--runtime", runtime, "--cache", cache, "--log-level", "warning", "--no-prebuild-envs",
                    // The scale rows hold many sandboxes: no cap on paused ones, and no pausing for memory under the measurement.
                    "--max-paused-per-team", "1000000", "--min-free-memory-mb", "0"] + tlsArgs
-                   + (platform.map { ["--platform", $0.rawValue] } ?? []),
+                   + (platform.map { ["--platform", $0.rawValue] } ?? []) + extraArgs,
             env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
         close(out.write)
         close(log)

@@ -40,30 +40,56 @@ struct ImageEnvs: Sendable {
     /// is not fetched again) and records the image's env. The caller holds
     /// a layers lease.
     func pull(_ image: RegistryClient.Image, client: RegistryClient, team: String, diskLimitMB: Int,
-              log: @Sendable (String) -> Void) async throws -> EnvRecord {
-        let layers = lifecycle.stores.layers
+              log: @escaping @Sendable (String) -> Void) async throws -> EnvRecord {
         try checkSpace(image, diskLimitMB: diskLimitMB)
-        var digests: [String] = []
-        var added: Int64 = 0
-        for (index, layer) in image.layers.enumerated() {
-            let key = Self.layerKey(layer.digest)
-            if let known = try await lifecycle.catalog.envs.cachedLayer(key), layers.contains(known) {
-                log("layer \(index + 1)/\(image.layers.count) \(layer.digest.prefix(19)): already here")
-                digests.append(known)
-                continue
+        // Two layers at a time: one downloads while another unpacks.
+        let results = try await withThrowingTaskGroup(of: (Int, String, Int64).self) { group in
+            var next = 0
+            func add() {
+                guard next < image.layers.count else { return }
+                let index = next
+                next += 1
+                group.addTask { try await self.pullLayer(image, index: index, client: client, log: log) }
             }
-            log("layer \(index + 1)/\(image.layers.count) \(layer.digest.prefix(19)): pulling \(layer.size.map { "\($0 >> 10) KiB" } ?? "")")
-            try FileSystem.makeDirectories(layers.root, mode: 0o700)
-            let download = "\(layers.root)/.pull-\(Identifiers.random(length: 8))"
-            defer { unlink(download) }
-            try await client.download(image.reference, layer, to: download)
-            let (digest, bytes) = try await layers.importLayer(download, digest: layer.digest)
-            try await lifecycle.catalog.envs.rememberLayer(key, digest)
-            digests.append(digest)
-            added += bytes
+            add()
+            add()
+            var done: [(Int, String, Int64)] = []
+            while let result = try await group.next() {
+                done.append(result)
+                add()
+            }
+            return done.sorted { $0.0 < $1.0 }
         }
+        let digests = results.map(\.1)
+        let added = results.reduce(Int64(0)) { $0 + $1.2 }
         return try await record(name: Self.name(image.reference), image: image.reference.description, digest: image.digest,
                                 config: image.config, layers: digests, added: added, team: team)
+    }
+
+    /// Layer `index` of `image` as a stored layer: known from an earlier
+    /// pull, or downloaded (checked against its digest as it arrives) and imported.
+    private func pullLayer(_ image: RegistryClient.Image, index: Int, client: RegistryClient, log: @Sendable (String) -> Void)
+        async throws -> (Int, String, Int64)
+    {
+        let layers = lifecycle.stores.layers
+        let layer = image.layers[index]
+        let name = "layer \(index + 1)/\(image.layers.count) \(layer.digest.prefix(19))"
+        let key = Self.layerKey(layer.digest)
+        if let known = try await lifecycle.catalog.envs.cachedLayer(key), layers.contains(known) {
+            log("\(name): already here")
+            return (index, known, 0)
+        }
+        try FileSystem.makeDirectories(layers.root, mode: 0o700)
+        let download = "\(layers.root)/.pull-\(Identifiers.random(length: 8))"
+        defer { unlink(download) }
+        let t0 = monotonicSeconds()
+        try await client.download(image.reference, layer, to: download)
+        let t1 = monotonicSeconds()
+        // Checked as it arrived: not hashed again.
+        let (digest, bytes) = try await layers.importLayer(download, digest: nil)
+        try await lifecycle.catalog.envs.rememberLayer(key, digest)
+        log(String(format: "%@: %lld KiB pulled in %.1f s, unpacked and stored in %.1f s", name, (layer.size ?? 0) >> 10, t1 - t0, monotonicSeconds() - t1))
+        return (index, digest, bytes)
     }
 
     /// Refuses, before any download, an image whose layers (as the manifest
