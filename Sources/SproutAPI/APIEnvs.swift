@@ -171,12 +171,17 @@ extension API {
             public var user: String?
             /// Run again, not taken from the cache (nor any step after it).
             public var force: Bool?
+            /// `copy` from another env (a Dockerfile's earlier stage): its id, and the paths in it to copy.
+            public var fromEnv: String?
+            public var sources: [String]?
             /// Where it came from (`Dockerfile:7`), for the build's log and errors; not part of its hash.
             public var source: String?
 
             public init(kind: Kind, shell: String? = nil, argv: [String]? = nil, env: [String: String]? = nil, files: [File]? = nil,
                         destination: String? = nil, owner: String? = nil, path: String? = nil, user: String? = nil, force: Bool? = nil,
-                        source: String? = nil) {
+                        fromEnv: String? = nil, sources: [String]? = nil, source: String? = nil) {
+                self.fromEnv = fromEnv
+                self.sources = sources
                 self.force = force
                 self.kind = kind
                 self.shell = shell

@@ -56,12 +56,20 @@ struct EnvPush: AsyncParsableCommand {
             }
             arguments[String(argument[..<equals])] = String(argument[argument.index(after: equals)...])
         }
-        let built = try config.dockerfile.map { path in
+        let api = try client.client()
+        var built: DockerfilePush?
+        if let path = config.dockerfile {
             let full = path.hasPrefix("/") || dockerfile != nil ? path : root + "/" + path
             let folder = (full as NSString).deletingLastPathComponent
-            return try DockerfilePush(path: full, context: context ?? (folder.isEmpty ? "." : folder), arguments: arguments)
+            let contextDirectory = context ?? (folder.isEmpty ? "." : folder)
+            let parsed = try DockerfilePush.read(full, arguments: arguments)
+            let stages = try await DockerfilePush.buildStages(parsed, id: config.id, file: full, context: contextDirectory, api: api) { blobs in
+                let missing = Set(try await api.missingBlobs(Array(blobs.keys)))
+                let toSend = blobs.filter { missing.contains($0.key) }
+                if !toSend.isEmpty { try await upload(toSend, api: api) }
+            }
+            built = try DockerfilePush(stage: parsed.final, file: full, context: contextDirectory, stages: stages)
         }
-        let api = try client.client()
         if dockerfile == nil {
             for other in DuplicateConfigs.find(near: root, id: config.id, excluding: file) {
                 FileHandle.standardError.write(Data("warning: \(other) also names the env '\(config.id)'; both pushes move the same name\n".utf8))

@@ -15,17 +15,34 @@ public struct Dockerfile: Equatable, Sendable {
         case run(shell: String?, argv: [String]?, env: [String: String], line: Int)
         /// Local sources (relative to the build context, `*` globs allowed) to `destination`.
         case copy(sources: [String], destination: String, owner: String?, line: Int)
+        /// `COPY --from=STAGE`: paths in an earlier stage (its name or number) to `destination`.
+        case copyFrom(stage: String, sources: [String], destination: String, owner: String?, line: Int)
         case env([String: String], line: Int)
         case workdir(String, line: Int)
         case user(String, line: Int)
     }
 
-    public var from: String
-    public var steps: [Step] = []
-    /// `ENTRYPOINT` + `CMD`, as Docker combines them (nil: neither).
-    public var command: [String]?
-    /// `EXPOSE`d TCP ports, in order.
-    public var ports: [UInt16] = []
+    /// One `FROM` and what follows it, up to the next.
+    public struct Stage: Equatable, Sendable {
+        /// An image, an env, or an earlier stage's name.
+        public var from: String
+        /// `AS name` (lowercased, as Docker matches it).
+        public var name: String?
+        public var steps: [Step] = []
+        /// `ENTRYPOINT` + `CMD`, as Docker combines them (nil: neither).
+        public var command: [String]?
+        /// `EXPOSE`d TCP ports, in order.
+        public var ports: [UInt16] = []
+    }
+
+    /// In order; the last is what the Dockerfile builds, the others are
+    /// built only for what it copies from them.
+    public var stages: [Stage]
+    public var final: Stage { stages[stages.count - 1] }
+    public var from: String { final.from }
+    public var steps: [Step] { final.steps }
+    public var command: [String]? { final.command }
+    public var ports: [UInt16] { final.ports }
 
     static let unsupported: [String: String] = [
         "SHELL": "RUN runs with /bin/sh", "HEALTHCHECK": "use [build] ready in sprout.toml", "ONBUILD": "", "STOPSIGNAL": "",
@@ -34,11 +51,19 @@ public struct Dockerfile: Equatable, Sendable {
 
     /// Parses `text` (named `file` in errors) with `--build-arg`s `arguments`.
     public static func parse(_ text: String, file: String = "Dockerfile", arguments: [String: String] = [:]) throws -> Dockerfile {
-        var result: Dockerfile?
+        var stages: [Stage] = []
+        var result: Stage?
         var declared: [String: String] = [:]  // ARGs in scope
         var env: [String: String] = [:]
         var entrypoint: [String]?
         var cmd: [String]?
+        func finish() {
+            guard var stage = result else { return }
+            let all = (entrypoint ?? []) + (cmd ?? [])
+            stage.command = all.isEmpty ? nil : all
+            stages.append(stage)
+            (result, env, entrypoint, cmd) = (nil, [:], nil, nil)
+        }
         func fail(_ line: Int, _ message: String) -> SproutError {
             SproutError(.invalidArgument, "\(file):\(line): \(message)")
         }
@@ -52,9 +77,7 @@ public struct Dockerfile: Equatable, Sendable {
             }
             switch instruction {
             case "FROM":
-                guard result == nil else {
-                    throw fail(line, "a second FROM: multi-stage Dockerfiles are not supported yet; build the stage as its own env and FROM it")
-                }
+                finish()
                 var words = rest.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
                 if words.first?.hasPrefix("--platform") == true { words.removeFirst() }
                 guard words.count == 1 || (words.count == 3 && words[1].uppercased() == "AS") else {
@@ -62,7 +85,9 @@ public struct Dockerfile: Equatable, Sendable {
                 }
                 let parent = try substituted(words[0])
                 guard !parent.isEmpty else { throw fail(line, "FROM names nothing") }
-                result = Dockerfile(from: parent)
+                let name = words.count == 3 ? words[2].lowercased() : nil
+                if let name, stages.contains(where: { $0.name == name }) { throw fail(line, "a second stage named \(name)") }
+                result = Stage(from: stages.first { $0.name == parent.lowercased() }.map { _ in parent.lowercased() } ?? parent, name: name)
             case "ARG":
                 for word in try words(rest, line: line, file: file) {
                     let (name, value) = split(word)
@@ -84,11 +109,16 @@ public struct Dockerfile: Equatable, Sendable {
                 }
                 let words = try jsonArray(String(arguments), line: line, file: file) ?? words(String(arguments), line: line, file: file)
                 var owner: String?
+                var stage: String?
                 for flag in flags {
                     if flag.hasPrefix("--chown=") {
                         owner = try substituted(String(flag.dropFirst(8)))
-                    } else if flag.hasPrefix("--from=") {
-                        throw fail(line, "\(instruction) --from needs multi-stage builds, which are not supported yet")
+                    } else if flag.hasPrefix("--from="), instruction == "COPY" {
+                        let named = String(flag.dropFirst(7)).lowercased()
+                        guard stages.contains(where: { $0.name == named }) || Int(named).map({ $0 >= 0 && $0 < stages.count }) == true else {
+                            throw fail(line, "COPY --from=\(named) names no earlier stage (images are not copied from; FROM one in a stage of its own)")
+                        }
+                        stage = Int(named).map { stages[$0].name ?? String($0) } ?? named
                     } else if flag.hasPrefix("--chmod=") || flag == "--link" {
                         throw fail(line, "\(instruction) \(flag) is not supported")
                     } else {
@@ -100,8 +130,13 @@ public struct Dockerfile: Equatable, Sendable {
                 if instruction == "ADD", let remote = sources.first(where: { $0.contains("://") }) {
                     throw fail(line, "ADD of a URL (\(remote)) is not supported: RUN curl it instead")
                 }
-                result!.steps.append(.copy(sources: sources, destination: try substituted(words.last!), owner: owner.map { String($0.split(separator: ":").first ?? "") },
-                                           line: line))
+                let destination = try substituted(words.last!)
+                let user = owner.map { String($0.split(separator: ":").first ?? "") }
+                if let stage {
+                    result!.steps.append(.copyFrom(stage: stage, sources: sources, destination: destination, owner: user, line: line))
+                } else {
+                    result!.steps.append(.copy(sources: sources, destination: destination, owner: user, line: line))
+                }
             case "ENV":
                 var pairs: [String: String] = [:]
                 let items = try words(rest, line: line, file: file)
@@ -149,10 +184,9 @@ public struct Dockerfile: Equatable, Sendable {
                 throw fail(line, "unknown instruction \(instruction)")
             }
         }
-        guard var dockerfile = result else { throw SproutError(.invalidArgument, "\(file): no FROM: a Dockerfile starts with FROM") }
-        let all = (entrypoint ?? []) + (cmd ?? [])
-        dockerfile.command = all.isEmpty ? nil : all
-        return dockerfile
+        finish()
+        guard !stages.isEmpty else { throw SproutError(.invalidArgument, "\(file): no FROM: a Dockerfile starts with FROM") }
+        return Dockerfile(stages: stages)
     }
 
     // MARK: Lines and words

@@ -186,7 +186,7 @@ extension Integration {
             }
         }
 
-        @Test("a Dockerfile env: ARG and --build-arg, ENV, WORKDIR, COPY --chown, USER, CMD + EXPOSE as a warm start; unchanged push builds nothing; bad Dockerfiles name the line")
+        @Test("a Dockerfile env: ARG and --build-arg, ENV, WORKDIR, COPY --chown, USER, CMD + EXPOSE as a warm start, multi-stage COPY --from; unchanged push builds nothing; bad Dockerfiles name the line")
         func dockerfile() async throws {
             try await ServerHarness.with { server in
                 let context = server.data + "/ctx"
@@ -244,6 +244,28 @@ extension Integration {
                 let viaToml = try await cli.run(["env", "push", "--file", context + "/sprout.toml", "--build-arg", "VERSION=2.5", "--wait", "--json"])
                 let tomlBuild = try JSONDecoder().decode(API.Build.self, from: Data(viaToml.stdout.utf8))
                 #expect(tomlBuild.status == "succeeded" && tomlBuild.cachedSteps == 6, "\(tomlBuild)")  // every RUN, WORKDIR and COPY layer
+
+                // Multi-stage: the first stage builds as an env of its own; the last copies from it.
+                try FileSystem.writeAtomically(context + "/Dockerfile.multi", """
+                    FROM empty AS build
+                    WORKDIR /out
+                    COPY site/ ./site/
+                    RUN echo compiled > artifact.bin && chmod 755 artifact.bin
+                    FROM empty
+                    COPY --from=build /out/artifact.bin /app/bin/
+                    COPY --from=0 /out/site /app/site
+                    """, mode: 0o644)
+                let multi = try await cli.run(["env", "push", "--dockerfile", context + "/Dockerfile.multi", "--name", "multi", "--wait", "--json"])
+                #expect(multi.status == 0, "\(multi.stderr)")
+                let multiBuild = try JSONDecoder().decode(API.Build.self, from: Data(multi.stdout.utf8))
+                let stageEnv = try #require(try await server.client.envs().first { $0.name == "multi--build" })
+                #expect(!stageEnv.published)
+                let multiBox = try await server.client.createSandbox(API.CreateSandbox(env: multiBuild.envID))
+                let multiOut = try await server.client.run(multiBox.id, API.Exec(shell: "stat -c '%a %n' /app/bin/artifact.bin; cat /app/site/index.html; ls /out 2>&1"))
+                #expect(multiOut.stdoutText == "755 /app/bin/artifact.bin\n<h1>hi</h1>\nls: /out: No such file or directory\n", "\(multiOut.stdoutText)")
+                try await server.client.killSandbox(multiBox.id)
+                let multiAgain = try await cli.run(["env", "push", "--dockerfile", context + "/Dockerfile.multi", "--name", "multi", "--json"])
+                #expect(try JSONDecoder().decode(API.PushResult.self, from: Data(multiAgain.stdout.utf8)).build == nil, "\(multiAgain.stdout)")
 
                 // Bad Dockerfiles: the line is named, nothing is built.
                 for (text, message) in [

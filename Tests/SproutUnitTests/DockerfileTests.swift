@@ -49,13 +49,35 @@ struct DockerfileTests {
         #expect(try Dockerfile.parse("FROM x\nCMD echo hi\n").command == ["/bin/sh", "-c", "echo hi"])
     }
 
+    @Test("stages: FROM … AS, FROM an earlier stage, COPY --from by name or number; each stage's own ENV")
+    func stages() throws {
+        let file = try Dockerfile.parse("""
+            FROM python:3.12 AS Build
+            ENV ONLY_HERE=1
+            RUN make
+            FROM build AS test
+            RUN make test
+            FROM debian
+            COPY --from=build /out/app /usr/local/bin/
+            COPY --from=1 ["/report a.txt", "/r.txt"]
+            ENV X=${ONLY_HERE:-unset}
+            """)
+        #expect(file.stages.map(\.name) == ["build", "test", nil])
+        #expect(file.stages.map(\.from) == ["python:3.12", "build", "debian"])
+        #expect(file.steps == [
+            .copyFrom(stage: "build", sources: ["/out/app"], destination: "/usr/local/bin/", owner: nil, line: 7),
+            .copyFrom(stage: "test", sources: ["/report a.txt"], destination: "/r.txt", owner: nil, line: 8),
+            .env(["X": "unset"], line: 9),
+        ])
+    }
+
     @Test("what Sprout cannot build is an error naming the file and line")
     func errors() {
         let cases: [(String, String)] = [
             ("RUN true\n", "Dockerfile:1: RUN before FROM"),
-            ("FROM a\nFROM b\n", "Dockerfile:2: a second FROM: multi-stage Dockerfiles are not supported yet"),
+            ("FROM a AS x\nFROM b AS x\n", "Dockerfile:2: a second stage named x"),
             ("FROM a\n\nHEALTHCHECK CMD true\n", "Dockerfile:3: Sprout cannot run HEALTHCHECK"),
-            ("FROM a\nCOPY --from=build /x /y\n", "Dockerfile:2: COPY --from needs multi-stage builds"),
+            ("FROM a\nCOPY --from=build /x /y\n", "Dockerfile:2: COPY --from=build names no earlier stage"),
             ("FROM a\nADD https://example.com/x /x\n", "Dockerfile:2: ADD of a URL (https://example.com/x) is not supported"),
             ("FROM a\nEXPOSE http\n", "Dockerfile:2: EXPOSE takes ports"),
             ("FROM a\nRUN echo \\\n", "Dockerfile:2: the file ends inside a continued line"),

@@ -49,6 +49,16 @@ extension BuildRun {
             let spec = ProcessSpec(cmd: step.argv, shell: step.argv == nil ? step.shell : nil, cwd: process.workdir ?? "/", env: env, user: user)
             let log = self.log
             try await layerStep(key: key, label: label, progress) { agent in try await Self.runLogged(agent, spec, log: log) }
+        case .copy where step.fromEnv != nil:
+            let destination = try Self.absolute(step.destination ?? "", in: process.workdir, label: label)
+            let source = try await lifecycle.graph.resolve(step.fromEnv!, team: job.team)
+            let (sources, owner, run) = (step.sources ?? [], step.owner, self)
+            let written = step.destination ?? ""
+            let intoDirectory = sources.count > 1 || written.hasSuffix("/") || written == "." || written.hasSuffix("/.")
+            try await layerStep(key: key, label: label, progress) { agent in
+                try await run.copy(sources, from: source, to: destination, intoDirectory: intoDirectory, owner: owner, into: agent, label: label)
+                return 0
+            }
         case .copy:
             let destination = try Self.absolute(step.destination ?? "", in: process.workdir, label: label)
             let files = step.files ?? []
@@ -63,6 +73,48 @@ extension BuildRun {
             }
         }
         return key
+    }
+
+    /// `COPY --from`: `sources` (paths in env `env`) read through a sandbox
+    /// of that env and written through `agent`, as Docker copies: a
+    /// directory's contents into `destination`, a file into it when it ends
+    /// in `/` or there are several sources, else to it. Files and their
+    /// modes are copied; symlinks and special files are not.
+    func copy(_ sources: [String], from env: ResolvedEnv, to destination: String, intoDirectory: Bool, owner: String?, into agent: AgentClient,
+              label: String) async throws {
+        let sandbox = try await startBuildSandbox(chain: env.layers, base: env.base)
+        let scratch = "\(lifecycle.stores.layers.root)/.copy-\(Identifiers.random(length: 8))"
+        do {
+            try FileSystem.makeDirectories(scratch, mode: 0o700)
+            let from = lifecycle.agents.client(sandbox)
+            for source in sources {
+                let path = try Self.absolute(source, in: "/", label: label)
+                let info: FileInfo
+                do { info = try await from.stat(path) } catch {
+                    throw Failure(step: label, exitCode: nil, message: "\(source) is not in \(env.id): \(error.sentence)")
+                }
+                var files: [(FileInfo, String)] = []
+                if info.type == .dir {
+                    for entry in try await from.list(path, depth: 64) where entry.type == .file {
+                        files.append((entry, (destination == "/" ? "" : destination) + "/" + entry.path.dropFirst(path == "/" ? 1 : path.count + 1)))
+                    }
+                } else {
+                    files.append((info, intoDirectory ? (destination == "/" ? "" : destination) + "/" + info.name : destination))
+                }
+                for (file, target) in files where file.type == .file {
+                    let local = scratch + "/file"
+                    _ = try await from.download(file.path, to: local)
+                    try await agent.upload(localPath: local, to: target, mode: file.mode, owner: owner)
+                    unlink(local)
+                }
+            }
+        } catch {
+            try? FileSystem.removeTree(scratch)
+            await removeBuildSandbox(sandbox)
+            throw error
+        }
+        try? FileSystem.removeTree(scratch)
+        await removeBuildSandbox(sandbox)
     }
 
     /// A step that makes a layer: from the cache, or run in a build sandbox and frozen.
@@ -93,6 +145,7 @@ extension BuildRun {
     static func describe(_ step: API.Push.Step) -> String {
         switch step.kind {
         case .run: "RUN " + (step.shell ?? step.argv?.joined(separator: " ") ?? "")
+        case .copy where step.fromEnv != nil: "COPY --from=\(step.fromEnv!) \((step.sources ?? []).joined(separator: " ")) \(step.destination ?? "?")"
         case .copy: "COPY \(step.files?.count ?? 0) file(s) to \(step.destination ?? "?")" + (step.owner.map { " (owner \($0))" } ?? "")
         case .env: "ENV " + (step.env ?? [:]).keys.sorted().joined(separator: " ")
         case .workdir: "WORKDIR \(step.path ?? "")"

@@ -12,8 +12,8 @@ extension BuildRun {
     /// A build sandbox on `chain`: no team (so no API key reaches it), the
     /// config's limits, and a lifetime that outlasts its step's timeout (the
     /// sandboxes' default lifetime, 300 s, is shorter than a long step).
-    func startBuildSandbox(chain: [String]) async throws -> SandboxRecord {
-        let env = ResolvedEnv(id: "build:\(job.build.id)", base: job.from.base, layers: chain)
+    func startBuildSandbox(chain: [String], base: String? = nil) async throws -> SandboxRecord {
+        let env = ResolvedEnv(id: "build:\(job.build.id)", base: base ?? job.from.base, layers: chain)
         var limits = job.limits
         limits.timeout = max(limits.timeout, stepTimeoutSeconds + 300)
         let request = CreateRequest(

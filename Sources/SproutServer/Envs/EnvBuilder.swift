@@ -62,7 +62,17 @@ public actor EnvBuilder {
                 throw SproutError(.invalidArgument, "a push gives either steps or run and files, not both")
             }
             guard steps.count <= 1000 else { throw SproutError(.invalidArgument, "at most 1000 steps") }
-            for step in steps where step.kind == .copy { try await checkFiles(step.files ?? [], team: identity.team) }
+            for (index, step) in steps.enumerated() where step.kind == .copy {
+                if let env = step.fromEnv {
+                    // Another env's files (a Dockerfile's earlier stage): the team's, named by id.
+                    _ = try await lifecycle.graph.resolve(env, team: identity.team)
+                    guard let sources = step.sources, !sources.isEmpty, sources.allSatisfy({ !$0.isEmpty && !$0.contains("\0") }),
+                        step.files == nil
+                    else { throw SproutError(.invalidArgument, "step \(index + 1): a copy from an env names its sources, and no files") }
+                } else {
+                    try await checkFiles(step.files ?? [], team: identity.team)
+                }
+            }
         }
 
         let files = request.files.sorted { $0.path < $1.path }
