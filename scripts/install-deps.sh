@@ -33,6 +33,7 @@ if $tests; then
     docker-registry  # the image tests pull from a real registry (CNCF distribution)
     skopeo           # ... after pushing into it an image the test made
     apache2-utils    # htpasswd: the registry's basic-auth logins
+    openssl          # signs the test token service's JWTs (Docker Hub's bearer-token scheme)
   )
 fi
 

@@ -7,8 +7,9 @@ import SproutSystem
 
 /// A registry of Sprout's own making for tests and `sprout bench`: Debian's
 /// `docker-registry` (CNCF distribution) on a free loopback port, its
-/// storage in `directory`, with basic auth when given a login. `stop()` ends
-/// it; the caller removes the directory.
+/// storage in `directory`, with basic auth when given a login, or bearer
+/// tokens from a token service. `stop()` ends it; the caller removes the
+/// directory.
 public final class LocalRegistry: Sendable {
     public let directory: String
     public let port: Int
@@ -17,10 +18,24 @@ public final class LocalRegistry: Sendable {
     public var storage: String { directory + "/storage" }
     public var logPath: String { directory + "/registry.log" }
 
-    public init(directory: String, login: RegistryCredentials.Login? = nil) async throws {
+    /// Bearer tokens (JWTs) from the service at `realm`, signed by the key of the PEM certificate `certificate`.
+    public struct TokenAuth: Sendable {
+        public var realm: String
+        public var service: String
+        public var issuer: String
+        public var certificate: String
+        public init(realm: String, service: String, issuer: String, certificate: String) {
+            (self.realm, self.service, self.issuer, self.certificate) = (realm, service, issuer, certificate)
+        }
+    }
+
+    public init(directory: String, login: RegistryCredentials.Login? = nil, token: TokenAuth? = nil) async throws {
         self.directory = directory
         var auth = ""
-        if let login {
+        if let token {
+            auth = "auth:\n  token:\n    realm: \(token.realm)\n    service: \(token.service)\n    issuer: \(token.issuer)\n"
+                + "    rootcertbundle: \(token.certificate)\n"
+        } else if let login {
             let out = try await HostCommand.capture(["htpasswd", "-Bbn", login.username, login.password])
             guard out.status == 0 else { throw SproutError(.unavailable, "htpasswd failed (apt-get install apache2-utils): \(out.stderr)") }
             try FileSystem.writeAtomically(directory + "/htpasswd", out.stdout, mode: 0o600)

@@ -4,6 +4,7 @@ import SproutAPI
 import SproutClient
 import SproutCore
 import SproutHost
+import SproutRegistry
 import SproutSystem
 import Testing
 
@@ -279,6 +280,70 @@ extension Integration {
                     #expect(bad.status != 0 && bad.stderr.contains(message), "\(bad.stderr)")
                 }
                 #expect(try await server.client.envs().allSatisfy { $0.name != "bad" })
+            }
+        }
+
+        @Test("a registry that hands out bearer tokens (Docker Hub's scheme): the token service is asked with the login, the registry checks the token; a wrong login is refused")
+        func bearerToken() async throws {
+            var template = Array("/tmp/sprout-token-XXXXXX".utf8CString)
+            guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+            let directory = cStringToString(template)
+            defer { try? FileSystem.removeTree(directory) }
+            for argv in [["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+                          "-days", "1", "-subj", "/CN=sprout-test-token"],
+                         ["openssl", "x509", "-in", directory + "/cert.pem", "-outform", "der", "-out", directory + "/cert.der"]] {
+                let out = try await HostCommand.capture(argv)
+                #expect(out.status == 0, "\(out.stderr)")
+            }
+            // The token service: its port on its first line.
+            let portFile = open(directory + "/token.port", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            var options = Spawn.Options()
+            options.stdout = portFile
+            let service = try Spawn.spawn(path: "/usr/bin/python3", argv: ["python3", Integration.OpenAPITests.root + "/Tests/registry/token_server.py",
+                                                                          directory, "tester", "s3cret"],
+                                          env: HostCommand.environment, options: options)
+            close(portFile)
+            defer { Spawn.terminate(service, graceSeconds: 5) }
+            var port = 0
+            #expect(try await eventually {
+                port = Int(String(decoding: (try? Descriptor.readFile(directory + "/token.port")) ?? [], as: UTF8.self).trimmed) ?? 0
+                return port > 0
+            })
+            try FileSystem.makeDirectories(directory + "/registry")
+            let registry = try await LocalRegistry(directory: directory + "/registry", token: LocalRegistry.TokenAuth(
+                realm: "http://127.0.0.1:\(port)/token", service: "sprout-test-registry", issuer: "sprout-test-issuer",
+                certificate: directory + "/cert.pem"))
+            defer { registry.stop() }
+            let login = RegistryCredentials.Login(username: "tester", password: "s3cret")
+            try await TestImage.write(layout: directory + "/layout", tag: "v1", config: Self.appConfig, layers: Self.appLayers)
+            try await registry.push(layout: directory + "/layout", tag: "v1", as: "sprout-test/app", login: login)
+            let reference = "\(registry.host)/sprout-test/app:v1"
+            // Positive control: anonymous reads are refused; the registry points at the token service.
+            let anonymous = try await HostCommand.capture(["skopeo", "inspect", "--tls-verify=false", "docker://\(reference)"])
+            #expect(anonymous.status != 0 && anonymous.stderr.contains("unauthorized"), "\(anonymous.stderr)")
+
+            func authFile(_ password: String) throws -> String {
+                let path = directory + "/auth-\(password).json"
+                try FileSystem.writeAtomically(path, #"{"auths": {"\#(registry.host)": {"auth": "\#(Data("tester:\(password)".utf8).base64EncodedString())"}}}"#)
+                return path
+            }
+            try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", try authFile("s3cret")]) { server in
+                let result = try await server.client.push(API.Push(id: "tokened", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
+                                                                   memoryMB: nil, files: []))
+                let build = try await server.client.build(try #require(result.build).id, wait: true)
+                #expect(build.status == "succeeded", "\(build)")
+                let sandbox = try await server.client.createSandbox(API.CreateSandbox(env: "tokened"))
+                #expect(try await server.client.run(sandbox.id, API.Exec(shell: "cat /srv/app/hello.txt")).stdoutText == "hello\n")
+                try await server.client.killSandbox(sandbox.id)
+            }
+            try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", try authFile("wrong")]) { server in
+                do {
+                    let result = try await server.client.push(API.Push(id: "tokened", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
+                                                                       memoryMB: nil, files: []))
+                    Issue.record("a push with a login the token service refuses went through: \(result)")
+                } catch let error as SproutError {
+                    #expect(error.code == .forbidden && error.message.contains("refused access to sprout-test/app (401)"), "\(error)")
+                }
             }
         }
 
