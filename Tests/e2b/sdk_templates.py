@@ -19,11 +19,11 @@ def templates():
         f.write("notes\n")
     name = f"tpl-{RUN}"
 
-    def template():
+    def template(extra=None):
         return (
             Template(file_context_path=context)
             .from_base_image()
-            .set_envs({"APP_MODE": "test"})
+            .set_envs({"APP_MODE": "test", **(extra or {})})
             .run_cmd("mkdir -p /srv && chown user:user /srv", user="root")
             .set_workdir("/srv")
             .copy("app", "/srv/app/")
@@ -52,6 +52,28 @@ def templates():
     Template.build(template(), name, on_build_logs=lambda entry: again.append(entry.message))
     check("template: an unchanged build uploads nothing and builds nothing",
           any("Skipping upload of 'app'" in line for line in again) and any("nothing to build" in line for line in again), "\n".join(again))
+
+    tagged = Template.assign_tags(name, ["stable", "v1"])
+    check("template: tags assigned to the template's build", sorted(tagged.tags) == ["stable", "v1"] and len(tagged.build_id) == 36, repr(tagged))
+    sbx = Sandbox.create(f"{name}:stable", timeout=60)
+    try:
+        r = sbx.commands.run("cat /srv/built.txt")
+        check("template: Sandbox.create('name:tag') starts the tagged build", r.stdout == "built-by-user\n", repr(r.stdout))
+    finally:
+        sbx.kill()
+    tags = sorted(t.tag for t in Template.get_tags(name))
+    check("template: get_tags lists them", tags == ["stable", "v1"], repr(tags))
+    Template.remove_tags(name, "v1")
+    check("template: remove_tags takes one away", sorted(t.tag for t in Template.get_tags(name)) == ["stable"] and not Template.exists(f"{name}:v1")
+          and Template.exists(f"{name}:stable"))
+    Template.build(template({"EXTRA": "1"}), f"{name}:next")
+    sbx = Sandbox.create(f"{name}:next", timeout=60)
+    try:
+        r = sbx.commands.run("echo $EXTRA")
+        check("template: a build with a tag names its own env; the other tags stay where they were",
+              r.stdout == "1\n" and Template.exists(f"{name}:stable"), repr(r.stdout))
+    finally:
+        sbx.kill()
 
     try:
         Template.build(Template(file_context_path=context).from_base_image().run_cmd("echo about to fail; exit 3"), f"{name}-bad")

@@ -218,6 +218,17 @@ public final class Catalog: Sendable {
                 t.add(column: "image", .text)
             }
         }
+        m.registerMigration("v20-env-tags") { db in
+            // `name:tag` → an env of the team (E2B's template tags).
+            try db.create(table: "envTag") { t in
+                t.column("team", .text).notNull()
+                t.column("name", .text).notNull()
+                t.column("tag", .text).notNull()
+                t.column("envID", .text).notNull()
+                t.column("createdAt", .double).notNull()
+                t.primaryKey(["team", "name", "tag"])
+            }
+        }
         return m
     }
 }

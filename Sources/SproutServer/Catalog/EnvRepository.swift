@@ -69,6 +69,42 @@ public struct EnvRepository: Sendable {
         }
     }
 
+    /// The env `name:tag` names for `team`, if tagged.
+    func tagged(_ name: String, _ tag: String, team: String) async throws -> String? {
+        try await db.read { db in
+            try String.fetchOne(db, sql: "SELECT envID FROM envTag WHERE team = ? AND name = ? AND tag = ?", arguments: [team, name, tag])
+        }
+    }
+
+    /// Points `tags` of `name` at `envID` (moving them if they pointed elsewhere).
+    func tag(_ name: String, _ tags: [String], envID: String, team: String, at now: Double) async throws {
+        try await db.write { db in
+            for tag in tags {
+                try db.execute(sql: "INSERT OR REPLACE INTO envTag (team, name, tag, envID, createdAt) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [team, name, tag, envID, now])
+            }
+        }
+    }
+
+    func untag(_ name: String, _ tags: [String], team: String) async throws -> Int {
+        try await db.write { db in
+            var removed = 0
+            for tag in tags {
+                try db.execute(sql: "DELETE FROM envTag WHERE team = ? AND name = ? AND tag = ?", arguments: [team, name, tag])
+                removed += db.changesCount
+            }
+            return removed
+        }
+    }
+
+    /// `name`'s tags: (tag, env id, when set), oldest first.
+    func tags(of name: String, team: String) async throws -> [(tag: String, envID: String, createdAt: Double)] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT tag, envID, createdAt FROM envTag WHERE team = ? AND name = ? ORDER BY createdAt, tag",
+                             arguments: [team, name]).map { ($0["tag"], $0["envID"], $0["createdAt"]) }
+        }
+    }
+
     func drafts(named name: String, team: String) async throws -> Int {
         try await db.read { db in try EnvRecord.filter(Column("name") == name && Column("team") == team && Self.notDeleted).fetchCount(db) }
     }

@@ -114,13 +114,19 @@ struct E2BControlRoutes {
             return try JSONBody.response(envs.map { E2B.SnapshotInfo(snapshotID: $0.id, names: [$0.name]) })
         }
         group.get("templates/aliases/:alias") { _, context in
-            let env = try await services.envs.show(try context.parameters.require("alias"), for: try context.caller())
+            let env = try await services.envs.show(try Self.templateName(context, "alias"), for: try context.caller())
             return try JSONBody.response(E2B.TemplateAlias(templateID: env.id, public: env.builtin))
         }
         group.delete("templates/:id") { _, context in
-            _ = try await services.lifecycle.deleteEnv(try context.parameters.require("id"), force: false, for: try context.caller())
+            _ = try await services.lifecycle.deleteEnv(try Self.templateName(context, "id"), force: false, for: try context.caller())
             return Response(status: .noContent)
         }
+    }
+
+    /// A template id, name or `name:tag` from the path: the SDKs percent-encode it as one segment.
+    static func templateName(_ context: SproutContext, _ parameter: String) throws -> String {
+        let raw = try context.parameters.require(parameter)
+        return raw.removingPercentEncoding ?? raw
     }
 
     /// Resumes a paused sandbox (201) or answers for a running one (200);

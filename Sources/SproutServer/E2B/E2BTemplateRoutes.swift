@@ -23,9 +23,10 @@ struct E2BTemplateRoutes {
             // `name:tag`: Sprout's envs are named, not tagged; the newest build of a name is what it starts.
             let name = String(full.split(separator: ":", maxSplits: 1).first ?? "")
             try EnvGraph.validateName(name)
+            let tags = (body.tags ?? []) + (full.contains(":") ? [String(full.split(separator: ":", maxSplits: 1)[1])] : [])
+            try Self.validateTags(tags)
             let id = await builds.open(E2BTemplateBuilds.Session(team: try context.caller().team, name: name, cpu: body.cpuCount,
-                                                                 memoryMB: body.memoryMB))
-            let tags = body.tags ?? (full.contains(":") ? [String(full.split(separator: ":", maxSplits: 1)[1])] : [])
+                                                                 memoryMB: body.memoryMB, tags: tags))
             return try JSONBody.response(E2B.TemplateRequestResponse(templateID: name, buildID: id, names: [name], tags: tags, aliases: [name]),
                                          status: .accepted)
         }
@@ -49,6 +50,8 @@ struct E2BTemplateRoutes {
             do {
                 let result = try await services.builder.push(push, for: caller)
                 await builds.update(id) { $0.build = result.build?.id; $0.envID = result.envID }
+                // The tags name the env from now on (while it builds, a create for them says so).
+                try await services.catalog.envs.tag(session.name, session.tags, envID: result.envID, team: caller.team, at: services.lifecycle.clock.now)
             } catch {
                 await builds.update(id) { $0.failure = (error as? SproutError)?.message ?? "\(error)" }
                 throw error
@@ -61,6 +64,30 @@ struct E2BTemplateRoutes {
             let session = try await builds.session(id, team: caller.team)
             let offset = Int(request.uri.queryParameters.get("logsOffset") ?? "0") ?? 0
             return try JSONBody.response(try await status(id, session, caller: caller, offset: max(0, offset)))
+        }
+        group.post("templates/tags") { request, context in
+            let body = try await JSONBody.decode(E2B.AssignTags.self, from: request)
+            let caller = try context.caller()
+            try Self.validateTags(body.tags)
+            let env = try await services.envs.resolve(body.target, team: caller.team)
+            let name = String(body.target.split(separator: ":", maxSplits: 1)[0])
+            try EnvGraph.validateName(name)
+            try await services.catalog.envs.tag(name, body.tags, envID: env.id, team: caller.team, at: services.lifecycle.clock.now)
+            return try JSONBody.response(E2B.AssignedTags(tags: body.tags, buildID: E2B.buildUUID(env.id)), status: .created)
+        }
+        group.delete("templates/tags") { request, context in
+            let body = try await JSONBody.decode(E2B.DeleteTags.self, from: request)
+            let removed = try await services.catalog.envs.untag(body.name, body.tags, team: try context.caller().team)
+            guard removed > 0 || body.tags.isEmpty else { throw SproutError(.notFound, "\(body.name) has none of the tags \(body.tags.joined(separator: ", "))") }
+            return Response(status: .noContent)
+        }
+        group.get("templates/:id/tags") { _, context in
+            let caller = try context.caller()
+            let name = try E2BControlRoutes.templateName(context, "id")
+            _ = try await services.envs.resolve(name, team: caller.team)
+            return try JSONBody.response(try await services.catalog.envs.tags(of: name, team: caller.team).map {
+                E2B.TemplateTag(tag: $0.tag, buildID: E2B.buildUUID($0.envID), createdAt: E2B.rfc3339($0.createdAt))
+            })
         }
         router.put("templates/files/upload/:token") { request, context in
             guard let upload = await builds.redeem(try context.parameters.require("token"), now: services.lifecycle.clock.now) else {
@@ -86,6 +113,12 @@ struct E2BTemplateRoutes {
             }
             try sysCall("rename \(temp)") { rename(temp, path) }
             return Response(status: .ok)
+        }
+    }
+
+    static func validateTags(_ tags: [String]) throws {
+        for tag in tags where tag.isEmpty || tag.count > 128 || !tag.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) {
+            throw SproutError(.invalidArgument, "bad tag '\(tag.prefix(130))': 1-128 of A-Z, a-z, 0-9, '.', '_' and '-'")
         }
     }
 

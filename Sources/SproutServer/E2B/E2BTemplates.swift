@@ -48,6 +48,33 @@ extension E2B {
         init(from decoder: Decoder) throws {}
     }
 
+    struct AssignTags: Decodable {
+        var target: String
+        var tags: [String]
+    }
+
+    struct DeleteTags: Decodable {
+        var name: String
+        var tags: [String]
+    }
+
+    struct AssignedTags: Encodable {
+        var tags: [String]
+        var buildID: String
+    }
+
+    struct TemplateTag: Encodable {
+        var tag: String
+        var buildID: String
+        var createdAt: String
+    }
+
+    /// E2B's build ids are UUIDs: an env's, made from its id.
+    static func buildUUID(_ envID: String) -> String {
+        let hex = Array(hexString(SHA256.hash(data: Data(envID.utf8))).prefix(32))
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-")
+    }
+
     struct FileUpload: Encodable {
         var present: Bool
         var url: String?
@@ -85,6 +112,8 @@ actor E2BTemplateBuilds {
         var name: String
         var cpu: Int?
         var memoryMB: Int?
+        /// Tags the build's env gets (`name:tag`, or `tags`).
+        var tags: [String] = []
         var build: String?
         var envID: String?
         var failure: String?

@@ -142,7 +142,10 @@ public actor EnvBuilder {
     /// the build's first step pulls. The image's manifest is read now, so
     /// the push's env id follows what the tag names today.
     private func parent(_ reference: String, team: String) async throws -> (ResolvedEnv, RegistryClient.Image?) {
-        guard ImageReference.looksLikeImage(reference) else { return (try await lifecycle.graph.resolve(reference, team: team), nil) }
+        // An env's tag (`name:tag`) before an image of that name.
+        if try await lifecycle.graph.tagged(reference, team: team) != nil || !ImageReference.looksLikeImage(reference) {
+            return (try await lifecycle.graph.resolve(reference, team: team), nil)
+        }
         let parsed = try ImageReference(parsing: reference)
         let images = ImageEnvs(lifecycle: lifecycle)
         let client = try images.client()

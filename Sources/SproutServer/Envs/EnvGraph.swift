@@ -41,6 +41,7 @@ public struct EnvGraph: Sendable {
     /// deleted env is found only for a sandbox that runs from it (`of:`).
     func resolve(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> ResolvedEnv {
         if Self.builtins.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
+        if let envID = try await tagged(reference, team: team) { return try await resolve(envID, team: team, includeDeleted: includeDeleted) }
         guard let record = try await catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted) else {
             let drafts = try await catalog.envs.drafts(named: reference, team: team)
             if drafts > 0 {
@@ -57,6 +58,13 @@ public struct EnvGraph: Sendable {
                            memoryToken: record.memoryToken, start: record.start.map { EnvStart(command: $0, ready: record.ready,
                                                                                                  timeoutSeconds: record.startTimeout) },
                            volumes: record.volumes ?? [], process: record.process, image: record.image)
+    }
+
+    /// The env `name:tag` names, when `reference` is one the team has tagged.
+    func tagged(_ reference: String, team: String) async throws -> String? {
+        let parts = reference.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, (try? Self.validateName(String(parts[0]))) != nil else { return nil }
+        return try await catalog.envs.tagged(String(parts[0]), String(parts[1]), team: team)
     }
 
     /// What processes of env `id`'s sandboxes get unless a request says
