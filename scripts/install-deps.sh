@@ -97,6 +97,12 @@ command -v swift >/dev/null || { echo "install-deps: swift is not on PATH" >&2; 
 
 $tests || exit 0
 
+# Debian's docker-registry package starts a registry on :5000 where systemd
+# runs; the tests start their own on free loopback ports, so it stays off.
+if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
 # Python tools for the API contract test and the fuzzing (schemathesis).
 if ! python3 -c "import openapi_spec_validator, openapi_schema_validator, yaml, requests, schemathesis" 2>/dev/null; then
   command -v pip3 >/dev/null || { apt-get install -y -qq python3-pip >/dev/null; }
