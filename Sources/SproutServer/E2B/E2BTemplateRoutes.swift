@@ -26,7 +26,8 @@ struct E2BTemplateRoutes {
             let tags = (body.tags ?? []) + (full.contains(":") ? [String(full.split(separator: ":", maxSplits: 1)[1])] : [])
             try Self.validateTags(tags)
             let id = await builds.open(E2BTemplateBuilds.Session(team: try context.caller().team, name: name, cpu: body.cpuCount,
-                                                                 memoryMB: body.memoryMB, tags: tags))
+                                                                 memoryMB: body.memoryMB, tags: tags),
+                                       now: services.lifecycle.clock.now)
             return try JSONBody.response(E2B.TemplateRequestResponse(templateID: name, buildID: id, names: [name], tags: tags, aliases: [name]),
                                          status: .accepted)
         }

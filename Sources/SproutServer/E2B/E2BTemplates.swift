@@ -104,8 +104,8 @@ extension E2B {
 
 /// E2B's template builds between their steps: the template a build was
 /// requested for (`POST /v3/templates`) until its steps arrive, the Sprout
-/// build they became, and one-time upload links for their files. In memory:
-/// a server restart ends builds anyway; uploaded files stay on disk.
+/// build they became, and one-time upload links for their files. In memory
+/// for a day (a server restart ends builds anyway); uploaded files stay on disk.
 actor E2BTemplateBuilds {
     struct Session: Sendable {
         var team: String
@@ -117,13 +117,17 @@ actor E2BTemplateBuilds {
         var build: String?
         var envID: String?
         var failure: String?
+        var openedAt = 0.0
     }
     private var sessions: [String: Session] = [:]
     private var uploads: [String: (team: String, hash: String, expires: Double)] = [:]
 
-    func open(_ session: Session) -> String {
+    func open(_ session: Session, now: Double) -> String {
+        sessions = sessions.filter { now - $0.value.openedAt < 86_400 }
         let id = UUID().uuidString.lowercased()
-        sessions[id] = session
+        var opened = session
+        opened.openedAt = now
+        sessions[id] = opened
         return id
     }
 
