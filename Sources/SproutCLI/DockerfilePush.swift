@@ -38,7 +38,7 @@ struct DockerfilePush {
             let label = stage.name ?? String(index)
             let push = try DockerfilePush(stage: stage, file: file, context: context, stages: envs)
             try await upload(push.blobs)
-            let name = String("\(id)--\(label)".map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" }.prefix(64))
+            let name = String(EnvConfig.nameCharacters("\(id)--\(label)").prefix(64))
             let result = try await api.push(API.Push(id: name, from: push.from, run: [], start: nil, ready: nil, cpu: nil, memoryMB: nil,
                                                      files: [], draft: true, steps: push.steps))
             if let build = result.build {

@@ -32,7 +32,7 @@ struct EnvPush: AsyncParsableCommand {
         if let dockerfile {
             let folder = (dockerfile as NSString).deletingLastPathComponent
             let contextName = ((LocalFiles.realPath(context ?? (folder.isEmpty ? "." : folder)) ?? "env") as NSString).lastPathComponent
-            let id = name ?? String(contextName.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" })
+            let id = name ?? EnvConfig.nameCharacters(contextName)
             var config = EnvConfig(id: id, from: "empty", files: nil, run: [], start: nil, ready: nil, cpu: nil, memoryMB: nil)
             config.dockerfile = dockerfile
             return (config, ".")

@@ -155,6 +155,13 @@ public struct EnvConfig: Equatable, Sendable {
         return config
     }
 
+    /// `text` in the characters an env name takes: lowercased, anything but
+    /// a-z, 0-9, `-` and `_` made a `-` (for names made from a folder, an
+    /// image or a stage).
+    public static func nameCharacters(_ text: String) -> String {
+        String(text.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" })
+    }
+
     /// A commented starting point, as `sprout env init` writes it.
     public static func template(id: String, from: String) -> String {
         """

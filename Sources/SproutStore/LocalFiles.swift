@@ -91,8 +91,7 @@ public enum LocalFiles {
             }
             matches += found
         }
-        let isDirectory = destination.hasSuffix("/") || destination == "." || destination.hasSuffix("/.") || matches.count > 1
-            || matches.contains(where: FileSystem.isDirectory)
+        let isDirectory = namesDirectory(destination) || matches.count > 1 || matches.contains(where: FileSystem.isDirectory)
         var files: [Entry] = []
         for match in matches {
             if FileSystem.isDirectory(match) {
@@ -107,6 +106,11 @@ public enum LocalFiles {
         let trimmed = destination.count > 1 && destination.hasSuffix("/") ? String(destination.dropLast()) : destination
         let directory = isDirectory ? trimmed : ((trimmed as NSString).deletingLastPathComponent.isEmpty ? "." : (trimmed as NSString).deletingLastPathComponent)
         return (directory, files)
+    }
+
+    /// Whether a `COPY` destination is written as a directory (`dir/`, `.`, `dir/.`).
+    public static func namesDirectory(_ destination: String) -> Bool {
+        destination.hasSuffix("/") || destination == "." || destination.hasSuffix("/.")
     }
 
     /// `pattern` (`*`, `?`, `[…]`) matched in the context; nothing outside it.

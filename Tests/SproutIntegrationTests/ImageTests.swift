@@ -176,13 +176,7 @@ extension Integration {
             // The wrong login: refused with the registry's words, nothing made.
             let wrong = try registry.authFile(password: "not-it")
             try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", wrong]) { server in
-                do {
-                    let result = try await server.client.push(API.Push(id: "web", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
-                                                                       memoryMB: nil, files: []))
-                    Issue.record("a push with the wrong login went through: \(result)")
-                } catch let error as SproutError {
-                    #expect(error.code == .forbidden && error.message.contains("refused access to sprout-test/app"), "\(error)")
-                }
+                try await Self.expectRefused(server, reference, saying: "refused access to sprout-test/app")
                 #expect(try await server.client.envs().allSatisfy(\.builtin))
             }
         }
@@ -323,9 +317,7 @@ extension Integration {
             #expect(anonymous.status != 0 && anonymous.stderr.contains("unauthorized"), "\(anonymous.stderr)")
 
             func authFile(_ password: String) throws -> String {
-                let path = directory + "/auth-\(password).json"
-                try FileSystem.writeAtomically(path, #"{"auths": {"\#(registry.host)": {"auth": "\#(Data("tester:\(password)".utf8).base64EncodedString())"}}}"#)
-                return path
+                try TestRegistry.authFile(in: directory, host: registry.host, login: RegistryCredentials.Login(username: "tester", password: password))
             }
             try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", try authFile("s3cret")]) { server in
                 let result = try await server.client.push(API.Push(id: "tokened", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
@@ -337,13 +329,18 @@ extension Integration {
                 try await server.client.killSandbox(sandbox.id)
             }
             try await ServerHarness.with(extraArgs: ["--insecure-registry", registry.host, "--registry-auth", try authFile("wrong")]) { server in
-                do {
-                    let result = try await server.client.push(API.Push(id: "tokened", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
-                                                                       memoryMB: nil, files: []))
-                    Issue.record("a push with a login the token service refuses went through: \(result)")
-                } catch let error as SproutError {
-                    #expect(error.code == .forbidden && error.message.contains("refused access to sprout-test/app (401)"), "\(error)")
-                }
+                try await Self.expectRefused(server, reference, saying: "refused access to sprout-test/app (401)")
+            }
+        }
+
+        /// A push from `reference` with the server's (wrong) login is refused at once, `forbidden`, with `message`.
+        static func expectRefused(_ server: ServerHarness, _ reference: String, saying message: String) async throws {
+            do {
+                let result = try await server.client.push(API.Push(id: "refused", from: reference, run: ["true"], start: nil, ready: nil, cpu: nil,
+                                                                   memoryMB: nil, files: []))
+                Issue.record("a push with a login the registry refuses went through: \(result)")
+            } catch let error as SproutError {
+                #expect(error.code == .forbidden && error.message.contains(message), "\(error)")
             }
         }
 

@@ -31,8 +31,13 @@ final class TestRegistry: Sendable {
 
     /// docker's `config.json` with this registry's login.
     func authFile(password: String? = nil) throws -> String {
+        try Self.authFile(in: directory, host: host, login: RegistryCredentials.Login(username: login.username, password: password ?? login.password))
+    }
+
+    /// docker's `config.json` in `directory` with `login` for the registry at `host`.
+    static func authFile(in directory: String, host: String, login: RegistryCredentials.Login) throws -> String {
         let path = directory + "/auth-\(Identifiers.random(length: 4)).json"
-        let auth = Data("\(login.username):\(password ?? login.password)".utf8).base64EncodedString()
+        let auth = Data("\(login.username):\(login.password)".utf8).base64EncodedString()
         try FileSystem.writeAtomically(path, #"{"auths": {"\#(host)": {"auth": "\#(auth)"}}}"#, mode: 0o600)
         return path
     }

@@ -20,7 +20,7 @@ struct E2BTemplateRoutes {
         group.post("v3/templates") { request, context in
             let body = try await JSONBody.decode(E2B.TemplateRequest.self, from: request)
             guard let full = body.name ?? body.alias, !full.isEmpty else { throw SproutError(.invalidArgument, "name is required") }
-            // `name:tag`: Sprout's envs are named, not tagged; the newest build of a name is what it starts.
+            // `name:tag`: the env is `name`; the tag (and `tags`) will name this build's env.
             let name = String(full.split(separator: ":", maxSplits: 1).first ?? "")
             try EnvGraph.validateName(name)
             let tags = (body.tags ?? []) + (full.contains(":") ? [String(full.split(separator: ":", maxSplits: 1)[1])] : [])
@@ -51,7 +51,7 @@ struct E2BTemplateRoutes {
             do {
                 let result = try await services.builder.push(push, for: caller)
                 await builds.update(id) { $0.build = result.build?.id; $0.envID = result.envID }
-                // The tags name the env from now on (while it builds, a create for them says so).
+                // The tags name the env from now on (while it builds, a create for them finds no env yet).
                 try await services.catalog.envs.tag(session.name, session.tags, envID: result.envID, team: caller.team, at: services.lifecycle.clock.now)
             } catch {
                 await builds.update(id) { $0.failure = (error as? SproutError)?.message ?? "\(error)" }

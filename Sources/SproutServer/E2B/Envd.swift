@@ -191,15 +191,8 @@ struct EnvdUser: Sendable {
 
     func resolve(_ path: String) throws -> String {
         guard !path.contains("\0") else { throw SproutError(.invalidArgument, "path contains a NUL byte") }
-        let absolute = path.hasPrefix("/") ? path : (path.isEmpty ? home : home + "/" + path)
-        // Normalise `.` and `..` so the agent sees a plain absolute path.
-        var parts: [Substring] = []
-        for part in absolute.split(separator: "/") {
-            if part == "." { continue }
-            if part == ".." { _ = parts.popLast(); continue }
-            parts.append(part)
-        }
-        return "/" + parts.joined(separator: "/")
+        // A plain absolute path for the agent.
+        return resolvedPath(path, in: home)
     }
 }
 

@@ -3,6 +3,7 @@ import SproutAPI
 import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
+import SproutStore
 import SproutSystem
 
 extension BuildRun {
@@ -12,11 +13,8 @@ extension BuildRun {
     /// steps below and this one, as sent); `workdir` makes its directory;
     /// `env` and `user` change only what later steps and the env's processes get.
     func instruction(_ step: API.Push.Step, number: Int, below: String, _ progress: Locked<Progress>) async throws -> String {
-        var keyed = step
-        keyed.source = nil
         // Forced: a key no earlier build made, so this step and every one after it run again.
-        let key = Self.stepKey(below, "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
-            + (step.force == true ? " forced by \(job.build.id)" : ""))
+        let key = Self.stepKey(below, try Self.cacheText(step) + (step.force == true ? " forced by \(job.build.id)" : ""))
         let label = "\(number): " + (step.source.map { "\($0) " } ?? "") + Self.describe(step)
         var process = progress.current.process
         switch step.kind {
@@ -27,7 +25,7 @@ extension BuildRun {
             return key
         case .user:
             guard let user = step.user, !user.isEmpty else { throw Failure(step: label, exitCode: nil, message: "user names no one") }
-            process.user = user == "root" || user == "0" ? nil : user
+            process.user = API.ProcessDefaults.nonRoot(user)
             progress.withLock { $0.process = process }
             log.line("step \(label)")
             return key
@@ -45,7 +43,7 @@ extension BuildRun {
                 throw Failure(step: label, exitCode: nil, message: "run names no command")
             }
             let env = job.environment(lifecycle.settings, process).merging(step.env ?? [:]) { $1 }
-            let user = step.user.map { $0 == "root" || $0 == "0" ? nil : $0 } ?? process.user
+            let user = step.user.map(API.ProcessDefaults.nonRoot) ?? process.user
             let spec = ProcessSpec(cmd: step.argv, shell: step.argv == nil ? step.shell : nil, cwd: process.workdir ?? "/", env: env, user: user)
             let log = self.log
             try await layerStep(key: key, label: label, progress) { agent in try await Self.runLogged(agent, spec, log: log) }
@@ -53,8 +51,7 @@ extension BuildRun {
             let destination = try Self.absolute(step.destination ?? "", in: process.workdir, label: label)
             let source = try await lifecycle.graph.resolve(step.fromEnv!, team: job.team)
             let (sources, owner, run) = (step.sources ?? [], step.owner, self)
-            let written = step.destination ?? ""
-            let intoDirectory = sources.count > 1 || written.hasSuffix("/") || written == "." || written.hasSuffix("/.")
+            let intoDirectory = sources.count > 1 || LocalFiles.namesDirectory(step.destination ?? "")
             try await layerStep(key: key, label: label, progress) { agent in
                 try await run.copy(sources, from: source, to: destination, intoDirectory: intoDirectory, owner: owner, into: agent, label: label)
                 return 0
@@ -117,6 +114,14 @@ extension BuildRun {
         await removeBuildSandbox(sandbox)
     }
 
+    /// What a step is to the cache and the env id: the step as sent, without
+    /// where it came from (a moved Dockerfile line is the same step).
+    static func cacheText(_ step: API.Push.Step) throws -> String {
+        var keyed = step
+        keyed.source = nil
+        return "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
+    }
+
     /// A step that makes a layer: from the cache, or run in a build sandbox and frozen.
     private func layerStep(key: String, label: String, _ progress: Locked<Progress>,
                            _ body: @escaping @Sendable (AgentClient) async throws -> Int32) async throws {
@@ -134,12 +139,7 @@ extension BuildRun {
     /// `path`, absolute, or relative to `workdir` (or /); `.` and `..` resolved.
     static func absolute(_ path: String, in workdir: String?, label: String) throws -> String {
         guard !path.isEmpty, !path.contains("\0") else { throw Failure(step: label, exitCode: nil, message: "no path given") }
-        let full = path.hasPrefix("/") ? path : (workdir ?? "/") + "/" + path
-        var parts: [Substring] = []
-        for part in full.split(separator: "/") where part != "." {
-            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
-        }
-        return "/" + parts.joined(separator: "/")
+        return resolvedPath(path, in: workdir ?? "/")
     }
 
     static func describe(_ step: API.Push.Step) -> String {

@@ -132,15 +132,14 @@ struct BuildRun: Sendable {
     private func pull(_ image: RegistryClient.Image) async throws -> [String] {
         log.line("step pull: \(image.reference) (\(image.layers.count) layer(s))")
         let images = ImageEnvs(lifecycle: lifecycle)
-        let client = try images.client()
-        let log = self.log
+        let (log, team, disk) = (self.log, job.team, job.limits.diskMB)
         do {
-            let env = try await images.pull(image, client: client, team: job.team, diskLimitMB: job.limits.diskMB) { log.line("  \($0)") }
-            await client.shutdown()
+            let env = try await images.withClient { client in
+                try await images.pull(image, client: client, team: team, diskLimitMB: disk) { log.line("  \($0)") }
+            }
             log.line("  image env \(env.id)")
             return env.layers
         } catch {
-            await client.shutdown()
             throw Failure(step: "pull", exitCode: nil, message: error.sentence)
         }
     }

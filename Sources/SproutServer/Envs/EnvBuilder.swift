@@ -90,11 +90,7 @@ public actor EnvBuilder {
             + (request.diskMB.map { ["disk \($0)"] } ?? [])
             + (request.lock ?? [:]).sorted { $0.key < $1.key }.map { "lock \($0.key) \($0.value)" }
             + (request.volumes ?? []).map { "volume \($0.text)" }
-            + (try (request.steps ?? []).map { step in
-                var keyed = step
-                keyed.source = nil
-                return "step " + String(decoding: try JSONEncoder.sorted.encode(keyed), as: UTF8.self)
-            })
+            + (try (request.steps ?? []).map(BuildRun.cacheText))
             // A forced step makes a new env every time.
             + ((request.steps ?? []).contains { $0.force == true } ? ["forced \(Identifiers.random(length: 12))"] : [])
         hasher.update(data: Data(normalized.joined(separator: "\n").utf8))
@@ -143,20 +139,11 @@ public actor EnvBuilder {
     /// the push's env id follows what the tag names today.
     private func parent(_ reference: String, team: String) async throws -> (ResolvedEnv, RegistryClient.Image?) {
         // An env's tag (`name:tag`) before an image of that name.
-        if try await lifecycle.graph.tagged(reference, team: team) != nil || !ImageReference.looksLikeImage(reference) {
-            return (try await lifecycle.graph.resolve(reference, team: team), nil)
-        }
+        if let tagged = try await lifecycle.graph.tagged(reference, team: team) { return (try await lifecycle.graph.resolve(tagged, team: team), nil) }
+        guard ImageReference.looksLikeImage(reference) else { return (try await lifecycle.graph.resolve(reference, team: team), nil) }
         let parsed = try ImageReference(parsing: reference)
         let images = ImageEnvs(lifecycle: lifecycle)
-        let client = try images.client()
-        let image: RegistryClient.Image
-        do {
-            image = try await client.resolve(parsed)
-        } catch {
-            await client.shutdown()
-            throw error
-        }
-        await client.shutdown()
+        let image = try await images.withClient { try await $0.resolve(parsed) }
         let (env, pulled) = try await images.planned(image, team: team)
         return (env, pulled ? nil : image)
     }
@@ -179,11 +166,15 @@ public actor EnvBuilder {
             guard file.mode <= 0o7777 else { throw SproutError(.invalidArgument, "bad mode for '\(file.path)'") }
             guard BlobStore.isDigest(file.sha256) else { throw SproutError(.invalidArgument, "bad sha256 for '\(file.path)'") }
         }
-        let digests = Array(Set(files.map(\.sha256)))
-        let owned = try await lifecycle.catalog.blobsOwned(by: team)
-        if let missing = digests.first(where: { !owned.contains($0) || !lifecycle.stores.blobs.contains($0) }) {
+        if let missing = try await Self.notUploaded(Array(Set(files.map(\.sha256))), team: team, lifecycle: lifecycle) {
             throw SproutError(.invalidArgument, "blob \(missing) has not been uploaded (POST /v1/blobs/missing tells which)")
         }
+    }
+
+    /// The first of `digests` the team has not uploaded itself (or the store no longer holds), if any.
+    static func notUploaded(_ digests: [String], team: String, lifecycle: SandboxLifecycle) async throws -> String? {
+        let owned = try await lifecycle.catalog.blobsOwned(by: team)
+        return digests.first { !owned.contains($0) || !lifecycle.stores.blobs.contains($0) }
     }
 
     /// Cancels a running build: its step is stopped, its sandboxes removed, no env made.

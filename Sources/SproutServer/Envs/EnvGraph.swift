@@ -151,6 +151,11 @@ public struct EnvGraph: Sendable {
     }
 }
 
+extension API.ProcessDefaults {
+    /// A user as the defaults keep it: root (by name or uid) is no user, the agent's own.
+    static func nonRoot(_ user: String) -> String? { user == "root" || user == "0" ? nil : user }
+}
+
 extension EnvRecord {
     var api: API.Env {
         API.Env(id: id, name: name, parent: parent, base: base, layers: layers, builtin: false, createdAt: createdAt,

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SproutAPI
+import SproutConfig
 import SproutCore
 import SproutRegistry
 import SproutStore
@@ -17,11 +18,19 @@ import SproutSystem
 struct ImageEnvs: Sendable {
     let lifecycle: SandboxLifecycle
 
-    /// A client with the server's registry settings; `shutdown()` it after.
-    func client() throws -> RegistryClient {
+    /// Runs `body` with a client of the server's registry settings, shut down after however `body` ends.
+    func withClient<T: Sendable>(_ body: (RegistryClient) async throws -> T) async throws -> T {
         let settings = lifecycle.settings
         let credentials = try settings.registryAuthFile.map { try RegistryCredentials(file: $0) } ?? RegistryCredentials()
-        return RegistryClient(insecure: settings.insecureRegistries, credentials: credentials)
+        let client = RegistryClient(insecure: settings.insecureRegistries, credentials: credentials)
+        do {
+            let result = try await body(client)
+            await client.shutdown()
+            return result
+        } catch {
+            await client.shutdown()
+            throw error
+        }
     }
 
     /// The env `image` makes for `team`: its record if made before, else
@@ -117,9 +126,7 @@ struct ImageEnvs: Sendable {
     /// or an OCI layout in a tar), named `name` or after the image.
     func importArchive(blob: String, reference: String?, name: String?, for identity: Identity) async throws -> API.Env {
         if let name { try EnvGraph.validateName(name) }
-        guard BlobStore.isDigest(blob), try await lifecycle.catalog.blobsOwned(by: identity.team).contains(blob),
-            lifecycle.stores.blobs.contains(blob)
-        else { throw SproutError(.invalidArgument, "blob \(blob.prefix(80)) has not been uploaded (PUT /v1/blobs/{sha256} first)") }
+        guard BlobStore.isDigest(blob), try await EnvBuilder.notUploaded([blob], team: identity.team, lifecycle: lifecycle) == nil else { throw SproutError(.invalidArgument, "blob \(blob.prefix(80)) has not been uploaded (PUT /v1/blobs/{sha256} first)") }
         let archive = lifecycle.stores.blobs.path(blob)
         let layers = lifecycle.stores.layers
         return try await lifecycle.collector.leasing(.layers) {
@@ -157,8 +164,7 @@ struct ImageEnvs: Sendable {
     static func name(_ reference: ImageReference) -> String {
         let last = reference.repository.split(separator: "/").last.map(String.init) ?? "image"
         let raw = "image-\(last)" + (reference.tag.map { "-\($0)" } ?? "")
-        let cleaned = String(raw.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "-" }.prefix(64))
-        return cleaned
+        return String(EnvConfig.nameCharacters(raw).prefix(64))
     }
 
     static func envID(name: String, digest: String, team: String) -> String {
@@ -178,7 +184,7 @@ struct ImageEnvs: Sendable {
             env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
         }
         let user = config.user.flatMap { $0.split(separator: ":").first.map(String.init) }
-        return API.ProcessDefaults(env: env.isEmpty ? nil : env, workdir: config.workingDir, user: user == "root" || user == "0" ? nil : user)
+        return API.ProcessDefaults(env: env.isEmpty ? nil : env, workdir: config.workingDir, user: user.flatMap(API.ProcessDefaults.nonRoot))
     }
 
     /// An image that says it listens on a port runs its command as the env's
