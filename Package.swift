@@ -77,6 +77,16 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
         ]),
+        // The object store's client: S3 signed with SigV4 over async-http-client,
+        // and a local S3 server (OpenStack Swift's s3api) for tests and trials.
+        .target(name: "SproutS3", dependencies: [
+            "SproutCore", "SproutSystem", "SproutHost", "SproutStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces and firewall sets, cgroups.
         .target(name: "SproutRuntime", dependencies: [
@@ -146,13 +156,13 @@ let package = Package(
         // HTTP layer through Hummingbird's test client on a fake runtime.
         .testTarget(name: "SproutUnitTests", dependencies: [
             "SproutCore", "SproutConfig", "SproutServer", "SproutAPI", "SproutRuntime", "SproutAgentClient", "SproutSystem",
-            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto", "SproutRegistry",
+            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto", "SproutRegistry", "SproutS3",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
             "SproutClient", "SproutAPI", "SproutAgentClient", "SproutSystem", "SproutHost", "SproutCore", "SproutRuntime",
-            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking", "SproutRegistry",
+            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking", "SproutRegistry", "SproutS3",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "X509", package: "swift-certificates"),

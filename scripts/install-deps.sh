@@ -34,6 +34,10 @@ if $tests; then
     skopeo           # ... after pushing into it an image the test made
     apache2-utils    # htpasswd: the registry's basic-auth logins
     openssl          # signs the test token service's JWTs (Docker Hub's bearer-token scheme)
+    swift-proxy      # a real S3 server for the object store's tests: OpenStack Swift's s3api,
+    swift-object     # ... with one object, container and account server
+    swift-container
+    swift-account
   )
 fi
 
@@ -101,6 +105,10 @@ $tests || exit 0
 # runs; the tests start their own on free loopback ports, so it stays off.
 if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+# The same for OpenStack Swift's servers (the tests run their own).
+if [[ " ${missing[*]} " == *" swift-proxy "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now swift-proxy swift-object swift-container swift-account >/dev/null 2>&1 || true
 fi
 
 # Python tools for the API contract test and the fuzzing (schemathesis).

@@ -67,22 +67,14 @@ public final class RegistryClient: Sendable {
     /// Writes blob `layer` to `path`, checked against its digest and size as it arrives.
     public func download(_ reference: ImageReference, _ layer: OCIDescriptor, to path: String) async throws {
         let response = try await get(reference, "blobs/\(layer.digest)", accept: nil, timeout: .minutes(60))
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SproutError.system("create \(path)") }
-        defer { close(fd) }
-        var hasher = SHA256()
-        var received: Int64 = 0
+        let file = try HashingFile(creating: path)
         for try await buffer in response.body {
-            received += Int64(buffer.readableBytes)
-            if let size = layer.size, received > size {
+            try buffer.withUnsafeReadableBytes { try file.write($0) }
+            if let size = layer.size, file.size > size {
                 throw SproutError(.malformed, "blob \(layer.digest) from \(reference.registry) is larger than the \(size) bytes its manifest says")
             }
-            try buffer.withUnsafeReadableBytes { raw in
-                hasher.update(bufferPointer: raw)
-                try Descriptor.writeAll(fd, raw)
-            }
         }
-        let actual = "sha256:" + hexString(hasher.finalize())
+        let actual = "sha256:" + file.digest()
         guard actual == layer.digest else {
             throw SproutError(.malformed, "blob \(layer.digest) from \(reference.registry) does not match its digest (it is \(actual))")
         }

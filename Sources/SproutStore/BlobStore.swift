@@ -28,9 +28,8 @@ public struct BlobStore: Sendable {
         let store: BlobStore
         let digest: String
         let temp: String
-        let fd: Int32
-        var hasher = SHA256()
-        public private(set) var size: Int64 = 0
+        let file: HashingFile
+        public var size: Int64 { file.size }
         var done = false
 
         init(store: BlobStore, digest: String) throws {
@@ -38,31 +37,25 @@ public struct BlobStore: Sendable {
             self.digest = digest
             try FileSystem.makeDirectories(store.root + "/" + String(digest.prefix(2)))
             temp = "\(store.root)/.upload-\(Identifiers.random(length: 10))"
-            fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SproutError.system("create \(temp)") }
+            file = try HashingFile(creating: temp, exclusive: true)
         }
 
         deinit { abort() }
 
         public func write(_ bytes: UnsafeRawBufferPointer) throws {
-            hasher.update(bufferPointer: bytes)
-            try Descriptor.writeAll(fd, bytes)
-            size += Int64(bytes.count)
+            try file.write(bytes)
         }
 
         /// Checks the hash and stores the blob; throws (and stores nothing) on a mismatch.
         public func commit() throws {
             guard !done else { return }
             done = true
-            defer {
-                close(fd)
-                unlink(temp)
-            }
-            let actual = hexString(hasher.finalize())
+            defer { unlink(temp) }
+            let actual = file.digest()
             guard actual == digest else {
                 throw SproutError(.invalidArgument, "content does not match sha256 \(digest) (it hashes to \(actual)); nothing stored")
             }
-            try sysCall("fsync blob") { fsync(fd) }
+            try file.sync()
             if !store.contains(digest) {
                 try sysCall("store blob \(digest)") { rename(temp, store.path(digest)) }
             }
@@ -71,7 +64,6 @@ public struct BlobStore: Sendable {
         public func abort() {
             guard !done else { return }
             done = true
-            close(fd)
             unlink(temp)
         }
     }
