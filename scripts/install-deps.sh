@@ -49,7 +49,8 @@ fi
 RUNSC_MIN=20240729
 trixie_source=/etc/apt/sources.list.d/sprout-trixie.sources
 trixie_pin=/etc/apt/preferences.d/sprout-trixie
-runsc_version() { dpkg-query -W -f='${Version}' runsc 2>/dev/null | sed -n 's/^0\.0~\([0-9]\{8\}\).*/\1/p'; }
+# Empty when runsc is not installed (dpkg-query then fails: not an error here).
+runsc_version() { { dpkg-query -W -f='${Version}' runsc 2>/dev/null || true; } | sed -n 's/^0\.0~\([0-9]\{8\}\).*/\1/p'; }
 
 missing=()
 for p in "${packages[@]}"; do

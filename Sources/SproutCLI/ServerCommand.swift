@@ -57,6 +57,9 @@ struct ServerCommand: AsyncParsableCommand {
     var insecureRegistries: [String] = []
     @Option(help: "Registry logins for image pulls, in docker's config.json format (default: none; images are pulled anonymously).")
     var registryAuth: String?
+    @Option(help: "Keep paused sandboxes' memory images and writable layers in this object store too: s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION (credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials).")
+    var store: String?
+    @Option(help: "A file of AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines for --store.") var storeCredentials: String?
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -106,6 +109,8 @@ struct ServerCommand: AsyncParsableCommand {
         config.pressureIdleSeconds = Double(pressureIdle)
         config.insecureRegistries = insecureRegistries
         config.registryAuthFile = registryAuth
+        config.store = store
+        config.storeCredentialsFile = storeCredentials
         if let domain {
             guard !domain.isEmpty, domain.count <= 200, !domain.contains("/"), !domain.hasPrefix(".") else {
                 throw SproutError(.invalidArgument, "--domain takes a host name (and port), such as sandboxes.example.com")
@@ -146,6 +151,7 @@ struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("admin API key (shown once; also saved to \(config.adminKeyPath)): \(key)\n".utf8))
         }
         try await app.runService()
+        await parts.shutdown()
     }
 
     /// The certificate to serve: the one given; else, beyond loopback and

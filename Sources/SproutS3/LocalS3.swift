@@ -17,6 +17,7 @@ public final class LocalS3: Sendable {
     public let credentials: S3Credentials
     let pids: [pid_t]
     private let stopped = Locked(false)
+    private let stoppedObjectServer = Locked(false)
 
     public var endpoint: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
@@ -163,10 +164,18 @@ public final class LocalS3: Sendable {
         return Int(port)
     }
 
+    /// Ends the object server alone: the bucket still answers, but objects
+    /// can be neither written nor read (a store failing under a request).
+    public func stopObjectServer() {
+        Spawn.terminate(pids[0], graceSeconds: 10)
+        stoppedObjectServer.withLock { $0 = true }
+    }
+
     /// Ends the servers (once; later calls do nothing).
     public func stop() {
         guard stopped.withLock({ let was = $0; $0 = true; return !was }) else { return }
-        for pid in pids.reversed() { Spawn.terminate(pid, graceSeconds: 10) }
+        let objectServerStopped = stoppedObjectServer.current
+        for (index, pid) in pids.enumerated().reversed() where index > 0 || !objectServerStopped { Spawn.terminate(pid, graceSeconds: 10) }
     }
 }
 

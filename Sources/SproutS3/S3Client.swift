@@ -94,17 +94,22 @@ public final class S3Client: Sendable {
         }
     }
 
-    /// The object's bytes, or nil if there is none.
-    public func get(_ key: String, limit: Int = 64 << 20) async throws -> [UInt8]? {
-        let reply = try await send("GET", key: key, body: [], expect: [200, 404], limit: limit)
-        return reply.status == 404 ? nil : reply.body
+    /// The object's bytes (only `range`'s, when given), or nil if there is none.
+    public func get(_ key: String, range: Range<Int64>? = nil, limit: Int = 64 << 20) async throws -> [UInt8]? {
+        let headers = range.map { [("range", "bytes=\($0.lowerBound)-\($0.upperBound - 1)")] } ?? []
+        let reply = try await send("GET", key: key, headers: headers, body: [], expect: [200, 206, 404], limit: limit)
+        if reply.status == 404 { return nil }
+        if let range, reply.body.count != range.count {
+            throw SproutError(.unavailable, "the store at \(location.endpoint.absoluteString) sent \(reply.body.count) of the \(range.count) bytes asked of \(key)")
+        }
+        return reply.body
     }
 
     /// Writes the object to `path` (created or truncated) and returns its
     /// size; with `sha256`, fails unless the bytes hash to it (hex).
     public func download(_ key: String, to path: String, sha256: String? = nil) async throws -> Int64 {
         try await retrying(key: key) {
-            let response = try await self.execute("GET", key: key, query: [], body: [], timeout: .minutes(60))
+            let response = try await self.execute("GET", key: key, query: [], headers: [], body: [], timeout: .minutes(60))
             guard response.status == .ok else {
                 let body = try await response.body.collect(upTo: 64 << 10)
                 throw self.failure(response.status.code, key: key, body: String(buffer: body))
@@ -158,6 +163,15 @@ public final class S3Client: Sendable {
         return out
     }
 
+    /// Whether the bucket is there and these credentials may use it: a
+    /// store that cannot be reached, or refuses them, throws.
+    public func checkBucket() async throws {
+        let reply = try await send("HEAD", key: nil, body: [], expect: [200, 404])
+        if reply.status == 404 {
+            throw SproutError(.notFound, "the store at \(location.endpoint.absoluteString) has no bucket \(location.bucket)")
+        }
+    }
+
     /// Creates the bucket; one that exists and is ours already is fine.
     public func createBucket() async throws {
         let reply = try await send("PUT", key: nil, body: [], expect: [200, 409])
@@ -176,10 +190,11 @@ public final class S3Client: Sendable {
     }
 
     private func send(
-        _ method: String, key: String?, query: [(String, String)] = [], body: [UInt8], expect: Set<UInt>, limit: Int = 1 << 20
+        _ method: String, key: String?, query: [(String, String)] = [], headers: [(String, String)] = [], body: [UInt8], expect: Set<UInt>,
+        limit: Int = 1 << 20
     ) async throws -> Reply {
         try await retrying(key: key) {
-            let response = try await self.execute(method, key: key, query: query, body: body, timeout: .minutes(10))
+            let response = try await self.execute(method, key: key, query: query, headers: headers, body: body, timeout: .minutes(10))
             let collected = method == "HEAD" ? [] : Array(buffer: try await response.body.collect(upTo: limit))
             guard expect.contains(response.status.code) else {
                 throw self.failure(response.status.code, key: key, body: String(decoding: collected, as: UTF8.self))
@@ -209,7 +224,9 @@ public final class S3Client: Sendable {
         var error: SproutError
     }
 
-    private func execute(_ method: String, key: String?, query: [(String, String)], body: [UInt8], timeout: TimeAmount) async throws -> HTTPClientResponse {
+    private func execute(
+        _ method: String, key: String?, query: [(String, String)], headers extra: [(String, String)], body: [UInt8], timeout: TimeAmount
+    ) async throws -> HTTPClientResponse {
         counter.withLock { $0 += 1 }
         let path = "/" + location.bucket + (key.map { "/" + percentEncode(location.prefix + $0) } ?? "")
         var components = URLComponents(url: location.endpoint, resolvingAgainstBaseURL: false)!
@@ -218,7 +235,7 @@ public final class S3Client: Sendable {
         var request = HTTPClientRequest(url: components.string!)
         request.method = HTTPMethod(rawValue: method)
         let host = location.endpoint.port.map { "\(location.endpoint.host!):\($0)" } ?? location.endpoint.host!
-        var headers = [("host", host)]
+        var headers = [("host", host)] + extra
         if method == "PUT" || method == "POST" { headers.append(("content-length", "\(body.count)")) }
         let signed = signer.sign(method: method, path: path, query: query, headers: headers, payloadHash: SigV4.payloadHash(body), date: clock())
         for (name, value) in headers + signed { request.headers.replaceOrAdd(name: name, value: value) }

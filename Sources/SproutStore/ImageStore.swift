@@ -89,15 +89,53 @@ public struct ImageStore: Sendable {
         guard !files.isEmpty else { throw SproutError(.internal, "no checkpoint files in \(directory)") }
         let manifest = Manifest(files: files)
         let encoded = try JSONEncoder().encode(manifest)
-        let id = "img_" + String(hexString(SHA256.hash(data: encoded)).prefix(32))
+        let id = Self.imageID(Array(encoded))
         try FileSystem.writeAtomically(manifestPath(id), Array(encoded), mode: 0o600)
         return Stored(id: id, size: manifest.size, newBytes: newBytes)
     }
 
-    public func manifest(_ id: String) throws -> Manifest {
+    /// The manifest's bytes as stored (its digest names the image).
+    public func manifestBytes(_ id: String) throws -> [UInt8] {
         guard Identifiers.isSafeName(id), let bytes = try? Descriptor.readFile(manifestPath(id), limit: 64 << 20) else {
             throw SproutError(.notFound, "memory image \(id) is missing")
         }
+        return bytes
+    }
+
+    /// Stores manifest `bytes` as image `id`, once they prove to be its
+    /// manifest (the id is their digest); its chunks must be stored first.
+    public func putManifest(_ id: String, bytes: [UInt8]) throws {
+        guard id == Self.imageID(bytes), (try? JSONDecoder().decode(Manifest.self, from: Data(bytes))) != nil else {
+            throw SproutError(.malformed, "the manifest offered as memory image \(id) is not that image's")
+        }
+        try FileSystem.makeDirectories(manifests, mode: 0o700)
+        try FileSystem.writeAtomically(manifestPath(id), bytes, mode: 0o600)
+    }
+
+    static func imageID(_ manifestBytes: [UInt8]) -> String { "img_" + String(hexString(SHA256.hash(data: manifestBytes)).prefix(32)) }
+
+    public func containsChunk(_ digest: String) -> Bool { FileSystem.exists(chunkPath(digest)) }
+
+    /// A chunk as stored (encoded: see `ChunkCoding`).
+    public func storedChunk(_ digest: String) throws -> [UInt8] {
+        try Descriptor.readFile(chunkPath(digest), limit: 2 * Self.maxChunk + 64)
+    }
+
+    /// Stores a chunk given in its stored form, once it decodes to `length`
+    /// bytes whose SHA-256 is `digest`.
+    public func putChunk(_ digest: String, stored: [UInt8], length: Int) throws {
+        let decoded = try ChunkCoding.decode(stored, length: length)
+        guard decoded.count == length, hexString(SHA256.hash(data: decoded)) == digest else {
+            throw SproutError(.malformed, "a memory image chunk does not match its digest \(digest)")
+        }
+        let path = chunkPath(digest)
+        if FileSystem.exists(path) { return }
+        try FileSystem.makeDirectories((path as NSString).deletingLastPathComponent, mode: 0o700)
+        try FileSystem.writeAtomically(path, stored, mode: 0o600)
+    }
+
+    public func manifest(_ id: String) throws -> Manifest {
+        let bytes = try manifestBytes(id)
         do {
             return try JSONDecoder().decode(Manifest.self, from: Data(bytes))
         } catch {

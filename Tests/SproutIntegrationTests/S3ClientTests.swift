@@ -10,24 +10,13 @@ import Testing
 /// sandboxes: it runs beside the lanes.
 @Suite("S3 client against OpenStack Swift's s3api", .timeLimit(.minutes(5)))
 struct S3ClientTests {
-    /// Runs `body` with a fresh server and a client of its bucket; removes everything after.
+    /// Runs `body` with a fresh server and a client of its bucket, made (twice: the second finds it is ours already).
     static func withServer(_ body: (LocalS3, S3Client) async throws -> Void) async throws {
-        var template = Array("/tmp/sprout-s3-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let directory = cStringToString(template)
-        defer { try? FileSystem.removeTree(directory) }
-        let server = try await LocalS3(directory: directory)
-        defer { server.stop() }
-        let client = S3Client(location: server.location(bucket: "sprout-test", prefix: "envs"), credentials: server.credentials, partSize: 5 << 20)
-        do {
+        try await withTestS3(bucket: "sprout-test", prefix: "envs", partSize: 5 << 20) { server, client in
             try await client.createBucket()
-            try await client.createBucket()  // again: it is ours already
+            try await client.createBucket()
             try await body(server, client)
-        } catch {
-            await client.shutdown()
-            throw error
         }
-        await client.shutdown()
     }
 
     @Test("put, get, head, list, delete; a file in parts comes back whole and checked; keys with spaces and UTF-8")

@@ -229,6 +229,9 @@ public final class Catalog: Sendable {
                 t.primaryKey(["team", "name", "tag"])
             }
         }
+        m.registerMigration("v21-stored-upper") { db in
+            try db.alter(table: "sandbox") { t in t.add(column: "storedUpper", .text) }
+        }
         return m
     }
 }

@@ -55,6 +55,9 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var pauseFilesOnly: Bool = false
     /// The volumes it mounts.
     var volumes: [VolumeMount]? = nil
+    /// Its writable layer as the object store keeps it (`uppers/<sha256>.tar`),
+    /// put there by its last pause when the server has `--store`.
+    var storedUpper: String? = nil
 
     /// A new sandbox, `creating`.
     init(

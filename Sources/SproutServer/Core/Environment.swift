@@ -4,6 +4,7 @@ import SproutAgentClient
 import SproutAgentProtocol
 import SproutCore
 import SproutRuntime
+import SproutS3
 import SproutStore
 import SproutSystem
 
@@ -93,16 +94,21 @@ public struct Settings: Sendable {
     var readyImagesDirectory: String { dataDirectory + "/images/ready" }
 }
 
-/// The three stores: layers, blobs, memory images, all under the data directory.
+/// The three stores: layers, blobs, memory images, all under the data
+/// directory; and, with `--store`, the object store that paused sandboxes'
+/// images and writable layers are put in before a pause is acknowledged.
 struct Stores: Sendable {
     let layers: LayerStore
     let blobs: BlobStore
     let images: ImageStore
+    let remote: RemoteStore?
 
-    init(dataDirectory: String) {
+    init(dataDirectory: String, remote: S3Client? = nil) {
         layers = LayerStore(root: dataDirectory + "/layers")
         blobs = BlobStore(root: dataDirectory + "/blobs")
-        images = ImageStore(root: dataDirectory + "/images")
+        let images = ImageStore(root: dataDirectory + "/images")
+        self.images = images
+        self.remote = remote.map { RemoteStore(client: $0, images: images, directory: dataDirectory + "/remote") }
     }
 }
 

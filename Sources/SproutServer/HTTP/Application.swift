@@ -10,6 +10,7 @@ import SproutAgentProtocol
 import SproutCore
 import SproutRegistry
 import SproutRuntime
+import SproutS3
 import SproutStore
 import SproutSystem
 
@@ -61,6 +62,10 @@ public struct ServerConfiguration: Sendable {
     public var insecureRegistries: [String] = []
     /// Registry logins, in docker's `config.json` format.
     public var registryAuthFile: String?
+    /// The object store paused sandboxes are kept in (`s3://BUCKET[/PREFIX]?endpoint=URL&region=R`; nil: the data directory only).
+    public var store: String?
+    /// `AWS_ACCESS_KEY_ID=` and `AWS_SECRET_ACCESS_KEY=` lines for the store (nil: those environment variables).
+    public var storeCredentialsFile: String?
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -111,6 +116,11 @@ public struct SproutServerParts: Sendable {
     public var runtime: any SandboxRuntime { services.lifecycle.runtime }
     /// Set when this start created the first (admin) key: shown once.
     public let newAdminKey: String?
+
+    /// Ends what outlives the routes (the object store's connections).
+    public func shutdown() async {
+        await services.lifecycle.stores.remote?.shutdown()
+    }
 }
 
 /// Builds the Hummingbird application: catalog, host (the real one unless
@@ -156,7 +166,7 @@ public func buildApplication(
 
     // The parts, each given what it works with.
     let metrics = ServerMetrics()
-    let stores = Stores(dataDirectory: data)
+    let stores = Stores(dataDirectory: data, remote: try await openStore(config, logger: logger))
     let agents = AgentConnector(network: host.network)
     let memoryGuard = host.watchesMemory
         ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
@@ -206,6 +216,25 @@ public func buildApplication(
         },
         logger: logger)
     return (app, SproutServerParts(services: services, newAdminKey: newAdminKey))
+}
+
+/// The object store of `--store`, checked (its bucket made if missing), or nil.
+func openStore(_ config: ServerConfiguration, logger: Logger) async throws -> S3Client? {
+    guard let text = config.store else { return nil }
+    let location = try S3Location(parsing: text)
+    let client = S3Client(location: location, credentials: try S3Credentials.load(file: config.storeCredentialsFile))
+    do {
+        do {
+            try await client.checkBucket()
+        } catch let error as SproutError where error.code == .notFound {
+            try await client.createBucket()
+        }
+    } catch {
+        await client.shutdown()
+        throw SproutError(.unavailable, "the object store \(location) is not usable: \(error.sentence)")
+    }
+    logger.info("object store", metadata: ["store": "\(location)"])
+    return client
 }
 
 /// The settings that shape sandboxes, from the server's configuration.

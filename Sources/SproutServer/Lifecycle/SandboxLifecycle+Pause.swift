@@ -36,6 +36,8 @@ extension SandboxLifecycle {
             throw SproutError(.conflict, "team \(record.team) already has \(paused) paused sandboxes, its limit (--max-paused-per-team); kill some first")
         }
         let started = monotonicSeconds()
+        // A store that cannot take the pause refuses it before anything changes.
+        try await stores.remote?.check()
         if !filesOnly {
             // Refused before anything changes (an open connection, too little disk).
             try await checkpoint.preflight(record)
@@ -67,10 +69,14 @@ extension SandboxLifecycle {
                 throw SproutError(.internal, "cannot pause sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
             }
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
+            let stored = await storeRemotely(pausing, image: image.id)
             let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
                 record.images = history
                 record.fallAsleep(at: self.clock.now, autoResume: autoResume)
+                // A pause not stored leaves no key: the local layer is the only one.
+                record.storedUpper = (try? stored.get()) ?? nil
             }
+            if case .failure(let error) = stored { throw try await resumeAfterUnstoredPause(paused, error) }
             logger.withSandbox(id).info("paused", metadata: [
                 "image": "\(image.id)", "bytes": "\(image.size)", "new": "\(image.newBytes)",
                 "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
@@ -88,12 +94,46 @@ extension SandboxLifecycle {
     private func stopForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
         let id = pausing.id
         await launcher.removeContainer(pausing)
+        let stored = await storeRemotely(pausing, image: nil)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
             record.fallAsleep(at: self.clock.now, autoResume: autoResume)
+            // A pause not stored leaves no key: the local layer is the only one.
+                record.storedUpper = (try? stored.get()) ?? nil
         }
+        if case .failure(let error) = stored { throw try await resumeAfterUnstoredPause(paused, error) }
         logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
         metrics.memoryOperation("pause-files", seconds: monotonicSeconds() - started)
         return paused
+    }
+
+    /// With `--store`: puts the pause's memory image (if any) and writable
+    /// layer in the object store; the key of the layer there, or the failure.
+    /// (Nil without a store.)
+    private func storeRemotely(_ pausing: SandboxRecord, image: String?) async -> Result<String?, Error> {
+        guard let remote = stores.remote else { return .success(nil) }
+        let started = monotonicSeconds()
+        do {
+            var requests = 0
+            if let image { requests = try await remote.pushImage(image) }
+            let upper = settings.directory(pausing.id) + "/upper"
+            let key = try await remote.pushDirectory(upper)
+            // The local layer is the stored one until the sandbox runs again.
+            try FileSystem.writeAtomically(settings.directory(pausing.id) + "/stored-upper", key)
+            logger.withSandbox(pausing.id).info("pause stored", metadata: [
+                "upper": "\(key)", "imageRequests": "\(requests)", "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
+            ])
+            return .success(key)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// A pause the object store did not take is not a pause: the sandbox
+    /// runs on from what it was just paused into (its processes intact).
+    private func resumeAfterUnstoredPause(_ paused: SandboxRecord, _ error: Error) async throws -> SproutError {
+        logger.withSandbox(paused.id).error("pause not stored; resuming", metadata: ["error": "\(error)"])
+        _ = try await resumeNow(paused)
+        return SproutError(.unavailable, "cannot pause sandbox \(paused.id): the object store did not take it (\(error.sentence)); it keeps running")
     }
 
     // MARK: Resume
@@ -135,6 +175,7 @@ extension SandboxLifecycle {
         do {
             let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
             let lowers = try await launcher.lowerDirectories(env)
+            if let remote = stores.remote { try await fetchPause(resuming, memory: action == .restoreFromImage, from: remote) }
             switch action {
             case .restoreFromImage: phases = try await restoreFromImage(resuming, layers: lowers, started: started)
             case .bootFromFiles:
@@ -164,6 +205,21 @@ extension SandboxLifecycle {
         return running
     }
 
+    /// Brings back from the object store what this host lacks of a pause:
+    /// the memory image, and the writable layer unless the local one is the
+    /// one stored.
+    private func fetchPause(_ resuming: SandboxRecord, memory: Bool, from remote: RemoteStore) async throws {
+        if memory, let image = resuming.imageList.last { try await remote.fetchImage(image) }
+        guard let key = resuming.storedUpper else { return }
+        let directory = settings.directory(resuming.id)
+        let local = (try? Descriptor.readFile(directory + "/stored-upper", limit: 4096)).map { String(decoding: $0, as: UTF8.self) }
+        if local != key || !FileSystem.isDirectory(directory + "/upper") {
+            try await remote.fetchDirectory(key, into: directory + "/upper")
+            try FileSystem.writeAtomically(directory + "/stored-upper", key)
+            logger.withSandbox(resuming.id).info("writable layer fetched from the store", metadata: ["upper": "\(key)"])
+        }
+    }
+
     /// Restores the sandbox's last memory image; returns the phases' timings.
     private func restoreFromImage(_ resuming: SandboxRecord, layers: [String], started: Double) async throws -> String {
         guard let image = resuming.imageList.last else {
@@ -180,6 +236,8 @@ extension SandboxLifecycle {
 
     /// A resumed sandbox is running again: its timeout's clock restarts with what was left.
     private func markRunning(_ id: String, note: String?) async throws -> SandboxRecord {
+        // Its writable layer changes from here on: no longer the stored one.
+        unlink(settings.directory(id) + "/stored-upper")
         let fallback = Double(settings.defaultTimeoutSeconds)
         let (running, _) = try await repository.transition(id, .restored, note: note) { record in
             record.expiresAt = self.clock.now + (record.remainingSeconds ?? fallback)

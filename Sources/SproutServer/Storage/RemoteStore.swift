@@ -1,0 +1,211 @@
+import Foundation
+import Glibc
+import SproutCore
+import SproutHost
+import SproutS3
+import SproutStore
+import SproutSystem
+
+/// What a pause keeps in the object store (`--store s3://…`), so that a
+/// paused sandbox outlives the disk of the host that paused it: its memory
+/// image and its writable layer. Everything is named by content:
+///
+/// - `packs/<sha256>`: chunks of memory images in their stored form,
+///   concatenated; a pause packs only the chunks the store does not hold
+///   yet (a 32 MiB pack at most), so a paused idle shell is a few requests.
+/// - `images/<id>.json`: an image's manifest (its bytes as the local store
+///   keeps them: their digest is the id) and where each of its chunks is.
+/// - `uppers/<sha256>.tar`: a writable layer as a tar (owners, modes,
+///   xattrs, whiteouts).
+///
+/// Which pack holds which chunk is remembered in `DATA/remote/chunks.log`
+/// (one line per chunk); a lost log only means chunks are uploaded again.
+/// The local stores stay the working copy: a resume fetches only what the
+/// host lacks.
+public final class RemoteStore: Sendable {
+    let client: S3Client
+    let images: ImageStore
+    /// Temporary files and the chunk log.
+    let directory: String
+    static let packLimit = 32 << 20
+
+    struct Location: Codable, Sendable {
+        var pack: String
+        var offset: Int64
+        var size: Int
+    }
+
+    /// `images/<id>.json`.
+    struct RemoteImage: Codable {
+        /// The manifest's bytes, as text (JSON).
+        var manifest: String
+        var chunks: [String: Location]
+    }
+
+    private let known = Locked<[String: Location]?>(nil)
+
+    init(client: S3Client, images: ImageStore, directory: String) {
+        self.client = client
+        self.images = images
+        self.directory = directory
+    }
+
+    public var description: String { client.location.description }
+
+    func shutdown() async { await client.shutdown() }
+
+    /// Throws a clear error unless the store answers and lets us in.
+    func check() async throws {
+        do {
+            try await client.checkBucket()
+        } catch {
+            throw SproutError(.unavailable, "the object store \(client.location.description) is not usable: \(error.sentence)")
+        }
+    }
+
+    // MARK: Memory images
+
+    /// Puts image `id` (with every chunk the store lacks) in the store.
+    /// Returns the requests it took.
+    @discardableResult
+    func pushImage(_ id: String) async throws -> Int {
+        let before = client.requestCount
+        let manifestBytes = try images.manifestBytes(id)
+        let manifest = try images.manifest(id)
+        var locations = try knownLocations()
+        var added: [String: Location] = [:]
+        var pack: [UInt8] = []
+        var inPack: [(digest: String, offset: Int64, size: Int)] = []
+        func flush() async throws {
+            guard !pack.isEmpty else { return }
+            let key = "packs/" + SigV4.payloadHash(pack)
+            try await client.put(key, bytes: pack)
+            for chunk in inPack { added[chunk.digest] = Location(pack: key, offset: chunk.offset, size: chunk.size) }
+            pack = []
+            inPack = []
+        }
+        for file in manifest.files {
+            for chunk in file.chunks where locations[chunk.digest] == nil && added[chunk.digest] == nil
+                && !inPack.contains(where: { $0.digest == chunk.digest }) {
+                let stored = try images.storedChunk(chunk.digest)
+                inPack.append((chunk.digest, Int64(pack.count), stored.count))
+                pack += stored
+                if pack.count >= Self.packLimit { try await flush() }
+            }
+        }
+        try await flush()
+        locations.merge(added) { a, _ in a }
+        var chunks: [String: Location] = [:]
+        for file in manifest.files { for chunk in file.chunks { chunks[chunk.digest] = locations[chunk.digest] } }
+        let document = RemoteImage(manifest: String(decoding: manifestBytes, as: UTF8.self), chunks: chunks)
+        try await client.put("images/\(id).json", bytes: Array(try JSONEncoder.sorted.encode(document)))
+        try remember(added)
+        return client.requestCount - before
+    }
+
+    /// Makes image `id` local, fetching its manifest and the chunks the host
+    /// lacks (one ranged read per pack). Returns the requests it took (0: it was local).
+    @discardableResult
+    func fetchImage(_ id: String) async throws -> Int {
+        if images.contains(id) { return 0 }
+        let before = client.requestCount
+        guard Identifiers.isSafeName(id), let bytes = try await client.get("images/\(id).json") else {
+            throw SproutError(.notFound, "memory image \(id) is neither on this host nor in the store \(client.location.description)")
+        }
+        let document: RemoteImage
+        do { document = try JSONDecoder().decode(RemoteImage.self, from: Data(bytes)) } catch {
+            throw SproutError(.malformed, "images/\(id).json in the store is damaged: \(error)")
+        }
+        let manifestBytes = Array(document.manifest.utf8)
+        let manifest = try JSONDecoder().decode(ImageStore.Manifest.self, from: Data(manifestBytes))
+        var lengths: [String: Int] = [:]
+        for file in manifest.files { for chunk in file.chunks { lengths[chunk.digest] = chunk.length } }
+        var byPack: [String: [(digest: String, location: Location)]] = [:]
+        for (digest, _) in lengths where !images.containsChunk(digest) {
+            guard let location = document.chunks[digest] else {
+                throw SproutError(.malformed, "images/\(id).json in the store does not say where chunk \(digest) is")
+            }
+            byPack[location.pack, default: []].append((digest, location))
+        }
+        for (pack, chunks) in byPack {
+            let start = chunks.map(\.location.offset).min()!
+            let end = chunks.map { $0.location.offset + Int64($0.location.size) }.max()!
+            guard let span = try await client.get(pack, range: start..<end, limit: Self.packLimit + (1 << 20)) else {
+                throw SproutError(.notFound, "\(pack) of memory image \(id) is missing from the store \(client.location.description)")
+            }
+            for chunk in chunks {
+                let from = Int(chunk.location.offset - start)
+                try images.putChunk(chunk.digest, stored: Array(span[from..<from + chunk.location.size]), length: lengths[chunk.digest]!)
+            }
+        }
+        try images.putManifest(id, bytes: manifestBytes)
+        try remember(document.chunks)
+        return client.requestCount - before
+    }
+
+    /// Chunk → where the store has it, as this host learnt it.
+    private func knownLocations() throws -> [String: Location] {
+        if let current = known.current { return current }
+        var loaded: [String: Location] = [:]
+        let text = (try? Descriptor.readFile(directory + "/chunks.log", limit: 1 << 30)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 4, let offset = Int64(parts[2]), let size = Int(parts[3]) else { continue }
+            loaded[String(parts[0])] = Location(pack: String(parts[1]), offset: offset, size: size)
+        }
+        known.withLock { $0 = $0 ?? loaded }
+        return known.current ?? loaded
+    }
+
+    private func remember(_ locations: [String: Location]) throws {
+        guard !locations.isEmpty else { return }
+        _ = try knownLocations()
+        let text = locations.map { "\($0.key) \($0.value.pack) \($0.value.offset) \($0.value.size)\n" }.joined()
+        try known.withLock { current in
+            try FileSystem.makeDirectories(directory, mode: 0o700)
+            let fd = open(directory + "/chunks.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SproutError.system("open chunks.log") }
+            defer { close(fd) }
+            try Descriptor.writeAll(fd, Array(text.utf8))
+            current?.merge(locations) { _, new in new }
+        }
+    }
+
+    // MARK: Writable layers
+
+    /// Puts the directory `upper` in the store as a tar; returns its key.
+    func pushDirectory(_ upper: String) async throws -> String {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        let tar = directory + "/.upper-\(Identifiers.random(length: 8)).tar"
+        defer { unlink(tar) }
+        let out = try await HostCommand.capture(
+            ["tar", "--create", "--file", tar, "--directory", upper, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "."],
+            timeout: .seconds(1800))
+        guard out.status == 0 else { throw SproutError(.io, "cannot pack the writable layer \(upper): \(out.stderr.trimmed)") }
+        let key = "uppers/\(try LocalFiles.sha256(tar)).tar"
+        if try await client.head(key) == nil { try await client.put(key, file: tar) }
+        return key
+    }
+
+    /// Replaces the directory `upper` with the layer stored as `key`.
+    func fetchDirectory(_ key: String, into upper: String) async throws {
+        guard key.hasPrefix("uppers/"), key.hasSuffix(".tar") else { throw SproutError(.malformed, "\(key) is not a stored writable layer") }
+        let sha = String(key.dropFirst("uppers/".count).dropLast(".tar".count))
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        let tar = directory + "/.fetch-\(Identifiers.random(length: 8)).tar"
+        defer { unlink(tar) }
+        _ = try await client.download(key, to: tar, sha256: sha)
+        let temp = upper + ".fetch"
+        try? FileSystem.removeTree(temp)
+        try FileSystem.makeDirectories(temp)
+        let out = try await HostCommand.capture(
+            ["tar", "--extract", "--file", tar, "--directory", temp, "--numeric-owner", "--same-owner", "--same-permissions",
+             "--xattrs", "--xattrs-include=*"], timeout: .seconds(1800))
+        guard out.status == 0 else {
+            try? FileSystem.removeTree(temp)
+            throw SproutError(.io, "cannot unpack the writable layer \(key): \(out.stderr.trimmed)")
+        }
+        try? FileSystem.removeTree(upper)
+        try sysCall("rename \(temp)") { rename(temp, upper) }
+    }
+}

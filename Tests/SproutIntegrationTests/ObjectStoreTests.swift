@@ -1,0 +1,116 @@
+import Foundation
+import Glibc
+import SproutAPI
+import SproutClient
+import SproutCore
+import SproutS3
+import SproutSystem
+import Testing
+
+extension Integration {
+    /// `--store s3://…` against a real S3 server (OpenStack Swift's s3api,
+    /// started by the test): a pause is acknowledged once its memory image
+    /// and writable layer are in the store.
+    @Suite("object store")
+    struct ObjectStoreTests {
+        /// A server with `--store` on a fresh S3 server; both removed after.
+        static func withStore(_ body: (LocalS3, S3Client, ServerHarness) async throws -> Void) async throws {
+            try await withTestS3(bucket: "sprout-pauses", prefix: "node-a") { s3, store in
+                let credentials = s3.directory + "/credentials"
+                try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
+                // The server makes the bucket it is given if it is missing.
+                try await ServerHarness.with(extraArgs: ["--store", store.location.description, "--store-credentials", credentials]) { server in
+                    try await body(s3, store, server)
+                }
+            }
+        }
+
+        @Test("a paused sandbox comes back from the store when the host lost its image and writable layer: processes and files intact")
+        func resumeFromStore() async throws {
+            try await Self.withStore { s3, store, server in
+                var api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, sandbox.id)
+                _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /srv/notes && echo kept > /srv/notes/a.txt && rm /bin/wget"))
+                let before = try await counter(api, sandbox.id)
+                let paused = try await api.pause(sandbox.id)
+                #expect(paused.memory?.count == 1)
+                let image = try #require(try FileSystem.children(server.data + "/images/manifests").first).replacingOccurrences(of: ".json", with: "")
+                // The image's manifest, its chunks in one pack, the writable layer: a handful of objects.
+                let objects = try await store.list().map(\.key)
+                #expect(objects.contains("images/\(image).json"), "\(objects)")
+                #expect(objects.filter { $0.hasPrefix("packs/") }.count == 1, "\(objects)")
+                #expect(objects.filter { $0.hasPrefix("uppers/") }.count == 1, "\(objects)")
+
+                // The host loses what the pause left on its disk.
+                server.stopServer()
+                let directory = server.data + "/sandboxes/" + sandbox.id
+                for path in [server.data + "/images/manifests", server.data + "/images/chunks", directory + "/upper", server.data + "/remote"] {
+                    #expect(FileSystem.exists(path), "\(path) was there")
+                    try FileSystem.removeTree(path)
+                }
+                try server.start()
+                api = server.client  // on its new port
+                let resumed = try await api.resume(sandbox.id)
+                #expect(resumed.state == .running)
+                let after = try await counter(api, sandbox.id)
+                #expect(after >= before && after < before + 10, "the counter was \(before) before the pause and \(after) after")
+                #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
+                #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").1 == Array("served\n".utf8))
+                #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/srv/notes/a.txt"])).stdoutText == "kept\n")
+                // A deletion (an overlay whiteout in the layer) came back too.
+                #expect(try await api.run(sandbox.id, API.Exec(shell: "test -e /bin/wget || echo gone")).stdoutText == "gone\n")
+                #expect(server.log.contains("writable layer fetched from the store"))
+
+                // A second pause stores only what the store lacks: the pack of the first is reused.
+                _ = try await api.pause(sandbox.id)
+                let packs = try await store.list(prefix: "packs/").count
+                #expect(packs == 2, "one more pack")
+                _ = try await api.resume(sandbox.id)
+                _ = s3
+                _ = try await api.killSandbox(sandbox.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("a store that fails refuses the pause and the sandbox keeps running with its processes: before the checkpoint and after it")
+        func storeDown() async throws {
+            try await Self.withStore { s3, _, server in
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, sandbox.id)
+                // The control: the store takes a pause.
+                _ = try await api.pause(sandbox.id)
+                _ = try await api.resume(sandbox.id)
+
+                // Objects can no longer be written, but the bucket answers: the checkpoint is taken, not stored, and undone.
+                s3.stopObjectServer()
+                let before = try await counter(api, sandbox.id)
+                do {
+                    _ = try await api.pause(sandbox.id)
+                    Issue.record("a pause the store did not take was acknowledged")
+                } catch let error as SproutError {
+                    #expect(error.code == .unavailable && error.message.contains("keeps running"), "\(error)")
+                }
+                #expect(try await api.sandbox(sandbox.id).state == .running)
+                let after = try await counter(api, sandbox.id)
+                #expect(after >= before && after < before + 100, "the same processes: the counter was \(before), then \(after)")
+                #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
+
+                // The store gone altogether: refused before anything changes.
+                s3.stop()
+                do {
+                    _ = try await api.pause(sandbox.id)
+                    Issue.record("a pause with the store down was acknowledged")
+                } catch let error as SproutError {
+                    #expect(error.code == .unavailable && error.message.contains("object store"), "\(error)")
+                }
+                #expect(try await api.sandbox(sandbox.id).state == .running)
+                let last = try await counter(api, sandbox.id)
+                #expect(last >= after, "the counter went on: \(after), then \(last)")
+                _ = try await api.killSandbox(sandbox.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+    }
+}
