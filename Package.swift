@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         // envd's messages (E2B's process and filesystem services), generated from proto/envd.
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        // The fleet's catalog: nodes, their leases and placement in PostgreSQL.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Ids, the one error type. No I/O; linked into the static agent.
@@ -86,6 +88,14 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        ]),
+        // The fleet's shared state in PostgreSQL (postgres-nio): nodes with
+        // leases fenced by epochs, and placement reserved atomically; and a
+        // local PostgreSQL server for tests and trials.
+        .target(name: "SproutCluster", dependencies: [
+            "SproutCore", "SproutSystem", "SproutHost",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // SandboxRuntime and its drivers (runsc, runc): OCI bundles, overlay
         // mounts, network namespaces and firewall sets, cgroups.
@@ -156,13 +166,13 @@ let package = Package(
         // HTTP layer through Hummingbird's test client on a fake runtime.
         .testTarget(name: "SproutUnitTests", dependencies: [
             "SproutCore", "SproutConfig", "SproutServer", "SproutAPI", "SproutRuntime", "SproutAgentClient", "SproutSystem",
-            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto", "SproutRegistry", "SproutS3",
+            "SproutAgentProtocol", "SproutStore", "SproutHost", "SproutBlocking", "EnvdProto", "SproutRegistry", "SproutS3", "SproutCluster",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         // Real server binary, real runsc and runc, real namespaces: needs root.
         .testTarget(name: "SproutIntegrationTests", dependencies: [
             "SproutClient", "SproutAPI", "SproutAgentClient", "SproutSystem", "SproutHost", "SproutCore", "SproutRuntime",
-            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking", "SproutRegistry", "SproutS3",
+            "SproutAgentProtocol", "SproutServer", "SproutStore", "SproutBlocking", "SproutRegistry", "SproutS3", "SproutCluster",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "X509", package: "swift-certificates"),

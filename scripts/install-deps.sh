@@ -38,6 +38,7 @@ if $tests; then
     swift-object     # ... with one object, container and account server
     swift-container
     swift-account
+    postgresql       # the fleet's catalog tests: a real PostgreSQL (initdb'd by each test)
   )
 fi
 
@@ -107,9 +108,12 @@ $tests || exit 0
 if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
-# The same for OpenStack Swift's servers (the tests run their own).
+# The same for OpenStack Swift's servers and PostgreSQL (the tests run their own).
 if [[ " ${missing[*]} " == *" swift-proxy "* ]] && command -v systemctl >/dev/null; then
   systemctl disable --now swift-proxy swift-object swift-container swift-account >/dev/null 2>&1 || true
+fi
+if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 
 # Python tools for the API contract test and the fuzzing (schemathesis).

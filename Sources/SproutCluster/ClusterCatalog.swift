@@ -1,0 +1,370 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SproutCore
+
+/// The fleet's shared state in PostgreSQL: which nodes there are, the lease
+/// each holds, and where each sandbox is placed. Time is the database's
+/// (`now()`), never a node's, so clocks that disagree cannot extend a lease.
+///
+/// A node's **epoch** grows by one at every registration. A renewal names
+/// the epoch it holds and succeeds only while that lease has not run out:
+/// a node that was stopped past its lease (SIGSTOP, a partition) finds its
+/// renewal refused when it wakes, even before anyone marked it lost, and
+/// must stop its sandboxes; everything it writes carries `(node, epoch)`,
+/// so a fenced node's writes are refused too. **Placement** reserves a
+/// sandbox's CPU and memory on one node inside one transaction that holds
+/// the node rows, so concurrent API servers never overcommit a node.
+public final class ClusterCatalog: Sendable {
+    let client: PostgresClient
+    let logger: Logger
+    private let runner: Task<Void, Never>
+
+    /// Opens the catalog at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|require]`)
+    /// and brings its tables up to date (one server at a time: an advisory lock).
+    public init(url: String, logger: Logger) async throws {
+        let configuration = try Self.configuration(url)
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = self.client
+        runner = Task { await client.run() }
+        self.logger = logger
+        do {
+            try await migrate()
+        } catch {
+            runner.cancel()
+            await runner.value
+            throw SproutError(.unavailable, "the catalog at \(Self.redacted(url)) is not usable: \(Self.describe(error))")
+        }
+    }
+
+    public func shutdown() async {
+        runner.cancel()
+        await runner.value
+    }
+
+    // MARK: Nodes
+
+    /// What a node says about itself when it registers.
+    public struct Registration: Sendable, Equatable {
+        public var id: String
+        /// Where API servers reach it (`https://host:port`).
+        public var address: String
+        /// CPUs sandboxes may reserve in all (its cores times the overcommit it allows).
+        public var cpuCapacity: Double
+        public var memoryMB: Int64
+        public var diskMB: Int64
+        /// `/proc/cpuinfo`'s flags: a memory image resumes only where its CPU's features are.
+        public var cpuFlags: Set<String>
+        /// `runsc 20240729 ptrace`: a memory image resumes only on a runtime that can restore it.
+        public var runtime: String
+
+        public init(id: String, address: String, cpuCapacity: Double, memoryMB: Int64, diskMB: Int64, cpuFlags: Set<String>, runtime: String) {
+            (self.id, self.address, self.cpuCapacity, self.memoryMB, self.diskMB, self.cpuFlags, self.runtime) =
+                (id, address, cpuCapacity, memoryMB, diskMB, cpuFlags, runtime)
+        }
+    }
+
+    /// A node's claim to its place in the fleet.
+    public struct Membership: Sendable, Equatable {
+        public var node: String
+        public var epoch: Int64
+        public init(node: String, epoch: Int64) { (self.node, self.epoch) = (node, epoch) }
+    }
+
+    /// Registers the node (again: its epoch grows, so whatever it held under
+    /// an earlier one is fenced) with a lease of `lease`.
+    public func register(_ node: Registration, lease: Duration) async throws -> Membership {
+        let flags = node.cpuFlags.sorted().joined(separator: " ")
+        let seconds = Self.seconds(lease)
+        let rows = try await client.query("""
+            INSERT INTO node (id, address, epoch, state, lease_until, cpu_capacity, memory_mb, disk_mb, cpu_flags, runtime, registered_at, renewed_at)
+            VALUES (\(node.id), \(node.address), 1, 'ready', now() + make_interval(secs => \(seconds)), \(node.cpuCapacity), \(node.memoryMB),
+                    \(node.diskMB), \(flags), \(node.runtime), now(), now())
+            ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, epoch = node.epoch + 1, state = 'ready',
+                lease_until = EXCLUDED.lease_until, cpu_capacity = EXCLUDED.cpu_capacity, memory_mb = EXCLUDED.memory_mb,
+                disk_mb = EXCLUDED.disk_mb, cpu_flags = EXCLUDED.cpu_flags, runtime = EXCLUDED.runtime,
+                registered_at = now(), renewed_at = now()
+            RETURNING epoch
+            """, logger: logger)
+        for try await epoch in rows.decode(Int64.self) { return Membership(node: node.id, epoch: epoch) }
+        throw SproutError(.internal, "registering node \(node.id) returned nothing")
+    }
+
+    /// Extends the lease by `lease` from now. False: the node is fenced (its
+    /// lease ran out, it was marked lost, or it registered again since) and
+    /// must stop its sandboxes.
+    public func renew(_ membership: Membership, lease: Duration) async throws -> Bool {
+        let rows = try await client.query("""
+            UPDATE node SET lease_until = now() + make_interval(secs => \(Self.seconds(lease))), renewed_at = now()
+            WHERE id = \(membership.node) AND epoch = \(membership.epoch) AND state <> 'lost' AND lease_until >= now()
+            RETURNING id
+            """, logger: logger)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    /// Marks every node whose lease has run out `lost`; returns their ids.
+    /// (Any API server may call it; each node is returned once.)
+    public func markLost() async throws -> [String] {
+        let rows = try await client.query(
+            "UPDATE node SET state = 'lost' WHERE state <> 'lost' AND lease_until < now() RETURNING id", logger: logger)
+        var out: [String] = []
+        for try await id in rows.decode(String.self) { out.append(id) }
+        return out.sorted()
+    }
+
+    /// No new placements on the node (its sandboxes stay until moved).
+    public func drain(_ id: String) async throws {
+        let rows = try await client.query("UPDATE node SET state = 'draining' WHERE id = \(id) AND state = 'ready' RETURNING id", logger: logger)
+        for try await _ in rows.decode(String.self) { return }
+        guard try await nodes().contains(where: { $0.id == id }) else { throw SproutError(.notFound, "no node with id '\(id)'") }
+        throw SproutError(.conflict, "node \(id) is not ready; only a ready node can be drained")
+    }
+
+    public enum NodeState: String, Sendable, Codable {
+        case ready, draining, lost
+    }
+
+    public struct NodeStatus: Sendable, Equatable {
+        public var registration: Registration
+        public var id: String { registration.id }
+        public var epoch: Int64
+        public var state: NodeState
+        /// Seconds of lease left (negative: past it), by the database's clock.
+        public var leaseSeconds: Double
+        public var reservedCPU: Double
+        public var reservedMemoryMB: Int64
+        public var sandboxes: Int
+    }
+
+    /// Every node with what is placed on it, by id.
+    public func nodes() async throws -> [NodeStatus] {
+        let rows = try await client.query("""
+            SELECT n.id, n.address, n.epoch, n.state, EXTRACT(EPOCH FROM (n.lease_until - now()))::float8, n.cpu_capacity, n.memory_mb,
+                   n.disk_mb, n.cpu_flags, n.runtime,
+                   COALESCE(SUM(p.cpu), 0)::float8, COALESCE(SUM(p.memory_mb), 0)::int8, COUNT(p.sandbox)::int8
+            FROM node n LEFT JOIN placement p ON p.node = n.id
+            GROUP BY n.id ORDER BY n.id
+            """, logger: logger)
+        var out: [NodeStatus] = []
+        for try await (id, address, epoch, state, lease, cpu, memory, disk, flags, runtime, usedCPU, usedMemory, count)
+            in rows.decode((String, String, Int64, String, Double, Double, Int64, Int64, String, String, Double, Int64, Int64).self) {
+            out.append(NodeStatus(
+                registration: Registration(id: id, address: address, cpuCapacity: cpu, memoryMB: memory, diskMB: disk,
+                                           cpuFlags: Set(flags.split(separator: " ").map(String.init)), runtime: runtime),
+                epoch: epoch, state: NodeState(rawValue: state) ?? .lost, leaseSeconds: lease, reservedCPU: usedCPU,
+                reservedMemoryMB: usedMemory, sandboxes: Int(count)))
+        }
+        return out
+    }
+
+    // MARK: Placement
+
+    public struct PlacementRequest: Sendable {
+        public var sandbox: String
+        public var cpu: Double
+        public var memoryMB: Int64
+        /// The node to prefer when it has room (the one that paused the sandbox: its image is there).
+        public var prefer: String?
+        /// CPU features the node must have (a memory image's).
+        public var cpuFlags: Set<String>
+        /// The runtime the node must run (a memory image's), if any.
+        public var runtime: String?
+        /// Nodes not to use (ones that refused this sandbox already).
+        public var excluding: Set<String>
+
+        public init(sandbox: String, cpu: Double, memoryMB: Int64, prefer: String? = nil, cpuFlags: Set<String> = [], runtime: String? = nil,
+                    excluding: Set<String> = []) {
+            (self.sandbox, self.cpu, self.memoryMB, self.prefer, self.cpuFlags, self.runtime, self.excluding) =
+                (sandbox, cpu, memoryMB, prefer, cpuFlags, runtime, excluding)
+        }
+    }
+
+    public struct Placement: Sendable, Equatable {
+        public var node: String
+        public var address: String
+        public var epoch: Int64
+    }
+
+    /// Reserves the sandbox's CPU and memory on the ready node (lease
+    /// current) with the most room after it, the preferred node if it has
+    /// room; a sandbox placed before moves (its old reservation is
+    /// replaced). Throws `unavailable` when no node has room.
+    public func place(_ request: PlacementRequest) async throws -> Placement {
+        let logger = self.logger
+        return try await Self.unwrapped { try await client.withTransaction(logger: logger) { connection -> Placement in
+            // The node rows stay locked until the reservation commits: placements serialize, none overcommits.
+            // The lock comes first, in a statement of its own: under READ COMMITTED the next statement then
+            // sees every reservation committed before it (one statement's subqueries would read the snapshot
+            // taken before it waited for the lock, and overcommit).
+            try await connection.query("SELECT id FROM node WHERE state = 'ready' ORDER BY id FOR UPDATE", logger: logger)
+            let rows = try await connection.query("""
+                SELECT n.id, n.address, n.epoch, n.cpu_capacity, n.memory_mb, n.cpu_flags, n.runtime,
+                       COALESCE((SELECT SUM(cpu) FROM placement p WHERE p.node = n.id AND p.sandbox <> \(request.sandbox)), 0)::float8,
+                       COALESCE((SELECT SUM(memory_mb) FROM placement p WHERE p.node = n.id AND p.sandbox <> \(request.sandbox)), 0)::int8
+                FROM node n WHERE n.state = 'ready' AND n.lease_until > now() ORDER BY n.id
+                """, logger: logger)
+            var best: (score: Double, placement: Placement)?
+            var seen = 0
+            for try await (id, address, epoch, cpu, memory, flags, runtime, usedCPU, usedMemory)
+                in rows.decode((String, String, Int64, Double, Int64, String, String, Double, Int64).self) {
+                seen += 1
+                guard !request.excluding.contains(id), usedCPU + request.cpu <= cpu + 1e-9, usedMemory + request.memoryMB <= memory,
+                      request.cpuFlags.isSubset(of: Set(flags.split(separator: " ").map(String.init))),
+                      request.runtime.map({ $0 == runtime }) ?? true
+                else { continue }
+                // The busier of CPU and memory after this sandbox; the preferred node wins whenever it fits.
+                let score = id == request.prefer ? -1 : max((usedCPU + request.cpu) / max(cpu, 0.001), Double(usedMemory + request.memoryMB) / Double(max(memory, 1)))
+                if best == nil || score < best!.score {
+                    best = (score, Placement(node: id, address: address, epoch: epoch))
+                }
+            }
+            guard let chosen = best?.placement else {
+                throw SproutError(.unavailable, seen == 0
+                    ? "no node is ready to take sandbox \(request.sandbox)"
+                    : "no node has room for sandbox \(request.sandbox) (\(request.cpu) CPUs, \(request.memoryMB) MiB) among \(seen) ready")
+            }
+            try await connection.query("""
+                INSERT INTO placement (sandbox, node, epoch, cpu, memory_mb, placed_at)
+                VALUES (\(request.sandbox), \(chosen.node), \(chosen.epoch), \(request.cpu), \(request.memoryMB), now())
+                ON CONFLICT (sandbox) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch, cpu = EXCLUDED.cpu,
+                    memory_mb = EXCLUDED.memory_mb, placed_at = now()
+                """, logger: logger)
+            return chosen
+        } }
+    }
+
+    /// The error a transaction's body threw, not postgres-nio's wrapper of it.
+    static func unwrapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+        }
+    }
+
+    /// Where the sandbox is placed, if anywhere.
+    public func placement(of sandbox: String) async throws -> Placement? {
+        let rows = try await client.query("""
+            SELECT p.node, n.address, p.epoch FROM placement p JOIN node n ON n.id = p.node WHERE p.sandbox = \(sandbox)
+            """, logger: logger)
+        for try await (node, address, epoch) in rows.decode((String, String, Int64).self) {
+            return Placement(node: node, address: address, epoch: epoch)
+        }
+        return nil
+    }
+
+    /// Frees the sandbox's reservation, only by the node (and epoch) that holds it.
+    @discardableResult
+    public func release(_ sandbox: String, by membership: Membership) async throws -> Bool {
+        let rows = try await client.query("""
+            DELETE FROM placement p USING node n
+            WHERE p.sandbox = \(sandbox) AND p.node = \(membership.node) AND n.id = p.node AND n.epoch = \(membership.epoch)
+            RETURNING p.sandbox
+            """, logger: logger)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    /// The sandboxes placed on a node.
+    public func sandboxes(on node: String) async throws -> [String] {
+        let rows = try await client.query("SELECT sandbox FROM placement WHERE node = \(node) ORDER BY sandbox", logger: logger)
+        var out: [String] = []
+        for try await id in rows.decode(String.self) { out.append(id) }
+        return out
+    }
+
+    // MARK: Schema
+
+    static let migrations: [(name: String, sql: [String])] = [
+        ("v1-nodes", [
+            """
+            CREATE TABLE node (
+                id text PRIMARY KEY,
+                address text NOT NULL,
+                epoch bigint NOT NULL,
+                state text NOT NULL CHECK (state IN ('ready', 'draining', 'lost')),
+                lease_until timestamptz NOT NULL,
+                cpu_capacity double precision NOT NULL,
+                memory_mb bigint NOT NULL,
+                disk_mb bigint NOT NULL,
+                cpu_flags text NOT NULL,
+                runtime text NOT NULL,
+                registered_at timestamptz NOT NULL,
+                renewed_at timestamptz NOT NULL)
+            """,
+            """
+            CREATE TABLE placement (
+                sandbox text PRIMARY KEY,
+                node text NOT NULL REFERENCES node (id),
+                epoch bigint NOT NULL,
+                cpu double precision NOT NULL,
+                memory_mb bigint NOT NULL,
+                placed_at timestamptz NOT NULL)
+            """,
+            "CREATE INDEX placement_node ON placement (node)",
+        ]),
+    ]
+
+    private func migrate() async throws {
+        let logger = self.logger
+        try await client.withTransaction(logger: logger) { connection in
+            // One server migrates at a time; the others wait, then find nothing to do.
+            try await connection.query("SELECT pg_advisory_xact_lock(7263011)", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS sprout_migration (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())", logger: logger)
+            var applied: Set<String> = []
+            for try await name in try await connection.query("SELECT name FROM sprout_migration", logger: logger).decode(String.self) {
+                applied.insert(name)
+            }
+            for migration in Self.migrations where !applied.contains(migration.name) {
+                for statement in migration.sql { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                try await connection.query("INSERT INTO sprout_migration (name) VALUES (\(migration.name))", logger: logger)
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func configuration(_ url: String) throws -> PostgresClient.Configuration {
+        func bad(_ why: String) -> SproutError {
+            SproutError(.invalidArgument, "catalog \(redacted(url)): \(why); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+        }
+        guard let parts = URLComponents(string: url), ["postgres", "postgresql"].contains(parts.scheme ?? "") else { throw bad("not a postgres:// address") }
+        guard let host = parts.host, !host.isEmpty else { throw bad("no host") }
+        guard let user = parts.user, !user.isEmpty else { throw bad("no user") }
+        let database = String(parts.path.drop { $0 == "/" })
+        guard !database.isEmpty, !database.contains("/") else { throw bad("no database") }
+        let mode = parts.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        let tls: PostgresClient.Configuration.TLS
+        switch mode {
+        case "disable": tls = .disable
+        case "require": tls = .require(.makeClientConfiguration())
+        default: throw bad("sslmode must be disable or require")
+        }
+        var configuration = PostgresClient.Configuration(host: host, port: parts.port ?? 5432, username: user,
+                                                          password: parts.password, database: database, tls: tls)
+        configuration.options.connectTimeout = .seconds(10)
+        return configuration
+    }
+
+    /// The URL without its password.
+    static func redacted(_ url: String) -> String {
+        guard var parts = URLComponents(string: url), parts.password != nil else { return url }
+        parts.password = "…"
+        return parts.string ?? url
+    }
+
+    /// PostgreSQL's own message when there is one (`PSQLError` describes itself vaguely on purpose).
+    static func describe(_ error: Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        return error.sentence
+    }
+}
