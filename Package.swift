@@ -109,7 +109,7 @@ let package = Package(
         // The server: catalog, lifecycle state machines, services, routes.
         .target(name: "SproutServer", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutRuntime", "SproutAgentClient", "SproutAPI",
-            "SproutAgentProtocol", "SproutStore", "SproutConfig", "SproutBlocking", "EnvdProto", "SproutRegistry", "SproutS3",
+            "SproutAgentProtocol", "SproutStore", "SproutConfig", "SproutBlocking", "EnvdProto", "SproutRegistry", "SproutS3", "SproutCluster",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -190,6 +190,9 @@ check("DELETE", "/v1/volumes/{name}", f"/v1/volumes/{vol['id']}", 204)
 created = check("POST", "/v1/keys", "/v1/keys", 201, json={"name": "spec", "team": "spec"}).json()
 check("GET", "/v1/keys", "/v1/keys", 200)
 check("DELETE", "/v1/keys/{id}", f"/v1/keys/{created['key']['id']}", 200)
+# This server is alone (no --role node): the fleet's routes answer 404 in the error shape.
+check("GET", "/v1/nodes", "/v1/nodes", 404)
+check("POST", "/v1/nodes/{id}/drain", "/v1/nodes/nope/drain", 404)
 requests.get(base + "/v1/sandboxes", headers={"X-API-Key": created["secret"]}).status_code == 401 or sys.exit("revoked key still works")
 check("DELETE", "/v1/sandboxes/{id}", f"/v1/sandboxes/{sid}", 200)
 

@@ -109,3 +109,32 @@ public enum API {
         }
     }
 }
+
+extension API {
+    /// A node of the fleet (`GET /v1/nodes`, admin).
+    public struct Node: Codable, Sendable, Equatable {
+        public var id: String
+        public var address: String
+        /// `ready`, `draining` or `lost`.
+        public var state: String
+        public var epoch: Int64
+        /// Seconds of lease left by the catalog's clock (negative: past it).
+        public var leaseSeconds: Double
+        /// CPUs sandboxes may reserve in all, and reserved now.
+        public var cpuCapacity: Double
+        public var cpuReserved: Double
+        public var memoryMB: Int64
+        public var memoryReservedMB: Int64
+        public var diskMB: Int64
+        public var sandboxes: Int
+        public var runtime: String
+        public var cpuFlags: Int
+
+        public init(id: String, address: String, state: String, epoch: Int64, leaseSeconds: Double, cpuCapacity: Double, cpuReserved: Double,
+                    memoryMB: Int64, memoryReservedMB: Int64, diskMB: Int64, sandboxes: Int, runtime: String, cpuFlags: Int) {
+            (self.id, self.address, self.state, self.epoch, self.leaseSeconds) = (id, address, state, epoch, leaseSeconds)
+            (self.cpuCapacity, self.cpuReserved, self.memoryMB, self.memoryReservedMB) = (cpuCapacity, cpuReserved, memoryMB, memoryReservedMB)
+            (self.diskMB, self.sandboxes, self.runtime, self.cpuFlags) = (diskMB, sandboxes, runtime, cpuFlags)
+        }
+    }
+}

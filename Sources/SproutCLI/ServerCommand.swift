@@ -60,6 +60,11 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Keep paused sandboxes' memory images and writable layers in this object store too: s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION (credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials).")
     var store: String?
     @Option(help: "A file of AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines for --store.") var storeCredentials: String?
+    @Option(help: "all: one host on its own; node: a node of the fleet whose catalog --catalog names.") var role = "all"
+    @Option(help: "The fleet's catalog, for --role node: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require].") var catalog: String?
+    @Option(help: "Where the fleet reaches this node (http(s)://HOST:PORT), for --role node.") var advertise: String?
+    @Option(help: "Seconds a node's lease in the fleet's catalog lasts; one not renewed in time is lost, and fences itself.") var leaseSeconds = 10.0
+    @Option(help: "A node offers its cores times this to sandboxes' CPU limits.") var cpuOvercommit = 4.0
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else {
@@ -109,6 +114,18 @@ struct ServerCommand: AsyncParsableCommand {
         config.pressureIdleSeconds = Double(pressureIdle)
         config.insecureRegistries = insecureRegistries
         config.registryAuthFile = registryAuth
+        guard let role = ServerRole(rawValue: role) else {
+            throw SproutError(.invalidArgument, "unknown role '\(self.role)' (use all or node; the API role comes with the fleet's routing)")
+        }
+        guard role == .node || (catalog == nil && advertise == nil) else {
+            throw SproutError(.invalidArgument, "--catalog and --advertise are for --role node")
+        }
+        guard cpuOvercommit >= 0.1 && cpuOvercommit <= 64 else { throw SproutError(.invalidArgument, "--cpu-overcommit must be 0.1-64") }
+        config.role = role
+        config.catalog = catalog
+        config.advertise = advertise
+        config.leaseSeconds = leaseSeconds
+        config.cpuOvercommit = cpuOvercommit
         config.store = store
         config.storeCredentialsFile = storeCredentials
         if let domain {

@@ -319,4 +319,14 @@ public struct SproutAPIClient: Sendable {
     public func revokeKey(_ id: String) async throws -> API.Key {
         try await call(.DELETE, "/v1/keys/\(percentEncode(id))", as: API.Key.self)
     }
+
+    /// The fleet's nodes (admin; a server that is a node of a fleet).
+    public func nodes() async throws -> [API.Node] {
+        try await call(.GET, "/v1/nodes", as: [API.Node].self)
+    }
+
+    /// No new sandboxes on the node.
+    public func drainNode(_ id: String) async throws -> API.Node {
+        try await call(.POST, "/v1/nodes/\(percentEncode(id))/drain", as: API.Node.self)
+    }
 }

@@ -326,7 +326,7 @@ public final class ClusterCatalog: Sendable {
 
     // MARK: Helpers
 
-    static func seconds(_ duration: Duration) -> Double {
+    public static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 

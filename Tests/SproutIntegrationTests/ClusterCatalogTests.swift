@@ -12,12 +12,7 @@ import Testing
 @Suite("cluster catalog on PostgreSQL", .enabled(if: getuid() == 0, "needs root (make test runs as root)"), .timeLimit(.minutes(5)))
 struct ClusterCatalogTests {
     static func withCatalog(_ body: (LocalPostgres, ClusterCatalog) async throws -> Void) async throws {
-        var template = Array("/tmp/sprout-pg-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let directory = cStringToString(template)
-        defer { try? FileSystem.removeTree(directory) }
-        let postgres = try await LocalPostgres(directory: directory)
-        do {
+        try await withTestPostgres { postgres in
             let catalog = try await ClusterCatalog(url: postgres.url(), logger: Logger(label: "test"))
             do {
                 try await body(postgres, catalog)
@@ -26,11 +21,7 @@ struct ClusterCatalogTests {
                 throw error
             }
             await catalog.shutdown()
-        } catch {
-            await postgres.stop()
-            throw error
         }
-        await postgres.stop()
     }
 
     static func node(_ id: String, cpu: Double = 8, memoryMB: Int64 = 8192, flags: Set<String> = ["sse4_2", "avx2"]) -> ClusterCatalog.Registration {

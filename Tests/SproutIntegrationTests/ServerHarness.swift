@@ -102,6 +102,7 @@ final class ServerHarness: @unchecked Sendable {
             }
         }
         guard port != 0 else {
+            let log = self.log  // before stop() removes the data directory with it
             stop()
             throw SproutError(.unavailable, "server did not start: \(text) \(log)")
         }

@@ -7,6 +7,7 @@ import Logging
 import ServiceLifecycle
 import SproutAPI
 import SproutAgentProtocol
+import SproutCluster
 import SproutCore
 import SproutRegistry
 import SproutRuntime
@@ -62,6 +63,16 @@ public struct ServerConfiguration: Sendable {
     public var insecureRegistries: [String] = []
     /// Registry logins, in docker's `config.json` format.
     public var registryAuthFile: String?
+    /// What this server is in a fleet: `all` (one host, alone) or `node` (a node of the fleet at `catalog`).
+    public var role: ServerRole = .all
+    /// The fleet's catalog (`postgres://USER@HOST/DB`), for `--role node`.
+    public var catalog: String?
+    /// Where the fleet reaches this node (`http(s)://HOST:PORT`).
+    public var advertise: String?
+    /// How long a node's lease in the fleet's catalog lasts.
+    public var leaseSeconds = 10.0
+    /// A node offers its cores times this to sandboxes' CPU limits.
+    public var cpuOvercommit = 4.0
     /// The object store paused sandboxes are kept in (`s3://BUCKET[/PREFIX]?endpoint=URL&region=R`; nil: the data directory only).
     public var store: String?
     /// `AWS_ACCESS_KEY_ID=` and `AWS_SECRET_ACCESS_KEY=` lines for the store (nil: those environment variables).
@@ -78,6 +89,14 @@ public struct ServerConfiguration: Sendable {
     }
 
     public var adminKeyPath: String { dataDirectory + "/admin.key" }
+}
+
+/// What a server is in a fleet.
+public enum ServerRole: String, Sendable, CaseIterable {
+    /// One host on its own: today's server.
+    case all
+    /// A node of the fleet whose catalog `--catalog` names: it registers there and holds a lease.
+    case node
 }
 
 /// The server's services, as the routes use them.
@@ -101,6 +120,8 @@ public struct SproutServices: Sendable {
     /// E2B's polling directory watchers (`CreateWatcher`).
     let envdWatchers = EnvdWatchers()
     let templateBuilds = E2BTemplateBuilds()
+    /// This server's place in a fleet (`--role node`), else nil.
+    let membership: NodeMembership?
     /// The port the server listens on, once it does.
     let listeningPort = Locked(0)
 
@@ -195,11 +216,12 @@ public func buildApplication(
     let pool = WarmPool(lifecycle: lifecycle, demand: demand, settings: lifecycleSettings, clock: clock, logger: logger)
     let supervisor = Supervisor(lifecycle: lifecycle, watcher: watcher, disk: DiskWatch(lifecycle: lifecycle, sandboxMetrics: sandboxMetrics),
                                 demand: demand, builder: builder, sandboxMetrics: sandboxMetrics, clock: clock, logger: logger)
+    let membership = try await joinFleet(config, lifecycle: lifecycle, data: data, instance: settings.instance, logger: logger)
     let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
                                   supervisor: supervisor, volumes: Volumes(catalog: catalog, store: volumes, lifecycle: lifecycle),
                                   sandboxMetrics: sandboxMetrics,
-                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data))
+                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data), membership: membership)
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
         webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20)))
@@ -207,7 +229,7 @@ public func buildApplication(
         router: makeRouter(services),
         server: try config.tls.map { try .tls(plain, tlsConfiguration: $0.tlsConfiguration()) } ?? plain,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
-        services: [supervisor, pool],
+        services: [supervisor, pool] + (membership.map { [$0 as any Service] } ?? []),
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? config.port
             services.listeningPort.withLock { $0 = port }
@@ -216,6 +238,31 @@ public func buildApplication(
         },
         logger: logger)
     return (app, SproutServerParts(services: services, newAdminKey: newAdminKey))
+}
+
+/// With `--role node`: this server registered in the fleet's catalog.
+func joinFleet(_ config: ServerConfiguration, lifecycle: SandboxLifecycle, data: String, instance: String, logger: Logger) async throws -> NodeMembership? {
+    guard config.role == .node else { return nil }
+    guard let url = config.catalog else { throw SproutError(.invalidArgument, "--role node needs --catalog postgres://USER@HOST/DATABASE") }
+    guard let address = config.advertise, let parsed = URL(string: address), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+        throw SproutError(.invalidArgument, "--role node needs --advertise http(s)://HOST:PORT: where the fleet reaches this node")
+    }
+    guard config.leaseSeconds >= 1, config.leaseSeconds <= 600 else { throw SproutError(.invalidArgument, "--lease-seconds must be 1-600") }
+    let catalog = try await ClusterCatalog(url: url, logger: logger)
+    let runtime = lifecycle.runtime
+    let membership = NodeMembership(
+        catalog: catalog,
+        registration: NodeMembership.registration(
+            id: "node-\(instance)", address: address, overcommit: config.cpuOvercommit, dataDirectory: data,
+            runtime: [runtime.kind.rawValue, runtime.version, runtime.platform ?? ""].filter { !$0.isEmpty }.joined(separator: " ")),
+        lease: .milliseconds(Int64(config.leaseSeconds * 1000)), lifecycle: lifecycle, logger: logger)
+    do {
+        try await membership.join()
+    } catch {
+        await catalog.shutdown()
+        throw error
+    }
+    return membership
 }
 
 /// The object store of `--store`, checked (its bucket made if missing), or nil.
@@ -286,6 +333,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     SandboxRoutes(services: services).register(on: v1)
     VolumeRoutes(volumes: services.volumes, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     KeyRoutes(keys: services.keys).register(on: v1)
+    NodeRoutes(membership: services.membership).register(on: v1)
     AgentRoutes(services: services, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     PortRoutes(services: services).register(http: v1)
     TerminalRoutes(services: services).register(http: v1)

@@ -73,14 +73,15 @@ extension SandboxLifecycle {
         }
     }
 
-    /// Kills every live sandbox but the paused ones (graceful shutdown): paused
-    /// sandboxes keep their images, files and addresses for after the restart.
-    func killAll() async {
+    /// Kills every live sandbox but the paused ones (graceful shutdown, or a
+    /// node fenced out of its fleet): paused sandboxes keep their images,
+    /// files and addresses for after the restart.
+    func killAll(reason: String = "shutdown", error: String? = nil) async {
         await createsInFlight.settled()
         let live = (try? await repository.all(in: [.running, .pooled, .creating])) ?? []
         await withTaskGroup(of: Void.self) { group in
             for record in live {
-                group.addTask { _ = try? await self.kill(record.id, reason: "shutdown") }
+                group.addTask { _ = try? await self.kill(record.id, reason: reason, error: error) }
             }
         }
     }

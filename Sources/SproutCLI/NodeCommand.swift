@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+import SproutAPI
+import SproutClient
+
+/// `sprout node list|drain` (admin; a server that is a node of a fleet).
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "The fleet's nodes (admin).", subcommands: [NodeList.self, NodeDrain.self])
+}
+
+struct NodeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the fleet's nodes: state, lease, capacity and use.")
+    @OptionGroup var client: ClientOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let nodes = try await client.client().nodes()
+        if json { return try Output.json(nodes) }
+        Output.table(["ID", "STATE", "EPOCH", "LEASE", "CPU", "MEMORY", "SANDBOXES", "RUNTIME", "ADDRESS"], nodes.map {
+            [$0.id, $0.state, "\($0.epoch)", String(format: "%.1fs", $0.leaseSeconds),
+             String(format: "%.1f/%.0f", $0.cpuReserved, $0.cpuCapacity), "\($0.memoryReservedMB)/\($0.memoryMB) MiB",
+             "\($0.sandboxes)", $0.runtime, $0.address]
+        })
+    }
+}
+
+struct NodeDrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "drain", abstract: "Place no new sandboxes on a node.")
+    @OptionGroup var client: ClientOptions
+    @Argument var id: String
+
+    func run() async throws {
+        let node = try await client.client().drainNode(id)
+        print("\(node.id) \(node.state)")
+    }
+}

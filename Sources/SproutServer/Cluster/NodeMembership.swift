@@ -1,0 +1,96 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SproutCluster
+import SproutCore
+import SproutSystem
+
+/// This server as a node of a fleet (`--role node --catalog postgres://…`):
+/// it registers in the fleet's catalog with its address, capacity, CPU flags
+/// and runtime, and renews its lease three times per lease. A renewal the
+/// catalog refuses (the lease ran out: the node was stopped or cut off),
+/// or no successful renewal for a whole lease by this host's own clock
+/// (the database cannot be reached), means the fleet may already count the
+/// node lost: it stops its running sandboxes at once (reason `node lost`;
+/// paused ones stay resumable), then registers again under a new epoch.
+/// Every node also marks nodes whose lease ran out `lost`.
+public final class NodeMembership: Service, Sendable {
+    let catalog: ClusterCatalog
+    let registration: ClusterCatalog.Registration
+    let lease: Duration
+    let lifecycle: SandboxLifecycle
+    let logger: Logger
+    private let current = Locked<ClusterCatalog.Membership?>(nil)
+    /// Times the node fenced itself.
+    let fences = Locked(0)
+
+    init(catalog: ClusterCatalog, registration: ClusterCatalog.Registration, lease: Duration, lifecycle: SandboxLifecycle, logger: Logger) {
+        self.catalog = catalog
+        self.registration = registration
+        self.lease = lease
+        self.lifecycle = lifecycle
+        self.logger = logger
+    }
+
+    public var membership: ClusterCatalog.Membership? { current.current }
+
+    /// The first registration, before the server takes requests.
+    func join() async throws {
+        let membership = try await catalog.register(registration, lease: lease)
+        current.withLock { $0 = membership }
+        logger.notice("joined the fleet", metadata: [
+            "node": "\(membership.node)", "epoch": "\(membership.epoch)", "address": "\(registration.address)",
+            "cpuCapacity": "\(registration.cpuCapacity)", "memoryMB": "\(registration.memoryMB)",
+        ])
+    }
+
+    public func run() async throws {
+        let period = ClusterCatalog.seconds(lease) / 3
+        var lastRenewal = monotonicSeconds()
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(period)) }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            do {
+                if let membership = current.current, try await catalog.renew(membership, lease: lease) {
+                    lastRenewal = monotonicSeconds()
+                } else {
+                    await fence(why: "the fleet's catalog refused its lease renewal (the lease ran out)")
+                    lastRenewal = monotonicSeconds()
+                }
+                for lost in try await catalog.markLost() { logger.warning("node lost: its lease ran out", metadata: ["node": "\(lost)"]) }
+            } catch {
+                logger.error("cannot reach the fleet's catalog", metadata: ["error": "\(error)"])
+                if monotonicSeconds() - lastRenewal > ClusterCatalog.seconds(lease) {
+                    await fence(why: "no lease renewal for longer than the lease (the catalog cannot be reached)")
+                    lastRenewal = monotonicSeconds()
+                }
+            }
+        }
+        await catalog.shutdown()
+    }
+
+    /// Stops the running sandboxes, then registers again (if the catalog answers).
+    private func fence(why: String) async {
+        fences.withLock { $0 += 1 }
+        logger.critical("fenced: stopping this node's running sandboxes", metadata: ["why": "\(why)"])
+        current.withLock { $0 = nil }
+        await lifecycle.killAll(reason: "node lost", error: "node lost: \(why)")
+        do {
+            try await join()
+        } catch {
+            logger.error("cannot register again; retrying at the next renewal", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// What this host offers: its cores times `overcommit`, its memory, the
+    /// data directory's free disk, its CPU's flags and its runtime.
+    static func registration(id: String, address: String, overcommit: Double, dataDirectory: String, runtime: String) -> ClusterCatalog.Registration {
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let cpuinfo = (try? Descriptor.readFile("/proc/cpuinfo", limit: 4 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let flagsLine = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }
+        let flags = flagsLine.map { Set($0.split(separator: ":", maxSplits: 1).last?.split(separator: " ").map(String.init) ?? []) } ?? []
+        return ClusterCatalog.Registration(
+            id: id, address: address, cpuCapacity: cores * overcommit, memoryMB: Int64(MemInfo.totalMB() ?? 0),
+            diskMB: (FileSystem.freeBytes(dataDirectory) ?? 0) >> 20, cpuFlags: flags, runtime: runtime)
+    }
+}

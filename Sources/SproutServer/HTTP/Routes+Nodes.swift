@@ -1,0 +1,38 @@
+import Hummingbird
+import SproutAPI
+import SproutCluster
+import SproutCore
+
+/// `/v1/nodes`: the fleet's nodes (admin only), on a server that is a node of one.
+struct NodeRoutes {
+    let membership: NodeMembership?
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.get("nodes") { _, context in
+            let catalog = try fleet(try context.caller())
+            return try JSONBody.response(try await catalog.nodes().map(Self.api))
+        }
+        group.post("nodes/:id/drain") { _, context in
+            let catalog = try fleet(try context.caller())
+            let id = try context.parameters.require("id")
+            try await catalog.drain(id)
+            guard let node = try await catalog.nodes().first(where: { $0.id == id }) else { throw SproutError(.notFound, "no node with id '\(id)'") }
+            return try JSONBody.response(Self.api(node))
+        }
+    }
+
+    private func fleet(_ caller: Identity) throws -> ClusterCatalog {
+        guard caller.admin else { throw SproutError(.forbidden, "the fleet's nodes need an admin key") }
+        guard let membership else {
+            throw SproutError(.notFound, "this server is not in a fleet (start it with --role node --catalog postgres://… --advertise URL)")
+        }
+        return membership.catalog
+    }
+
+    static func api(_ node: ClusterCatalog.NodeStatus) -> API.Node {
+        API.Node(id: node.id, address: node.registration.address, state: node.state.rawValue, epoch: node.epoch,
+                 leaseSeconds: (node.leaseSeconds * 10).rounded() / 10, cpuCapacity: node.registration.cpuCapacity, cpuReserved: node.reservedCPU,
+                 memoryMB: node.registration.memoryMB, memoryReservedMB: node.reservedMemoryMB, diskMB: node.registration.diskMB,
+                 sandboxes: node.sandboxes, runtime: node.registration.runtime, cpuFlags: node.registration.cpuFlags.count)
+    }
+}

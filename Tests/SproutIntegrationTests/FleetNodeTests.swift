@@ -1,0 +1,92 @@
+import Foundation
+import Glibc
+import Logging
+import SproutAPI
+import SproutClient
+import SproutCluster
+import SproutCore
+import SproutSystem
+import Testing
+
+extension Integration {
+    /// Servers as nodes of a fleet (`--role node`) on a real PostgreSQL
+    /// (Debian's, initdb'd by the test): registration, leases, fencing.
+    @Suite("fleet nodes")
+    struct FleetNodeTests {
+        @Test("two nodes register; one stopped past its lease is marked lost within lease + 5 s; woken, it fences itself: its running sandbox ends (node lost), it rejoins under a new epoch")
+        func leaseAndFence() async throws {
+            try await withTestPostgres { postgres in try await run(catalog: postgres.url()) }
+        }
+
+        func run(catalog: String) async throws {
+            func args(_ port: Int) -> [String] {
+                ["--role", "node", "--catalog", catalog, "--advertise", "http://127.0.0.1:\(port)", "--lease-seconds", "2"]
+            }
+            try await ServerHarness.with(extraArgs: args(7001)) { a in
+                try await ServerHarness.with(extraArgs: args(7002)) { b in
+                    let (nodeA, nodeB) = ("node-" + a.instance, "node-" + b.instance)
+                    let nodes = try await a.client.nodes()
+                    #expect(Set(nodes.map(\.id)) == [nodeA, nodeB] && nodes.allSatisfy { $0.state == "ready" && $0.epoch == 1 }, "\(nodes)")
+                    let listed = try #require(nodes.first { $0.id == nodeB })
+                    #expect(listed.address == "http://127.0.0.1:7002" && listed.memoryMB > 0 && listed.cpuCapacity > 0 && listed.cpuFlags > 0)
+                    #expect(listed.runtime.hasPrefix("gvisor"), "\(listed.runtime)")
+                    // The control for what follows: a renewed lease stays ahead.
+                    #expect(try await eventually { try await a.client.nodes().allSatisfy { $0.leaseSeconds > 0.5 } })
+
+                    let sandbox = try await b.client.createSandbox(API.CreateSandbox(env: "empty"))
+                    try await startCounterAndServer(b.client, sandbox.id)
+
+                    // b stops (as a partitioned or frozen host would): a marks it lost once its lease has passed.
+                    let stopped = monotonicSeconds()
+                    kill(b.pid, SIGSTOP)
+                    var continued = false
+                    defer { if !continued { kill(b.pid, SIGCONT) } }
+                    #expect(try await eventually { try await a.client.nodes().first { $0.id == nodeB }?.state == "lost" })
+                    let lostAfter = monotonicSeconds() - stopped
+                    #expect(lostAfter <= 2 + 5, "marked lost after \(lostAfter) s")
+                    #expect(a.log.contains("node lost"))
+
+                    // Woken, b finds its lease refused: it stops its running sandbox and joins again.
+                    kill(b.pid, SIGCONT)
+                    continued = true
+                    #expect(try await eventually { try await b.client.sandbox(sandbox.id).state == .killed })
+                    let ended = try await b.client.sandbox(sandbox.id)
+                    #expect(ended.error?.hasPrefix("node lost") == true, "\(String(describing: ended.error))")
+                    #expect(try await eventually {
+                        let back = try await a.client.nodes().first { $0.id == nodeB }
+                        return back?.state == "ready" && back?.epoch == 2
+                    })
+                    #expect(b.log.contains("fenced"))
+                    // a was never fenced.
+                    #expect(try await a.client.nodes().first { $0.id == nodeA }?.epoch == 1)
+
+                    // Drain: a ready node stops taking placements; draining twice is refused.
+                    #expect(try await a.client.drainNode(nodeA).state == "draining")
+                    await #expect(throws: SproutError.self) { try await a.client.drainNode(nodeA) }
+                    await expectNoLeftovers(b.data)
+                }
+            }
+        }
+
+        @Test("a server alone answers that it is in no fleet; bad fleet settings stop the start with the reason")
+        func refusals() async throws {
+            try await ServerHarness.with { server in
+                await #expect(throws: SproutError.self) { _ = try await server.client.nodes() }
+            }
+            for (args, reason) in [
+                (["--role", "node"], "--role node needs --catalog"),
+                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout"], "--role node needs --advertise"),
+                (["--role", "api"], "unknown role 'api'"),
+                (["--catalog", "postgres://x@h/d"], "--catalog and --advertise are for --role node"),
+                (["--role", "node", "--catalog", "mysql://x@h/d", "--advertise", "http://127.0.0.1:1"], "not a postgres:// address"),
+            ] {
+                do {
+                    _ = try await ServerHarness.with(extraArgs: args) { _ in () }
+                    Issue.record("started with \(args)")
+                } catch {
+                    #expect("\(error)".contains(reason), "\(args): \(error)")
+                }
+            }
+        }
+    }
+}
