@@ -58,6 +58,19 @@ public struct LayerStore: Sendable {
         return (digest, bytes)
     }
 
+    /// Moves the finished directory `directory` (inside `root`) into the
+    /// store as layer `digest`, which the caller has checked it is (a layer
+    /// fetched from the object store, by its tar's digest). One already
+    /// stored is kept.
+    public func adopt(directory: String, as digest: String) throws {
+        guard BlobStore.isDigest(digest) else { throw SproutError(.malformed, "\(digest.prefix(80)) is not a layer digest") }
+        if contains(digest) { return }
+        if rename(directory, path(digest)) != 0 {
+            if errno == EEXIST || errno == ENOTEMPTY { return }
+            throw SproutError.system("store layer \(digest)")
+        }
+    }
+
     /// Removes `excluding` (paths relative to `temp`) and directories that only held them.
     static func dropExcluded(_ excluding: [String], in temp: String) {
         for rel in excluding { unlink("\(temp)/\(rel)") }

@@ -31,7 +31,9 @@ extension Integration {
                 var api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 try await startCounterAndServer(api, sandbox.id)
-                _ = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /srv/notes && echo kept > /srv/notes/a.txt && rm /bin/wget"))
+                // A file written, and one of the env's deleted (an overlay whiteout in the writable layer).
+                let written = try await api.run(sandbox.id, API.Exec(shell: "mkdir -p /srv/notes && echo kept > /srv/notes/a.txt && test -e /bin/ed && rm /bin/ed"))
+                #expect(written.exit == API.Exit(code: 0))
                 let before = try await counter(api, sandbox.id)
                 let paused = try await api.pause(sandbox.id)
                 #expect(paused.memory?.count == 1)
@@ -58,8 +60,8 @@ extension Integration {
                 #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
                 #expect(try await api.preview(sandbox.id, port: 8080, path: "/index.html").1 == Array("served\n".utf8))
                 #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/srv/notes/a.txt"])).stdoutText == "kept\n")
-                // A deletion (an overlay whiteout in the layer) came back too.
-                #expect(try await api.run(sandbox.id, API.Exec(shell: "test -e /bin/wget || echo gone")).stdoutText == "gone\n")
+                // The deletion came back too.
+                #expect(try await api.run(sandbox.id, API.Exec(shell: "test -e /bin/ed || echo gone")).stdoutText == "gone\n")
                 #expect(server.log.contains("writable layer fetched from the store"))
 
                 // A second pause stores only what the store lacks: the pack of the first is reused.
@@ -69,6 +71,40 @@ extension Integration {
                 _ = try await api.resume(sandbox.id)
                 _ = s3
                 _ = try await api.killSandbox(sandbox.id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
+        @Test("an env is recorded once its layers are in the store; a host that lost them fetches them at the next create")
+        func envLayers() async throws {
+            try await Self.withStore { _, store, server in
+                let repo = server.data + "/repo"
+                try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+                try """
+                    id = "stored"
+                    [template]
+                    from = "empty"
+                    [build]
+                    run = ["mkdir -p /opt/app && echo built > /opt/app/out.txt && test -e /bin/ed && rm /bin/ed"]
+                    """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let pushed = try await CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"])
+                #expect(pushed.status == 0, "\(pushed.stderr)")
+                let layers = try await store.list(prefix: "layers/").map(\.key)
+                // The run step's layer and the (empty) files layer, each once as a tar named by its digest.
+                #expect(layers.count == 2 && layers.allSatisfy { $0.hasSuffix(".tar") }, "\(layers)")
+
+                server.stopServer()
+                try FileSystem.removeTree(server.data + "/layers")
+                try server.start()
+                let api = server.client
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "stored"))
+                #expect(try await api.run(sandbox.id, API.Exec(shell: "cat /opt/app/out.txt; test -e /bin/ed || echo gone")).stdoutText == "built\ngone\n")
+                #expect(server.log.contains("layer fetched from the store"))
+                // The layer is on the host again: the next create fetches nothing.
+                let before = server.log.components(separatedBy: "layer fetched from the store").count
+                let second = try await api.createSandbox(API.CreateSandbox(env: "stored"))
+                #expect(server.log.components(separatedBy: "layer fetched from the store").count == before)
+                for id in [sandbox.id, second.id] { _ = try await api.killSandbox(id) }
                 await expectNoLeftovers(server.data)
             }
         }

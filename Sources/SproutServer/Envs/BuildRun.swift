@@ -154,7 +154,7 @@ struct BuildRun: Sendable {
             publishedAt: draft ? nil : lifecycle.clock.now, totalBytes: total, memoryImage: progress.warm?.image, memoryToken: progress.warm?.token,
             start: job.request.start, ready: job.request.ready, startTimeout: job.request.timeoutSeconds, volumes: job.request.volumes,
             process: progress.process.isEmpty ? nil : progress.process)
-        _ = try await lifecycle.catalog.envs.insertIfAbsent(env)
+        _ = try await lifecycle.recordEnv(env)
         log.line("built \(job.envID) (\(progress.cached) of \(job.build.steps) step(s) cached)")
     }
 

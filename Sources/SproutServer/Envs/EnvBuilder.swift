@@ -104,7 +104,7 @@ public actor EnvBuilder {
                 // Deleted while sandboxes still ran from it: the same push brings it back.
                 existing.published = request.draft != true
                 existing.publishedAt = existing.published ? lifecycle.clock.now : nil
-                existing = try await lifecycle.catalog.envs.insertIfAbsent(existing)
+                existing = try await lifecycle.recordEnv(existing)
             }
             // Unchanged: nothing to build; a non-draft push publishes it again.
             let env = request.draft == true || existing.published

@@ -155,7 +155,7 @@ struct ImageEnvs: Sendable {
             id: Self.envID(name: name, digest: digest, team: team), name: name, parent: Self.base, team: team, base: Self.base,
             layers: layers, createdAt: now, ownBytes: added, published: true, publishedAt: now, totalBytes: total,
             start: start?.command, ready: start?.ready, process: Self.defaults(config), image: image)
-        return try await lifecycle.catalog.envs.insertIfAbsent(env)
+        return try await lifecycle.recordEnv(env)
     }
 
     static let base = "scratch"

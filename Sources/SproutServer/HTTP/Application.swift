@@ -193,7 +193,7 @@ public func buildApplication(
         ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
     let watcher = ContainerWatch(runtime: host.runtime, memory: memoryGuard, logger: logger)
     let volumes = VolumeStore(dataDirectory: data, instance: settings.instance)
-    let launcher = SandboxLauncher(settings: lifecycleSettings, host: host, layers: stores.layers, images: stores.images, watcher: watcher,
+    let launcher = SandboxLauncher(settings: lifecycleSettings, host: host, layers: stores.layers, images: stores.images, remote: stores.remote, watcher: watcher,
                                    agents: agents, volumes: volumes, logger: logger)
     let activity = SandboxActivity(clock: clock)
     let sandboxMetrics = SandboxMetrics()

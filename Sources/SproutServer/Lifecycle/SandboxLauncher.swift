@@ -16,6 +16,8 @@ struct SandboxLauncher: Sendable {
     let host: SandboxHost
     let layers: LayerStore
     let images: ImageStore
+    /// With `--store`: where layers and images this host lacks are fetched from.
+    let remote: RemoteStore?
     let watcher: ContainerWatch
     let agents: AgentConnector
     let volumes: VolumeStore
@@ -59,6 +61,12 @@ struct SandboxLauncher: Sendable {
         let logger = logger
         let base = env.base
         let baseLayer = try await host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
+        if let remote {
+            for digest in env.layers where !layers.contains(digest) {
+                try await remote.fetchLayer(digest, into: layers)
+                logger.info("layer fetched from the store", metadata: ["env": "\(env.id)", "layer": "\(digest.prefix(20))"])
+            }
+        }
         let mountable = try await layers.mountable(env.layers)
         let lowers = mountable.reversed().map { layers.path($0) } + [baseLayer]
         if let sudo = settings.sudoLayer, Self.hasFile("usr/bin/sudo", in: lowers) { return [sudo] + lowers }
@@ -80,6 +88,7 @@ struct SandboxLauncher: Sendable {
     /// Where a warm env's image is kept reassembled, ready for `runsc restore`.
     func materializedImage(_ image: String) async throws -> String {
         let directory = "\(settings.readyImagesDirectory)/\(image)"
+        if let remote, !FileSystem.isDirectory(directory) { try await remote.fetchImage(image) }
         let images = images
         try await onThread {
             guard !FileSystem.isDirectory(directory) else { return }

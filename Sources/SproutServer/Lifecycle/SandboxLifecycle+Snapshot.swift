@@ -3,6 +3,7 @@ import Foundation
 import SproutAPI
 import SproutAgentProtocol
 import SproutCore
+import SproutSystem
 import SproutStore
 
 /// A running sandbox's writable layer, frozen, becomes a new env whose
@@ -36,7 +37,7 @@ extension SandboxLifecycle {
                     // Its parent's start: a sandbox of the snapshot boots (it has no memory image) and runs it.
                     start: parent.start?.command, ready: parent.start?.ready, startTimeout: parent.start?.timeoutSeconds,
                     process: parent.process)
-                let stored = try await catalog.envs.insertIfAbsent(env)
+                let stored = try await recordEnv(env)
                 logger.withSandbox(id).info("snapshot", metadata: [
                     "env": "\(stored.id)", "layer": "\(frozen.digest.prefix(12))", "bytes": "\(frozen.addedBytes)",
                 ])
@@ -89,4 +90,22 @@ extension SandboxLifecycle {
         return doomed
     }
 
+}
+
+extension SandboxLifecycle {
+    /// Records a new env. With `--store`, its layers and memory image are put
+    /// in the object store first: an env exists only once any host can fetch it.
+    func recordEnv(_ env: EnvRecord) async throws -> EnvRecord {
+        if let remote = stores.remote {
+            let started = monotonicSeconds()
+            var uploaded = 0
+            for digest in env.layers where try await remote.pushLayer(digest, path: stores.layers.path(digest)) { uploaded += 1 }
+            if let image = env.memoryImage { try await remote.pushImage(image) }
+            logger.info("env stored", metadata: [
+                "env": "\(env.id)", "layersUploaded": "\(uploaded)", "layers": "\(env.layers.count)",
+                "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
+            ])
+        }
+        return try await catalog.envs.insertIfAbsent(env)
+    }
 }

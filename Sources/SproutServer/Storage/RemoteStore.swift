@@ -171,18 +171,41 @@ public final class RemoteStore: Sendable {
         }
     }
 
+    // MARK: Layers
+
+    /// Puts layer `digest` (the directory `path`) in the store unless it is
+    /// there: `layers/<digest>/<sha256 of its tar>.tar`, so the fetch can
+    /// check what it got. Returns whether it uploaded.
+    @discardableResult
+    func pushLayer(_ digest: String, path: String) async throws -> Bool {
+        if try await !client.list(prefix: "layers/\(digest)/").isEmpty { return false }
+        let (tar, sha) = try await pack(path)
+        defer { unlink(tar) }
+        try await client.put("layers/\(digest)/\(sha).tar", file: tar)
+        return true
+    }
+
+    /// Fetches layer `digest` into `layers` (a layer the host has is left alone).
+    func fetchLayer(_ digest: String, into layers: LayerStore) async throws {
+        if layers.contains(digest) { return }
+        guard let key = try await client.list(prefix: "layers/\(digest)/").first(where: { $0.key.hasSuffix(".tar") })?.key else {
+            throw SproutError(.notFound, "layer \(digest.prefix(20)) is neither on this host nor in the store \(client.location.description)")
+        }
+        let sha = String(key.split(separator: "/").last!.dropLast(".tar".count))
+        try FileSystem.makeDirectories(layers.root, mode: 0o700)
+        let temp = layers.root + "/.fetch-\(Identifiers.random(length: 8))"
+        defer { try? FileSystem.removeTree(temp) }
+        try await unpack(key, sha256: sha, into: temp)
+        try layers.adopt(directory: temp, as: digest)
+    }
+
     // MARK: Writable layers
 
     /// Puts the directory `upper` in the store as a tar; returns its key.
     func pushDirectory(_ upper: String) async throws -> String {
-        try FileSystem.makeDirectories(directory, mode: 0o700)
-        let tar = directory + "/.upper-\(Identifiers.random(length: 8)).tar"
+        let (tar, sha) = try await pack(upper)
         defer { unlink(tar) }
-        let out = try await HostCommand.capture(
-            ["tar", "--create", "--file", tar, "--directory", upper, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "."],
-            timeout: .seconds(1800))
-        guard out.status == 0 else { throw SproutError(.io, "cannot pack the writable layer \(upper): \(out.stderr.trimmed)") }
-        let key = "uppers/\(try LocalFiles.sha256(tar)).tar"
+        let key = "uppers/\(sha).tar"
         if try await client.head(key) == nil { try await client.put(key, file: tar) }
         return key
     }
@@ -190,22 +213,45 @@ public final class RemoteStore: Sendable {
     /// Replaces the directory `upper` with the layer stored as `key`.
     func fetchDirectory(_ key: String, into upper: String) async throws {
         guard key.hasPrefix("uppers/"), key.hasSuffix(".tar") else { throw SproutError(.malformed, "\(key) is not a stored writable layer") }
-        let sha = String(key.dropFirst("uppers/".count).dropLast(".tar".count))
-        try FileSystem.makeDirectories(directory, mode: 0o700)
-        let tar = directory + "/.fetch-\(Identifiers.random(length: 8)).tar"
-        defer { unlink(tar) }
-        _ = try await client.download(key, to: tar, sha256: sha)
         let temp = upper + ".fetch"
         try? FileSystem.removeTree(temp)
-        try FileSystem.makeDirectories(temp)
-        let out = try await HostCommand.capture(
-            ["tar", "--extract", "--file", tar, "--directory", temp, "--numeric-owner", "--same-owner", "--same-permissions",
-             "--xattrs", "--xattrs-include=*"], timeout: .seconds(1800))
-        guard out.status == 0 else {
+        do {
+            try await unpack(key, sha256: String(key.dropFirst("uppers/".count).dropLast(".tar".count)), into: temp)
+        } catch {
             try? FileSystem.removeTree(temp)
-            throw SproutError(.io, "cannot unpack the writable layer \(key): \(out.stderr.trimmed)")
+            throw error
         }
         try? FileSystem.removeTree(upper)
         try sysCall("rename \(temp)") { rename(temp, upper) }
+    }
+
+    // MARK: Tars
+
+    /// The directory as a tar in `directory` (owners, modes, xattrs, overlay
+    /// whiteouts and opaque markers, sparse files); the caller removes it.
+    private func pack(_ path: String) async throws -> (tar: String, sha256: String) {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        let tar = directory + "/.pack-\(Identifiers.random(length: 8)).tar"
+        let out = try await HostCommand.capture(
+            ["tar", "--create", "--file", tar, "--directory", path, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "."],
+            timeout: .seconds(1800))
+        guard out.status == 0 else {
+            unlink(tar)
+            throw SproutError(.io, "cannot pack \(path): \(out.stderr.trimmed)")
+        }
+        return (tar, try LocalFiles.sha256(tar))
+    }
+
+    /// Downloads the tar `key` (checked against `sha256`) and unpacks it into the new directory `target`.
+    private func unpack(_ key: String, sha256: String, into target: String) async throws {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        let tar = directory + "/.fetch-\(Identifiers.random(length: 8)).tar"
+        defer { unlink(tar) }
+        _ = try await client.download(key, to: tar, sha256: sha256)
+        try FileSystem.makeDirectories(target)
+        let out = try await HostCommand.capture(
+            ["tar", "--extract", "--file", tar, "--directory", target, "--numeric-owner", "--same-owner", "--same-permissions",
+             "--xattrs", "--xattrs-include=*"], timeout: .seconds(1800))
+        guard out.status == 0 else { throw SproutError(.io, "cannot unpack \(key) from the store: \(out.stderr.trimmed)") }
     }
 }
