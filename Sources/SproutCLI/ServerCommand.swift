@@ -60,7 +60,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Keep paused sandboxes' memory images and writable layers in this object store too: s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION (credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials).")
     var store: String?
     @Option(help: "A file of AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines for --store.") var storeCredentials: String?
-    @Option(help: "all: one host on its own; node: a node of the fleet whose catalog --catalog names.") var role = "all"
+    @Option(help: "all: one host on its own; node: a node of the fleet whose catalog --catalog names; api: an API server of that fleet.") var role = "all"
+    @Option(help: "A file holding the secret a fleet's API servers and nodes share (16 characters or more), for --role node and api.") var clusterToken: String?
     @Option(help: "The fleet's catalog, for --role node: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require].") var catalog: String?
     @Option(help: "Where the fleet reaches this node (http(s)://HOST:PORT), for --role node.") var advertise: String?
     @Option(help: "Seconds a node's lease in the fleet's catalog lasts; one not renewed in time is lost, and fences itself.") var leaseSeconds = 10.0
@@ -73,7 +74,7 @@ struct ServerCommand: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw SproutError(.invalidArgument, "unknown log level '\(logLevel)'")
         }
-        guard getuid() == 0 else {
+        guard getuid() == 0 || role == ServerRole.api.rawValue else {
             throw SproutError(.forbidden, "sprout server needs root (it creates namespaces, mounts and cgroups)")
         }
         LoggingSystem.bootstrap { label in
@@ -115,10 +116,17 @@ struct ServerCommand: AsyncParsableCommand {
         config.insecureRegistries = insecureRegistries
         config.registryAuthFile = registryAuth
         guard let role = ServerRole(rawValue: role) else {
-            throw SproutError(.invalidArgument, "unknown role '\(self.role)' (use all or node; the API role comes with the fleet's routing)")
+            throw SproutError(.invalidArgument, "unknown role '\(self.role)' (use all, node or api)")
         }
-        guard role == .node || (catalog == nil && advertise == nil) else {
-            throw SproutError(.invalidArgument, "--catalog and --advertise are for --role node")
+        guard role != .all || (catalog == nil && advertise == nil && clusterToken == nil) else {
+            throw SproutError(.invalidArgument, "--catalog, --advertise and --cluster-token are for --role node or api")
+        }
+        if let clusterToken {
+            let text = (try? String(contentsOfFile: clusterToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let text, text.count >= 16, !text.contains(where: { $0.isNewline }) else {
+                throw SproutError(.invalidArgument, "--cluster-token \(clusterToken): a readable file holding one secret of 16 characters or more")
+            }
+            config.clusterToken = text
         }
         guard cpuOvercommit >= 0.1 && cpuOvercommit <= 64 else { throw SproutError(.invalidArgument, "--cpu-overcommit must be 0.1-64") }
         config.role = role
@@ -141,6 +149,17 @@ struct ServerCommand: AsyncParsableCommand {
         config.tls = try tlsCertificate(dataDirectory: config.dataDirectory)
         let host = self.host
         let scheme = config.tls == nil ? "http" : "https"
+        if config.role == .api {
+            let (app, parts) = try await buildAPIApplication(config, logger: logger) { port in
+                FileHandle.standardOutput.write(Data("sprout server listening on \(scheme)://\(host):\(port)\n".utf8))
+            }
+            if let key = parts.newAdminKey {
+                FileHandle.standardOutput.write(Data("admin API key of the fleet (shown once; also saved to \(config.adminKeyPath)): \(key)\n".utf8))
+            }
+            try await app.runService()
+            await parts.shutdown()
+            return
+        }
         let (app, parts) = try await buildApplication(config, logger: logger) { port in
             FileHandle.standardOutput.write(Data("sprout server listening on \(scheme)://\(host):\(port)\n".utf8))
         }

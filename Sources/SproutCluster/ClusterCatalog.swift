@@ -184,6 +184,7 @@ public final class ClusterCatalog: Sendable {
         public var node: String
         public var address: String
         public var epoch: Int64
+        public init(node: String, address: String, epoch: Int64) { (self.node, self.address, self.epoch) = (node, address, epoch) }
     }
 
     /// Reserves the sandbox's CPU and memory on the ready node (lease
@@ -274,6 +275,90 @@ public final class ClusterCatalog: Sendable {
         return out
     }
 
+    // MARK: API keys
+
+    /// An API key as the fleet's catalog keeps it (the secret's SHA-256, never the secret).
+    public struct StoredKey: Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var team: String
+        public var prefix: String
+        public var hash: String
+        public var admin: Bool
+        public var createdAt: Double
+        public var revokedAt: Double?
+        public init(id: String, name: String, team: String, prefix: String, hash: String, admin: Bool, createdAt: Double, revokedAt: Double?) {
+            (self.id, self.name, self.team, self.prefix, self.hash, self.admin, self.createdAt, self.revokedAt) =
+                (id, name, team, prefix, hash, admin, createdAt, revokedAt)
+        }
+    }
+
+    public func insertKey(_ key: StoredKey) async throws {
+        try await client.query("""
+            INSERT INTO api_key (id, name, team, prefix, hash, admin, created_at)
+            VALUES (\(key.id), \(key.name), \(key.team), \(key.prefix), \(key.hash), \(key.admin), \(key.createdAt))
+            """, logger: logger)
+    }
+
+    /// Inserts `key` only if the catalog has no key at all (the first API
+    /// server's admin key; servers starting together make one between them).
+    public func insertFirstKey(_ key: StoredKey) async throws -> Bool {
+        let logger = self.logger
+        return try await Self.unwrapped { try await client.withTransaction(logger: logger) { connection -> Bool in
+            try await connection.query("SELECT pg_advisory_xact_lock(7263013)", logger: logger)
+            for try await count in try await connection.query("SELECT COUNT(*)::int8 FROM api_key", logger: logger).decode(Int64.self) where count > 0 {
+                return false
+            }
+            try await connection.query("""
+                INSERT INTO api_key (id, name, team, prefix, hash, admin, created_at)
+                VALUES (\(key.id), \(key.name), \(key.team), \(key.prefix), \(key.hash), \(key.admin), \(key.createdAt))
+                """, logger: logger)
+            return true
+        } }
+    }
+
+    public func key(hash: String) async throws -> StoredKey? {
+        try await keys(where: "hash", hash).first
+    }
+
+    public func key(id: String) async throws -> StoredKey? {
+        try await keys(where: "id", id).first
+    }
+
+    public func keys() async throws -> [StoredKey] {
+        try await keys(where: nil, "")
+    }
+
+    private func keys(where column: String?, _ value: String) async throws -> [StoredKey] {
+        let rows: PostgresRowSequence
+        switch column {
+        case "hash": rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key WHERE hash = \(value)", logger: logger)
+        case "id": rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key WHERE id = \(value)", logger: logger)
+        default: rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key ORDER BY created_at, id", logger: logger)
+        }
+        var out: [StoredKey] = []
+        for try await (id, name, team, prefix, hash, admin, created, revoked) in rows.decode((String, String, String, String, String, Bool, Double, Double?).self) {
+            out.append(StoredKey(id: id, name: name, team: team, prefix: prefix, hash: hash, admin: admin, createdAt: created, revokedAt: revoked))
+        }
+        return out
+    }
+
+    /// Revokes key `id` (once: a second revocation keeps the first time).
+    public func revokeKey(id: String, at time: Double) async throws -> StoredKey? {
+        try await client.query("UPDATE api_key SET revoked_at = \(time) WHERE id = \(id) AND revoked_at IS NULL", logger: logger)
+        return try await key(id: id)
+    }
+
+    /// Forgets a placement whatever holds it (the API server, after the node said the sandbox is gone).
+    public func forget(_ sandbox: String) async throws {
+        try await client.query("DELETE FROM placement WHERE sandbox = \(sandbox)", logger: logger)
+    }
+
+    /// Gives a placement reserved under a provisional name its sandbox's id.
+    public func rename(placement from: String, to sandbox: String) async throws {
+        try await client.query("UPDATE placement SET sandbox = \(sandbox) WHERE sandbox = \(from)", logger: logger)
+    }
+
     // MARK: Schema
 
     static let migrations: [(name: String, sql: [String])] = [
@@ -303,6 +388,19 @@ public final class ClusterCatalog: Sendable {
                 placed_at timestamptz NOT NULL)
             """,
             "CREATE INDEX placement_node ON placement (node)",
+        ]),
+        ("v2-keys", [
+            """
+            CREATE TABLE api_key (
+                id text PRIMARY KEY,
+                name text NOT NULL,
+                team text NOT NULL,
+                prefix text NOT NULL,
+                hash text NOT NULL UNIQUE,
+                admin boolean NOT NULL,
+                created_at double precision NOT NULL,
+                revoked_at double precision)
+            """,
         ]),
     ]
 

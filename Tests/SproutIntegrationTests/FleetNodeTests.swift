@@ -15,12 +15,12 @@ extension Integration {
     struct FleetNodeTests {
         @Test("two nodes register; one stopped past its lease is marked lost within lease + 5 s; woken, it fences itself: its running sandbox ends (node lost), it rejoins under a new epoch")
         func leaseAndFence() async throws {
-            try await withTestPostgres { postgres in try await run(catalog: postgres.url()) }
+            try await withTestPostgres { postgres in try await run(catalog: postgres.url(), token: try clusterTokenFile(in: postgres.directory)) }
         }
 
-        func run(catalog: String) async throws {
+        func run(catalog: String, token: String) async throws {
             func args(_ port: Int) -> [String] {
-                ["--role", "node", "--catalog", catalog, "--advertise", "http://127.0.0.1:\(port)", "--lease-seconds", "2"]
+                ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1:\(port)", "--lease-seconds", "2"]
             }
             try await ServerHarness.with(extraArgs: args(7001)) { a in
                 try await ServerHarness.with(extraArgs: args(7002)) { b in
@@ -73,12 +73,21 @@ extension Integration {
             try await ServerHarness.with { server in
                 await #expect(throws: SproutError.self) { _ = try await server.client.nodes() }
             }
+            let token = try clusterTokenFile(in: FileManager.default.temporaryDirectory.path)
+            defer { unlink(token) }
+            let short = token + "-short"
+            try FileSystem.writeAtomically(short, "too short\n", mode: 0o600)
+            defer { unlink(short) }
             for (args, reason) in [
                 (["--role", "node"], "--role node needs --catalog"),
-                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout"], "--role node needs --advertise"),
-                (["--role", "api"], "unknown role 'api'"),
-                (["--catalog", "postgres://x@h/d"], "--catalog and --advertise are for --role node"),
-                (["--role", "node", "--catalog", "mysql://x@h/d", "--advertise", "http://127.0.0.1:1"], "not a postgres:// address"),
+                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout"], "--role node needs --cluster-token"),
+                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token], "--role node needs --advertise"),
+                (["--role", "api"], "--role api needs --catalog"),
+                (["--role", "api", "--catalog", "postgres://x@h/d"], "--role api needs --cluster-token"),
+                (["--role", "api", "--catalog", "postgres://x@h/d", "--cluster-token", short], "16 characters or more"),
+                (["--role", "edge"], "unknown role 'edge'"),
+                (["--catalog", "postgres://x@h/d"], "are for --role node or api"),
+                (["--role", "node", "--catalog", "mysql://x@h/d", "--cluster-token", token, "--advertise", "http://127.0.0.1:1"], "not a postgres:// address"),
             ] {
                 do {
                     _ = try await ServerHarness.with(extraArgs: args) { _ in () }
@@ -89,4 +98,11 @@ extension Integration {
             }
         }
     }
+}
+
+/// A file holding a new cluster token, in `directory`.
+func clusterTokenFile(in directory: String) throws -> String {
+    let path = directory + "/cluster-token-\(Identifiers.random(length: 6))"
+    try FileSystem.writeAtomically(path, Identifiers.random(length: 32) + "\n", mode: 0o600)
+    return path
 }

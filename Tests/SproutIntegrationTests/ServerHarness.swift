@@ -106,7 +106,9 @@ final class ServerHarness: @unchecked Sendable {
             stop()
             throw SproutError(.unavailable, "server did not start: \(text) \(log)")
         }
-        adminKey = (try String(contentsOfFile: data + "/admin.key", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)
+        // A fleet's second API server finds the admin key made already, by the first: it has none of its own.
+        let isLaterAPIServer = extraArgs.contains("api") && !FileSystem.exists(data + "/admin.key")
+        adminKey = isLaterAPIServer ? "" : (try String(contentsOfFile: data + "/admin.key", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     var log: String { (try? String(contentsOfFile: data + "/server.log", encoding: .utf8)) ?? "" }

@@ -25,8 +25,37 @@ struct KeyRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     }
 }
 
+/// What the routes need of API keys: one server's own (`KeyStore`, in
+/// SQLite) or a fleet's (`FleetKeys`, in PostgreSQL).
+public protocol KeyService: Sendable {
+    func create(name: String, team: String, admin: Bool) async throws -> API.CreatedKey
+    /// The identity behind `secret`, or nil for an unknown or revoked key.
+    func authenticate(_ secret: String) async throws -> Identity?
+    func list() async throws -> [API.Key]
+    func revoke(id: String) async throws -> API.Key
+}
+
+extension KeyService {
+    /// A new key's secret and stored form, checked (the same rules everywhere).
+    static func newKey(name: String, team: String, admin: Bool, at time: Double) throws -> (secret: String, key: API.Key, hash: String) {
+        guard KeyStore.isValidName(team) else {
+            throw SproutError(.invalidArgument, "team must be 1-64 characters of a-z, 0-9, '-' and '_'")
+        }
+        guard name.count <= 128, !name.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            throw SproutError(.invalidArgument, "key name must be at most 128 characters on one line")
+        }
+        let secret = "sk_" + Identifiers.random(length: 40)
+        let key = API.Key(id: Identifiers.make(prefix: "key", length: 12), name: name, team: team, prefix: String(secret.prefix(10)),
+                          admin: admin, createdAt: time, revokedAt: nil)
+        return (secret, key, KeyStore.hash(secret))
+    }
+
+    /// Whether `secret` looks like a key at all (checked before any lookup).
+    static func plausible(_ secret: String) -> Bool { secret.hasPrefix("sk_") && secret.utf8.count < 200 }
+}
+
 /// API keys: random, prefixed `sk_`, shown once, stored as SHA-256.
-public struct KeyStore: Sendable {
+public struct KeyStore: KeyService {
     let catalog: Catalog
 
     static func hash(_ secret: String) -> String {
@@ -35,23 +64,16 @@ public struct KeyStore: Sendable {
 
     /// Creates a key and returns it with its secret.
     public func create(name: String, team: String, admin: Bool) async throws -> API.CreatedKey {
-        guard Self.isValidName(team) else {
-            throw SproutError(.invalidArgument, "team must be 1-64 characters of a-z, 0-9, '-' and '_'")
-        }
-        guard name.count <= 128, !name.contains(where: { $0.isNewline || $0 == "\0" }) else {
-            throw SproutError(.invalidArgument, "key name must be at most 128 characters on one line")
-        }
-        let secret = "sk_" + Identifiers.random(length: 40)
-        let record = KeyRecord(
-            id: Identifiers.make(prefix: "key", length: 12), name: name, team: team, prefix: String(secret.prefix(10)),
-            hash: Self.hash(secret), admin: admin, createdAt: now(), revokedAt: nil)
+        let made = try Self.newKey(name: name, team: team, admin: admin, at: now())
+        let record = KeyRecord(id: made.key.id, name: name, team: team, prefix: made.key.prefix, hash: made.hash, admin: admin,
+                               createdAt: made.key.createdAt, revokedAt: nil)
         try await catalog.db.write { try record.insert($0) }
-        return API.CreatedKey(key: record.api, secret: secret)
+        return API.CreatedKey(key: record.api, secret: made.secret)
     }
 
     /// The identity behind `secret`, or nil for an unknown or revoked key.
     public func authenticate(_ secret: String) async throws -> Identity? {
-        guard secret.hasPrefix("sk_"), secret.utf8.count < 200 else { return nil }
+        guard Self.plausible(secret) else { return nil }
         let hash = Self.hash(secret)
         let record = try await catalog.db.read { try KeyRecord.filter(Column("hash") == hash).fetchOne($0) }
         guard let record, record.revokedAt == nil else { return nil }

@@ -53,6 +53,7 @@ public final class NodeMembership: Service, Sendable {
             do {
                 if let membership = current.current, try await catalog.renew(membership, lease: lease) {
                     lastRenewal = monotonicSeconds()
+                    try await releaseEnded(membership)
                 } else {
                     await fence(why: "the fleet's catalog refused its lease renewal (the lease ran out)")
                     lastRenewal = monotonicSeconds()
@@ -67,6 +68,19 @@ public final class NodeMembership: Service, Sendable {
             }
         }
         await catalog.shutdown()
+    }
+
+    /// Frees the reservations of this node's sandboxes that ended here (a
+    /// kill, a timeout, a death) or that it does not know. A create still
+    /// under way holds a provisional one (`pending-…`) that the API server
+    /// names when the node answers; it is left alone.
+    private func releaseEnded(_ membership: ClusterCatalog.Membership) async throws {
+        for id in try await catalog.sandboxes(on: membership.node) where !id.hasPrefix("pending-") {
+            let record = try await lifecycle.repository.find(id)
+            if record == nil || record?.state == .killed {
+                try await catalog.release(id, by: membership)
+            }
+        }
     }
 
     /// Stops the running sandboxes, then registers again (if the catalog answers).

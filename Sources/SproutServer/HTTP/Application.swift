@@ -69,6 +69,8 @@ public struct ServerConfiguration: Sendable {
     public var catalog: String?
     /// Where the fleet reaches this node (`http(s)://HOST:PORT`).
     public var advertise: String?
+    /// The secret API servers and nodes share (`--cluster-token FILE`'s content).
+    public var clusterToken: String?
     /// How long a node's lease in the fleet's catalog lasts.
     public var leaseSeconds = 10.0
     /// A node offers its cores times this to sandboxes' CPU limits.
@@ -97,6 +99,8 @@ public enum ServerRole: String, Sendable, CaseIterable {
     case all
     /// A node of the fleet whose catalog `--catalog` names: it registers there and holds a lease.
     case node
+    /// An API server of that fleet: keys, placement and routing; no sandboxes of its own.
+    case api
 }
 
 /// The server's services, as the routes use them.
@@ -244,6 +248,7 @@ public func buildApplication(
 func joinFleet(_ config: ServerConfiguration, lifecycle: SandboxLifecycle, data: String, instance: String, logger: Logger) async throws -> NodeMembership? {
     guard config.role == .node else { return nil }
     guard let url = config.catalog else { throw SproutError(.invalidArgument, "--role node needs --catalog postgres://USER@HOST/DATABASE") }
+    guard config.clusterToken != nil else { throw SproutError(.invalidArgument, "--role node needs --cluster-token FILE (the secret its API servers have too)") }
     guard let address = config.advertise, let parsed = URL(string: address), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
         throw SproutError(.invalidArgument, "--role node needs --advertise http(s)://HOST:PORT: where the fleet reaches this node")
     }
@@ -329,11 +334,11 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                         body: .init(byteBuffer: ByteBuffer(string: services.metrics.text())))
     }
-    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys, clusterToken: services.config.clusterToken))
     SandboxRoutes(services: services).register(on: v1)
     VolumeRoutes(volumes: services.volumes, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     KeyRoutes(keys: services.keys).register(on: v1)
-    NodeRoutes(membership: services.membership).register(on: v1)
+    NodeRoutes(catalog: services.membership?.catalog).register(on: v1)
     AgentRoutes(services: services, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     PortRoutes(services: services).register(http: v1)
     TerminalRoutes(services: services).register(http: v1)

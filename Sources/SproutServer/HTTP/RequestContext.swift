@@ -132,7 +132,14 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
 /// answers with; see `webSocketHeaders`), as Kubernetes does with its tokens.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = SproutContext
-    let keys: KeyStore
+    let keys: any KeyService
+    /// A node's cluster token: a request bearing it (from an API server of
+    /// the fleet) acts for the identity the API server names in its headers.
+    var clusterToken: String? = nil
+    static let clusterTokenHeader = HTTPField.Name("Sprout-Cluster-Token")!
+    static let fleetKeyHeader = HTTPField.Name("Sprout-Key-Id")!
+    static let fleetTeamHeader = HTTPField.Name("Sprout-Team")!
+    static let fleetAdminHeader = HTTPField.Name("Sprout-Admin")!
     static let header = HTTPField.Name("X-API-Key")!
     static let webSocketProtocol = HTTPField.Name("Sec-WebSocket-Protocol")!
     static let keyProtocolPrefix = "sprout.key."
@@ -154,6 +161,18 @@ struct AuthMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let offered = request.headers[Self.clusterTokenHeader] {
+            guard let clusterToken, constantTimeEqual(offered, clusterToken) else {
+                throw SproutError(.unauthorized, "wrong cluster token")
+            }
+            guard let team = request.headers[Self.fleetTeamHeader], KeyStore.isValidName(team), let keyID = request.headers[Self.fleetKeyHeader] else {
+                throw SproutError(.unauthorized, "a fleet request names no team")
+            }
+            var context = context
+            context.identity = Identity(keyID: "fleet:" + keyID, team: team, admin: request.headers[Self.fleetAdminHeader] == "true")
+            context.logger[metadataKey: "team"] = "\(team)"
+            return try await next(request, context)
+        }
         guard let secret = request.headers[Self.header] ?? Self.webSocketKey(request) else {
             throw SproutError(.unauthorized, "missing X-API-Key header")
         }
@@ -165,6 +184,13 @@ struct AuthMiddleware: RouterMiddleware {
         context.logger[metadataKey: "team"] = "\(identity.team)"
         return try await next(request, context)
     }
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let (x, y) = (Array(a.utf8), Array(b.utf8))
+    guard x.count == y.count else { return false }
+    return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
 }
 
 /// JSON responses and bodies.

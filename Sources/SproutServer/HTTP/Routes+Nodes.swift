@@ -3,9 +3,9 @@ import SproutAPI
 import SproutCluster
 import SproutCore
 
-/// `/v1/nodes`: the fleet's nodes (admin only), on a server that is a node of one.
+/// `/v1/nodes`: the fleet's nodes (admin only), on a server of a fleet (a node or an API server).
 struct NodeRoutes {
-    let membership: NodeMembership?
+    let catalog: ClusterCatalog?
 
     func register(on group: RouterGroup<SproutContext>) {
         group.get("nodes") { _, context in
@@ -23,10 +23,10 @@ struct NodeRoutes {
 
     private func fleet(_ caller: Identity) throws -> ClusterCatalog {
         guard caller.admin else { throw SproutError(.forbidden, "the fleet's nodes need an admin key") }
-        guard let membership else {
-            throw SproutError(.notFound, "this server is not in a fleet (start it with --role node --catalog postgres://… --advertise URL)")
+        guard let catalog else {
+            throw SproutError(.notFound, "this server is not in a fleet (start it with --role node or --role api and --catalog postgres://…)")
         }
-        return membership.catalog
+        return catalog
     }
 
     static func api(_ node: ClusterCatalog.NodeStatus) -> API.Node {

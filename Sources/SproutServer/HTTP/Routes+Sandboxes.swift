@@ -89,7 +89,7 @@ struct SandboxRoutes {
 
 /// `/v1/keys`: admin only.
 struct KeyRoutes {
-    let keys: KeyStore
+    let keys: any KeyService
 
     func register(on group: RouterGroup<SproutContext>) {
         group.post("keys") { request, context in

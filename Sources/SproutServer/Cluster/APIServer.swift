@@ -1,0 +1,62 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import SproutCluster
+import SproutCore
+import SproutSystem
+
+/// What a running API server is made of (`--role api`).
+public struct APIServerParts: Sendable {
+    let catalog: ClusterCatalog
+    let http: HTTPClient
+    /// Set when this start created the fleet's first (admin) key: shown once.
+    public let newAdminKey: String?
+
+    /// Ends the catalog's and the nodes' connections.
+    public func shutdown() async {
+        try? await http.shutdown()
+        await catalog.shutdown()
+    }
+}
+
+/// Builds an API server of a fleet: the catalog (keys, nodes, placement),
+/// the routes, and the client that forwards to nodes. It runs no sandboxes
+/// and needs no root. The first API server on an empty catalog makes the
+/// admin key and saves it as `admin.key` in its data directory.
+public func buildAPIApplication(
+    _ config: ServerConfiguration, logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }
+) async throws -> (some ApplicationProtocol, APIServerParts) {
+    guard let url = config.catalog else { throw SproutError(.invalidArgument, "--role api needs --catalog postgres://USER@HOST/DATABASE") }
+    guard let token = config.clusterToken else { throw SproutError(.invalidArgument, "--role api needs --cluster-token FILE (the secret its nodes have too)") }
+    try FileSystem.makeDirectories(config.dataDirectory, mode: 0o700)
+    let catalog = try await ClusterCatalog(url: url, logger: logger)
+    let keys = FleetKeys(catalog: catalog)
+    var newAdminKey: String?
+    do {
+        if let created = try await keys.createFirstAdmin() {
+            try FileSystem.writeAtomically(config.adminKeyPath, created.secret + "\n", mode: 0o600)
+            newAdminKey = created.secret
+        }
+    } catch {
+        await catalog.shutdown()
+        throw error
+    }
+    var http = HTTPClient.Configuration(redirectConfiguration: .disallow)
+    http.timeout.connect = .seconds(10)
+    http.decompression = .disabled
+    // A node that refuses connections is skipped at once (a create goes elsewhere).
+    http.connectionPool.retryConnectionEstablishment = false
+    let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+    let router = Router(context: SproutContext.self)
+    router.middlewares.add(ErrorAndMetricsMiddleware())
+    FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, http: client, logger: logger).register(on: router)
+    let app = Application(
+        router: router,
+        server: try config.tls.map { try .tls(.http1(), tlsConfiguration: $0.tlsConfiguration()) } ?? .http1(),
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
+        onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },
+        logger: logger)
+    return (app, APIServerParts(catalog: catalog, http: client, newAdminKey: newAdminKey))
+}

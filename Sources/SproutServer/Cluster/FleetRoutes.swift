@@ -1,0 +1,151 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import SproutAPI
+import SproutCluster
+import SproutCore
+
+/// The API role (`sprout server --role api`): stateless, any number behind
+/// a load balancer. It checks API keys against the fleet's catalog, places
+/// a create on a node (the reservation is the catalog's), and forwards each
+/// request for a sandbox to the node that holds it, acting for the caller's
+/// team with the cluster token. What it forwards is streamed both ways.
+/// Not yet routed: envs and builds, volumes, WebSockets (terminals, exec
+/// streams, port previews), the E2B control plane and envd.
+struct FleetRoutes: Sendable {
+    let catalog: ClusterCatalog
+    let keys: FleetKeys
+    let clusterToken: String
+    let http: HTTPClient
+    let logger: Logger
+
+    func register(on router: Router<SproutContext>) {
+        router.get("health") { _, _ in
+            try JSONBody.response(["status": "ok", "role": "api"])
+        }
+        let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
+        KeyRoutes(keys: keys).register(on: v1)
+        NodeRoutes(catalog: catalog).register(on: v1)
+        v1.post("sandboxes") { request, context in try await create(request, context: context) }
+        v1.get("sandboxes") { request, context in try await list(request, context: context) }
+        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
+            for path in ["sandboxes/:id", "sandboxes/:id/**"] {
+                v1.on(RouterPath(path), method: method) { request, context in
+                    let id = try context.parameters.require("id")
+                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+                    let response = try await forward(request, context: context, to: placement)
+                    // A kill the node answered: the reservation goes with the sandbox.
+                    if method == .delete, path == "sandboxes/:id", response.status == .ok { try? await catalog.forget(id) }
+                    return response
+                }
+            }
+        }
+    }
+
+    /// Places the sandbox on a node and creates it there; a node that cannot
+    /// be reached is skipped for another.
+    private func create(_ request: Request, context: SproutContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: JSONBody.limit)
+        let asked = try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView))
+        var refused: Set<String> = []
+        while true {
+            let provisional = "pending-" + Identifiers.random(length: 16)
+            let placement = try await catalog.place(ClusterCatalog.PlacementRequest(
+                sandbox: provisional, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), excluding: refused))
+            let answer: (response: HTTPClientResponse, body: ByteBuffer)
+            do {
+                let response = try await send(request.method, path: "/v1/sandboxes", query: request.uri.query, headers: request.headers,
+                                              body: .bytes(body), identity: try context.caller(), to: placement)
+                answer = (response, try await response.body.collect(upTo: 16 << 20))
+            } catch let error as SproutError where error.code == .unavailable {
+                try? await catalog.forget(provisional)
+                refused.insert(placement.node)
+                logger.warning("node refused a create; placing elsewhere", metadata: ["node": "\(placement.node)", "error": "\(error)"])
+                continue
+            } catch {
+                try? await catalog.forget(provisional)
+                throw error
+            }
+            if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(API.Sandbox.self, from: Data(answer.body.readableBytesView)) {
+                try await catalog.rename(placement: provisional, to: created.id)
+            } else {
+                try? await catalog.forget(provisional)
+            }
+            return Self.response(answer.response, body: ResponseBody(byteBuffer: answer.body))
+        }
+    }
+
+    /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).
+    private func list(_ request: Request, context: SproutContext) async throws -> Response {
+        let identity = try context.caller()
+        let nodes = try await catalog.nodes().filter { $0.state != .lost }
+        let lists = await withTaskGroup(of: [API.Sandbox].self) { group in
+            for node in nodes {
+                group.addTask {
+                    let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch)
+                    do {
+                        let response = try await send(.get, path: "/v1/sandboxes", query: request.uri.query, headers: request.headers, body: nil,
+                                                      identity: identity, to: placement)
+                        let body = try await response.body.collect(upTo: 64 << 20)
+                        guard response.status == .ok else { return [] }
+                        return try JSONDecoder().decode([API.Sandbox].self, from: Data(body.readableBytesView))
+                    } catch {
+                        logger.warning("a node's sandboxes left out of a list", metadata: ["node": "\(node.id)", "error": "\(error)"])
+                        return []
+                    }
+                }
+            }
+            var all: [API.Sandbox] = []
+            for await list in group { all += list }
+            return all
+        }
+        return try JSONBody.response(lists.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+    }
+
+    private func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
+        let length = request.headers[.contentLength].flatMap(Int.init)
+        let body: HTTPClientRequest.Body = .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
+                                      body: body, identity: try context.caller(), to: placement)
+        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// Headers that belong to one hop, or that only this API server may set.
+    static let dropped: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length",
+        "x-api-key", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin",
+    ]
+
+    private func send(
+        _ method: HTTPRequest.Method, path: String, query: String?, headers: HTTPFields, body: HTTPClientRequest.Body?, identity: Identity,
+        to placement: ClusterCatalog.Placement
+    ) async throws -> HTTPClientResponse {
+        var outgoing = HTTPClientRequest(url: placement.address + path + (query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
+        outgoing.method = HTTPMethod(rawValue: method.rawValue)
+        for field in headers where !Self.dropped.contains(field.name.canonicalName) {
+            outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken)
+        outgoing.headers.add(name: "Sprout-Key-Id", value: identity.keyID)
+        outgoing.headers.add(name: "Sprout-Team", value: identity.team)
+        outgoing.headers.add(name: "Sprout-Admin", value: identity.admin ? "true" : "false")
+        if let body { outgoing.body = body }
+        do {
+            return try await http.execute(outgoing, timeout: .hours(24))
+        } catch {
+            throw SproutError(.unavailable, "node \(placement.node) at \(placement.address) cannot be reached: \(error)")
+        }
+    }
+
+    static func response(_ upstream: HTTPClientResponse, body: ResponseBody) -> Response {
+        var headers = HTTPFields()
+        for (name, value) in upstream.headers where !dropped.contains(name.lowercased()) {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
+        return Response(status: HTTPResponse.Status(code: Int(upstream.status.code)), headers: headers, body: body)
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Glibc
+import SproutAPI
+import SproutClient
+import SproutCore
+import SproutSystem
+import Testing
+
+extension Integration {
+    /// A fleet on this machine: API servers (`--role api`) and nodes
+    /// (`--role node`) on a real PostgreSQL, requests routed through the API.
+    @Suite("fleet API")
+    struct FleetAPITests {
+        static func freePort() throws -> Int {
+            let (fd, port) = try Socket.listenTCP(host: "127.0.0.1", port: 0)
+            close(fd)
+            return Int(port)
+        }
+
+        @Test("through an API server: creates spread over two nodes, each request reaches its sandbox's node, lists merge by team, a kill frees the reservation; a second API server serves when the first stops; a wrong cluster token is refused")
+        func routed() async throws {
+            try await withTestPostgres { postgres in
+                let token = try clusterTokenFile(in: postgres.directory)
+                let catalog = postgres.url()
+                let apiArgs = ["--role", "api", "--catalog", catalog, "--cluster-token", token]
+                func nodeArgs(_ port: Int) -> [String] {
+                    ["--port", "\(port)", "--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1:\(port)"]
+                }
+                let (portA, portB) = (try Self.freePort(), try Self.freePort())
+                try await ServerHarness.with(extraArgs: apiArgs) { first in
+                    try await ServerHarness.with(extraArgs: nodeArgs(portA)) { a in
+                        try await ServerHarness.with(extraArgs: nodeArgs(portB)) { b in
+                            #expect(a.port == UInt16(portA) && b.port == UInt16(portB))
+                            try await routes(first: first, a: a, b: b, apiArgs: apiArgs, token: token)
+                        }
+                    }
+                }
+            }
+        }
+
+        func routes(first: ServerHarness, a: ServerHarness, b: ServerHarness, apiArgs: [String], token: String) async throws {
+            let api = first.client  // the fleet's admin key, made by the first API server
+            let nodes = try await api.nodes()
+            #expect(nodes.count == 2 && nodes.allSatisfy { $0.state == "ready" }, "\(nodes)")
+
+            var ids: [String] = []
+            for _ in 0..<4 { ids.append(try await api.createSandbox(API.CreateSandbox(env: "empty")).id) }
+            // Each node holds what it was given, and together all four.
+            let onA = Set(try await a.client.sandboxes().map(\.id)), onB = Set(try await b.client.sandboxes().map(\.id))
+            #expect(!onA.isEmpty && !onB.isEmpty && onA.union(onB) == Set(ids) && onA.isDisjoint(with: onB), "a: \(onA), b: \(onB)")
+            #expect(try await api.nodes().map(\.sandboxes).reduce(0, +) == 4)
+            for id in ids {
+                #expect(try await api.run(id, API.Exec(cmd: ["hostname"])).stdoutText == id + "\n", "the request reached \(id)'s node")
+                #expect(try await api.sandbox(id).state == .running)
+            }
+            #expect(Set(try await api.sandboxes().map(\.id)) == Set(ids))
+
+            // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
+            let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
+            let team = first.client(key: teamKey.secret)
+            let theirs = try await team.createSandbox(API.CreateSandbox(env: "empty"))
+            #expect(try await team.sandboxes().map(\.id) == [theirs.id])
+            await #expect(throws: SproutError.self) { _ = try await team.sandbox(ids[0]) }
+            #expect(!(try await api.sandboxes().map(\.id).contains(theirs.id)))
+            await #expect(throws: SproutError(.notFound, "no sandbox with id 'sbx_nope'")) { _ = try await api.sandbox("sbx_nope") }
+
+            // A kill frees the reservation.
+            _ = try await team.killSandbox(theirs.id)
+            #expect(try await api.nodes().map(\.sandboxes).reduce(0, +) == 4)
+
+            // A node takes a fleet request only with the cluster token: the control with it, then a wrong one.
+            let secret = (try String(contentsOfFile: token, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try Self.clusterRequest(port: a.port, token: secret) == 200)
+            #expect(try Self.clusterRequest(port: a.port, token: String(secret.reversed())) == 401)
+
+            // A second API server: the first stops, the second serves the same fleet with the same key.
+            try await ServerHarness.with(extraArgs: apiArgs) { second in
+                first.stopServer()
+                let other = second.client(key: first.adminKey)
+                #expect(Set(try await other.sandboxes().map(\.id)) == Set(ids))
+                let late = try await other.createSandbox(API.CreateSandbox(env: "empty"))
+                #expect(try await other.run(late.id, API.Exec(cmd: ["echo", "through the second"])).stdoutText == "through the second\n")
+                for id in ids + [late.id] { _ = try await other.killSandbox(id) }
+                #expect(try await other.nodes().map(\.sandboxes).reduce(0, +) == 0)
+            }
+            await expectNoLeftovers(a.data)
+            await expectNoLeftovers(b.data)
+        }
+
+        /// `GET /v1/sandboxes` on a node as a fleet request with `token`; its status.
+        static func clusterRequest(port: UInt16, token: String) throws -> Int {
+            let connection = try HTTPConnection(host: "127.0.0.1", port: port)
+            defer { connection.close() }
+            try connection.sendHead(method: "GET", target: "/v1/sandboxes", host: "127.0.0.1:\(port)",
+                                    headers: [("Sprout-Cluster-Token", token), ("Sprout-Team", "default"), ("Sprout-Key-Id", "k1")], bodyLength: 0)
+            return try connection.readResponseHead().status
+        }
+    }
+}
