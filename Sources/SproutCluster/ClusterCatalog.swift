@@ -184,7 +184,12 @@ public final class ClusterCatalog: Sendable {
         public var node: String
         public var address: String
         public var epoch: Int64
-        public init(node: String, address: String, epoch: Int64) { (self.node, self.address, self.epoch) = (node, address, epoch) }
+        /// What is reserved (0 where not read).
+        public var cpu: Double = 0
+        public var memoryMB: Int64 = 0
+        public init(node: String, address: String, epoch: Int64, cpu: Double = 0, memoryMB: Int64 = 0) {
+            (self.node, self.address, self.epoch, self.cpu, self.memoryMB) = (node, address, epoch, cpu, memoryMB)
+        }
     }
 
     /// Reserves the sandbox's CPU and memory on the ready node (lease
@@ -247,10 +252,10 @@ public final class ClusterCatalog: Sendable {
     /// Where the sandbox is placed, if anywhere.
     public func placement(of sandbox: String) async throws -> Placement? {
         let rows = try await client.query("""
-            SELECT p.node, n.address, p.epoch FROM placement p JOIN node n ON n.id = p.node WHERE p.sandbox = \(sandbox)
+            SELECT p.node, n.address, p.epoch, p.cpu, p.memory_mb FROM placement p JOIN node n ON n.id = p.node WHERE p.sandbox = \(sandbox)
             """, logger: logger)
-        for try await (node, address, epoch) in rows.decode((String, String, Int64).self) {
-            return Placement(node: node, address: address, epoch: epoch)
+        for try await (node, address, epoch, cpu, memory) in rows.decode((String, String, Int64, Double, Int64).self) {
+            return Placement(node: node, address: address, epoch: epoch, cpu: cpu, memoryMB: memory)
         }
         return nil
     }
@@ -352,6 +357,14 @@ public final class ClusterCatalog: Sendable {
     /// Forgets a placement whatever holds it (the API server, after the node said the sandbox is gone).
     public func forget(_ sandbox: String) async throws {
         try await client.query("DELETE FROM placement WHERE sandbox = \(sandbox)", logger: logger)
+    }
+
+    /// Puts a sandbox's reservation back as it was (a move that did not happen).
+    public func restore(_ placement: Placement, of sandbox: String) async throws {
+        try await client.query("""
+            UPDATE placement SET node = \(placement.node), epoch = \(placement.epoch), cpu = \(placement.cpu), memory_mb = \(placement.memoryMB)
+            WHERE sandbox = \(sandbox)
+            """, logger: logger)
     }
 
     /// Gives a placement reserved under a provisional name its sandbox's id.

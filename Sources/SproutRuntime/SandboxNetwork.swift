@@ -73,7 +73,10 @@ public struct SandboxNetwork: SandboxNetworking {
     /// The nftables table of this server's per-sandbox rules.
     public let table: String
 
+    public let instance: String
+
     public init(instance: String) {
+        self.instance = instance
         namespacePrefix = "sprout-\(instance)-"
         table = "sprout_\(instance)"
     }
@@ -84,11 +87,27 @@ public struct SandboxNetwork: SandboxNetworking {
     public func agentEndpoint(_ slot: NetworkSlot) -> (host: String, port: UInt16) { (slot.sandboxAddress, 49983) }
     public func address(_ slot: NetworkSlot) -> String { slot.sandboxAddress }
 
-    /// The host side of the veth: `sp` + up to 13 characters of the id.
-    public static func hostInterface(_ sandboxID: String) -> String {
+    /// The host side of the veth: `sp`, 5 characters of the server's
+    /// instance and 8 of the sandbox id (15, the kernel's limit), so that two
+    /// servers on one host (a fleet tried on one machine, a sandbox moved
+    /// from a node that died here) never name an interface alike.
+    public func hostInterface(_ sandboxID: String) -> String { Self.hostInterface(sandboxID, instance: instance) }
+
+    public static func hostInterface(_ sandboxID: String, instance: String) -> String {
+        let tail = sandboxID.split(separator: "_").last.map(String.init) ?? sandboxID
+        return "sp" + String(instance.prefix(5)) + String(tail.prefix(8))
+    }
+
+    /// The name before instances were part of it (`sp` + 13 characters of the
+    /// id): a sandbox that was running across the upgrade still has it, so its
+    /// policy names both and its teardown removes both.
+    public static func legacyHostInterface(_ sandboxID: String) -> String {
         let tail = sandboxID.split(separator: "_").last.map(String.init) ?? sandboxID
         return "sp" + String(tail.prefix(13))
     }
+
+    /// Both names a sandbox's host interface can have (see `legacyHostInterface`).
+    func interfaceNames(_ sandboxID: String) -> [String] { [hostInterface(sandboxID), Self.legacyHostInterface(sandboxID)] }
 
     // MARK: Host set-up
 
@@ -160,11 +179,12 @@ public struct SandboxNetwork: SandboxNetworking {
         var limited: [String] = []
         var egress: [String] = []
         for (id, policy) in policies.sorted(by: { $0.key < $1.key }) {
-            let interface = Self.hostInterface(id)
-            if !policy.internet { noinet.append("\"\(interface)\"") }
-            if policy.internet && !policy.egress.isEmpty {
-                limited.append("\"\(interface)\"")
-                egress += policy.egress.map { "\"\(interface)\" . \($0)" }
+            for interface in interfaceNames(id) {
+                if !policy.internet { noinet.append("\"\(interface)\"") }
+                if policy.internet && !policy.egress.isEmpty {
+                    limited.append("\"\(interface)\"")
+                    egress += policy.egress.map { "\"\(interface)\" . \($0)" }
+                }
             }
         }
         func elements(_ list: [String]) -> String { list.isEmpty ? "" : "elements = { \(list.joined(separator: ", ")) }" }
@@ -188,11 +208,11 @@ public struct SandboxNetwork: SandboxNetworking {
 
     /// The nft commands that add (or delete) a sandbox's policy elements.
     func policyCommands(_ verb: String, sandboxID: String, policy: NetworkPolicy) -> [String] {
-        let interface = Self.hostInterface(sandboxID)
-        if !policy.internet { return ["\(verb) element inet \(table) noinet { \"\(interface)\" }"] }
+        let interfaces = interfaceNames(sandboxID).map { "\"\($0)\"" }
+        if !policy.internet { return ["\(verb) element inet \(table) noinet { \(interfaces.joined(separator: ", ")) }"] }
         guard !policy.egress.isEmpty else { return [] }
-        let pairs = policy.egress.map { "\"\(interface)\" . \($0)" }.joined(separator: ", ")
-        return ["\(verb) element inet \(table) limited { \"\(interface)\" }", "\(verb) element inet \(table) egress { \(pairs) }"]
+        let pairs = interfaces.flatMap { interface in policy.egress.map { "\(interface) . \($0)" } }.joined(separator: ", ")
+        return ["\(verb) element inet \(table) limited { \(interfaces.joined(separator: ", ")) }", "\(verb) element inet \(table) egress { \(pairs) }"]
     }
 
     public func updatePolicy(sandboxID: String, from old: NetworkPolicy, to new: NetworkPolicy) async throws {
@@ -210,7 +230,7 @@ public struct SandboxNetwork: SandboxNetworking {
 
     public func create(sandboxID: String, slot: NetworkSlot, policy: NetworkPolicy) async throws {
         let ns = namespaceName(sandboxID)
-        let hostIF = Self.hostInterface(sandboxID)
+        let hostIF = hostInterface(sandboxID)
         do {
             // The policy goes in before the interface exists: no packet leaves unchecked.
             let rules = policyCommands("add", sandboxID: sandboxID, policy: policy)
@@ -249,7 +269,7 @@ public struct SandboxNetwork: SandboxNetworking {
 
     public func destroy(sandboxID: String, policy: NetworkPolicy) async {
         _ = try? await HostCommand.capture(["ip", "netns", "delete", namespaceName(sandboxID)])
-        _ = try? await HostCommand.capture(["ip", "link", "delete", Self.hostInterface(sandboxID)])
+        for interface in interfaceNames(sandboxID) { _ = try? await HostCommand.capture(["ip", "link", "delete", interface]) }
         // One command per set: a missing element must not keep the others.
         for command in policyCommands("delete", sandboxID: sandboxID, policy: policy) {
             _ = try? await HostCommand.capture(["nft", "-f", "-"], input: command + "\n")

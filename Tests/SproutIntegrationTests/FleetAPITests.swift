@@ -87,6 +87,72 @@ extension Integration {
             await expectNoLeftovers(b.data)
         }
 
+        @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; the first node, back, drops its stale copy")
+        func resumeElsewhere() async throws {
+            try await withTestPostgres { postgres in
+                try await withTestS3(bucket: "sprout-fleet") { s3, store in
+                    let token = try clusterTokenFile(in: postgres.directory)
+                    let credentials = s3.directory + "/credentials"
+                    try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
+                    let catalog = postgres.url()
+                    func nodeArgs(_ port: Int) -> [String] {
+                        ["--port", "\(port)", "--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1:\(port)",
+                         "--lease-seconds", "2", "--store", store.location.description, "--store-credentials", credentials]
+                    }
+                    let (portA, portB) = (try Self.freePort(), try Self.freePort())
+                    try await ServerHarness.with(extraArgs: ["--role", "api", "--catalog", catalog, "--cluster-token", token]) { apiServer in
+                        try await ServerHarness.with(extraArgs: nodeArgs(portA)) { a in
+                            try await ServerHarness.with(extraArgs: nodeArgs(portB)) { b in
+                                try await move(api: apiServer.client, a: a, b: b)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        func move(api: SproutAPIClient, a: ServerHarness, b: ServerHarness) async throws {
+            let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+            let onA = try await a.client.sandboxes().contains { $0.id == sandbox.id }
+            let (source, target) = onA ? (a, b) : (b, a)
+            try await startCounterAndServer(api, sandbox.id)
+            #expect(try await api.run(sandbox.id, API.Exec(shell: "echo moved-with-it > /root/note.txt")).exit == API.Exit(code: 0))
+            let before = try await counter(api, sandbox.id)
+            #expect(try await api.pause(sandbox.id).state == .paused)
+
+            // The source node dies, and its disk's copy of the pause with it.
+            source.crash()
+            do {
+                try await afterCrash(api: api, sandbox: sandbox, before: before, source: source, target: target)
+            } catch {
+                // Back up, so that its harness can clear what it holds (the paused copy's network) on the way out.
+                if !source.isRunning { try? source.start() }
+                throw error
+            }
+        }
+
+        func afterCrash(api: SproutAPIClient, sandbox: API.Sandbox, before: Int, source: ServerHarness, target: ServerHarness) async throws {
+            try FileSystem.removeTree(source.data + "/images")
+            try FileSystem.removeTree(source.data + "/sandboxes/\(sandbox.id)/upper")
+
+            let resumed = try await api.resume(sandbox.id)
+            #expect(resumed.state == .running)
+            #expect(try await target.client.sandboxes().contains { $0.id == sandbox.id }, "it runs on the other node now")
+            let after = try await counter(api, sandbox.id)
+            #expect(after >= before && after < before + 10, "the counter was \(before) before the pause and \(after) after the move")
+            #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
+            #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/root/note.txt"])).stdoutText == "moved-with-it\n")
+            #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).stdoutText == sandbox.id + "\n")
+
+            // The source comes back: it rejoins, and its stale paused copy ends (its host resources with it).
+            try source.start()
+            #expect(try await eventually { try await source.client.sandbox(sandbox.id).state == .killed })
+            #expect(try await source.client.sandbox(sandbox.id).error == "moved to node node-\(target.instance)")
+            _ = try await api.killSandbox(sandbox.id)
+            await expectNoLeftovers(source.data)
+            await expectNoLeftovers(target.data)
+        }
+
         /// `GET /v1/sandboxes` on a node as a fleet request with `token`; its status.
         static func clusterRequest(port: UInt16, token: String) throws -> Int {
             let connection = try HTTPConnection(host: "127.0.0.1", port: port)

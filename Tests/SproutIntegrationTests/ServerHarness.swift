@@ -18,6 +18,7 @@ final class ServerHarness: @unchecked Sendable {
     /// Arguments added to `sprout server`; a restart (`start`) uses the current value.
     var extraArgs: [String]
     private(set) var pid: pid_t = 0
+    private var crashed = false
     private(set) var port: UInt16 = 0
     private(set) var adminKey = ""
     /// `http` or `https`, as the server said it listens.
@@ -72,6 +73,7 @@ final class ServerHarness: @unchecked Sendable {
 
     /// Starts (or restarts) the server on the same data directory.
     func start() throws {
+        crashed = false
         let out = try Spawn.pipe()
         logFD = open(data + "/server.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         var options = Spawn.Options()
@@ -121,7 +123,11 @@ final class ServerHarness: @unchecked Sendable {
         kill(pid, SIGKILL)
         waitpid(pid, nil, 0)
         close(logFD)
+        crashed = true
     }
+
+    /// Started and not crashed since.
+    var isRunning: Bool { pid > 0 && !crashed }
 
     /// SIGTERM and wait: a graceful stop kills every sandbox.
     func stopServer() {
@@ -204,7 +210,9 @@ enum HostResources {
             let others = servers.current.subtracting([data])
             let instances = others.map(Self.instance(of:)).filter { !$0.isEmpty }
             let ids = others.reduce(into: Set<String>()) { $0.formUnion(sandboxIDs($1)) }
-            let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
+            let interfaces = Set(others.flatMap { other in
+                sandboxIDs(other).flatMap { [SandboxNetwork.hostInterface($0, instance: Self.instance(of: other)), SandboxNetwork.legacyHostInterface($0)] }
+            })
             found.removeAll { item in
                 instances.contains { item.hasPrefix("netns sprout-\($0)-") || item.hasPrefix("address of \($0)/") } || ids.contains { item == "cgroup \($0)" }
                     || interfaces.contains { item.hasPrefix("veth \($0): ") }
@@ -250,7 +258,7 @@ enum HostResources {
         }
         let loops = (try? await hostOutput(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"])) ?? ""
         found += loops.split(separator: "\n").filter { $0.contains(data + "/") }.map { "loop device \($0)" }
-        let interfaces = Set(ids.map(SandboxNetwork.hostInterface))
+        let interfaces = Set(ids.flatMap { [SandboxNetwork.hostInterface($0, instance: instance), SandboxNetwork.legacyHostInterface($0)] })
         let links = (try? await hostOutput(["ip", "-o", "link", "show"])) ?? ""
         found += links.split(separator: "\n").compactMap { line in
             guard line.contains(": sp"), line.contains("@") else { return nil }

@@ -171,6 +171,22 @@ public struct SandboxRepository: Sendable {
         }
     }
 
+    /// Takes in a sandbox another node paused (its record as that node kept
+    /// it), paused here with this host's network slot.
+    func adopt(_ record: SandboxRecord, memory: Bool, slot: Int, note: String) async throws -> SandboxRecord {
+        var adopted = record
+        adopted.state = .paused
+        adopted.lastPauseFilesOnly = !memory
+        adopted.slot = slot
+        adopted.version = 0
+        let record = adopted
+        try await db.write { db in
+            try record.insert(db)
+            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "paused", message: note).insert(db)
+        }
+        return record
+    }
+
     /// Removes a record that never came to life (a failed create or fork).
     func delete(_ id: String) async throws {
         try await db.write { db in

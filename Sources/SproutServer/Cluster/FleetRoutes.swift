@@ -32,6 +32,7 @@ struct FleetRoutes: Sendable {
         NodeRoutes(catalog: catalog).register(on: v1)
         v1.post("sandboxes") { request, context in try await create(request, context: context) }
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
+        v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
             for path in ["sandboxes/:id", "sandboxes/:id/**"] {
                 v1.on(RouterPath(path), method: method) { request, context in
@@ -77,6 +78,41 @@ struct FleetRoutes: Sendable {
             }
             return Self.response(answer.response, body: ResponseBody(byteBuffer: answer.body))
         }
+    }
+
+    /// Resumes on the node that paused the sandbox; if that node is lost or
+    /// cannot be reached, on another: placed anew (the pause is in the object
+    /// store), taken in there (`adopt`), then resumed.
+    private func resume(_ request: Request, context: SproutContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let identity = try context.caller()
+        let body = try await request.body.collect(upTo: JSONBody.limit)
+        guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+        let state = try await catalog.nodes().first { $0.id == placement.node }?.state
+        if state == .ready || state == .draining {
+            do {
+                let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: request.uri.query, headers: request.headers,
+                                              body: .bytes(body), identity: identity, to: placement)
+                return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+            } catch let error as SproutError where error.code == .unavailable {
+                logger.warning("the node that paused a sandbox cannot be reached; resuming it elsewhere",
+                               metadata: ["sandbox": "\(id)", "node": "\(placement.node)"])
+            }
+        }
+        let moved = try await catalog.place(ClusterCatalog.PlacementRequest(
+            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, excluding: [placement.node]))
+        let adopted = try await send(.post, path: "/v1/sandboxes/\(id)/adopt", query: nil, headers: request.headers, body: .bytes(ByteBuffer()),
+                                     identity: identity, to: moved)
+        let adoptBody = try await adopted.body.collect(upTo: 1 << 20)
+        guard adopted.status.code / 100 == 2 else {
+            // Not taken in: the reservation stays where the sandbox was paused.
+            try? await catalog.restore(placement, of: id)
+            return Self.response(adopted, body: ResponseBody(byteBuffer: adoptBody))
+        }
+        logger.notice("sandbox moved to another node", metadata: ["sandbox": "\(id)", "from": "\(placement.node)", "to": "\(moved.node)"])
+        let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: request.uri.query, headers: request.headers,
+                                      body: .bytes(body), identity: identity, to: moved)
+        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
 
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).

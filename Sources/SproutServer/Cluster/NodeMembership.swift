@@ -38,6 +38,7 @@ public final class NodeMembership: Service, Sendable {
     func join() async throws {
         let membership = try await catalog.register(registration, lease: lease)
         current.withLock { $0 = membership }
+        await dropMoved(membership)
         logger.notice("joined the fleet", metadata: [
             "node": "\(membership.node)", "epoch": "\(membership.epoch)", "address": "\(registration.address)",
             "cpuCapacity": "\(registration.cpuCapacity)", "memoryMB": "\(registration.memoryMB)",
@@ -71,15 +72,24 @@ public final class NodeMembership: Service, Sendable {
     }
 
     /// Frees the reservations of this node's sandboxes that ended here (a
-    /// kill, a timeout, a death) or that it does not know. A create still
-    /// under way holds a provisional one (`pending-…`) that the API server
-    /// names when the node answers; it is left alone.
+    /// kill, a timeout, a death). One it does not know yet is left alone: a
+    /// create under way (reserved as `pending-…` until the node answers) or
+    /// a sandbox being moved here (reserved before it is taken in).
     private func releaseEnded(_ membership: ClusterCatalog.Membership) async throws {
         for id in try await catalog.sandboxes(on: membership.node) where !id.hasPrefix("pending-") {
-            let record = try await lifecycle.repository.find(id)
-            if record == nil || record?.state == .killed {
+            if try await lifecycle.repository.find(id)?.state == .killed {
                 try await catalog.release(id, by: membership)
             }
+        }
+    }
+
+    /// Sandboxes paused here that the fleet has since moved to another node
+    /// (this one was lost meanwhile): this node's copy ends.
+    private func dropMoved(_ membership: ClusterCatalog.Membership) async {
+        for record in (try? await lifecycle.repository.all(in: [.paused])) ?? [] {
+            guard let placement = try? await catalog.placement(of: record.id), placement.node != membership.node else { continue }
+            logger.notice("a sandbox paused here was moved to another node; this copy ends", metadata: ["sandbox": "\(record.id)", "node": "\(placement.node)"])
+            _ = try? await lifecycle.kill(record.id, reason: "moved", error: "moved to node \(placement.node)")
         }
     }
 

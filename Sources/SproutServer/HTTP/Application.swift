@@ -172,13 +172,29 @@ public func buildApplication(
         try installAgent(config, into: data + "/agent")
         host = try await SandboxHost.real(config, instance: settings.instance, logger: logger)
     }
+    do {
+        return try await assembleApplication(
+            config, logger: logger, host: host, real: injected == nil, clock: clock, catalog: catalog, keys: keys, settings: settings,
+            onListening: onListening)
+    } catch {
+        // What the real host set up for this server before the failure (its volumes' shared mount).
+        if injected == nil { await VolumeStore.release(instance: settings.instance) }
+        throw error
+    }
+}
+
+/// The rest of `buildApplication`, once the host is there.
+private func assembleApplication(
+    _ config: ServerConfiguration, logger: Logger, host: SandboxHost, real: Bool, clock: any WallClock, catalog: Catalog, keys: KeyStore,
+    settings: Settings, onListening: @escaping @Sendable (Int) -> Void
+) async throws -> (some ApplicationProtocol, SproutServerParts) {
+    let data = config.dataDirectory
     var withLayer = settings
-    if injected == nil && config.runtime == .gvisor { withLayer.sudoLayer = try installSudoLayer(into: data + "/sudo-layer") }
+    if real && config.runtime == .gvisor { withLayer.sudoLayer = try installSudoLayer(into: data + "/sudo-layer") }
     let lifecycleSettings = withLayer
     do {
         try await host.network.prepare()
     } catch {
-        if injected == nil { await VolumeStore.release(instance: settings.instance) }
         throw SproutError(.unavailable, "cannot set up sandbox networking (needs root, iproute2 and nftables): \(error)")
     }
 

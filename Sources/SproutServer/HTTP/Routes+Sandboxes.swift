@@ -24,6 +24,11 @@ struct SandboxRoutes {
         group.delete("sandboxes/:id") { _, context in
             try JSONBody.response(try await services.lifecycle.kill(try context.parameters.require("id"), for: try context.caller()))
         }
+        // A fleet's API server moving a paused sandbox here from a lost or draining node.
+        group.post("sandboxes/:id/adopt") { _, context in
+            let lifecycle = services.lifecycle
+            return try JSONBody.response(lifecycle.api(try await lifecycle.adopt(try context.parameters.require("id"), for: try context.caller())))
+        }
         group.post("sandboxes/:id/snapshot") { request, context in
             let body = try await JSONBody.decode(API.Snapshot.self, from: request)
             let id = try context.parameters.require("id")

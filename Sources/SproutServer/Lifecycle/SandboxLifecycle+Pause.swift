@@ -69,7 +69,7 @@ extension SandboxLifecycle {
                 throw SproutError(.internal, "cannot pause sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
             }
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
-            let stored = await storeRemotely(pausing, image: image.id)
+            let stored = await storeRemotely(pausing, image: image.id, autoResume: autoResume) { $0.images = history }
             let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
                 record.images = history
                 record.fallAsleep(at: self.clock.now, autoResume: autoResume)
@@ -94,7 +94,7 @@ extension SandboxLifecycle {
     private func stopForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
         let id = pausing.id
         await launcher.removeContainer(pausing)
-        let stored = await storeRemotely(pausing, image: nil)
+        let stored = await storeRemotely(pausing, image: nil, autoResume: autoResume) { _ in }
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
             record.fallAsleep(at: self.clock.now, autoResume: autoResume)
             // A pause not stored leaves no key: the local layer is the only one.
@@ -109,7 +109,9 @@ extension SandboxLifecycle {
     /// With `--store`: puts the pause's memory image (if any) and writable
     /// layer in the object store; the key of the layer there, or the failure.
     /// (Nil without a store.)
-    private func storeRemotely(_ pausing: SandboxRecord, image: String?) async -> Result<String?, Error> {
+    private func storeRemotely(
+        _ pausing: SandboxRecord, image: String?, autoResume: Bool, _ edit: (inout SandboxRecord) -> Void
+    ) async -> Result<String?, Error> {
         guard let remote = stores.remote else { return .success(nil) }
         let started = monotonicSeconds()
         do {
@@ -117,6 +119,13 @@ extension SandboxLifecycle {
             if let image { requests = try await remote.pushImage(image) }
             let upper = settings.directory(pausing.id) + "/upper"
             let key = try await remote.pushDirectory(upper)
+            // The record as it will be once paused, and its env: what another node needs to take the sandbox in.
+            var paused = pausing
+            edit(&paused)
+            paused.fallAsleep(at: clock.now, autoResume: autoResume)
+            paused.storedUpper = key
+            let env = try await catalog.envs.find(pausing.env)
+            try await remote.putHandoff(PauseHandoff(record: paused, env: env, memory: image != nil), for: pausing.id)
             // The local layer is the stored one until the sandbox runs again.
             try FileSystem.writeAtomically(settings.directory(pausing.id) + "/stored-upper", key)
             logger.withSandbox(pausing.id).info("pause stored", metadata: [

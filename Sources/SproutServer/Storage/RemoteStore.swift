@@ -171,6 +171,22 @@ public final class RemoteStore: Sendable {
         }
     }
 
+    // MARK: Paused sandboxes
+
+    /// `sandboxes/<id>/pause.json`: the last pause of a sandbox, for a node that takes it in.
+    func putHandoff(_ handoff: PauseHandoff, for id: String) async throws {
+        try await client.put("sandboxes/\(id)/pause.json", bytes: Array(try JSONEncoder.sorted.encode(handoff)))
+    }
+
+    func handoff(for id: String) async throws -> PauseHandoff {
+        guard Identifiers.isSafeName(id), let bytes = try await client.get("sandboxes/\(id)/pause.json") else {
+            throw SproutError(.notFound, "sandbox \(id) has no pause in the store \(client.location.description)")
+        }
+        do { return try JSONDecoder().decode(PauseHandoff.self, from: Data(bytes)) } catch {
+            throw SproutError(.malformed, "sandboxes/\(id)/pause.json in the store is damaged: \(error)")
+        }
+    }
+
     // MARK: Layers
 
     /// Puts layer `digest` (the directory `path`) in the store unless it is
@@ -254,4 +270,12 @@ public final class RemoteStore: Sendable {
              "--xattrs", "--xattrs-include=*"], timeout: .seconds(1800))
         guard out.status == 0 else { throw SproutError(.io, "cannot unpack \(key) from the store: \(out.stderr.trimmed)") }
     }
+}
+
+/// A paused sandbox as its node left it: its record, its env (nil for a
+/// base), and whether the pause kept its memory.
+struct PauseHandoff: Codable, Sendable {
+    var record: SandboxRecord
+    var env: EnvRecord?
+    var memory: Bool
 }
