@@ -150,7 +150,7 @@ let package = Package(
         // The `sprout` command line: one file per command.
         .target(name: "SproutCLI", dependencies: [
             "SproutCore", "SproutSystem", "SproutHost", "SproutClient", "SproutAPI", "SproutServer", "SproutAgentProtocol",
-            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig", "SproutBlocking", "SproutRegistry",
+            "SproutAgentClient", "SproutRuntime", "SproutStore", "SproutConfig", "SproutBlocking", "SproutRegistry", "SproutS3", "SproutCluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),

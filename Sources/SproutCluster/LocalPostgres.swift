@@ -21,10 +21,7 @@ public final class LocalPostgres: Sendable {
 
     public init(directory: String) async throws {
         self.directory = directory
-        guard let version = (try? FileSystem.children("/usr/lib/postgresql"))?.compactMap(Int.init).max() else {
-            throw SproutError(.unavailable, "PostgreSQL is not installed (apt-get install postgresql)")
-        }
-        binaries = "/usr/lib/postgresql/\(version)/bin"
+        binaries = try Self.binaries()
         guard let owner = getpwnam("postgres") else { throw SproutError(.unavailable, "no postgres user (apt-get install postgresql)") }
         let (uid, gid) = (owner.pointee.pw_uid, owner.pointee.pw_gid)
         try sysCall("chown \(directory)") { chown(directory, uid, gid) }
@@ -34,8 +31,7 @@ public final class LocalPostgres: Sendable {
         var started: UInt16?
         // A port picked free can be taken before PostgreSQL binds it: try another.
         for _ in 0..<5 where started == nil {
-            let (fd, port) = try Socket.listenTCP(host: "127.0.0.1", port: 0)
-            close(fd)
+            let port = UInt16(try Socket.freeLoopbackPort())
             do {
                 try await Self.asPostgres([
                     binaries + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/postgres.log", "-w", "-t", "120", "start", "-o",
@@ -50,6 +46,20 @@ public final class LocalPostgres: Sendable {
         }
         guard let started else { throw lastError }
         port = Int(started)
+    }
+
+    /// Where Debian keeps the newest PostgreSQL's programs.
+    static func binaries() throws -> String {
+        guard let version = (try? FileSystem.children("/usr/lib/postgresql"))?.compactMap(Int.init).max() else {
+            throw SproutError(.unavailable, "PostgreSQL is not installed (apt-get install postgresql)")
+        }
+        return "/usr/lib/postgresql/\(version)/bin"
+    }
+
+    /// Ends the server whose cluster is in `directory` (one another process started).
+    public static func stop(directory: String) async {
+        guard let binaries = try? binaries() else { return }
+        _ = try? await asPostgres([binaries + "/pg_ctl", "-D", directory + "/data", "-m", "immediate", "-w", "stop"], what: "pg_ctl stop")
     }
 
     /// Makes another database on this server.

@@ -33,7 +33,7 @@ public final class LocalS3: Sendable {
         // Ports are picked free and then bound by Swift; another process can
         // take one in between, so a start whose server exits is tried again.
         for _ in 0..<5 {
-            let ports = try (0..<4).map { _ in try Self.freePort() }
+            let ports = try (0..<4).map { _ in try Socket.freeLoopbackPort() }
             do {
                 let pids = try await Self.start(directory: directory, ports: ports, credentials: credentials)
                 self.pids = pids
@@ -158,17 +158,25 @@ public final class LocalS3: Sendable {
         }
     }
 
-    static func freePort() throws -> Int {
-        let (fd, port) = try Socket.listenTCP(host: "127.0.0.1", port: 0)
-        close(fd)
-        return Int(port)
-    }
 
     /// Ends the object server alone: the bucket still answers, but objects
     /// can be neither written nor read (a store failing under a request).
     public func stopObjectServer() {
         Spawn.terminate(pids[0], graceSeconds: 10)
         stoppedObjectServer.withLock { $0 = true }
+    }
+
+    /// Its servers' process ids (to stop them from another process: `stop(processIDs:)`).
+    public var processIDs: [pid_t] { pids }
+
+    /// Ends servers started by another process (`processIDs` of its `LocalS3`).
+    public static func stop(processIDs: [pid_t]) {
+        for pid in processIDs.reversed() where kill(pid, SIGTERM) == 0 {
+            while kill(pid, 0) == 0 {
+                if waitpid(pid, nil, WNOHANG) == pid { break }
+                usleep(20_000)
+            }
+        }
     }
 
     /// Ends the servers (once; later calls do nothing).

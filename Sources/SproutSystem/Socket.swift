@@ -126,6 +126,15 @@ public enum Socket {
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
     }
 
+    /// A loopback TCP port free a moment ago (bound, then let go), for a
+    /// server that takes its port from its command line. Another process can
+    /// take it in between: a caller that cannot start on it tries another.
+    public static func freeLoopbackPort() throws -> Int {
+        let (fd, port) = try listenTCP(host: "127.0.0.1", port: 0)
+        Glibc.close(fd)
+        return Int(port)
+    }
+
     /// Whether something accepts connections at host:port (the probe
     /// connection is reset, not closed: see `setAbortiveClose`).
     public static func answers(host: String, port: UInt16, timeoutSeconds: Double) -> Bool {

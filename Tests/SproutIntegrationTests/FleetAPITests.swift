@@ -11,26 +11,19 @@ extension Integration {
     /// (`--role node`) on a real PostgreSQL, requests routed through the API.
     @Suite("fleet API")
     struct FleetAPITests {
-        static func freePort() throws -> Int {
-            let (fd, port) = try Socket.listenTCP(host: "127.0.0.1", port: 0)
-            close(fd)
-            return Int(port)
-        }
-
         @Test("through an API server: creates spread over two nodes, each request reaches its sandbox's node, lists merge by team, a kill frees the reservation; a second API server serves when the first stops; a wrong cluster token is refused")
         func routed() async throws {
             try await withTestPostgres { postgres in
                 let token = try clusterTokenFile(in: postgres.directory)
                 let catalog = postgres.url()
                 let apiArgs = ["--role", "api", "--catalog", catalog, "--cluster-token", token]
-                func nodeArgs(_ port: Int) -> [String] {
-                    ["--port", "\(port)", "--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1:\(port)"]
-                }
-                let (portA, portB) = (try Self.freePort(), try Self.freePort())
+                // Advertised without a port: each node registers the one it listens on.
+                let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1"]
                 try await ServerHarness.with(extraArgs: apiArgs) { first in
-                    try await ServerHarness.with(extraArgs: nodeArgs(portA)) { a in
-                        try await ServerHarness.with(extraArgs: nodeArgs(portB)) { b in
-                            #expect(a.port == UInt16(portA) && b.port == UInt16(portB))
+                    try await ServerHarness.with(extraArgs: nodeArgs) { a in
+                        try await ServerHarness.with(extraArgs: nodeArgs) { b in
+                            #expect(try await eventually { try await first.client.nodes().count == 2 })
+                            #expect(Set(try await first.client.nodes().map(\.address)) == ["http://127.0.0.1:\(a.port)", "http://127.0.0.1:\(b.port)"])
                             try await routes(first: first, a: a, b: b, apiArgs: apiArgs, token: token)
                         }
                     }
@@ -54,6 +47,15 @@ extension Integration {
                 #expect(try await api.sandbox(id).state == .running)
             }
             #expect(Set(try await api.sandboxes().map(\.id)) == Set(ids))
+            // A streamed exec: a WebSocket upgraded by the API server and relayed to the node, stdin in, output and exit out.
+            let fed = Locked(false)
+            let output = Locked<[UInt8]>([])
+            let streamed = try await api.execStreaming(ids[0], API.Exec(cmd: ["sh", "-c", "cat; echo done >&2; exit 3"]), input: {
+                fed.withLock { let first = !$0; $0 = true; return first } ? Array("fed through the fleet\n".utf8) : nil
+            }) { event in
+                if let text = event.stdout, let bytes = Data(base64Encoded: text) { output.withLock { $0 += bytes } }
+            }
+            #expect(streamed == API.Exit(code: 3) && String(decoding: output.current, as: UTF8.self) == "fed through the fleet\n")
 
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
@@ -95,14 +97,12 @@ extension Integration {
                     let credentials = s3.directory + "/credentials"
                     try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
                     let catalog = postgres.url()
-                    func nodeArgs(_ port: Int) -> [String] {
-                        ["--port", "\(port)", "--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1:\(port)",
-                         "--lease-seconds", "2", "--store", store.location.description, "--store-credentials", credentials]
-                    }
-                    let (portA, portB) = (try Self.freePort(), try Self.freePort())
+                    let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1",
+                                    "--lease-seconds", "2", "--store", store.location.description, "--store-credentials", credentials]
                     try await ServerHarness.with(extraArgs: ["--role", "api", "--catalog", catalog, "--cluster-token", token]) { apiServer in
-                        try await ServerHarness.with(extraArgs: nodeArgs(portA)) { a in
-                            try await ServerHarness.with(extraArgs: nodeArgs(portB)) { b in
+                        try await ServerHarness.with(extraArgs: nodeArgs) { a in
+                            try await ServerHarness.with(extraArgs: nodeArgs) { b in
+                                #expect(try await eventually { try await apiServer.client.nodes().count == 2 })
                                 try await move(api: apiServer.client, a: a, b: b)
                             }
                         }

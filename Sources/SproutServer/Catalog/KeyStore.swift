@@ -88,6 +88,11 @@ public struct KeyStore: KeyService {
     /// Returns once key `id` is revoked (checked twice a second): a
     /// long-lived connection (terminal, WebSocket preview) ends with it.
     public func untilRevoked(_ id: String) async {
+        // A fleet's key: its API server relays the connection and ends it when the key is revoked.
+        if id.hasPrefix("fleet:") {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            return
+        }
         while await isActive(id) {
             do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
         }

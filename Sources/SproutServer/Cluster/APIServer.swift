@@ -1,7 +1,9 @@
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
+import HummingbirdWebSocket
 import Logging
 import SproutCluster
 import SproutCore
@@ -51,10 +53,16 @@ public func buildAPIApplication(
     let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
-    FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, http: client, logger: logger).register(on: router)
+    let routes = FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, http: client, logger: logger)
+    routes.register(on: router)
+    let webSocketRouter = Router(context: SproutContext.self)
+    webSocketRouter.middlewares.add(ErrorAndMetricsMiddleware())
+    routes.registerWebSocket(on: webSocketRouter)
+    let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
+        webSocketRouter: webSocketRouter, configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20)))
     let app = Application(
         router: router,
-        server: try config.tls.map { try .tls(.http1(), tlsConfiguration: $0.tlsConfiguration()) } ?? .http1(),
+        server: try config.tls.map { try .tls(plain, tlsConfiguration: $0.tlsConfiguration()) } ?? plain,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
         onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },
         logger: logger)

@@ -28,6 +28,15 @@ struct FleetKeys: KeyService {
 
     func list() async throws -> [API.Key] { try await catalog.keys().map(Self.api) }
 
+    /// Returns once key `id` is revoked (checked every 2 s): a relayed
+    /// WebSocket ends with it. A catalog that cannot be read ends nothing.
+    func untilRevoked(_ id: String) async {
+        while !Task.isCancelled {
+            if let key = try? await catalog.key(id: id), key.revokedAt != nil { return }
+            do { try await Task.sleep(for: .seconds(2)) } catch { return }
+        }
+    }
+
     func revoke(id: String) async throws -> API.Key {
         guard let key = try await catalog.revokeKey(id: id, at: Date().timeIntervalSince1970) else {
             throw SproutError(.notFound, "no key with id '\(id)'")

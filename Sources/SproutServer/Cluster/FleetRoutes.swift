@@ -47,6 +47,33 @@ struct FleetRoutes: Sendable {
         }
     }
 
+    /// WebSockets for a sandbox (exec streams, terminals, port previews):
+    /// upgraded here, connected to the sandbox's node as the caller's team,
+    /// and relayed frame by frame until either side closes or the key is revoked.
+    func registerWebSocket(on router: Router<SproutContext>) {
+        let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
+        for path in ["sandboxes/:id/**"] {
+            v1.ws(RouterPath(path)) { request, context in
+                let id = try context.parameters.require("id")
+                guard try await catalog.placement(of: id) != nil else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+                return .upgrade(AuthMiddleware.webSocketHeaders(request))
+            } onUpgrade: { inbound, outbound, wsContext in
+                let context = wsContext.requestContext
+                let id = try context.parameters.require("id")
+                let identity = try context.caller()
+                guard let placement = try await catalog.placement(of: id), let url = URL(string: placement.address), let host = url.host else {
+                    throw SproutError(.notFound, "no sandbox with id '\(id)'")
+                }
+                let uri = wsContext.request.uri
+                let upstream = try await SandboxWebSocket.connect(
+                    host: host, port: UInt16(url.port ?? 80), target: uri.path + (uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""),
+                    headers: [("Sprout-Cluster-Token", clusterToken), ("Sprout-Key-Id", identity.keyID), ("Sprout-Team", identity.team),
+                              ("Sprout-Admin", identity.admin ? "true" : "false"), ("Sec-WebSocket-Protocol", "sprout")])
+                try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(identity.keyID) }
+            }
+        }
+    }
+
     /// Places the sandbox on a node and creates it there; a node that cannot
     /// be reached is skipped for another.
     private func create(_ request: Request, context: SproutContext) async throws -> Response {

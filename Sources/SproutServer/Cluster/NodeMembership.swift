@@ -16,7 +16,10 @@ import SproutSystem
 /// Every node also marks nodes whose lease ran out `lost`.
 public final class NodeMembership: Service, Sendable {
     let catalog: ClusterCatalog
-    let registration: ClusterCatalog.Registration
+    private let pending: Locked<ClusterCatalog.Registration>
+    var registration: ClusterCatalog.Registration { pending.current }
+    /// `--advertise` without a port: the port this server listens on, once it does (0 before).
+    let listeningPort: (@Sendable () -> Int)?
     let lease: Duration
     let lifecycle: SandboxLifecycle
     let logger: Logger
@@ -24,9 +27,11 @@ public final class NodeMembership: Service, Sendable {
     /// Times the node fenced itself.
     let fences = Locked(0)
 
-    init(catalog: ClusterCatalog, registration: ClusterCatalog.Registration, lease: Duration, lifecycle: SandboxLifecycle, logger: Logger) {
+    init(catalog: ClusterCatalog, registration: ClusterCatalog.Registration, lease: Duration, lifecycle: SandboxLifecycle, logger: Logger,
+         listeningPort: (@Sendable () -> Int)? = nil) {
         self.catalog = catalog
-        self.registration = registration
+        pending = Locked(registration)
+        self.listeningPort = listeningPort
         self.lease = lease
         self.lifecycle = lifecycle
         self.logger = logger
@@ -34,7 +39,7 @@ public final class NodeMembership: Service, Sendable {
 
     public var membership: ClusterCatalog.Membership? { current.current }
 
-    /// The first registration, before the server takes requests.
+    /// Registers (again).
     func join() async throws {
         let membership = try await catalog.register(registration, lease: lease)
         current.withLock { $0 = membership }
@@ -46,6 +51,19 @@ public final class NodeMembership: Service, Sendable {
     }
 
     public func run() async throws {
+        if let listeningPort {
+            // Advertised with the port the server took: known once it listens.
+            while listeningPort() == 0 {
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(20)) }
+                if Task.isShuttingDownGracefully || Task.isCancelled { return await catalog.shutdown() }
+            }
+            pending.withLock { $0.address += ":\(listeningPort())" }
+            do {
+                try await join()
+            } catch {
+                logger.error("cannot join the fleet; trying again at the next renewal", metadata: ["error": "\(error)"])
+            }
+        }
         let period = ClusterCatalog.seconds(lease) / 3
         var lastRenewal = monotonicSeconds()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {

@@ -127,7 +127,7 @@ public struct SproutServices: Sendable {
     /// This server's place in a fleet (`--role node`), else nil.
     let membership: NodeMembership?
     /// The port the server listens on, once it does.
-    let listeningPort = Locked(0)
+    let listeningPort: Locked<Int>
 
     /// Where sandbox ports are reached by host (`{port}-{id}.{domain}`):
     /// `--domain`, else `localhost` with the server's port.
@@ -236,12 +236,14 @@ private func assembleApplication(
     let pool = WarmPool(lifecycle: lifecycle, demand: demand, settings: lifecycleSettings, clock: clock, logger: logger)
     let supervisor = Supervisor(lifecycle: lifecycle, watcher: watcher, disk: DiskWatch(lifecycle: lifecycle, sandboxMetrics: sandboxMetrics),
                                 demand: demand, builder: builder, sandboxMetrics: sandboxMetrics, clock: clock, logger: logger)
-    let membership = try await joinFleet(config, lifecycle: lifecycle, data: data, instance: settings.instance, logger: logger)
+    let listeningPort = Locked(0)
+    let membership = try await joinFleet(config, lifecycle: lifecycle, data: data, instance: settings.instance, logger: logger) { listeningPort.current }
     let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
                                   supervisor: supervisor, volumes: Volumes(catalog: catalog, store: volumes, lifecycle: lifecycle),
                                   sandboxMetrics: sandboxMetrics,
-                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data), membership: membership)
+                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data), membership: membership,
+                                  listeningPort: listeningPort)
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
         webSocketRouter: makeWebSocketRouter(services), configuration: .init(http1: .init(), ws: .init(maxFrameSize: 1 << 20)))
@@ -261,12 +263,15 @@ private func assembleApplication(
 }
 
 /// With `--role node`: this server registered in the fleet's catalog.
-func joinFleet(_ config: ServerConfiguration, lifecycle: SandboxLifecycle, data: String, instance: String, logger: Logger) async throws -> NodeMembership? {
+func joinFleet(
+    _ config: ServerConfiguration, lifecycle: SandboxLifecycle, data: String, instance: String, logger: Logger,
+    listeningPort: @escaping @Sendable () -> Int
+) async throws -> NodeMembership? {
     guard config.role == .node else { return nil }
     guard let url = config.catalog else { throw SproutError(.invalidArgument, "--role node needs --catalog postgres://USER@HOST/DATABASE") }
     guard config.clusterToken != nil else { throw SproutError(.invalidArgument, "--role node needs --cluster-token FILE (the secret its API servers have too)") }
     guard let address = config.advertise, let parsed = URL(string: address), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
-        throw SproutError(.invalidArgument, "--role node needs --advertise http(s)://HOST:PORT: where the fleet reaches this node")
+        throw SproutError(.invalidArgument, "--role node needs --advertise http(s)://HOST[:PORT]: where the fleet reaches this node (without a port: the one it listens on)")
     }
     guard config.leaseSeconds >= 1, config.leaseSeconds <= 600 else { throw SproutError(.invalidArgument, "--lease-seconds must be 1-600") }
     let catalog = try await ClusterCatalog(url: url, logger: logger)
@@ -276,7 +281,10 @@ func joinFleet(_ config: ServerConfiguration, lifecycle: SandboxLifecycle, data:
         registration: NodeMembership.registration(
             id: "node-\(instance)", address: address, overcommit: config.cpuOvercommit, dataDirectory: data,
             runtime: [runtime.kind.rawValue, runtime.version, runtime.platform ?? ""].filter { !$0.isEmpty }.joined(separator: " ")),
-        lease: .milliseconds(Int64(config.leaseSeconds * 1000)), lifecycle: lifecycle, logger: logger)
+        lease: .milliseconds(Int64(config.leaseSeconds * 1000)), lifecycle: lifecycle, logger: logger,
+        listeningPort: parsed.port == nil ? listeningPort : nil)
+    // With the port in --advertise, the node joins now; without, once it listens (`NodeMembership.run`).
+    guard parsed.port != nil else { return membership }
     do {
         try await membership.join()
     } catch {
@@ -368,7 +376,7 @@ func makeWebSocketRouter(_ services: SproutServices) -> Router<SproutContext> {
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
     router.middlewares.add(HostRouteWebSocketMiddleware(routing: HostRouting(services: services, tokens: services.envdTokens)))
-    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys))
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.keys, clusterToken: services.config.clusterToken))
     TerminalRoutes(services: services).register(webSocket: v1)
     ExecStreamRoutes(services: services).register(webSocket: v1)
     PortRoutes(services: services).register(webSocket: v1)

@@ -111,7 +111,9 @@ enum SandboxWebSocket {
         case refused
     }
 
-    static func connect(host: String, port: UInt16, target: String, connectTimeout: TimeAmount = .seconds(5)) async throws -> Channel {
+    static func connect(
+        host: String, port: UInt16, target: String, headers extra: [(String, String)] = [], connectTimeout: TimeAmount = .seconds(5)
+    ) async throws -> Channel {
         let upgraded = try await connectIntoSandbox(host: host, port: port, timeout: connectTimeout) { channel in
             let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 16 << 20) { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
@@ -124,6 +126,7 @@ enum SandboxWebSocket {
             var headers = HTTPHeaders()
             headers.add(name: "Host", value: "\(host):\(port)")
             headers.add(name: "Content-Length", value: "0")
+            for (name, value) in extra { headers.add(name: name, value: value) }
             let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
             let configuration = NIOTypedHTTPClientUpgradeConfiguration(
                 upgradeRequestHead: head, upgraders: [upgrader],
