@@ -37,10 +37,10 @@ struct BenchCommand: AsyncParsableCommand {
         "create.empty", "create.empty.cold", "create.debian", "create.debian.cold", "exec.true", "files.upload", "files.download", "create.concurrent", "density",
         "fork.storage", "resume", "fork.live.1", "fork.live.10", "create.warm", "snapshot.storage.10",
         "e2b.create.first_command", "e2b.commands.true", "wake.http", "density.paused", "exec.true.https", "code.first_result", "code.first_result.pool",
-    ] + BenchRunner.volumeMetrics + BenchRunner.scaleMetrics + WorkloadBench.metrics + BenchRunner.imageMetrics
+    ] + BenchRunner.volumeMetrics + BenchRunner.scaleMetrics + WorkloadBench.metrics + BenchRunner.imageMetrics + BenchRunner.fleetMetrics
     /// Measured only when --only names them: the code interpreter's env, and
     /// the workloads' (pandas), take minutes to build the first time.
-    static let onlyWhenNamed: Set<String> = Set(["code.first_result", "code.first_result.pool"] + WorkloadBench.metrics + BenchRunner.imageMetrics)
+    static let onlyWhenNamed: Set<String> = Set(["code.first_result", "code.first_result.pool"] + WorkloadBench.metrics + BenchRunner.imageMetrics + BenchRunner.fleetMetrics)
 
     func run() async throws {
         guard let kind = RuntimeKind(rawValue: runtime) else { throw SproutError(.invalidArgument, "unknown runtime '\(runtime)'") }
@@ -155,6 +155,7 @@ struct BenchRunner: Sendable {
         case "code.first_result": return try await codeFirstResult()
         case "code.first_result.pool": return try await codeFirstResultPool()
         case "image.pull", "image.push.unchanged": return try await image(name)
+        case "fleet.create", "fleet.exec.true", "fleet.resume.other", "fleet.place": return try await fleetRow(name)
         default:
             throw SproutError(.invalidArgument, "unknown metric '\(name)'")
         }

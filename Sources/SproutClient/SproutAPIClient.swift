@@ -216,8 +216,9 @@ public struct SproutAPIClient: Sendable {
     }
 
     @discardableResult
-    public func resume(_ id: String) async throws -> API.Sandbox {
-        try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/resume", as: API.Sandbox.self)
+    /// `node` (a fleet's API server, admin): resume on that node, moving the sandbox there.
+    public func resume(_ id: String, node: String? = nil) async throws -> API.Sandbox {
+        try await call(.POST, "/v1/sandboxes/\(percentEncode(id))/resume" + (node.map { "?node=\(percentEncode($0))" } ?? ""), as: API.Sandbox.self)
     }
 
     /// Snapshots a running sandbox once and starts `count` sandboxes from it; the original keeps running.

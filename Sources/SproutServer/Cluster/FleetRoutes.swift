@@ -115,8 +115,12 @@ struct FleetRoutes: Sendable {
         let identity = try context.caller()
         let body = try await request.body.collect(upTo: JSONBody.limit)
         guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
-        let state = try await catalog.nodes().first { $0.id == placement.node }?.state
-        if state == .ready || state == .draining {
+        // `?node=ID` (admin): resume on that node, moving the sandbox there if it is elsewhere.
+        let wanted: String? = request.uri.queryParameters.get("node").map { String($0) }
+        if wanted != nil, !identity.admin { throw SproutError(.forbidden, "choosing the node of a resume needs an admin key") }
+        let nodes = try await catalog.nodes()
+        let state = nodes.first { $0.id == placement.node }?.state
+        if (state == .ready || state == .draining) && (wanted == nil || wanted == placement.node) {
             do {
                 let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: request.uri.query, headers: request.headers,
                                               body: .bytes(body), identity: identity, to: placement)
@@ -126,8 +130,14 @@ struct FleetRoutes: Sendable {
                                metadata: ["sandbox": "\(id)", "node": "\(placement.node)"])
             }
         }
+        if let wanted, !nodes.contains(where: { $0.id == wanted && $0.state == .ready }) {
+            throw SproutError(.notFound, "no ready node with id '\(wanted)'")
+        }
+        // Anywhere but where it was paused, or only where it was asked to go.
+        var excluding: Set<String> = [placement.node]
+        if let wanted { excluding = Set(nodes.map(\.id)).subtracting([wanted]) }
         let moved = try await catalog.place(ClusterCatalog.PlacementRequest(
-            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, excluding: [placement.node]))
+            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, excluding: excluding))
         let adopted = try await send(.post, path: "/v1/sandboxes/\(id)/adopt", query: nil, headers: request.headers, body: .bytes(ByteBuffer()),
                                      identity: identity, to: moved)
         let adoptBody = try await adopted.body.collect(upTo: 1 << 20)
@@ -137,9 +147,14 @@ struct FleetRoutes: Sendable {
             return Self.response(adopted, body: ResponseBody(byteBuffer: adoptBody))
         }
         logger.notice("sandbox moved to another node", metadata: ["sandbox": "\(id)", "from": "\(placement.node)", "to": "\(moved.node)"])
-        let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: request.uri.query, headers: request.headers,
+        let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: nil, headers: request.headers,
                                       body: .bytes(body), identity: identity, to: moved)
-        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+        let answer = try await response.body.collect(upTo: 16 << 20)
+        if response.status.code / 100 == 2, state == .ready || state == .draining {
+            // The node it left is up: its paused copy there ends (the store keeps what the move needed).
+            _ = try? await send(.delete, path: "/v1/sandboxes/\(id)", query: nil, headers: [:], body: nil, identity: identity, to: placement)
+        }
+        return Self.response(response, body: ResponseBody(byteBuffer: answer))
     }
 
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).

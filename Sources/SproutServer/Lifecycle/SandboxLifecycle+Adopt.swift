@@ -21,7 +21,9 @@ extension SandboxLifecycle {
         return try await gate.run(.resume, on: id) {
             if let existing = try await repository.find(id) {
                 guard existing.team == identity.team else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
-                return existing
+                guard existing.state == .killed else { return existing }
+                // It ran here before it moved away (its copy here ended then): it comes back as a new record.
+                try await repository.delete(id)
             }
             let handoff = try await remote.handoff(for: id)
             guard handoff.record.team == identity.team else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
