@@ -142,7 +142,8 @@ extension BenchRunner {
                     var out: [(String, Double)?] = []
                     for _ in 0..<perClient {
                         let t = monotonicSeconds()
-                        let sandbox = try? await api.createSandbox(API.CreateSandbox(env: "empty", fromPool: false))
+                        // Small ones (0.1 CPU, 128 MiB): the row measures placement, not the nodes' capacity (2 cores × 4 each here).
+                        let sandbox = try? await api.createSandbox(API.CreateSandbox(env: "empty", cpu: 0.1, memoryMB: 128, fromPool: false))
                         out.append(sandbox.map { ($0.id, monotonicSeconds() - t) })
                     }
                     return out
