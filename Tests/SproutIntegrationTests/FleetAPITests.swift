@@ -75,6 +75,13 @@ extension Integration {
             #expect(try Self.clusterRequest(port: a.port, token: secret) == 200)
             #expect(try Self.clusterRequest(port: a.port, token: String(secret.reversed())) == 401)
 
+            // The stock E2B SDK through the API server: its control plane placed and forwarded, envd forwarded by E2b-Sandbox-Id.
+            let url = "http://127.0.0.1:\(first.port)"
+            let sdk = try await CLI.runProcess(
+                [LongIntegration.E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_fleet.py"],
+                env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_API_KEY=\(first.adminKey)"])
+            #expect(sdk.status == 0 && sdk.stdout.contains("fleet SDK checks passed"), "\(sdk.stdout.suffix(3000))\n\(sdk.stderr.suffix(3000))")
+
             // A second API server: the first stops, the second serves the same fleet with the same key.
             try await ServerHarness.with(extraArgs: apiArgs) { second in
                 first.stopServer()

@@ -24,9 +24,12 @@ struct FleetRoutes: Sendable {
     let logger: Logger
 
     func register(on router: Router<SproutContext>) {
+        // E2B's envd (by `E2b-Sandbox-Id`, or `49983-{id}.…` by host): to the sandbox's node as it came, before any route.
+        router.middlewares.add(FleetEnvdMiddleware(routes: self))
         router.get("health") { _, _ in
             try JSONBody.response(["status": "ok", "role": "api"])
         }
+        registerE2B(on: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
         KeyRoutes(keys: keys).register(on: v1)
         NodeRoutes(catalog: catalog).register(on: v1)
@@ -74,11 +77,55 @@ struct FleetRoutes: Sendable {
         }
     }
 
+    /// E2B's control plane: create placed, lists merged, a sandbox's routes forwarded.
+    private func registerE2B(on router: Router<SproutContext>) {
+        let group = router.group().add(middleware: E2BErrorMiddleware()).add(middleware: AuthMiddleware(keys: keys))
+        for path in ["sandboxes", "v2/sandboxes"] {
+            group.post(RouterPath(path)) { request, context in try await create(request, context: context, path: "/" + path) }
+            group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
+        }
+        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
+            for path in ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"] {
+                group.on(RouterPath(path), method: method) { request, context in
+                    let id = try context.parameters.require("id")
+                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "sandbox \(id) not found") }
+                    let response = try await forward(request, context: context, to: placement)
+                    if method == .delete, path == "sandboxes/:id", response.status.code / 100 == 2 { try? await catalog.forget(id) }
+                    return response
+                }
+            }
+        }
+    }
+
+    /// A request for a sandbox's envd, sent to its node unchanged (the node checks the sandbox's access token).
+    func forwardEnvd(_ request: Request, sandbox id: String) async throws -> Response {
+        guard let placement = try await catalog.placement(of: id) else {
+            return Response(status: .notFound, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"code":404,"message":"sandbox \#(id) not found"}"#)))
+        }
+        let length = request.headers[.contentLength].flatMap(Int.init)
+        var outgoing = HTTPClientRequest(url: placement.address + request.uri.path + (request.uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
+        outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers where !Self.dropped.contains(field.name.canonicalName) {
+            outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        outgoing.headers.replaceOrAdd(name: "E2b-Sandbox-Id", value: id)
+        outgoing.body = .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(outgoing, timeout: .hours(24))
+        } catch {
+            throw SproutError(.unavailable, "node \(placement.node) at \(placement.address) cannot be reached: \(error)")
+        }
+        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
     /// Places the sandbox on a node and creates it there; a node that cannot
     /// be reached is skipped for another.
-    private func create(_ request: Request, context: SproutContext) async throws -> Response {
+    private func create(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {
         let body = try await request.body.collect(upTo: JSONBody.limit)
-        let asked = try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView))
+        // Sprout's create names CPU and memory; E2B's takes its template's (reserved here at the defaults).
+        let asked = path == "/v1/sandboxes" ? try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView)) : API.CreateSandbox(env: "")
         var refused: Set<String> = []
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
@@ -86,7 +133,7 @@ struct FleetRoutes: Sendable {
                 sandbox: provisional, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), excluding: refused))
             let answer: (response: HTTPClientResponse, body: ByteBuffer)
             do {
-                let response = try await send(request.method, path: "/v1/sandboxes", query: request.uri.query, headers: request.headers,
+                let response = try await send(request.method, path: path, query: request.uri.query, headers: request.headers,
                                               body: .bytes(body), identity: try context.caller(), to: placement)
                 answer = (response, try await response.body.collect(upTo: 16 << 20))
             } catch let error as SproutError where error.code == .unavailable {
@@ -98,8 +145,8 @@ struct FleetRoutes: Sendable {
                 try? await catalog.forget(provisional)
                 throw error
             }
-            if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(API.Sandbox.self, from: Data(answer.body.readableBytesView)) {
-                try await catalog.rename(placement: provisional, to: created.id)
+            if answer.response.status.code / 100 == 2, let created = Self.createdID(answer.body) {
+                try await catalog.rename(placement: provisional, to: created)
             } else {
                 try? await catalog.forget(provisional)
             }
@@ -157,31 +204,38 @@ struct FleetRoutes: Sendable {
         return Self.response(response, body: ResponseBody(byteBuffer: answer))
     }
 
+    /// The id in a create's answer: Sprout's `id`, E2B's `sandboxID`.
+    static func createdID(_ body: ByteBuffer) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else { return nil }
+        return (object["sandboxID"] ?? object["id"]) as? String
+    }
+
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).
-    private func list(_ request: Request, context: SproutContext) async throws -> Response {
+    private func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {
         let identity = try context.caller()
         let nodes = try await catalog.nodes().filter { $0.state != .lost }
-        let lists = await withTaskGroup(of: [API.Sandbox].self) { group in
+        let lists = await withTaskGroup(of: [JSONValue].self) { group in
             for node in nodes {
                 group.addTask {
                     let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch)
                     do {
-                        let response = try await send(.get, path: "/v1/sandboxes", query: request.uri.query, headers: request.headers, body: nil,
+                        let response = try await send(.get, path: path, query: request.uri.query, headers: request.headers, body: nil,
                                                       identity: identity, to: placement)
                         let body = try await response.body.collect(upTo: 64 << 20)
                         guard response.status == .ok else { return [] }
-                        return try JSONDecoder().decode([API.Sandbox].self, from: Data(body.readableBytesView))
+                        return try JSONDecoder().decode([JSONValue].self, from: Data(body.readableBytesView))
                     } catch {
                         logger.warning("a node's sandboxes left out of a list", metadata: ["node": "\(node.id)", "error": "\(error)"])
                         return []
                     }
                 }
             }
-            var all: [API.Sandbox] = []
+            var all: [JSONValue] = []
             for await list in group { all += list }
             return all
         }
-        return try JSONBody.response(lists.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+        // Sprout's entries by `createdAt`, E2B's by `startedAt`; then by id.
+        return try JSONBody.response(lists.sorted { ($0.sortKey, $0.id) < ($1.sortKey, $1.id) })
     }
 
     private func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
@@ -225,5 +279,64 @@ struct FleetRoutes: Sendable {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         return Response(status: HTTPResponse.Status(code: Int(upstream.status.code)), headers: headers, body: body)
+    }
+}
+
+/// Any JSON value, passed through as it came (a list entry from a node).
+indirect enum JSONValue: Codable, Sendable {
+    case object([String: JSONValue]), array([JSONValue]), string(String), number(Double), bool(Bool), null
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .object(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        case .null: try container.encodeNil()
+        }
+    }
+
+    subscript(_ key: String) -> JSONValue? { if case .object(let object) = self { object[key] } else { nil } }
+
+    var text: String {
+        switch self {
+        case .string(let value): value
+        case .number(let value): String(value)
+        default: ""
+        }
+    }
+
+    var id: String { (self["id"] ?? self["sandboxID"])?.text ?? "" }
+    var sortKey: String { (self["createdAt"] ?? self["startedAt"])?.text ?? "" }
+}
+
+/// E2B's envd on an API server: a request naming a sandbox (`E2b-Sandbox-Id`,
+/// or `49983-{id}.HOST`) goes to that sandbox's node as it came.
+struct FleetEnvdMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+    let routes: FleetRoutes
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let id = request.headers[EnvdMiddleware.sandboxHeader] {
+            return try await routes.forwardEnvd(request, sandbox: id)
+        }
+        if let authority = request.head.authority, let label = HostRouting.hostname(authority).split(separator: ".").first,
+           label.hasPrefix(EnvdMiddleware.envdPort + "-") {
+            let id = String(label.dropFirst(EnvdMiddleware.envdPort.count + 1))
+            if !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { return try await routes.forwardEnvd(request, sandbox: id) }
+        }
+        return try await next(request, context)
     }
 }

@@ -14,7 +14,7 @@ struct E2BControlRoutes {
     func register(on router: Router<SproutContext>) {
         let group = router.group()
             .add(middleware: E2BErrorMiddleware())
-            .add(middleware: AuthMiddleware(keys: services.keys))
+            .add(middleware: AuthMiddleware(keys: services.keys, clusterToken: services.config.clusterToken))
         for path in ["sandboxes", "v2/sandboxes"] {
             group.post(RouterPath(path)) { request, context in
                 let body = try await JSONBody.decode(E2B.NewSandbox.self, from: request)
