@@ -104,8 +104,9 @@ extension Integration {
                     let credentials = s3.directory + "/credentials"
                     try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
                     let catalog = postgres.url()
+                    // The default lease: the move does not wait for the dead node to be marked lost (its connection is refused).
                     let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1",
-                                    "--lease-seconds", "2", "--store", store.location.description, "--store-credentials", credentials]
+                                    "--store", store.location.description, "--store-credentials", credentials]
                     try await ServerHarness.with(extraArgs: ["--role", "api", "--catalog", catalog, "--cluster-token", token]) { apiServer in
                         try await ServerHarness.with(extraArgs: nodeArgs) { a in
                             try await ServerHarness.with(extraArgs: nodeArgs) { b in
