@@ -111,7 +111,7 @@ extension Integration {
                         try await ServerHarness.with(extraArgs: nodeArgs) { a in
                             try await ServerHarness.with(extraArgs: nodeArgs) { b in
                                 #expect(try await eventually { try await apiServer.client.nodes().count == 2 })
-                                try await move(api: apiServer.client, a: a, b: b)
+                                try await move(api: apiServer.client, apiPort: apiServer.port, key: apiServer.adminKey, a: a, b: b)
                             }
                         }
                     }
@@ -119,8 +119,12 @@ extension Integration {
             }
         }
 
-        func move(api: SproutAPIClient, a: ServerHarness, b: ServerHarness) async throws {
-            let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+        func move(api: SproutAPIClient, apiPort: UInt16, key: String, a: ServerHarness, b: ServerHarness) async throws {
+            // Made through E2B's control plane: its envd access token must still open envd after the move.
+            let (id, envdToken) = try Self.e2bCreate(port: apiPort, key: key)
+            let sandbox = try await api.sandbox(id)
+            #expect(try Self.envdHealth(port: apiPort, sandbox: id, token: envdToken) / 100 == 2)
+            #expect(try Self.envdHealth(port: apiPort, sandbox: id, token: "ea_wrong") == 401, "the control: a wrong token is refused")
             let onA = try await a.client.sandboxes().contains { $0.id == sandbox.id }
             let (source, target) = onA ? (a, b) : (b, a)
             try await startCounterAndServer(api, sandbox.id)
@@ -131,7 +135,7 @@ extension Integration {
             // The source node dies, and its disk's copy of the pause with it.
             source.crash()
             do {
-                try await afterCrash(api: api, sandbox: sandbox, before: before, source: source, target: target)
+                try await afterCrash(api: api, apiPort: apiPort, envdToken: envdToken, sandbox: sandbox, before: before, source: source, target: target)
             } catch {
                 // Back up, so that its harness can clear what it holds (the paused copy's network) on the way out.
                 if !source.isRunning { try? source.start() }
@@ -139,7 +143,9 @@ extension Integration {
             }
         }
 
-        func afterCrash(api: SproutAPIClient, sandbox: API.Sandbox, before: Int, source: ServerHarness, target: ServerHarness) async throws {
+        func afterCrash(
+            api: SproutAPIClient, apiPort: UInt16, envdToken: String, sandbox: API.Sandbox, before: Int, source: ServerHarness, target: ServerHarness
+        ) async throws {
             try FileSystem.removeTree(source.data + "/images")
             try FileSystem.removeTree(source.data + "/sandboxes/\(sandbox.id)/upper")
 
@@ -151,6 +157,8 @@ extension Integration {
             #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
             #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/root/note.txt"])).stdoutText == "moved-with-it\n")
             #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).stdoutText == sandbox.id + "\n")
+            // Nodes derive envd tokens from the cluster token: the one E2B gave at the create opens envd on the new node.
+            #expect(try Self.envdHealth(port: apiPort, sandbox: sandbox.id, token: envdToken) / 100 == 2)
 
             // The source comes back: it rejoins, and its stale paused copy ends (its host resources with it).
             try source.start()
@@ -159,6 +167,32 @@ extension Integration {
             _ = try await api.killSandbox(sandbox.id)
             await expectNoLeftovers(source.data)
             await expectNoLeftovers(target.data)
+        }
+
+        /// E2B's `POST /sandboxes` for `empty` through the API server: the sandbox's id and envd access token.
+        static func e2bCreate(port: UInt16, key: String) throws -> (String, String) {
+            let connection = try HTTPConnection(host: "127.0.0.1", port: port, timeoutSeconds: 120)
+            defer { connection.close() }
+            let body = Array(#"{"templateID":"empty","timeout":300}"#.utf8)
+            try connection.sendHead(method: "POST", target: "/sandboxes", host: "127.0.0.1:\(port)",
+                                    headers: [("X-API-Key", key), ("Content-Type", "application/json")], bodyLength: Int64(body.count))
+            try connection.sendBody(body)
+            let head = try connection.readResponseHead()
+            var bytes: [UInt8] = []
+            while let chunk = try connection.readBodyChunk() { bytes += chunk }
+            guard head.status == 201, let object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+                  let id = object["sandboxID"] as? String, let token = object["envdAccessToken"] as? String
+            else { throw SproutError(.internal, "E2B create answered \(head.status): \(String(decoding: bytes, as: UTF8.self))") }
+            return (id, token)
+        }
+
+        /// envd's `GET /health` for the sandbox through the API server, with `token`; the status.
+        static func envdHealth(port: UInt16, sandbox: String, token: String) throws -> Int {
+            let connection = try HTTPConnection(host: "127.0.0.1", port: port)
+            defer { connection.close() }
+            try connection.sendHead(method: "GET", target: "/health", host: "127.0.0.1:\(port)",
+                                    headers: [("E2b-Sandbox-Id", sandbox), ("X-Access-Token", token)], bodyLength: 0)
+            return try connection.readResponseHead().status
         }
 
         /// `GET /v1/sandboxes` on a node as a fleet request with `token`; its status.

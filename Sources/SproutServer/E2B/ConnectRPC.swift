@@ -218,6 +218,12 @@ struct EnvdTokens: Sendable {
         return EnvdTokens(secret: bytes)
     }
 
+    /// A fleet's nodes share theirs, derived from the cluster token: a
+    /// sandbox's access token stays valid when it moves to another node.
+    static func fleet(clusterToken: String) -> EnvdTokens {
+        EnvdTokens(secret: Array(HMAC<SHA256>.authenticationCode(for: Array("sprout envd tokens".utf8), using: SymmetricKey(data: Array(clusterToken.utf8)))))
+    }
+
     func token(for sandboxID: String) -> String { token("ea_", "envd:" + sandboxID) }
 
     /// A volume's content token (E2B's `/volumecontent` routes): the same

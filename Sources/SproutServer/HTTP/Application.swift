@@ -242,7 +242,8 @@ private func assembleApplication(
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
                                   supervisor: supervisor, volumes: Volumes(catalog: catalog, store: volumes, lifecycle: lifecycle),
                                   sandboxMetrics: sandboxMetrics,
-                                  config: config, envdTokens: try EnvdTokens.load(dataDirectory: data), membership: membership,
+                                  config: config, envdTokens: try config.clusterToken.map { EnvdTokens.fleet(clusterToken: $0) } ?? EnvdTokens.load(dataDirectory: data),
+                                  membership: membership,
                                   listeningPort: listeningPort)
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
