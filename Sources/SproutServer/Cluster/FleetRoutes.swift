@@ -13,9 +13,9 @@ import SproutCore
 /// a load balancer. It checks API keys against the fleet's catalog, places
 /// a create on a node (the reservation is the catalog's), and forwards each
 /// request for a sandbox to the node that holds it, acting for the caller's
-/// team with the cluster token. What it forwards is streamed both ways.
-/// Not yet routed: envs and builds, volumes, WebSockets (terminals, exec
-/// streams, port previews), the E2B control plane and envd.
+/// team with the cluster token. What it forwards is streamed both ways;
+/// WebSockets are relayed, E2B's control plane and envd forwarded too.
+/// Not yet routed: envs and builds, volumes, E2B's templates and volumes.
 struct FleetRoutes: Sendable {
     let catalog: ClusterCatalog
     let keys: FleetKeys
@@ -36,14 +36,21 @@ struct FleetRoutes: Sendable {
         v1.post("sandboxes") { request, context in try await create(request, context: context) }
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
         v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
+        forwardSandboxRoutes(on: v1, paths: ["sandboxes/:id", "sandboxes/:id/**"]) { "no sandbox with id '\($0)'" }
+    }
+
+    /// Every method on `paths` (the first is the sandbox itself, whose DELETE
+    /// kills it) goes to the node that holds the sandbox; `notFound` words
+    /// the answer for one the fleet does not know.
+    private func forwardSandboxRoutes(on group: RouterGroup<SproutContext>, paths: [String], notFound: @escaping @Sendable (String) -> String) {
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
-            for path in ["sandboxes/:id", "sandboxes/:id/**"] {
-                v1.on(RouterPath(path), method: method) { request, context in
+            for path in paths {
+                group.on(RouterPath(path), method: method) { request, context in
                     let id = try context.parameters.require("id")
-                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, notFound(id)) }
                     let response = try await forward(request, context: context, to: placement)
                     // A kill the node answered: the reservation goes with the sandbox.
-                    if method == .delete, path == "sandboxes/:id", response.status == .ok { try? await catalog.forget(id) }
+                    if method == .delete, path == paths[0], response.status.code / 100 == 2 { try? await catalog.forget(id) }
                     return response
                 }
             }
@@ -84,17 +91,7 @@ struct FleetRoutes: Sendable {
             group.post(RouterPath(path)) { request, context in try await create(request, context: context, path: "/" + path) }
             group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
         }
-        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
-            for path in ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"] {
-                group.on(RouterPath(path), method: method) { request, context in
-                    let id = try context.parameters.require("id")
-                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "sandbox \(id) not found") }
-                    let response = try await forward(request, context: context, to: placement)
-                    if method == .delete, path == "sandboxes/:id", response.status.code / 100 == 2 { try? await catalog.forget(id) }
-                    return response
-                }
-            }
-        }
+        forwardSandboxRoutes(on: group, paths: ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"]) { "sandbox \($0) not found" }
     }
 
     /// A request for a sandbox's envd, sent to its node unchanged (the node checks the sandbox's access token).
@@ -103,20 +100,10 @@ struct FleetRoutes: Sendable {
             return Response(status: .notFound, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: #"{"code":404,"message":"sandbox \#(id) not found"}"#)))
         }
-        let length = request.headers[.contentLength].flatMap(Int.init)
-        var outgoing = HTTPClientRequest(url: placement.address + request.uri.path + (request.uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
-        outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !Self.dropped.contains(field.name.canonicalName) {
-            outgoing.headers.add(name: field.name.rawName, value: field.value)
-        }
-        outgoing.headers.replaceOrAdd(name: "E2b-Sandbox-Id", value: id)
-        outgoing.body = .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
-        let response: HTTPClientResponse
-        do {
-            response = try await http.execute(outgoing, timeout: .hours(24))
-        } catch {
-            throw SproutError(.unavailable, "node \(placement.node) at \(placement.address) cannot be reached: \(error)")
-        }
+        var headers = request.headers
+        headers[EnvdMiddleware.sandboxHeader] = id
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
+                                      body: Self.streamed(request), identity: nil, to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
 
@@ -145,7 +132,9 @@ struct FleetRoutes: Sendable {
                 try? await catalog.forget(provisional)
                 throw error
             }
-            if answer.response.status.code / 100 == 2, let created = Self.createdID(answer.body) {
+            // The id in the answer: Sprout's `id`, E2B's `sandboxID`.
+            if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(JSONValue.self, from: Data(answer.body.readableBytesView)).id,
+               !created.isEmpty {
                 try await catalog.rename(placement: provisional, to: created)
             } else {
                 try? await catalog.forget(provisional)
@@ -204,12 +193,6 @@ struct FleetRoutes: Sendable {
         return Self.response(response, body: ResponseBody(byteBuffer: answer))
     }
 
-    /// The id in a create's answer: Sprout's `id`, E2B's `sandboxID`.
-    static func createdID(_ body: ByteBuffer) -> String? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else { return nil }
-        return (object["sandboxID"] ?? object["id"]) as? String
-    }
-
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).
     private func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {
         let identity = try context.caller()
@@ -239,11 +222,15 @@ struct FleetRoutes: Sendable {
     }
 
     private func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
-        let length = request.headers[.contentLength].flatMap(Int.init)
-        let body: HTTPClientRequest.Body = .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
         let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                      body: body, identity: try context.caller(), to: placement)
+                                      body: Self.streamed(request), identity: try context.caller(), to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// The request's body, streamed on as it arrives.
+    static func streamed(_ request: Request) -> HTTPClientRequest.Body {
+        let length = request.headers[.contentLength].flatMap(Int.init)
+        return .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
     }
 
     /// Headers that belong to one hop, or that only this API server may set.
@@ -252,8 +239,10 @@ struct FleetRoutes: Sendable {
         "x-api-key", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin",
     ]
 
+    /// Sends a request to a node: as `identity`'s team with the cluster token,
+    /// or (nil: envd, which checks the sandbox's own token) without them.
     private func send(
-        _ method: HTTPRequest.Method, path: String, query: String?, headers: HTTPFields, body: HTTPClientRequest.Body?, identity: Identity,
+        _ method: HTTPRequest.Method, path: String, query: String?, headers: HTTPFields, body: HTTPClientRequest.Body?, identity: Identity?,
         to placement: ClusterCatalog.Placement
     ) async throws -> HTTPClientResponse {
         var outgoing = HTTPClientRequest(url: placement.address + path + (query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
@@ -261,10 +250,12 @@ struct FleetRoutes: Sendable {
         for field in headers where !Self.dropped.contains(field.name.canonicalName) {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
-        outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken)
-        outgoing.headers.add(name: "Sprout-Key-Id", value: identity.keyID)
-        outgoing.headers.add(name: "Sprout-Team", value: identity.team)
-        outgoing.headers.add(name: "Sprout-Admin", value: identity.admin ? "true" : "false")
+        if let identity {
+            outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken)
+            outgoing.headers.add(name: "Sprout-Key-Id", value: identity.keyID)
+            outgoing.headers.add(name: "Sprout-Team", value: identity.team)
+            outgoing.headers.add(name: "Sprout-Admin", value: identity.admin ? "true" : "false")
+        }
         if let body { outgoing.body = body }
         do {
             return try await http.execute(outgoing, timeout: .hours(24))
