@@ -90,6 +90,8 @@ public struct Settings: Sendable {
 
     var sandboxesDirectory: String { dataDirectory + "/sandboxes" }
     func directory(_ id: String) -> String { "\(sandboxesDirectory)/\(id)" }
+    /// Names the object store's copy of the sandbox's writable layer while the local one is that copy (`--store`).
+    func storedUpperMarker(_ id: String) -> String { directory(id) + "/stored-upper" }
     var buildsDirectory: String { dataDirectory + "/builds" }
     var readyImagesDirectory: String { dataDirectory + "/images/ready" }
 }

@@ -36,7 +36,7 @@ extension SandboxLifecycle {
                 try await remote.fetchDirectory(key, into: directory + "/upper")
                 try SandboxLauncher.writeIdentityFiles(directory: directory, id: id, slot: slot, address: network.address(slot),
                                                        certificates: settings.hostCABundle)
-                try FileSystem.writeAtomically(directory + "/stored-upper", key)
+                try FileSystem.writeAtomically(settings.storedUpperMarker(id), key)
                 let adopted = try await repository.adopt(handoff.record, memory: handoff.memory, slot: slot.index, note: "taken in from the store")
                 logger.withSandbox(id).notice("taken in from another node", metadata: ["memory": "\(handoff.memory)"])
                 await publishStateCounts()

@@ -69,10 +69,14 @@ extension SandboxLifecycle {
                 throw SproutError(.internal, "cannot pause sandbox \(id): \(error.sentence); it was restarted from its files (its processes were lost)")
             }
             let history = Array((pausing.imageList + [image.id]).suffix(Self.imageHistory))
-            let stored = await storeRemotely(pausing, image: image.id, autoResume: autoResume) { $0.images = history }
-            let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
+            let now = clock.now
+            let asleep: @Sendable (inout SandboxRecord) -> Void = { record in
                 record.images = history
-                record.fallAsleep(at: self.clock.now, autoResume: autoResume)
+                record.fallAsleep(at: now, autoResume: autoResume)
+            }
+            let stored = await storeRemotely(pausing, image: image.id, asleep: asleep)
+            let (paused, _) = try await repository.transition(id, .checkpointed, note: "image \(image.id)") { record in
+                asleep(&record)
                 // A pause not stored leaves no key: the local layer is the only one.
                 record.storedUpper = (try? stored.get()) ?? nil
             }
@@ -94,11 +98,13 @@ extension SandboxLifecycle {
     private func stopForPause(_ pausing: SandboxRecord, autoResume: Bool, started: Double) async throws -> SandboxRecord {
         let id = pausing.id
         await launcher.removeContainer(pausing)
-        let stored = await storeRemotely(pausing, image: nil, autoResume: autoResume) { _ in }
+        let now = clock.now
+        let asleep: @Sendable (inout SandboxRecord) -> Void = { $0.fallAsleep(at: now, autoResume: autoResume) }
+        let stored = await storeRemotely(pausing, image: nil, asleep: asleep)
         let (paused, _) = try await repository.transition(id, .checkpointed, note: "files only") { record in
-            record.fallAsleep(at: self.clock.now, autoResume: autoResume)
+            asleep(&record)
             // A pause not stored leaves no key: the local layer is the only one.
-                record.storedUpper = (try? stored.get()) ?? nil
+            record.storedUpper = (try? stored.get()) ?? nil
         }
         if case .failure(let error) = stored { throw try await resumeAfterUnstoredPause(paused, error) }
         logger.withSandbox(id).info("paused (files only)", metadata: ["seconds": "\(String(format: "%.3f", monotonicSeconds() - started))"])
@@ -106,11 +112,12 @@ extension SandboxLifecycle {
         return paused
     }
 
-    /// With `--store`: puts the pause's memory image (if any) and writable
-    /// layer in the object store; the key of the layer there, or the failure.
-    /// (Nil without a store.)
+    /// With `--store`: puts the pause's memory image (if any), writable
+    /// layer and handoff (the record as `asleep` leaves it, the same change
+    /// the pause's transition makes) in the object store; the key of the
+    /// layer there, or the failure. (Nil without a store.)
     private func storeRemotely(
-        _ pausing: SandboxRecord, image: String?, autoResume: Bool, _ edit: (inout SandboxRecord) -> Void
+        _ pausing: SandboxRecord, image: String?, asleep: (inout SandboxRecord) -> Void
     ) async -> Result<String?, Error> {
         guard let remote = stores.remote else { return .success(nil) }
         let started = monotonicSeconds()
@@ -121,13 +128,12 @@ extension SandboxLifecycle {
             let key = try await remote.pushDirectory(upper)
             // The record as it will be once paused, and its env: what another node needs to take the sandbox in.
             var paused = pausing
-            edit(&paused)
-            paused.fallAsleep(at: clock.now, autoResume: autoResume)
+            asleep(&paused)
             paused.storedUpper = key
             let env = try await catalog.envs.find(pausing.env)
             try await remote.putHandoff(PauseHandoff(record: paused, env: env, memory: image != nil), for: pausing.id)
             // The local layer is the stored one until the sandbox runs again.
-            try FileSystem.writeAtomically(settings.directory(pausing.id) + "/stored-upper", key)
+            try FileSystem.writeAtomically(settings.storedUpperMarker(pausing.id), key)
             logger.withSandbox(pausing.id).info("pause stored", metadata: [
                 "upper": "\(key)", "imageRequests": "\(requests)", "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",
             ])
@@ -221,10 +227,10 @@ extension SandboxLifecycle {
         if memory, let image = resuming.imageList.last { try await remote.fetchImage(image) }
         guard let key = resuming.storedUpper else { return }
         let directory = settings.directory(resuming.id)
-        let local = (try? Descriptor.readFile(directory + "/stored-upper", limit: 4096)).map { String(decoding: $0, as: UTF8.self) }
+        let local = (try? Descriptor.readFile(settings.storedUpperMarker(resuming.id), limit: 4096)).map { String(decoding: $0, as: UTF8.self) }
         if local != key || !FileSystem.isDirectory(directory + "/upper") {
             try await remote.fetchDirectory(key, into: directory + "/upper")
-            try FileSystem.writeAtomically(directory + "/stored-upper", key)
+            try FileSystem.writeAtomically(settings.storedUpperMarker(resuming.id), key)
             logger.withSandbox(resuming.id).info("writable layer fetched from the store", metadata: ["upper": "\(key)"])
         }
     }
@@ -246,7 +252,7 @@ extension SandboxLifecycle {
     /// A resumed sandbox is running again: its timeout's clock restarts with what was left.
     private func markRunning(_ id: String, note: String?) async throws -> SandboxRecord {
         // Its writable layer changes from here on: no longer the stored one.
-        unlink(settings.directory(id) + "/stored-upper")
+        unlink(settings.storedUpperMarker(id))
         let fallback = Double(settings.defaultTimeoutSeconds)
         let (running, _) = try await repository.transition(id, .restored, note: note) { record in
             record.expiresAt = self.clock.now + (record.remainingSeconds ?? fallback)

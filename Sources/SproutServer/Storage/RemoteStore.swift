@@ -71,11 +71,12 @@ public final class RemoteStore: Sendable {
     func pushImage(_ id: String) async throws -> Int {
         let before = client.requestCount
         let manifestBytes = try images.manifestBytes(id)
-        let manifest = try images.manifest(id)
+        let manifest = try JSONDecoder().decode(ImageStore.Manifest.self, from: Data(manifestBytes))
         var locations = try knownLocations()
         var added: [String: Location] = [:]
         var pack: [UInt8] = []
         var inPack: [(digest: String, offset: Int64, size: Int)] = []
+        var queued: Set<String> = []
         func flush() async throws {
             guard !pack.isEmpty else { return }
             let key = "packs/" + SigV4.payloadHash(pack)
@@ -85,8 +86,8 @@ public final class RemoteStore: Sendable {
             inPack = []
         }
         for file in manifest.files {
-            for chunk in file.chunks where locations[chunk.digest] == nil && added[chunk.digest] == nil
-                && !inPack.contains(where: { $0.digest == chunk.digest }) {
+            // Each chunk the store lacks goes into a pack once (an image repeats chunks: zero pages).
+            for chunk in file.chunks where locations[chunk.digest] == nil && queued.insert(chunk.digest).inserted {
                 let stored = try images.storedChunk(chunk.digest)
                 inPack.append((chunk.digest, Int64(pack.count), stored.count))
                 pack += stored
