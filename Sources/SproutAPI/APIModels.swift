@@ -137,4 +137,33 @@ extension API {
             (self.diskMB, self.sandboxes, self.runtime, self.cpuFlags) = (diskMB, sandboxes, runtime, cpuFlags)
         }
     }
+
+    /// What `POST /v1/nodes/{id}/drain` did. Through an API server each
+    /// sandbox on the node moves to another (a running one by pause and
+    /// resume, its processes intact; a paused one stays paused); a node
+    /// asked directly only stops taking new sandboxes, and lists what is left.
+    public struct NodeDrain: Codable, Sendable, Equatable {
+        public struct Move: Codable, Sendable, Equatable {
+            public var id: String
+            /// The node it runs (or sleeps) on now.
+            public var node: String
+            public var state: SandboxState
+            public init(id: String, node: String, state: SandboxState) { (self.id, self.node, self.state) = (id, node, state) }
+        }
+        public struct Failure: Codable, Sendable, Equatable {
+            public var id: String
+            public var error: String
+            public init(id: String, error: String) { (self.id, self.error) = (id, error) }
+        }
+        public var node: Node
+        public var moved: [Move]
+        /// Sandboxes that could not be moved, and why (each stays where it was; drain again to retry).
+        public var failed: [Failure]
+        /// Sandboxes still placed on the node afterwards.
+        public var remaining: [String]
+
+        public init(node: Node, moved: [Move], failed: [Failure], remaining: [String]) {
+            (self.node, self.moved, self.failed, self.remaining) = (node, moved, failed, remaining)
+        }
+    }
 }

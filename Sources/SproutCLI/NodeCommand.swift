@@ -26,12 +26,19 @@ struct NodeList: AsyncParsableCommand {
 }
 
 struct NodeDrain: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "drain", abstract: "Place no new sandboxes on a node.")
+    static let configuration = CommandConfiguration(
+        commandName: "drain", abstract: "Place no new sandboxes on a node and move its sandboxes to others (through an API server).",
+        discussion: "A running sandbox moves by pause and resume, its processes intact; a paused one moves paused. Run it again to retry what failed.")
     @OptionGroup var client: ClientOptions
     @Argument var id: String
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let node = try await client.client().drainNode(id)
-        print("\(node.id) \(node.state)")
+        let drain = try await client.client().drainNode(id)
+        if json { return try Output.json(drain) }
+        for move in drain.moved { print("\(move.id) moved to \(move.node) (\(move.state.rawValue))") }
+        for failure in drain.failed { print("\(failure.id) not moved: \(failure.error)") }
+        print("\(drain.node.id) \(drain.node.state): \(drain.moved.count) moved, \(drain.remaining.count) left on it")
+        if !drain.failed.isEmpty { throw ExitCode(1) }
     }
 }

@@ -326,8 +326,8 @@ public struct SproutAPIClient: Sendable {
         try await call(.GET, "/v1/nodes", as: [API.Node].self)
     }
 
-    /// No new sandboxes on the node.
-    public func drainNode(_ id: String) async throws -> API.Node {
-        try await call(.POST, "/v1/nodes/\(percentEncode(id))/drain", as: API.Node.self)
+    /// No new sandboxes on the node; through an API server, its sandboxes moved to others.
+    public func drainNode(_ id: String) async throws -> API.NodeDrain {
+        try await call(.POST, "/v1/nodes/\(percentEncode(id))/drain", as: API.NodeDrain.self)
     }
 }

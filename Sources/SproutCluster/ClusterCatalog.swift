@@ -113,12 +113,14 @@ public final class ClusterCatalog: Sendable {
         return out.sorted()
     }
 
-    /// No new placements on the node (its sandboxes stay until moved).
+    /// No new placements on the node (its sandboxes stay until moved). A
+    /// draining node may be drained again (to move what is left on it).
     public func drain(_ id: String) async throws {
-        let rows = try await client.query("UPDATE node SET state = 'draining' WHERE id = \(id) AND state = 'ready' RETURNING id", logger: logger)
+        let rows = try await client.query(
+            "UPDATE node SET state = 'draining' WHERE id = \(id) AND state IN ('ready', 'draining') RETURNING id", logger: logger)
         for try await _ in rows.decode(String.self) { return }
         guard try await nodes().contains(where: { $0.id == id }) else { throw SproutError(.notFound, "no node with id '\(id)'") }
-        throw SproutError(.conflict, "node \(id) is not ready; only a ready node can be drained")
+        throw SproutError(.conflict, "node \(id) is lost; only a ready or draining node can be drained")
     }
 
     public enum NodeState: String, Sendable, Codable {
@@ -162,6 +164,8 @@ public final class ClusterCatalog: Sendable {
 
     public struct PlacementRequest: Sendable {
         public var sandbox: String
+        /// The team that owns it (kept with a new reservation; a move keeps the first).
+        public var team: String
         public var cpu: Double
         public var memoryMB: Int64
         /// The node to prefer when it has room (the one that paused the sandbox: its image is there).
@@ -173,10 +177,10 @@ public final class ClusterCatalog: Sendable {
         /// Nodes not to use (ones that refused this sandbox already).
         public var excluding: Set<String>
 
-        public init(sandbox: String, cpu: Double, memoryMB: Int64, prefer: String? = nil, cpuFlags: Set<String> = [], runtime: String? = nil,
-                    excluding: Set<String> = []) {
-            (self.sandbox, self.cpu, self.memoryMB, self.prefer, self.cpuFlags, self.runtime, self.excluding) =
-                (sandbox, cpu, memoryMB, prefer, cpuFlags, runtime, excluding)
+        public init(sandbox: String, team: String = "", cpu: Double, memoryMB: Int64, prefer: String? = nil, cpuFlags: Set<String> = [],
+                    runtime: String? = nil, excluding: Set<String> = []) {
+            (self.sandbox, self.team, self.cpu, self.memoryMB, self.prefer, self.cpuFlags, self.runtime, self.excluding) =
+                (sandbox, team, cpu, memoryMB, prefer, cpuFlags, runtime, excluding)
         }
     }
 
@@ -211,14 +215,14 @@ public final class ClusterCatalog: Sendable {
                 FROM node n WHERE n.state = 'ready' AND n.lease_until > now() ORDER BY n.id
                 """, logger: logger)
             var best: (score: Double, placement: Placement)?
-            var seen = 0
+            var (seen, unfit) = (0, 0)
             for try await (id, address, epoch, cpu, memory, flags, runtime, usedCPU, usedMemory)
                 in rows.decode((String, String, Int64, Double, Int64, String, String, Double, Int64).self) {
+                guard !request.excluding.contains(id) else { continue }
                 seen += 1
-                guard !request.excluding.contains(id), usedCPU + request.cpu <= cpu + 1e-9, usedMemory + request.memoryMB <= memory,
-                      request.cpuFlags.isSubset(of: Set(flags.split(separator: " ").map(String.init))),
-                      request.runtime.map({ $0 == runtime }) ?? true
-                else { continue }
+                guard request.cpuFlags.isSubset(of: Set(flags.split(separator: " ").map(String.init))), request.runtime.map({ $0 == runtime }) ?? true
+                else { unfit += 1; continue }
+                guard usedCPU + request.cpu <= cpu + 1e-9, usedMemory + request.memoryMB <= memory else { continue }
                 // The busier of CPU and memory after this sandbox; the preferred node wins whenever it fits.
                 let score = id == request.prefer ? -1 : max((usedCPU + request.cpu) / max(cpu, 0.001), Double(usedMemory + request.memoryMB) / Double(max(memory, 1)))
                 if best == nil || score < best!.score {
@@ -227,12 +231,14 @@ public final class ClusterCatalog: Sendable {
             }
             guard let chosen = best?.placement else {
                 throw SproutError(.unavailable, seen == 0
-                    ? "no node is ready to take sandbox \(request.sandbox)"
+                    ? "no \(request.excluding.isEmpty ? "" : "other ")node is ready to take sandbox \(request.sandbox)"
+                    : unfit == seen
+                    ? "no ready node can restore sandbox \(request.sandbox)'s memory image (its CPU features and runtime, \(request.runtime ?? "any"), are on none of \(seen))"
                     : "no node has room for sandbox \(request.sandbox) (\(request.cpu) CPUs, \(request.memoryMB) MiB) among \(seen) ready")
             }
             try await connection.query("""
-                INSERT INTO placement (sandbox, node, epoch, cpu, memory_mb, placed_at)
-                VALUES (\(request.sandbox), \(chosen.node), \(chosen.epoch), \(request.cpu), \(request.memoryMB), now())
+                INSERT INTO placement (sandbox, node, epoch, cpu, memory_mb, placed_at, team)
+                VALUES (\(request.sandbox), \(chosen.node), \(chosen.epoch), \(request.cpu), \(request.memoryMB), now(), \(request.team))
                 ON CONFLICT (sandbox) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch, cpu = EXCLUDED.cpu,
                     memory_mb = EXCLUDED.memory_mb, placed_at = now()
                 """, logger: logger)
@@ -274,9 +280,14 @@ public final class ClusterCatalog: Sendable {
 
     /// The sandboxes placed on a node.
     public func sandboxes(on node: String) async throws -> [String] {
-        let rows = try await client.query("SELECT sandbox FROM placement WHERE node = \(node) ORDER BY sandbox", logger: logger)
-        var out: [String] = []
-        for try await id in rows.decode(String.self) { out.append(id) }
+        try await teams(on: node).map(\.sandbox)
+    }
+
+    /// The sandboxes placed on a node with the team of each ("" for one placed before teams were kept).
+    public func teams(on node: String) async throws -> [(sandbox: String, team: String)] {
+        let rows = try await client.query("SELECT sandbox, team FROM placement WHERE node = \(node) ORDER BY sandbox", logger: logger)
+        var out: [(sandbox: String, team: String)] = []
+        for try await (id, team) in rows.decode((String, String).self) { out.append((id, team)) }
         return out
     }
 
@@ -415,6 +426,7 @@ public final class ClusterCatalog: Sendable {
                 revoked_at double precision)
             """,
         ]),
+        ("v3-placement-team", ["ALTER TABLE placement ADD COLUMN team text NOT NULL DEFAULT ''"]),
     ]
 
     private func migrate() async throws {

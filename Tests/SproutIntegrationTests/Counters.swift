@@ -15,6 +15,31 @@ func startCounterAndServer(_ api: SproutAPIClient, _ id: String) async throws {
     #expect(try await eventually { try await counter(api, id) > 0 }, "the counter counts")
 }
 
+/// The counter's running time as the test sees it, for an upper bound on
+/// its count that holds however busy the machine is: running from before the
+/// read that gave `before`, stopped when a pause has returned, running again
+/// from just before the resume. The counter sleeps 0.1 s between increments,
+/// so it counts at most once per 0.1 s of that, plus one, plus one more for a
+/// sleep that a restore cut short.
+struct CounterClock {
+    private var ran: Duration = .zero
+    private var since: ContinuousClock.Instant? = .now
+
+    mutating func paused() {
+        if let since { ran += .now - since }
+        since = nil
+    }
+
+    mutating func resumed() { since = .now }
+
+    /// The most the counter can show now, having shown `before` after this clock started.
+    func most(from before: Int) -> Int {
+        let total = ran + (since.map { .now - $0 } ?? .zero)
+        let seconds = Double(total.components.seconds) + Double(total.components.attoseconds) / 1e18
+        return before + Int(seconds * 10) + 2
+    }
+}
+
 func counter(_ api: SproutAPIClient, _ id: String, path: String = "/tmp/count") async throws -> Int {
     let text = try await api.run(id, API.Exec(cmd: ["cat", path])).stdoutText
     return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1

@@ -96,7 +96,7 @@ extension Integration {
             await expectNoLeftovers(b.data)
         }
 
-        @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; the first node, back, drops its stale copy")
+        @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; the first node, back, drops its stale copy; a drain moves every sandbox off a node with its processes")
         func resumeElsewhere() async throws {
             try await withTestPostgres { postgres in
                 try await withTestS3(bucket: "sprout-fleet") { s3, store in
@@ -129,8 +129,10 @@ extension Integration {
             let (source, target) = onA ? (a, b) : (b, a)
             try await startCounterAndServer(api, sandbox.id)
             #expect(try await api.run(sandbox.id, API.Exec(shell: "echo moved-with-it > /root/note.txt")).exit == API.Exit(code: 0))
+            var clock = CounterClock()
             let before = try await counter(api, sandbox.id)
             #expect(try await api.pause(sandbox.id).state == .paused)
+            clock.paused()
 
             // The source node dies, and its disk's copy of the pause with it.
             source.crash()
@@ -165,8 +167,42 @@ extension Integration {
             #expect(try await eventually { try await source.client.sandbox(sandbox.id).state == .killed })
             #expect(try await source.client.sandbox(sandbox.id).error == "moved to node node-\(target.instance)")
             _ = try await api.killSandbox(sandbox.id)
+            try await drainMoves(api: api, a: source, b: target)
             await expectNoLeftovers(source.data)
             await expectNoLeftovers(target.data)
+        }
+
+        /// Drain through the API: every sandbox on the node moves to the other,
+        /// a running one with its processes (its counter keeps counting), a
+        /// paused one paused; the drained node then takes no new sandbox.
+        func drainMoves(api: SproutAPIClient, a: ServerHarness, b: ServerHarness) async throws {
+            let first = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+            let second = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+            for id in [first, second] { try await startCounterAndServer(api, id) }
+            _ = try await api.pause(second)
+            let (drained, other) = try await a.client.sandboxes().contains { $0.id == first } ? (a, b) : (b, a)
+            let live: Set<SandboxState> = [.running, .paused]
+            let there = try await drained.client.sandboxes().filter { live.contains($0.state) }
+            let before = try await counter(api, first)
+
+            let report = try await api.drainNode("node-\(drained.instance)")
+            #expect(report.failed.isEmpty && report.remaining.isEmpty && report.node.state == "draining", "\(report)")
+            #expect(Set(report.moved.map(\.id)) == Set(there.map(\.id)) && report.moved.allSatisfy { $0.node == "node-\(other.instance)" }, "\(report)")
+            for sandbox in there {
+                #expect(report.moved.first { $0.id == sandbox.id }?.state == sandbox.state, "a \(sandbox.state) sandbox moves \(sandbox.state)")
+            }
+            #expect(try await other.client.sandbox(first).state == .running, "it runs on the other node")
+            let after = try await counter(api, first)
+            // It ran on until the pause, inside the drain: not restarted (it would count from 1 again).
+            #expect(after >= before, "the counter was \(before) before the drain and \(after) after")
+            #expect(try await eventually { try await counter(api, first) > after }, "its counter process moved with it and keeps counting")
+            #expect(try await api.resume(second).state == .running)
+            #expect(try await other.client.sandbox(second).state == .running)
+            #expect(try await drained.client.sandboxes().allSatisfy { !live.contains($0.state) }, "nothing is left on the drained node")
+            let late = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+            #expect(try await other.client.sandbox(late).state == .running, "a draining node takes no new sandbox")
+            for id in [first, second, late] { _ = try await api.killSandbox(id) }
+            await expectNoLeftovers(drained.data)
         }
 
         /// E2B's `POST /sandboxes` for `empty` through the API server: the sandbox's id and envd access token.

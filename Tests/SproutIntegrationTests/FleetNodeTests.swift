@@ -60,9 +60,12 @@ extension Integration {
                     // a was never fenced.
                     #expect(try await a.client.nodes().first { $0.id == nodeA }?.epoch == 1)
 
-                    // Drain: a ready node stops taking placements; draining twice is refused.
-                    #expect(try await a.client.drainNode(nodeA).state == "draining")
-                    await #expect(throws: SproutError.self) { try await a.client.drainNode(nodeA) }
+                    // Drain asked of a node: it stops taking placements and moves nothing (that is an API server's);
+                    // what is left on it is listed. Again: the same.
+                    let drained = try await a.client.drainNode(nodeA)
+                    #expect(drained.node.state == "draining" && drained.moved.isEmpty && drained.failed.isEmpty, "\(drained)")
+                    #expect(Set(drained.remaining) == Set(try await a.client.sandboxes().filter { $0.state == .running || $0.state == .paused }.map(\.id)))
+                    #expect(try await a.client.drainNode(nodeA).node.state == "draining")
                     await expectNoLeftovers(b.data)
                 }
             }

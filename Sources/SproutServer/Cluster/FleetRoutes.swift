@@ -32,7 +32,7 @@ struct FleetRoutes: Sendable {
         registerE2B(on: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
         KeyRoutes(keys: keys).register(on: v1)
-        NodeRoutes(catalog: catalog).register(on: v1)
+        NodeRoutes(catalog: catalog, mover: { node, caller in await drain(node, by: caller) }).register(on: v1)
         v1.post("sandboxes") { request, context in try await create(request, context: context) }
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
         v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
@@ -117,7 +117,7 @@ struct FleetRoutes: Sendable {
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
             let placement = try await catalog.place(ClusterCatalog.PlacementRequest(
-                sandbox: provisional, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), excluding: refused))
+                sandbox: provisional, team: try context.caller().team, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), excluding: refused))
             let answer: (response: HTTPClientResponse, body: ByteBuffer)
             do {
                 let response = try await send(request.method, path: path, query: request.uri.query, headers: request.headers,
@@ -169,28 +169,122 @@ struct FleetRoutes: Sendable {
         if let wanted, !nodes.contains(where: { $0.id == wanted && $0.state == .ready }) {
             throw SproutError(.notFound, "no ready node with id '\(wanted)'")
         }
-        // Anywhere but where it was paused, or only where it was asked to go.
-        var excluding: Set<String> = [placement.node]
-        if let wanted { excluding = Set(nodes.map(\.id)).subtracting([wanted]) }
+        let moved = try await relocate(id, from: placement, nodes: nodes, to: wanted, identity: identity, headers: request.headers, resume: body)
+        return Self.response(moved.response, body: ResponseBody(byteBuffer: moved.body))
+    }
+
+    /// Moves a paused sandbox off the node that holds it: placed anew (only
+    /// `wanted` if named; never where it is, and only on a node with its CPU
+    /// features and runtime, which its memory image needs), taken in there
+    /// from the store's handoff (`adopt`), resumed there when `resume` is
+    /// given (the resume's body), and its paused copy on the node it left
+    /// ended if that node is up. The answer is the target's (adopt's, when
+    /// not resumed or not taken in: then the reservation stays where it was).
+    private func relocate(
+        _ id: String, from placement: ClusterCatalog.Placement, nodes: [ClusterCatalog.NodeStatus], to wanted: String?, identity: Identity,
+        headers: HTTPFields, resume: ByteBuffer?
+    ) async throws -> (response: HTTPClientResponse, body: ByteBuffer, node: String) {
+        let source = nodes.first { $0.id == placement.node }
+        let excluding = wanted.map { Set(nodes.map(\.id)).subtracting([$0]) } ?? [placement.node]
         let moved = try await catalog.place(ClusterCatalog.PlacementRequest(
-            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, excluding: excluding))
-        let adopted = try await send(.post, path: "/v1/sandboxes/\(id)/adopt", query: nil, headers: request.headers, body: .bytes(ByteBuffer()),
+            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, cpuFlags: source?.registration.cpuFlags ?? [],
+            runtime: source?.registration.runtime, excluding: excluding))
+        let adopted = try await send(.post, path: "/v1/sandboxes/\(id)/adopt", query: nil, headers: headers, body: .bytes(ByteBuffer()),
                                      identity: identity, to: moved)
         let adoptBody = try await adopted.body.collect(upTo: 1 << 20)
         guard adopted.status.code / 100 == 2 else {
             // Not taken in: the reservation stays where the sandbox was paused.
             try? await catalog.restore(placement, of: id)
-            return Self.response(adopted, body: ResponseBody(byteBuffer: adoptBody))
+            return (adopted, adoptBody, placement.node)
         }
         logger.notice("sandbox moved to another node", metadata: ["sandbox": "\(id)", "from": "\(placement.node)", "to": "\(moved.node)"])
-        let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: nil, headers: request.headers,
-                                      body: .bytes(body), identity: identity, to: moved)
-        let answer = try await response.body.collect(upTo: 16 << 20)
-        if response.status.code / 100 == 2, state == .ready || state == .draining {
+        var answer = (response: adopted, body: adoptBody, node: moved.node)
+        if let resume {
+            let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: nil, headers: headers,
+                                          body: .bytes(resume), identity: identity, to: moved)
+            answer = (response, try await response.body.collect(upTo: 16 << 20), moved.node)
+        }
+        if answer.response.status.code / 100 == 2, source?.state == .ready || source?.state == .draining {
             // The node it left is up: its paused copy there ends (the store keeps what the move needed).
             _ = try? await send(.delete, path: "/v1/sandboxes/\(id)", query: nil, headers: [:], body: nil, identity: identity, to: placement)
         }
-        return Self.response(response, body: ResponseBody(byteBuffer: answer))
+        return answer
+    }
+
+    /// Moves every sandbox placed on a draining node to others, one at a
+    /// time: a running one is paused (its image and layer go to the store)
+    /// and resumed elsewhere with its processes; a paused one moves paused.
+    /// One that cannot move stays where it is, with the reason.
+    func drain(_ node: String, by caller: Identity) async -> (moved: [API.NodeDrain.Move], failed: [API.NodeDrain.Failure]) {
+        var moved: [API.NodeDrain.Move] = [], failed: [API.NodeDrain.Failure] = []
+        let placed: [(sandbox: String, team: String)]
+        do {
+            placed = try await catalog.teams(on: node)
+        } catch {
+            return ([], [API.NodeDrain.Failure(id: "", error: "the catalog cannot list the node's sandboxes: \(error)")])
+        }
+        // A `pending-` reservation is a create still under way: it lands here; drain again once it has.
+        for (id, team) in placed where !id.hasPrefix("pending-") {
+            do {
+                guard !team.isEmpty else {
+                    throw SproutError(.conflict, "placed before the catalog kept teams; move it with POST /v1/sandboxes/\(id)/resume?node=ID")
+                }
+                let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+                let move = try await drainOne(id, team: identity)
+                logger.notice("drain moved a sandbox", metadata: ["sandbox": "\(id)", "from": "\(node)", "to": "\(move.node)"])
+                moved.append(move)
+            } catch {
+                let message = (error as? SproutError)?.message ?? "\(error)"
+                logger.warning("drain could not move a sandbox", metadata: ["sandbox": "\(id)", "node": "\(node)", "error": "\(message)"])
+                failed.append(API.NodeDrain.Failure(id: id, error: message))
+            }
+        }
+        return (moved, failed)
+    }
+
+    private func drainOne(_ id: String, team identity: Identity) async throws -> API.NodeDrain.Move {
+        guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no longer placed") }
+        let json: HTTPFields = [.contentType: "application/json"]
+        let sandbox: API.Sandbox = try await call(.get, "/v1/sandboxes/\(id)", identity: identity, to: placement)
+        switch sandbox.state {
+        case .running:
+            let _: API.Sandbox = try await call(.post, "/v1/sandboxes/\(id)/pause", body: ByteBuffer(string: "{}"), identity: identity, to: placement)
+        case .paused:
+            break
+        default:
+            throw SproutError(.conflict, "it is \(sandbox.state.rawValue); only a running or paused sandbox moves")
+        }
+        let nodes = try await catalog.nodes()
+        let answer = try await relocate(id, from: placement, nodes: nodes, to: nil, identity: identity, headers: json,
+                                        resume: sandbox.state == .running ? ByteBuffer(string: "{}") : nil)
+        let after = try? JSONDecoder().decode(API.Sandbox.self, from: Data(answer.body.readableBytesView))
+        guard answer.response.status.code / 100 == 2, let after else {
+            // A running sandbox that was not taken in elsewhere runs on where it was.
+            if sandbox.state == .running, answer.node == placement.node {
+                let _: API.Sandbox? = try? await call(.post, "/v1/sandboxes/\(id)/resume", body: ByteBuffer(string: "{}"), identity: identity, to: placement)
+            }
+            throw Self.nodeError(answer.body, status: answer.response.status.code, node: answer.node)
+        }
+        return API.NodeDrain.Move(id: id, node: answer.node, state: after.state)
+    }
+
+    /// A JSON call to a node as `identity`; a non-2xx answer thrown as the node's error.
+    private func call<T: Decodable>(
+        _ method: HTTPRequest.Method, _ path: String, body: ByteBuffer? = nil, identity: Identity, to placement: ClusterCatalog.Placement
+    ) async throws -> T {
+        let response = try await send(method, path: path, query: nil, headers: [.contentType: "application/json"], body: body.map { .bytes($0) },
+                                      identity: identity, to: placement)
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        guard response.status.code / 100 == 2 else { throw Self.nodeError(bytes, status: response.status.code, node: placement.node) }
+        return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView))
+    }
+
+    /// A node's error answer as the error it carries.
+    static func nodeError(_ body: ByteBuffer, status: UInt, node: String) -> SproutError {
+        guard let envelope = try? JSONDecoder().decode(API.ErrorEnvelope.self, from: Data(body.readableBytesView)) else {
+            return SproutError(.unavailable, "node \(node) answered \(status)")
+        }
+        return SproutError(SproutError.Code(rawValue: envelope.error.code), envelope.error.message)
     }
 
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).

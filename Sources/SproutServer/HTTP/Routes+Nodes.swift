@@ -6,18 +6,23 @@ import SproutCore
 /// `/v1/nodes`: the fleet's nodes (admin only), on a server of a fleet (a node or an API server).
 struct NodeRoutes {
     let catalog: ClusterCatalog?
+    /// An API server's: moves every sandbox off a draining node. A node has none (its drain only marks it).
+    var mover: (@Sendable (_ node: String, _ caller: Identity) async -> (moved: [API.NodeDrain.Move], failed: [API.NodeDrain.Failure]))? = nil
 
     func register(on group: RouterGroup<SproutContext>) {
         group.get("nodes") { _, context in
             let catalog = try fleet(try context.caller())
             return try JSONBody.response(try await catalog.nodes().map(Self.api))
         }
-        group.post("nodes/:id/drain") { _, context in
-            let catalog = try fleet(try context.caller())
+        group.post("nodes/:id/drain") { [mover] _, context in
+            let caller = try context.caller()
+            let catalog = try fleet(caller)
             let id = try context.parameters.require("id")
             try await catalog.drain(id)
+            let outcome = await mover?(id, caller) ?? (moved: [], failed: [])
             guard let node = try await catalog.nodes().first(where: { $0.id == id }) else { throw SproutError(.notFound, "no node with id '\(id)'") }
-            return try JSONBody.response(Self.api(node))
+            return try JSONBody.response(API.NodeDrain(node: Self.api(node), moved: outcome.moved, failed: outcome.failed,
+                                                       remaining: try await catalog.sandboxes(on: id)))
         }
     }
 
