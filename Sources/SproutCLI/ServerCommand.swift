@@ -132,6 +132,7 @@ struct ServerCommand: AsyncParsableCommand {
         config.role = role
         config.catalog = catalog
         config.advertise = advertise
+        config.insecureHTTP = insecureHttp
         config.leaseSeconds = leaseSeconds
         config.cpuOvercommit = cpuOvercommit
         config.store = store

@@ -57,10 +57,15 @@ public final class ClusterCatalog: Sendable {
         public var cpuFlags: Set<String>
         /// `runsc 20240729 ptrace`: a memory image resumes only on a runtime that can restore it.
         public var runtime: String
+        /// The PEM certificate an `https` node serves ("" for `http`): API
+        /// servers trust a self-signed one as the node's alone (a pin kept
+        /// in the catalog), one a CA issued by the system's roots.
+        public var certificate: String
 
-        public init(id: String, address: String, cpuCapacity: Double, memoryMB: Int64, diskMB: Int64, cpuFlags: Set<String>, runtime: String) {
-            (self.id, self.address, self.cpuCapacity, self.memoryMB, self.diskMB, self.cpuFlags, self.runtime) =
-                (id, address, cpuCapacity, memoryMB, diskMB, cpuFlags, runtime)
+        public init(id: String, address: String, cpuCapacity: Double, memoryMB: Int64, diskMB: Int64, cpuFlags: Set<String>, runtime: String,
+                    certificate: String = "") {
+            (self.id, self.address, self.cpuCapacity, self.memoryMB, self.diskMB, self.cpuFlags, self.runtime, self.certificate) =
+                (id, address, cpuCapacity, memoryMB, diskMB, cpuFlags, runtime, certificate)
         }
     }
 
@@ -77,12 +82,13 @@ public final class ClusterCatalog: Sendable {
         let flags = node.cpuFlags.sorted().joined(separator: " ")
         let seconds = Self.seconds(lease)
         let rows = try await client.query("""
-            INSERT INTO node (id, address, epoch, state, lease_until, cpu_capacity, memory_mb, disk_mb, cpu_flags, runtime, registered_at, renewed_at)
+            INSERT INTO node (id, address, epoch, state, lease_until, cpu_capacity, memory_mb, disk_mb, cpu_flags, runtime, certificate,
+                              registered_at, renewed_at)
             VALUES (\(node.id), \(node.address), 1, 'ready', now() + make_interval(secs => \(seconds)), \(node.cpuCapacity), \(node.memoryMB),
-                    \(node.diskMB), \(flags), \(node.runtime), now(), now())
+                    \(node.diskMB), \(flags), \(node.runtime), \(node.certificate), now(), now())
             ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, epoch = node.epoch + 1, state = 'ready',
                 lease_until = EXCLUDED.lease_until, cpu_capacity = EXCLUDED.cpu_capacity, memory_mb = EXCLUDED.memory_mb,
-                disk_mb = EXCLUDED.disk_mb, cpu_flags = EXCLUDED.cpu_flags, runtime = EXCLUDED.runtime,
+                disk_mb = EXCLUDED.disk_mb, cpu_flags = EXCLUDED.cpu_flags, runtime = EXCLUDED.runtime, certificate = EXCLUDED.certificate,
                 registered_at = now(), renewed_at = now()
             RETURNING epoch
             """, logger: logger)
@@ -101,6 +107,12 @@ public final class ClusterCatalog: Sendable {
             """, logger: logger)
         for try await _ in rows.decode(String.self) { return true }
         return false
+    }
+
+    /// The certificate the node serves now (it read a new one), by the epoch that holds the node.
+    public func updateCertificate(_ pem: String, of membership: Membership) async throws {
+        try await client.query(
+            "UPDATE node SET certificate = \(pem) WHERE id = \(membership.node) AND epoch = \(membership.epoch)", logger: logger)
     }
 
     /// Marks every node whose lease has run out `lost`; returns their ids.
@@ -143,17 +155,17 @@ public final class ClusterCatalog: Sendable {
     public func nodes() async throws -> [NodeStatus] {
         let rows = try await client.query("""
             SELECT n.id, n.address, n.epoch, n.state, EXTRACT(EPOCH FROM (n.lease_until - now()))::float8, n.cpu_capacity, n.memory_mb,
-                   n.disk_mb, n.cpu_flags, n.runtime,
+                   n.disk_mb, n.cpu_flags, n.runtime, n.certificate,
                    COALESCE(SUM(p.cpu), 0)::float8, COALESCE(SUM(p.memory_mb), 0)::int8, COUNT(p.sandbox)::int8
             FROM node n LEFT JOIN placement p ON p.node = n.id
             GROUP BY n.id ORDER BY n.id
             """, logger: logger)
         var out: [NodeStatus] = []
-        for try await (id, address, epoch, state, lease, cpu, memory, disk, flags, runtime, usedCPU, usedMemory, count)
-            in rows.decode((String, String, Int64, String, Double, Double, Int64, Int64, String, String, Double, Int64, Int64).self) {
+        for try await (id, address, epoch, state, lease, cpu, memory, disk, flags, runtime, certificate, usedCPU, usedMemory, count)
+            in rows.decode((String, String, Int64, String, Double, Double, Int64, Int64, String, String, String, Double, Int64, Int64).self) {
             out.append(NodeStatus(
                 registration: Registration(id: id, address: address, cpuCapacity: cpu, memoryMB: memory, diskMB: disk,
-                                           cpuFlags: Set(flags.split(separator: " ").map(String.init)), runtime: runtime),
+                                           cpuFlags: Set(flags.split(separator: " ").map(String.init)), runtime: runtime, certificate: certificate),
                 epoch: epoch, state: NodeState(rawValue: state) ?? .lost, leaseSeconds: lease, reservedCPU: usedCPU,
                 reservedMemoryMB: usedMemory, sandboxes: Int(count)))
         }
@@ -191,8 +203,10 @@ public final class ClusterCatalog: Sendable {
         /// What is reserved (0 where not read).
         public var cpu: Double = 0
         public var memoryMB: Int64 = 0
-        public init(node: String, address: String, epoch: Int64, cpu: Double = 0, memoryMB: Int64 = 0) {
-            (self.node, self.address, self.epoch, self.cpu, self.memoryMB) = (node, address, epoch, cpu, memoryMB)
+        /// The node's certificate (`Registration.certificate`).
+        public var certificate: String = ""
+        public init(node: String, address: String, epoch: Int64, cpu: Double = 0, memoryMB: Int64 = 0, certificate: String = "") {
+            (self.node, self.address, self.epoch, self.cpu, self.memoryMB, self.certificate) = (node, address, epoch, cpu, memoryMB, certificate)
         }
     }
 
@@ -209,15 +223,15 @@ public final class ClusterCatalog: Sendable {
             // taken before it waited for the lock, and overcommit).
             try await connection.query("SELECT id FROM node WHERE state = 'ready' ORDER BY id FOR UPDATE", logger: logger)
             let rows = try await connection.query("""
-                SELECT n.id, n.address, n.epoch, n.cpu_capacity, n.memory_mb, n.cpu_flags, n.runtime,
+                SELECT n.id, n.address, n.epoch, n.cpu_capacity, n.memory_mb, n.cpu_flags, n.runtime, n.certificate,
                        COALESCE((SELECT SUM(cpu) FROM placement p WHERE p.node = n.id AND p.sandbox <> \(request.sandbox)), 0)::float8,
                        COALESCE((SELECT SUM(memory_mb) FROM placement p WHERE p.node = n.id AND p.sandbox <> \(request.sandbox)), 0)::int8
                 FROM node n WHERE n.state = 'ready' AND n.lease_until > now() ORDER BY n.id
                 """, logger: logger)
             var best: (score: Double, placement: Placement)?
             var (seen, unfit) = (0, 0)
-            for try await (id, address, epoch, cpu, memory, flags, runtime, usedCPU, usedMemory)
-                in rows.decode((String, String, Int64, Double, Int64, String, String, Double, Int64).self) {
+            for try await (id, address, epoch, cpu, memory, flags, runtime, certificate, usedCPU, usedMemory)
+                in rows.decode((String, String, Int64, Double, Int64, String, String, String, Double, Int64).self) {
                 guard !request.excluding.contains(id) else { continue }
                 seen += 1
                 guard request.cpuFlags.isSubset(of: Set(flags.split(separator: " ").map(String.init))), request.runtime.map({ $0 == runtime }) ?? true
@@ -226,7 +240,7 @@ public final class ClusterCatalog: Sendable {
                 // The busier of CPU and memory after this sandbox; the preferred node wins whenever it fits.
                 let score = id == request.prefer ? -1 : max((usedCPU + request.cpu) / max(cpu, 0.001), Double(usedMemory + request.memoryMB) / Double(max(memory, 1)))
                 if best == nil || score < best!.score {
-                    best = (score, Placement(node: id, address: address, epoch: epoch))
+                    best = (score, Placement(node: id, address: address, epoch: epoch, certificate: certificate))
                 }
             }
             guard let chosen = best?.placement else {
@@ -258,10 +272,11 @@ public final class ClusterCatalog: Sendable {
     /// Where the sandbox is placed, if anywhere.
     public func placement(of sandbox: String) async throws -> Placement? {
         let rows = try await client.query("""
-            SELECT p.node, n.address, p.epoch, p.cpu, p.memory_mb FROM placement p JOIN node n ON n.id = p.node WHERE p.sandbox = \(sandbox)
+            SELECT p.node, n.address, p.epoch, p.cpu, p.memory_mb, n.certificate FROM placement p JOIN node n ON n.id = p.node
+            WHERE p.sandbox = \(sandbox)
             """, logger: logger)
-        for try await (node, address, epoch, cpu, memory) in rows.decode((String, String, Int64, Double, Int64).self) {
-            return Placement(node: node, address: address, epoch: epoch, cpu: cpu, memoryMB: memory)
+        for try await (node, address, epoch, cpu, memory, certificate) in rows.decode((String, String, Int64, Double, Int64, String).self) {
+            return Placement(node: node, address: address, epoch: epoch, cpu: cpu, memoryMB: memory, certificate: certificate)
         }
         return nil
     }
@@ -427,6 +442,7 @@ public final class ClusterCatalog: Sendable {
             """,
         ]),
         ("v3-placement-team", ["ALTER TABLE placement ADD COLUMN team text NOT NULL DEFAULT ''"]),
+        ("v4-node-certificate", ["ALTER TABLE node ADD COLUMN certificate text NOT NULL DEFAULT ''"]),
     ]
 
     private func migrate() async throws {

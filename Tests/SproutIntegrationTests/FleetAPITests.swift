@@ -1,8 +1,11 @@
 import Foundation
 import Glibc
+import Logging
 import SproutAPI
 import SproutClient
+import SproutCluster
 import SproutCore
+import SproutServer
 import SproutSystem
 import Testing
 
@@ -11,27 +14,29 @@ extension Integration {
     /// (`--role node`) on a real PostgreSQL, requests routed through the API.
     @Suite("fleet API")
     struct FleetAPITests {
-        @Test("through an API server: creates spread over two nodes, each request reaches its sandbox's node, lists merge by team, a kill frees the reservation; a second API server serves when the first stops; a wrong cluster token is refused")
+        @Test("through an API server: creates spread over two nodes (one plain HTTP on loopback, one HTTPS with the certificate it made, pinned from the catalog), each request reaches its sandbox's node, lists merge by team, a kill frees the reservation; a node serving another certificate than it registered is refused; a second API server serves when the first stops; a wrong cluster token is refused")
         func routed() async throws {
             try await withTestPostgres { postgres in
                 let token = try clusterTokenFile(in: postgres.directory)
                 let catalog = postgres.url()
                 let apiArgs = ["--role", "api", "--catalog", catalog, "--cluster-token", token]
                 // Advertised without a port: each node registers the one it listens on.
-                let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1"]
+                let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token]
                 try await ServerHarness.with(extraArgs: apiArgs) { first in
-                    try await ServerHarness.with(extraArgs: nodeArgs) { a in
-                        try await ServerHarness.with(extraArgs: nodeArgs) { b in
+                    try await ServerHarness.with(extraArgs: nodeArgs + ["--advertise", "http://127.0.0.1"]) { a in
+                        // Listening beyond loopback, b serves HTTPS with a certificate it made for itself.
+                        try await ServerHarness.with(extraArgs: nodeArgs + ["--advertise", "https://127.0.0.1", "--host", "0.0.0.0"]) { b in
+                            #expect(b.scheme == "https")
                             #expect(try await eventually { try await first.client.nodes().count == 2 })
-                            #expect(Set(try await first.client.nodes().map(\.address)) == ["http://127.0.0.1:\(a.port)", "http://127.0.0.1:\(b.port)"])
-                            try await routes(first: first, a: a, b: b, apiArgs: apiArgs, token: token)
+                            #expect(Set(try await first.client.nodes().map(\.address)) == ["http://127.0.0.1:\(a.port)", "https://127.0.0.1:\(b.port)"])
+                            try await routes(first: first, a: a, b: b, apiArgs: apiArgs, token: token, catalog: catalog)
                         }
                     }
                 }
             }
         }
 
-        func routes(first: ServerHarness, a: ServerHarness, b: ServerHarness, apiArgs: [String], token: String) async throws {
+        func routes(first: ServerHarness, a: ServerHarness, b: ServerHarness, apiArgs: [String], token: String, catalog: String) async throws {
             let api = first.client  // the fleet's admin key, made by the first API server
             let nodes = try await api.nodes()
             #expect(nodes.count == 2 && nodes.allSatisfy { $0.state == "ready" }, "\(nodes)")
@@ -50,12 +55,15 @@ extension Integration {
             // A streamed exec: a WebSocket upgraded by the API server and relayed to the node, stdin in, output and exit out.
             let fed = Locked(false)
             let output = Locked<[UInt8]>([])
-            let streamed = try await api.execStreaming(ids[0], API.Exec(cmd: ["sh", "-c", "cat; echo done >&2; exit 3"]), input: {
+            // On b: the WebSocket to the node is TLS.
+            let streamed = try await api.execStreaming(try #require(onB.first), API.Exec(cmd: ["sh", "-c", "cat; echo done >&2; exit 3"]), input: {
                 fed.withLock { let first = !$0; $0 = true; return first } ? Array("fed through the fleet\n".utf8) : nil
             }) { event in
                 if let text = event.stdout, let bytes = Data(base64Encoded: text) { output.withLock { $0 += bytes } }
             }
             #expect(streamed == API.Exit(code: 3) && String(decoding: output.current, as: UTF8.self) == "fed through the fleet\n")
+
+            try await pinnedCertificate(api: api, b: b, sandbox: try #require(onB.first), catalog: catalog)
 
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
@@ -94,6 +102,36 @@ extension Integration {
             }
             await expectNoLeftovers(a.data)
             await expectNoLeftovers(b.data)
+        }
+
+        /// The API server trusts an HTTPS node by the certificate it
+        /// registered: with another certificate in the catalog (the node is
+        /// not who it says), requests for its sandboxes are refused; the
+        /// right one back, they pass again.
+        func pinnedCertificate(api: SproutAPIClient, b: ServerHarness, sandbox: String, catalog url: String) async throws {
+            let catalog = try await ClusterCatalog(url: url, logger: Logger(label: "test"))
+            do {
+                let node = try #require(try await catalog.nodes().first { $0.id == "node-\(b.instance)" })
+                #expect(node.registration.certificate == (try String(contentsOfFile: b.data + "/tls/server.crt", encoding: .utf8)))
+                let other = try TLSTests.scratch()
+                defer { try? FileSystem.removeTree(other) }
+                try SelfSignedCertificate.ensure(dataDirectory: other, listenHost: "127.0.0.1")
+                let impostor = try String(contentsOfFile: SelfSignedCertificate.paths(dataDirectory: other).certificate, encoding: .utf8)
+                let membership = ClusterCatalog.Membership(node: node.id, epoch: node.epoch)
+                try await catalog.updateCertificate(impostor, of: membership)
+                do {
+                    _ = try await api.run(sandbox, API.Exec(cmd: ["true"]))
+                    Issue.record("the API server talked to a node whose certificate is not the one registered")
+                } catch let error as SproutError {
+                    #expect(error.code == .unavailable && error.message.contains("cannot be reached"), "\(error)")
+                }
+                try await catalog.updateCertificate(node.registration.certificate, of: membership)
+                #expect(try await api.run(sandbox, API.Exec(cmd: ["hostname"])).stdoutText == sandbox + "\n", "the control: the registered certificate")
+            } catch {
+                await catalog.shutdown()
+                throw error
+            }
+            await catalog.shutdown()
         }
 
         @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; the first node, back, drops its stale copy; a drain moves every sandbox off a node with its processes")

@@ -90,6 +90,10 @@ extension Integration {
                 (["--role", "api", "--catalog", "postgres://x@h/d", "--cluster-token", short], "16 characters or more"),
                 (["--role", "edge"], "unknown role 'edge'"),
                 (["--catalog", "postgres://x@h/d"], "are for --role node or api"),
+                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token, "--advertise", "http://10.1.2.3:7070"],
+                 "would send the cluster token to this node in clear text"),
+                (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token, "--advertise", "https://127.0.0.1:7070"],
+                 "this node serves plain HTTP"),
                 (["--role", "node", "--catalog", "mysql://x@h/d", "--cluster-token", token, "--advertise", "http://127.0.0.1:1"], "not a postgres:// address"),
             ] {
                 do {

@@ -12,13 +12,13 @@ import SproutSystem
 /// What a running API server is made of (`--role api`).
 public struct APIServerParts: Sendable {
     let catalog: ClusterCatalog
-    let http: HTTPClient
+    let nodes: NodeClients
     /// Set when this start created the fleet's first (admin) key: shown once.
     public let newAdminKey: String?
 
     /// Ends the catalog's and the nodes' connections.
     public func shutdown() async {
-        try? await http.shutdown()
+        await nodes.shutdown()
         await catalog.shutdown()
     }
 }
@@ -45,15 +45,10 @@ public func buildAPIApplication(
         await catalog.shutdown()
         throw error
     }
-    var http = HTTPClient.Configuration(redirectConfiguration: .disallow)
-    http.timeout.connect = .seconds(10)
-    http.decompression = .disabled
-    // A node that refuses connections is skipped at once (a create goes elsewhere).
-    http.connectionPool.retryConnectionEstablishment = false
-    let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+    let nodes = NodeClients()
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
-    let routes = FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, http: client, logger: logger)
+    let routes = FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, nodes: nodes, logger: logger)
     routes.register(on: router)
     let webSocketRouter = Router(context: SproutContext.self)
     webSocketRouter.middlewares.add(ErrorAndMetricsMiddleware())
@@ -66,5 +61,5 @@ public func buildAPIApplication(
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
         onServerRunning: { channel in onListening(channel.localAddress?.port ?? config.port) },
         logger: logger)
-    return (app, APIServerParts(catalog: catalog, http: client, newAdminKey: newAdminKey))
+    return (app, APIServerParts(catalog: catalog, nodes: nodes, newAdminKey: newAdminKey))
 }

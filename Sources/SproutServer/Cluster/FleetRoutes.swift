@@ -20,7 +20,7 @@ struct FleetRoutes: Sendable {
     let catalog: ClusterCatalog
     let keys: FleetKeys
     let clusterToken: String
-    let http: HTTPClient
+    let nodes: NodeClients
     let logger: Logger
 
     func register(on router: Router<SproutContext>) {
@@ -76,7 +76,7 @@ struct FleetRoutes: Sendable {
                 }
                 let uri = wsContext.request.uri
                 let upstream = try await SandboxWebSocket.connect(
-                    host: host, port: UInt16(url.port ?? 80), target: uri.path + (uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""),
+                    host: host, port: UInt16(url.port ?? (url.scheme == "https" ? 443 : 80)), tls: try nodes.context(for: placement), target: uri.path + (uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""),
                     headers: [("Sprout-Cluster-Token", clusterToken), ("Sprout-Key-Id", identity.keyID), ("Sprout-Team", identity.team),
                               ("Sprout-Admin", identity.admin ? "true" : "false"), ("Sec-WebSocket-Protocol", "sprout")])
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(identity.keyID) }
@@ -294,7 +294,8 @@ struct FleetRoutes: Sendable {
         let lists = await withTaskGroup(of: [JSONValue].self) { group in
             for node in nodes {
                 group.addTask {
-                    let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch)
+                    let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch,
+                                                             certificate: node.registration.certificate)
                     do {
                         let response = try await send(.get, path: path, query: request.uri.query, headers: request.headers, body: nil,
                                                       identity: identity, to: placement)
@@ -352,7 +353,7 @@ struct FleetRoutes: Sendable {
         }
         if let body { outgoing.body = body }
         do {
-            return try await http.execute(outgoing, timeout: .hours(24))
+            return try await nodes.client(for: placement).execute(outgoing, timeout: .hours(24))
         } catch {
             throw SproutError(.unavailable, "node \(placement.node) at \(placement.address) cannot be reached: \(error)")
         }

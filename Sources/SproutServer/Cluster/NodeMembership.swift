@@ -23,13 +23,16 @@ public final class NodeMembership: Service, Sendable {
     let lease: Duration
     let lifecycle: SandboxLifecycle
     let logger: Logger
+    /// The certificate served now (HTTPS), registered again when it changed (a SIGHUP read a new one).
+    let certificate: (@Sendable () -> String)?
     private let current = Locked<ClusterCatalog.Membership?>(nil)
     /// Times the node fenced itself.
     let fences = Locked(0)
 
     init(catalog: ClusterCatalog, registration: ClusterCatalog.Registration, lease: Duration, lifecycle: SandboxLifecycle, logger: Logger,
-         listeningPort: (@Sendable () -> Int)? = nil) {
+         listeningPort: (@Sendable () -> Int)? = nil, certificate: (@Sendable () -> String)? = nil) {
         self.catalog = catalog
+        self.certificate = certificate
         pending = Locked(registration)
         self.listeningPort = listeningPort
         self.lease = lease
@@ -72,6 +75,11 @@ public final class NodeMembership: Service, Sendable {
             do {
                 if let membership = current.current, try await catalog.renew(membership, lease: lease) {
                     lastRenewal = monotonicSeconds()
+                    if let serving = certificate?(), serving != registration.certificate {
+                        try await catalog.updateCertificate(serving, of: membership)
+                        pending.withLock { $0.certificate = serving }
+                        logger.notice("the certificate this node serves changed; the fleet's catalog has the new one")
+                    }
                     try await releaseEnded(membership)
                 } else {
                     await fence(why: "the fleet's catalog refused its lease renewal (the lease ran out)")
@@ -126,13 +134,15 @@ public final class NodeMembership: Service, Sendable {
 
     /// What this host offers: its cores times `overcommit`, its memory, the
     /// data directory's free disk, its CPU's flags and its runtime.
-    static func registration(id: String, address: String, overcommit: Double, dataDirectory: String, runtime: String) -> ClusterCatalog.Registration {
+    static func registration(
+        id: String, address: String, overcommit: Double, dataDirectory: String, runtime: String, certificate: String
+    ) -> ClusterCatalog.Registration {
         let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
         let cpuinfo = (try? Descriptor.readFile("/proc/cpuinfo", limit: 4 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let flagsLine = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }
         let flags = flagsLine.map { Set($0.split(separator: ":", maxSplits: 1).last?.split(separator: " ").map(String.init) ?? []) } ?? []
         return ClusterCatalog.Registration(
             id: id, address: address, cpuCapacity: cores * overcommit, memoryMB: Int64(MemInfo.totalMB() ?? 0),
-            diskMB: (FileSystem.freeBytes(dataDirectory) ?? 0) >> 20, cpuFlags: flags, runtime: runtime)
+            diskMB: (FileSystem.freeBytes(dataDirectory) ?? 0) >> 20, cpuFlags: flags, runtime: runtime, certificate: certificate)
     }
 }

@@ -69,6 +69,8 @@ public struct ServerConfiguration: Sendable {
     public var catalog: String?
     /// Where the fleet reaches this node (`http(s)://HOST:PORT`).
     public var advertise: String?
+    /// `--insecure-http`: plain HTTP beyond loopback was asked for (a node may then advertise `http://` to other hosts).
+    public var insecureHTTP = false
     /// The secret API servers and nodes share (`--cluster-token FILE`'s content).
     public var clusterToken: String?
     /// How long a node's lease in the fleet's catalog lasts.
@@ -274,16 +276,30 @@ func joinFleet(
     guard let address = config.advertise, let parsed = URL(string: address), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
         throw SproutError(.invalidArgument, "--role node needs --advertise http(s)://HOST[:PORT]: where the fleet reaches this node (without a port: the one it listens on)")
     }
+    // API servers carry the cluster token and callers' data to the node: over TLS unless both ends are this host.
+    switch (parsed.scheme, config.tls) {
+    case ("https", nil):
+        throw SproutError(.invalidArgument, "--advertise \(address): this node serves plain HTTP (it serves HTTPS when it listens beyond loopback, with a certificate it makes, or with --tls-cert/--tls-key)")
+    case ("http", _?):
+        throw SproutError(.invalidArgument, "--advertise \(address): this node serves HTTPS; advertise https://")
+    case ("http", nil) where !IPAddressBytes.isLoopback(parsed.host ?? "") && !config.insecureHTTP:
+        throw SproutError(.invalidArgument, "--advertise \(address): API servers would send the cluster token to this node in clear text; listen beyond loopback (HTTPS, a certificate made for it) and advertise https://, or say --insecure-http")
+    default:
+        break
+    }
     guard config.leaseSeconds >= 1, config.leaseSeconds <= 600 else { throw SproutError(.invalidArgument, "--lease-seconds must be 1-600") }
     let catalog = try await ClusterCatalog(url: url, logger: logger)
     let runtime = lifecycle.runtime
+    var serving: (@Sendable () -> String)?
+    if let tls = config.tls { serving = { tls.leafPEM } }
     let membership = NodeMembership(
         catalog: catalog,
         registration: NodeMembership.registration(
             id: "node-\(instance)", address: address, overcommit: config.cpuOvercommit, dataDirectory: data,
-            runtime: [runtime.kind.rawValue, runtime.version, runtime.platform ?? ""].filter { !$0.isEmpty }.joined(separator: " ")),
+            runtime: [runtime.kind.rawValue, runtime.version, runtime.platform ?? ""].filter { !$0.isEmpty }.joined(separator: " "),
+            certificate: config.tls?.leafPEM ?? ""),
         lease: .milliseconds(Int64(config.leaseSeconds * 1000)), lifecycle: lifecycle, logger: logger,
-        listeningPort: parsed.port == nil ? listeningPort : nil)
+        listeningPort: parsed.port == nil ? listeningPort : nil, certificate: serving)
     // With the port in --advertise, the node joins now; without, once it listens (`NodeMembership.run`).
     guard parsed.port != nil else { return membership }
     do {

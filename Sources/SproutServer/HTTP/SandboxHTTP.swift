@@ -2,8 +2,10 @@ import AsyncAlgorithms
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import SproutCore
+import SproutSystem
 
 /// One HTTP/1.1 exchange with a server inside a sandbox, over SwiftNIO: the
 /// port previews' proxy. The connection closes with a reset (`SO_LINGER` 0),
@@ -111,10 +113,17 @@ enum SandboxWebSocket {
         case refused
     }
 
+    /// With `tls`, over TLS (an API server to an `https` node).
     static func connect(
-        host: String, port: UInt16, target: String, headers extra: [(String, String)] = [], connectTimeout: TimeAmount = .seconds(5)
+        host: String, port: UInt16, tls: NIOSSLContext? = nil, target: String, headers extra: [(String, String)] = [],
+        connectTimeout: TimeAmount = .seconds(5)
     ) async throws -> Channel {
         let upgraded = try await connectIntoSandbox(host: host, port: port, timeout: connectTimeout) { channel in
+            if let tls {
+                // No SNI for an address (TLS names hosts only).
+                try channel.pipeline.syncOperations.addHandler(
+                    try NIOSSLClientHandler(context: tls, serverHostname: IPAddressBytes.parse(host) == nil ? host : nil))
+            }
             let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 16 << 20) { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

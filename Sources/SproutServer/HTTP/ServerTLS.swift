@@ -35,6 +35,12 @@ public final class ServerCertificate: Sendable {
     /// The SHA-256 fingerprint of the certificate served now (`AB:CD:…`).
     public var fingerprint: String { pair.current.fingerprint }
 
+    /// The certificate served now (the leaf), as PEM.
+    public var leafPEM: String {
+        guard let der = try? pair.current.chain.first?.toDERBytes() else { return "" }
+        return PEMDocument(type: "CERTIFICATE", derBytes: der).pemString + "\n"
+    }
+
     /// Reads the files again; returns the new fingerprint.
     @discardableResult
     public func reload() throws -> String {
