@@ -73,7 +73,10 @@ public final class ClusterCatalog: Sendable {
     public struct Membership: Sendable, Equatable {
         public var node: String
         public var epoch: Int64
-        public init(node: String, epoch: Int64) { (self.node, self.epoch) = (node, epoch) }
+        /// The fleet had counted the node lost when it registered (again):
+        /// what ran on it ended as far as the fleet knows.
+        public var wasLost = false
+        public init(node: String, epoch: Int64, wasLost: Bool = false) { (self.node, self.epoch, self.wasLost) = (node, epoch, wasLost) }
     }
 
     /// Registers the node (again: its epoch grows, so whatever it held under
@@ -82,6 +85,7 @@ public final class ClusterCatalog: Sendable {
         let flags = node.cpuFlags.sorted().joined(separator: " ")
         let seconds = Self.seconds(lease)
         let rows = try await client.query("""
+            WITH before AS (SELECT state FROM node WHERE id = \(node.id))
             INSERT INTO node (id, address, epoch, state, lease_until, cpu_capacity, memory_mb, disk_mb, cpu_flags, runtime, certificate,
                               registered_at, renewed_at)
             VALUES (\(node.id), \(node.address), 1, 'ready', now() + make_interval(secs => \(seconds)), \(node.cpuCapacity), \(node.memoryMB),
@@ -90,9 +94,9 @@ public final class ClusterCatalog: Sendable {
                 lease_until = EXCLUDED.lease_until, cpu_capacity = EXCLUDED.cpu_capacity, memory_mb = EXCLUDED.memory_mb,
                 disk_mb = EXCLUDED.disk_mb, cpu_flags = EXCLUDED.cpu_flags, runtime = EXCLUDED.runtime, certificate = EXCLUDED.certificate,
                 registered_at = now(), renewed_at = now()
-            RETURNING epoch
+            RETURNING epoch, COALESCE((SELECT state FROM before), '') = 'lost'
             """, logger: logger)
-        for try await epoch in rows.decode(Int64.self) { return Membership(node: node.id, epoch: epoch) }
+        for try await (epoch, wasLost) in rows.decode((Int64, Bool).self) { return Membership(node: node.id, epoch: epoch, wasLost: wasLost) }
         throw SproutError(.internal, "registering node \(node.id) returned nothing")
     }
 
@@ -205,6 +209,8 @@ public final class ClusterCatalog: Sendable {
         public var memoryMB: Int64 = 0
         /// The node's certificate (`Registration.certificate`).
         public var certificate: String = ""
+        /// The node's state when read (`placement(of:)`; `ready` elsewhere).
+        public var nodeState: NodeState = .ready
         public init(node: String, address: String, epoch: Int64, cpu: Double = 0, memoryMB: Int64 = 0, certificate: String = "") {
             (self.node, self.address, self.epoch, self.cpu, self.memoryMB, self.certificate) = (node, address, epoch, cpu, memoryMB, certificate)
         }
@@ -272,11 +278,14 @@ public final class ClusterCatalog: Sendable {
     /// Where the sandbox is placed, if anywhere.
     public func placement(of sandbox: String) async throws -> Placement? {
         let rows = try await client.query("""
-            SELECT p.node, n.address, p.epoch, p.cpu, p.memory_mb, n.certificate FROM placement p JOIN node n ON n.id = p.node
+            SELECT p.node, n.address, p.epoch, p.cpu, p.memory_mb, n.certificate, n.state FROM placement p JOIN node n ON n.id = p.node
             WHERE p.sandbox = \(sandbox)
             """, logger: logger)
-        for try await (node, address, epoch, cpu, memory, certificate) in rows.decode((String, String, Int64, Double, Int64, String).self) {
-            return Placement(node: node, address: address, epoch: epoch, cpu: cpu, memoryMB: memory, certificate: certificate)
+        for try await (node, address, epoch, cpu, memory, certificate, state)
+            in rows.decode((String, String, Int64, Double, Int64, String, String).self) {
+            var placement = Placement(node: node, address: address, epoch: epoch, cpu: cpu, memoryMB: memory, certificate: certificate)
+            placement.nodeState = NodeState(rawValue: state) ?? .lost
+            return placement
         }
         return nil
     }

@@ -78,7 +78,8 @@ struct ClusterCatalogTests {
             // Nothing is placed on a lost node.
             for i in 0..<3 { #expect(try await catalog.place(.init(sandbox: "s\(i)", cpu: 1, memoryMB: 256)).node == "b") }
             let back = try await catalog.register(Self.node("a"), lease: .seconds(60))
-            #expect(back.epoch == short.epoch + 1)
+            #expect(back.epoch == short.epoch + 1 && back.wasLost, "registered again after it was counted lost")
+            #expect(try await catalog.register(Self.node("a"), lease: .seconds(60)).wasLost == false, "again, from ready")
             #expect(try await catalog.nodes().map(\.state) == [.ready, .ready])
         }
     }

@@ -134,7 +134,7 @@ extension Integration {
             await catalog.shutdown()
         }
 
-        @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; the first node, back, drops its stale copy; a drain moves every sandbox off a node with its processes")
+        @Test("pause on one node, kill -9 it and remove its state: the resume through the API lands on the other node, files and a running counter intact; once the node is lost, a sandbox paused to wake wakes on the other node at its next request and one that ran there is gone (not brought back from an older pause); the first node, back, drops its stale copy; a drain moves every sandbox off a node with its processes")
         func resumeElsewhere() async throws {
             try await withTestPostgres { postgres in
                 try await withTestS3(bucket: "sprout-fleet") { s3, store in
@@ -142,8 +142,8 @@ extension Integration {
                     let credentials = s3.directory + "/credentials"
                     try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
                     let catalog = postgres.url()
-                    // The default lease: the move does not wait for the dead node to be marked lost (its connection is refused).
-                    let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1",
+                    // The move does not wait for the dead node to be marked lost (its connection is refused); the wake does (3 s leases).
+                    let nodeArgs = ["--role", "node", "--catalog", catalog, "--cluster-token", token, "--advertise", "http://127.0.0.1", "--lease-seconds", "3",
                                     "--store", store.location.description, "--store-credentials", credentials]
                     try await ServerHarness.with(extraArgs: ["--role", "api", "--catalog", catalog, "--cluster-token", token]) { apiServer in
                         try await ServerHarness.with(extraArgs: nodeArgs) { a in
@@ -167,6 +167,13 @@ extension Integration {
             let (source, target) = onA ? (a, b) : (b, a)
             try await startCounterAndServer(api, sandbox.id)
             #expect(try await api.run(sandbox.id, API.Exec(shell: "echo moved-with-it > /root/note.txt")).exit == API.Exit(code: 0))
+            // Two more on the source: one paused to wake at its next request, one paused and resumed (running; its pause left the store).
+            let (waker, runner) = try await Self.twoOn(source, api: api)
+            try await startCounterAndServer(api, waker)
+            let wakerBefore = try await counter(api, waker)
+            #expect(try await api.pause(waker, autoResume: true).state == .paused)
+            _ = try await api.pause(runner)
+            #expect(try await api.resume(runner).state == .running)
             var clock = CounterClock()
             let before = try await counter(api, sandbox.id)
             #expect(try await api.pause(sandbox.id).state == .paused)
@@ -175,7 +182,21 @@ extension Integration {
             // The source node dies, and its disk's copy of the pause with it.
             source.crash()
             do {
-                try await afterCrash(api: api, apiPort: apiPort, envdToken: envdToken, sandbox: sandbox, before: before, source: source, target: target)
+                try await afterCrash(api: api, apiPort: apiPort, envdToken: envdToken, sandbox: sandbox, before: before, clock: clock,
+                                     source: source, target: target)
+                try await afterLost(api: api, waker: waker, wakerBefore: wakerBefore, runner: runner, source: source, target: target)
+                // The source comes back: it rejoins, and its stale paused copies end (their host resources with them).
+                try source.start()
+                #expect(try await eventually { try await source.client.sandbox(sandbox.id).state == .killed })
+                #expect(try await source.client.sandbox(sandbox.id).error == "moved to node node-\(target.instance)")
+                // What still ran here when the fleet counted the node lost ends as it rejoins.
+                #expect(try await source.client.sandbox(runner).state == .killed)
+                #expect(try await source.client.sandbox(runner).error == "node lost: the fleet counted this node lost while it was away")
+                #expect(source.log.components(separatedBy: "fenced").count == 1, "back, it was never fenced: its renewals ran while it ended what it had")
+                for id in [sandbox.id, waker] { _ = try await api.killSandbox(id) }
+                try await drainMoves(api: api, a: source, b: target)
+                await expectNoLeftovers(source.data)
+                await expectNoLeftovers(target.data)
             } catch {
                 // Back up, so that its harness can clear what it holds (the paused copy's network) on the way out.
                 if !source.isRunning { try? source.start() }
@@ -184,30 +205,51 @@ extension Integration {
         }
 
         func afterCrash(
-            api: SproutAPIClient, apiPort: UInt16, envdToken: String, sandbox: API.Sandbox, before: Int, source: ServerHarness, target: ServerHarness
+            api: SproutAPIClient, apiPort: UInt16, envdToken: String, sandbox: API.Sandbox, before: Int, clock: CounterClock, source: ServerHarness,
+            target: ServerHarness
         ) async throws {
+            var clock = clock
             try FileSystem.removeTree(source.data + "/images")
             try FileSystem.removeTree(source.data + "/sandboxes/\(sandbox.id)/upper")
 
+            clock.resumed()
             let resumed = try await api.resume(sandbox.id)
             #expect(resumed.state == .running)
             #expect(try await target.client.sandboxes().contains { $0.id == sandbox.id }, "it runs on the other node now")
             let after = try await counter(api, sandbox.id)
-            #expect(after >= before && after < before + 10, "the counter was \(before) before the pause and \(after) after the move")
+            #expect(after >= before && after <= clock.most(from: before), "the counter was \(before) before the pause and \(after) after the move")
             #expect(try await eventually { try await counter(api, sandbox.id) > after }, "the counter keeps counting")
             #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/root/note.txt"])).stdoutText == "moved-with-it\n")
             #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).stdoutText == sandbox.id + "\n")
             // Nodes derive envd tokens from the cluster token: the one E2B gave at the create opens envd on the new node.
             #expect(try Self.envdHealth(port: apiPort, sandbox: sandbox.id, token: envdToken) / 100 == 2)
 
-            // The source comes back: it rejoins, and its stale paused copy ends (its host resources with it).
-            try source.start()
-            #expect(try await eventually { try await source.client.sandbox(sandbox.id).state == .killed })
-            #expect(try await source.client.sandbox(sandbox.id).error == "moved to node node-\(target.instance)")
-            _ = try await api.killSandbox(sandbox.id)
-            try await drainMoves(api: api, a: source, b: target)
-            await expectNoLeftovers(source.data)
-            await expectNoLeftovers(target.data)
+        }
+
+        /// Once the fleet counts the source lost: the sandbox paused there to
+        /// wake is taken in by the other node at its next request and woken,
+        /// its processes intact; the one that was running there is gone.
+        func afterLost(api: SproutAPIClient, waker: String, wakerBefore: Int, runner: String, source: ServerHarness, target: ServerHarness) async throws {
+            #expect(try await eventually { try await api.nodes().first { $0.id == "node-\(source.instance)" }?.state == "lost" })
+            let woken = try await counter(api, waker)
+            #expect(woken >= wakerBefore, "its counter went on from \(wakerBefore): \(woken)")
+            #expect(try await target.client.sandbox(waker).state == .running, "woken on the other node")
+            let gone = "sandbox \(runner) was running on node node-\(source.instance), which the fleet lost: it ended with its node (node lost)"
+            await #expect(throws: SproutError(.notFound, gone)) { _ = try await api.sandbox(runner) }
+            await #expect(throws: SproutError(.notFound, "no sandbox with id '\(runner)'")) { _ = try await api.resume(runner) }
+        }
+
+        /// Two new sandboxes placed on `node` (others made on the way are killed).
+        static func twoOn(_ node: ServerHarness, api: SproutAPIClient) async throws -> (String, String) {
+            var (mine, others): ([String], [String]) = ([], [])
+            for _ in 0..<12 where mine.count < 2 {
+                let id = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+                if try await node.client.sandboxes().contains(where: { $0.id == id }) { mine.append(id) } else { others.append(id) }
+            }
+            // Killed only now: kept, they fill the other node, so placement turns to this one.
+            for id in others { _ = try await api.killSandbox(id) }
+            guard mine.count == 2 else { throw SproutError(.internal, "placement put no two of 12 sandboxes on node-\(node.instance)") }
+            return (mine[0], mine[1])
         }
 
         /// Drain through the API: every sandbox on the node moves to the other,

@@ -47,7 +47,7 @@ struct FleetRoutes: Sendable {
             for path in paths {
                 group.on(RouterPath(path), method: method) { request, context in
                     let id = try context.parameters.require("id")
-                    guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, notFound(id)) }
+                    guard let placement = try await locate(id, for: try context.caller()) else { throw SproutError(.notFound, notFound(id)) }
                     let response = try await forward(request, context: context, to: placement)
                     // A kill the node answered: the reservation goes with the sandbox.
                     if method == .delete, path == paths[0], response.status.code / 100 == 2 { try? await catalog.forget(id) }
@@ -71,7 +71,7 @@ struct FleetRoutes: Sendable {
                 let context = wsContext.requestContext
                 let id = try context.parameters.require("id")
                 let identity = try context.caller()
-                guard let placement = try await catalog.placement(of: id), let url = URL(string: placement.address), let host = url.host else {
+                guard let placement = try await locate(id, for: identity), let url = URL(string: placement.address), let host = url.host else {
                     throw SproutError(.notFound, "no sandbox with id '\(id)'")
                 }
                 let uri = wsContext.request.uri
@@ -92,6 +92,31 @@ struct FleetRoutes: Sendable {
             group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
         }
         forwardSandboxRoutes(on: group, paths: ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"]) { "sandbox \($0) not found" }
+    }
+
+    /// Where a sandbox is. One placed on a node the fleet lost is taken in by
+    /// another node first, if it was paused there (its pause is in the
+    /// store): it stays paused, and the request then reaches it there (and
+    /// wakes it, if it was paused to wake). One that was running there ended
+    /// with its node: its placement goes, and the answer is that it is gone.
+    private func locate(_ id: String, for identity: Identity) async throws -> ClusterCatalog.Placement? {
+        guard let placement = try await catalog.placement(of: id) else { return nil }
+        guard placement.nodeState == .lost else { return placement }
+        let moved = try await relocate(id, from: placement, nodes: try await catalog.nodes(), to: nil, identity: identity, headers: [:], resume: nil)
+        guard moved.response.status.code / 100 == 2 else { throw try await lostWith(id, placement, moved) }
+        return try await catalog.placement(of: id)
+    }
+
+    /// The error for a sandbox that could not be moved off a lost node: gone
+    /// with it (no pause in the store: it was running) or the target's error.
+    private func lostWith(
+        _ id: String, _ placement: ClusterCatalog.Placement, _ answer: (response: HTTPClientResponse, body: ByteBuffer, node: String)
+    ) async throws -> SproutError {
+        let error = Self.nodeError(answer.body, status: answer.response.status.code, node: answer.node)
+        guard error.code == .notFound, placement.nodeState == .lost else { return error }
+        try await catalog.forget(id)
+        logger.notice("a sandbox that ran on a lost node is gone", metadata: ["sandbox": "\(id)", "node": "\(placement.node)", "error": "\(error.message)"])
+        return SproutError(.notFound, "sandbox \(id) was running on node \(placement.node), which the fleet lost: it ended with its node (node lost)")
     }
 
     /// A request for a sandbox's envd, sent to its node unchanged (the node checks the sandbox's access token).
@@ -170,6 +195,7 @@ struct FleetRoutes: Sendable {
             throw SproutError(.notFound, "no ready node with id '\(wanted)'")
         }
         let moved = try await relocate(id, from: placement, nodes: nodes, to: wanted, identity: identity, headers: request.headers, resume: body)
+        if moved.response.status.code / 100 != 2, moved.node == placement.node { throw try await lostWith(id, placement, moved) }
         return Self.response(moved.response, body: ResponseBody(byteBuffer: moved.body))
     }
 

@@ -28,6 +28,8 @@ public final class NodeMembership: Service, Sendable {
     private let current = Locked<ClusterCatalog.Membership?>(nil)
     /// Times the node fenced itself.
     let fences = Locked(0)
+    /// What registrations set off (`join`), awaited when the node stops.
+    private let settlings = Locked<[Task<Void, Never>]>([])
 
     init(catalog: ClusterCatalog, registration: ClusterCatalog.Registration, lease: Duration, lifecycle: SandboxLifecycle, logger: Logger,
          listeningPort: (@Sendable () -> Int)? = nil, certificate: (@Sendable () -> String)? = nil) {
@@ -42,15 +44,33 @@ public final class NodeMembership: Service, Sendable {
 
     public var membership: ClusterCatalog.Membership? { current.current }
 
-    /// Registers (again).
+    /// Registers (again). What follows from it (ending sandboxes) runs
+    /// beside the lease's renewals, never before them: it can take longer
+    /// than a short lease.
     func join() async throws {
+        // What runs here before this registration: if the fleet had counted the node lost, that ended for the fleet.
+        let running = (try? await lifecycle.repository.all(in: [.running]))?.map(\.id) ?? []
         let membership = try await catalog.register(registration, lease: lease)
         current.withLock { $0 = membership }
-        await dropMoved(membership)
         logger.notice("joined the fleet", metadata: [
             "node": "\(membership.node)", "epoch": "\(membership.epoch)", "address": "\(registration.address)",
             "cpuCapacity": "\(registration.cpuCapacity)", "memoryMB": "\(registration.memoryMB)",
         ])
+        let settling = Task {
+            if membership.wasLost && !running.isEmpty {
+                // Back after the fleet counted it lost (a restart, a partition): its running sandboxes ended for the fleet, so here too.
+                logger.warning("the fleet counted this node lost; what ran here ends", metadata: ["node": "\(membership.node)", "sandboxes": "\(running.count)"])
+                await withTaskGroup(of: Void.self) { group in
+                    for id in running {
+                        group.addTask {
+                            _ = try? await self.lifecycle.kill(id, reason: "node lost", error: "node lost: the fleet counted this node lost while it was away")
+                        }
+                    }
+                }
+            }
+            await dropMoved(membership)
+        }
+        settlings.withLock { $0.append(settling) }
     }
 
     public func run() async throws {
@@ -94,6 +114,7 @@ public final class NodeMembership: Service, Sendable {
                 }
             }
         }
+        for settling in settlings.withLock({ $0 }) { await settling.value }
         await catalog.shutdown()
     }
 

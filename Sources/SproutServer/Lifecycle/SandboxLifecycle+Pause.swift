@@ -147,7 +147,7 @@ extension SandboxLifecycle {
     /// runs on from what it was just paused into (its processes intact).
     private func resumeAfterUnstoredPause(_ paused: SandboxRecord, _ error: Error) async throws -> SproutError {
         logger.withSandbox(paused.id).error("pause not stored; resuming", metadata: ["error": "\(error)"])
-        _ = try await resumeNow(paused)
+        _ = try await resumeNow(paused, stored: false)
         return SproutError(.unavailable, "cannot pause sandbox \(paused.id): the object store did not take it (\(error.sentence)); it keeps running")
     }
 
@@ -180,17 +180,23 @@ extension SandboxLifecycle {
 
     /// The resume itself; the caller holds the gate. The machine says how:
     /// restore the memory image, or (a pause that kept only files) boot again.
-    func resumeNow(_ current: SandboxRecord) async throws -> SandboxRecord {
+    /// `stored`: the pause is in the object store (if there is one), and is
+    /// taken out of it; false for a pause the store did not take.
+    func resumeNow(_ current: SandboxRecord, stored: Bool = true) async throws -> SandboxRecord {
         let id = current.id
         let room = try await admit([id], memoryMB: current.memoryMB)
         defer { room.release() }
         let started = monotonicSeconds()
         let (resuming, action) = try await repository.transition(id, .resume, expecting: current.version)
         var phases = ""
+        var handoff: PauseHandoff?
         do {
             let env = try await graph.resolve(resuming.env, team: resuming.team, includeDeleted: true)
             let lowers = try await launcher.lowerDirectories(env)
-            if let remote = stores.remote { try await fetchPause(resuming, memory: action == .restoreFromImage, from: remote) }
+            if let remote = stores.remote, stored {
+                try await fetchPause(resuming, memory: action == .restoreFromImage, from: remote)
+                handoff = try await remote.takeHandoff(for: id)
+            }
             switch action {
             case .restoreFromImage: phases = try await restoreFromImage(resuming, layers: lowers, started: started)
             case .bootFromFiles:
@@ -200,6 +206,8 @@ extension SandboxLifecycle {
             default: throw SproutError(.internal, "a resume cannot \(action)")
             }
         } catch {
+            // Still paused: its pause goes back in the store, for a node that takes it in.
+            if let handoff, let remote = stores.remote { try? await remote.putHandoff(handoff, for: id) }
             logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
             metrics.runtimeError(operation: "restore")
             let (paused, next) = (try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" })

@@ -179,10 +179,24 @@ public final class RemoteStore: Sendable {
         try await client.put("sandboxes/\(id)/pause.json", bytes: Array(try JSONEncoder.sorted.encode(handoff)))
     }
 
+    /// Takes the sandbox's pause out of the store as it resumes (what is
+    /// read back if the resume fails): once it runs again, a node that took
+    /// that pause in would bring back an older state than the one it lost.
+    func takeHandoff(for id: String) async throws -> PauseHandoff? {
+        guard let handoff = try await storedHandoff(for: id) else { return nil }
+        try await client.delete("sandboxes/\(id)/pause.json")
+        return handoff
+    }
+
     func handoff(for id: String) async throws -> PauseHandoff {
-        guard Identifiers.isSafeName(id), let bytes = try await client.get("sandboxes/\(id)/pause.json") else {
-            throw SproutError(.notFound, "sandbox \(id) has no pause in the store \(client.location.description)")
+        guard let handoff = try await storedHandoff(for: id) else {
+            throw SproutError(.notFound, "sandbox \(id) has no pause in the store \(client.location.description) (it was not paused there, or it has resumed since)")
         }
+        return handoff
+    }
+
+    private func storedHandoff(for id: String) async throws -> PauseHandoff? {
+        guard Identifiers.isSafeName(id), let bytes = try await client.get("sandboxes/\(id)/pause.json") else { return nil }
         do { return try JSONDecoder().decode(PauseHandoff.self, from: Data(bytes)) } catch {
             throw SproutError(.malformed, "sandboxes/\(id)/pause.json in the store is damaged: \(error)")
         }
