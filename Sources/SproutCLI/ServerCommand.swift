@@ -60,6 +60,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Keep paused sandboxes' memory images and writable layers in this object store too: s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION (credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --store-credentials).")
     var store: String?
     @Option(help: "A file of AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines for --store.") var storeCredentials: String?
+    @Option(name: .customLong("cache-gb"), help: "With --store: keep at most this many GiB of copies of what the store holds (memory images, env layers); the least recently used go first and are fetched again when needed.")
+    var cacheGB: Double?
     @Option(help: "all: one host on its own; node: a node of the fleet whose catalog --catalog names; api: an API server of that fleet.") var role = "all"
     @Option(help: "A file holding the secret a fleet's API servers and nodes share (16 characters or more), for --role node and api.") var clusterToken: String?
     @Option(help: "The fleet's catalog, for --role node: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require].") var catalog: String?
@@ -137,6 +139,11 @@ struct ServerCommand: AsyncParsableCommand {
         config.cpuOvercommit = cpuOvercommit
         config.store = store
         config.storeCredentialsFile = storeCredentials
+        if let cacheGB {
+            guard store != nil else { throw SproutError(.invalidArgument, "--cache-gb bounds the copies of what --store holds: give --store too") }
+            guard cacheGB >= 0 && cacheGB <= 1_048_576 else { throw SproutError(.invalidArgument, "--cache-gb must be 0-1048576") }
+            config.cacheBytes = Int64(cacheGB * 1_073_741_824)
+        }
         if let domain {
             guard !domain.isEmpty, domain.count <= 200, !domain.contains("/"), !domain.hasPrefix(".") else {
                 throw SproutError(.invalidArgument, "--domain takes a host name (and port), such as sandboxes.example.com")

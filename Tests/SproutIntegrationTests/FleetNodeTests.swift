@@ -89,6 +89,7 @@ extension Integration {
                 (["--role", "api", "--catalog", "postgres://x@h/d"], "--role api needs --cluster-token"),
                 (["--role", "api", "--catalog", "postgres://x@h/d", "--cluster-token", short], "16 characters or more"),
                 (["--role", "edge"], "unknown role 'edge'"),
+                (["--cache-gb", "1"], "give --store too"),
                 (["--catalog", "postgres://x@h/d"], "are for --role node or api"),
                 (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token, "--advertise", "http://10.1.2.3:7070"],
                  "would send the cluster token to this node in clear text"),

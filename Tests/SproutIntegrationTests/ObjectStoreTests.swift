@@ -14,12 +14,12 @@ extension Integration {
     @Suite("object store")
     struct ObjectStoreTests {
         /// A server with `--store` on a fresh S3 server; both removed after.
-        static func withStore(_ body: (LocalS3, S3Client, ServerHarness) async throws -> Void) async throws {
+        static func withStore(extraArgs: [String] = [], _ body: (LocalS3, S3Client, ServerHarness) async throws -> Void) async throws {
             try await withTestS3(bucket: "sprout-pauses", prefix: "node-a") { s3, store in
                 let credentials = s3.directory + "/credentials"
                 try FileSystem.writeAtomically(credentials, "AWS_ACCESS_KEY_ID=\(s3.credentials.accessKey)\nAWS_SECRET_ACCESS_KEY=\(s3.credentials.secretKey)\n", mode: 0o600)
                 // The server makes the bucket it is given if it is missing.
-                try await ServerHarness.with(extraArgs: ["--store", store.location.description, "--store-credentials", credentials]) { server in
+                try await ServerHarness.with(extraArgs: ["--store", store.location.description, "--store-credentials", credentials] + extraArgs) { server in
                     try await body(s3, store, server)
                 }
             }
@@ -78,20 +78,72 @@ extension Integration {
             }
         }
 
+        /// Pushes env `id`: `empty` and one run step.
+        static func pushEnv(_ id: String, run: String, to server: ServerHarness) async throws {
+            let repo = server.data + "/repo-" + id
+            try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+            try """
+                id = "\(id)"
+                [template]
+                from = "empty"
+                [build]
+                run = ["\(run)"]
+                """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+            let pushed = try await CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"])
+            #expect(pushed.status == 0, "\(pushed.stderr)")
+        }
+
+        /// Sweeps of `store` finished (from /metrics): a sweep runs when no
+        /// operation holds a lease on its store, so tests wait for one.
+        static func sweeps(_ api: SproutAPIClient, _ store: String, metric: String = "sprout_store_sweeps_total") async throws -> Int {
+            let line = try await api.metrics().split(separator: "\n").first { $0.hasPrefix("\(metric){store=\"\(store)\"} ") }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+
+        @Test("--cache-gb 0: once a sandbox is paused, the host's copies of its memory image and its env's layers go (the store has them) and come back at the resume, processes and files intact; layers a running sandbox has mounted stay")
+        func boundedCache() async throws {
+            try await Self.withStore(extraArgs: ["--cache-gb", "0"]) { _, store, server in
+                let api = server.client
+                try await Self.pushEnv("cached", run: "mkdir -p /opt/app && echo built > /opt/app/out.txt", to: server)
+                let digests = Set(try await store.list(prefix: "layers/").map { String($0.key.split(separator: "/")[1]) })
+                #expect(!digests.isEmpty)
+                let held = { digests.filter { FileSystem.isDirectory(server.data + "/layers/\($0.prefix(20))") } }
+
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "cached"))
+                #expect(held() == digests, "the control: a created sandbox's layers are on the host")
+                let other = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, sandbox.id)
+                let before = try await counter(api, sandbox.id)
+                // Paused: its image is in the store, its layers no longer mounted; the sweeps after the pause evict both.
+                let manifests = { (try? FileSystem.children(server.data + "/images/manifests")) ?? [] }
+                _ = try await api.pause(sandbox.id)
+                // (Without --cache-gb the image stays: `resumeFromStore` finds it there.)
+                #expect(try await eventually { manifests().isEmpty }, "no memory image kept: \(manifests())")
+                #expect(try await eventually { held().isEmpty }, "no layer of the paused sandbox's env kept")
+                #expect(try await Self.sweeps(api, "images", metric: "sprout_cache_evictions_total") >= 1)
+
+                // The resume fetches both back; the sandbox runs on from where it stood.
+                let fetched = server.log.components(separatedBy: "layer fetched from the store").count
+                #expect(try await api.resume(sandbox.id).state == .running)
+                #expect(server.log.components(separatedBy: "layer fetched from the store").count > fetched)
+                #expect(try await counter(api, sandbox.id) >= before)
+                #expect(try await eventually { try await counter(api, sandbox.id) > before }, "its counter counts on")
+
+                // A sweep now (the other sandbox's pause) keeps what the running sandbox has mounted.
+                let after = try await Self.sweeps(api, "layers")
+                _ = try await api.pause(other.id)
+                #expect(try await eventually { try await Self.sweeps(api, "layers") > after })
+                #expect(held() == digests, "the running sandbox's layers stay")
+                #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/opt/app/out.txt"])).stdoutText == "built\n")
+                for id in [sandbox.id, other.id] { _ = try await api.killSandbox(id) }
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("an env is recorded once its layers are in the store; a host that lost them fetches them at the next create")
         func envLayers() async throws {
             try await Self.withStore { _, store, server in
-                let repo = server.data + "/repo"
-                try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-                try """
-                    id = "stored"
-                    [template]
-                    from = "empty"
-                    [build]
-                    run = ["mkdir -p /opt/app && echo built > /opt/app/out.txt && test -e /bin/ed && rm /bin/ed"]
-                    """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
-                let pushed = try await CLI(server: server).run(["env", "push", "--file", repo + "/sprout.toml", "--wait", "--json"])
-                #expect(pushed.status == 0, "\(pushed.stderr)")
+                try await Self.pushEnv("stored", run: "mkdir -p /opt/app && echo built > /opt/app/out.txt && test -e /bin/ed && rm /bin/ed", to: server)
                 let layers = try await store.list(prefix: "layers/").map(\.key)
                 // The run step's layer and the (empty) files layer, each once as a tar named by its digest.
                 #expect(layers.count == 2 && layers.allSatisfy { $0.hasSuffix(".tar") }, "\(layers)")

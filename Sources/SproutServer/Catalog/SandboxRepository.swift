@@ -289,6 +289,11 @@ public struct SandboxRepository: Sendable {
         }
     }
 
+    /// The envs of sandboxes whose root filesystem is mounted (every state but paused and killed).
+    func mountedEnvs() async throws -> Set<String> {
+        Set(try await db.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT env FROM sandbox WHERE state NOT IN ('paused', 'killed')") })
+    }
+
     /// Every memory image a live sandbox refers to.
     func referencedImages() async throws -> Set<String> {
         try await db.read { db in

@@ -104,8 +104,11 @@ struct Stores: Sendable {
     let blobs: BlobStore
     let images: ImageStore
     let remote: RemoteStore?
+    /// `--cache-gb` (with `remote`): the most the host keeps of copies of what the store holds.
+    let cacheBytes: Int64?
 
-    init(dataDirectory: String, remote: S3Client? = nil) {
+    init(dataDirectory: String, remote: S3Client? = nil, cacheBytes: Int64? = nil) {
+        self.cacheBytes = remote == nil ? nil : cacheBytes
         layers = LayerStore(root: dataDirectory + "/layers")
         blobs = BlobStore(root: dataDirectory + "/blobs")
         let images = ImageStore(root: dataDirectory + "/images")

@@ -81,6 +81,8 @@ public struct ServerConfiguration: Sendable {
     public var store: String?
     /// `AWS_ACCESS_KEY_ID=` and `AWS_SECRET_ACCESS_KEY=` lines for the store (nil: those environment variables).
     public var storeCredentialsFile: String?
+    /// `--cache-gb`: the most the host keeps of copies of what the store holds (nil: no bound).
+    public var cacheBytes: Int64?
 
     public init(dataDirectory: String = ServerConfiguration.defaultDataDirectory) {
         self.dataDirectory = dataDirectory
@@ -209,7 +211,7 @@ private func assembleApplication(
 
     // The parts, each given what it works with.
     let metrics = ServerMetrics()
-    let stores = Stores(dataDirectory: data, remote: try await openStore(config, logger: logger))
+    let stores = Stores(dataDirectory: data, remote: try await openStore(config, logger: logger), cacheBytes: config.cacheBytes)
     let agents = AgentConnector(network: host.network)
     let memoryGuard = host.watchesMemory
         ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
@@ -225,7 +227,7 @@ private func assembleApplication(
         checkpoint: Checkpointer(settings: lifecycleSettings, runtime: host.runtime, network: host.network, launcher: launcher, agents: agents,
                                  images: stores.images),
         graph: EnvGraph(catalog: catalog, bases: host.bases),
-        collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, logger: logger),
+        collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, metrics: metrics, logger: logger),
         admission: MemoryAdmission(settings: lifecycleSettings, repository: catalog.sandboxes, runtime: host.runtime, activity: activity, metrics: metrics),
         activity: activity, demand: demand, agents: agents, sandboxMetrics: sandboxMetrics, clock: clock, metrics: metrics, logger: logger)
     let reconciled = await Reconciler(lifecycle: lifecycle).run()

@@ -110,6 +110,15 @@ public final class ServerMetrics: Sendable {
     }
 
     /// A request woke a sleeping sandbox.
+    /// A garbage collection sweep of `store`, and the host's copies of what the object store has it evicted (`--cache-gb`).
+    func sweep(store: String, evicted: Int) {
+        registry.makeCounter(descriptor: descriptor("store_sweeps_total", "Garbage collection sweeps by store"), labels: [("store", store)]).increment()
+        if evicted > 0 {
+            registry.makeCounter(descriptor: descriptor("cache_evictions_total", "Copies of what the object store has evicted by --cache-gb, by store"),
+                                 labels: [("store", store)]).increment(by: Int64(evicted))
+        }
+    }
+
     func wake() {
         registry.makeCounter(descriptor: descriptor("wakes_total", "Sleeping sandboxes resumed by a request"), labels: []).increment()
     }

@@ -62,8 +62,8 @@ struct SandboxLauncher: Sendable {
         let base = env.base
         let baseLayer = try await host.bases.ensure(base) { line in logger.info("\(line)", metadata: ["env": "\(base)"]) }
         if let remote {
-            for digest in env.layers where !layers.contains(digest) {
-                try await remote.fetchLayer(digest, into: layers)
+            // Each layer used now (the least recently used copies are evicted first, with --cache-gb); one the host lacks fetched.
+            for digest in env.layers where try await remote.fetchLayer(digest, into: layers) {
                 logger.info("layer fetched from the store", metadata: ["env": "\(env.id)", "layer": "\(digest.prefix(20))"])
             }
         }
@@ -88,7 +88,7 @@ struct SandboxLauncher: Sendable {
     /// Where a warm env's image is kept reassembled, ready for `runsc restore`.
     func materializedImage(_ image: String) async throws -> String {
         let directory = "\(settings.readyImagesDirectory)/\(image)"
-        if let remote, !FileSystem.isDirectory(directory) { try await remote.fetchImage(image) }
+        if let remote { try await remote.fetchImage(image) }
         let images = images
         try await onThread {
             guard !FileSystem.isDirectory(directory) else { return }

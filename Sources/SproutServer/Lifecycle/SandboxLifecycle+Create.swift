@@ -88,6 +88,9 @@ extension SandboxLifecycle {
             throw SproutError(.unavailable,
                 "not enough disk space in \(settings.dataDirectory): \(free >> 20) MiB free, \(settings.minimumFreeBytes >> 20) MiB needed")
         }
+        // No copy of what the object store has is evicted while this sandbox comes up from it.
+        let hold = await collector.holdingCachedCopies()
+        defer { hold.end() }
         // Deep chains are squashed in blocks (cached) before anything is allocated.
         let lowers = try await launcher.lowerDirectories(env)
         // A warm env starts from its memory image, on a runtime that can restore one,

@@ -88,6 +88,8 @@ extension SandboxLifecycle {
             return paused
         }
         await collector.collect(.images)
+        // Its layers are no longer mounted: with --cache-gb, copies of them may go.
+        if collector.cacheBounded { await collector.collect(.layers) }
         metrics.memoryOperation("pause", seconds: monotonicSeconds() - started)
         return stored
     }
@@ -188,6 +190,9 @@ extension SandboxLifecycle {
         defer { room.release() }
         let started = monotonicSeconds()
         let (resuming, action) = try await repository.transition(id, .resume, expecting: current.version)
+        // No copy of what the object store has is evicted while this sandbox comes back from it.
+        let hold = await collector.holdingCachedCopies()
+        defer { hold.end() }
         var phases = ""
         var handoff: PauseHandoff?
         do {

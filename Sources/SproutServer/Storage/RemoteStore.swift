@@ -101,6 +101,7 @@ public final class RemoteStore: Sendable {
         let document = RemoteImage(manifest: String(decoding: manifestBytes, as: UTF8.self), chunks: chunks)
         try await client.put("images/\(id).json", bytes: Array(try JSONEncoder.sorted.encode(document)))
         try remember(added)
+        mark(.image, id, bytes: images.usage([id]).stored)
         return client.requestCount - before
     }
 
@@ -108,7 +109,10 @@ public final class RemoteStore: Sendable {
     /// lacks (one ranged read per pack). Returns the requests it took (0: it was local).
     @discardableResult
     func fetchImage(_ id: String) async throws -> Int {
-        if images.contains(id) { return 0 }
+        if images.contains(id) {
+            used(.image, id)
+            return 0
+        }
         let before = client.requestCount
         guard Identifiers.isSafeName(id), let bytes = try await client.get("images/\(id).json") else {
             throw SproutError(.notFound, "memory image \(id) is neither on this host nor in the store \(client.location.description)")
@@ -141,6 +145,7 @@ public final class RemoteStore: Sendable {
         }
         try images.putManifest(id, bytes: manifestBytes)
         try remember(document.chunks)
+        mark(.image, id, bytes: images.usage([id]).stored)
         return client.requestCount - before
     }
 
@@ -209,16 +214,25 @@ public final class RemoteStore: Sendable {
     /// check what it got. Returns whether it uploaded.
     @discardableResult
     func pushLayer(_ digest: String, path: String) async throws -> Bool {
-        if try await !client.list(prefix: "layers/\(digest)/").isEmpty { return false }
+        if try await !client.list(prefix: "layers/\(digest)/").isEmpty {
+            if marked(.layer, digest) == nil { mark(.layer, digest, bytes: await LayerStore.diskUsage(path)) }
+            return false
+        }
         let (tar, sha) = try await pack(path)
         defer { unlink(tar) }
         try await client.put("layers/\(digest)/\(sha).tar", file: tar)
+        mark(.layer, digest, bytes: await LayerStore.diskUsage(path))
         return true
     }
 
-    /// Fetches layer `digest` into `layers` (a layer the host has is left alone).
-    func fetchLayer(_ digest: String, into layers: LayerStore) async throws {
-        if layers.contains(digest) { return }
+    /// Fetches layer `digest` into `layers` (a layer the host has is left
+    /// alone, its use noted). Whether it fetched.
+    @discardableResult
+    func fetchLayer(_ digest: String, into layers: LayerStore) async throws -> Bool {
+        if layers.contains(digest) {
+            used(.layer, digest)
+            return false
+        }
         guard let key = try await client.list(prefix: "layers/\(digest)/").first(where: { $0.key.hasSuffix(".tar") })?.key else {
             throw SproutError(.notFound, "layer \(digest.prefix(20)) is neither on this host nor in the store \(client.location.description)")
         }
@@ -228,6 +242,53 @@ public final class RemoteStore: Sendable {
         defer { try? FileSystem.removeTree(temp) }
         try await unpack(key, sha256: sha, into: temp)
         try layers.adopt(directory: temp, as: digest)
+        mark(.layer, digest, bytes: await LayerStore.diskUsage(layers.path(digest)))
+        return true
+    }
+
+    // MARK: What the host holds of the store
+
+    /// A memory image or an env layer the store has and this host holds a
+    /// copy of (`--cache-gb` bounds those copies).
+    enum Cached: String, Sendable, CaseIterable {
+        case image = "images", layer = "layers"
+    }
+
+    struct CachedEntry: Sendable, Equatable {
+        var id: String
+        /// What the copy takes on disk (an image's chunks counted whole, though images share some).
+        var bytes: Int64
+        /// When the host last used it (seconds since the epoch).
+        var lastUse: Double
+    }
+
+    private func markerPath(_ kind: Cached, _ id: String) -> String { "\(directory)/cached/\(kind.rawValue)/\(id)" }
+
+    /// `id` is in the store, and used now; its copy takes `bytes`.
+    func mark(_ kind: Cached, _ id: String, bytes: Int64) {
+        guard Identifiers.isSafeName(id) else { return }
+        try? FileSystem.makeDirectories("\(directory)/cached/\(kind.rawValue)", mode: 0o700)
+        try? FileSystem.writeAtomically(markerPath(kind, id), "\(bytes)\n")
+    }
+
+    /// The copy of `id` was used now (the least recently used copies go first).
+    func used(_ kind: Cached, _ id: String) {
+        guard Identifiers.isSafeName(id) else { return }
+        _ = utimensat(AT_FDCWD, markerPath(kind, id), nil, 0)
+    }
+
+    func marked(_ kind: Cached, _ id: String) -> CachedEntry? {
+        let path = markerPath(kind, id)
+        var info = stat()
+        guard stat(path, &info) == 0, let bytes = try? Descriptor.readFile(path, limit: 64) else { return nil }
+        let size = Int64(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        return CachedEntry(id: id, bytes: size, lastUse: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+    }
+
+    /// Everything of `kind` the store has and this host has held, least recently used first.
+    func cached(_ kind: Cached) -> [CachedEntry] {
+        let names = (try? FileSystem.children("\(directory)/cached/\(kind.rawValue)")) ?? []
+        return names.compactMap { marked(kind, $0) }.sorted { ($0.lastUse, $0.id) < ($1.lastUse, $1.id) }
     }
 
     // MARK: Writable layers

@@ -110,9 +110,7 @@ public actor StoreLeases {
 
     /// Runs `body` holding a lease on `store`: nothing it writes is swept before it returns.
     func withLease<T: Sendable>(_ store: StoreKind, _ body: @Sendable () async throws -> T) async rethrows -> T {
-        while table.lease(store) == .wait {
-            await withCheckedContinuation { waiting[store, default: []].append($0) }
-        }
+        await acquire(store)
         do {
             let result = try await body()
             await perform(table.release(store), store)
@@ -121,6 +119,18 @@ public actor StoreLeases {
             await perform(table.release(store), store)
             throw error
         }
+    }
+
+    /// Takes a lease on `store` to be given back with `release` (for work
+    /// that does not fit one closure).
+    func acquire(_ store: StoreKind) async {
+        while table.lease(store) == .wait {
+            await withCheckedContinuation { waiting[store, default: []].append($0) }
+        }
+    }
+
+    func release(_ store: StoreKind) async {
+        await perform(table.release(store), store)
     }
 
     /// Sweeps `store` now, or as soon as no lease is held on it.
