@@ -168,7 +168,8 @@ extension Integration {
             try await startCounterAndServer(api, sandbox.id)
             #expect(try await api.run(sandbox.id, API.Exec(shell: "echo moved-with-it > /root/note.txt")).exit == API.Exit(code: 0))
             // Two more on the source: one paused to wake at its next request, one paused and resumed (running; its pause left the store).
-            let (waker, runner) = try await Self.twoOn(source, api: api)
+            let two = try await Self.placed(on: source, count: 2, env: "empty", api: api)
+            let (waker, runner) = (two[0], two[1])
             try await startCounterAndServer(api, waker)
             let wakerBefore = try await counter(api, waker)
             #expect(try await api.pause(waker, autoResume: true).state == .paused)
@@ -194,6 +195,7 @@ extension Integration {
                 #expect(try await source.client.sandbox(runner).error == "node lost: the fleet counted this node lost while it was away")
                 #expect(source.log.components(separatedBy: "fenced").count == 1, "back, it was never fenced: its renewals ran while it ended what it had")
                 for id in [sandbox.id, waker] { _ = try await api.killSandbox(id) }
+                try await sharedEnv(api: api, a: source, b: target)
                 try await drainMoves(api: api, a: source, b: target)
                 await expectNoLeftovers(source.data)
                 await expectNoLeftovers(target.data)
@@ -239,17 +241,50 @@ extension Integration {
             await #expect(throws: SproutError(.notFound, "no sandbox with id '\(runner)'")) { _ = try await api.resume(runner) }
         }
 
-        /// Two new sandboxes placed on `node` (others made on the way are killed).
-        static func twoOn(_ node: ServerHarness, api: SproutAPIClient) async throws -> (String, String) {
+        /// `count` new sandboxes of `env` placed on `node` (others made on the way are killed).
+        static func placed(on node: ServerHarness, count: Int, env: String, api: SproutAPIClient) async throws -> [String] {
             var (mine, others): ([String], [String]) = ([], [])
-            for _ in 0..<12 where mine.count < 2 {
-                let id = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+            for _ in 0..<12 where mine.count < count {
+                let id = try await api.createSandbox(API.CreateSandbox(env: env)).id
                 if try await node.client.sandboxes().contains(where: { $0.id == id }) { mine.append(id) } else { others.append(id) }
             }
             // Killed only now: kept, they fill the other node, so placement turns to this one.
             for id in others { _ = try await api.killSandbox(id) }
-            guard mine.count == 2 else { throw SproutError(.internal, "placement put no two of 12 sandboxes on node-\(node.instance)") }
-            return (mine[0], mine[1])
+            guard mine.count == count else { throw SproutError(.internal, "placement put no \(count) of 12 sandboxes on node-\(node.instance)") }
+            return mine
+        }
+
+        /// An env pushed through the API server is built on one node (the
+        /// first ready by id) and recorded in the store; a sandbox of it
+        /// placed on the other node finds it there by name, layers fetched.
+        func sharedEnv(api: SproutAPIClient, a: ServerHarness, b: ServerHarness) async throws {
+            let repo = try TLSTests.scratch()
+            defer { try? FileSystem.removeTree(repo) }
+            try """
+                id = "fleetenv"
+                [template]
+                from = "empty"
+                [build]
+                run = ["mkdir -p /opt/app && echo built once > /opt/app/out.txt"]
+                """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+            let cli = try await CLI.runProcess(
+                [ServerHarness.binary, "env", "push", "--file", repo + "/sprout.toml", "--wait"],
+                env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_API_URL=\(api.baseURL)", "SPROUT_API_KEY=\(api.apiKey ?? "")"])
+            #expect(cli.status == 0, "\(cli.stdout)\n\(cli.stderr)")
+            let (builder, other) = "node-\(a.instance)" < "node-\(b.instance)" ? (a, b) : (b, a)
+            #expect(builder.log.contains("env stored") && !other.log.contains("env stored"), "built on the first ready node")
+            #expect(try await api.envs().contains { $0.name == "fleetenv" }, "listed through the API")
+            let there = try await Self.placed(on: other, count: 1, env: "fleetenv", api: api)[0]
+            #expect(try await api.run(there, API.Exec(cmd: ["cat", "/opt/app/out.txt"])).stdoutText == "built once\n")
+            #expect(other.log.contains("layer fetched from the store"))
+            _ = try await api.killSandbox(there)
+
+            // E2B's template builder, stock SDK, through the API server: built on the builder, started anywhere.
+            let sdk = try await CLI.runProcess(
+                [LongIntegration.E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_fleet.py"],
+                env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(api.baseURL)", "E2B_SANDBOX_URL=\(api.baseURL)",
+                      "E2B_API_KEY=\(api.apiKey ?? "")", "FLEET_TEMPLATES=1"])
+            #expect(sdk.status == 0 && sdk.stdout.contains("fleet template checks passed"), "\(sdk.stdout.suffix(3000))\n\(sdk.stderr.suffix(3000))")
         }
 
         /// Drain through the API: every sandbox on the node moves to the other,

@@ -1,8 +1,12 @@
 """The stock e2b SDK through a fleet's API server (E2B_API_URL and
 E2B_SANDBOX_URL both the API server): create placed on a node, commands and
-files through envd forwarded to it, listing, kill. Prints `ok ...` per check."""
+files through envd forwarded to it, listing, kill; with FLEET_TEMPLATES set
+(nodes with an object store), the template builder. Prints `ok ...` per check."""
+import os
 import sys
-from e2b import Sandbox
+import tempfile
+
+from e2b import Sandbox, Template
 
 
 def check(what, ok, detail=""):
@@ -23,3 +27,21 @@ check("get_info through the control plane", sbx.get_info().sandbox_id == sbx.san
 sbx.kill()
 check("kill", sbx.sandbox_id not in [s.sandbox_id for s in Sandbox.list().next_items()])
 print("fleet SDK checks passed")
+
+if os.environ.get("FLEET_TEMPLATES"):
+    # The template builder through the API server: the build runs on one node (its upload link
+    # pointing back at the API server), and sandboxes of it start on any node (the env is in the store).
+    context = tempfile.mkdtemp()
+    with open(os.path.join(context, "hello.txt"), "w") as f:
+        f.write("copied through the fleet\n")
+    name = f"fleet-tpl-{os.getpid()}"
+    template = Template(file_context_path=context).from_template("empty").copy("hello.txt", "/srv/hello.txt").run_cmd(
+        "cat /srv/hello.txt /srv/hello.txt > /srv/twice.txt")
+    info = Template.build(template, name)
+    check("Template.build through the API server", info.template_id == name and Template.exists(name))
+    sandboxes = [Sandbox.create(name, timeout=120) for _ in range(2)]
+    for sbx in sandboxes:
+        r = sbx.commands.run("cat /srv/twice.txt")
+        check(f"a sandbox of the template ({sbx.sandbox_id}) has its files", r.stdout == "copied through the fleet\n" * 2, repr(r.stdout))
+        sbx.kill()
+    print("fleet template checks passed")

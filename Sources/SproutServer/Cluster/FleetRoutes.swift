@@ -21,6 +21,8 @@ struct FleetRoutes: Sendable {
     let keys: FleetKeys
     let clusterToken: String
     let nodes: NodeClients
+    /// How callers reach this API server (`http` or `https`).
+    var scheme = "http"
     let logger: Logger
 
     func register(on router: Router<SproutContext>) {
@@ -37,6 +39,29 @@ struct FleetRoutes: Sendable {
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
         v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
         forwardSandboxRoutes(on: v1, paths: ["sandboxes/:id", "sandboxes/:id/**"]) { "no sandbox with id '\($0)'" }
+        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**"])
+    }
+
+    /// Envs, builds, blobs and E2B's templates go to one node, the fleet's
+    /// first ready one by id, so that a push's uploads, its build and the
+    /// build's status meet on one node. The env it records goes to the
+    /// object store, where every node finds it by name or id.
+    private func forwardToBuilder(on group: RouterGroup<SproutContext>, paths: [String]) {
+        for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
+            for path in paths {
+                group.on(RouterPath(path), method: method) { request, context in
+                    try await forward(request, context: context, to: try await builder())
+                }
+            }
+        }
+    }
+
+    /// The node that builds: the first ready node by id.
+    private func builder() async throws -> ClusterCatalog.Placement {
+        guard let node = try await catalog.nodes().first(where: { $0.state == .ready && $0.leaseSeconds > 0 }) else {
+            throw SproutError(.unavailable, "no node of the fleet is ready to build")
+        }
+        return ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch, certificate: node.registration.certificate)
     }
 
     /// Every method on `paths` (the first is the sandbox itself, whose DELETE
@@ -92,6 +117,14 @@ struct FleetRoutes: Sendable {
             group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
         }
         forwardSandboxRoutes(on: group, paths: ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"]) { "sandbox \($0) not found" }
+        forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**"])
+        // The upload link of a template's file carries its own token: no key.
+        let upload = router.group().add(middleware: E2BErrorMiddleware())
+        upload.put("templates/files/upload/:token") { request, context in
+            let response = try await send(.put, path: request.uri.path, query: request.uri.query, headers: request.headers,
+                                          body: Self.streamed(request), identity: nil, to: try await builder())
+            return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+        }
     }
 
     /// Where a sandbox is. One placed on a node the fleet lost is taken in by
@@ -343,7 +376,10 @@ struct FleetRoutes: Sendable {
     }
 
     private func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
-        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
+        // Where the caller reached the fleet: links a node makes (E2B's upload links) point back here.
+        var headers = request.headers
+        if let authority = request.head.authority { headers[Self.forwardedHost] = authority }
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
                                       body: Self.streamed(request), identity: try context.caller(), to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
@@ -354,10 +390,13 @@ struct FleetRoutes: Sendable {
         return .stream(request.body, length: length.map { .known(Int64($0)) } ?? .unknown)
     }
 
+    static let forwardedHost = HTTPField.Name("Sprout-Forwarded-Host")!
+    static let forwardedScheme = HTTPField.Name("Sprout-Forwarded-Proto")!
+
     /// Headers that belong to one hop, or that only this API server may set.
     static let dropped: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length",
-        "x-api-key", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin",
+        "x-api-key", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin", "sprout-forwarded-host", "sprout-forwarded-proto",
     ]
 
     /// Sends a request to a node: as `identity`'s team with the cluster token,
@@ -372,6 +411,10 @@ struct FleetRoutes: Sendable {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
         if let identity {
+            if let host = headers[Self.forwardedHost] {
+                outgoing.headers.add(name: Self.forwardedHost.rawName, value: host)
+                outgoing.headers.add(name: Self.forwardedScheme.rawName, value: scheme)
+            }
             outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken)
             outgoing.headers.add(name: "Sprout-Key-Id", value: identity.keyID)
             outgoing.headers.add(name: "Sprout-Team", value: identity.team)

@@ -37,8 +37,12 @@ struct E2BTemplateRoutes {
             let path = try files.path(team: team, hash: hash)
             if FileSystem.exists(path) { return try JSONBody.response(E2B.FileUpload(present: true, url: nil), status: .created) }
             let token = await builds.uploadToken(team: team, hash: hash, now: services.lifecycle.clock.now)
-            let scheme = services.config.tls == nil ? "http" : "https"
-            let host = request.head.authority ?? "127.0.0.1:\(services.listeningPort.current)"
+            var scheme = services.config.tls == nil ? "http" : "https"
+            var host = request.head.authority ?? "127.0.0.1:\(services.listeningPort.current)"
+            // Through an API server of a fleet (the cluster token checked): the link points where the caller reached the fleet.
+            if try context.caller().keyID.hasPrefix("fleet:"), let forwarded = request.headers[FleetRoutes.forwardedHost] {
+                (host, scheme) = (forwarded, request.headers[FleetRoutes.forwardedScheme] == "https" ? "https" : "http")
+            }
             return try JSONBody.response(E2B.FileUpload(present: false, url: "\(scheme)://\(host)/templates/files/upload/\(token)"), status: .created)
         }
         group.post("v2/templates/:id/builds/:build") { request, context in

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SproutAPI
 import SproutCore
 import SproutRuntime
@@ -29,6 +30,8 @@ struct ResolvedEnv: Sendable {
 public struct EnvGraph: Sendable {
     let catalog: Catalog
     let bases: any BaseProvider
+    /// A fleet's object store: envs recorded on another node are found there (by id, or a name's newest publish).
+    var remote: RemoteStore? = nil
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
     /// Each env's process defaults, read once (envs never change).
@@ -42,7 +45,9 @@ public struct EnvGraph: Sendable {
     func resolve(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> ResolvedEnv {
         if Self.builtins.contains(reference) { return ResolvedEnv(id: reference, base: reference, layers: []) }
         if let envID = try await tagged(reference, team: team) { return try await resolve(envID, team: team, includeDeleted: includeDeleted) }
-        guard let record = try await catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted) else {
+        var record = try await catalog.envs.lookup(reference, team: team, includeDeleted: includeDeleted)
+        if let remote, record?.id != reference, let shared = await shared(reference, team: team, local: record, in: remote) { record = shared }
+        guard let record else {
             let drafts = try await catalog.envs.drafts(named: reference, team: team)
             if drafts > 0 {
                 throw SproutError(.notFound, "no published env named '\(reference)' (it has \(drafts) unpublished; publish one or use its id)")
@@ -58,6 +63,26 @@ public struct EnvGraph: Sendable {
                            memoryToken: record.memoryToken, start: record.start.map { EnvStart(command: $0, ready: record.ready,
                                                                                                  timeoutSeconds: record.startTimeout) },
                            volumes: record.volumes ?? [], process: record.process, image: record.image)
+    }
+
+    /// The env another node of the fleet recorded under `reference`: the
+    /// env its name was last published as, or the env with that id; taken
+    /// into this node's catalog. Nil when the store knows it no better than
+    /// `local` (or cannot be asked: then the local record stands, logged).
+    private func shared(_ reference: String, team: String, local: EnvRecord?, in remote: RemoteStore) async -> EnvRecord? {
+        do {
+            let named = try await remote.storedName(reference, team: team)
+            guard let id = named ?? (local == nil ? reference : nil), id != local?.id else { return nil }
+            guard let env = try await remote.storedEnv(id), env.team == team || env.team == BuiltinEnvs.team, env.deletedAt == nil,
+                  named != nil || env.id == reference
+            else { return nil }
+            return try await catalog.envs.insertIfAbsent(env)
+        } catch {
+            Logger(label: "sprout").warning("the object store could not be asked for an env; using this node's", metadata: [
+                "env": "\(reference)", "error": "\(error)",
+            ])
+            return nil
+        }
     }
 
     /// The env `name:tag` names, when `reference` is one the team has tagged.

@@ -101,6 +101,9 @@ extension SandboxLifecycle {
             var uploaded = 0
             for digest in env.layers where try await remote.pushLayer(digest, path: stores.layers.path(digest)) { uploaded += 1 }
             if let image = env.memoryImage { try await remote.pushImage(image) }
+            // The record itself, then its name: another node of the fleet finds it by either.
+            try await remote.putEnv(env)
+            if env.published, !env.name.isEmpty { try await remote.putName(env.name, team: env.team, env: env.id) }
             logger.info("env stored", metadata: [
                 "env": "\(env.id)", "layersUploaded": "\(uploaded)", "layers": "\(env.layers.count)",
                 "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))",

@@ -207,6 +207,33 @@ public final class RemoteStore: Sendable {
         }
     }
 
+    // MARK: Envs
+
+    /// `envs/<id>.json`: an env as recorded, for another node that is asked
+    /// for it (its layers and image are stored before it).
+    func putEnv(_ env: EnvRecord) async throws {
+        try await client.put("envs/\(env.id).json", bytes: Array(try JSONEncoder.sorted.encode(env)))
+    }
+
+    func storedEnv(_ id: String) async throws -> EnvRecord? {
+        guard Identifiers.isSafeName(id), let bytes = try await client.get("envs/\(id).json") else { return nil }
+        do { return try JSONDecoder().decode(EnvRecord.self, from: Data(bytes)) } catch {
+            throw SproutError(.malformed, "envs/\(id).json in the store is damaged: \(error)")
+        }
+    }
+
+    struct NamePointer: Codable { var env: String }
+
+    /// `names/<team>/<name>.json`: the env the name was last published as, fleet-wide.
+    func putName(_ name: String, team: String, env: String) async throws {
+        try await client.put("names/\(team)/\(name).json", bytes: Array(try JSONEncoder.sorted.encode(NamePointer(env: env))))
+    }
+
+    func storedName(_ name: String, team: String) async throws -> String? {
+        guard Identifiers.isSafeName(name), Identifiers.isSafeName(team), let bytes = try await client.get("names/\(team)/\(name).json") else { return nil }
+        return (try? JSONDecoder().decode(NamePointer.self, from: Data(bytes)))?.env
+    }
+
     // MARK: Layers
 
     /// Puts layer `digest` (the directory `path`) in the store unless it is
