@@ -64,9 +64,7 @@ struct BenchCommand: AsyncParsableCommand {
         OrphanReaper.startForRuntimes()
         let server: BenchServer? = apiURL == nil ? try BenchServer(runtime: runtime, cache: cache, platform: kind == .gvisor ? platform : nil) : nil
         let api = try server?.client ?? SproutAPIClient(url: apiURL!, apiKey: apiKey ?? ProcessInfo.processInfo.environment["SPROUT_API_KEY"])
-        var template = Array("/tmp/sprout-bench-bare-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let bare = BareRuntime(kind: kind, directory: cStringToString(template), platform: platform)
+        let bare = BareRuntime(kind: kind, directory: try FileSystem.makeTemporaryDirectory(prefix: "sprout-bench-bare"), platform: platform)
         let cleanUp: @Sendable () async -> Void = {
             if server != nil { await BenchRunner.killEverything(api) }
             server?.stop()

@@ -17,7 +17,14 @@ public enum FileSystem {
         }
     }
 
-    public static func exists(_ path: String) -> Bool {
+    /// A new directory `/tmp/<prefix>-XXXXXX` (mode 0700), made by `mkdtemp`; the caller removes it.
+    public static func makeTemporaryDirectory(prefix: String) throws -> String {
+        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
+        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+        public static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
     }

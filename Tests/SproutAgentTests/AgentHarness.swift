@@ -15,9 +15,7 @@ final class AgentHarness: @unchecked Sendable {
     var client: AgentClient { agent.client }
 
     init() throws {
-        var template = Array("/tmp/sprout-agent-test-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        workdir = cStringToString(template)
+        workdir = try FileSystem.makeTemporaryDirectory(prefix: "sprout-agent-test")
         guard let binary = LocalAgent.binaryBesideExecutable() else {
             throw SproutError(.notFound, "sprout-agent is not built next to the test runner")
         }

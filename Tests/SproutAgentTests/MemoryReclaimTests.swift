@@ -13,9 +13,7 @@ import Testing
 struct MemoryReclaimTests {
     @Test("killLargest ends the process holding the most memory, and only it; the agent keeps serving")
     func killsLargest() async throws {
-        var template = Array("/tmp/sprout-reclaim-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let dir = cStringToString(template)
+        let dir = try FileSystem.makeTemporaryDirectory(prefix: "sprout-reclaim")
         defer { try? FileSystem.removeTree(dir) }
         guard let binary = LocalAgent.binaryBesideExecutable() else { throw SproutError(.notFound, "sprout-agent is not built") }
         let agent = try LocalAgent(binary: binary, workdir: dir, launcher: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])

@@ -136,9 +136,7 @@ extension Integration {
 
         @Test("a runsc older than Debian 13's is refused, naming how to get a newer one; the installed one is accepted")
         func oldRunsc() throws {
-            var template = Array("/tmp/sprout-old-runsc-XXXXXX".utf8CString)
-            guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-            let dir = cStringToString(template)
+            let dir = try FileSystem.makeTemporaryDirectory(prefix: "sprout-old-runsc")
             defer { try? FileSystem.removeTree(dir) }
             let old = dir + "/runsc"
             try FileSystem.writeAtomically(old, "#!/bin/sh\necho 'runsc version 0.0~20221219.0'\necho 'spec: 1.0.2-dev'\n", mode: 0o755)

@@ -279,9 +279,7 @@ extension Integration {
 
         @Test("a registry that hands out bearer tokens (Docker Hub's scheme): the token service is asked with the login, the registry checks the token; a wrong login is refused")
         func bearerToken() async throws {
-            var template = Array("/tmp/sprout-token-XXXXXX".utf8CString)
-            guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-            let directory = cStringToString(template)
+            let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-token")
             defer { try? FileSystem.removeTree(directory) }
             for argv in [["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
                           "-days", "1", "-subj", "/CN=sprout-test-token"],

@@ -45,9 +45,7 @@ final class ServerHarness: @unchecked Sendable {
     /// Servers start without a warm pool unless a test asks for one, so that
     /// host-resource checks while they run see only what the test made.
     init(runtime: String = "gvisor", extraArgs: [String] = []) throws {
-        var template = Array("/tmp/sprout-it-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        data = cStringToString(template)
+        data = try FileSystem.makeTemporaryDirectory(prefix: "sprout-it")
         self.runtime = runtime
         self.extraArgs = extraArgs
         HostResources.servers.withLock { _ = $0.insert(data) }

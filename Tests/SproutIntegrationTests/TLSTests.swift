@@ -71,9 +71,7 @@ extension Integration {
         }
 
         static func scratch() throws -> String {
-            var template = Array("/tmp/sprout-tls-XXXXXX".utf8CString)
-            guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-            return cStringToString(template)
+            return try FileSystem.makeTemporaryDirectory(prefix: "sprout-tls")
         }
 
         @Test("HTTPS with a CA the test made: the CLI with it works, without it fails naming the fingerprint, with a wrong pin fails and the right one works; a key over plain HTTP beyond loopback is refused; terminal, streamed exec and port preview over TLS; SIGHUP swaps the certificate with the server up; the e2b SDK with SSL_CERT_FILE")

@@ -7,9 +7,7 @@ import SproutSystem
 /// A real PostgreSQL of a test's own (`LocalPostgres`: Debian's, initdb'd in
 /// a temporary directory), stopped and removed after `body`, also when it throws.
 func withTestPostgres(_ body: (LocalPostgres) async throws -> Void) async throws {
-    var template = Array("/tmp/sprout-pg-XXXXXX".utf8CString)
-    guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-    let directory = cStringToString(template)
+    let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-pg")
     defer { try? FileSystem.removeTree(directory) }
     let postgres = try await LocalPostgres(directory: directory)
     do {

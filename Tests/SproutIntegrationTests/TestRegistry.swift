@@ -18,9 +18,7 @@ final class TestRegistry: Sendable {
     var storage: String { registry.storage }
 
     init() async throws {
-        var template = Array("/tmp/sprout-registry-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let directory = cStringToString(template)
+        let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-registry")
         do {
             registry = try await LocalRegistry(directory: directory, login: login)
         } catch {

@@ -8,9 +8,7 @@ import SproutSystem
 /// a temporary directory, with a client of `bucket`; both ended and the
 /// directory removed after `body`, also when it throws.
 func withTestS3(bucket: String, prefix: String = "", partSize: Int = 16 << 20, _ body: (LocalS3, S3Client) async throws -> Void) async throws {
-    var template = Array("/tmp/sprout-s3-XXXXXX".utf8CString)
-    guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-    let directory = cStringToString(template)
+    let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-s3")
     defer { try? FileSystem.removeTree(directory) }
     let server = try await LocalS3(directory: directory)
     defer { server.stop() }

@@ -18,9 +18,7 @@ struct HTTPTests {
         clock: any WallClock = SystemClock(), configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: @escaping @Sendable (any TestClientProtocol, String, SproutServices) async throws -> Void
     ) async throws {
-        var template = Array("/tmp/sprout-unit-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let data = cStringToString(template)
+        let data = try FileSystem.makeTemporaryDirectory(prefix: "sprout-unit")
         defer { try? FileSystem.removeTree(data) }
         var config = ServerConfiguration(dataDirectory: data)
         config.poolSize = 0

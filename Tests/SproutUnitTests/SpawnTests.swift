@@ -12,9 +12,7 @@ import Testing
 struct SpawnTests {
     @Test("a program written by this process starts every time, while other threads spawn beside it")
     func noTextFileBusy() async throws {
-        var template = Array("/tmp/sprout-spawn-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let dir = cStringToString(template)
+        let dir = try FileSystem.makeTemporaryDirectory(prefix: "sprout-spawn")
         defer { try? FileSystem.removeTree(dir) }
         let stop = Locked(false)
         let spawned = Locked(0)

@@ -24,9 +24,7 @@ final class BenchServer: Sendable {
 
     init(runtime: String, cache: String, https: Bool = false, platform: GVisorPlatform? = nil, extraArgs: [String] = []) throws {
         self.https = https
-        var template = Array("/tmp/sprout-bench-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        data = cStringToString(template)
+        data = try FileSystem.makeTemporaryDirectory(prefix: "sprout-bench")
         let exe = OwnExecutable.path ?? "sprout"
         let out = try Spawn.pipe()
         let log = open(data + "/server.log", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)

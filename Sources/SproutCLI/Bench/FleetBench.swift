@@ -13,9 +13,7 @@ extension BenchRunner {
     static let fleetMetrics = ["fleet.create", "fleet.exec.true", "fleet.resume.other", "fleet.place"]
 
     func fleetRow(_ name: String) async throws -> MetricResult {
-        var template = Array("/tmp/sprout-bench-fleet-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let directory = cStringToString(template)
+        let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-bench-fleet")
         try? FileSystem.removeTree(directory)  // LocalFleet makes it
         let count = name == "fleet.place" ? 3 : 2
         _ = try await LocalFleet.start(directory: directory, nodes: count, runtime: "gvisor", cache: cache, apiPort: 0)

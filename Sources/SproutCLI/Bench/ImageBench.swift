@@ -17,9 +17,7 @@ extension BenchRunner {
     static let imageMetrics = ["image.pull", "image.push.unchanged"]
 
     func image(_ name: String) async throws -> MetricResult {
-        var template = Array("/tmp/sprout-bench-image-XXXXXX".utf8CString)
-        guard mkdtemp(&template) != nil else { throw SproutError.system("mkdtemp") }
-        let directory = cStringToString(template)
+        let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-bench-image")
         defer { try? FileSystem.removeTree(directory) }
         let registry = try await LocalRegistry(directory: directory)
         defer { registry.stop() }
