@@ -120,19 +120,10 @@ struct LocalFleet {
         if let client = try? SproutAPIClient(url: state.apiURL, apiKey: state.adminKey) {
             for sandbox in (try? await client.sandboxes()) ?? [] { _ = try? await client.killSandbox(sandbox.id) }
         }
-        for pid in state.nodes + [state.api] { terminate(pid) }
+        for pid in state.nodes + [state.api] { Spawn.stopDetached(pid, pollEvery: 50_000) }
         LocalS3.stop(processIDs: state.s3)
         await LocalPostgres.stop(directory: directory + "/postgres")
         try FileSystem.removeTree(directory)
-    }
-
-    /// SIGTERM, then waits for it to be gone (it is not our child: another command started it).
-    static func terminate(_ pid: pid_t) {
-        guard kill(pid, SIGTERM) == 0 else { return }
-        while kill(pid, 0) == 0 {
-            if waitpid(pid, nil, WNOHANG) == pid { return }
-            usleep(50_000)
-        }
     }
 
     /// Starts `sprout server ARGS --data DATA` detached; returns its pid and port once it listens.
@@ -147,14 +138,10 @@ struct LocalFleet {
         options.stderr = log
         let pid = try Spawn.spawn(path: OwnExecutable.path ?? "sprout", argv: ["sprout", "server", "--data", data] + args,
                                   env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"], options: options)
-        while true {
-            let text = (try? Descriptor.readFile(logPath)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("sprout server listening on ") }),
-               let port = Int(line.split(separator: ":").last ?? "") {
-                return (pid, port)
-            }
-            if waitpid(pid, nil, WNOHANG) == pid { throw SproutError(.unavailable, "sprout server \(args.prefix(2).joined(separator: " ")) did not start: \(text.suffix(1500))") }
-            try await Task.sleep(for: .milliseconds(50))
+        let (port, text) = try await Spawn.awaitLog(logPath, of: pid, every: .milliseconds(50)) { text in
+            text.split(separator: "\n").first { $0.hasPrefix("sprout server listening on ") }.flatMap { Int($0.split(separator: ":").last ?? "") }
         }
+        guard let port else { throw SproutError(.unavailable, "sprout server \(args.prefix(2).joined(separator: " ")) did not start: \(text.suffix(1500))") }
+        return (pid, port)
     }
 }

@@ -63,20 +63,12 @@ public final class LocalRegistry: Sendable {
         pid = try Spawn.spawn(path: "/usr/bin/docker-registry", argv: ["docker-registry", "serve", directory + "/config.yml"],
                               env: HostCommand.environment, options: options)
         // It says which port it took ("listening on 127.0.0.1:N"), or exits.
-        var found = 0
-        for _ in 0..<6000 {
-            let text = (try? Descriptor.readFile(directory + "/registry.log")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            if let range = text.range(of: "listening on 127.0.0.1:") {
-                found = Int(text[range.upperBound...].prefix { $0.isNumber }) ?? 0
-                break
-            }
-            if waitpid(pid, nil, WNOHANG) == pid { break }
-            try await Task.sleep(for: .milliseconds(10))
+        let (found, text) = try await Spawn.awaitLog(directory + "/registry.log", of: pid, within: 60) { text in
+            text.range(of: "listening on 127.0.0.1:").flatMap { Int(text[$0.upperBound...].prefix { $0.isNumber }) }
         }
-        port = found
-        guard found > 0 else {
+        port = found ?? 0
+        guard let found, found > 0 else {
             Spawn.terminate(pid, graceSeconds: 5)
-            let text = (try? Descriptor.readFile(directory + "/registry.log")).map { String(decoding: $0, as: UTF8.self) } ?? ""
             throw SproutError(.unavailable, "docker-registry did not start: \(text.suffix(2000))")
         }
     }

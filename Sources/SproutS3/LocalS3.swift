@@ -171,12 +171,7 @@ public final class LocalS3: Sendable {
 
     /// Ends servers started by another process (`processIDs` of its `LocalS3`).
     public static func stop(processIDs: [pid_t]) {
-        for pid in processIDs.reversed() where kill(pid, SIGTERM) == 0 {
-            while kill(pid, 0) == 0 {
-                if waitpid(pid, nil, WNOHANG) == pid { break }
-                usleep(20_000)
-            }
-        }
+        for pid in processIDs.reversed() { Spawn.stopDetached(pid) }
     }
 
     /// Ends the servers (once; later calls do nothing).

@@ -212,6 +212,37 @@ extension Spawn {
     }
 }
 
+extension Spawn {
+    /// Stops a process that is not (or no longer) our child, such as one a
+    /// `sprout fleet up` before this one started: SIGTERM, then wait until
+    /// it is gone (reaped here if it is our child after all). Never SIGKILL:
+    /// a pid we did not spawn may be reused once it is gone.
+    public static func stopDetached(_ pid: pid_t, pollEvery microseconds: UInt32 = 20_000) {
+        guard kill(pid, SIGTERM) == 0 else { return }
+        while kill(pid, 0) == 0 {
+            if waitpid(pid, nil, WNOHANG) == pid { return }
+            usleep(microseconds)
+        }
+    }
+}
+
+extension Spawn {
+    /// Reads child `pid`'s log at `path` again and again until `found`
+    /// finds what it waits for in it (the port it says it took, say). Nil if
+    /// the child exits first, or `seconds` (if given) pass; the log as read last.
+    public static func awaitLog<T>(
+        _ path: String, of pid: pid_t, within seconds: Double? = nil, every: Duration = .milliseconds(20), _ found: (String) -> T?
+    ) async throws -> (value: T?, log: String) {
+        let deadline = seconds.map { monotonicSeconds() + $0 }
+        while true {
+            let text = (try? Descriptor.readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            if let value = found(text) { return (value, text) }
+            if waitpid(pid, nil, WNOHANG) == pid || deadline.map({ monotonicSeconds() > $0 }) == true { return (nil, text) }
+            try await Task.sleep(for: every)
+        }
+    }
+}
+
 /// Decodes a `waitpid` status.
 public func decodeWaitStatus(_ status: Int32) -> (code: Int32?, signal: Int32?) {
     let sig = status & 0x7F

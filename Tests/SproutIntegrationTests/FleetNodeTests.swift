@@ -71,6 +71,46 @@ extension Integration {
             }
         }
 
+        @Test("sprout fleet up 2 starts PostgreSQL, an S3 server, an API server and two nodes that serve sandboxes; fleet down stops every process and removes it all, leaving nothing on the host")
+        func fleetUpDown() async throws {
+            let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-fleet-test")
+            try FileSystem.removeTree(directory)  // `fleet up` makes it, and refuses one that holds a fleet
+            let env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"]
+            let fleet = [ServerHarness.binary, "fleet"]
+            do {
+                try await upAndDown(directory: directory, fleet: fleet, env: env)
+            } catch {
+                if FileSystem.exists(directory) { _ = try? await CLI.runProcess(fleet + ["down", "--directory", directory], env: env) }
+                throw error
+            }
+        }
+
+        func upAndDown(directory: String, fleet: [String], env: [String]) async throws {
+            let up = try await CLI.runProcess(fleet + ["up", "2", "--directory", directory, "--cache", ServerHarness.cache, "--api-port", "0"], env: env)
+            #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)")
+            func exported(_ name: String) -> String? {
+                up.stdout.split(separator: "\n").first { $0.hasPrefix("export \(name)=") }.map { String($0.dropFirst("export \(name)=".count)) }
+            }
+            let url = try #require(exported("SPROUT_API_URL")), key = try #require(exported("SPROUT_API_KEY"))
+            let instances = (1...2).map { HostResources.instance(of: directory + "/node-\($0)") }
+            let api = try SproutAPIClient(url: url, apiKey: key)
+            #expect(try await eventually { try await api.nodes().filter { $0.state == "ready" }.count == 2 })
+            let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+            #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).stdoutText == sandbox.id + "\n")
+
+            let down = try await CLI.runProcess(fleet + ["down", "--directory", directory], env: env)
+            #expect(down.status == 0 && !FileSystem.exists(directory), "\(down.stdout)\n\(down.stderr)")
+            let running = ((try? FileSystem.children("/proc")) ?? []).filter { pid in
+                Int(pid) != nil && ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").contains(directory)
+            }
+            #expect(running.isEmpty, "processes of the fleet still running: \(running)")
+            for instance in instances {
+                #expect(!instance.isEmpty)
+                let left = await HostResources.leftovers(instance: instance, sandboxes: [sandbox.id])
+                #expect(left.isEmpty, "left on the host by node \(instance): \(left)")
+            }
+        }
+
         @Test("a server alone answers that it is in no fleet; bad fleet settings stop the start with the reason")
         func refusals() async throws {
             try await ServerHarness.with { server in
