@@ -334,10 +334,14 @@ public final class ClusterCatalog: Sendable {
     }
 
     public func insertKey(_ key: StoredKey) async throws {
-        try await client.query("""
-            INSERT INTO api_key (id, name, team, prefix, hash, admin, created_at)
-            VALUES (\(key.id), \(key.name), \(key.team), \(key.prefix), \(key.hash), \(key.admin), \(key.createdAt))
-            """, logger: logger)
+        try await client.query(Self.inserting(key), logger: logger)
+    }
+
+    private static func inserting(_ key: StoredKey) -> PostgresQuery {
+        """
+        INSERT INTO api_key (id, name, team, prefix, hash, admin, created_at)
+        VALUES (\(key.id), \(key.name), \(key.team), \(key.prefix), \(key.hash), \(key.admin), \(key.createdAt))
+        """
     }
 
     /// Inserts `key` only if the catalog has no key at all (the first API
@@ -349,33 +353,33 @@ public final class ClusterCatalog: Sendable {
             for try await count in try await connection.query("SELECT COUNT(*)::int8 FROM api_key", logger: logger).decode(Int64.self) where count > 0 {
                 return false
             }
-            try await connection.query("""
-                INSERT INTO api_key (id, name, team, prefix, hash, admin, created_at)
-                VALUES (\(key.id), \(key.name), \(key.team), \(key.prefix), \(key.hash), \(key.admin), \(key.createdAt))
-                """, logger: logger)
+            try await connection.query(Self.inserting(key), logger: logger)
             return true
         } }
     }
 
     public func key(hash: String) async throws -> StoredKey? {
-        try await keys(where: "hash", hash).first
+        try await keys(.hash(hash)).first
     }
 
     public func key(id: String) async throws -> StoredKey? {
-        try await keys(where: "id", id).first
+        try await keys(.id(id)).first
     }
 
     public func keys() async throws -> [StoredKey] {
-        try await keys(where: nil, "")
+        try await keys(.all)
     }
 
-    private func keys(where column: String?, _ value: String) async throws -> [StoredKey] {
-        let rows: PostgresRowSequence
-        switch column {
-        case "hash": rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key WHERE hash = \(value)", logger: logger)
-        case "id": rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key WHERE id = \(value)", logger: logger)
-        default: rows = try await client.query("SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key ORDER BY created_at, id", logger: logger)
+    private enum KeyFilter { case hash(String), id(String), all }
+
+    private func keys(_ filter: KeyFilter) async throws -> [StoredKey] {
+        let select = "SELECT id, name, team, prefix, hash, admin, created_at, revoked_at FROM api_key"
+        let query: PostgresQuery = switch filter {
+        case .hash(let value): "\(unescaped: select) WHERE hash = \(value)"
+        case .id(let value): "\(unescaped: select) WHERE id = \(value)"
+        case .all: "\(unescaped: select) ORDER BY created_at, id"
         }
+        let rows = try await client.query(query, logger: logger)
         var out: [StoredKey] = []
         for try await (id, name, team, prefix, hash, admin, created, revoked) in rows.decode((String, String, String, String, String, Bool, Double, Double?).self) {
             out.append(StoredKey(id: id, name: name, team: team, prefix: prefix, hash: hash, admin: admin, createdAt: created, revokedAt: revoked))
