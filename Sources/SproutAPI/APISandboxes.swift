@@ -97,6 +97,8 @@ extension API {
         public var idlePauseSeconds: Double?
         /// The volumes it mounts (`volume` is the volume's name).
         public var volumes: [VolumeMount]?
+        /// The node of the fleet that holds it (absent on a server alone).
+        public var node: String?
 
         public init(id: String, env: String, runtime: String, state: SandboxState, team: String, createdAt: Double, expiresAt: Double?,
                     endedAt: Double?, cpu: Double, memoryMB: Int, internet: Bool, egress: [String]? = nil, diskMB: Int? = nil, metadata: [String: String],

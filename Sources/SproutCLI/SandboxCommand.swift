@@ -61,8 +61,11 @@ struct SandboxList: AsyncParsableCommand {
     func run() async throws {
         let sandboxes = try await client.client().sandboxes(includeEnded: all)
         if json { return try Output.json(sandboxes) }
-        Output.table(["ID", "ENV", "STATE", "CPU", "MEMORY", "EXPIRES", "ADDRESS"], sandboxes.map {
+        // In a fleet, which node holds each.
+        let fleet = sandboxes.contains { $0.node != nil }
+        Output.table(["ID", "ENV", "STATE", "CPU", "MEMORY", "EXPIRES", "ADDRESS"] + (fleet ? ["NODE"] : []), sandboxes.map {
             [$0.id, $0.env, $0.state.rawValue, String($0.cpu), "\($0.memoryMB) MiB", Output.date($0.expiresAt), $0.address ?? "-"]
+                + (fleet ? [$0.node ?? "-"] : [])
         })
     }
 }
@@ -76,14 +79,16 @@ struct SandboxShow: AsyncParsableCommand {
     func run() async throws {
         let s = try await client.client().sandbox(id)
         if json { return try Output.json(s) }
-        let rows: [(String, String)] = [
+        var rows: [(String, String)] = [
             ("id", s.id), ("env", s.env), ("state", s.state.rawValue), ("runtime", s.runtime), ("team", s.team),
             ("created", Output.date(s.createdAt)), ("expires", Output.date(s.expiresAt)), ("ended", Output.date(s.endedAt)),
             ("cpu", String(s.cpu)), ("memory", "\(s.memoryMB) MiB"), ("internet", s.internet ? "on" : "off"),
             ("address", s.address ?? "-"), ("env vars", s.envVarNames.joined(separator: ", ")),
             ("metadata", s.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
             ("volumes", (s.volumes ?? []).map(\.text).joined(separator: ", ")),
-        ] + (s.error.map { [("error", $0)] } ?? [])
+        ]
+        if let node = s.node { rows.append(("node", node)) }
+        if let error = s.error { rows.append(("error", error)) }
         for (k, v) in rows { print("\(k.padding(toLength: 9, withPad: " ", startingAt: 0)) \(v)") }
     }
 }

@@ -47,6 +47,10 @@ extension Integration {
             let onA = Set(try await a.client.sandboxes().map(\.id)), onB = Set(try await b.client.sandboxes().map(\.id))
             #expect(!onA.isEmpty && !onB.isEmpty && onA.union(onB) == Set(ids) && onA.isDisjoint(with: onB), "a: \(onA), b: \(onB)")
             #expect(try await api.nodes().map(\.sandboxes).reduce(0, +) == 4)
+            // Each says which node holds it, alone and in the list.
+            let node = { (id: String) in onA.contains(id) ? "node-\(a.instance)" : "node-\(b.instance)" }
+            for id in ids { #expect(try await api.sandbox(id).node == node(id)) }
+            #expect(try await api.sandboxes().allSatisfy { $0.node == node($0.id) })
             for id in ids {
                 #expect(try await api.run(id, API.Exec(cmd: ["hostname"])).stdoutText == id + "\n", "the request reached \(id)'s node")
                 #expect(try await api.sandbox(id).state == .running)

@@ -78,6 +78,8 @@ public struct Settings: Sendable {
 
     /// This data directory's short id: it names the server's host resources.
     public var instance: String
+    /// This server's id as a node of a fleet (`node-<instance>`), nil alone.
+    public var node: String?
 
     public init(dataDirectory: String, agentDirectory: String, instance: String = "") {
         self.dataDirectory = dataDirectory

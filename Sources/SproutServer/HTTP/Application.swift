@@ -297,7 +297,7 @@ func joinFleet(
     let membership = NodeMembership(
         catalog: catalog,
         registration: NodeMembership.registration(
-            id: "node-\(instance)", address: address, overcommit: config.cpuOvercommit, dataDirectory: data,
+            id: lifecycle.settings.node ?? "node-\(instance)", address: address, overcommit: config.cpuOvercommit, dataDirectory: data,
             runtime: [runtime.kind.rawValue, runtime.version, runtime.platform ?? ""].filter { !$0.isEmpty }.joined(separator: " "),
             certificate: config.tls?.leafPEM ?? ""),
         lease: .milliseconds(Int64(config.leaseSeconds * 1000)), lifecycle: lifecycle, logger: logger,
@@ -336,6 +336,7 @@ func openStore(_ config: ServerConfiguration, logger: Logger) async throws -> S3
 func settings(_ config: ServerConfiguration, instance: String) throws -> Settings {
     let data = config.dataDirectory
     var settings = Settings(dataDirectory: data, agentDirectory: data + "/agent", instance: instance)
+    if config.role == .node { settings.node = "node-\(instance)" }
     if config.trustHostCA { settings.hostCABundle = try HostCertificates.bundle() }
     settings.maxPausedPerTeam = config.maxPausedPerTeam
     settings.memoryBudgetMB = config.memoryBudgetMB

@@ -19,7 +19,11 @@ extension SandboxLifecycle {
     }
 
     public func list(for identity: Identity, includeEnded: Bool = false) async throws -> [API.Sandbox] {
-        try await repository.list(team: identity.team, includeEnded: includeEnded).map { $0.api }
+        try await repository.list(team: identity.team, includeEnded: includeEnded).map {
+            var api = $0.api
+            api.node = settings.node
+            return api
+        }
     }
 
     public func events(_ id: String, for identity: Identity) async throws -> [API.SandboxEvent] {
@@ -30,6 +34,7 @@ extension SandboxLifecycle {
     /// The API's view of a record, with what its memory images cost.
     func api(_ record: SandboxRecord) -> API.Sandbox {
         var api = record.api
+        api.node = settings.node
         let list = record.imageList
         if !list.isEmpty {
             let usage = stores.images.usage(list)
