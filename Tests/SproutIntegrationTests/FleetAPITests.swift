@@ -69,6 +69,12 @@ extension Integration {
 
             try await pinnedCertificate(api: api, b: b, sandbox: try #require(onB.first), catalog: catalog)
 
+            // A port by host, `{port}-{id}.localhost`, through the API server to the node (b: over TLS), with the fleet's key.
+            let served = try #require(onB.first)
+            try await startCounterAndServer(api, served)
+            #expect(try Self.preview(port: first.port, sandbox: served, key: first.adminKey) == (200, "served\n"))
+            #expect(try Self.preview(port: first.port, sandbox: served, key: "sk_wrong").0 == 401, "the control: a wrong key")
+
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
             let team = first.client(key: teamKey.secret)
@@ -348,6 +354,17 @@ extension Integration {
             try connection.sendHead(method: "GET", target: "/health", host: "127.0.0.1:\(port)",
                                     headers: [("E2b-Sandbox-Id", sandbox), ("X-Access-Token", token)], bodyLength: 0)
             return try connection.readResponseHead().status
+        }
+
+        /// `GET /index.html` of port 8080 of `sandbox` by host (`8080-{id}.localhost`) through the API server at `port`: status and body.
+        static func preview(port: UInt16, sandbox: String, key: String) throws -> (Int, String) {
+            let connection = try HTTPConnection(host: "127.0.0.1", port: port)
+            defer { connection.close() }
+            try connection.sendHead(method: "GET", target: "/index.html", host: "8080-\(sandbox).localhost:\(port)", headers: [("X-API-Key", key)], bodyLength: 0)
+            let head = try connection.readResponseHead()
+            var bytes: [UInt8] = []
+            while let chunk = try connection.readBodyChunk() { bytes += chunk }
+            return (head.status, String(decoding: bytes, as: UTF8.self))
         }
 
         /// `GET /v1/sandboxes` on a node as a fleet request with `token`; its status.

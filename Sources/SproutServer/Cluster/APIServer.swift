@@ -48,7 +48,8 @@ public func buildAPIApplication(
     let nodes = NodeClients()
     let router = Router(context: SproutContext.self)
     router.middlewares.add(ErrorAndMetricsMiddleware())
-    let routes = FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, nodes: nodes, scheme: config.tls == nil ? "http" : "https", logger: logger)
+    let routes = FleetRoutes(catalog: catalog, keys: keys, clusterToken: token, nodes: nodes, scheme: config.tls == nil ? "http" : "https",
+                             domain: config.domain ?? "localhost", logger: logger)
     routes.register(on: router)
     let webSocketRouter = Router(context: SproutContext.self)
     webSocketRouter.middlewares.add(ErrorAndMetricsMiddleware())

@@ -23,6 +23,8 @@ struct FleetRoutes: Sendable {
     let nodes: NodeClients
     /// How callers reach this API server (`http` or `https`).
     var scheme = "http"
+    /// Sandboxes' ports are reached at `{port}-{id}.{domain}` through this API server (`--domain`; `localhost` by default).
+    var domain = "localhost"
     let logger: Logger
 
     func register(on router: Router<SproutContext>) {
@@ -162,6 +164,28 @@ struct FleetRoutes: Sendable {
         headers[EnvdMiddleware.sandboxHeader] = id
         let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
                                       body: Self.streamed(request), identity: nil, to: placement)
+        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// A request for `{port}-{id}.{domain}`: to the sandbox's node as it
+    /// came, the port and sandbox named in headers the node trusts only with
+    /// the cluster token. An API key is checked here (the node takes the team
+    /// it names); a sandbox's access token goes on for the node to check.
+    func forwardPreview(_ request: Request, port: UInt16, sandbox id: String) async throws -> Response {
+        var identity: Identity?
+        if let secret = request.headers[AuthMiddleware.header] {
+            guard let known = try await keys.authenticate(secret) else { throw SproutError(.unauthorized, "invalid or revoked API key") }
+            identity = known
+        }
+        let found = if let identity { try await locate(id, for: identity) } else { try await catalog.placement(of: id) }
+        guard let placement = found else {
+            throw SproutError(.notFound, "no sandbox with id '\(id)'")
+        }
+        var headers = request.headers
+        headers[HostRouting.previewPort] = "\(port)"
+        headers[HostRouting.previewSandbox] = id
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
+                                      body: Self.streamed(request), identity: identity, vouching: true, to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
 
@@ -397,18 +421,27 @@ struct FleetRoutes: Sendable {
     static let dropped: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length",
         "x-api-key", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin", "sprout-forwarded-host", "sprout-forwarded-proto",
+        "sprout-preview-port", "sprout-preview-sandbox",
     ]
 
     /// Sends a request to a node: as `identity`'s team with the cluster token,
     /// or (nil: envd, which checks the sandbox's own token) without them.
+    /// `vouching`: the cluster token goes with it even without an identity,
+    /// and the preview headers this API server set with it.
     private func send(
         _ method: HTTPRequest.Method, path: String, query: String?, headers: HTTPFields, body: HTTPClientRequest.Body?, identity: Identity?,
-        to placement: ClusterCatalog.Placement
+        vouching: Bool = false, to placement: ClusterCatalog.Placement
     ) async throws -> HTTPClientResponse {
         var outgoing = HTTPClientRequest(url: placement.address + path + (query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""))
         outgoing.method = HTTPMethod(rawValue: method.rawValue)
         for field in headers where !Self.dropped.contains(field.name.canonicalName) {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
+        }
+        if vouching {
+            for name in [HostRouting.previewPort, HostRouting.previewSandbox] {
+                if let value = headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
+            }
+            if identity == nil { outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken) }
         }
         if let identity {
             if let host = headers[Self.forwardedHost] {
@@ -491,6 +524,10 @@ struct FleetEnvdMiddleware: RouterMiddleware {
            label.hasPrefix(EnvdMiddleware.envdPort + "-") {
             let id = String(label.dropFirst(EnvdMiddleware.envdPort.count + 1))
             if !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { return try await routes.forwardEnvd(request, sandbox: id) }
+        }
+        // A sandbox's other ports, `{port}-{id}.{domain}`.
+        if let authority = request.head.authority, let (port, id) = HostRouting.target(authority: authority, domain: routes.domain) {
+            return try await routes.forwardPreview(request, port: port, sandbox: id)
         }
         return try await next(request, context)
     }

@@ -23,13 +23,31 @@ struct HostRouting: Sendable {
     let tokens: EnvdTokens
 
     static let tokenHeaders = ["x-access-token", "e2b-traffic-access-token"]
-    static let dropped: Set<String> = ["x-api-key", "x-access-token", "e2b-traffic-access-token"]
+    static let dropped: Set<String> = [
+        "x-api-key", "x-access-token", "e2b-traffic-access-token", "sprout-cluster-token", "sprout-key-id", "sprout-team", "sprout-admin",
+        "sprout-preview-port", "sprout-preview-sandbox",
+    ]
 
-    /// `(port, sandbox id)` if `request` is for a sandbox's port.
+    /// `(port, sandbox id)` if `request` is for a sandbox's port: by its
+    /// Host, or, from an API server of the fleet (the cluster token checked),
+    /// as that API server found it in the Host the caller sent it.
     func target(_ request: Request) -> (UInt16, String)? {
+        if let port = request.headers[Self.previewPort].flatMap(UInt16.init), let id = request.headers[Self.previewSandbox],
+           let token = services.config.clusterToken, let offered = request.headers[AuthMiddleware.clusterTokenHeader],
+           constantTimeEqual(offered, token) {
+            return (port, id)
+        }
         guard let authority = request.head.authority else { return nil }
+        return Self.target(authority: authority, domain: services.domain)
+    }
+
+    static let previewPort = HTTPField.Name("Sprout-Preview-Port")!
+    static let previewSandbox = HTTPField.Name("Sprout-Preview-Sandbox")!
+
+    /// `(port, sandbox id)` of `{port}-{id}.{domain}`.
+    static func target(authority: String, domain: String) -> (UInt16, String)? {
         let hostname = Self.hostname(authority).lowercased()
-        let domain = Self.hostname(services.domain).lowercased()
+        let domain = Self.hostname(domain).lowercased()
         guard hostname.hasSuffix("." + domain) else { return nil }
         let label = hostname.dropLast(domain.count + 1)
         guard !label.contains("."), let dash = label.firstIndex(of: "-"),
@@ -44,10 +62,16 @@ struct HostRouting: Sendable {
         return String(authority.split(separator: ":", maxSplits: 1).first ?? "")
     }
 
-    /// Who the request is, for sandbox `id`: its team's key or its token.
+    /// Who the request is, for sandbox `id`: its team's key or its token
+    /// (or, from an API server of the fleet, the team it names).
     func identity(_ request: Request, sandbox id: String) async throws -> Identity {
         guard let record = try await services.catalog.sandboxes.find(id), record.state.isLive else {
             throw SproutError(.notFound, "no sandbox with id '\(id)'")
+        }
+        if let token = services.config.clusterToken, let offered = request.headers[AuthMiddleware.clusterTokenHeader],
+           constantTimeEqual(offered, token), let team = request.headers[AuthMiddleware.fleetTeamHeader] {
+            guard team == record.team else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+            return Identity(keyID: "fleet:" + (request.headers[AuthMiddleware.fleetKeyHeader] ?? ""), team: team, admin: false)
         }
         if let secret = request.headers[AuthMiddleware.header] {
             guard let identity = try await services.keys.authenticate(secret) else { throw SproutError(.unauthorized, "invalid or revoked API key") }
