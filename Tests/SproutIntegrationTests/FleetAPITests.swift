@@ -295,6 +295,11 @@ extension Integration {
                 env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(api.baseURL)", "E2B_SANDBOX_URL=\(api.baseURL)",
                       "E2B_API_KEY=\(api.apiKey ?? "")", "FLEET_TEMPLATES=1"])
             #expect(sdk.status == 0 && sdk.stdout.contains("fleet template checks passed"), "\(sdk.stdout.suffix(3000))\n\(sdk.stderr.suffix(3000))")
+            // The template's sandboxes, by name and by tag, ran on both nodes: the one that did not build it found it in the store.
+            for kind in ["template (", ":stable ("] {
+                let ids = sdk.stdout.split(separator: "\n").filter { $0.contains(kind) }.compactMap { $0.split(separator: "(").last?.split(separator: ")").first }
+                #expect(ids.count == 2 && ids.contains { other.log.contains(String($0)) }, "\(kind) \(ids)")
+            }
         }
 
         /// Drain through the API: every sandbox on the node moves to the other,

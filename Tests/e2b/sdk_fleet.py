@@ -39,9 +39,17 @@ if os.environ.get("FLEET_TEMPLATES"):
         "cat /srv/hello.txt /srv/hello.txt > /srv/twice.txt")
     info = Template.build(template, name)
     check("Template.build through the API server", info.template_id == name and Template.exists(name))
+    # Two at once: placement puts them on both nodes.
     sandboxes = [Sandbox.create(name, timeout=120) for _ in range(2)]
     for sbx in sandboxes:
         r = sbx.commands.run("cat /srv/twice.txt")
         check(f"a sandbox of the template ({sbx.sandbox_id}) has its files", r.stdout == "copied through the fleet\n" * 2, repr(r.stdout))
+        sbx.kill()
+    # A tag set through the API server names the build on every node (two sandboxes at once: one per node).
+    Template.assign_tags(name, ["stable"])
+    tagged = [Sandbox.create(f"{name}:stable", timeout=120) for _ in range(2)]
+    for sbx in tagged:
+        r = sbx.commands.run("cat /srv/twice.txt")
+        check(f"a sandbox of {name}:stable ({sbx.sandbox_id}) has its files", r.stdout == "copied through the fleet\n" * 2, repr(r.stdout))
         sbx.kill()
     print("fleet template checks passed")

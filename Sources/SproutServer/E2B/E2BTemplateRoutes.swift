@@ -56,7 +56,7 @@ struct E2BTemplateRoutes {
                 let result = try await services.builder.push(push, for: caller)
                 await builds.update(id) { $0.build = result.build?.id; $0.envID = result.envID }
                 // The tags name the env from now on (while it builds, a create for them finds no env yet).
-                try await services.catalog.envs.tag(session.name, session.tags, envID: result.envID, team: caller.team, at: services.lifecycle.clock.now)
+                try await services.envs.tag(session.name, session.tags, envID: result.envID, team: caller.team, at: services.lifecycle.clock.now)
             } catch {
                 await builds.update(id) { $0.failure = (error as? SproutError)?.message ?? "\(error)" }
                 throw error
@@ -77,12 +77,12 @@ struct E2BTemplateRoutes {
             let env = try await services.envs.resolve(body.target, team: caller.team)
             let name = String(body.target.split(separator: ":", maxSplits: 1)[0])
             try EnvGraph.validateName(name)
-            try await services.catalog.envs.tag(name, body.tags, envID: env.id, team: caller.team, at: services.lifecycle.clock.now)
+            try await services.envs.tag(name, body.tags, envID: env.id, team: caller.team, at: services.lifecycle.clock.now)
             return try JSONBody.response(E2B.AssignedTags(tags: body.tags, buildID: E2B.buildUUID(env.id)), status: .created)
         }
         group.delete("templates/tags") { request, context in
             let body = try await JSONBody.decode(E2B.DeleteTags.self, from: request)
-            let removed = try await services.catalog.envs.untag(body.name, body.tags, team: try context.caller().team)
+            let removed = try await services.envs.untag(body.name, body.tags, team: try context.caller().team)
             guard removed > 0 || body.tags.isEmpty else { throw SproutError(.notFound, "\(body.name) has none of the tags \(body.tags.joined(separator: ", "))") }
             return Response(status: .noContent)
         }

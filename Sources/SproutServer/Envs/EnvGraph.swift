@@ -85,10 +85,33 @@ public struct EnvGraph: Sendable {
         }
     }
 
-    /// The env `name:tag` names, when `reference` is one the team has tagged.
+    /// Points `tags` of `name` at `envID`; in a fleet, in the store too, where every node finds them.
+    func tag(_ name: String, _ tags: [String], envID: String, team: String, at now: Double) async throws {
+        try await catalog.envs.tag(name, tags, envID: envID, team: team, at: now)
+        if let remote { for tag in tags { try await remote.putTag(name, tag, team: team, env: envID) } }
+    }
+
+    /// Removes `tags` of `name` (here and from the store); how many this node had.
+    func untag(_ name: String, _ tags: [String], team: String) async throws -> Int {
+        let removed = try await catalog.envs.untag(name, tags, team: team)
+        if let remote { for tag in tags { try await remote.deleteTag(name, tag, team: team) } }
+        return removed
+    }
+
+    /// The env `name:tag` names, when `reference` is one the team has tagged
+    /// (in a fleet, as the store says: a tag set on another node counts).
     func tagged(_ reference: String, team: String) async throws -> String? {
         let parts = reference.split(separator: ":", maxSplits: 1)
         guard parts.count == 2, (try? Self.validateName(String(parts[0]))) != nil else { return nil }
+        if let remote {
+            do {
+                if let shared = try await remote.storedTag(String(parts[0]), String(parts[1]), team: team) { return shared }
+            } catch {
+                Logger(label: "sprout").warning("the object store could not be asked for a tag; using this node's", metadata: [
+                    "tag": "\(reference)", "error": "\(error)",
+                ])
+            }
+        }
         return try await catalog.envs.tagged(String(parts[0]), String(parts[1]), team: team)
     }
 

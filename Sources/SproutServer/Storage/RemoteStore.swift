@@ -234,6 +234,29 @@ public final class RemoteStore: Sendable {
         return (try? JSONDecoder().decode(NamePointer.self, from: Data(bytes)))?.env
     }
 
+    /// `tags/<team>/<name>/<tag>.json`: the env `name:tag` names, fleet-wide.
+    private func tagKey(_ name: String, _ tag: String, team: String) -> String? {
+        guard Identifiers.isSafeName(name), Identifiers.isSafeName(team), !tag.isEmpty, tag.utf8.count <= 128 else { return nil }
+        // Tags may hold dots; keys stay plain.
+        let safe = Identifiers.isSafeName(tag) ? tag : "x-" + tag.utf8.map { String(format: "%02x", $0) }.joined()
+        return "tags/\(team)/\(name)/\(safe).json"
+    }
+
+    func putTag(_ name: String, _ tag: String, team: String, env: String) async throws {
+        guard let key = tagKey(name, tag, team: team) else { throw SproutError(.invalidArgument, "cannot keep tag \(name):\(tag) in the store") }
+        try await client.put(key, bytes: Array(try JSONEncoder.sorted.encode(NamePointer(env: env))))
+    }
+
+    func deleteTag(_ name: String, _ tag: String, team: String) async throws {
+        guard let key = tagKey(name, tag, team: team) else { return }
+        try await client.delete(key)
+    }
+
+    func storedTag(_ name: String, _ tag: String, team: String) async throws -> String? {
+        guard let key = tagKey(name, tag, team: team), let bytes = try await client.get(key) else { return nil }
+        return (try? JSONDecoder().decode(NamePointer.self, from: Data(bytes)))?.env
+    }
+
     // MARK: Layers
 
     /// Puts layer `digest` (the directory `path`) in the store unless it is
