@@ -74,6 +74,15 @@ extension Integration {
             try await startCounterAndServer(api, served)
             #expect(try Self.preview(port: first.port, sandbox: served, key: first.adminKey) == (200, "served\n"))
             #expect(try Self.preview(port: first.port, sandbox: served, key: "sk_wrong").0 == 401, "the control: a wrong key")
+            // A WebSocket by host too: the busybox echo server of the single-host test, reached through the API server.
+            try await api.write(served, bytes: Array(Integration.GVisorSandboxTests.echoServer.utf8), to: "/ws-echo.sh")
+            _ = try await api.run(served, API.Exec(shell: "chmod +x /ws-echo.sh; (nc -ll -p 8081 -e /ws-echo.sh >/dev/null 2>&1 &)"))
+            try await eventually { try await api.run(served, API.Exec(shell: "netstat -ltn | grep -q ':8081 '")).exit == API.Exit(code: 0) }
+            let byHost = try WebSocketConnection(host: "127.0.0.1", port: first.port, target: "/any/path", headers: [("X-API-Key", first.adminKey)],
+                                                 authority: "8081-\(served).localhost:\(first.port)")
+            try await byHost.send(.text("ping through the fleet by host"))
+            #expect(try await byHost.receive() == .text("ping through the fleet by host"))
+            byHost.close()
 
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))

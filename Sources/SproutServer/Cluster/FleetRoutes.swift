@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -88,6 +89,7 @@ struct FleetRoutes: Sendable {
     /// upgraded here, connected to the sandbox's node as the caller's team,
     /// and relayed frame by frame until either side closes or the key is revoked.
     func registerWebSocket(on router: Router<SproutContext>) {
+        router.middlewares.add(FleetHostWebSocketMiddleware(routes: self))
         let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
         for path in ["sandboxes/:id/**"] {
             v1.ws(RouterPath(path)) { request, context in
@@ -98,17 +100,28 @@ struct FleetRoutes: Sendable {
                 let context = wsContext.requestContext
                 let id = try context.parameters.require("id")
                 let identity = try context.caller()
-                guard let placement = try await locate(id, for: identity), let url = URL(string: placement.address), let host = url.host else {
+                guard let placement = try await locate(id, for: identity) else {
                     throw SproutError(.notFound, "no sandbox with id '\(id)'")
                 }
-                let uri = wsContext.request.uri
-                let upstream = try await SandboxWebSocket.connect(
-                    host: host, port: UInt16(url.port ?? (url.scheme == "https" ? 443 : 80)), tls: try nodes.context(for: placement), target: uri.path + (uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""),
-                    headers: [("Sprout-Cluster-Token", clusterToken), ("Sprout-Key-Id", identity.keyID), ("Sprout-Team", identity.team),
-                              ("Sprout-Admin", identity.admin ? "true" : "false"), ("Sec-WebSocket-Protocol", "sprout")])
+                let upstream = try await connectWebSocket(wsContext.request, to: placement, headers: fleetHeaders(identity) + [("Sec-WebSocket-Protocol", "sprout")])
                 try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) { [keys] in await keys.untilRevoked(identity.keyID) }
             }
         }
+    }
+
+    /// The headers that make a request to a node act for `identity`'s team.
+    func fleetHeaders(_ identity: Identity) -> [(String, String)] {
+        [("Sprout-Cluster-Token", clusterToken), ("Sprout-Key-Id", identity.keyID), ("Sprout-Team", identity.team),
+         ("Sprout-Admin", identity.admin ? "true" : "false")]
+    }
+
+    /// A WebSocket to the node of `placement` for `request`'s path (over TLS to an `https` node).
+    func connectWebSocket(_ request: Request, to placement: ClusterCatalog.Placement, headers: [(String, String)]) async throws -> SandboxWebSocket.Channel {
+        guard let url = URL(string: placement.address), let host = url.host else { throw SproutError(.internal, "node \(placement.node) has no address") }
+        let uri = request.uri
+        return try await SandboxWebSocket.connect(
+            host: host, port: UInt16(url.port ?? (url.scheme == "https" ? 443 : 80)), tls: try nodes.context(for: placement),
+            target: (uri.path.isEmpty ? "/" : uri.path) + (uri.query.map { $0.isEmpty ? "" : "?" + $0 } ?? ""), headers: headers)
     }
 
     /// E2B's control plane: create placed, lists merged, a sandbox's routes forwarded.
@@ -172,21 +185,26 @@ struct FleetRoutes: Sendable {
     /// the cluster token. An API key is checked here (the node takes the team
     /// it names); a sandbox's access token goes on for the node to check.
     func forwardPreview(_ request: Request, port: UInt16, sandbox id: String) async throws -> Response {
-        var identity: Identity?
-        if let secret = request.headers[AuthMiddleware.header] {
-            guard let known = try await keys.authenticate(secret) else { throw SproutError(.unauthorized, "invalid or revoked API key") }
-            identity = known
-        }
-        let found = if let identity { try await locate(id, for: identity) } else { try await catalog.placement(of: id) }
-        guard let placement = found else {
-            throw SproutError(.notFound, "no sandbox with id '\(id)'")
-        }
+        let (placement, identity) = try await previewTarget(request, sandbox: id)
         var headers = request.headers
         headers[HostRouting.previewPort] = "\(port)"
         headers[HostRouting.previewSandbox] = id
         let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
                                       body: Self.streamed(request), identity: identity, vouching: true, to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// Where a request for a sandbox's port by host goes, and for whom: the
+    /// caller's key, checked here, or none (the node checks an access token).
+    func previewTarget(_ request: Request, sandbox id: String) async throws -> (ClusterCatalog.Placement, Identity?) {
+        var identity: Identity?
+        if let secret = request.headers[AuthMiddleware.header] {
+            guard let known = try await keys.authenticate(secret) else { throw SproutError(.unauthorized, "invalid or revoked API key") }
+            identity = known
+        }
+        let found = if let identity { try await locate(id, for: identity) } else { try await catalog.placement(of: id) }
+        guard let placement = found else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+        return (placement, identity)
     }
 
     /// Places the sandbox on a node and creates it there; a node that cannot
@@ -530,5 +548,36 @@ struct FleetEnvdMiddleware: RouterMiddleware {
             return try await routes.forwardPreview(request, port: port, sandbox: id)
         }
         return try await next(request, context)
+    }
+}
+
+/// WebSocket upgrades for `{port}-{id}.{domain}` on an API server: relayed
+/// to the sandbox's node as the HTTP ones are (`forwardPreview`), the key
+/// checked here, an access token by the node.
+struct FleetHostWebSocketMiddleware: RouterMiddleware {
+    typealias Context = SproutContext
+    let routes: FleetRoutes
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let authority = request.head.authority, let (port, id) = HostRouting.target(authority: authority, domain: routes.domain) else {
+            return try await next(request, context)
+        }
+        let routes = self.routes
+        let upgrade = WebSocketUpgradeMiddleware<Context>(shouldUpgrade: { request, _ in
+            _ = try await routes.previewTarget(request, sandbox: id)
+            return .upgrade([:])
+        }, onUpgrade: { inbound, outbound, wsContext in
+            let (placement, identity) = try await routes.previewTarget(wsContext.request, sandbox: id)
+            var headers = identity.map(routes.fleetHeaders) ?? [("Sprout-Cluster-Token", routes.clusterToken)]
+            headers += [(HostRouting.previewPort.rawName, "\(port)"), (HostRouting.previewSandbox.rawName, id)]
+            for name in HostRouting.tokenHeaders {
+                if let field = HTTPField.Name(name), let token = wsContext.request.headers[field] { headers.append((name, token)) }
+            }
+            let upstream = try await routes.connectWebSocket(wsContext.request, to: placement, headers: headers)
+            try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {
+                if let identity { await routes.keys.untilRevoked(identity.keyID) } else { try? await Task.sleep(for: .seconds(86_400 * 365)) }
+            }
+        })
+        return try await upgrade.handle(request, context: context, next: next)
     }
 }
