@@ -84,6 +84,23 @@ extension Integration {
             #expect(try await byHost.receive() == .text("ping through the fleet by host"))
             byHost.close()
 
+            // Volumes live on one node (the first ready by id), and sandboxes that mount them are placed there.
+            let home = "node-\(a.instance)" < "node-\(b.instance)" ? a : b
+            _ = try await api.createVolume(API.CreateVolume(name: "shared-data", sizeMB: 64))
+            _ = try await api.volumeWrite("shared-data", path: "/hello.txt", bytes: Array("kept in the volume\n".utf8))
+            #expect(try await home.client.volumes().map(\.name) == ["shared-data"], "the volume is on the first node")
+            var mounting: [String] = []
+            for _ in 0..<2 {
+                mounting.append(try await api.createSandbox(API.CreateSandbox(env: "empty", volumes: [API.VolumeMount(volume: "shared-data", path: "/data")])).id)
+            }
+            for id in mounting {
+                #expect(try await api.sandbox(id).node == "node-\(home.instance)", "placed where its volume is")
+                #expect(try await api.run(id, API.Exec(cmd: ["cat", "/data/hello.txt"])).stdoutText == "kept in the volume\n")
+                _ = try await api.killSandbox(id)
+            }
+            try await api.deleteVolume("shared-data")
+            #expect(try await api.volumes().isEmpty)
+
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
             let team = first.client(key: teamKey.secret)
@@ -106,8 +123,10 @@ extension Integration {
             let url = "http://127.0.0.1:\(first.port)"
             let sdk = try await CLI.runProcess(
                 [LongIntegration.E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_fleet.py"],
-                env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_API_KEY=\(first.adminKey)"])
-            #expect(sdk.status == 0 && sdk.stdout.contains("fleet SDK checks passed"), "\(sdk.stdout.suffix(3000))\n\(sdk.stderr.suffix(3000))")
+                env: ["PATH=/usr/bin:/bin", "HOME=/root", "E2B_API_URL=\(url)", "E2B_SANDBOX_URL=\(url)", "E2B_VOLUME_API_URL=\(url)",
+                      "E2B_API_KEY=\(first.adminKey)", "FLEET_VOLUMES=1"])
+            #expect(sdk.status == 0 && sdk.stdout.contains("fleet SDK checks passed") && sdk.stdout.contains("fleet volume checks passed"),
+                    "\(sdk.stdout.suffix(3000))\n\(sdk.stderr.suffix(3000))")
 
             // A second API server: the first stops, the second serves the same fleet with the same key.
             try await ServerHarness.with(extraArgs: apiArgs) { second in

@@ -1,12 +1,13 @@
 """The stock e2b SDK through a fleet's API server (E2B_API_URL and
 E2B_SANDBOX_URL both the API server): create placed on a node, commands and
 files through envd forwarded to it, listing, kill; with FLEET_TEMPLATES set
-(nodes with an object store), the template builder. Prints `ok ...` per check."""
+(nodes with an object store), the template builder; with FLEET_VOLUMES, volumes
+(E2B_VOLUME_API_URL the API server too). Prints `ok ...` per check."""
 import os
 import sys
 import tempfile
 
-from e2b import Sandbox, Template
+from e2b import Sandbox, Template, Volume
 
 
 def check(what, ok, detail=""):
@@ -27,6 +28,19 @@ check("get_info through the control plane", sbx.get_info().sandbox_id == sbx.san
 sbx.kill()
 check("kill", sbx.sandbox_id not in [s.sandbox_id for s in Sandbox.list().next_items()])
 print("fleet SDK checks passed")
+
+if os.environ.get("FLEET_VOLUMES"):
+    # A volume through the API server lives on one node; sandboxes that mount it are placed there.
+    vol = Volume.create(f"fleet-vol-{os.getpid()}")
+    vol.write_file("/hello.txt", "through the fleet's volume\n")
+    check("a volume's file through the API server, with its token", vol.read_file("/hello.txt") == "through the fleet's volume\n")
+    mounted = [Sandbox.create("empty", timeout=120, volume_mounts={"/mnt/vol": vol}) for _ in range(2)]
+    for sbx in mounted:
+        r = sbx.commands.run("cat /mnt/vol/hello.txt")
+        check(f"a sandbox mounting it ({sbx.sandbox_id}) reads it", r.stdout == "through the fleet's volume\n", repr(r.stdout))
+        sbx.kill()
+    Volume.destroy(vol.volume_id)
+    print("fleet volume checks passed")
 
 if os.environ.get("FLEET_TEMPLATES"):
     # The template builder through the API server: the build runs on one node (its upload link

@@ -15,8 +15,10 @@ import SproutCore
 /// a create on a node (the reservation is the catalog's), and forwards each
 /// request for a sandbox to the node that holds it, acting for the caller's
 /// team with the cluster token. What it forwards is streamed both ways;
-/// WebSockets are relayed, E2B's control plane and envd forwarded too.
-/// Not yet routed: envs and builds, volumes, E2B's templates and volumes.
+/// WebSockets are relayed, E2B's control plane and envd forwarded too;
+/// envs, builds, blobs, volumes and E2B's templates and volumes go to one
+/// node (`builder`). Moves between nodes are in `FleetRoutes+Moves.swift`,
+/// ports by host and envd in `FleetRoutes+Ports.swift`.
 struct FleetRoutes: Sendable {
     let catalog: ClusterCatalog
     let keys: FleetKeys
@@ -42,13 +44,14 @@ struct FleetRoutes: Sendable {
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
         v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
         forwardSandboxRoutes(on: v1, paths: ["sandboxes/:id", "sandboxes/:id/**"]) { "no sandbox with id '\($0)'" }
-        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**"])
+        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**", "volumes", "volumes/**"])
     }
 
-    /// Envs, builds, blobs and E2B's templates go to one node, the fleet's
-    /// first ready one by id, so that a push's uploads, its build and the
-    /// build's status meet on one node. The env it records goes to the
-    /// object store, where every node finds it by name or id.
+    /// Envs, builds, blobs, volumes and E2B's templates and volumes go to
+    /// one node, the fleet's first ready one by id, so that a push's uploads,
+    /// its build and the build's status meet on one node. The env it records
+    /// goes to the object store, where every node finds it by name or id;
+    /// volumes stay on that node, and so do the sandboxes that mount them.
     private func forwardToBuilder(on group: RouterGroup<SproutContext>, paths: [String]) {
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
             for path in paths {
@@ -59,8 +62,10 @@ struct FleetRoutes: Sendable {
         }
     }
 
+    struct E2BMounts: Decodable { var volumeMounts: [JSONValue]? }
+
     /// The node that builds: the first ready node by id.
-    private func builder() async throws -> ClusterCatalog.Placement {
+    func builder() async throws -> ClusterCatalog.Placement {
         guard let node = try await catalog.nodes().first(where: { $0.state == .ready && $0.leaseSeconds > 0 }) else {
             throw SproutError(.unavailable, "no node of the fleet is ready to build")
         }
@@ -132,39 +137,18 @@ struct FleetRoutes: Sendable {
             group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
         }
         forwardSandboxRoutes(on: group, paths: ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"]) { "sandbox \($0) not found" }
-        forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**"])
-        // The upload link of a template's file carries its own token: no key.
-        let upload = router.group().add(middleware: E2BErrorMiddleware())
-        upload.put("templates/files/upload/:token") { request, context in
-            let response = try await send(.put, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                          body: Self.streamed(request), identity: nil, to: try await builder())
-            return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+        forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**", "volumes", "volumes/**"])
+        // The upload link of a template's file and a volume's content carry their own tokens: no key.
+        let tokened = router.group().add(middleware: E2BErrorMiddleware())
+        let paths = [(HTTPRequest.Method.put, "templates/files/upload/:token")]
+            + [HTTPRequest.Method.get, .post, .put, .patch, .delete].map { ($0, "volumecontent/**") }
+        for (method, path) in paths {
+            tokened.on(RouterPath(path), method: method) { request, context in
+                let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
+                                              body: Self.streamed(request), identity: nil, to: try await builder())
+                return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+            }
         }
-    }
-
-    /// Where a sandbox is. One placed on a node the fleet lost is taken in by
-    /// another node first, if it was paused there (its pause is in the
-    /// store): it stays paused, and the request then reaches it there (and
-    /// wakes it, if it was paused to wake). One that was running there ended
-    /// with its node: its placement goes, and the answer is that it is gone.
-    private func locate(_ id: String, for identity: Identity) async throws -> ClusterCatalog.Placement? {
-        guard let placement = try await catalog.placement(of: id) else { return nil }
-        guard placement.nodeState == .lost else { return placement }
-        let moved = try await relocate(id, from: placement, nodes: try await catalog.nodes(), to: nil, identity: identity, headers: [:], resume: nil)
-        guard moved.response.status.code / 100 == 2 else { throw try await lostWith(id, placement, moved) }
-        return try await catalog.placement(of: id)
-    }
-
-    /// The error for a sandbox that could not be moved off a lost node: gone
-    /// with it (no pause in the store: it was running) or the target's error.
-    private func lostWith(
-        _ id: String, _ placement: ClusterCatalog.Placement, _ answer: (response: HTTPClientResponse, body: ByteBuffer, node: String)
-    ) async throws -> SproutError {
-        let error = Self.nodeError(answer.body, status: answer.response.status.code, node: answer.node)
-        guard error.code == .notFound, placement.nodeState == .lost else { return error }
-        try await catalog.forget(id)
-        logger.notice("a sandbox that ran on a lost node is gone", metadata: ["sandbox": "\(id)", "node": "\(placement.node)", "error": "\(error.message)"])
-        return SproutError(.notFound, "sandbox \(id) was running on node \(placement.node), which the fleet lost: it ended with its node (node lost)")
     }
 
     /// A request for a sandbox's envd, sent to its node unchanged (the node checks the sandbox's access token).
@@ -180,40 +164,19 @@ struct FleetRoutes: Sendable {
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
 
-    /// A request for `{port}-{id}.{domain}`: to the sandbox's node as it
-    /// came, the port and sandbox named in headers the node trusts only with
-    /// the cluster token. An API key is checked here (the node takes the team
-    /// it names); a sandbox's access token goes on for the node to check.
-    func forwardPreview(_ request: Request, port: UInt16, sandbox id: String) async throws -> Response {
-        let (placement, identity) = try await previewTarget(request, sandbox: id)
-        var headers = request.headers
-        headers[HostRouting.previewPort] = "\(port)"
-        headers[HostRouting.previewSandbox] = id
-        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
-                                      body: Self.streamed(request), identity: identity, vouching: true, to: placement)
-        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
-    }
-
-    /// Where a request for a sandbox's port by host goes, and for whom: the
-    /// caller's key, checked here, or none (the node checks an access token).
-    func previewTarget(_ request: Request, sandbox id: String) async throws -> (ClusterCatalog.Placement, Identity?) {
-        var identity: Identity?
-        if let secret = request.headers[AuthMiddleware.header] {
-            guard let known = try await keys.authenticate(secret) else { throw SproutError(.unauthorized, "invalid or revoked API key") }
-            identity = known
-        }
-        let found = if let identity { try await locate(id, for: identity) } else { try await catalog.placement(of: id) }
-        guard let placement = found else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
-        return (placement, identity)
-    }
-
     /// Places the sandbox on a node and creates it there; a node that cannot
     /// be reached is skipped for another.
     private func create(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {
         let body = try await request.body.collect(upTo: JSONBody.limit)
         // Sprout's create names CPU and memory; E2B's takes its template's (reserved here at the defaults).
         let asked = path == "/v1/sandboxes" ? try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView)) : API.CreateSandbox(env: "")
+        // One that mounts volumes goes where they are, the builder (E2B's create names them `volumeMounts`).
+        let e2bMounts = path == "/v1/sandboxes" ? nil : try? JSONDecoder().decode(E2BMounts.self, from: Data(body.readableBytesView))
         var refused: Set<String> = []
+        if !(asked.volumes ?? []).isEmpty || !(e2bMounts?.volumeMounts ?? []).isEmpty {
+            let home = try await builder().node
+            refused = Set(try await catalog.nodes().map(\.id)).subtracting([home])
+        }
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
             let placement = try await catalog.place(ClusterCatalog.PlacementRequest(
@@ -241,151 +204,6 @@ struct FleetRoutes: Sendable {
             }
             return Self.response(answer.response, body: ResponseBody(byteBuffer: answer.body))
         }
-    }
-
-    /// Resumes on the node that paused the sandbox; if that node is lost or
-    /// cannot be reached, on another: placed anew (the pause is in the object
-    /// store), taken in there (`adopt`), then resumed.
-    private func resume(_ request: Request, context: SproutContext) async throws -> Response {
-        let id = try context.parameters.require("id")
-        let identity = try context.caller()
-        let body = try await request.body.collect(upTo: JSONBody.limit)
-        guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
-        // `?node=ID` (admin): resume on that node, moving the sandbox there if it is elsewhere.
-        let wanted: String? = request.uri.queryParameters.get("node").map { String($0) }
-        if wanted != nil, !identity.admin { throw SproutError(.forbidden, "choosing the node of a resume needs an admin key") }
-        let nodes = try await catalog.nodes()
-        let state = nodes.first { $0.id == placement.node }?.state
-        if (state == .ready || state == .draining) && (wanted == nil || wanted == placement.node) {
-            do {
-                let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: request.uri.query, headers: request.headers,
-                                              body: .bytes(body), identity: identity, to: placement)
-                return Self.response(response, body: ResponseBody(asyncSequence: response.body))
-            } catch let error as SproutError where error.code == .unavailable {
-                logger.warning("the node that paused a sandbox cannot be reached; resuming it elsewhere",
-                               metadata: ["sandbox": "\(id)", "node": "\(placement.node)"])
-            }
-        }
-        if let wanted, !nodes.contains(where: { $0.id == wanted && $0.state == .ready }) {
-            throw SproutError(.notFound, "no ready node with id '\(wanted)'")
-        }
-        let moved = try await relocate(id, from: placement, nodes: nodes, to: wanted, identity: identity, headers: request.headers, resume: body)
-        if moved.response.status.code / 100 != 2, moved.node == placement.node { throw try await lostWith(id, placement, moved) }
-        return Self.response(moved.response, body: ResponseBody(byteBuffer: moved.body))
-    }
-
-    /// Moves a paused sandbox off the node that holds it: placed anew (only
-    /// `wanted` if named; never where it is, and only on a node with its CPU
-    /// features and runtime, which its memory image needs), taken in there
-    /// from the store's handoff (`adopt`), resumed there when `resume` is
-    /// given (the resume's body), and its paused copy on the node it left
-    /// ended if that node is up. The answer is the target's (adopt's, when
-    /// not resumed or not taken in: then the reservation stays where it was).
-    private func relocate(
-        _ id: String, from placement: ClusterCatalog.Placement, nodes: [ClusterCatalog.NodeStatus], to wanted: String?, identity: Identity,
-        headers: HTTPFields, resume: ByteBuffer?
-    ) async throws -> (response: HTTPClientResponse, body: ByteBuffer, node: String) {
-        let source = nodes.first { $0.id == placement.node }
-        let excluding = wanted.map { Set(nodes.map(\.id)).subtracting([$0]) } ?? [placement.node]
-        let moved = try await catalog.place(ClusterCatalog.PlacementRequest(
-            sandbox: id, cpu: placement.cpu, memoryMB: placement.memoryMB, cpuFlags: source?.registration.cpuFlags ?? [],
-            runtime: source?.registration.runtime, excluding: excluding))
-        let adopted = try await send(.post, path: "/v1/sandboxes/\(id)/adopt", query: nil, headers: headers, body: .bytes(ByteBuffer()),
-                                     identity: identity, to: moved)
-        let adoptBody = try await adopted.body.collect(upTo: 1 << 20)
-        guard adopted.status.code / 100 == 2 else {
-            // Not taken in: the reservation stays where the sandbox was paused.
-            try? await catalog.restore(placement, of: id)
-            return (adopted, adoptBody, placement.node)
-        }
-        logger.notice("sandbox moved to another node", metadata: ["sandbox": "\(id)", "from": "\(placement.node)", "to": "\(moved.node)"])
-        var answer = (response: adopted, body: adoptBody, node: moved.node)
-        if let resume {
-            let response = try await send(.post, path: "/v1/sandboxes/\(id)/resume", query: nil, headers: headers,
-                                          body: .bytes(resume), identity: identity, to: moved)
-            answer = (response, try await response.body.collect(upTo: 16 << 20), moved.node)
-        }
-        if answer.response.status.code / 100 == 2, source?.state == .ready || source?.state == .draining {
-            // The node it left is up: its paused copy there ends (the store keeps what the move needed).
-            _ = try? await send(.delete, path: "/v1/sandboxes/\(id)", query: nil, headers: [:], body: nil, identity: identity, to: placement)
-        }
-        return answer
-    }
-
-    /// Moves every sandbox placed on a draining node to others, one at a
-    /// time: a running one is paused (its image and layer go to the store)
-    /// and resumed elsewhere with its processes; a paused one moves paused.
-    /// One that cannot move stays where it is, with the reason.
-    func drain(_ node: String, by caller: Identity) async -> (moved: [API.NodeDrain.Move], failed: [API.NodeDrain.Failure]) {
-        var moved: [API.NodeDrain.Move] = [], failed: [API.NodeDrain.Failure] = []
-        let placed: [(sandbox: String, team: String)]
-        do {
-            placed = try await catalog.teams(on: node)
-        } catch {
-            return ([], [API.NodeDrain.Failure(id: "", error: "the catalog cannot list the node's sandboxes: \(error)")])
-        }
-        // A `pending-` reservation is a create still under way: it lands here; drain again once it has.
-        for (id, team) in placed where !id.hasPrefix("pending-") {
-            do {
-                guard !team.isEmpty else {
-                    throw SproutError(.conflict, "placed before the catalog kept teams; move it with POST /v1/sandboxes/\(id)/resume?node=ID")
-                }
-                let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
-                let move = try await drainOne(id, team: identity)
-                logger.notice("drain moved a sandbox", metadata: ["sandbox": "\(id)", "from": "\(node)", "to": "\(move.node)"])
-                moved.append(move)
-            } catch {
-                let message = (error as? SproutError)?.message ?? "\(error)"
-                logger.warning("drain could not move a sandbox", metadata: ["sandbox": "\(id)", "node": "\(node)", "error": "\(message)"])
-                failed.append(API.NodeDrain.Failure(id: id, error: message))
-            }
-        }
-        return (moved, failed)
-    }
-
-    private func drainOne(_ id: String, team identity: Identity) async throws -> API.NodeDrain.Move {
-        guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no longer placed") }
-        let json: HTTPFields = [.contentType: "application/json"]
-        let sandbox: API.Sandbox = try await call(.get, "/v1/sandboxes/\(id)", identity: identity, to: placement)
-        switch sandbox.state {
-        case .running:
-            let _: API.Sandbox = try await call(.post, "/v1/sandboxes/\(id)/pause", body: ByteBuffer(string: "{}"), identity: identity, to: placement)
-        case .paused:
-            break
-        default:
-            throw SproutError(.conflict, "it is \(sandbox.state.rawValue); only a running or paused sandbox moves")
-        }
-        let nodes = try await catalog.nodes()
-        let answer = try await relocate(id, from: placement, nodes: nodes, to: nil, identity: identity, headers: json,
-                                        resume: sandbox.state == .running ? ByteBuffer(string: "{}") : nil)
-        let after = try? JSONDecoder().decode(API.Sandbox.self, from: Data(answer.body.readableBytesView))
-        guard answer.response.status.code / 100 == 2, let after else {
-            // A running sandbox that was not taken in elsewhere runs on where it was.
-            if sandbox.state == .running, answer.node == placement.node {
-                let _: API.Sandbox? = try? await call(.post, "/v1/sandboxes/\(id)/resume", body: ByteBuffer(string: "{}"), identity: identity, to: placement)
-            }
-            throw Self.nodeError(answer.body, status: answer.response.status.code, node: answer.node)
-        }
-        return API.NodeDrain.Move(id: id, node: answer.node, state: after.state)
-    }
-
-    /// A JSON call to a node as `identity`; a non-2xx answer thrown as the node's error.
-    private func call<T: Decodable>(
-        _ method: HTTPRequest.Method, _ path: String, body: ByteBuffer? = nil, identity: Identity, to placement: ClusterCatalog.Placement
-    ) async throws -> T {
-        let response = try await send(method, path: path, query: nil, headers: [.contentType: "application/json"], body: body.map { .bytes($0) },
-                                      identity: identity, to: placement)
-        let bytes = try await response.body.collect(upTo: 16 << 20)
-        guard response.status.code / 100 == 2 else { throw Self.nodeError(bytes, status: response.status.code, node: placement.node) }
-        return try JSONDecoder().decode(T.self, from: Data(bytes.readableBytesView))
-    }
-
-    /// A node's error answer as the error it carries.
-    static func nodeError(_ body: ByteBuffer, status: UInt, node: String) -> SproutError {
-        guard let envelope = try? JSONDecoder().decode(API.ErrorEnvelope.self, from: Data(body.readableBytesView)) else {
-            return SproutError(.unavailable, "node \(node) answered \(status)")
-        }
-        return SproutError(SproutError.Code(rawValue: envelope.error.code), envelope.error.message)
     }
 
     /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).
@@ -417,7 +235,7 @@ struct FleetRoutes: Sendable {
         return try JSONBody.response(lists.sorted { ($0.sortKey, $0.id) < ($1.sortKey, $1.id) })
     }
 
-    private func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
+    func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
         // Where the caller reached the fleet: links a node makes (E2B's upload links) point back here.
         var headers = request.headers
         if let authority = request.head.authority { headers[Self.forwardedHost] = authority }
@@ -446,7 +264,7 @@ struct FleetRoutes: Sendable {
     /// or (nil: envd, which checks the sandbox's own token) without them.
     /// `vouching`: the cluster token goes with it even without an identity,
     /// and the preview headers this API server set with it.
-    private func send(
+    func send(
         _ method: HTTPRequest.Method, path: String, query: String?, headers: HTTPFields, body: HTTPClientRequest.Body?, identity: Identity?,
         vouching: Bool = false, to placement: ClusterCatalog.Placement
     ) async throws -> HTTPClientResponse {
@@ -485,99 +303,5 @@ struct FleetRoutes: Sendable {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         return Response(status: HTTPResponse.Status(code: Int(upstream.status.code)), headers: headers, body: body)
-    }
-}
-
-/// Any JSON value, passed through as it came (a list entry from a node).
-indirect enum JSONValue: Codable, Sendable {
-    case object([String: JSONValue]), array([JSONValue]), string(String), number(Double), bool(Bool), null
-
-    init(from decoder: Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
-        else { self = .object(try container.decode([String: JSONValue].self)) }
-    }
-
-    func encode(to encoder: Encoder) throws {
-        var container = encoder.singleValueContainer()
-        switch self {
-        case .object(let value): try container.encode(value)
-        case .array(let value): try container.encode(value)
-        case .string(let value): try container.encode(value)
-        case .number(let value): try container.encode(value)
-        case .bool(let value): try container.encode(value)
-        case .null: try container.encodeNil()
-        }
-    }
-
-    subscript(_ key: String) -> JSONValue? { if case .object(let object) = self { object[key] } else { nil } }
-
-    var text: String {
-        switch self {
-        case .string(let value): value
-        case .number(let value): String(value)
-        default: ""
-        }
-    }
-
-    var id: String { (self["id"] ?? self["sandboxID"])?.text ?? "" }
-    var sortKey: String { (self["createdAt"] ?? self["startedAt"])?.text ?? "" }
-}
-
-/// E2B's envd on an API server: a request naming a sandbox (`E2b-Sandbox-Id`,
-/// or `49983-{id}.HOST`) goes to that sandbox's node as it came.
-struct FleetEnvdMiddleware: RouterMiddleware {
-    typealias Context = SproutContext
-    let routes: FleetRoutes
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let id = request.headers[EnvdMiddleware.sandboxHeader] {
-            return try await routes.forwardEnvd(request, sandbox: id)
-        }
-        if let authority = request.head.authority, let label = HostRouting.hostname(authority).split(separator: ".").first,
-           label.hasPrefix(EnvdMiddleware.envdPort + "-") {
-            let id = String(label.dropFirst(EnvdMiddleware.envdPort.count + 1))
-            if !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { return try await routes.forwardEnvd(request, sandbox: id) }
-        }
-        // A sandbox's other ports, `{port}-{id}.{domain}`.
-        if let authority = request.head.authority, let (port, id) = HostRouting.target(authority: authority, domain: routes.domain) {
-            return try await routes.forwardPreview(request, port: port, sandbox: id)
-        }
-        return try await next(request, context)
-    }
-}
-
-/// WebSocket upgrades for `{port}-{id}.{domain}` on an API server: relayed
-/// to the sandbox's node as the HTTP ones are (`forwardPreview`), the key
-/// checked here, an access token by the node.
-struct FleetHostWebSocketMiddleware: RouterMiddleware {
-    typealias Context = SproutContext
-    let routes: FleetRoutes
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let authority = request.head.authority, let (port, id) = HostRouting.target(authority: authority, domain: routes.domain) else {
-            return try await next(request, context)
-        }
-        let routes = self.routes
-        let upgrade = WebSocketUpgradeMiddleware<Context>(shouldUpgrade: { request, _ in
-            _ = try await routes.previewTarget(request, sandbox: id)
-            return .upgrade([:])
-        }, onUpgrade: { inbound, outbound, wsContext in
-            let (placement, identity) = try await routes.previewTarget(wsContext.request, sandbox: id)
-            var headers = identity.map(routes.fleetHeaders) ?? [("Sprout-Cluster-Token", routes.clusterToken)]
-            headers += [(HostRouting.previewPort.rawName, "\(port)"), (HostRouting.previewSandbox.rawName, id)]
-            for name in HostRouting.tokenHeaders {
-                if let field = HTTPField.Name(name), let token = wsContext.request.headers[field] { headers.append((name, token)) }
-            }
-            let upstream = try await routes.connectWebSocket(wsContext.request, to: placement, headers: headers)
-            try await Relay.run(upstream: upstream, inbound: inbound, outbound: outbound) {
-                if let identity { await routes.keys.untilRevoked(identity.keyID) } else { try? await Task.sleep(for: .seconds(86_400 * 365)) }
-            }
-        })
-        return try await upgrade.handle(request, context: context, next: next)
     }
 }

@@ -42,7 +42,7 @@ struct E2BVolumeRoutes {
         let volumes = services.volumes
         let control = router.group("volumes")
             .add(middleware: E2BErrorMiddleware())
-            .add(middleware: AuthMiddleware(keys: services.keys))
+            .add(middleware: AuthMiddleware(keys: services.keys, clusterToken: services.config.clusterToken))
         control.post { request, context in
             let body = try await JSONBody.decode(NewVolume.self, from: request)
             let made = try await volumes.create(API.CreateVolume(name: body.name), for: try context.caller())

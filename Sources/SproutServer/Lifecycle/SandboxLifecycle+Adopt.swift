@@ -27,6 +27,10 @@ extension SandboxLifecycle {
             }
             let handoff = try await remote.handoff(for: id)
             guard handoff.record.team == identity.team else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
+            // Volumes live on the node that made them: a sandbox that mounts one cannot move to a node without it.
+            for mount in handoff.record.volumeList where try await catalog.volumes.find(id: mount.volume) == nil {
+                throw SproutError(.conflict, "sandbox \(id) mounts volume \(mount.volume), which is not on this node: it cannot move here")
+            }
             guard let key = handoff.record.storedUpper else { throw SproutError(.malformed, "the pause of \(id) in the store names no writable layer") }
             if let env = handoff.env { _ = try await catalog.envs.insertIfAbsent(env) }
             if handoff.memory, let image = handoff.record.imageList.last { try await remote.fetchImage(image) }
