@@ -186,6 +186,9 @@ public final class ClusterCatalog: Sendable {
         public var memoryMB: Int64
         /// The node to prefer when it has room (the one that paused the sandbox: its image is there).
         public var prefer: String?
+        /// Nodes that started the sandbox's env before (its layers are there):
+        /// favoured over emptier ones unless they are much busier (`holdingBonus`).
+        public var holding: Set<String> = []
         /// CPU features the node must have (a memory image's).
         public var cpuFlags: Set<String>
         /// The runtime the node must run (a memory image's), if any.
@@ -193,10 +196,10 @@ public final class ClusterCatalog: Sendable {
         /// Nodes not to use (ones that refused this sandbox already).
         public var excluding: Set<String>
 
-        public init(sandbox: String, team: String = "", cpu: Double, memoryMB: Int64, prefer: String? = nil, cpuFlags: Set<String> = [],
-                    runtime: String? = nil, excluding: Set<String> = []) {
-            (self.sandbox, self.team, self.cpu, self.memoryMB, self.prefer, self.cpuFlags, self.runtime, self.excluding) =
-                (sandbox, team, cpu, memoryMB, prefer, cpuFlags, runtime, excluding)
+        public init(sandbox: String, team: String = "", cpu: Double, memoryMB: Int64, prefer: String? = nil, holding: Set<String> = [],
+                    cpuFlags: Set<String> = [], runtime: String? = nil, excluding: Set<String> = []) {
+            (self.sandbox, self.team, self.cpu, self.memoryMB, self.prefer, self.holding, self.cpuFlags, self.runtime, self.excluding) =
+                (sandbox, team, cpu, memoryMB, prefer, holding, cpuFlags, runtime, excluding)
         }
     }
 
@@ -244,7 +247,8 @@ public final class ClusterCatalog: Sendable {
                 else { unfit += 1; continue }
                 guard usedCPU + request.cpu <= cpu + 1e-9, usedMemory + request.memoryMB <= memory else { continue }
                 // The busier of CPU and memory after this sandbox; the preferred node wins whenever it fits.
-                let score = id == request.prefer ? -1 : max((usedCPU + request.cpu) / max(cpu, 0.001), Double(usedMemory + request.memoryMB) / Double(max(memory, 1)))
+                let busy = max((usedCPU + request.cpu) / max(cpu, 0.001), Double(usedMemory + request.memoryMB) / Double(max(memory, 1)))
+                let score = id == request.prefer ? -1 : busy - (request.holding.contains(id) ? Self.holdingBonus : 0)
                 if best == nil || score < best!.score {
                     best = (score, Placement(node: id, address: address, epoch: epoch, certificate: certificate))
                 }
@@ -264,6 +268,24 @@ public final class ClusterCatalog: Sendable {
                 """, logger: logger)
             return chosen
         } }
+    }
+
+    /// How much busier (as a share of its capacity) a node that holds the env may be and still be chosen.
+    public static let holdingBonus = 0.1
+
+    /// The nodes that started `env` before, so hold its layers (a hint: a node may have evicted them since).
+    public func nodes(holding env: String) async throws -> Set<String> {
+        guard !env.isEmpty else { return [] }
+        let rows = try await client.query("SELECT node FROM node_env WHERE env = \(env)", logger: logger)
+        var out: Set<String> = []
+        for try await node in rows.decode(String.self) { out.insert(node) }
+        return out
+    }
+
+    /// `node` started a sandbox of `env`.
+    public func noteHolding(_ env: String, on node: String) async throws {
+        guard !env.isEmpty else { return }
+        try await client.query("INSERT INTO node_env (node, env) VALUES (\(node), \(env)) ON CONFLICT DO NOTHING", logger: logger)
     }
 
     /// The error a transaction's body threw, not postgres-nio's wrapper of it.
@@ -456,6 +478,7 @@ public final class ClusterCatalog: Sendable {
         ]),
         ("v3-placement-team", ["ALTER TABLE placement ADD COLUMN team text NOT NULL DEFAULT ''"]),
         ("v4-node-certificate", ["ALTER TABLE node ADD COLUMN certificate text NOT NULL DEFAULT ''"]),
+        ("v5-node-env", ["CREATE TABLE node_env (node text NOT NULL REFERENCES node (id), env text NOT NULL, PRIMARY KEY (node, env))"]),
     ]
 
     private func migrate() async throws {

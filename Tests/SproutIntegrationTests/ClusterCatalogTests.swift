@@ -132,6 +132,27 @@ struct ClusterCatalogTests {
         }
     }
 
+    @Test("placement favours nodes that started the env before (its layers are there) unless they are much busier")
+    func envLocality() async throws {
+        try await Self.withCatalog { _, catalog in
+            // Each sandbox below takes 1 % of a node.
+            for id in ["x", "y"] { _ = try await catalog.register(Self.node(id, cpu: 100, memoryMB: 102_400), lease: .seconds(60)) }
+            for i in 0..<5 { _ = try await catalog.place(.init(sandbox: "s\(i)", cpu: 1, memoryMB: 1024, prefer: "x")) }
+            try await catalog.noteHolding("env1", on: "x")
+            try await catalog.noteHolding("env1", on: "x")  // once is enough; again changes nothing
+            let holding = try await catalog.nodes(holding: "env1")
+            #expect(holding == ["x"])
+            #expect(try await catalog.nodes(holding: "env2").isEmpty)
+            // The control: by room alone, the emptier y.
+            #expect(try await catalog.place(.init(sandbox: "c1", cpu: 1, memoryMB: 1024)).node == "y")
+            try await catalog.forget("c1")
+            #expect(try await catalog.place(.init(sandbox: "e1", cpu: 1, memoryMB: 1024, holding: holding)).node == "x", "x holds the env")
+            // x much busier now (16 % against 1 %): y after all.
+            for i in 0..<10 { _ = try await catalog.place(.init(sandbox: "b\(i)", cpu: 1, memoryMB: 1024, prefer: "x")) }
+            #expect(try await catalog.place(.init(sandbox: "e2", cpu: 1, memoryMB: 1024, holding: holding)).node == "y", "x is too busy for its layers to count")
+        }
+    }
+
     @Test("20 clients placing at once on 3 nodes never overcommit one: exactly as many fit as there is room for")
     func concurrentPlacement() async throws {
         try await Self.withCatalog { _, catalog in

@@ -172,6 +172,10 @@ struct FleetRoutes: Sendable {
         let asked = path == "/v1/sandboxes" ? try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView)) : API.CreateSandbox(env: "")
         // One that mounts volumes goes where they are, the builder (E2B's create names them `volumeMounts`).
         let e2bMounts = path == "/v1/sandboxes" ? nil : try? JSONDecoder().decode(E2BMounts.self, from: Data(body.readableBytesView))
+        // Nodes that started this env before hold its layers: favoured (every node has the built-in ones).
+        let named = path == "/v1/sandboxes" ? asked.env : ((try? JSONDecoder().decode(JSONValue.self, from: Data(body.readableBytesView)))?["templateID"]?.text ?? "")
+        let env = EnvGraph.builtins.contains(named) ? "" : named
+        let holding = (try? await catalog.nodes(holding: env)) ?? []
         var refused: Set<String> = []
         if !(asked.volumes ?? []).isEmpty || !(e2bMounts?.volumeMounts ?? []).isEmpty {
             let home = try await builder().node
@@ -180,7 +184,8 @@ struct FleetRoutes: Sendable {
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
             let placement = try await catalog.place(ClusterCatalog.PlacementRequest(
-                sandbox: provisional, team: try context.caller().team, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), excluding: refused))
+                sandbox: provisional, team: try context.caller().team, cpu: asked.cpu ?? 1, memoryMB: Int64(asked.memoryMB ?? 512), holding: holding,
+                excluding: refused))
             let answer: (response: HTTPClientResponse, body: ByteBuffer)
             do {
                 let response = try await send(request.method, path: path, query: request.uri.query, headers: request.headers,
@@ -199,6 +204,7 @@ struct FleetRoutes: Sendable {
             if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(JSONValue.self, from: Data(answer.body.readableBytesView)).id,
                !created.isEmpty {
                 try await catalog.rename(placement: provisional, to: created)
+                if !holding.contains(placement.node) { try? await catalog.noteHolding(env, on: placement.node) }
             } else {
                 try? await catalog.forget(provisional)
             }
