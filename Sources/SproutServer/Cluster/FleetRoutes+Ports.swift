@@ -80,7 +80,7 @@ struct FleetHostWebSocketMiddleware: RouterMiddleware {
             return .upgrade([:])
         }, onUpgrade: { inbound, outbound, wsContext in
             let (placement, identity) = try await routes.previewTarget(wsContext.request, sandbox: id)
-            var headers = identity.map(routes.fleetHeaders) ?? [("Sprout-Cluster-Token", routes.clusterToken)]
+            var headers = identity.map(routes.fleetHeaders) ?? [(AuthMiddleware.clusterTokenHeader.rawName, routes.clusterToken)]
             headers += [(HostRouting.previewPort.rawName, "\(port)"), (HostRouting.previewSandbox.rawName, id)]
             for name in HostRouting.tokenHeaders {
                 if let field = HTTPField.Name(name), let token = wsContext.request.headers[field] { headers.append((name, token)) }

@@ -62,11 +62,19 @@ struct FleetRoutes: Sendable {
         }
     }
 
-    struct E2BMounts: Decodable { var volumeMounts: [JSONValue]? }
+    /// What placement reads of E2B's create: its template, and the volumes it mounts.
+    struct E2BCreate: Decodable {
+        var templateID: String?
+        var volumeMounts: [JSONValue]?
+    }
 
     /// The node that builds: the first ready node by id.
     func builder() async throws -> ClusterCatalog.Placement {
-        guard let node = try await catalog.nodes().first(where: { $0.state == .ready && $0.leaseSeconds > 0 }) else {
+        try Self.builder(among: try await catalog.nodes())
+    }
+
+    static func builder(among nodes: [ClusterCatalog.NodeStatus]) throws -> ClusterCatalog.Placement {
+        guard let node = nodes.first(where: { $0.state == .ready && $0.leaseSeconds > 0 }) else {
             throw SproutError(.unavailable, "no node of the fleet is ready to build")
         }
         return ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch, certificate: node.registration.certificate)
@@ -116,8 +124,8 @@ struct FleetRoutes: Sendable {
 
     /// The headers that make a request to a node act for `identity`'s team.
     func fleetHeaders(_ identity: Identity) -> [(String, String)] {
-        [("Sprout-Cluster-Token", clusterToken), ("Sprout-Key-Id", identity.keyID), ("Sprout-Team", identity.team),
-         ("Sprout-Admin", identity.admin ? "true" : "false")]
+        [(AuthMiddleware.clusterTokenHeader.rawName, clusterToken), (AuthMiddleware.fleetKeyHeader.rawName, identity.keyID),
+         (AuthMiddleware.fleetTeamHeader.rawName, identity.team), (AuthMiddleware.fleetAdminHeader.rawName, identity.admin ? "true" : "false")]
     }
 
     /// A WebSocket to the node of `placement` for `request`'s path (over TLS to an `https` node).
@@ -170,16 +178,16 @@ struct FleetRoutes: Sendable {
         let body = try await request.body.collect(upTo: JSONBody.limit)
         // Sprout's create names CPU and memory; E2B's takes its template's (reserved here at the defaults).
         let asked = path == "/v1/sandboxes" ? try JSONDecoder().decode(API.CreateSandbox.self, from: Data(body.readableBytesView)) : API.CreateSandbox(env: "")
-        // One that mounts volumes goes where they are, the builder (E2B's create names them `volumeMounts`).
-        let e2bMounts = path == "/v1/sandboxes" ? nil : try? JSONDecoder().decode(E2BMounts.self, from: Data(body.readableBytesView))
+        let e2b = path == "/v1/sandboxes" ? nil : try? JSONDecoder().decode(E2BCreate.self, from: Data(body.readableBytesView))
         // Nodes that started this env before hold its layers: favoured (every node has the built-in ones).
-        let named = path == "/v1/sandboxes" ? asked.env : ((try? JSONDecoder().decode(JSONValue.self, from: Data(body.readableBytesView)))?["templateID"]?.text ?? "")
+        let named = e2b.map { $0.templateID ?? "" } ?? asked.env
         let env = EnvGraph.builtins.contains(named) ? "" : named
         let holding = (try? await catalog.nodes(holding: env)) ?? []
         var refused: Set<String> = []
-        if !(asked.volumes ?? []).isEmpty || !(e2bMounts?.volumeMounts ?? []).isEmpty {
-            let home = try await builder().node
-            refused = Set(try await catalog.nodes().map(\.id)).subtracting([home])
+        // One that mounts volumes goes where they are, the builder.
+        if !(asked.volumes ?? []).isEmpty || !(e2b?.volumeMounts ?? []).isEmpty {
+            let nodes = try await catalog.nodes()
+            refused = Set(nodes.map(\.id)).subtracting([try Self.builder(among: nodes).node])
         }
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
@@ -283,17 +291,14 @@ struct FleetRoutes: Sendable {
             for name in [HostRouting.previewPort, HostRouting.previewSandbox] {
                 if let value = headers[name] { outgoing.headers.add(name: name.rawName, value: value) }
             }
-            if identity == nil { outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken) }
+            if identity == nil { outgoing.headers.add(name: AuthMiddleware.clusterTokenHeader.rawName, value: clusterToken) }
         }
         if let identity {
             if let host = headers[Self.forwardedHost] {
                 outgoing.headers.add(name: Self.forwardedHost.rawName, value: host)
                 outgoing.headers.add(name: Self.forwardedScheme.rawName, value: scheme)
             }
-            outgoing.headers.add(name: "Sprout-Cluster-Token", value: clusterToken)
-            outgoing.headers.add(name: "Sprout-Key-Id", value: identity.keyID)
-            outgoing.headers.add(name: "Sprout-Team", value: identity.team)
-            outgoing.headers.add(name: "Sprout-Admin", value: identity.admin ? "true" : "false")
+            for (name, value) in fleetHeaders(identity) { outgoing.headers.add(name: name, value: value) }
         }
         if let body { outgoing.body = body }
         do {

@@ -32,6 +32,7 @@ public struct EnvGraph: Sendable {
     let bases: any BaseProvider
     /// A fleet's object store: envs recorded on another node are found there (by id, or a name's newest publish).
     var remote: RemoteStore? = nil
+    var logger = Logger(label: "sprout")
     /// Bytes of each built-in base, measured once.
     let baseBytes = Locked<[String: Int64]>([:])
     /// Each env's process defaults, read once (envs never change).
@@ -78,7 +79,7 @@ public struct EnvGraph: Sendable {
             else { return nil }
             return try await catalog.envs.insertIfAbsent(env)
         } catch {
-            Logger(label: "sprout").warning("the object store could not be asked for an env; using this node's", metadata: [
+            logger.warning("the object store could not be asked for an env; using this node's", metadata: [
                 "env": "\(reference)", "error": "\(error)",
             ])
             return nil
@@ -107,7 +108,7 @@ public struct EnvGraph: Sendable {
             do {
                 if let shared = try await remote.storedTag(String(parts[0]), String(parts[1]), team: team) { return shared }
             } catch {
-                Logger(label: "sprout").warning("the object store could not be asked for a tag; using this node's", metadata: [
+                logger.warning("the object store could not be asked for a tag; using this node's", metadata: [
                     "tag": "\(reference)", "error": "\(error)",
                 ])
             }

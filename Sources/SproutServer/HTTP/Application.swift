@@ -226,7 +226,7 @@ private func assembleApplication(
         settings: lifecycleSettings, catalog: catalog, host: host, stores: stores, launcher: launcher,
         checkpoint: Checkpointer(settings: lifecycleSettings, runtime: host.runtime, network: host.network, launcher: launcher, agents: agents,
                                  images: stores.images),
-        graph: EnvGraph(catalog: catalog, bases: host.bases, remote: stores.remote),
+        graph: EnvGraph(catalog: catalog, bases: host.bases, remote: stores.remote, logger: logger),
         collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, metrics: metrics, logger: logger),
         admission: MemoryAdmission(settings: lifecycleSettings, repository: catalog.sandboxes, runtime: host.runtime, activity: activity, metrics: metrics),
         activity: activity, demand: demand, agents: agents, sandboxMetrics: sandboxMetrics, clock: clock, metrics: metrics, logger: logger)

@@ -32,13 +32,17 @@ struct HostRouting: Sendable {
     /// Host, or, from an API server of the fleet (the cluster token checked),
     /// as that API server found it in the Host the caller sent it.
     func target(_ request: Request) -> (UInt16, String)? {
-        if let port = request.headers[Self.previewPort].flatMap(UInt16.init), let id = request.headers[Self.previewSandbox],
-           let token = services.config.clusterToken, let offered = request.headers[AuthMiddleware.clusterTokenHeader],
-           constantTimeEqual(offered, token) {
+        if let port = request.headers[Self.previewPort].flatMap(UInt16.init), let id = request.headers[Self.previewSandbox], fromFleet(request) {
             return (port, id)
         }
         guard let authority = request.head.authority else { return nil }
         return Self.target(authority: authority, domain: services.domain)
+    }
+
+    /// Whether `request` bears this node's cluster token (it comes from an API server of the fleet).
+    private func fromFleet(_ request: Request) -> Bool {
+        guard let token = services.config.clusterToken, let offered = request.headers[AuthMiddleware.clusterTokenHeader] else { return false }
+        return constantTimeEqual(offered, token)
     }
 
     static let previewPort = HTTPField.Name("Sprout-Preview-Port")!
@@ -68,8 +72,7 @@ struct HostRouting: Sendable {
         guard let record = try await services.catalog.sandboxes.find(id), record.state.isLive else {
             throw SproutError(.notFound, "no sandbox with id '\(id)'")
         }
-        if let token = services.config.clusterToken, let offered = request.headers[AuthMiddleware.clusterTokenHeader],
-           constantTimeEqual(offered, token), let team = request.headers[AuthMiddleware.fleetTeamHeader] {
+        if fromFleet(request), let team = request.headers[AuthMiddleware.fleetTeamHeader] {
             guard team == record.team else { throw SproutError(.notFound, "no sandbox with id '\(id)'") }
             return Identity(keyID: "fleet:" + (request.headers[AuthMiddleware.fleetKeyHeader] ?? ""), team: team, admin: false)
         }

@@ -81,7 +81,7 @@ final class GarbageCollector: Sendable {
                 guard let sandboxes = try? await catalog.sandboxes.referencedImages(),
                     let envs = try? await catalog.envs.referencedImages()
                 else { return 0 }
-                let evicted = evictableImages()
+                let evicted = evictions(.image)
                 let kept = sandboxes.union(envs).subtracting(evicted)
                 let images = stores.images
                 let ready = readyImages
@@ -100,32 +100,29 @@ final class GarbageCollector: Sendable {
         /// `--cache-gb`: the host's copies of what the object store has, over
         /// the bound, least recently used first. A sweep runs with no lease
         /// held, so nothing is fetching or about to start from them now.
-        private func evictions(_ kind: RemoteStore.Cached, present: (String) -> Bool, keep: Set<String> = []) -> Set<String> {
+        private func evictions(_ kind: RemoteStore.Cached, keep: Set<String> = []) -> Set<String> {
             guard let budget = stores.cacheBytes, let remote = stores.remote else { return [] }
-            // Both kinds count against one bound.
+            // Both kinds count against one bound; only what the host holds.
             let held = RemoteStore.Cached.allCases.flatMap { other in
                 remote.cached(other).filter { other == .image ? stores.images.contains($0.id) : stores.layers.contains($0.id) }.map { (other, $0) }
             }
             var over = held.reduce(0) { $0 + $1.1.bytes } - budget
             var out: Set<String> = []
             for (other, entry) in held.sorted(by: { $0.1.lastUse < $1.1.lastUse }) where over > 0 {
-                guard other == kind, present(entry.id), !keep.contains(entry.id) else { continue }
+                guard other == kind, !keep.contains(entry.id) else { continue }
                 out.insert(entry.id)
                 over -= entry.bytes
             }
             return out
         }
 
-        private func evictableImages() -> Set<String> {
-            evictions(.image, present: stores.images.contains)
-        }
 
         /// Layers of sandboxes whose root filesystem is mounted stay.
         private func evictableLayers() async -> Set<String> {
             guard stores.cacheBytes != nil, let envs = try? await catalog.sandboxes.mountedEnvs() else { return [] }
             var mounted: Set<String> = []
             for id in envs { mounted.formUnion((try? await catalog.envs.find(id))?.layers ?? []) }
-            return evictions(.layer, present: stores.layers.contains, keep: mounted)
+            return evictions(.layer, keep: mounted)
         }
     }
 }
