@@ -64,7 +64,7 @@ struct ServerCommand: AsyncParsableCommand {
     var cacheGB: Double?
     @Option(help: "all: one host on its own; node: a node of the fleet whose catalog --catalog names; api: an API server of that fleet.") var role = "all"
     @Option(help: "A file holding the secret a fleet's API servers and nodes share (16 characters or more), for --role node and api.") var clusterToken: String?
-    @Option(help: "The fleet's catalog, for --role node: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require].") var catalog: String?
+    @Option(help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require]: for --role node and api, the fleet's catalog; for --role all, the server's own catalog (instead of SQLite in the data directory).") var catalog: String?
     @Option(help: "Where the fleet reaches this node (http(s)://HOST:PORT), for --role node.") var advertise: String?
     @Option(help: "Seconds a node's lease in the fleet's catalog lasts; one not renewed in time is lost, and fences itself.") var leaseSeconds = 10.0
     @Option(help: "A node offers its cores times this to sandboxes' CPU limits.") var cpuOvercommit = 4.0
@@ -120,8 +120,8 @@ struct ServerCommand: AsyncParsableCommand {
         guard let role = ServerRole(rawValue: role) else {
             throw SproutError(.invalidArgument, "unknown role '\(self.role)' (use all, node or api)")
         }
-        guard role != .all || (catalog == nil && advertise == nil && clusterToken == nil) else {
-            throw SproutError(.invalidArgument, "--catalog, --advertise and --cluster-token are for --role node or api")
+        guard role != .all || (advertise == nil && clusterToken == nil) else {
+            throw SproutError(.invalidArgument, "--advertise and --cluster-token are for --role node or api")
         }
         if let clusterToken {
             let text = (try? String(contentsOfFile: clusterToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -24,6 +24,7 @@ public final class ClusterCatalog: Sendable {
     /// and brings its tables up to date (one server at a time: an advisory lock).
     public init(url: String, logger: Logger) async throws {
         let configuration = try Self.configuration(url)
+        try await Self.probe(url, logger: logger)
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let client = self.client
         runner = Task { await client.run() }
@@ -505,7 +506,17 @@ public final class ClusterCatalog: Sendable {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
-    static func configuration(_ url: String) throws -> PostgresClient.Configuration {
+    /// What a `postgres://` URL names.
+    struct Address {
+        var host: String
+        var port: Int
+        var user: String
+        var password: String?
+        var database: String
+        var requireTLS: Bool
+    }
+
+    static func address(_ url: String) throws -> Address {
         func bad(_ why: String) -> SproutError {
             SproutError(.invalidArgument, "catalog \(redacted(url)): \(why); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
         }
@@ -515,16 +526,34 @@ public final class ClusterCatalog: Sendable {
         let database = String(parts.path.drop { $0 == "/" })
         guard !database.isEmpty, !database.contains("/") else { throw bad("no database") }
         let mode = parts.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
-        let tls: PostgresClient.Configuration.TLS
-        switch mode {
-        case "disable": tls = .disable
-        case "require": tls = .require(.makeClientConfiguration())
-        default: throw bad("sslmode must be disable or require")
-        }
-        var configuration = PostgresClient.Configuration(host: host, port: parts.port ?? 5432, username: user,
-                                                          password: parts.password, database: database, tls: tls)
+        guard ["disable", "require"].contains(mode) else { throw bad("sslmode must be disable or require") }
+        return Address(host: host, port: parts.port ?? 5432, user: user, password: parts.password, database: database, requireTLS: mode == "require")
+    }
+
+    static func configuration(_ url: String) throws -> PostgresClient.Configuration {
+        let a = try address(url)
+        var configuration = PostgresClient.Configuration(host: a.host, port: a.port, username: a.user, password: a.password, database: a.database,
+                                                          tls: a.requireTLS ? .require(.makeClientConfiguration()) : .disable)
         configuration.options.connectTimeout = .seconds(10)
         return configuration
+    }
+
+    /// One connection and `SELECT 1`, so a catalog that cannot be reached
+    /// (or refuses the login) stops a start with the reason at once; the
+    /// client's pool would retry for ever.
+    public static func probe(_ url: String, logger: Logger) async throws {
+        let a = try address(url)
+        var configuration = PostgresConnection.Configuration(
+            host: a.host, port: a.port, username: a.user, password: a.password, database: a.database,
+            tls: a.requireTLS ? .require(try .init(configuration: .makeClientConfiguration())) : .disable)
+        configuration.options.connectTimeout = .seconds(10)
+        do {
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            defer { Task { try? await connection.close() } }
+            try await connection.query("SELECT 1", logger: logger)
+        } catch {
+            throw SproutError(.unavailable, "the catalog at \(redacted(url)) is not usable: \(describe(error))")
+        }
     }
 
     /// The URL without its password.

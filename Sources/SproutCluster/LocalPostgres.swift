@@ -48,6 +48,25 @@ public final class LocalPostgres: Sendable {
         port = Int(started)
     }
 
+    /// A server of its own in a new temporary directory for `body`, stopped
+    /// and removed after it, also when it throws (what tests use).
+    public static func withTemporary<T>(_ body: (LocalPostgres) async throws -> T) async throws -> T {
+        let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-pg")
+        defer { try? FileSystem.removeTree(directory) }
+        let postgres = try await LocalPostgres(directory: directory)
+        do {
+            let result = try await body(postgres)
+            await postgres.stop()
+            return result
+        } catch {
+            await postgres.stop()
+            throw error
+        }
+    }
+
+    /// Whether Debian's PostgreSQL is here and this process may run it (root).
+    public static var isUsable: Bool { getuid() == 0 && (try? binaries()) != nil && getpwnam("postgres") != nil }
+
     /// Where Debian keeps the newest PostgreSQL's programs.
     static func binaries() throws -> String {
         guard let version = (try? FileSystem.children("/usr/lib/postgresql"))?.compactMap(Int.init).max() else {

@@ -111,6 +111,34 @@ extension Integration {
             }
         }
 
+        @Test("a host on its own with its catalog in PostgreSQL (--catalog): no SQLite file; a sandbox paused with its processes is there after kill -9 of the server and resumes where it was")
+        func catalogOnPostgres() async throws {
+            try await withTestPostgres { postgres in
+                try await ServerHarness.with(extraArgs: ["--catalog", postgres.url()]) { server in
+                    let api = server.client
+                    let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                    try await startCounterAndServer(api, sandbox.id)
+                    #expect(!FileSystem.exists(server.data + "/sprout.db"), "the catalog is not in SQLite")
+                    let db = try await PostgresSQLDatabase(url: postgres.url(), logger: Logger(label: "test"))
+                    defer { Task { await db.close() } }
+                    let state = { try await db.read { try await $0.strings("SELECT state FROM sandbox WHERE id = ?", .text(sandbox.id)) } }
+                    #expect(try await state() == ["running"], "the record is in PostgreSQL")
+                    let before = try await counter(api, sandbox.id)
+                    _ = try await api.pause(sandbox.id)
+                    server.crash()
+                    try server.start()
+                    let after = server.client
+                    #expect(try await after.sandbox(sandbox.id).state == .paused)
+                    #expect(try await state() == ["paused"])
+                    _ = try await after.resume(sandbox.id)
+                    let resumed = try await counter(after, sandbox.id)
+                    #expect(resumed >= before, "the counter goes on from where the pause left it (\(before) -> \(resumed))")
+                    #expect(try await eventually { try await counter(after, sandbox.id) > resumed }, "and counts")
+                    #expect(try await state() == ["running"])
+                }
+            }
+        }
+
         @Test("a server alone answers that it is in no fleet; bad fleet settings stop the start with the reason")
         func refusals() async throws {
             try await ServerHarness.with { server in
@@ -130,7 +158,9 @@ extension Integration {
                 (["--role", "api", "--catalog", "postgres://x@h/d", "--cluster-token", short], "16 characters or more"),
                 (["--role", "edge"], "unknown role 'edge'"),
                 (["--cache-gb", "1"], "give --store too"),
-                (["--catalog", "postgres://x@h/d"], "are for --role node or api"),
+                (["--advertise", "http://127.0.0.1:1"], "are for --role node or api"),
+                (["--catalog", "mysql://x@h/d"], "not a postgres:// address"),
+                (["--catalog", "postgres://sprout@127.0.0.1:1/sprout"], "is not usable"),
                 (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token, "--advertise", "http://10.1.2.3:7070"],
                  "would send the cluster token to this node in clear text"),
                 (["--role", "node", "--catalog", "postgres://sprout@127.0.0.1:1/sprout", "--cluster-token", token, "--advertise", "https://127.0.0.1:7070"],

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import SproutAPI
+import SproutCluster
 import SproutCore
 @testable import SproutServer
 import SproutSystem
@@ -14,10 +15,19 @@ import Testing
 @Suite("Unit: HTTP API on a fake runtime", .serialized)
 struct HTTPTests {
     /// A server on a fresh data directory and the fake host; removed after `body`.
+    /// On `backend`'s catalog (`--catalog postgres://…` for PostgreSQL).
     static func withServer(
-        clock: any WallClock = SystemClock(), configure: (inout ServerConfiguration) -> Void = { _ in },
+        clock: any WallClock = SystemClock(), backend: CatalogBackend = .sqlite, configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: @escaping @Sendable (any TestClientProtocol, String, SproutServices) async throws -> Void
     ) async throws {
+        guard backend == .sqlite else {
+            return try await LocalPostgres.withTemporary { postgres in
+                try await withServer(clock: clock, configure: { config in
+                    config.catalog = postgres.url()
+                    configure(&config)
+                }, body)
+            }
+        }
         let data = try FileSystem.makeTemporaryDirectory(prefix: "sprout-unit")
         defer { try? FileSystem.removeTree(data) }
         var config = ServerConfiguration(dataDirectory: data)
@@ -30,9 +40,11 @@ struct HTTPTests {
             try await app.test(.router) { client in try await body(client, key, parts.services) }
         } catch {
             await host.runtime.shutdown()
+            await parts.shutdown()
             throw error
         }
         await host.runtime.shutdown()
+        await parts.shutdown()
     }
 
     static func json(_ value: some Encodable) throws -> ByteBuffer { ByteBuffer(data: try JSONEncoder().encode(value)) }
@@ -45,9 +57,10 @@ struct HTTPTests {
         (try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: [String: String]])?["error"]?["code"]
     }
 
-    @Test("create, exec, files, list, kill: the whole path with the real agent behind a fake runtime")
-    func lifecycle() async throws {
-        try await Self.withServer { client, key, services in
+    @Test("create, exec, files, list, kill: the whole path with the real agent behind a fake runtime, on either catalog",
+          arguments: CatalogBackend.usable)
+    func lifecycle(_ backend: CatalogBackend) async throws {
+        try await Self.withServer(backend: backend) { client, key, services in
             let auth: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
             let created = try await client.execute(uri: "/v1/sandboxes", method: .post, headers: auth,
                                                    body: try Self.json(API.CreateSandbox(env: "empty", envVars: ["WHO": "unit"])))
@@ -83,9 +96,10 @@ struct HTTPTests {
         }
     }
 
-    @Test("no key is 401, another team's sandbox is 404, bad input is 400 and creates nothing, no memory snapshots is 501")
-    func refusals() async throws {
-        try await Self.withServer { client, key, _ in
+    @Test("no key is 401, another team's sandbox is 404, bad input is 400 and creates nothing, no memory snapshots is 501; on either catalog",
+          arguments: CatalogBackend.usable)
+    func refusals(_ backend: CatalogBackend) async throws {
+        try await Self.withServer(backend: backend) { client, key, _ in
             let admin: HTTPFields = [.init("X-API-Key")!: key, .contentType: "application/json"]
             #expect(try await client.execute(uri: "/v1/sandboxes", method: .get).status == .unauthorized)
             let wrong: HTTPFields = [.init("X-API-Key")!: "sk_wrong"]

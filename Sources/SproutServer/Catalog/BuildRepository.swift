@@ -1,10 +1,10 @@
 import SproutAPI
 import Foundation
-import GRDB
+import SproutCluster
 import SproutCore
 
 /// Where a build is. Stored as its raw value; changed only by `BuildMachine`.
-public enum BuildStatus: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+public enum BuildStatus: String, Codable, Sendable, CaseIterable {
     case running
     /// Cancel was asked for; the build's task is stopping.
     case cancelling
@@ -69,8 +69,8 @@ public struct BuildMachine: Sendable, Equatable {
 }
 
 /// One run of `env push`'s build. Its status changes only through `BuildRepository.transition`.
-struct BuildRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "build"
+struct BuildRecord: StoredRecord {
+    static let table = "build"
     var id: String
     var team: String
     var envID: String
@@ -99,31 +99,31 @@ struct BuildRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 }
 
 public struct BuildRepository: Sendable {
-    let db: DatabasePool
+    let db: any SQLDatabase
 
     func insert(_ build: BuildRecord) async throws {
-        try await db.write { try build.insert($0) }
+        try await db.write { try await $0.insert(build) }
     }
 
     func find(_ id: String) async throws -> BuildRecord? {
-        try await db.read { try BuildRecord.fetchOne($0, key: id) }
+        try await db.read { try await $0.find(BuildRecord.self, id: id) }
     }
 
     /// A team's builds, newest first (only `env`'s if given).
     func list(team: String, env: String?, limit: Int) async throws -> [BuildRecord] {
         try await db.read { db in
-            var query = BuildRecord.filter(Column("team") == team)
-            if let env { query = query.filter(Column("envID") == env) }
-            return try query.order(Column("createdAt").desc, Column("id")).limit(limit).fetchAll(db)
+            try await db.fetchAll(BuildRecord.self, where: env == nil ? "team = ?" : "team = ? AND envID = ?",
+                                  [.text(team)] + (env.map { [.text($0)] } ?? []), orderBy: "createdAt DESC, id", limit: limit)
         }
     }
 
     /// The team's running build of env name `name` (its env ids are `name-<hash>`), if any.
     func running(named name: String, team: String) async throws -> BuildRecord? {
-        try await db.read { db in
-            try BuildRecord.filter(Column("team") == team && Column("status") == BuildStatus.running.rawValue
-                                   && Column("envID").like(name.replacingOccurrences(of: "_", with: "\\_") + "-%", escape: "\\"))
-                .order(Column("createdAt").desc).fetchOne(db)
+        let pattern = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "_", with: "\\_")
+            .replacingOccurrences(of: "%", with: "\\%") + "-%"
+        return try await db.read { db in
+            try await db.fetchOne(BuildRecord.self, where: "team = ? AND status = 'running' AND envID LIKE ? ESCAPE '\\'",
+                                  [.text(team), .text(pattern)], orderBy: "createdAt DESC")
         }
     }
 
@@ -133,7 +133,7 @@ public struct BuildRepository: Sendable {
         _ id: String, _ event: BuildMachine.Event, edit: @escaping @Sendable (inout BuildRecord) -> Void = { _ in }
     ) async throws -> (record: BuildRecord, action: BuildMachine.Action) {
         try await db.write { db in
-            guard var record = try BuildRecord.fetchOne(db, key: id) else {
+            guard var record = try await db.find(BuildRecord.self, id: id) else {
                 throw SproutError(.notFound, "no build with id '\(id)'")
             }
             var machine = BuildMachine(status: record.status)
@@ -147,16 +147,14 @@ public struct BuildRepository: Sendable {
             if machine.status.isFinal { record.finishedAt = now() }
             edit(&record)
             record.version += 1
-            try record.update(db)
+            try await db.update(record)
             return (record, action)
         }
     }
 
     /// Fails every build a restart interrupted; returns their ids.
     func interruptAll() async throws -> [String] {
-        let open = try await db.read { db in
-            try BuildRecord.filter([BuildStatus.running.rawValue, BuildStatus.cancelling.rawValue].contains(Column("status"))).fetchAll(db)
-        }
+        let open = try await db.read { db in try await db.fetchAll(BuildRecord.self, where: "status IN ('running', 'cancelling')") }
         for build in open {
             try await transition(build.id, .interrupted) { $0.error = "interrupted by a server restart" }
         }

@@ -1,12 +1,12 @@
 import Foundation
-import GRDB
+import SproutCluster
 import SproutAPI
 import SproutCore
 
 /// An env made by Sprout: a base root plus layers (bottom to top).
 /// Built-in bases (`empty`, `debian`) are not stored; they are their own ids.
-struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "env"
+struct EnvRecord: StoredRecord {
+    static let table = "env"
     var id: String
     var name: String
     var parent: String
@@ -45,25 +45,26 @@ struct EnvRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 
 /// Envs in the catalog.
 public struct EnvRepository: Sendable {
-    let db: DatabasePool
+    let db: any SQLDatabase
 
     func find(_ id: String) async throws -> EnvRecord? {
-        try await db.read { try EnvRecord.fetchOne($0, key: id) }
+        try await db.read { try await $0.find(EnvRecord.self, id: id) }
     }
 
-    private static let notDeleted = Column("deletedAt") == nil
-
-    /// An env id, or the newest published env with that name, as `team` sees
-    /// it. A deleted env is found only by id and with `includeDeleted` (what
-    /// a sandbox that runs from it needs).
     /// An env id or the newest published env of a name, as `team` sees it:
     /// its own first, then the built-in envs every team sees (`BuiltinEnvs.team`).
+    /// A deleted env is found only by id and with `includeDeleted` (what
+    /// a sandbox that runs from it needs).
     func lookup(_ reference: String, team: String, includeDeleted: Bool = false) async throws -> EnvRecord? {
         try await db.read { db in
             for owner in [team, BuiltinEnvs.team] {
-                if let byID = try EnvRecord.fetchOne(db, key: reference), byID.team == owner, includeDeleted || byID.deletedAt == nil { return byID }
-                if let named = try EnvRecord.filter(Column("name") == reference && Column("team") == owner && Column("published") == true && Self.notDeleted)
-                    .order(Column("publishedAt").desc).fetchOne(db) { return named }
+                if let byID = try await db.find(EnvRecord.self, id: reference), byID.team == owner, includeDeleted || byID.deletedAt == nil {
+                    return byID
+                }
+                if let named = try await db.fetchOne(EnvRecord.self, where: "name = ? AND team = ? AND published = TRUE AND deletedAt IS NULL",
+                                                     [.text(reference), .text(owner)], orderBy: "publishedAt DESC NULLS LAST") {
+                    return named
+                }
             }
             return nil
         }
@@ -72,7 +73,7 @@ public struct EnvRepository: Sendable {
     /// The env `name:tag` names for `team`, if tagged.
     func tagged(_ name: String, _ tag: String, team: String) async throws -> String? {
         try await db.read { db in
-            try String.fetchOne(db, sql: "SELECT envID FROM envTag WHERE team = ? AND name = ? AND tag = ?", arguments: [team, name, tag])
+            try await db.strings("SELECT envID FROM envTag WHERE team = ? AND name = ? AND tag = ?", .text(team), .text(name), .text(tag)).first
         }
     }
 
@@ -80,8 +81,10 @@ public struct EnvRepository: Sendable {
     func tag(_ name: String, _ tags: [String], envID: String, team: String, at now: Double) async throws {
         try await db.write { db in
             for tag in tags {
-                try db.execute(sql: "INSERT OR REPLACE INTO envTag (team, name, tag, envID, createdAt) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [team, name, tag, envID, now])
+                try await db.execute("""
+                    INSERT INTO envTag (team, name, tag, envID, createdAt) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (team, name, tag) DO UPDATE SET envID = excluded.envID, createdAt = excluded.createdAt
+                    """, .text(team), .text(name), .text(tag), .text(envID), .real(now))
             }
         }
     }
@@ -90,8 +93,8 @@ public struct EnvRepository: Sendable {
         try await db.write { db in
             var removed = 0
             for tag in tags {
-                try db.execute(sql: "DELETE FROM envTag WHERE team = ? AND name = ? AND tag = ?", arguments: [team, name, tag])
-                removed += db.changesCount
+                removed += try await db.rows("DELETE FROM envTag WHERE team = ? AND name = ? AND tag = ? RETURNING tag",
+                                             .text(team), .text(name), .text(tag)).count
             }
             return removed
         }
@@ -100,23 +103,24 @@ public struct EnvRepository: Sendable {
     /// `name`'s tags: (tag, env id, when set), oldest first.
     func tags(of name: String, team: String) async throws -> [(tag: String, envID: String, createdAt: Double)] {
         try await db.read { db in
-            try Row.fetchAll(db, sql: "SELECT tag, envID, createdAt FROM envTag WHERE team = ? AND name = ? ORDER BY createdAt, tag",
-                             arguments: [team, name]).map { ($0["tag"], $0["envID"], $0["createdAt"]) }
+            try await db.rows("SELECT tag, envID, createdAt FROM envTag WHERE team = ? AND name = ? ORDER BY createdAt, tag", .text(team), .text(name))
+                .map { (tag: $0["tag"].string ?? "", envID: $0["envID"].string ?? "", createdAt: $0["createdAt"].double ?? 0) }
         }
     }
 
     func drafts(named name: String, team: String) async throws -> Int {
-        try await db.read { db in try EnvRecord.filter(Column("name") == name && Column("team") == team && Self.notDeleted).fetchCount(db) }
+        try await db.read { db in try await db.count("env", where: "name = ? AND team = ? AND deletedAt IS NULL", [.text(name), .text(team)]) }
     }
 
     func list(team: String) async throws -> [EnvRecord] {
-        try await db.read { db in try EnvRecord.filter(Column("team") == team && Self.notDeleted).order(Column("createdAt")).fetchAll(db) }
+        try await db.read { db in try await db.fetchAll(EnvRecord.self, where: "team = ? AND deletedAt IS NULL", [.text(team)], orderBy: "createdAt") }
     }
 
     /// The newest env of a name (published or not): the parent of the next push.
     func newest(named name: String, team: String) async throws -> EnvRecord? {
         try await db.read { db in
-            try EnvRecord.filter(Column("name") == name && Column("team") == team && Self.notDeleted).order(Column("createdAt").desc).fetchOne(db)
+            try await db.fetchOne(EnvRecord.self, where: "name = ? AND team = ? AND deletedAt IS NULL", [.text(name), .text(team)],
+                                  orderBy: "createdAt DESC")
         }
     }
 
@@ -124,16 +128,16 @@ public struct EnvRepository: Sendable {
     /// The same content made again brings a deleted env back.
     func insertIfAbsent(_ env: EnvRecord) async throws -> EnvRecord {
         try await db.write { db in
-            if var existing = try EnvRecord.fetchOne(db, key: env.id) {
+            if var existing = try await db.find(EnvRecord.self, id: env.id) {
                 if existing.deletedAt != nil {
                     existing.deletedAt = nil
                     existing.published = env.published
                     existing.publishedAt = env.publishedAt
-                    try existing.update(db)
+                    try await db.update(existing)
                 }
                 return existing
             }
-            try env.insert(db)
+            try await db.insert(env)
             return env
         }
     }
@@ -142,7 +146,7 @@ public struct EnvRepository: Sendable {
     func markDeleted(_ ids: [String]) async throws {
         try await db.write { db in
             for id in ids {
-                try db.execute(sql: "UPDATE env SET deletedAt = ?, published = 0, publishedAt = NULL WHERE id = ?", arguments: [now(), id])
+                try await db.execute("UPDATE env SET deletedAt = ?, published = FALSE, publishedAt = NULL WHERE id = ?", .real(now()), .text(id))
             }
         }
     }
@@ -154,36 +158,43 @@ public struct EnvRepository: Sendable {
         try await db.write { db in
             var removed = 0
             while true {
-                try db.execute(sql: """
+                let gone = try await db.rows("""
                     DELETE FROM env WHERE deletedAt IS NOT NULL
                       AND id NOT IN (SELECT env FROM sandbox WHERE state != 'killed')
                       AND id NOT IN (SELECT parent FROM env)
-                    """)
-                guard db.changesCount > 0 else { return removed }
-                removed += db.changesCount
+                    RETURNING id
+                    """).count
+                guard gone > 0 else { return removed }
+                removed += gone
             }
         }
     }
 
     func setPublished(_ id: String, _ published: Bool, team: String) async throws -> EnvRecord {
         try await db.write { db in
-            guard var record = try EnvRecord.fetchOne(db, key: id), record.team == team else {
+            guard var record = try await db.find(EnvRecord.self, id: id), record.team == team else {
                 throw SproutError(.notFound, "no env with id '\(id)'")
             }
             record.published = published
             record.publishedAt = published ? now() : nil
-            try record.update(db)
+            try await db.update(record)
             return record
         }
     }
 
     /// Every layer any env uses.
     func referencedLayers() async throws -> Set<String> {
-        Set(try await db.read { db in try EnvRecord.fetchAll(db) }.flatMap(\.layers))
+        try await db.read { db in
+            var layers: Set<String> = []
+            for text in try await db.strings("SELECT layers FROM env") {
+                layers.formUnion(try JSONDecoder().decode([String].self, from: Data(text.utf8)))
+            }
+            return layers
+        }
     }
 
     func referencedImages() async throws -> Set<String> {
-        Set(try await db.read { db in try String.fetchAll(db, sql: "SELECT memoryImage FROM env WHERE memoryImage IS NOT NULL") })
+        Set(try await db.read { db in try await db.strings("SELECT memoryImage FROM env WHERE memoryImage IS NOT NULL") })
     }
 
     /// Ids of envs whose name has a newer published env: sandboxes are no longer
@@ -193,13 +204,13 @@ public struct EnvRepository: Sendable {
         return try await db.read { db in
             var out: Set<String> = []
             for id in ids {
-                guard let env = try EnvRecord.fetchOne(db, key: id) else { continue }
+                guard let env = try await db.find(EnvRecord.self, id: id) else { continue }
                 if env.deletedAt != nil {
                     out.insert(id)
                     continue
                 }
-                let newest = try EnvRecord.filter(Column("name") == env.name && Column("team") == env.team && Column("published") == true)
-                    .order(Column("publishedAt").desc).fetchOne(db)
+                let newest = try await db.fetchOne(EnvRecord.self, where: "name = ? AND team = ? AND published = TRUE",
+                                                   [.text(env.name), .text(env.team)], orderBy: "publishedAt DESC NULLS LAST")
                 if let newest, newest.id != env.id { out.insert(id) }
             }
             return out
@@ -209,18 +220,19 @@ public struct EnvRepository: Sendable {
     // MARK: The build step cache
 
     func cachedLayer(_ key: String) async throws -> String? {
-        try await db.read { db in try String.fetchOne(db, sql: "SELECT layer FROM stepCache WHERE key = ?", arguments: [key]) }
+        try await db.read { db in try await db.strings("SELECT layer FROM stepCache WHERE key = ?", .text(key)).first }
     }
 
     func rememberLayer(_ key: String, _ layer: String) async throws {
         try await db.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO stepCache (key, layer) VALUES (?, ?)", arguments: [key, layer])
+            try await db.execute("INSERT INTO stepCache (key, layer) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET layer = excluded.layer",
+                                 .text(key), .text(layer))
         }
     }
 
     func forgetLayers(_ layers: [String]) async throws {
         try await db.write { db in
-            for layer in layers { try db.execute(sql: "DELETE FROM stepCache WHERE layer = ?", arguments: [layer]) }
+            for layer in layers { try await db.execute("DELETE FROM stepCache WHERE layer = ?", .text(layer)) }
         }
     }
 }

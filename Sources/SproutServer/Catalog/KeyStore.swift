@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import GRDB
+import SproutCluster
 import SproutAPI
 import SproutCore
 
@@ -9,8 +9,8 @@ import SproutCore
 public typealias Identity = API.WhoAmI
 
 /// A stored API key. The secret itself is never stored, only its SHA-256.
-struct KeyRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "apiKey"
+struct KeyRecord: StoredRecord {
+    static let table = "apiKey"
     var id: String
     var name: String
     var team: String
@@ -67,7 +67,7 @@ public struct KeyStore: KeyService {
         let made = try Self.newKey(name: name, team: team, admin: admin, at: now())
         let record = KeyRecord(id: made.key.id, name: name, team: team, prefix: made.key.prefix, hash: made.hash, admin: admin,
                                createdAt: made.key.createdAt, revokedAt: nil)
-        try await catalog.db.write { try record.insert($0) }
+        try await catalog.db.write { try await $0.insert(record) }
         return API.CreatedKey(key: record.api, secret: made.secret)
     }
 
@@ -75,14 +75,14 @@ public struct KeyStore: KeyService {
     public func authenticate(_ secret: String) async throws -> Identity? {
         guard Self.plausible(secret) else { return nil }
         let hash = Self.hash(secret)
-        let record = try await catalog.db.read { try KeyRecord.filter(Column("hash") == hash).fetchOne($0) }
+        let record = try await catalog.db.read { try await $0.fetchOne(KeyRecord.self, where: "hash = ?", [.text(hash)]) }
         guard let record, record.revokedAt == nil else { return nil }
         return Identity(keyID: record.id, team: record.team, admin: record.admin)
     }
 
     /// Whether key `id` exists and is not revoked.
     public func isActive(_ id: String) async -> Bool {
-        (try? await catalog.db.read { try KeyRecord.fetchOne($0, key: id) }).map { $0?.revokedAt == nil } ?? false
+        (try? await catalog.db.read { try await $0.find(KeyRecord.self, id: id) }).map { $0?.revokedAt == nil } ?? false
     }
 
     /// Returns once key `id` is revoked (checked twice a second): a
@@ -99,24 +99,24 @@ public struct KeyStore: KeyService {
     }
 
     public func list() async throws -> [API.Key] {
-        try await catalog.db.read { try KeyRecord.order(Column("createdAt")).fetchAll($0) }.map(\.api)
+        try await catalog.db.read { try await $0.fetchAll(KeyRecord.self, orderBy: "createdAt") }.map(\.api)
     }
 
     public func revoke(id: String) async throws -> API.Key {
         try await catalog.db.write { db in
-            guard var record = try KeyRecord.fetchOne(db, key: id) else {
+            guard var record = try await db.find(KeyRecord.self, id: id) else {
                 throw SproutError(.notFound, "no key with id '\(id)'")
             }
             if record.revokedAt == nil {
                 record.revokedAt = now()
-                try record.update(db)
+                try await db.update(record)
             }
             return record.api
         }
     }
 
     public func count() async throws -> Int {
-        try await catalog.db.read { try KeyRecord.fetchCount($0) }
+        try await catalog.db.read { try await $0.count("apiKey", where: "TRUE") }
     }
 
     static func isValidName(_ s: String) -> Bool {

@@ -1,6 +1,6 @@
 import SproutAPI
 import Foundation
-import GRDB
+import SproutCluster
 import SproutCore
 
 /// A sandbox as the catalog remembers it. Its state (`state`, and what a
@@ -8,8 +8,8 @@ import SproutCore
 /// `SandboxRepository.transition` (they are settable in this file alone),
 /// which runs `SandboxMachine` on the stored state inside one write
 /// transaction.
-struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "sandbox"
+struct SandboxRecord: StoredRecord {
+    static let table = "sandbox"
     var id: String
     var team: String
     var env: String
@@ -99,8 +99,8 @@ struct SandboxRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 }
 
 /// One line of a sandbox's history (`GET /v1/sandboxes/{id}/events`).
-struct SandboxEventRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "sandboxEvent"
+struct SandboxEventRecord: StoredRecord {
+    static let table = "sandboxEvent"
     var id: Int64?
     var sandbox: String
     var at: Double
@@ -112,10 +112,10 @@ struct SandboxEventRecord: Codable, FetchableRecord, PersistableRecord, Sendable
 /// applied to the state as stored (never to a copy a caller holds), inside
 /// one write transaction, and recorded as an event.
 public struct SandboxRepository: Sendable {
-    let db: DatabasePool
+    let db: any SQLDatabase
 
     func find(_ id: String) async throws -> SandboxRecord? {
-        try await db.read { try SandboxRecord.fetchOne($0, key: id) }
+        try await db.read { try await $0.find(SandboxRecord.self, id: id) }
     }
 
     /// The sandbox if `team` owns it; 404 otherwise, so ids of other teams' sandboxes do not leak.
@@ -128,15 +128,16 @@ public struct SandboxRepository: Sendable {
 
     func list(team: String, includeEnded: Bool) async throws -> [SandboxRecord] {
         try await db.read { db in
-            var query = SandboxRecord.filter(Column("team") == team)
-            if !includeEnded { query = query.filter(Column("state") != SandboxState.killed.rawValue) }
-            return try query.order(Column("createdAt")).fetchAll(db)
+            try await db.fetchAll(SandboxRecord.self, where: includeEnded ? "team = ?" : "team = ? AND state != 'killed'", [.text(team)],
+                                  orderBy: "createdAt")
         }
     }
 
     func all(in states: [SandboxState]) async throws -> [SandboxRecord] {
-        try await db.read { db in
-            try SandboxRecord.filter(states.map(\.rawValue).contains(Column("state"))).fetchAll(db)
+        guard !states.isEmpty else { return [] }
+        return try await db.read { db in
+            try await db.fetchAll(SandboxRecord.self, where: "state IN (\(states.map { _ in "?" }.joined(separator: ", ")))",
+                                  states.map { .text($0.rawValue) })
         }
     }
 
@@ -145,29 +146,27 @@ public struct SandboxRepository: Sendable {
     /// reading every running sandbox (its cost stays flat as they grow).
     func expired(before time: Double) async throws -> [SandboxRecord] {
         try await db.read { db in
-            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("expiresAt") < time).fetchAll(db)
+            try await db.fetchAll(SandboxRecord.self, where: "state = 'running' AND expiresAt < ?", [.real(time)])
         }
     }
 
     /// Running sandboxes that asked to sleep when idle.
     func idlePausing() async throws -> [SandboxRecord] {
         try await db.read { db in
-            try SandboxRecord.filter(Column("state") == SandboxState.running.rawValue && Column("idlePauseSeconds") != nil).fetchAll(db)
+            try await db.fetchAll(SandboxRecord.self, where: "state = 'running' AND idlePauseSeconds IS NOT NULL")
         }
     }
 
     /// How many of `team`'s sandboxes are asleep (or falling asleep).
     func pausedCount(team: String) async throws -> Int {
-        try await db.read { db in
-            try SandboxRecord.filter(Column("team") == team && ["paused", "pausing"].contains(Column("state"))).fetchCount(db)
-        }
+        try await db.read { db in try await db.count("sandbox", where: "team = ? AND state IN ('paused', 'pausing')", [.text(team)]) }
     }
 
     func insert(_ record: SandboxRecord) async throws {
         precondition(record.state == .creating, "new sandboxes start as creating")
         try await db.write { db in
-            try record.insert(db)
-            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "creating", message: "env \(record.env)").insert(db)
+            try await db.insert(record)
+            try await db.insert(SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "creating", message: "env \(record.env)"))
         }
     }
 
@@ -181,8 +180,8 @@ public struct SandboxRepository: Sendable {
         adopted.version = 0
         let record = adopted
         try await db.write { db in
-            try record.insert(db)
-            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "paused", message: note).insert(db)
+            try await db.insert(record)
+            try await db.insert(SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "paused", message: note))
         }
         return record
     }
@@ -190,8 +189,8 @@ public struct SandboxRepository: Sendable {
     /// Removes a record that never came to life (a failed create or fork).
     func delete(_ id: String) async throws {
         try await db.write { db in
-            _ = try SandboxRecord.deleteOne(db, key: id)
-            try db.execute(sql: "DELETE FROM sandboxEvent WHERE sandbox = ?", arguments: [id])
+            try await db.execute("DELETE FROM sandbox WHERE id = ?", .text(id))
+            try await db.execute("DELETE FROM sandboxEvent WHERE sandbox = ?", .text(id))
         }
     }
 
@@ -207,7 +206,7 @@ public struct SandboxRepository: Sendable {
         edit: @escaping @Sendable (inout SandboxRecord) -> Void = { _ in }
     ) async throws -> (record: SandboxRecord, action: SandboxMachine.Action) {
         try await db.write { db in
-            guard var record = try SandboxRecord.fetchOne(db, key: id) else {
+            guard var record = try await db.find(SandboxRecord.self, id: id) else {
                 throw SproutError(.notFound, "no sandbox with id '\(id)'")
             }
             if let version, record.version != version {
@@ -224,11 +223,11 @@ public struct SandboxRepository: Sendable {
             record.apply(machine.state)
             edit(&record)
             record.version += 1
-            try record.update(db)
+            try await db.update(record)
             if before != record.state || note != nil {
                 let message = [before == record.state ? nil : "\(before.rawValue) -> \(record.state.rawValue)", note]
                     .compactMap { $0 }.joined(separator: ": ")
-                try SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: record.state.rawValue, message: message).insert(db)
+                try await db.insert(SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: record.state.rawValue, message: message))
             }
             return (record, action)
         }
@@ -239,12 +238,12 @@ public struct SandboxRepository: Sendable {
     @discardableResult
     func modify(_ id: String, _ edit: @escaping @Sendable (inout SandboxRecord) throws -> Void) async throws -> SandboxRecord {
         try await db.write { db in
-            guard var record = try SandboxRecord.fetchOne(db, key: id) else {
+            guard var record = try await db.find(SandboxRecord.self, id: id) else {
                 throw SproutError(.notFound, "no sandbox with id '\(id)'")
             }
             try edit(&record)
             record.version += 1
-            try record.update(db)
+            try await db.update(record)
             return record
         }
     }
@@ -252,18 +251,16 @@ public struct SandboxRepository: Sendable {
     /// Takes the oldest pooled sandbox of `env` for a create (nil if there is none).
     func claim(env: String, runtime: String, _ edit: @escaping @Sendable (inout SandboxRecord) -> Void) async throws -> SandboxRecord? {
         try await db.write { db in
-            guard var record = try SandboxRecord
-                .filter(Column("state") == SandboxState.pooled.rawValue && Column("env") == env && Column("runtime") == runtime)
-                .order(Column("createdAt"))
-                .fetchOne(db)
+            guard var record = try await db.fetchOne(SandboxRecord.self, where: "state = 'pooled' AND env = ? AND runtime = ?",
+                                                     [.text(env), .text(runtime)], orderBy: "createdAt")
             else { return nil }
             var machine = SandboxMachine(state: record.machineState)
             _ = try machine.handle(.claimed)
             record.apply(machine.state)
             edit(&record)
             record.version += 1
-            try record.update(db)
-            try SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "running", message: "claimed from the warm pool").insert(db)
+            try await db.update(record)
+            try await db.insert(SandboxEventRecord(id: nil, sandbox: record.id, at: now(), kind: "running", message: "claimed from the warm pool"))
             return record
         }
     }
@@ -271,34 +268,34 @@ public struct SandboxRepository: Sendable {
     /// Records something that happened to a sandbox without a state change.
     func note(_ id: String, kind: String, _ message: String) async {
         _ = try? await db.write { db in
-            try SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: kind, message: message).insert(db)
+            try await db.insert(SandboxEventRecord(id: nil, sandbox: id, at: now(), kind: kind, message: message))
         }
     }
 
     func events(_ id: String) async throws -> [SandboxEventRecord] {
-        try await db.read { db in
-            try SandboxEventRecord.filter(Column("sandbox") == id).order(Column("id")).fetchAll(db)
-        }
+        try await db.read { db in try await db.fetchAll(SandboxEventRecord.self, where: "sandbox = ?", [.text(id)], orderBy: "id") }
     }
 
     /// Sandboxes by state, for the metrics gauge.
     func countsByState() async throws -> [String: Int] {
         try await db.read { db in
-            try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM sandbox GROUP BY state")
-                .reduce(into: [String: Int]()) { $0[$1["state"]] = $1["n"] }
+            try await db.rows("SELECT state, COUNT(*) AS n FROM sandbox GROUP BY state")
+                .reduce(into: [String: Int]()) { counts, row in
+                    if let state = row["state"].string { counts[state] = Int(row["n"].int64 ?? 0) }
+                }
         }
     }
 
     /// The envs of sandboxes whose root filesystem is mounted (every state but paused and killed).
     func mountedEnvs() async throws -> Set<String> {
-        Set(try await db.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT env FROM sandbox WHERE state NOT IN ('paused', 'killed')") })
+        Set(try await db.read { db in try await db.strings("SELECT DISTINCT env FROM sandbox WHERE state NOT IN ('paused', 'killed')") })
     }
 
     /// Every memory image a live sandbox refers to.
     func referencedImages() async throws -> Set<String> {
         try await db.read { db in
             var ids: Set<String> = []
-            for text in try String.fetchAll(db, sql: "SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
+            for text in try await db.strings("SELECT images FROM sandbox WHERE images IS NOT NULL AND state != 'killed'") {
                 ids.formUnion(try JSONDecoder().decode([String].self, from: Data(text.utf8)))
             }
             return ids

@@ -1,11 +1,11 @@
 import Foundation
-import GRDB
+import SproutCluster
 import SproutAPI
 import SproutCore
 
 /// A volume: a team's named file system that outlives sandboxes.
-struct VolumeRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
-    static let databaseTableName = "volume"
+struct VolumeRecord: StoredRecord {
+    static let table = "volume"
     var id: String
     var team: String
     var name: String
@@ -24,12 +24,12 @@ struct VolumeMount: Codable, Sendable, Equatable {
 
 /// Volumes in the catalog; a name is unique within its team.
 struct VolumeRepository: Sendable {
-    let db: DatabasePool
+    let db: any SQLDatabase
 
     func insert(_ volume: VolumeRecord) async throws {
         do {
-            try await db.write { try volume.insert($0) }
-        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+            try await db.write { try await $0.insert(volume) }
+        } catch is SQLUniqueViolation {
             throw SproutError(.alreadyExists, "a volume named '\(volume.name)' already exists")
         }
     }
@@ -37,34 +37,35 @@ struct VolumeRepository: Sendable {
     /// By name or id, within the team.
     func find(_ nameOrID: String, team: String) async throws -> VolumeRecord? {
         try await db.read { db in
-            try VolumeRecord.filter(Column("team") == team && (Column("name") == nameOrID || Column("id") == nameOrID)).fetchOne(db)
+            try await db.fetchOne(VolumeRecord.self, where: "team = ? AND (name = ? OR id = ?)", [.text(team), .text(nameOrID), .text(nameOrID)])
         }
     }
 
     func find(id: String) async throws -> VolumeRecord? {
-        try await db.read { db in try VolumeRecord.fetchOne(db, key: id) }
+        try await db.read { try await $0.find(VolumeRecord.self, id: id) }
     }
 
     func list(team: String) async throws -> [VolumeRecord] {
-        try await db.read { db in try VolumeRecord.filter(Column("team") == team).order(Column("name")).fetchAll(db) }
+        try await db.read { db in try await db.fetchAll(VolumeRecord.self, where: "team = ?", [.text(team)], orderBy: "name") }
     }
 
     func all() async throws -> [VolumeRecord] {
-        try await db.read { db in try VolumeRecord.fetchAll(db) }
+        try await db.read { db in try await db.fetchAll(VolumeRecord.self) }
     }
 
     func delete(_ id: String) async throws {
-        _ = try await db.write { db in try VolumeRecord.deleteOne(db, key: id) }
+        try await db.write { db in try await db.execute("DELETE FROM volume WHERE id = ?", .text(id)) }
     }
 
     /// The sandboxes that have not ended and mount `id`.
     func users(_ id: String) async throws -> [String] {
         try await db.read { db in
-            try String.fetchAll(db, sql: """
-                SELECT sandbox.id FROM sandbox, json_each(sandbox.volumes)
-                WHERE sandbox.state != 'killed' AND json_extract(json_each.value, '$.volume') = ?
-                ORDER BY sandbox.createdAt
-                """, arguments: [id])
+            try await db.rows("SELECT id, volumes FROM sandbox WHERE state != 'killed' AND volumes IS NOT NULL ORDER BY createdAt")
+                .filter { row in
+                    let mounts = try JSONDecoder().decode([VolumeMount].self, from: Data((row["volumes"].string ?? "[]").utf8))
+                    return mounts.contains { $0.volume == id }
+                }
+                .compactMap { $0["id"].string }
         }
     }
 }

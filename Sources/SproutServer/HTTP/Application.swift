@@ -65,7 +65,9 @@ public struct ServerConfiguration: Sendable {
     public var registryAuthFile: String?
     /// What this server is in a fleet: `all` (one host, alone) or `node` (a node of the fleet at `catalog`).
     public var role: ServerRole = .all
-    /// The fleet's catalog (`postgres://USER@HOST/DB`), for `--role node`.
+    /// `--catalog postgres://USER@HOST/DB`: for `--role node` and `api`, the
+    /// fleet's catalog; for `--role all`, where the server keeps its own
+    /// catalog instead of SQLite in the data directory.
     public var catalog: String?
     /// Where the fleet reaches this node (`http(s)://HOST:PORT`).
     public var advertise: String?
@@ -149,6 +151,7 @@ public struct SproutServerParts: Sendable {
     /// Ends what outlives the routes (the object store's connections).
     public func shutdown() async {
         await services.lifecycle.stores.remote?.shutdown()
+        await services.catalog.close()
     }
 }
 
@@ -166,8 +169,6 @@ public func buildApplication(
         try FileSystem.makeDirectories(dir, mode: 0o700)
     }
     chmod(data, 0o700)
-    let catalog = try Catalog(path: data + "/sprout.db")
-    let keys = KeyStore(catalog: catalog)
     let settings = try settings(config, instance: try instanceID(data))
     let host: SandboxHost
     if let injected {
@@ -176,6 +177,18 @@ public func buildApplication(
         try installAgent(config, into: data + "/agent")
         host = try await SandboxHost.real(config, instance: settings.instance, logger: logger)
     }
+    let catalog: Catalog
+    do {
+        if config.role == .all, let url = config.catalog {
+            catalog = try await Catalog(postgres: url, logger: logger)
+        } else {
+            catalog = try await Catalog(path: data + "/sprout.db")
+        }
+    } catch {
+        if injected == nil { await VolumeStore.release(instance: settings.instance) }
+        throw error
+    }
+    let keys = KeyStore(catalog: catalog)
     do {
         return try await assembleApplication(
             config, logger: logger, host: host, real: injected == nil, clock: clock, catalog: catalog, keys: keys, settings: settings,
@@ -183,6 +196,7 @@ public func buildApplication(
     } catch {
         // What the real host set up for this server before the failure (its volumes' shared mount).
         if injected == nil { await VolumeStore.release(instance: settings.instance) }
+        await catalog.close()
         throw error
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Hummingbird
 import NIOCore
 import SproutAPI

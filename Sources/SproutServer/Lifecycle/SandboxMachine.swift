@@ -1,9 +1,5 @@
-import GRDB
 import SproutAPI
 import SproutCore
-
-/// The state column of a sandbox: the API's `SandboxState`.
-extension SandboxState: DatabaseValueConvertible {}
 
 /// The sandbox lifecycle as a pure state machine, in the style of
 /// async-http-client's: `handle(_:)` checks that an event is allowed in the
