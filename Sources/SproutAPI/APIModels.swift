@@ -166,4 +166,30 @@ extension API {
             (self.node, self.moved, self.failed, self.remaining) = (node, moved, failed, remaining)
         }
     }
+
+    /// `POST /v1/store/collect` (admin): asks for a collection of the object
+    /// store now. `graceSeconds` below the server's own is for a store with
+    /// nothing in flight (no pause, build or resume running anywhere).
+    public struct CollectStore: Codable, Sendable, Equatable {
+        public var graceSeconds: Double?
+        public init(graceSeconds: Double? = nil) { self.graceSeconds = graceSeconds }
+    }
+
+    /// What one collection of the object store found and removed.
+    public struct StoreCollection: Codable, Sendable, Equatable {
+        /// Pauses and envs that hold objects (`sandboxes/…/pause.json`, `envs/…`).
+        public var roots: Int
+        /// Objects it kept: held, younger than the grace, or not its kind.
+        public var kept: Int
+        /// Objects removed, by kind (`handoffs`, `images`, `packs`, `uppers`, `layers`).
+        public var deleted: [String: Int]
+        public var deletedBytes: Int64
+        /// It stopped before the end: deleting took longer than a quarter of the grace.
+        public var stoppedEarly: Bool
+        public var graceSeconds: Double
+        public init(roots: Int, kept: Int, deleted: [String: Int], deletedBytes: Int64, stoppedEarly: Bool, graceSeconds: Double) {
+            (self.roots, self.kept, self.deleted, self.deletedBytes, self.stoppedEarly, self.graceSeconds) =
+                (roots, kept, deleted, deletedBytes, stoppedEarly, graceSeconds)
+        }
+    }
 }

@@ -42,3 +42,27 @@ struct NodeDrain: AsyncParsableCommand {
         if !drain.failed.isEmpty { throw ExitCode(1) }
     }
 }
+
+/// `sprout store collect` (admin; a server with `--store`).
+struct StoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store", abstract: "The object store of a server started with --store (admin).", subcommands: [StoreCollect.self])
+}
+
+struct StoreCollect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "collect", abstract: "Delete now what nothing in the object store holds any more (the server also does it every half grace).",
+        discussion: "Objects are deleted once unreferenced and older than the grace (6 hours). A shorter --grace-seconds is for a store with nothing in flight: no pause, resume or build running on any server that uses it.")
+    @OptionGroup var client: ClientOptions
+    @Option(help: "Seconds an object must be older than to go (default: the server's grace).") var graceSeconds: Double?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let report = try await client.client().collectStore(graceSeconds: graceSeconds)
+        if json { return try Output.json(report) }
+        let deleted = report.deleted.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print("\(report.roots) roots; deleted \(deleted.isEmpty ? "nothing" : deleted) (\(report.deletedBytes) bytes); kept \(report.kept)"
+              + (report.stoppedEarly ? "; stopped early (run it again)" : ""))
+    }
+}
+

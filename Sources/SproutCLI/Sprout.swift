@@ -11,7 +11,7 @@ public struct Sprout: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sprout",
         abstract: "Self-hostable sandbox environments.",
-        subcommands: [ServerCommand.self, LoginCommand.self, SandboxCommand.self, EnvCommand.self, VolumeCommand.self, KeysCommand.self, NodeCommand.self, FleetCommand.self, BenchCommand.self])
+        subcommands: [ServerCommand.self, LoginCommand.self, SandboxCommand.self, EnvCommand.self, VolumeCommand.self, KeysCommand.self, NodeCommand.self, StoreCommand.self, FleetCommand.self, BenchCommand.self])
 
     public init() {}
 

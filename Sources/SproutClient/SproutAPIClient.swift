@@ -330,4 +330,9 @@ public struct SproutAPIClient: Sendable {
     public func drainNode(_ id: String) async throws -> API.NodeDrain {
         try await call(.POST, "/v1/nodes/\(percentEncode(id))/drain", as: API.NodeDrain.self)
     }
+
+    /// A collection of the server's object store now (admin).
+    public func collectStore(graceSeconds: Double? = nil) async throws -> API.StoreCollection {
+        try await call(.POST, "/v1/store/collect", body: API.CollectStore(graceSeconds: graceSeconds), as: API.StoreCollection.self)
+    }
 }

@@ -135,14 +135,56 @@ public final class S3Client: Sendable {
         return reply.headers.first(name: "content-length").flatMap(Int64.init) ?? 0
     }
 
+    /// The object's size and when it was last written, or nil if there is none.
+    public func info(_ key: String) async throws -> Listed? {
+        let reply = try await send("HEAD", key: key, body: [], expect: [200, 404])
+        guard reply.status == 200 else { return nil }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return Listed(key: key, size: reply.headers.first(name: "content-length").flatMap(Int64.init) ?? 0,
+                      lastModified: reply.headers.first(name: "last-modified").flatMap { formatter.date(from: $0) })
+    }
+
     /// Removes the object; removing one that is not there is not an error.
     public func delete(_ key: String) async throws {
         _ = try await send("DELETE", key: key, body: [], expect: [200, 204, 404])
     }
 
+    /// Copies the object onto itself with its metadata replaced: S3's way
+    /// to renew an object's `LastModified` without sending its bytes again.
+    /// False if there is no such object.
+    public func touch(_ key: String) async throws -> Bool {
+        let source = "/" + location.bucket + "/" + percentEncode(location.prefix + key)
+        let reply = try await send("PUT", key: key, headers: [("x-amz-copy-source", source), ("x-amz-metadata-directive", "REPLACE")],
+                                   body: [], expect: [200, 404])
+        if reply.status == 404 { return false }
+        // S3 can answer a copy with 200 and put the failure in the body.
+        if reply.text.contains("<Error>"), let code = XMLText.first("Code", in: reply.text) {
+            if code == "NoSuchKey" { return false }
+            throw SproutError(.unavailable, "the store at \(location.endpoint.absoluteString) did not renew \(key): \(code)")
+        }
+        return true
+    }
+
     public struct Listed: Sendable, Equatable {
         public var key: String
         public var size: Int64
+        /// When it was last written (the store's clock).
+        public var lastModified: Date?
+
+        public init(key: String, size: Int64, lastModified: Date? = nil) {
+            (self.key, self.size, self.lastModified) = (key, size, lastModified)
+        }
+    }
+
+    /// S3's `2009-10-12T17:50:30.000Z`.
+    static func timestamp(_ text: String?) -> Date? {
+        guard let text else { return nil }
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return withFraction.date(from: text) ?? ISO8601DateFormatter().date(from: text)
     }
 
     /// Every object whose key starts with `prefix`, in key order (ListObjectsV2, page by page).
@@ -156,7 +198,8 @@ public final class S3Client: Sendable {
             let text = reply.text
             for entry in XMLText.all("Contents", in: text) {
                 guard let key = XMLText.first("Key", in: entry) else { continue }
-                out.append(Listed(key: String(key.dropFirst(location.prefix.count)), size: XMLText.first("Size", in: entry).flatMap(Int64.init) ?? 0))
+                out.append(Listed(key: String(key.dropFirst(location.prefix.count)), size: XMLText.first("Size", in: entry).flatMap(Int64.init) ?? 0,
+                                  lastModified: Self.timestamp(XMLText.first("LastModified", in: entry))))
             }
             token = XMLText.first("IsTruncated", in: text) == "true" ? XMLText.first("NextContinuationToken", in: text) : nil
         } while token != nil

@@ -164,6 +164,119 @@ extension Integration {
             }
         }
 
+        /// What a pause in the store holds: its memory image and its writable layer.
+        static func heldBy(_ store: S3Client, pause id: String) async throws -> (image: String, upper: String) {
+            let bytes = try #require(try await store.get("sandboxes/\(id)/pause.json"))
+            let record = try #require((try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])?["record"] as? [String: Any])
+            return (try #require((record["images"] as? [String])?.last), try #require(record["storedUpper"] as? String))
+        }
+
+        /// Returns once the store's clock has passed the times of writing it
+        /// gave every object (it keeps whole seconds, rounded up): a
+        /// collection with a grace of 0 s counts them as written before it.
+        static func storeClockPassed(_ store: S3Client) async throws {
+            let newest = try await store.list().compactMap(\.lastModified).max() ?? .distantPast
+            #expect(try await eventually {
+                try await store.put("clock-probe", bytes: [])
+                return try await store.info("clock-probe")?.lastModified ?? .distantPast > newest
+            })
+            try await store.delete("clock-probe")
+        }
+
+        /// The packs memory image `image` has its chunks in.
+        static func packs(_ store: S3Client, image: String) async throws -> Set<String> {
+            let bytes = try #require(try await store.get("images/\(image).json"))
+            let chunks = try #require((try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])?["chunks"] as? [String: [String: Any]])
+            return Set(chunks.values.compactMap { $0["pack"] as? String })
+        }
+
+        @Test("the store's collection: within the grace nothing goes; past it (nothing in flight), a killed sandbox's pause and what only it held go, and objects nothing holds; a paused sandbox and an env stay whole: it resumes with its processes, the env starts")
+        func collection() async throws {
+            try await Self.withStore { _, store, server in
+                var api = server.client
+                try await Self.pushEnv("kept", run: "mkdir -p /opt/app && echo built > /opt/app/out.txt", to: server)
+                let kept = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                try await startCounterAndServer(api, kept.id)
+                let gone = try await api.createSandbox(API.CreateSandbox(env: "empty"))
+                // Random bytes of its own on its disk and in a process's memory.
+                let own = "head -c 100000 /dev/urandom > /only-here && (x=$(head -c 100000 /dev/urandom | od -An -tx1); sleep 100000) >/dev/null 2>&1 </dev/null &"
+                #expect(try await api.run(gone.id, API.Exec(shell: own)).exit == API.Exit(code: 0))
+                var clock = CounterClock()
+                let before = try await counter(api, kept.id)
+                _ = try await api.pause(kept.id)
+                clock.paused()
+                _ = try await api.pause(gone.id)
+                let keptHeld = try await Self.heldBy(store, pause: kept.id)
+                let goneHeld = try await Self.heldBy(store, pause: gone.id)
+                let keptPacks = try await Self.packs(store, image: keptHeld.image)
+                let gonePacks = try await Self.packs(store, image: goneHeld.image)
+                #expect(!gonePacks.isSubset(of: keptPacks), "the killed sandbox's image has chunks of its own")
+                _ = try await api.killSandbox(gone.id)
+                // Objects no root holds.
+                let junk = ["packs/junk", "uppers/junk.tar", "layers/junk/x.tar", "images/junk.json"]
+                for key in junk { try await store.put(key, bytes: Array("junk".utf8)) }
+                let all = Set(try await store.list().map(\.key))
+                // The control: each is there before a collection.
+                for key in junk + ["sandboxes/\(gone.id)/pause.json", "images/\(goneHeld.image).json", goneHeld.upper] {
+                    #expect(all.contains(key), "\(key) is in the store before")
+                }
+
+                // Within the grace (the server's six hours), nothing goes.
+                let young = try await api.collectStore()
+                #expect(young.deleted.isEmpty && young.roots >= 3, "\(young)")
+                #expect(Set(try await store.list().map(\.key)) == all)
+
+                // Past a grace of 0 s (nothing is in flight), once the store's clock is past what it wrote.
+                try await Self.storeClockPassed(store)
+                let report = try await api.collectStore(graceSeconds: 0)
+                let left = Set(try await store.list().map(\.key))
+                #expect(report.deleted["handoffs"] == 1 && report.deleted["images"] == 2 && report.deleted["layers"] == 1, "\(report)")
+                #expect(report.deleted.values.reduce(0, +) == all.count - left.count && !report.stoppedEarly)
+                for key in junk + ["sandboxes/\(gone.id)/pause.json", "images/\(goneHeld.image).json"] + gonePacks.subtracting(keptPacks) {
+                    #expect(!left.contains(key), "\(key) was collected")
+                }
+                if goneHeld.upper != keptHeld.upper { #expect(!left.contains(goneHeld.upper)) }
+                let stays = ["sandboxes/\(kept.id)/pause.json", "images/\(keptHeld.image).json", keptHeld.upper, "envs/", "names/", "layers/"]
+                for key in stays { #expect(left.contains { $0.hasPrefix(key) }, "\(key) stays") }
+                #expect(keptPacks.isSubset(of: left), "every pack of the paused sandbox's image stays")
+
+                // What stayed is whole: the paused sandbox resumes with its processes, the env starts.
+                clock.resumed()
+                _ = try await api.resume(kept.id)
+                let after = try await counter(api, kept.id)
+                #expect(after >= before && after <= clock.most(from: before), "the counter was \(before) before the pause and \(after) after")
+                let fromEnv = try await api.createSandbox(API.CreateSandbox(env: "kept"))
+                #expect(try await api.run(fromEnv.id, API.Exec(cmd: ["cat", "/opt/app/out.txt"])).stdoutText == "built\n")
+                #expect(try await api.metrics().contains("sprout_store_collections_total 2"))
+
+                // The host's record says it renewed its packs long ago, and the store lost one of
+                // them: the next pause renews the others before it reuses them and packs the lost
+                // one's chunks again.
+                _ = try await api.pause(kept.id)
+                server.stopServer()
+                let renewals = server.data + "/remote/packs.log"
+                let packsLog = try String(contentsOfFile: renewals, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+                #expect(Set(packsLog.map { String($0[0]) }).isSuperset(of: keptPacks), "the host noted when it wrote its packs")
+                try FileSystem.writeAtomically(renewals, packsLog.map { "\($0[0]) 0\n" }.joined())
+                let lost = try #require(keptPacks.sorted().first)
+                try await store.delete(lost)
+                try server.start()
+                api = server.client
+                _ = try await api.resume(kept.id)
+                _ = try await api.pause(kept.id)
+                let again = try await Self.packs(store, image: try await Self.heldBy(store, pause: kept.id).image)
+                #expect(!again.contains(lost))
+                #expect(again.isSubset(of: Set(try await store.list(prefix: "packs/").map(\.key))), "every pack the new image names is in the store")
+                let renewedLines: [[Substring]] = try String(contentsOfFile: renewals, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+                let renewed: [String] = renewedLines.filter { $0.count == 2 && $0[1] != "0" }.map { String($0[0]) }
+                #expect(again.isSubset(of: Set(renewed)), "each pack it reused was renewed, each new one noted")
+                #expect(try String(contentsOfFile: server.data + "/remote/chunks.log", encoding: .utf8).contains("- \(lost)\n"), "the lost pack is forgotten")
+                _ = try await api.resume(kept.id)
+                for id in [kept.id, fromEnv.id] { _ = try await api.killSandbox(id) }
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("a store that fails refuses the pause and the sandbox keeps running with its processes: before the checkpoint and after it")
         func storeDown() async throws {
             try await Self.withStore { s3, _, server in

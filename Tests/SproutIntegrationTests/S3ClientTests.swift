@@ -57,6 +57,27 @@ struct S3ClientTests {
         }
     }
 
+    @Test("times of last writing from a listing and a HEAD agree; a touch (copy onto itself) keeps the bytes and does not move the time back; a missing key's touch is false")
+    func touch() async throws {
+        try await Self.withServer { _, client in
+            let started = Date()
+            try await client.put("t/é x.bin", bytes: Array("kept".utf8))
+            let listed = try #require(try await client.list(prefix: "t/").first)
+            let headed = try #require(try await client.info("t/é x.bin"))
+            let written = try #require(listed.lastModified)
+            #expect(abs(written.timeIntervalSince(started)) < 600, "the store's time of writing: \(written), the test's: \(started)")
+            #expect(headed.size == 4)
+            #expect(abs(try #require(headed.lastModified).timeIntervalSince(written)) < 1, "HEAD's Last-Modified is the listing's (to the second)")
+            #expect(try await client.touch("t/é x.bin"))
+            #expect(try await client.get("t/é x.bin") == Array("kept".utf8))
+            let renewed = try #require(try await client.info("t/é x.bin")?.lastModified)
+            #expect(renewed >= written.addingTimeInterval(-1))
+            #expect(try await client.list(prefix: "t/").count == 1)
+            #expect(try await client.touch("t/missing") == false)
+            #expect(try await client.info("t/missing") == nil)
+        }
+    }
+
     @Test("a wrong secret is refused as unauthorized (the right one, same request, succeeds); a stopped server is unavailable")
     func refusals() async throws {
         try await Self.withServer { server, client in

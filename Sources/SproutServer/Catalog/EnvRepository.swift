@@ -116,6 +116,11 @@ public struct EnvRepository: Sendable {
         try await db.read { db in try await db.fetchAll(EnvRecord.self, where: "team = ? AND deletedAt IS NULL", [.text(team)], orderBy: "createdAt") }
     }
 
+    /// Every env, deleted ones too (what the object store's collector keeps).
+    func all() async throws -> [EnvRecord] {
+        try await db.read { db in try await db.fetchAll(EnvRecord.self) }
+    }
+
     /// The newest env of a name (published or not): the parent of the next push.
     func newest(named name: String, team: String) async throws -> EnvRecord? {
         try await db.read { db in

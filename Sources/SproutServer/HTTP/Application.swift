@@ -132,6 +132,8 @@ public struct SproutServices: Sendable {
     let templateBuilds = E2BTemplateBuilds()
     /// This server's place in a fleet (`--role node`), else nil.
     let membership: NodeMembership?
+    /// The object store's collector (`--store`), else nil.
+    let storeCollector: StoreCollector?
     /// The port the server listens on, once it does.
     let listeningPort: Locked<Int>
 
@@ -256,12 +258,18 @@ private func assembleApplication(
                                 demand: demand, builder: builder, sandboxMetrics: sandboxMetrics, clock: clock, logger: logger)
     let listeningPort = Locked(0)
     let membership = try await joinFleet(config, lifecycle: lifecycle, data: data, instance: settings.instance, logger: logger) { listeningPort.current }
+    var placed: (@Sendable (String) async throws -> Bool)?
+    if let fleet = membership?.catalog { placed = { id in try await fleet.placement(of: id) != nil } }
+    let storeCollector = stores.remote.map { remote in
+        StoreCollector(remote: remote, catalog: catalog, instance: settings.instance, placed: placed, metrics: metrics, logger: logger)
+    }
     let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),
                                   supervisor: supervisor, volumes: Volumes(catalog: catalog, store: volumes, lifecycle: lifecycle),
                                   sandboxMetrics: sandboxMetrics,
                                   config: config, envdTokens: try config.clusterToken.map { EnvdTokens.fleet(clusterToken: $0) } ?? EnvdTokens.load(dataDirectory: data),
                                   membership: membership,
+                                  storeCollector: storeCollector,
                                   listeningPort: listeningPort)
 
     let plain: HTTPServerBuilder = .http1WebSocketUpgrade(
@@ -270,7 +278,7 @@ private func assembleApplication(
         router: makeRouter(services),
         server: try config.tls.map { try .tls(plain, tlsConfiguration: $0.tlsConfiguration()) } ?? plain,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sprout"),
-        services: [supervisor, pool] + (membership.map { [$0 as any Service] } ?? []),
+        services: [supervisor, pool] + (membership.map { [$0 as any Service] } ?? []) + (storeCollector.map { [$0 as any Service] } ?? []),
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? config.port
             services.listeningPort.withLock { $0 = port }
@@ -397,6 +405,7 @@ public func makeRouter(_ services: SproutServices) -> Router<SproutContext> {
     VolumeRoutes(volumes: services.volumes, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     KeyRoutes(keys: services.keys).register(on: v1)
     NodeRoutes(catalog: services.membership?.catalog).register(on: v1)
+    StoreRoutes(collector: services.storeCollector).register(on: v1)
     AgentRoutes(services: services, maxUploadBytes: services.config.maxUploadBytes).register(on: v1)
     PortRoutes(services: services).register(http: v1)
     TerminalRoutes(services: services).register(http: v1)

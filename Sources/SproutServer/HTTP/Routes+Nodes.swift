@@ -41,3 +41,18 @@ struct NodeRoutes {
                  sandboxes: node.sandboxes, runtime: node.registration.runtime, cpuFlags: node.registration.cpuFlags.count)
     }
 }
+
+/// `/v1/store/collect` (admin): a collection of the object store now (`StoreCollector`).
+struct StoreRoutes {
+    let collector: StoreCollector?
+
+    func register(on group: RouterGroup<SproutContext>) {
+        group.post("store/collect") { request, context in
+            guard try context.caller().admin else { throw SproutError(.forbidden, "collecting the object store needs an admin key") }
+            guard let collector else { throw SproutError(.notFound, "this server has no object store (start it with --store s3://…)") }
+            let body = try await JSONBody.decode(API.CollectStore.self, from: request, orIfEmpty: API.CollectStore())
+            return try JSONBody.response(try await collector.collect(grace: body.graceSeconds))
+        }
+    }
+}
+

@@ -109,7 +109,6 @@ public final class ServerMetrics: Sendable {
         registry.makeCounter(descriptor: descriptor("pressure_refusals_total", "Operations refused for want of sandbox memory"), labels: []).increment()
     }
 
-    /// A request woke a sleeping sandbox.
     /// A garbage collection sweep of `store`, and the host's copies of what the object store has it evicted (`--cache-gb`).
     func sweep(store: String, evicted: Int) {
         registry.makeCounter(descriptor: descriptor("store_sweeps_total", "Garbage collection sweeps by store"), labels: [("store", store)]).increment()
@@ -119,6 +118,16 @@ public final class ServerMetrics: Sendable {
         }
     }
 
+    /// A collection of the object store, and the objects it deleted by kind.
+    func storeCollected(_ report: API.StoreCollection) {
+        registry.makeCounter(descriptor: descriptor("store_collections_total", "Collections of the object store"), labels: []).increment()
+        for (kind, count) in report.deleted where count > 0 {
+            registry.makeCounter(descriptor: descriptor("store_collected_objects_total", "Objects the object store's collection deleted, by kind"),
+                                 labels: [("kind", kind)]).increment(by: Int64(count))
+        }
+    }
+
+    /// A request woke a sleeping sandbox.
     func wake() {
         registry.makeCounter(descriptor: descriptor("wakes_total", "Sleeping sandboxes resumed by a request"), labels: []).increment()
     }

@@ -133,7 +133,7 @@ extension SandboxLifecycle {
             asleep(&paused)
             paused.storedUpper = key
             let env = try await catalog.envs.find(pausing.env)
-            try await remote.putHandoff(PauseHandoff(record: paused, env: env, memory: image != nil), for: pausing.id)
+            try await remote.putHandoff(PauseHandoff(record: paused, env: env, memory: image != nil, writer: settings.instance), for: pausing.id)
             // The local layer is the stored one until the sandbox runs again.
             try FileSystem.writeAtomically(settings.storedUpperMarker(pausing.id), key)
             logger.withSandbox(pausing.id).info("pause stored", metadata: [
@@ -211,11 +211,17 @@ extension SandboxLifecycle {
             default: throw SproutError(.internal, "a resume cannot \(action)")
             }
         } catch {
-            // Still paused: its pause goes back in the store, for a node that takes it in.
-            if let handoff, let remote = stores.remote { try? await remote.putHandoff(handoff, for: id) }
+            // Still paused: its pause goes back in the store, for a node that takes it in (its
+            // image and layer stored again first: while it was out, the store's collector saw nothing hold them).
+            var storedUpper: String?
+            if let handoff, let remote = stores.remote { storedUpper = try? await restoreHandoff(handoff, for: id, in: remote) }
             logger.withSandbox(id).error("resume failed; still paused", metadata: ["error": "\(error)"])
             metrics.runtimeError(operation: "restore")
-            let (paused, next) = (try? await repository.transition(id, .restoreFailed) { $0.error = "resume failed: \(error.sentence)" })
+            let upper = storedUpper
+            let (paused, next) = (try? await repository.transition(id, .restoreFailed) { record in
+                record.error = "resume failed: \(error.sentence)"
+                if let upper { record.storedUpper = upper }
+            })
                 ?? (resuming, .removeContainer)
             await perform(next, paused)
             await publishStateCounts()
@@ -231,6 +237,20 @@ extension SandboxLifecycle {
             "phases": "\(phases)",
         ])
         return running
+    }
+
+    /// Puts a pause a resume took out of the store back, with what it holds
+    /// (its memory image and writable layer, from this host's copies).
+    /// Returns the writable layer's key in the store.
+    private func restoreHandoff(_ taken: PauseHandoff, for id: String, in remote: RemoteStore) async throws -> String {
+        var handoff = taken
+        if let image = handoff.image { try await remote.pushImage(image) }
+        let upper = try await remote.pushDirectory(settings.directory(id) + "/upper")
+        try FileSystem.writeAtomically(settings.storedUpperMarker(id), upper)
+        handoff.record.storedUpper = upper
+        handoff.writer = settings.instance
+        try await remote.putHandoff(handoff, for: id)
+        return upper
     }
 
     /// Brings back from the object store what this host lacks of a pause:

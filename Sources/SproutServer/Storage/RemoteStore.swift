@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SproutAPI
 import SproutCore
 import SproutHost
 import SproutS3
@@ -43,11 +44,28 @@ public final class RemoteStore: Sendable {
     }
 
     private let known = Locked<[String: Location]?>(nil)
+    /// Pack → when this host last wrote or renewed it (seconds since the epoch), from `packs.log`.
+    private let renewedAt = Locked<[String: Double]?>(nil)
+    /// Seconds an object must go unreferenced before `StoreCollector` deletes
+    /// it. What a pause or an env reuses of the store is renewed when it was
+    /// written more than half of this ago, so nothing in use is that old.
+    let grace: Double
 
-    init(client: S3Client, images: ImageStore, directory: String) {
+    init(client: S3Client, images: ImageStore, directory: String, grace: Double = StoreCollector.defaultGrace) {
         self.client = client
         self.images = images
         self.directory = directory
+        self.grace = grace
+    }
+
+    /// Whether something the store last had written at `time` must be renewed before it is reused.
+    func isStale(_ time: Double?) -> Bool { (time ?? 0) < Date().timeIntervalSince1970 - grace / 2 }
+
+    /// Whether `stored` may be reused: written recently enough, or renewed
+    /// now (false if it went meanwhile: the caller writes it again).
+    private func reusable(_ stored: S3Client.Listed) async throws -> Bool {
+        if !isStale(stored.lastModified?.timeIntervalSince1970) { return true }
+        return try await client.touch(stored.key)
     }
 
     public var description: String { client.location.description }
@@ -72,7 +90,7 @@ public final class RemoteStore: Sendable {
         let before = client.requestCount
         let manifestBytes = try images.manifestBytes(id)
         let manifest = try JSONDecoder().decode(ImageStore.Manifest.self, from: Data(manifestBytes))
-        var locations = try knownLocations()
+        var locations = try await reusableLocations(for: manifest)
         var added: [String: Location] = [:]
         var pack: [UInt8] = []
         var inPack: [(digest: String, offset: Int64, size: Int)] = []
@@ -81,6 +99,7 @@ public final class RemoteStore: Sendable {
             guard !pack.isEmpty else { return }
             let key = "packs/" + SigV4.payloadHash(pack)
             try await client.put(key, bytes: pack)
+            try renewed([key])
             for chunk in inPack { added[chunk.digest] = Location(pack: key, offset: chunk.offset, size: chunk.size) }
             pack = []
             inPack = []
@@ -149,13 +168,38 @@ public final class RemoteStore: Sendable {
         return client.requestCount - before
     }
 
-    /// Chunk → where the store has it, as this host learnt it.
+    /// Where the store has the chunks of `manifest` that this host knows of,
+    /// for a push to reuse: each pack among them written or renewed more
+    /// than half the grace ago is renewed first (`touch`), and one the store
+    /// no longer has is forgotten (its chunks are packed again).
+    private func reusableLocations(for manifest: ImageStore.Manifest) async throws -> [String: Location] {
+        var locations = try knownLocations()
+        let packs = Set(manifest.files.flatMap(\.chunks).compactMap { locations[$0.digest]?.pack })
+        let times = try renewalTimes()
+        var renewed: [String] = []
+        var lost: Set<String> = []
+        for pack in packs where isStale(times[pack]) {
+            if try await client.touch(pack) { renewed.append(pack) } else { lost.insert(pack) }
+        }
+        try self.renewed(renewed)
+        if !lost.isEmpty {
+            try forget(packs: lost)
+            locations = locations.filter { !lost.contains($0.value.pack) }
+        }
+        return locations
+    }
+
+    /// Chunk → where the store has it, as this host learnt it. `chunks.log`
+    /// has a line per chunk (`DIGEST PACK OFFSET SIZE`) and `- PACK` for a
+    /// pack the store no longer has.
     private func knownLocations() throws -> [String: Location] {
         if let current = known.current { return current }
         var loaded: [String: Location] = [:]
-        let text = (try? Descriptor.readFile(directory + "/chunks.log", limit: 1 << 30)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ")
+        for parts in try logLines("chunks.log") {
+            if parts.count == 2, parts[0] == "-" {
+                loaded = loaded.filter { $0.value.pack != parts[1] }
+                continue
+            }
             guard parts.count == 4, let offset = Int64(parts[2]), let size = Int(parts[3]) else { continue }
             loaded[String(parts[0])] = Location(pack: String(parts[1]), offset: offset, size: size)
         }
@@ -166,15 +210,54 @@ public final class RemoteStore: Sendable {
     private func remember(_ locations: [String: Location]) throws {
         guard !locations.isEmpty else { return }
         _ = try knownLocations()
-        let text = locations.map { "\($0.key) \($0.value.pack) \($0.value.offset) \($0.value.size)\n" }.joined()
         try known.withLock { current in
-            try FileSystem.makeDirectories(directory, mode: 0o700)
-            let fd = open(directory + "/chunks.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SproutError.system("open chunks.log") }
-            defer { close(fd) }
-            try Descriptor.writeAll(fd, Array(text.utf8))
+            try appendLog("chunks.log", locations.map { "\($0.key) \($0.value.pack) \($0.value.offset) \($0.value.size)\n" }.joined())
             current?.merge(locations) { _, new in new }
         }
+    }
+
+    /// Packs the store lost (or the collector deleted): their chunks are packed again at the next push.
+    func forget(packs: Set<String>) throws {
+        guard !packs.isEmpty else { return }
+        _ = try knownLocations()
+        try known.withLock { current in
+            try appendLog("chunks.log", packs.map { "- \($0)\n" }.joined())
+            current = current?.filter { !packs.contains($0.value.pack) }
+        }
+    }
+
+    /// Pack → when this host last wrote or renewed it (`packs.log`: `PACK SECONDS`).
+    private func renewalTimes() throws -> [String: Double] {
+        if let current = renewedAt.current { return current }
+        var loaded: [String: Double] = [:]
+        for parts in try logLines("packs.log") where parts.count == 2 {
+            if let time = Double(parts[1]) { loaded[String(parts[0])] = time }
+        }
+        renewedAt.withLock { $0 = $0 ?? loaded }
+        return renewedAt.current ?? loaded
+    }
+
+    private func renewed(_ packs: [String]) throws {
+        guard !packs.isEmpty else { return }
+        _ = try renewalTimes()
+        let now = Date().timeIntervalSince1970
+        try renewedAt.withLock { current in
+            try appendLog("packs.log", packs.map { "\($0) \(now)\n" }.joined())
+            for pack in packs { current?[pack] = now }
+        }
+    }
+
+    private func logLines(_ name: String) throws -> [[Substring]] {
+        let text = (try? Descriptor.readFile(directory + "/" + name, limit: 1 << 30)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return text.split(separator: "\n").map { $0.split(separator: " ") }
+    }
+
+    private func appendLog(_ name: String, _ text: String) throws {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        let fd = open(directory + "/" + name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SproutError.system("open \(name)") }
+        defer { close(fd) }
+        try Descriptor.writeAll(fd, Array(text.utf8))
     }
 
     // MARK: Paused sandboxes
@@ -205,6 +288,96 @@ public final class RemoteStore: Sendable {
         do { return try JSONDecoder().decode(PauseHandoff.self, from: Data(bytes)) } catch {
             throw SproutError(.malformed, "sandboxes/\(id)/pause.json in the store is damaged: \(error)")
         }
+    }
+
+    // MARK: Collection
+
+    /// Deletes what nothing holds: the collector's sweep (see `StoreCollector`).
+    /// Roots are the env records (`envs/`, and `localEnvs`) and the pauses
+    /// (`sandboxes/<id>/pause.json`) `isLive` keeps; they hold layers,
+    /// memory images (and through those, packs) and writable layers. An
+    /// object is deleted only when no root holds it and it was written more
+    /// than `grace` before the mark, and only while the sweep is within a
+    /// quarter of the grace of its mark: whatever a pause or a build reuses
+    /// was written or renewed less than half the grace before, so one that
+    /// began before the mark has made its root by the time anything it uses
+    /// could go. Names, tags and anything else are never touched. A root
+    /// that cannot be read stops the collection before it deletes anything.
+    func collect(
+        grace: Double, localEnvs: [EnvRecord], isLive: @Sendable (String, PauseHandoff) async throws -> Bool
+    ) async throws -> API.StoreCollection {
+        let mark = Date().timeIntervalSince1970
+        let objects = try await client.list(prefix: "")
+        func old(_ object: S3Client.Listed) -> Bool { (object.lastModified?.timeIntervalSince1970 ?? .infinity) < mark - grace }
+        var images: Set<String> = [], uppers: Set<String> = [], layers: Set<String> = []
+        var roots = 0
+        func hold(_ env: EnvRecord?) {
+            guard let env else { return }
+            layers.formUnion(env.layers)
+            if let image = env.memoryImage { images.insert(image) }
+        }
+        var dead: [S3Client.Listed] = []
+        for object in objects {
+            let parts = object.key.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count == 3, parts[0] == "sandboxes", parts[2] == "pause.json" {
+                // Gone since the listing: a resume took it (having fetched what it holds first).
+                guard let handoff = try await storedHandoff(for: String(parts[1])) else { continue }
+                var live = !old(object)
+                if !live { live = try await isLive(String(parts[1]), handoff) }
+                if live {
+                    roots += 1
+                    hold(handoff.env)
+                    if let image = handoff.image { images.insert(image) }
+                    if let upper = handoff.record.storedUpper { uppers.insert(upper) }
+                } else {
+                    dead.append(object)
+                }
+            } else if parts.count == 2, parts[0] == "envs", parts[1].hasSuffix(".json") {
+                guard let env = try await storedEnv(String(parts[1].dropLast(".json".count))) else { continue }
+                roots += 1
+                hold(env)
+            }
+        }
+        localEnvs.forEach(hold)
+        var packs: Set<String> = []
+        for image in images {
+            guard let bytes = try await client.get("images/\(image).json") else { continue }
+            do {
+                packs.formUnion(try JSONDecoder().decode(RemoteImage.self, from: Data(bytes)).chunks.values.map(\.pack))
+            } catch {
+                throw SproutError(.malformed, "images/\(image).json in the store is damaged (nothing was collected): \(error)")
+            }
+        }
+        let deadKeys = Set(dead.map(\.key))
+        func kind(_ object: S3Client.Listed) -> String? {
+            let key = object.key
+            if deadKeys.contains(key) { return "handoffs" }
+            if key.hasPrefix("images/"), key.hasSuffix(".json"), !images.contains(String(key.dropFirst("images/".count).dropLast(".json".count))) { return "images" }
+            if key.hasPrefix("packs/"), !packs.contains(key) { return "packs" }
+            if key.hasPrefix("uppers/"), !uppers.contains(key) { return "uppers" }
+            let parts = key.split(separator: "/")
+            if parts.count == 3, parts[0] == "layers", !layers.contains(String(parts[1])) { return "layers" }
+            return nil
+        }
+        var report = API.StoreCollection(roots: roots, kept: 0, deleted: [:], deletedBytes: 0, stoppedEarly: false, graceSeconds: grace)
+        var gone: Set<String> = []
+        // Handoffs first: what only they held goes in the same sweep.
+        for object in dead + objects.filter({ !deadKeys.contains($0.key) }) {
+            guard let kind = kind(object), old(object) else {
+                report.kept += 1
+                continue
+            }
+            guard Date().timeIntervalSince1970 - mark <= max(grace / 4, 60) else {
+                report.stoppedEarly = true
+                break
+            }
+            try await client.delete(object.key)
+            report.deleted[kind, default: 0] += 1
+            report.deletedBytes += object.size
+            if kind == "packs" { gone.insert(object.key) }
+        }
+        try forget(packs: gone)
+        return report
     }
 
     // MARK: Envs
@@ -264,7 +437,9 @@ public final class RemoteStore: Sendable {
     /// check what it got. Returns whether it uploaded.
     @discardableResult
     func pushLayer(_ digest: String, path: String) async throws -> Bool {
-        if try await !client.list(prefix: "layers/\(digest)/").isEmpty {
+        // One the store has is reused, renewed first if it was written long ago (see `grace`).
+        if let stored = try await client.list(prefix: "layers/\(digest)/").first(where: { $0.key.hasSuffix(".tar") }),
+           try await reusable(stored) {
             if marked(.layer, digest) == nil { mark(.layer, digest, bytes: await LayerStore.diskUsage(path)) }
             return false
         }
@@ -348,7 +523,9 @@ public final class RemoteStore: Sendable {
         let (tar, sha) = try await pack(upper)
         defer { unlink(tar) }
         let key = "uppers/\(sha).tar"
-        if try await client.head(key) == nil { try await client.put(key, file: tar) }
+        // The same content stored before is reused, renewed first if it was written long ago (see `grace`).
+        if let stored = try await client.info(key), try await reusable(stored) { return key }
+        try await client.put(key, file: tar)
         return key
     }
 
@@ -404,4 +581,10 @@ struct PauseHandoff: Codable, Sendable {
     var record: SandboxRecord
     var env: EnvRecord?
     var memory: Bool
+    /// The instance (server data directory) that wrote it: the one whose
+    /// collector may find it dead (nil in handoffs written before this was kept).
+    var writer: String? = nil
+
+    /// What of the store it holds: its memory image, its writable layer and its env's.
+    var image: String? { memory ? record.imageList.last : nil }
 }
