@@ -325,6 +325,13 @@ public final class ClusterCatalog: Sendable {
         return false
     }
 
+    /// Every placed sandbox.
+    public func placedSandboxes() async throws -> [String] {
+        var out: [String] = []
+        for try await id in try await client.query("SELECT sandbox FROM placement ORDER BY sandbox", logger: logger).decode(String.self) { out.append(id) }
+        return out
+    }
+
     /// The sandboxes placed on a node.
     public func sandboxes(on node: String) async throws -> [String] {
         try await teams(on: node).map(\.sandbox)

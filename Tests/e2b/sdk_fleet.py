@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 
+import httpx
 from e2b import Sandbox, Template, Volume
 
 
@@ -22,6 +23,13 @@ result = sbx.commands.run("echo through the fleet; hostname")
 check("commands.run reaches the sandbox on its node", result.stdout == f"through the fleet\n{sbx.sandbox_id}\n", result.stdout)
 sbx.files.write("/tmp/fleet.txt", "written via the API server")
 check("files.write then files.read", sbx.files.read("/tmp/fleet.txt") == "written via the API server")
+# Signed file URLs carry no headers: the API server finds the sandbox their signature names.
+up = httpx.post(sbx.upload_url("/tmp/signed.txt"), files={"file": ("signed.txt", b"via a signed url through the fleet")})
+check("upload_url through the API server", up.status_code == 200, f"{up.status_code} {up.text}")
+down = httpx.get(sbx.download_url("/tmp/signed.txt", use_signature_expiration=60))
+check("download_url through the API server", down.content == b"via a signed url through the fleet", f"{down.status_code} {down.text}")
+forged = httpx.get(sbx.download_url("/tmp/signed.txt").replace("signature=v1_", "signature=v1_x"))
+check("a forged signature through the API server is 401", forged.status_code == 401, f"{forged.status_code} {forged.text}")
 listed = [s.sandbox_id for s in Sandbox.list().next_items()]
 check("Sandbox.list merges the nodes' lists", sbx.sandbox_id in listed, listed)
 check("get_info through the control plane", sbx.get_info().sandbox_id == sbx.sandbox_id)

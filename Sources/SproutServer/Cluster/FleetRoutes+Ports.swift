@@ -41,7 +41,7 @@ extension FleetRoutes {
 }
 
 /// E2B's envd on an API server: a request naming a sandbox (`E2b-Sandbox-Id`,
-/// or `49983-{id}.HOST`) goes to that sandbox's node as it came.
+/// or `49983-{id}.HOST`, or a signed `/files` URL) goes to that sandbox's node as it came.
 struct FleetEnvdMiddleware: RouterMiddleware {
     typealias Context = SproutContext
     let routes: FleetRoutes
@@ -54,6 +54,10 @@ struct FleetEnvdMiddleware: RouterMiddleware {
            label.hasPrefix(EnvdMiddleware.envdPort + "-") {
             let id = String(label.dropFirst(EnvdMiddleware.envdPort.count + 1))
             if !id.isEmpty, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { return try await routes.forwardEnvd(request, sandbox: id) }
+        }
+        // `download_url()`/`upload_url()`: no headers, a signature that names the sandbox.
+        if request.uri.path == "/files", let signature = request.uri.queryParameters.get("signature") {
+            return try await routes.forwardSigned(request, signature: String(signature))
         }
         // A sandbox's other ports, `{port}-{id}.{domain}`.
         if let authority = request.head.authority, let (port, id) = HostRouting.target(authority: authority, domain: routes.domain) {

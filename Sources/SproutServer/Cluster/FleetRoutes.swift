@@ -172,6 +172,20 @@ struct FleetRoutes: Sendable {
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
 
+    /// A signed file URL (`download_url()`/`upload_url()`): its sandbox is
+    /// the placed one whose access token makes the signature match (a
+    /// fleet's tokens come from the cluster token, so this server can tell);
+    /// the request goes to its node as it came, which checks it again.
+    func forwardSigned(_ request: Request, signature: String) async throws -> Response {
+        let tokens = EnvdTokens.fleet(clusterToken: clusterToken)
+        guard let id = try await catalog.placedSandboxes().first(where: { EnvdMiddleware.signature(of: request, token: tokens.token(for: $0)) == signature }),
+              let placement = try await catalog.placement(of: id)
+        else { return EnvdMiddleware.invalidSignature(request) }
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
+                                      body: Self.streamed(request), identity: nil, to: placement)
+        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+    }
+
     /// Places the sandbox on a node and creates it there; a node that cannot
     /// be reached is skipped for another.
     private func create(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {

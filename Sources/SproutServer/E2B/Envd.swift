@@ -113,24 +113,31 @@ struct EnvdMiddleware: RouterMiddleware {
     /// A signed file URL: `v1_` + base64(sha256("path:read|write:user:token[:expiration]")),
     /// without padding. The sandbox is the running one whose token makes it match.
     func signed(_ request: Request, _ context: Context, signature: String) async throws -> Response {
-        let query = request.uri.queryParameters
-        let path = query.get("path").map { String($0) } ?? ""
-        let user = query.get("username").map { String($0) } ?? ""
-        let operation = request.method == .get ? "read" : "write"
-        let expiration = query.get("signature_expiration").map { String($0) }
-        if let expiration {
-            guard let at = Double(expiration) else { return E2BErrorMiddleware.response(.badRequest, "signature_expiration must be a unix time") }
+        if let expiration = request.uri.queryParameters.get("signature_expiration") {
+            guard let at = Double(String(expiration)) else { return E2BErrorMiddleware.response(.badRequest, "signature_expiration must be a unix time") }
             guard at >= Date().timeIntervalSince1970 else { return E2BErrorMiddleware.response(.unauthorized, "signature is already expired") }
         }
         let running = try await services.catalog.sandboxes.all(in: [.running])
-        guard let record = running.first(where: { record in
-            var raw = "\(path):\(operation):\(user):\(tokens.token(for: record.id))"
-            if let expiration { raw += ":\(expiration)" }
-            return Self.signature(raw) == signature
-        }) else {
-            return E2BErrorMiddleware.response(.unauthorized, "invalid signature for \(operation) of \(path.prefix(200))")
+        guard let record = running.first(where: { Self.signature(of: request, token: tokens.token(for: $0.id)) == signature }) else {
+            return Self.invalidSignature(request)
         }
         return try await enter(request, context, record)
+    }
+
+    /// The signature a file URL for `request`'s path, operation, user and
+    /// expiration carries when the sandbox's access token is `token`.
+    static func signature(of request: Request, token: String) -> String {
+        let query = request.uri.queryParameters
+        let path = query.get("path").map { String($0) } ?? ""
+        let user = query.get("username").map { String($0) } ?? ""
+        var raw = "\(path):\(request.method == .get ? "read" : "write"):\(user):\(token)"
+        if let expiration = query.get("signature_expiration") { raw += ":\(expiration)" }
+        return signature(raw)
+    }
+
+    static func invalidSignature(_ request: Request) -> Response {
+        let path = request.uri.queryParameters.get("path").map { String($0) } ?? ""
+        return E2BErrorMiddleware.response(.unauthorized, "invalid signature for \(request.method == .get ? "read" : "write") of \(path.prefix(200))")
     }
 
     static func signature(_ raw: String) -> String {
