@@ -101,6 +101,16 @@ extension Integration {
             try await api.deleteVolume("shared-data")
             #expect(try await api.volumes().isEmpty)
 
+            // An env is recorded where it is made; the list through the API server has every node's, each env once.
+            let elsewhere = home.data == a.data ? b : a
+            let made = try #require(ids.first { node($0) == "node-\(elsewhere.instance)" })
+            let snapshot = try await api.snapshot(made, name: "made-elsewhere")
+            #expect(try await elsewhere.client.envs().contains { $0.id == snapshot.id }, "recorded on its sandbox's node")
+            #expect(!(try await home.client.envs().contains { $0.id == snapshot.id }), "the control: the builder does not have it")
+            let listed = try await api.envs()
+            #expect(listed.contains { $0.id == snapshot.id }, "\(listed.map(\.id))")
+            #expect(listed.filter { $0.id == "empty" }.count == 1, "a built-in env once: \(listed.map(\.id))")
+
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
             let team = first.client(key: teamKey.secret)

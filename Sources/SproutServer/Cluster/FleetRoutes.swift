@@ -17,7 +17,7 @@ import SproutCore
 /// team with the cluster token. What it forwards is streamed both ways;
 /// WebSockets are relayed, E2B's control plane and envd forwarded too;
 /// envs, builds, blobs, volumes and E2B's templates and volumes go to one
-/// node (`builder`). Moves between nodes are in `FleetRoutes+Moves.swift`,
+/// node (`builder`), but an env list merges every node's. Moves between nodes are in `FleetRoutes+Moves.swift`,
 /// ports by host and envd in `FleetRoutes+Ports.swift`.
 struct FleetRoutes: Sendable {
     let catalog: ClusterCatalog
@@ -44,7 +44,9 @@ struct FleetRoutes: Sendable {
         v1.get("sandboxes") { request, context in try await list(request, context: context) }
         v1.post("sandboxes/:id/resume") { request, context in try await resume(request, context: context) }
         forwardSandboxRoutes(on: v1, paths: ["sandboxes/:id", "sandboxes/:id/**"]) { "no sandbox with id '\($0)'" }
-        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**", "volumes", "volumes/**"])
+        // Envs are recorded where they are made (a build on the builder, a snapshot on its sandbox's node): listed from every node.
+        v1.get("envs") { request, context in try await list(request, context: context, path: "/v1/envs", unique: true) }
+        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**", "volumes", "volumes/**"], except: [(.get, "envs")])
     }
 
     /// Envs, builds, blobs, volumes and E2B's templates and volumes go to
@@ -52,9 +54,9 @@ struct FleetRoutes: Sendable {
     /// its build and the build's status meet on one node. The env it records
     /// goes to the object store, where every node finds it by name or id;
     /// volumes stay on that node, and so do the sandboxes that mount them.
-    private func forwardToBuilder(on group: RouterGroup<SproutContext>, paths: [String]) {
+    private func forwardToBuilder(on group: RouterGroup<SproutContext>, paths: [String], except: [(HTTPRequest.Method, String)] = []) {
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
-            for path in paths {
+            for path in paths where !except.contains(where: { $0 == (method, path) }) {
                 group.on(RouterPath(path), method: method) { request, context in
                     try await forward(request, context: context, to: try await builder())
                 }
@@ -234,11 +236,14 @@ struct FleetRoutes: Sendable {
         }
     }
 
-    /// Every node's list for the caller, merged (a node that cannot be reached is left out, and logged).
-    private func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes") async throws -> Response {
+    /// Every node's list for the caller, merged (a node that cannot be
+    /// reached is left out, and logged); with `unique`, an entry several
+    /// nodes have (an env by id) once, as the builder has it.
+    private func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes", unique: Bool = false) async throws -> Response {
         let identity = try context.caller()
         let nodes = try await catalog.nodes().filter { $0.state != .lost }
-        let lists = await withTaskGroup(of: [JSONValue].self) { group in
+        let builder = try? Self.builder(among: nodes).node
+        let lists = await withTaskGroup(of: (node: String, entries: [JSONValue]).self) { group in
             for node in nodes {
                 group.addTask {
                     let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch,
@@ -247,20 +252,26 @@ struct FleetRoutes: Sendable {
                         let response = try await send(.get, path: path, query: request.uri.query, headers: request.headers, body: nil,
                                                       identity: identity, to: placement)
                         let body = try await response.body.collect(upTo: 64 << 20)
-                        guard response.status == .ok else { return [] }
-                        return try JSONDecoder().decode([JSONValue].self, from: Data(body.readableBytesView))
+                        guard response.status == .ok else { return (node.id, []) }
+                        return (node.id, try JSONDecoder().decode([JSONValue].self, from: Data(body.readableBytesView)))
                     } catch {
-                        logger.warning("a node's sandboxes left out of a list", metadata: ["node": "\(node.id)", "error": "\(error)"])
-                        return []
+                        logger.warning("a node's list left out of a merged one", metadata: ["node": "\(node.id)", "path": "\(path)", "error": "\(error)"])
+                        return (node.id, [])
                     }
                 }
             }
-            var all: [JSONValue] = []
-            for await list in group { all += list }
+            var all: [(node: String, entries: [JSONValue])] = []
+            for await list in group { all.append(list) }
             return all
         }
+        var merged: [JSONValue] = []
+        var seen: Set<String> = []
+        // The builder's first: its entry is the one kept of an env several nodes have.
+        for list in lists.sorted(by: { ($0.node == builder ? 0 : 1, $0.node) < ($1.node == builder ? 0 : 1, $1.node) }) {
+            for entry in list.entries where !unique || seen.insert(entry.id).inserted { merged.append(entry) }
+        }
         // Sprout's entries by `createdAt`, E2B's by `startedAt`; then by id.
-        return try JSONBody.response(lists.sorted { ($0.sortKey, $0.id) < ($1.sortKey, $1.id) })
+        return try JSONBody.response(merged.sorted { ($0.sortKey, $0.id) < ($1.sortKey, $1.id) })
     }
 
     func forward(_ request: Request, context: SproutContext, to placement: ClusterCatalog.Placement) async throws -> Response {
