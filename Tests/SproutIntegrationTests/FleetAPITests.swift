@@ -327,6 +327,36 @@ extension Integration {
             #expect(other.log.contains("layer fetched from the store"))
             _ = try await api.killSandbox(there)
 
+            // An env that mounts a volume by default: its sandboxes go where volumes live (the builder),
+            // also those placement first gave the other node, which sends them back.
+            _ = try await api.createVolume(API.CreateVolume(name: "env-data", sizeMB: 64))
+            _ = try await api.volumeWrite("env-data", path: "/hello.txt", bytes: Array("mounted by default\n".utf8))
+            try """
+                id = "withvolume"
+                [template]
+                from = "empty"
+                [sandbox]
+                volumes = ["env-data:/data"]
+                """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+            let pushed = try await CLI.runProcess(
+                [ServerHarness.binary, "env", "push", "--file", repo + "/sprout.toml", "--wait"],
+                env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_API_URL=\(api.baseURL)", "SPROUT_API_KEY=\(api.apiKey ?? "")"])
+            #expect(pushed.status == 0, "\(pushed.stdout)\n\(pushed.stderr)")
+            let sentBack = { try await other.client.metrics().split(separator: "\n").first {
+                $0.hasPrefix("sprout_http_requests_total{") && $0.contains("route=\"/v1/sandboxes\"") && $0.contains("status=\"404\"")
+            }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 }
+            var mounting: [String] = []
+            for _ in 0..<12 where try await sentBack() == 0 {
+                mounting.append(try await api.createSandbox(API.CreateSandbox(env: "withvolume")).id)
+            }
+            #expect(try await sentBack() >= 1, "placement gave the other node one of them (and it sent it back)")
+            for id in mounting {
+                #expect(try await api.sandbox(id).node == "node-\(builder.instance)", "placed where the volume is")
+                #expect(try await api.run(id, API.Exec(cmd: ["cat", "/data/hello.txt"])).stdoutText == "mounted by default\n")
+                _ = try await api.killSandbox(id)
+            }
+            try await api.deleteVolume("env-data")
+
             // E2B's template builder, stock SDK, through the API server: built on the builder, started anywhere.
             let sdk = try await CLI.runProcess(
                 [LongIntegration.E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_fleet.py"],

@@ -224,6 +224,16 @@ struct FleetRoutes: Sendable {
                 try? await catalog.forget(provisional)
                 throw error
             }
+            // A node without the volumes the env mounts by default: again, where volumes live.
+            if answer.response.headers.first(name: APIError.placeElsewhereHeader.rawName) == "volumes" {
+                let nodes = try await catalog.nodes()
+                let builder = try Self.builder(among: nodes).node
+                if placement.node != builder {
+                    try? await catalog.forget(provisional)
+                    refused = Set(nodes.map(\.id)).subtracting([builder])
+                    continue
+                }
+            }
             // The id in the answer: Sprout's `id`, E2B's `sandboxID`.
             if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(JSONValue.self, from: Data(answer.body.readableBytesView)).id,
                !created.isEmpty {

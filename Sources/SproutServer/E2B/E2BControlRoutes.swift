@@ -21,6 +21,7 @@ struct E2BControlRoutes {
                 var create = try Self.translate(body)
                 create.fromPool = try Self.fromPool(request.headers[Self.poolHeader])
                 let request = create
+                try await services.ensureVolumesHere(request, for: try context.caller())
                 try await services.builtins.ensure(request.env, for: try context.caller())
                 let sandbox = try await services.lifecycle.create(request, for: try context.caller())
                 return try JSONBody.response(created(sandbox), status: .created)
@@ -313,6 +314,10 @@ struct E2BErrorMiddleware: RouterMiddleware {
             return response
         } catch let error as DecodingError {
             return Self.response(.badRequest, "malformed request body: \(error)")
+        } catch let error as APIError {
+            var response = Self.response(error.status, error.error.message)
+            if let placeElsewhere = error.placeElsewhere { response.headers[APIError.placeElsewhereHeader] = placeElsewhere }
+            return response
         } catch let error as HTTPResponseError {
             return Self.response(error.status, error.status.reasonPhrase)
         }

@@ -47,6 +47,11 @@ public struct SproutContext: RequestContext, WebSocketRequestContext {
 /// `{"error": {"code", "message"}}`.
 struct APIError: HTTPResponseError {
     let error: SproutError
+    /// A fleet node's answer to a create it cannot take that another node
+    /// can (`volumes`: the env mounts volumes by default that are not here):
+    /// the API server places it again, where they are.
+    var placeElsewhere: String? = nil
+    static let placeElsewhereHeader = HTTPField.Name("Sprout-Place-Elsewhere")!
 
     var status: HTTPResponse.Status {
         switch error.code {
@@ -68,6 +73,7 @@ struct APIError: HTTPResponseError {
         let body = (try? JSONEncoder.sorted.encode(API.ErrorEnvelope(error: API.ErrorDetail(error)))) ?? Data()
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = retryAfter { headers[.retryAfter] = retry }
+        if let placeElsewhere { headers[Self.placeElsewhereHeader] = placeElsewhere }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
@@ -98,6 +104,9 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
             let mapped = APIError(error: error)
             status = mapped.status.code
             throw mapped
+        } catch let error as APIError {
+            status = error.status.code
+            throw error
         } catch let error as HTTPResponseError {
             status = error.status.code
             let code: SproutError.Code = error.status == .notFound ? .notFound : error.status.code == 413 ? .tooLarge : .invalidArgument
