@@ -308,17 +308,21 @@ extension Integration {
         func sharedEnv(api: SproutAPIClient, a: ServerHarness, b: ServerHarness) async throws {
             let repo = try TLSTests.scratch()
             defer { try? FileSystem.removeTree(repo) }
-            try """
+            /// `sprout env push` of `toml` through the API server.
+            func push(_ toml: String) async throws {
+                try toml.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
+                let cli = try await CLI.runProcess(
+                    [ServerHarness.binary, "env", "push", "--file", repo + "/sprout.toml", "--wait"],
+                    env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_API_URL=\(api.baseURL)", "SPROUT_API_KEY=\(api.apiKey ?? "")"])
+                #expect(cli.status == 0, "\(cli.stdout)\n\(cli.stderr)")
+            }
+            try await push("""
                 id = "fleetenv"
                 [template]
                 from = "empty"
                 [build]
                 run = ["mkdir -p /opt/app && echo built once > /opt/app/out.txt"]
-                """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
-            let cli = try await CLI.runProcess(
-                [ServerHarness.binary, "env", "push", "--file", repo + "/sprout.toml", "--wait"],
-                env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_API_URL=\(api.baseURL)", "SPROUT_API_KEY=\(api.apiKey ?? "")"])
-            #expect(cli.status == 0, "\(cli.stdout)\n\(cli.stderr)")
+                """)
             let (builder, other) = "node-\(a.instance)" < "node-\(b.instance)" ? (a, b) : (b, a)
             #expect(builder.log.contains("env stored") && !other.log.contains("env stored"), "built on the first ready node")
             #expect(try await api.envs().contains { $0.name == "fleetenv" }, "listed through the API")
@@ -331,17 +335,13 @@ extension Integration {
             // also those placement first gave the other node, which sends them back.
             _ = try await api.createVolume(API.CreateVolume(name: "env-data", sizeMB: 64))
             _ = try await api.volumeWrite("env-data", path: "/hello.txt", bytes: Array("mounted by default\n".utf8))
-            try """
+            try await push("""
                 id = "withvolume"
                 [template]
                 from = "empty"
                 [sandbox]
                 volumes = ["env-data:/data"]
-                """.write(toFile: repo + "/sprout.toml", atomically: true, encoding: .utf8)
-            let pushed = try await CLI.runProcess(
-                [ServerHarness.binary, "env", "push", "--file", repo + "/sprout.toml", "--wait"],
-                env: ["PATH=/usr/bin:/bin", "HOME=/root", "SPROUT_API_URL=\(api.baseURL)", "SPROUT_API_KEY=\(api.apiKey ?? "")"])
-            #expect(pushed.status == 0, "\(pushed.stdout)\n\(pushed.stderr)")
+                """)
             let sentBack = { try await other.client.metrics().split(separator: "\n").first {
                 $0.hasPrefix("sprout_http_requests_total{") && $0.contains("route=\"/v1/sandboxes\"") && $0.contains("status=\"404\"")
             }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 }
