@@ -289,6 +289,52 @@ public final class ClusterCatalog: Sendable {
         try await client.query("INSERT INTO node_env (node, env) VALUES (\(node), \(env)) ON CONFLICT DO NOTHING", logger: logger)
     }
 
+    // MARK: Volumes
+
+    /// Where a volume lives.
+    public struct VolumeHome: Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var node: String
+    }
+
+    /// The team's volume `reference` (a name or an id), if the fleet recorded where it lives.
+    public func volumeHome(team: String, _ reference: String) async throws -> VolumeHome? {
+        let rows = try await client.query(
+            "SELECT id, name, node FROM volume_home WHERE team = \(team) AND (name = \(reference) OR id = \(reference))", logger: logger)
+        for try await (id, name, node) in rows.decode((String, String, String).self) { return VolumeHome(id: id, name: name, node: node) }
+        return nil
+    }
+
+    /// Volume `id` (whichever team's: its content token was checked by its node).
+    public func volumeHome(id: String) async throws -> VolumeHome? {
+        let rows = try await client.query("SELECT id, name, node FROM volume_home WHERE id = \(id)", logger: logger)
+        for try await (id, name, node) in rows.decode((String, String, String).self) { return VolumeHome(id: id, name: name, node: node) }
+        return nil
+    }
+
+    /// Records where a new volume lives; false if the team has one of that name already.
+    public func recordVolume(id: String, team: String, name: String, node: String) async throws -> Bool {
+        let rows = try await client.query("""
+            INSERT INTO volume_home (id, team, name, node) VALUES (\(id), \(team), \(name), \(node))
+            ON CONFLICT DO NOTHING RETURNING id
+            """, logger: logger)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    public func forgetVolume(id: String) async throws {
+        try await client.query("DELETE FROM volume_home WHERE id = \(id)", logger: logger)
+    }
+
+    /// How many volumes each node holds.
+    public func volumeCounts() async throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for try await (node, count) in try await client.query("SELECT node, COUNT(*) FROM volume_home GROUP BY node", logger: logger)
+            .decode((String, Int64).self) { out[node] = Int(count) }
+        return out
+    }
+
     /// The error a transaction's body threw, not postgres-nio's wrapper of it.
     static func unwrapped<T>(_ body: () async throws -> T) async throws -> T {
         do {
@@ -487,6 +533,10 @@ public final class ClusterCatalog: Sendable {
         ("v3-placement-team", ["ALTER TABLE placement ADD COLUMN team text NOT NULL DEFAULT ''"]),
         ("v4-node-certificate", ["ALTER TABLE node ADD COLUMN certificate text NOT NULL DEFAULT ''"]),
         ("v5-node-env", ["CREATE TABLE node_env (node text NOT NULL REFERENCES node (id), env text NOT NULL, PRIMARY KEY (node, env))"]),
+        // Which node a volume lives on (its file system is there); a name is unique within its team fleet-wide.
+        ("v6-volume-home", [
+            "CREATE TABLE volume_home (id text PRIMARY KEY, team text NOT NULL, name text NOT NULL, node text NOT NULL REFERENCES node (id), UNIQUE (team, name))",
+        ]),
     ]
 
     private func migrate() async throws {

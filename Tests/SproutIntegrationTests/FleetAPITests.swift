@@ -98,11 +98,29 @@ extension Integration {
                 #expect(try await api.run(id, API.Exec(cmd: ["cat", "/data/hello.txt"])).stdoutText == "kept in the volume\n")
                 _ = try await api.killSandbox(id)
             }
+            // A second volume goes to the node with fewer, and its sandboxes there; a sandbox cannot mount volumes of two nodes.
+            let elsewhere = home.data == a.data ? b : a
+            _ = try await api.createVolume(API.CreateVolume(name: "other-data", sizeMB: 64))
+            _ = try await api.volumeWrite("other-data", path: "/hello.txt", bytes: Array("kept on the other node\n".utf8))
+            #expect(try await elsewhere.client.volumes().map(\.name) == ["other-data"], "the second volume is on the other node")
+            #expect(Set(try await api.volumes().map(\.name)) == ["shared-data", "other-data"], "the list has both nodes' volumes")
+            await #expect(throws: SproutError.self) { try await api.createVolume(API.CreateVolume(name: "other-data", sizeMB: 64)) }
+            let onOther = try await api.createSandbox(API.CreateSandbox(env: "empty", volumes: [API.VolumeMount(volume: "other-data", path: "/data")])).id
+            #expect(try await api.sandbox(onOther).node == "node-\(elsewhere.instance)", "placed where its volume is")
+            #expect(try await api.run(onOther, API.Exec(cmd: ["cat", "/data/hello.txt"])).stdoutText == "kept on the other node\n")
+            _ = try await api.killSandbox(onOther)
+            await #expect(throws: SproutError.self) {
+                try await api.createSandbox(API.CreateSandbox(env: "empty", volumes: [API.VolumeMount(volume: "shared-data", path: "/a"),
+                                                                                      API.VolumeMount(volume: "other-data", path: "/b")]))
+            }
+            try await api.deleteVolume("other-data")
             try await api.deleteVolume("shared-data")
             #expect(try await api.volumes().isEmpty)
+            _ = try await api.createVolume(API.CreateVolume(name: "other-data", sizeMB: 64))
+            #expect(try await api.volumes().map(\.name) == ["other-data"], "a deleted volume's name is free again")
+            try await api.deleteVolume("other-data")
 
             // An env is recorded where it is made; the list through the API server has every node's, each env once.
-            let elsewhere = home.data == a.data ? b : a
             let made = try #require(ids.first { node($0) == "node-\(elsewhere.instance)" })
             let snapshot = try await api.snapshot(made, name: "made-elsewhere")
             #expect(try await elsewhere.client.envs().contains { $0.id == snapshot.id }, "recorded on its sandbox's node")
@@ -342,7 +360,8 @@ extension Integration {
                 [sandbox]
                 volumes = ["env-data:/data"]
                 """)
-            let sentBack = { try await other.client.metrics().split(separator: "\n").first {
+            let (holder, lacking) = try await a.client.volumes().contains { $0.name == "env-data" } ? (a, b) : (b, a)
+            let sentBack = { try await lacking.client.metrics().split(separator: "\n").first {
                 $0.hasPrefix("sprout_http_requests_total{") && $0.contains("route=\"/v1/sandboxes\"") && $0.contains("status=\"404\"")
             }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 }
             var mounting: [String] = []
@@ -351,7 +370,7 @@ extension Integration {
             }
             #expect(try await sentBack() >= 1, "placement gave the other node one of them (and it sent it back)")
             for id in mounting {
-                #expect(try await api.sandbox(id).node == "node-\(builder.instance)", "placed where the volume is")
+                #expect(try await api.sandbox(id).node == "node-\(holder.instance)", "placed where the volume is")
                 #expect(try await api.run(id, API.Exec(cmd: ["cat", "/data/hello.txt"])).stdoutText == "mounted by default\n")
                 _ = try await api.killSandbox(id)
             }

@@ -16,8 +16,9 @@ import SproutCore
 /// request for a sandbox to the node that holds it, acting for the caller's
 /// team with the cluster token. What it forwards is streamed both ways;
 /// WebSockets are relayed, E2B's control plane and envd forwarded too;
-/// envs, builds, blobs, volumes and E2B's templates and volumes go to one
-/// node (`builder`), but an env list merges every node's. Moves between nodes are in `FleetRoutes+Moves.swift`,
+/// envs, builds, blobs and E2B's templates go to one node (`builder`), but
+/// an env list merges every node's; volumes live on a node each
+/// (`FleetRoutes+Volumes.swift`). Moves between nodes are in `FleetRoutes+Moves.swift`,
 /// ports by host and envd in `FleetRoutes+Ports.swift`.
 struct FleetRoutes: Sendable {
     let catalog: ClusterCatalog
@@ -36,7 +37,7 @@ struct FleetRoutes: Sendable {
         router.get("health") { _, _ in
             try JSONBody.response(["status": "ok", "role": "api"])
         }
-        registerE2B(on: router)
+        let (e2bGroup, tokenedGroup) = registerE2B(on: router)
         let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: keys))
         KeyRoutes(keys: keys).register(on: v1)
         NodeRoutes(catalog: catalog, mover: { node, caller in await drain(node, by: caller) }).register(on: v1)
@@ -46,7 +47,8 @@ struct FleetRoutes: Sendable {
         forwardSandboxRoutes(on: v1, paths: ["sandboxes/:id", "sandboxes/:id/**"]) { "no sandbox with id '\($0)'" }
         // Envs are recorded where they are made (a build on the builder, a snapshot on its sandbox's node): listed from every node.
         v1.get("envs") { request, context in try await list(request, context: context, path: "/v1/envs", unique: true) }
-        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**", "volumes", "volumes/**"], except: [(.get, "envs")])
+        forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**"], except: [(.get, "envs")])
+        registerVolumes(v1: v1, e2b: e2bGroup, tokened: tokenedGroup)
     }
 
     /// Envs, builds, blobs, volumes and E2B's templates and volumes go to
@@ -140,25 +142,23 @@ struct FleetRoutes: Sendable {
     }
 
     /// E2B's control plane: create placed, lists merged, a sandbox's routes forwarded.
-    private func registerE2B(on router: Router<SproutContext>) {
+    /// Returns the E2B group (key checked) and the one whose requests carry tokens of their own.
+    private func registerE2B(on router: Router<SproutContext>) -> (RouterGroup<SproutContext>, RouterGroup<SproutContext>) {
         let group = router.group().add(middleware: E2BErrorMiddleware()).add(middleware: AuthMiddleware(keys: keys))
         for path in ["sandboxes", "v2/sandboxes"] {
             group.post(RouterPath(path)) { request, context in try await create(request, context: context, path: "/" + path) }
             group.get(RouterPath(path)) { request, context in try await list(request, context: context, path: "/" + path) }
         }
         forwardSandboxRoutes(on: group, paths: ["sandboxes/:id", "sandboxes/:id/**", "v2/sandboxes/:id/**"]) { "sandbox \($0) not found" }
-        forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**", "volumes", "volumes/**"])
-        // The upload link of a template's file and a volume's content carry their own tokens: no key.
+        forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**"])
+        // The upload link of a template's file carries its own token: no key.
         let tokened = router.group().add(middleware: E2BErrorMiddleware())
-        let paths = [(HTTPRequest.Method.put, "templates/files/upload/:token")]
-            + [HTTPRequest.Method.get, .post, .put, .patch, .delete].map { ($0, "volumecontent/**") }
-        for (method, path) in paths {
-            tokened.on(RouterPath(path), method: method) { request, context in
-                let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                              body: Self.streamed(request), identity: nil, to: try await builder())
-                return Self.response(response, body: ResponseBody(asyncSequence: response.body))
-            }
+        tokened.put("templates/files/upload/:token") { request, context in
+            let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
+                                          body: Self.streamed(request), identity: nil, to: try await builder())
+            return Self.response(response, body: ResponseBody(asyncSequence: response.body))
         }
+        return (group, tokened)
     }
 
     /// A request for a sandbox's envd, sent to its node unchanged (the node checks the sandbox's access token).
@@ -200,10 +200,11 @@ struct FleetRoutes: Sendable {
         let env = EnvGraph.builtins.contains(named) ? "" : named
         let holding = (try? await catalog.nodes(holding: env)) ?? []
         var refused: Set<String> = []
-        // One that mounts volumes goes where they are, the builder.
-        if !(asked.volumes ?? []).isEmpty || !(e2b?.volumeMounts ?? []).isEmpty {
-            let nodes = try await catalog.nodes()
-            refused = Set(nodes.map(\.id)).subtracting([try Self.builder(among: nodes).node])
+        // One that mounts volumes goes where they are.
+        let team = try context.caller().team
+        let mounted = (asked.volumes ?? []).map(\.volume) + (e2b?.volumeMounts ?? []).map { $0["name"]?.text ?? "" }
+        if let home = try await volumesNode(mounted, team: team) {
+            refused = Set(try await catalog.nodes().map(\.id)).subtracting([home])
         }
         while true {
             let provisional = "pending-" + Identifiers.random(length: 16)
@@ -224,15 +225,13 @@ struct FleetRoutes: Sendable {
                 try? await catalog.forget(provisional)
                 throw error
             }
-            // A node without the volumes the env mounts by default: again, where volumes live.
-            if answer.response.headers.first(name: APIError.placeElsewhereHeader.rawName) == "volumes" {
-                let nodes = try await catalog.nodes()
-                let builder = try Self.builder(among: nodes).node
-                if placement.node != builder {
-                    try? await catalog.forget(provisional)
-                    refused = Set(nodes.map(\.id)).subtracting([builder])
-                    continue
-                }
+            // A node without the volumes the env mounts by default (`volumes=NAME,…`): again, where they live.
+            if let value = answer.response.headers.first(name: APIError.placeElsewhereHeader.rawName), value.hasPrefix("volumes="),
+               let home = try await volumesNode(value.dropFirst("volumes=".count).split(separator: ",").map(String.init), team: team),
+               home != placement.node {
+                try? await catalog.forget(provisional)
+                refused = Set(try await catalog.nodes().map(\.id)).subtracting([home])
+                continue
             }
             // The id in the answer: Sprout's `id`, E2B's `sandboxID`.
             if answer.response.status.code / 100 == 2, let created = try? JSONDecoder().decode(JSONValue.self, from: Data(answer.body.readableBytesView)).id,
@@ -249,7 +248,7 @@ struct FleetRoutes: Sendable {
     /// Every node's list for the caller, merged (a node that cannot be
     /// reached is left out, and logged); with `unique`, an entry several
     /// nodes have (an env by id) once, as the builder has it.
-    private func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes", unique: Bool = false) async throws -> Response {
+    func list(_ request: Request, context: SproutContext, path: String = "/v1/sandboxes", unique: Bool = false) async throws -> Response {
         let identity = try context.caller()
         let nodes = try await catalog.nodes().filter { $0.state != .lost }
         let builder = try? Self.builder(among: nodes).node

@@ -36,6 +36,6 @@ indirect enum JSONValue: Codable, Sendable {
         }
     }
 
-    var id: String { (self["id"] ?? self["sandboxID"])?.text ?? "" }
+    var id: String { (self["id"] ?? self["sandboxID"] ?? self["volumeID"])?.text ?? "" }
     var sortKey: String { (self["createdAt"] ?? self["startedAt"])?.text ?? "" }
 }
