@@ -225,6 +225,11 @@ extension Integration {
                 let young = try await api.collectStore()
                 #expect(young.deleted.isEmpty && young.roots >= 3, "\(young)")
                 #expect(Set(try await store.list().map(\.key)) == all)
+                // Bad input and a key that is not an admin's change nothing.
+                await #expect(throws: SproutError.self) { _ = try await api.collectStore(graceSeconds: -1) }
+                let member = server.client(key: try await api.createKey(API.CreateKey(name: "member", team: "t2")).secret)
+                await #expect(throws: SproutError.self) { _ = try await member.collectStore(graceSeconds: 0) }
+                #expect(Set(try await store.list().map(\.key)) == all)
 
                 // Past a grace of 0 s (nothing is in flight), once the store's clock is past what it wrote.
                 try await Self.storeClockPassed(store)
