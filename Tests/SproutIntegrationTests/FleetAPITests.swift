@@ -376,6 +376,11 @@ extension Integration {
             }
             try await api.deleteVolume("env-data")
 
+            // The store's collection asked of the API server: each node collects (within the grace nothing goes).
+            let collected = try await api.collectStore()
+            #expect(collected.roots >= 2 && collected.deleted.isEmpty, "\(collected)")
+            for node in [a, b] { #expect(try await node.client.metrics().contains("sprout_store_collections_total 1"), "node-\(node.instance) collected") }
+
             // E2B's template builder, stock SDK, through the API server: built on the builder, started anywhere.
             let sdk = try await CLI.runProcess(
                 [LongIntegration.E2BTests.python, Integration.OpenAPITests.root + "/Tests/e2b/sdk_fleet.py"],

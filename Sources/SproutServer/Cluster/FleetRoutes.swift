@@ -49,6 +49,40 @@ struct FleetRoutes: Sendable {
         v1.get("envs") { request, context in try await list(request, context: context, path: "/v1/envs", unique: true) }
         forwardToBuilder(on: v1, paths: ["envs", "envs/**", "builds", "builds/**", "blobs", "blobs/**"], except: [(.get, "envs")])
         registerVolumes(v1: v1, e2b: e2bGroup, tokened: tokenedGroup)
+        v1.post("store/collect") { request, context in try await collectStore(request, context: context) }
+    }
+
+    /// The store's collection, asked of an API server: every ready node
+    /// collects in turn (each judges the pauses it wrote), one report summed
+    /// (`roots` the most any node saw, `kept` what the last left). Nodes
+    /// without a store are skipped.
+    private func collectStore(_ request: Request, context: SproutContext) async throws -> Response {
+        let caller = try context.caller()
+        guard caller.admin else { throw SproutError(.forbidden, "collecting the object store needs an admin key") }
+        let body = try await request.body.collect(upTo: JSONBody.limit)
+        var total: API.StoreCollection?
+        for node in try await catalog.nodes() where node.state == .ready {
+            let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch,
+                                                     certificate: node.registration.certificate)
+            let response = try await send(.post, path: "/v1/store/collect", query: nil, headers: request.headers, body: .bytes(body),
+                                          identity: caller, to: placement)
+            let answer = try await response.body.collect(upTo: 1 << 20)
+            if response.status == .notFound { continue }
+            guard response.status == .ok else { return Self.response(response, body: ResponseBody(byteBuffer: answer)) }
+            let report = try JSONDecoder().decode(API.StoreCollection.self, from: Data(answer.readableBytesView))
+            guard var sum = total else {
+                total = report
+                continue
+            }
+            sum.roots = max(sum.roots, report.roots)
+            sum.kept = report.kept
+            sum.deleted.merge(report.deleted, uniquingKeysWith: +)
+            sum.deletedBytes += report.deletedBytes
+            sum.stoppedEarly = sum.stoppedEarly || report.stoppedEarly
+            total = sum
+        }
+        guard let total else { throw SproutError(.notFound, "no node of the fleet has an object store (start nodes with --store s3://…)") }
+        return try JSONBody.response(total)
     }
 
     /// Envs, builds, blobs, volumes and E2B's templates and volumes go to
