@@ -71,7 +71,7 @@ extension Integration {
             }
         }
 
-        @Test("sprout fleet up 2 starts PostgreSQL, an S3 server, an API server and two nodes that serve sandboxes; fleet down stops every process and removes it all, leaving nothing on the host")
+        @Test("sprout fleet up 3 starts PostgreSQL, an S3 server, an API server and three nodes; creates spread one to each node and run there; fleet down stops every process and removes it all, leaving nothing on the host")
         func fleetUpDown() async throws {
             let directory = try FileSystem.makeTemporaryDirectory(prefix: "sprout-fleet-test")
             try FileSystem.removeTree(directory)  // `fleet up` makes it, and refuses one that holds a fleet
@@ -86,17 +86,22 @@ extension Integration {
         }
 
         func upAndDown(directory: String, fleet: [String], env: [String]) async throws {
-            let up = try await CLI.runProcess(fleet + ["up", "2", "--directory", directory, "--cache", ServerHarness.cache, "--api-port", "0"], env: env)
+            let up = try await CLI.runProcess(fleet + ["up", "3", "--directory", directory, "--cache", ServerHarness.cache, "--api-port", "0"], env: env)
             #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)")
             func exported(_ name: String) -> String? {
                 up.stdout.split(separator: "\n").first { $0.hasPrefix("export \(name)=") }.map { String($0.dropFirst("export \(name)=".count)) }
             }
             let url = try #require(exported("SPROUT_API_URL")), key = try #require(exported("SPROUT_API_KEY"))
-            let instances = (1...2).map { HostResources.instance(of: directory + "/node-\($0)") }
+            let instances = (1...3).map { HostResources.instance(of: directory + "/node-\($0)") }
             let api = try SproutAPIClient(url: url, apiKey: key)
-            #expect(try await eventually { try await api.nodes().filter { $0.state == "ready" }.count == 2 })
-            let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
-            #expect(try await api.run(sandbox.id, API.Exec(cmd: ["hostname"])).stdoutText == sandbox.id + "\n")
+            #expect(try await eventually { try await api.nodes().filter { $0.state == "ready" }.count == 3 })
+            // Placement by free room: three creates, one on each node.
+            var sandboxes: [String] = []
+            for _ in 0..<3 { sandboxes.append(try await api.createSandbox(API.CreateSandbox(env: "empty")).id) }
+            let nodes = try await api.nodes()
+            #expect(nodes.map(\.sandboxes) == [1, 1, 1], "\(nodes)")
+            #expect(Set(try await api.sandboxes().compactMap(\.node)).count == 3)
+            for id in sandboxes { #expect(try await api.run(id, API.Exec(cmd: ["hostname"])).stdoutText == id + "\n") }
 
             let down = try await CLI.runProcess(fleet + ["down", "--directory", directory], env: env)
             #expect(down.status == 0 && !FileSystem.exists(directory), "\(down.stdout)\n\(down.stderr)")
@@ -106,7 +111,7 @@ extension Integration {
             #expect(running.isEmpty, "processes of the fleet still running: \(running)")
             for instance in instances {
                 #expect(!instance.isEmpty)
-                let left = await HostResources.leftovers(instance: instance, sandboxes: [sandbox.id])
+                let left = await HostResources.leftovers(instance: instance, sandboxes: Set(sandboxes))
                 #expect(left.isEmpty, "left on the host by node \(instance): \(left)")
             }
         }
