@@ -154,6 +154,11 @@ public final class ClusterCatalog: Sendable {
         public var reservedCPU: Double
         public var reservedMemoryMB: Int64
         public var sandboxes: Int
+
+        /// Where requests for this node go (no reservation).
+        public var placement: Placement {
+            Placement(node: id, address: registration.address, epoch: epoch, certificate: registration.certificate)
+        }
     }
 
     /// Every node with what is placed on it, by id.

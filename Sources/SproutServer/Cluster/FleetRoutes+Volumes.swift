@@ -31,10 +31,7 @@ extension FleetRoutes {
             }
             // Its content carries its own token, which its node checks.
             tokened.on("volumecontent/:id/**", method: method) { request, context in
-                let home = try await catalog.volumeHome(id: try context.parameters.require("id"))
-                let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                              body: Self.streamed(request), identity: nil, to: try await volumeNode(home))
-                return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+                try await relay(request, to: try await volumeNode(try await catalog.volumeHome(id: try context.parameters.require("id"))))
             }
         }
     }
@@ -45,7 +42,7 @@ extension FleetRoutes {
         guard let node = try await catalog.nodes().first(where: { $0.id == home.node }) else {
             throw SproutError(.unavailable, "volume \(home.name) lives on node \(home.node), which is not in the fleet")
         }
-        return ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch, certificate: node.registration.certificate)
+        return node.placement
     }
 
     /// The node a sandbox that mounts `names` (the team's volumes, by name or
@@ -77,7 +74,7 @@ extension FleetRoutes {
         guard let node = ready.min(by: { (counts[$0.id] ?? 0, $0.id) < (counts[$1.id] ?? 0, $1.id) }) else {
             throw SproutError(.unavailable, "no node of the fleet is ready to hold a volume")
         }
-        let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch, certificate: node.registration.certificate)
+        let placement = node.placement
         let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
                                       body: .bytes(body), identity: caller, to: placement)
         let answer = try await response.body.collect(upTo: 16 << 20)

@@ -62,8 +62,7 @@ struct FleetRoutes: Sendable {
         let body = try await request.body.collect(upTo: JSONBody.limit)
         var total: API.StoreCollection?
         for node in try await catalog.nodes() where node.state == .ready {
-            let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch,
-                                                     certificate: node.registration.certificate)
+            let placement = node.placement
             let response = try await send(.post, path: "/v1/store/collect", query: nil, headers: request.headers, body: .bytes(body),
                                           identity: caller, to: placement)
             let answer = try await response.body.collect(upTo: 1 << 20)
@@ -85,11 +84,10 @@ struct FleetRoutes: Sendable {
         return try JSONBody.response(total)
     }
 
-    /// Envs, builds, blobs, volumes and E2B's templates and volumes go to
-    /// one node, the fleet's first ready one by id, so that a push's uploads,
-    /// its build and the build's status meet on one node. The env it records
-    /// goes to the object store, where every node finds it by name or id;
-    /// volumes stay on that node, and so do the sandboxes that mount them.
+    /// Envs, builds, blobs and E2B's templates go to one node, the fleet's
+    /// first ready one by id, so that a push's uploads, its build and the
+    /// build's status meet on one node. The env it records goes to the
+    /// object store, where every node finds it by name or id.
     private func forwardToBuilder(on group: RouterGroup<SproutContext>, paths: [String], except: [(HTTPRequest.Method, String)] = []) {
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
             for path in paths where !except.contains(where: { $0 == (method, path) }) {
@@ -115,7 +113,7 @@ struct FleetRoutes: Sendable {
         guard let node = nodes.first(where: { $0.state == .ready && $0.leaseSeconds > 0 }) else {
             throw SproutError(.unavailable, "no node of the fleet is ready to build")
         }
-        return ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch, certificate: node.registration.certificate)
+        return node.placement
     }
 
     /// Every method on `paths` (the first is the sandbox itself, whose DELETE
@@ -187,11 +185,7 @@ struct FleetRoutes: Sendable {
         forwardToBuilder(on: group, paths: ["templates", "templates/**", "v2/templates/**", "v3/templates", "v3/templates/**"])
         // The upload link of a template's file carries its own token: no key.
         let tokened = router.group().add(middleware: E2BErrorMiddleware())
-        tokened.put("templates/files/upload/:token") { request, context in
-            let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                          body: Self.streamed(request), identity: nil, to: try await builder())
-            return Self.response(response, body: ResponseBody(asyncSequence: response.body))
-        }
+        tokened.put("templates/files/upload/:token") { request, _ in try await relay(request, to: try await builder()) }
         return (group, tokened)
     }
 
@@ -203,7 +197,14 @@ struct FleetRoutes: Sendable {
         }
         var headers = request.headers
         headers[EnvdMiddleware.sandboxHeader] = id
-        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers,
+        return try await relay(request, headers: headers, to: placement)
+    }
+
+    /// A request that carries its own token (a sandbox's, a volume's, an
+    /// upload link's), streamed to `placement` as it came (with `headers`,
+    /// if given) for the node to check.
+    func relay(_ request: Request, headers: HTTPFields? = nil, to placement: ClusterCatalog.Placement) async throws -> Response {
+        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: headers ?? request.headers,
                                       body: Self.streamed(request), identity: nil, to: placement)
         return Self.response(response, body: ResponseBody(asyncSequence: response.body))
     }
@@ -217,9 +218,7 @@ struct FleetRoutes: Sendable {
         guard let id = try await catalog.placedSandboxes().first(where: { EnvdMiddleware.signature(of: request, token: tokens.token(for: $0)) == signature }),
               let placement = try await catalog.placement(of: id)
         else { return EnvdMiddleware.invalidSignature(request) }
-        let response = try await send(request.method, path: request.uri.path, query: request.uri.query, headers: request.headers,
-                                      body: Self.streamed(request), identity: nil, to: placement)
-        return Self.response(response, body: ResponseBody(asyncSequence: response.body))
+        return try await relay(request, to: placement)
     }
 
     /// Places the sandbox on a node and creates it there; a node that cannot
@@ -289,8 +288,7 @@ struct FleetRoutes: Sendable {
         let lists = await withTaskGroup(of: (node: String, entries: [JSONValue]).self) { group in
             for node in nodes {
                 group.addTask {
-                    let placement = ClusterCatalog.Placement(node: node.id, address: node.registration.address, epoch: node.epoch,
-                                                             certificate: node.registration.certificate)
+                    let placement = node.placement
                     do {
                         let response = try await send(.get, path: path, query: request.uri.query, headers: request.headers, body: nil,
                                                       identity: identity, to: placement)

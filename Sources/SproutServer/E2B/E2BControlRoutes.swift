@@ -21,7 +21,6 @@ struct E2BControlRoutes {
                 var create = try Self.translate(body)
                 create.fromPool = try Self.fromPool(request.headers[Self.poolHeader])
                 let request = create
-                try await services.ensureVolumesHere(request, for: try context.caller())
                 try await services.builtins.ensure(request.env, for: try context.caller())
                 let sandbox = try await services.lifecycle.create(request, for: try context.caller())
                 return try JSONBody.response(created(sandbox), status: .created)
@@ -314,9 +313,10 @@ struct E2BErrorMiddleware: RouterMiddleware {
             return response
         } catch let error as DecodingError {
             return Self.response(.badRequest, "malformed request body: \(error)")
-        } catch let error as APIError {
-            var response = Self.response(error.status, error.error.message)
-            if let placeElsewhere = error.placeElsewhere { response.headers[APIError.placeElsewhereHeader] = placeElsewhere }
+        } catch let error as SandboxLifecycle.VolumesElsewhere {
+            let mapped = APIError(error)
+            var response = Self.response(mapped.status, mapped.error.message)
+            response.headers[APIError.placeElsewhereHeader] = mapped.placeElsewhere
             return response
         } catch let error as HTTPResponseError {
             return Self.response(error.status, error.status.reasonPhrase)

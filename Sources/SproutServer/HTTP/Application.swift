@@ -142,23 +142,6 @@ public struct SproutServices: Sendable {
     var domain: String { config.domain ?? "localhost:\(listeningPort.current)" }
 }
 
-extension SproutServices {
-    /// On a fleet node: a create that names no volumes, of an env that
-    /// mounts volumes by default which are not on this node, is refused with
-    /// `Sprout-Place-Elsewhere: volumes=NAME,…`, and the API server places it
-    /// again where they live.
-    func ensureVolumesHere(_ create: API.CreateSandbox, for caller: Identity) async throws {
-        guard membership != nil, create.volumes == nil, !EnvGraph.builtins.contains(create.env),
-              let env = try? await lifecycle.graph.resolve(create.env, team: caller.team)
-        else { return }
-        var missing: [String] = []
-        for mount in env.volumes ?? [] where try await catalog.volumes.find(mount.volume, team: caller.team) == nil { missing.append(mount.volume) }
-        guard let first = missing.first else { return }
-        throw APIError(error: SproutError(.notFound, "no volume named '\(first.prefix(64))' (a volume \(env.id) mounts by default)"),
-                       placeElsewhere: "volumes=" + missing.joined(separator: ","))
-    }
-}
-
 /// Everything a running server is made of, built by `buildApplication`.
 public struct SproutServerParts: Sendable {
     public let services: SproutServices

@@ -53,6 +53,13 @@ struct APIError: HTTPResponseError {
     var placeElsewhere: String? = nil
     static let placeElsewhereHeader = HTTPField.Name("Sprout-Place-Elsewhere")!
 
+    init(error: SproutError) { self.error = error }
+
+    init(_ elsewhere: SandboxLifecycle.VolumesElsewhere) {
+        error = elsewhere.error
+        placeElsewhere = "volumes=" + elsewhere.names.joined(separator: ",")
+    }
+
     var status: HTTPResponse.Status {
         switch error.code {
         case .invalidArgument, .malformed: .badRequest
@@ -104,9 +111,10 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
             let mapped = APIError(error: error)
             status = mapped.status.code
             throw mapped
-        } catch let error as APIError {
-            status = error.status.code
-            throw error
+        } catch let error as SandboxLifecycle.VolumesElsewhere {
+            let mapped = APIError(error)
+            status = mapped.status.code
+            throw mapped
         } catch let error as HTTPResponseError {
             status = error.status.code
             let code: SproutError.Code = error.status == .notFound ? .notFound : error.status.code == 413 ? .tooLarge : .invalidArgument

@@ -10,7 +10,6 @@ struct SandboxRoutes {
     func register(on group: RouterGroup<SproutContext>) {
         group.post("sandboxes") { request, context in
             let body = try await JSONBody.decode(API.CreateSandbox.self, from: request)
-            try await services.ensureVolumesHere(body, for: try context.caller())
             try await services.builtins.ensure(body.env, for: try context.caller())
             let sandbox = try await services.lifecycle.create(body, for: try context.caller())
             return try JSONBody.response(sandbox, status: .created)

@@ -174,6 +174,14 @@ extension SandboxLifecycle {
         }
     }
 
+    /// A fleet node's refusal of a create whose env mounts by default volumes
+    /// that are not here (`names`): answered with `Sprout-Place-Elsewhere`, so
+    /// the API server places the create where they live.
+    struct VolumesElsewhere: Error {
+        let error: SproutError
+        let names: [String]
+    }
+
     /// A create's volumes, each the team's, at distinct clean absolute paths
     /// (`defaultsOf`: the env whose defaults they are, for the errors).
     func resolveVolumes(_ asked: [API.VolumeMount], team: String, defaultsOf env: String? = nil) async throws -> [VolumeMount] {
@@ -188,7 +196,12 @@ extension SandboxLifecycle {
             }
             guard !mounts.contains(where: { $0.path == path }) else { throw SproutError(.invalidArgument, "two volumes at \(path)") }
             guard let volume = try await catalog.volumes.find(mount.volume, team: team) else {
-                throw SproutError(.notFound, "no volume named '\(mount.volume.prefix(64))'" + (env.map { " (a volume \($0) mounts by default)" } ?? ""))
+                let error = SproutError(.notFound, "no volume named '\(mount.volume.prefix(64))'" + (env.map { " (a volume \($0) mounts by default)" } ?? ""))
+                // On a fleet node, an env's own volumes may live on another node: the API server places the create there.
+                guard env != nil, settings.node != nil else { throw error }
+                var missing: [String] = []
+                for other in asked where try await catalog.volumes.find(other.volume, team: team) == nil { missing.append(other.volume) }
+                throw VolumesElsewhere(error: error, names: missing)
             }
             mounts.append(VolumeMount(volume: volume.id, name: volume.name, path: path, readOnly: mount.readOnly ?? false))
         }

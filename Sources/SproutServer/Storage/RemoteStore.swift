@@ -59,7 +59,7 @@ public final class RemoteStore: Sendable {
     }
 
     /// Whether something the store last had written at `time` must be renewed before it is reused.
-    func isStale(_ time: Double?) -> Bool { (time ?? 0) < Date().timeIntervalSince1970 - grace / 2 }
+    private func isStale(_ time: Double?) -> Bool { (time ?? 0) < Date().timeIntervalSince1970 - grace / 2 }
 
     /// Whether `stored` may be reused: written recently enough, or renewed
     /// now (false if it went meanwhile: the caller writes it again).
@@ -585,6 +585,6 @@ struct PauseHandoff: Codable, Sendable {
     /// collector may find it dead (nil in handoffs written before this was kept).
     var writer: String? = nil
 
-    /// What of the store it holds: its memory image, its writable layer and its env's.
+    /// The memory image it holds in the store (nil for a pause that kept only files).
     var image: String? { memory ? record.imageList.last : nil }
 }
