@@ -181,7 +181,7 @@ extension API {
         public var roots: Int
         /// Objects it kept: held, younger than the grace, or not its kind.
         public var kept: Int
-        /// Objects removed, by kind (`handoffs`, `images`, `packs`, `uppers`, `layers`).
+        /// Objects removed, by kind (`handoffs`, `envs` (deleted envs' records), `images`, `packs`, `uppers`, `layers`).
         public var deleted: [String: Int]
         public var deletedBytes: Int64
         /// It stopped before the end: deleting took longer than a quarter of the grace.

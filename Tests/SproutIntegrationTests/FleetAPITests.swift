@@ -128,6 +128,11 @@ extension Integration {
             let listed = try await api.envs()
             #expect(listed.contains { $0.id == snapshot.id }, "\(listed.map(\.id))")
             #expect(listed.filter { $0.id == "empty" }.count == 1, "a built-in env once: \(listed.map(\.id))")
+            // Its delete through the API server reaches the node that has it (not the builder, which answers 404).
+            #expect(try await api.deleteEnv(snapshot.id) == [snapshot.id])
+            #expect(!(try await elsewhere.client.envs().contains { $0.id == snapshot.id }), "deleted on its node")
+            #expect(!(try await api.envs().contains { $0.id == snapshot.id }))
+            await #expect(throws: SproutError.self) { _ = try await api.createSandbox(API.CreateSandbox(env: snapshot.id)) }
 
             // Keys live in the fleet: a team's key sees only its team's sandboxes, whichever node holds them.
             let teamKey = try await api.createKey(API.CreateKey(name: "t2", team: "t2"))
@@ -380,6 +385,32 @@ extension Integration {
             let collected = try await api.collectStore()
             #expect(collected.roots >= 2 && collected.deleted.isEmpty, "\(collected)")
             for node in [a, b] { #expect(try await node.client.metrics().contains("sprout_store_collections_total 1"), "node-\(node.instance) collected") }
+
+            // A delete through the API server: the builder records it in the store, and the other node, which took the env from there, forgets it too.
+            let fleetenv = try await api.env("fleetenv")
+            #expect(try await other.client.envs().contains { $0.id == fleetenv.id }, "the control: the other node has it")
+            #expect(try await api.deleteEnv("fleetenv") == [fleetenv.id])
+            for node in [builder, other] {
+                #expect(!(try await node.client.envs().contains { $0.id == fleetenv.id }), "node-\(node.instance) forgot it")
+                for reference in ["fleetenv", fleetenv.id] {
+                    await #expect(throws: SproutError.self) { _ = try await node.client.createSandbox(API.CreateSandbox(env: reference)) }
+                }
+            }
+            // A node that missed a delete (made on the builder directly) forgets the env at its next collection.
+            try await push("""
+                id = "missed"
+                [template]
+                from = "empty"
+                [build]
+                run = ["echo missed > /missed.txt"]
+                """)
+            let missed = try await api.env("missed")
+            _ = try await api.killSandbox(try await Self.placed(on: other, count: 1, env: "missed", api: api)[0])
+            #expect(try await builder.client.deleteEnv("missed") == [missed.id])
+            #expect(try await other.client.envs().contains { $0.id == missed.id }, "the control: the other node still has it")
+            _ = try await other.client.collectStore()
+            #expect(!(try await other.client.envs().contains { $0.id == missed.id }), "forgotten at the collection")
+            #expect(other.log.contains("envs deleted elsewhere in the fleet were forgotten here"))
 
             // E2B's template builder, stock SDK, through the API server: built on the builder, started anywhere.
             let sdk = try await CLI.runProcess(

@@ -282,6 +282,44 @@ extension Integration {
             }
         }
 
+        @Test("a deleted env stays deleted with a store: the store records the delete, so neither its name nor its id finds it again, nor its fork (deleted with force); past the grace a collection removes their records and the layers only they held")
+        func deletedEnvs() async throws {
+            try await Self.withStore { _, store, server in
+                let api = server.client
+                try await Self.pushEnv("doomed", run: "head -c 100000 /dev/urandom > /doomed.bin", to: server)
+                let env = try await api.env("doomed")
+                let sandbox = try await api.createSandbox(API.CreateSandbox(env: "doomed"))
+                #expect(try await api.run(sandbox.id, API.Exec(shell: "head -c 100000 /dev/urandom > /fork.bin")).exit == API.Exit(code: 0))
+                let fork = try await api.snapshot(sandbox.id, name: "doomed-fork")
+                _ = try await api.killSandbox(sandbox.id)
+                let digests = Set(env.layers + fork.layers)
+                let layers = Set(try await store.list(prefix: "layers/").map(\.key)).filter { key in digests.contains { key.hasPrefix("layers/\($0)/") } }
+                #expect(layers.count == digests.count, "the control: both envs' layers are in the store")
+
+                await #expect(throws: SproutError.self) { _ = try await api.deleteEnv("doomed") }
+                #expect(try await api.deleteEnv("doomed", force: true).sorted() == [env.id, fork.id].sorted())
+                for id in [env.id, fork.id] {
+                    let record = try #require(try await store.get("envs/\(id).json"))
+                    #expect((try JSONSerialization.jsonObject(with: Data(record)) as? [String: Any])?["deletedAt"] is Double, "\(id)'s record says it is deleted")
+                }
+                for reference in ["doomed", env.id, "doomed-fork", fork.id] {
+                    await #expect(throws: SproutError.self, "\(reference) is not found again") {
+                        _ = try await api.createSandbox(API.CreateSandbox(env: reference))
+                    }
+                }
+                #expect(!(try await api.envs().contains { [env.id, fork.id].contains($0.id) }))
+
+                // Within the grace the records stay; past a grace of 0 s they go, and the layers only they held.
+                #expect(try await api.collectStore().deleted["envs"] == nil)
+                try await Self.storeClockPassed(store)
+                let report = try await api.collectStore(graceSeconds: 0)
+                #expect(report.deleted["envs"] == 2 && report.deleted["layers"] == digests.count, "\(report)")
+                let left = Set(try await store.list().map(\.key))
+                for key in layers.union(["envs/\(env.id).json", "envs/\(fork.id).json"]) { #expect(!left.contains(key), "\(key) was collected") }
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("a store that fails refuses the pause and the sandbox keeps running with its processes: before the checkpoint and after it")
         func storeDown() async throws {
             try await Self.withStore { s3, _, server in

@@ -92,10 +92,61 @@ struct FleetRoutes: Sendable {
         for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] {
             for path in paths where !except.contains(where: { $0 == (method, path) }) {
                 group.on(RouterPath(path), method: method) { request, context in
-                    try await forward(request, context: context, to: try await builder())
+                    if method == .delete, Self.deletesEnv(request.uri.path) { return try await deleteEnv(request, context: context) }
+                    return try await forward(request, context: context, to: try await builder())
                 }
             }
         }
+    }
+
+    /// Whether `path` is an env's delete: `/v1/envs/{id}`, or E2B's
+    /// `/templates/{id}` (not `/templates/tags`). (Routes of their own would
+    /// clash with the builder's `…/**` in the router.)
+    static func deletesEnv(_ path: String) -> Bool {
+        let parts = path.split(separator: "/")
+        return (parts.count == 3 && parts[0] == "v1" && parts[1] == "envs") || (parts.count == 2 && parts[0] == "templates" && parts[1] != "tags")
+    }
+
+    /// An env's delete (`/v1/envs/{id}`, E2B's `/templates/{id}`): one node
+    /// decides it, the builder or else the first that has the env (without
+    /// a store, an env is only on the node that made it); with a store it
+    /// finds forks made on any node there and marks every env it deletes
+    /// deleted there. Then each other node forgets those envs (`DELETE
+    /// /v1/envs/{id}` by id, with the same `force`; a node that does not
+    /// have them answers 404). A node that misses this forgets them at its
+    /// next collection of the store. The deciding node's answer is the
+    /// caller's, or the builder's when no node has the env.
+    private func deleteEnv(_ request: Request, context: SproutContext) async throws -> Response {
+        let caller = try context.caller()
+        let builder = try await builder()
+        let others = try await catalog.nodes().filter { $0.state != .lost && $0.id != builder.node }.map(\.placement)
+        var decided: (node: String, response: HTTPClientResponse, answer: ByteBuffer)?
+        for node in [builder] + others {
+            let response = try await send(.delete, path: request.uri.path, query: request.uri.query, headers: request.headers, body: nil,
+                                          identity: caller, to: node)
+            let answer = try await response.body.collect(upTo: JSONBody.limit)
+            if decided == nil || response.status.code != 404 { decided = (node.node, response, answer) }
+            if response.status.code != 404 { break }
+        }
+        guard let (decider, response, answer) = decided else { throw SproutError(.unavailable, "no node of the fleet is ready") }
+        let deleted = response.headers.first(name: HTTPField.Name.sproutDeletedEnvs.rawName)?.split(separator: ",").map(String.init) ?? []
+        if response.status.code / 100 == 2, let first = deleted.first {
+            let force = request.uri.queryParameters.get("force") == "true"
+            for node in [builder] + others where node.node != decider {
+                do {
+                    let forgot = try await send(.delete, path: "/v1/envs/\(first)", query: force ? "force=true" : nil, headers: [:], body: nil,
+                                                identity: caller, to: node)
+                    let status = forgot.status.code
+                    _ = try await forgot.body.collect(upTo: 1 << 20)
+                    if status / 100 != 2 && status != 404 { throw SproutError(.unavailable, "it answered \(status)") }
+                } catch {
+                    logger.warning("a node did not forget deleted envs (with a store, it will at its next collection)", metadata: [
+                        "node": "\(node.node)", "envs": "\(deleted)", "error": "\(error)",
+                    ])
+                }
+            }
+        }
+        return Self.response(response, body: ResponseBody(byteBuffer: answer))
     }
 
     /// What placement reads of E2B's create: its template, and the volumes it mounts.

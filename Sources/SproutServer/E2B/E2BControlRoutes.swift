@@ -118,8 +118,8 @@ struct E2BControlRoutes {
             return try JSONBody.response(E2B.TemplateAlias(templateID: env.id, public: env.builtin))
         }
         group.delete("templates/:id") { _, context in
-            _ = try await services.lifecycle.deleteEnv(try Self.templateName(context, "id"), force: false, for: try context.caller())
-            return Response(status: .noContent)
+            let deleted = try await services.lifecycle.deleteEnv(try Self.templateName(context, "id"), force: false, for: try context.caller())
+            return Response(status: .noContent, headers: [.sproutDeletedEnvs: deleted.joined(separator: ",")])
         }
     }
 

@@ -261,7 +261,8 @@ private func assembleApplication(
     var placed: (@Sendable (String) async throws -> Bool)?
     if let fleet = membership?.catalog { placed = { id in try await fleet.placement(of: id) != nil } }
     let storeCollector = stores.remote.map { remote in
-        StoreCollector(remote: remote, catalog: catalog, instance: settings.instance, placed: placed, metrics: metrics, logger: logger)
+        StoreCollector(remote: remote, catalog: catalog, instance: settings.instance, placed: placed,
+                       forget: { ids in try await lifecycle.forgetEnvs(ids, force: false) }, metrics: metrics, logger: logger)
     }
     let services = SproutServices(lifecycle: lifecycle, keys: keys, builder: builder, pool: pool,
                                   builtins: BuiltinEnvs(lifecycle: lifecycle, builder: builder, directory: BuiltinEnvs.locate(explicit: config.envsDirectory)),

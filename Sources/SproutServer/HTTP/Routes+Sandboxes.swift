@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import SproutAPI
 import SproutCore
@@ -67,7 +68,9 @@ struct SandboxRoutes {
         group.delete("envs/:id") { request, context in
             let force = request.uri.queryParameters.get("force") == "true"
             let deleted = try await services.lifecycle.deleteEnv(try context.parameters.require("id"), force: force, for: try context.caller())
-            return try JSONBody.response(API.Deleted(deleted: deleted))
+            var response = try JSONBody.response(API.Deleted(deleted: deleted))
+            response.headers[.sproutDeletedEnvs] = deleted.joined(separator: ",")
+            return response
         }
         group.get("sandboxes/:id/events") { _, context in
             try JSONBody.response(try await services.lifecycle.events(try context.parameters.require("id"), for: try context.caller()))
@@ -136,4 +139,11 @@ extension SandboxRoutes {
         if let start, let end, start > end { throw SproutError(.invalidArgument, "start is after end") }
         return (start, end)
     }
+}
+
+extension HTTPField.Name {
+    /// A node's answer to an env's delete names every env it deleted (the
+    /// env and, with `force`, its descendants), on `/v1` and E2B's routes
+    /// alike: an API server has the fleet's other nodes forget them.
+    static let sproutDeletedEnvs = HTTPField.Name("Sprout-Deleted-Envs")!
 }

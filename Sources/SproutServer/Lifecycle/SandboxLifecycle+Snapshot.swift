@@ -65,6 +65,10 @@ extension SandboxLifecycle {
     /// the last of them ends, as E2B's snapshots do; then the layers only it
     /// referenced go. Refused while another env forks it, unless `force`
     /// (which deletes its descendants too and kills every sandbox of them).
+    /// With `--store`, forks recorded there by other nodes count too, and the
+    /// deletes are written there first (`RemoteStore.tombstone`), so no node
+    /// finds the envs again; an API server then has every other node forget
+    /// them (`forgetEnvs`).
     public func deleteEnv(_ reference: String, force: Bool, for identity: Identity) async throws -> [String] {
         guard !EnvGraph.builtins.contains(reference) else {
             throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
@@ -73,12 +77,30 @@ extension SandboxLifecycle {
         if try await catalog.envs.find(env.id)?.team == BuiltinEnvs.team {
             throw SproutError(.invalidArgument, "the built-in env '\(reference)' cannot be deleted")
         }
-        let doomed = [env.id] + (try await graph.tree(env.id, for: identity)).descendants.map(\.id)
+        var doomed = [env.id] + (try await graph.tree(env.id, for: identity)).descendants.map(\.id)
+        if let remote = stores.remote {
+            for id in try await remote.storedDescendants(of: env.id) where !doomed.contains(id) { doomed.append(id) }
+        }
         if !force && doomed.count > 1 {
             throw SproutError(.conflict, "env \(env.id) has \(doomed.count - 1) descendant env(s); delete them first or use --force")
         }
-        let users = try await repository.all(in: SandboxState.allCases.filter(\.isLive)).filter { doomed.contains($0.env) }
-        try await catalog.envs.markDeleted(doomed)
+        if let remote = stores.remote {
+            var known: [EnvRecord] = []
+            for id in doomed { if let record = try await catalog.envs.find(id) { known.append(record) } }
+            try await remote.tombstone(doomed, known: known, at: clock.now)
+        }
+        try await forgetEnvs(doomed, force: force)
+        logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])
+        return doomed
+    }
+
+    /// This node's part of deleting `ids`: they are marked deleted here,
+    /// their pooled sandboxes go (with `force`, every sandbox of them), and
+    /// what nothing holds any more is collected. Ids this node does not have
+    /// are passed over.
+    func forgetEnvs(_ ids: [String], force: Bool) async throws {
+        let users = try await repository.all(in: SandboxState.allCases.filter(\.isLive)).filter { ids.contains($0.env) }
+        try await catalog.envs.markDeleted(ids)
         // Pooled ones go (the pool keeps nothing of a deleted env); with force, every one.
         for sandbox in users where force || sandbox.state == .pooled {
             _ = try? await kill(sandbox.id, reason: "env deleted")
@@ -86,8 +108,6 @@ extension SandboxLifecycle {
         try await catalog.envs.purgeDeleted()
         await collector.collect(.layers)
         await collector.collect(.images)
-        logger.info("env deleted", metadata: ["env": "\(env.id)", "with": "\(doomed.count - 1) descendants"])
-        return doomed
     }
 
 }

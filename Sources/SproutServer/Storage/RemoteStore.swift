@@ -293,7 +293,8 @@ public final class RemoteStore: Sendable {
     // MARK: Collection
 
     /// Deletes what nothing holds: the collector's sweep (see `StoreCollector`).
-    /// Roots are the env records (`envs/`, and `localEnvs`) and the pauses
+    /// Roots are the env records (`envs/` but for deleted ones, whose
+    /// records go a grace after the delete; and `localEnvs`) and the pauses
     /// (`sandboxes/<id>/pause.json`) `isLive` keeps; they hold layers,
     /// memory images (and through those, packs) and writable layers. An
     /// object is deleted only when no root holds it and it was written more
@@ -303,9 +304,10 @@ public final class RemoteStore: Sendable {
     /// began before the mark has made its root by the time anything it uses
     /// could go. Names, tags and anything else are never touched. A root
     /// that cannot be read stops the collection before it deletes anything.
+    /// Returns the report and the envs the store records as deleted.
     func collect(
         grace: Double, localEnvs: [EnvRecord], isLive: @Sendable (String, PauseHandoff) async throws -> Bool
-    ) async throws -> API.StoreCollection {
+    ) async throws -> (report: API.StoreCollection, deletedEnvs: [String]) {
         let mark = Date().timeIntervalSince1970
         let objects = try await client.list(prefix: "")
         func old(_ object: S3Client.Listed) -> Bool { (object.lastModified?.timeIntervalSince1970 ?? .infinity) < mark - grace }
@@ -317,6 +319,7 @@ public final class RemoteStore: Sendable {
             if let image = env.memoryImage { images.insert(image) }
         }
         var dead: [S3Client.Listed] = []
+        var deleted: [String] = []
         for object in objects {
             let parts = object.key.split(separator: "/", omittingEmptySubsequences: false)
             if parts.count == 3, parts[0] == "sandboxes", parts[2] == "pause.json" {
@@ -334,6 +337,12 @@ public final class RemoteStore: Sendable {
                 }
             } else if parts.count == 2, parts[0] == "envs", parts[1].hasSuffix(".json") {
                 guard let env = try await storedEnv(String(parts[1].dropLast(".json".count))) else { continue }
+                if env.deletedAt != nil {
+                    // Deleted: it holds nothing; its record goes a grace after the delete wrote it.
+                    deleted.append(env.id)
+                    if old(object) { dead.append(object) }
+                    continue
+                }
                 roots += 1
                 hold(env)
             }
@@ -351,7 +360,7 @@ public final class RemoteStore: Sendable {
         let deadKeys = Set(dead.map(\.key))
         func kind(_ object: S3Client.Listed) -> String? {
             let key = object.key
-            if deadKeys.contains(key) { return "handoffs" }
+            if deadKeys.contains(key) { return key.hasPrefix("envs/") ? "envs" : "handoffs" }
             if key.hasPrefix("images/"), key.hasSuffix(".json"), !images.contains(String(key.dropFirst("images/".count).dropLast(".json".count))) { return "images" }
             if key.hasPrefix("packs/"), !packs.contains(key) { return "packs" }
             if key.hasPrefix("uppers/"), !uppers.contains(key) { return "uppers" }
@@ -377,7 +386,7 @@ public final class RemoteStore: Sendable {
             if kind == "packs" { gone.insert(object.key) }
         }
         try forget(packs: gone)
-        return report
+        return (report, deleted)
     }
 
     // MARK: Envs
@@ -392,6 +401,41 @@ public final class RemoteStore: Sendable {
         guard Identifiers.isSafeName(id), let bytes = try await client.get("envs/\(id).json") else { return nil }
         do { return try JSONDecoder().decode(EnvRecord.self, from: Data(bytes)) } catch {
             throw SproutError(.malformed, "envs/\(id).json in the store is damaged: \(error)")
+        }
+    }
+
+    /// Every env the store records as a fork of `id`, or of a fork of it,
+    /// deleted ones too: what a fleet-wide delete of `id` takes with it,
+    /// wherever those were made. One listing and a read per recorded env.
+    func storedDescendants(of id: String) async throws -> [String] {
+        var children: [String: [String]] = [:]
+        for object in try await client.list(prefix: "envs/") where object.key.hasSuffix(".json") {
+            guard let env = try await storedEnv(String(object.key.dropFirst("envs/".count).dropLast(".json".count))) else { continue }
+            children[env.parent, default: []].append(env.id)
+        }
+        var found: [String] = []
+        var next = [id]
+        while let parent = next.popLast() {
+            for child in children[parent] ?? [] where !found.contains(child) {
+                found.append(child)
+                next.append(child)
+            }
+        }
+        return found
+    }
+
+    /// Marks envs deleted in the store (`envs/<id>.json` keeps the record,
+    /// with `deletedAt`): no node finds them by name or id any more, a node
+    /// that missed the delete forgets them at its next collection
+    /// (`StoreCollector`), and the collection removes the records a grace
+    /// later (their layers, once nothing else holds them). `known` are the
+    /// records of envs the store may lack (made before the store was set).
+    func tombstone(_ ids: [String], known: [EnvRecord], at time: Double) async throws {
+        for id in ids {
+            guard var env = try await storedEnv(id) ?? known.first(where: { $0.id == id }) else { continue }
+            guard env.deletedAt == nil else { continue }
+            (env.deletedAt, env.published, env.publishedAt) = (time, false, nil)
+            try await client.put("envs/\(id).json", bytes: Array(try JSONEncoder.sorted.encode(env)))
         }
     }
 

@@ -16,6 +16,10 @@ import SproutSystem
 /// more than a grace ago, and no node of the fleet has the sandbox placed (a
 /// sandbox moved away is another node's now). Pauses other servers wrote are
 /// theirs to judge; pauses written before writers were recorded are kept.
+///
+/// Envs the store records as deleted that this server still has (it missed
+/// the delete: down, or unreachable from the API server then) are forgotten
+/// here as a delete would (`forget`).
 public final class StoreCollector: Service, Sendable {
     /// Six hours: what a pause or a build reuses of the store is renewed if
     /// written more than three hours before.
@@ -26,13 +30,16 @@ public final class StoreCollector: Service, Sendable {
     let instance: String
     /// Whether a fleet has the sandbox placed on any node (nil: not in a fleet).
     let placed: (@Sendable (String) async throws -> Bool)?
+    /// This server's part of deleting envs (`SandboxLifecycle.forgetEnvs`).
+    let forget: @Sendable ([String]) async throws -> Void
     let metrics: ServerMetrics
     let logger: Logger
     private let running = AsyncLock()
 
-    init(remote: RemoteStore, catalog: Catalog, instance: String, placed: (@Sendable (String) async throws -> Bool)?, metrics: ServerMetrics,
-         logger: Logger) {
-        (self.remote, self.catalog, self.instance, self.placed, self.metrics, self.logger) = (remote, catalog, instance, placed, metrics, logger)
+    init(remote: RemoteStore, catalog: Catalog, instance: String, placed: (@Sendable (String) async throws -> Bool)?,
+         forget: @escaping @Sendable ([String]) async throws -> Void, metrics: ServerMetrics, logger: Logger) {
+        (self.remote, self.catalog, self.instance, self.placed, self.forget, self.metrics, self.logger) =
+            (remote, catalog, instance, placed, forget, metrics, logger)
     }
 
     public func run() async throws {
@@ -58,11 +65,17 @@ public final class StoreCollector: Service, Sendable {
         return try await running.withLock {
             let started = monotonicSeconds()
             let (catalog, instance, placed) = (self.catalog, self.instance, self.placed)
-            let report = try await self.remote.collect(grace: grace, localEnvs: try await catalog.envs.all()) { id, handoff in
+            let local = try await catalog.envs.all()
+            let (report, deleted) = try await self.remote.collect(grace: grace, localEnvs: local) { id, handoff in
                 guard handoff.writer == instance, let record = try await catalog.sandboxes.find(id), record.state == .killed,
                       let ended = record.endedAt, ended < Date().timeIntervalSince1970 - grace
                 else { return true }
                 return try await placed?(id) ?? false
+            }
+            let missed = Set(local.filter { $0.deletedAt == nil }.map(\.id)).intersection(deleted).sorted()
+            if !missed.isEmpty {
+                try await self.forget(missed)
+                self.logger.notice("envs deleted elsewhere in the fleet were forgotten here", metadata: ["envs": "\(missed)"])
             }
             self.metrics.storeCollected(report)
             self.logger.info("the object store was collected", metadata: [
