@@ -155,15 +155,24 @@ extension API {
             public var error: String
             public init(id: String, error: String) { (self.id, self.error) = (id, error) }
         }
+        /// A volume the drain moved, and the node it lives on now.
+        public struct VolumeMove: Codable, Sendable, Equatable {
+            public var id: String
+            public var name: String
+            public var node: String
+            public init(id: String, name: String, node: String) { (self.id, self.name, self.node) = (id, name, node) }
+        }
         public var node: Node
         public var moved: [Move]
-        /// Sandboxes that could not be moved, and why (each stays where it was; drain again to retry).
+        /// Sandboxes (or volumes, by id) that could not be moved, and why (each stays where it was; drain again to retry).
         public var failed: [Failure]
         /// Sandboxes still placed on the node afterwards.
         public var remaining: [String]
+        /// Volumes moved, with the sandboxes that mount them (nil from a node asked directly).
+        public var movedVolumes: [VolumeMove]?
 
-        public init(node: Node, moved: [Move], failed: [Failure], remaining: [String]) {
-            (self.node, self.moved, self.failed, self.remaining) = (node, moved, failed, remaining)
+        public init(node: Node, moved: [Move], failed: [Failure], remaining: [String], movedVolumes: [VolumeMove]? = nil) {
+            (self.node, self.moved, self.failed, self.remaining, self.movedVolumes) = (node, moved, failed, remaining, movedVolumes)
         }
     }
 

@@ -24,6 +24,23 @@ extension API {
         }
     }
 
+    /// A volume on its way from one node of a fleet to another: its node
+    /// answers `POST /v1/volumes/{id}/export` (admin) with it once its file
+    /// system is in the object store (`key`), and the other node takes it in
+    /// with `POST /v1/volumes/import`.
+    public struct VolumeExport: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var team: String
+        public var sizeMB: Int
+        public var createdAt: Double
+        /// The store's copy of its file system.
+        public var key: String
+        public init(id: String, name: String, team: String, sizeMB: Int, createdAt: Double, key: String) {
+            (self.id, self.name, self.team, self.sizeMB, self.createdAt, self.key) = (id, name, team, sizeMB, createdAt, key)
+        }
+    }
+
     public struct CreateVolume: Codable, Sendable {
         public var name: String
         /// The size limit, MiB (default 1024).

@@ -28,7 +28,7 @@ struct NodeList: AsyncParsableCommand {
 struct NodeDrain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drain", abstract: "Place no new sandboxes on a node and move its sandboxes to others (through an API server).",
-        discussion: "A running sandbox moves by pause and resume, its processes intact; a paused one moves paused. Run it again to retry what failed.")
+        discussion: "A running sandbox moves by pause and resume, its processes intact; a paused one moves paused; the node's volumes move with the sandboxes that mount them. Run it again to retry what failed.")
     @OptionGroup var client: ClientOptions
     @Argument var id: String
     @Flag(help: "Print JSON.") var json = false
@@ -37,6 +37,7 @@ struct NodeDrain: AsyncParsableCommand {
         let drain = try await client.client().drainNode(id)
         if json { return try Output.json(drain) }
         for move in drain.moved { print("\(move.id) moved to \(move.node) (\(move.state.rawValue))") }
+        for volume in drain.movedVolumes ?? [] { print("volume \(volume.name) (\(volume.id)) moved to \(volume.node)") }
         for failure in drain.failed { print("\(failure.id) not moved: \(failure.error)") }
         print("\(drain.node.id) \(drain.node.state): \(drain.moved.count) moved, \(drain.remaining.count) left on it")
         if !drain.failed.isEmpty { throw ExitCode(1) }

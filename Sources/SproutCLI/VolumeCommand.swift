@@ -9,7 +9,7 @@ import SproutSystem
 struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume", abstract: "Volumes: storage that outlives sandboxes and is shared between them.",
-        subcommands: [VolumeCreate.self, VolumeList.self, VolumeShow.self, VolumeDelete.self, VolumeFilesCommand.self])
+        subcommands: [VolumeCreate.self, VolumeList.self, VolumeShow.self, VolumeDelete.self, VolumeMove.self, VolumeFilesCommand.self])
 }
 
 struct VolumeCreate: AsyncParsableCommand {
@@ -59,6 +59,22 @@ struct VolumeShow: AsyncParsableCommand {
                            ("mounted by", v.mountedBy.joined(separator: ", ")), ("created", Output.date(v.createdAt))] {
             print("\(k.padding(toLength: 10, withPad: " ", startingAt: 0)) \(value)")
         }
+    }
+}
+
+struct VolumeMove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "move", abstract: "Move a volume to another node of a fleet (admin, through an API server; needs the fleet's object store).",
+        discussion: "Refused while a sandbox mounts it: kill it first, or drain the node to move both (sprout node drain).")
+    @OptionGroup var client: ClientOptions
+    @Argument var name: String
+    @Option(help: "The node to move it to (default: the ready node with the fewest volumes).") var node: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let moved = try await client.client().moveVolume(name, to: node)
+        if json { return try Output.json(moved) }
+        print("\(name) moved")
     }
 }
 

@@ -20,6 +20,12 @@ extension SproutAPIClient {
         try await call(.GET, volumePath(name), as: API.Volume.self)
     }
 
+    /// Moves the volume to another node of a fleet (admin, through an API
+    /// server): `node`, or the ready node with the fewest volumes.
+    public func moveVolume(_ name: String, to node: String? = nil) async throws -> API.Volume {
+        try await call(.POST, volumePath(name, "move") + (node.map { "?node=\(percentEncode($0))" } ?? ""), as: API.Volume.self)
+    }
+
     /// Refused while a sandbox mounts it, unless `force` (which kills those sandboxes).
     public func deleteVolume(_ name: String, force: Bool = false) async throws {
         try await callExpectingNoBody(.DELETE, volumePath(name) + (force ? "?force=true" : ""))

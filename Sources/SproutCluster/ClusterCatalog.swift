@@ -328,6 +328,21 @@ public final class ClusterCatalog: Sendable {
         return false
     }
 
+    /// The volumes that live on `node`, each with its team.
+    public func volumes(on node: String) async throws -> [(home: VolumeHome, team: String)] {
+        var out: [(home: VolumeHome, team: String)] = []
+        let rows = try await client.query("SELECT id, name, node, team FROM volume_home WHERE node = \(node) ORDER BY id", logger: logger)
+        for try await (id, name, node, team) in rows.decode((String, String, String, String).self) {
+            out.append((VolumeHome(id: id, name: name, node: node), team))
+        }
+        return out
+    }
+
+    /// Volume `id` lives on `node` now (it was moved there).
+    public func moveVolume(id: String, to node: String) async throws {
+        try await client.query("UPDATE volume_home SET node = \(node) WHERE id = \(id)", logger: logger)
+    }
+
     public func forgetVolume(id: String) async throws {
         try await client.query("DELETE FROM volume_home WHERE id = \(id)", logger: logger)
     }

@@ -434,8 +434,31 @@ extension Integration {
             for id in [first, second] { try await startCounterAndServer(api, id) }
             _ = try await api.pause(second)
             let (drained, other) = try await a.client.sandboxes().contains { $0.id == first } ? (a, b) : (b, a)
+
+            // A volume moves between nodes through the store: refused while a sandbox mounts it (nothing changes), then moved.
+            let volume = try await api.createVolume(API.CreateVolume(name: "moving", sizeMB: 64))
+            _ = try await api.volumeWrite("moving", path: "/kept.txt", bytes: Array("kept across moves\n".utf8))
+            let (home, away) = try await a.client.volumes().contains { $0.id == volume.id } ? (a, b) : (b, a)
+            let user = try await api.createSandbox(API.CreateSandbox(env: "empty", volumes: [API.VolumeMount(volume: "moving", path: "/data")])).id
+            await #expect(throws: SproutError.self) { _ = try await api.moveVolume("moving") }
+            #expect(try await api.run(user, API.Exec(cmd: ["cat", "/data/kept.txt"])).stdoutText == "kept across moves\n", "still mounted where it was")
+            #expect(try await home.client.volumes().map(\.id) == [volume.id])
+            _ = try await api.killSandbox(user)
+            #expect(try await api.moveVolume("moving", to: "node-\(away.instance)").id == volume.id)
+            let (awayList, homeList) = (try await away.client.volumes(), try await home.client.volumes())
+            #expect(awayList.map(\.id) == [volume.id] && homeList.isEmpty, "on the other node, gone from the first")
+            #expect(try await api.volumeRead("moving", path: "/kept.txt") == Array("kept across moves\n".utf8))
+            if away.data != drained.data { _ = try await api.moveVolume("moving") }  // to the only other ready node: the one to drain
+            #expect(try await drained.client.volumes().map(\.id) == [volume.id])
+            // A running sandbox that mounts it, on the node to drain, with a counter, and a file it wrote there.
+            let mounting = try await api.createSandbox(API.CreateSandbox(env: "empty", volumes: [API.VolumeMount(volume: "moving", path: "/data")])).id
+            try await startCounterAndServer(api, mounting)
+            #expect(try await api.run(mounting, API.Exec(shell: "echo written before the drain > /data/in.txt")).exit == API.Exit(code: 0))
+            let mountingBefore = try await counter(api, mounting)
+
             let live: Set<SandboxState> = [.running, .paused]
             let there = try await drained.client.sandboxes().filter { live.contains($0.state) }
+            #expect(there.contains { $0.id == mounting })
             let before = try await counter(api, first)
 
             let report = try await api.drainNode("node-\(drained.instance)")
@@ -449,12 +472,21 @@ extension Integration {
             // It ran on until the pause, inside the drain: not restarted (it would count from 1 again).
             #expect(after >= before, "the counter was \(before) before the drain and \(after) after")
             #expect(try await eventually { try await counter(api, first) > after }, "its counter process moved with it and keeps counting")
+            // The volume moved with the sandbox that mounts it, which runs on there with its processes.
+            #expect(report.movedVolumes == [API.NodeDrain.VolumeMove(id: volume.id, name: "moving", node: "node-\(other.instance)")], "\(report)")
+            let (otherList, drainedList) = (try await other.client.volumes(), try await drained.client.volumes())
+            #expect(otherList.map(\.id) == [volume.id] && drainedList.isEmpty)
+            #expect(try await other.client.sandbox(mounting).state == .running)
+            #expect(try await api.run(mounting, API.Exec(cmd: ["cat", "/data/kept.txt", "/data/in.txt"])).stdoutText == "kept across moves\nwritten before the drain\n")
+            #expect(try await counter(api, mounting) >= mountingBefore)
+            #expect(try await eventually { try await counter(api, mounting) > mountingBefore + 1 }, "its counter keeps counting")
             #expect(try await api.resume(second).state == .running)
             #expect(try await other.client.sandbox(second).state == .running)
             #expect(try await drained.client.sandboxes().allSatisfy { !live.contains($0.state) }, "nothing is left on the drained node")
             let late = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
             #expect(try await other.client.sandbox(late).state == .running, "a draining node takes no new sandbox")
-            for id in [first, second, late] { _ = try await api.killSandbox(id) }
+            for id in [first, second, late, mounting] { _ = try await api.killSandbox(id) }
+            try await api.deleteVolume("moving")
             await expectNoLeftovers(drained.data)
         }
 

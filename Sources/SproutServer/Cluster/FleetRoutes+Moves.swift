@@ -109,17 +109,29 @@ extension FleetRoutes {
     /// Moves every sandbox placed on a draining node to others, one at a
     /// time: a running one is paused (its image and layer go to the store)
     /// and resumed elsewhere with its processes; a paused one moves paused.
-    /// One that cannot move stays where it is, with the reason.
-    func drain(_ node: String, by caller: Identity) async -> (moved: [API.NodeDrain.Move], failed: [API.NodeDrain.Failure]) {
-        var moved: [API.NodeDrain.Move] = [], failed: [API.NodeDrain.Failure] = []
+    /// Then the node's volumes move (`drainVolumes`), with the sandboxes
+    /// that mount them. One that cannot move stays where it is, with the reason.
+    func drain(_ node: String, by caller: Identity) async -> NodeRoutes.DrainOutcome {
+        var outcome = NodeRoutes.DrainOutcome()
         let placed: [(sandbox: String, team: String)]
+        let volumes: [(home: ClusterCatalog.VolumeHome, team: String)]
+        var mounting: [String: [String]] = [:]
         do {
             placed = try await catalog.teams(on: node)
+            volumes = try await catalog.volumes(on: node)
+            if !volumes.isEmpty, let source = try await catalog.nodes().first(where: { $0.id == node })?.placement {
+                for (home, team) in volumes {
+                    let volume: API.Volume = try await call(.get, "/v1/volumes/\(home.id)", identity: Identity(keyID: caller.keyID, team: team, admin: caller.admin),
+                                                            to: source)
+                    mounting[home.id] = volume.mountedBy
+                }
+            }
         } catch {
-            return ([], [API.NodeDrain.Failure(id: "", error: "the catalog cannot list the node's sandboxes: \(error)")])
+            return NodeRoutes.DrainOutcome(failed: [API.NodeDrain.Failure(id: "", error: "the node's sandboxes and volumes cannot be listed: \(error)")])
         }
+        let withVolumes = Set(mounting.values.joined())
         // A `pending-` reservation is a create still under way: it lands here; drain again once it has.
-        for (id, team) in placed where !id.hasPrefix("pending-") {
+        for (id, team) in placed where !id.hasPrefix("pending-") && !withVolumes.contains(id) {
             do {
                 guard !team.isEmpty else {
                     throw SproutError(.conflict, "placed before the catalog kept teams; move it with POST /v1/sandboxes/\(id)/resume?node=ID")
@@ -127,14 +139,105 @@ extension FleetRoutes {
                 let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
                 let move = try await drainOne(id, team: identity)
                 logger.notice("drain moved a sandbox", metadata: ["sandbox": "\(id)", "from": "\(node)", "to": "\(move.node)"])
-                moved.append(move)
+                outcome.moved.append(move)
             } catch {
-                let message = (error as? SproutError)?.message ?? "\(error)"
-                logger.warning("drain could not move a sandbox", metadata: ["sandbox": "\(id)", "node": "\(node)", "error": "\(message)"])
-                failed.append(API.NodeDrain.Failure(id: id, error: message))
+                outcome.failed.append(drainFailure(id, node: node, error))
             }
         }
-        return (moved, failed)
+        if !volumes.isEmpty {
+            let teams = Dictionary(placed.map { ($0.sandbox, $0.team) }, uniquingKeysWith: { first, _ in first })
+            await drainVolumes(volumes, mounting: mounting, teams: teams, from: node, by: caller, into: &outcome)
+        }
+        return outcome
+    }
+
+    func drainFailure(_ id: String, node: String, _ error: Error) -> API.NodeDrain.Failure {
+        let message = (error as? SproutError)?.message ?? "\(error)"
+        logger.warning("drain could not move a sandbox or volume", metadata: ["id": "\(id)", "node": "\(node)", "error": "\(message)"])
+        return API.NodeDrain.Failure(id: id, error: message)
+    }
+
+    /// A drain's second part: the node's volumes go to one other node
+    /// (`volumeTarget`), with the sandboxes that mount them. Those are paused
+    /// first (a running one resumes there with its processes), each volume
+    /// is moved, then each sandbox whose volumes all moved is taken in there;
+    /// one whose volume could not move resumes where it was. Last, the old
+    /// copies of the moved volumes go.
+    func drainVolumes(
+        _ volumes: [(home: ClusterCatalog.VolumeHome, team: String)], mounting: [String: [String]], teams: [String: String], from node: String,
+        by caller: Identity, into outcome: inout NodeRoutes.DrainOutcome
+    ) async {
+        let target: ClusterCatalog.Placement, source: ClusterCatalog.Placement
+        do {
+            target = try await volumeTarget(leaving: node, wanted: nil)
+            guard let placement = try await catalog.nodes().first(where: { $0.id == node })?.placement else { throw SproutError(.notFound, "no node \(node)") }
+            source = placement
+        } catch {
+            for (home, _) in volumes { outcome.failed.append(drainFailure(home.id, node: node, error)) }
+            return
+        }
+        let users = Set(mounting.values.joined()).sorted()
+        var wasRunning: Set<String> = [], paused: Set<String> = []
+        for id in users {
+            do {
+                let identity = Identity(keyID: caller.keyID, team: teams[id] ?? "", admin: caller.admin)
+                let sandbox: API.Sandbox = try await call(.get, "/v1/sandboxes/\(id)", identity: identity, to: source)
+                switch sandbox.state {
+                case .running:
+                    let _: API.Sandbox = try await call(.post, "/v1/sandboxes/\(id)/pause", body: ByteBuffer(string: "{}"), identity: identity, to: source)
+                    wasRunning.insert(id)
+                case .paused:
+                    break
+                default:
+                    throw SproutError(.conflict, "it is \(sandbox.state.rawValue); only a running or paused sandbox moves")
+                }
+                paused.insert(id)
+            } catch {
+                outcome.failed.append(drainFailure(id, node: node, error))
+            }
+        }
+        var movedVolumes: Set<String> = []
+        for (home, team) in volumes {
+            let blocked = (mounting[home.id] ?? []).filter { !paused.contains($0) }
+            guard blocked.isEmpty else {
+                outcome.failed.append(drainFailure(home.id, node: node, SproutError(.conflict, "volume \(home.name) stays: \(blocked.joined(separator: ", ")) could not be paused")))
+                continue
+            }
+            do {
+                try await moveVolume(home, team: team, from: source, to: target, withPaused: true, by: caller)
+                movedVolumes.insert(home.id)
+                outcome.volumes.append(API.NodeDrain.VolumeMove(id: home.id, name: home.name, node: target.node))
+            } catch {
+                outcome.failed.append(drainFailure(home.id, node: node, error))
+            }
+        }
+        let nodes = (try? await catalog.nodes()) ?? []
+        let json: HTTPFields = [.contentType: "application/json"]
+        for id in users where paused.contains(id) {
+            let identity = Identity(keyID: caller.keyID, team: teams[id] ?? "", admin: caller.admin)
+            let own = mounting.filter { $0.value.contains(id) }.map(\.key)
+            do {
+                guard own.allSatisfy(movedVolumes.contains) else {
+                    throw SproutError(.conflict, "a volume it mounts could not move")
+                }
+                guard let placement = try await catalog.placement(of: id) else { throw SproutError(.notFound, "no longer placed") }
+                let answer = try await relocate(id, from: placement, nodes: nodes, to: target.node, identity: identity, headers: json,
+                                                resume: wasRunning.contains(id) ? ByteBuffer(string: "{}") : nil)
+                guard answer.response.status.code / 100 == 2, let after = try? JSONDecoder().decode(API.Sandbox.self, from: Data(answer.body.readableBytesView)) else {
+                    throw SproutError(.conflict, "\(Self.nodeError(answer.body, status: answer.response.status.code, node: answer.node).message) "
+                        + "(its volumes are on node \(target.node) now: POST /v1/sandboxes/\(id)/resume?node=\(target.node) moves it there)")
+                }
+                outcome.moved.append(API.NodeDrain.Move(id: id, node: answer.node, state: after.state))
+            } catch {
+                if wasRunning.contains(id), !own.allSatisfy(movedVolumes.contains) {
+                    let _: API.Sandbox? = try? await call(.post, "/v1/sandboxes/\(id)/resume", body: ByteBuffer(string: "{}"), identity: identity, to: source)
+                }
+                outcome.failed.append(drainFailure(id, node: node, error))
+            }
+        }
+        for (home, team) in volumes where movedVolumes.contains(home.id) {
+            await dropMovedVolume(home, team: team, from: source, by: caller)
+        }
     }
 
     func drainOne(_ id: String, team identity: Identity) async throws -> API.NodeDrain.Move {

@@ -22,6 +22,10 @@ extension FleetRoutes {
             for (group, path) in [(v1, "volumes/:ref"), (v1, "volumes/:ref/**"), (e2b, "volumes/:ref"), (e2b, "volumes/:ref/**")] {
                 group.on(RouterPath(path), method: method) { request, context in
                     let caller = try context.caller()
+                    let parts = request.uri.path.split(separator: "/")
+                    if method == .post, parts.count == 4, parts[0] == "v1", parts[3] == "move" {
+                        return try await moveVolume(request, context: context)
+                    }
                     let home = try await catalog.volumeHome(team: caller.team, try context.parameters.require("ref"))
                     let response = try await forward(request, context: context, to: try await volumeNode(home))
                     // A delete the node answered: the volume is gone from the fleet's record too.
@@ -58,6 +62,90 @@ extension FleetRoutes {
             throw SproutError(.invalidArgument, "the volumes \(names.joined(separator: ", ")) live on different nodes (\(nodes.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))); a sandbox mounts volumes of one node")
         }
         return node
+    }
+
+    /// `POST /v1/volumes/{name}/move[?node=ID]` (admin): the team's volume
+    /// to that node, or to the ready node with the fewest volumes. Refused
+    /// while a sandbox that has not ended mounts it (a drain moves those
+    /// with it). Answers the volume as its new node has it.
+    private func moveVolume(_ request: Request, context: SproutContext) async throws -> Response {
+        let caller = try context.caller()
+        guard caller.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+        let reference = try context.parameters.require("ref")
+        guard let home = try await catalog.volumeHome(team: caller.team, reference) else {
+            throw SproutError(.notFound, "no volume named '\(reference.prefix(64))'")
+        }
+        let wanted = request.uri.queryParameters.get("node").map { String($0) }
+        let target = try await volumeTarget(leaving: home.node, wanted: wanted)
+        let source = try await volumeNode(home)
+        try await moveVolume(home, team: caller.team, from: source, to: target, withPaused: false, by: caller)
+        await dropMovedVolume(home, team: caller.team, from: source, by: caller)
+        let moved: API.Volume = try await call(.get, "/v1/volumes/\(home.id)", identity: caller, to: target)
+        return try JSONBody.response(moved)
+    }
+
+    /// Where a volume leaving `node` goes: `wanted` (a ready node), or the
+    /// ready node with the fewest volumes whose runtime and CPU features can
+    /// restore the memory images of sandboxes that mount it.
+    func volumeTarget(leaving node: String, wanted: String?) async throws -> ClusterCatalog.Placement {
+        let nodes = try await catalog.nodes()
+        let source = nodes.first { $0.id == node }
+        let ready = nodes.filter { $0.state == .ready && $0.leaseSeconds > 0 && $0.id != node }
+        if let wanted {
+            guard let chosen = ready.first(where: { $0.id == wanted }) else { throw SproutError(.notFound, "no ready node with id '\(wanted)' other than the volume's") }
+            return chosen.placement
+        }
+        let counts = try await catalog.volumeCounts()
+        let fitting = ready.filter { candidate in
+            guard let source else { return true }
+            return candidate.registration.runtime == source.registration.runtime
+                && Set(source.registration.cpuFlags).isSubset(of: Set(candidate.registration.cpuFlags))
+        }
+        guard let chosen = fitting.min(by: { (counts[$0.id] ?? 0, $0.id) < (counts[$1.id] ?? 0, $1.id) }) else {
+            throw SproutError(.unavailable, "no other ready node of the fleet can take the volume")
+        }
+        return chosen.placement
+    }
+
+    /// Moves volume `home` (of `team`) from `source` to `target`: the source
+    /// stores its file system and mounts it no more (`export`; `withPaused`:
+    /// paused sandboxes that mount it may stay, to move after it), the
+    /// target takes it in (`import`), and the fleet records its new home.
+    /// On a failure the source mounts it again and nothing else changed.
+    /// The source's copy stays until `dropMovedVolume`.
+    func moveVolume(
+        _ home: ClusterCatalog.VolumeHome, team: String, from source: ClusterCatalog.Placement, to target: ClusterCatalog.Placement,
+        withPaused: Bool, by caller: Identity
+    ) async throws {
+        let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+        let export: API.VolumeExport = try await call(.post, "/v1/volumes/\(home.id)/export" + (withPaused ? "?withPaused=true" : ""),
+                                                      body: ByteBuffer(), identity: identity, to: source)
+        do {
+            let _: API.Volume = try await call(.post, "/v1/volumes/import", body: ByteBuffer(bytes: try JSONEncoder().encode(export)),
+                                               identity: identity, to: target)
+            try await catalog.moveVolume(id: home.id, to: target.node)
+        } catch {
+            if let cancel = try? await send(.delete, path: "/v1/volumes/\(home.id)/export", query: nil, headers: [:], body: nil, identity: identity,
+                                            to: source) {
+                _ = try? await cancel.body.collect(upTo: 1 << 20)
+            }
+            throw error
+        }
+        logger.notice("volume moved to another node", metadata: ["volume": "\(home.id)", "from": "\(source.node)", "to": "\(target.node)"])
+    }
+
+    /// The copy a moved volume left on its old node goes (a failure is
+    /// logged: that copy is never mounted again, and its node's list shows it
+    /// until it is deleted there).
+    func dropMovedVolume(_ home: ClusterCatalog.VolumeHome, team: String, from source: ClusterCatalog.Placement, by caller: Identity) async {
+        let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+        do {
+            let response = try await send(.delete, path: "/v1/volumes/\(home.id)", query: nil, headers: [:], body: nil, identity: identity, to: source)
+            let body = try await response.body.collect(upTo: 1 << 20)
+            guard response.status.code / 100 == 2 else { throw Self.nodeError(body, status: response.status.code, node: source.node) }
+        } catch {
+            logger.warning("the old copy of a moved volume stays on its node", metadata: ["volume": "\(home.id)", "node": "\(source.node)", "error": "\(error)"])
+        }
     }
 
     /// A new volume, on the ready node with the fewest; its name must be new

@@ -7,7 +7,14 @@ import SproutCore
 struct NodeRoutes {
     let catalog: ClusterCatalog?
     /// An API server's: moves every sandbox off a draining node. A node has none (its drain only marks it).
-    var mover: (@Sendable (_ node: String, _ caller: Identity) async -> (moved: [API.NodeDrain.Move], failed: [API.NodeDrain.Failure]))? = nil
+    var mover: (@Sendable (_ node: String, _ caller: Identity) async -> DrainOutcome)? = nil
+
+    /// What an API server's drain moved, and what it could not.
+    struct DrainOutcome: Sendable {
+        var moved: [API.NodeDrain.Move] = []
+        var failed: [API.NodeDrain.Failure] = []
+        var volumes: [API.NodeDrain.VolumeMove] = []
+    }
 
     func register(on group: RouterGroup<SproutContext>) {
         group.get("nodes") { _, context in
@@ -19,10 +26,10 @@ struct NodeRoutes {
             let catalog = try fleet(caller)
             let id = try context.parameters.require("id")
             try await catalog.drain(id)
-            let outcome = await mover?(id, caller) ?? (moved: [], failed: [])
+            let outcome = await mover?(id, caller) ?? DrainOutcome()
             guard let node = try await catalog.nodes().first(where: { $0.id == id }) else { throw SproutError(.notFound, "no node with id '\(id)'") }
             return try JSONBody.response(API.NodeDrain(node: Self.api(node), moved: outcome.moved, failed: outcome.failed,
-                                                       remaining: try await catalog.sandboxes(on: id)))
+                                                       remaining: try await catalog.sandboxes(on: id), movedVolumes: mover == nil ? nil : outcome.volumes))
         }
     }
 

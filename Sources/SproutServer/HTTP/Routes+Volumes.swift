@@ -28,6 +28,19 @@ struct VolumeRoutes {
             try await volumes.delete(try context.parameters.require("name"), force: force, for: try context.caller())
             return Response(status: .noContent)
         }
+        // Moves between a fleet's nodes (admin; an API server's `volumes/{name}/move` and drain use them).
+        group.post("volumes/import") { request, context in
+            let body = try await JSONBody.decode(API.VolumeExport.self, from: request)
+            return try JSONBody.response(try await volumes.importVolume(body, for: try context.caller()), status: .created)
+        }
+        group.post("volumes/:name/export") { request, context in
+            let withPaused = request.uri.queryParameters.get("withPaused") == "true"
+            return try JSONBody.response(try await volumes.export(try context.parameters.require("name"), withPaused: withPaused, for: try context.caller()))
+        }
+        group.delete("volumes/:name/export") { _, context in
+            try await volumes.cancelExport(try context.parameters.require("name"), for: try context.caller())
+            return Response(status: .noContent)
+        }
         group.get("volumes/:name/files/list") { request, context in
             try JSONBody.response(API.Entries(entries: try await files(context).list(try AgentRoutes.path(request))))
         }

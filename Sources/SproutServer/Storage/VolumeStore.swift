@@ -24,6 +24,10 @@ actor VolumeStore {
     let imageDirectory: String
     let mountRoot: String
     private var mounted: Set<String> = []
+    /// Volumes being moved to another node of a fleet: not mounted again
+    /// here until the move ends (`endMove`, or the volume's removal). Kept
+    /// in memory: a restart ends a move left half done.
+    private var moving: Set<String> = []
 
     init(dataDirectory: String, instance: String) {
         imageDirectory = dataDirectory + "/volumes"
@@ -83,6 +87,7 @@ actor VolumeStore {
     @discardableResult
     func mount(_ id: String) async throws -> String {
         let point = mountPoint(id)
+        guard !moving.contains(id) else { throw SproutError(.conflict, "volume \(id) is being moved to another node") }
         if mounted.contains(id) { return point }
         guard FileSystem.isRegularFile(imagePath(id)) else { throw SproutError(.notFound, "the file system of volume \(id) is missing") }
         try FileSystem.makeDirectories(point, mode: 0o755)
@@ -114,6 +119,55 @@ actor VolumeStore {
     func remove(_ id: String) async {
         await unmount(id)
         unlink(imagePath(id))
+        moving.remove(id)
+    }
+
+    /// Starts moving volume `id` off this host: it is mounted no more, its
+    /// file system written out and unmounted; returns a new folder holding
+    /// (a link to) its image, for the caller to store and remove.
+    func beginMove(_ id: String) async throws -> String {
+        guard !moving.contains(id) else { throw SproutError(.conflict, "volume \(id) is being moved already") }
+        guard FileSystem.isRegularFile(imagePath(id)) else { throw SproutError(.notFound, "the file system of volume \(id) is missing") }
+        moving.insert(id)
+        let point = mountPoint(id)
+        let folder = "\(imageDirectory)/.export-\(id)"
+        do {
+            // What is written to it reaches the image before the copy (a paused sandbox's bind may keep it mounted).
+            if mounted.contains(id) { try await HostCommand.run(["sync", "--file-system", point], timeout: .seconds(300)) }
+            await unmount(id)
+            try? FileSystem.removeTree(folder)
+            try FileSystem.makeDirectories(folder, mode: 0o700)
+            try sysCall("link \(id)") { link(imagePath(id), "\(folder)/\(id).ext4") }
+            return folder
+        } catch {
+            try? FileSystem.removeTree(folder)
+            moving.remove(id)
+            throw error
+        }
+    }
+
+    /// The move of volume `id` ended without it leaving: it mounts here again.
+    func endMove(_ id: String) { moving.remove(id) }
+
+    /// Takes in volume `id` from another node: `fill` makes `folder` (a
+    /// path that does not exist yet) hold its image, which becomes this
+    /// host's, mounted. Nothing is left when it fails.
+    func adopt(_ id: String, fill: (_ folder: String) async throws -> Void) async throws {
+        let image = imagePath(id)
+        guard !FileSystem.exists(image) else { throw SproutError(.alreadyExists, "volume \(id) is on this node already") }
+        try FileSystem.makeDirectories(imageDirectory, mode: 0o700)
+        let folder = "\(imageDirectory)/.import-\(id)"
+        try? FileSystem.removeTree(folder)
+        defer { try? FileSystem.removeTree(folder) }
+        do {
+            try await fill(folder)
+            try sysCall("adopt \(id)") { rename("\(folder)/\(id).ext4", image) }
+            try await mount(id)
+        } catch {
+            await unmount(id)
+            unlink(image)
+            throw error
+        }
     }
 
     /// At shutdown: every volume, and the instance's folder.

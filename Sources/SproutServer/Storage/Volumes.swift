@@ -75,6 +75,70 @@ public struct Volumes: Sendable {
         lifecycle.metrics.volumeDeleted(record.id, record.name, record.team)
     }
 
+    // MARK: Moves between nodes
+
+    /// The first half of moving a volume to another node of a fleet (admin,
+    /// for the API server): it mounts here no more, and its file system goes
+    /// to the object store. Refused while a sandbox that has not ended
+    /// mounts it, unless `withPaused` and each of them is paused (a drain
+    /// moves those with it). The volume stays here until its delete ends the
+    /// move, or `cancelExport`.
+    public func export(_ nameOrID: String, withPaused: Bool, for identity: Identity) async throws -> API.VolumeExport {
+        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+        guard let remote = lifecycle.stores.remote else {
+            throw SproutError(.unsupported, "moving a volume needs the fleet's object store (--store s3://…)")
+        }
+        let record = try await find(nameOrID, identity)
+        let folder = try await store.beginMove(record.id)
+        defer { try? FileSystem.removeTree(folder) }
+        do {
+            var running: [String] = []
+            for id in try await catalog.volumes.users(record.id) {
+                let state = try await catalog.sandboxes.find(id)?.state
+                if !withPaused || state != .paused { running.append(id) }
+            }
+            guard running.isEmpty else {
+                throw SproutError(.conflict, "volume \(record.name) is mounted by \(running.joined(separator: ", ")); "
+                    + "a volume moves without sandboxes that mount it (a drain moves them with it)")
+            }
+            let key = try await remote.pushDirectory(folder)
+            return API.VolumeExport(id: record.id, name: record.name, team: record.team, sizeMB: record.sizeMB, createdAt: record.createdAt, key: key)
+        } catch {
+            await store.endMove(record.id)
+            throw error
+        }
+    }
+
+    /// Ends a move that did not happen: the volume mounts here again.
+    public func cancelExport(_ nameOrID: String, for identity: Identity) async throws {
+        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+        await store.endMove(try await find(nameOrID, identity).id)
+    }
+
+    /// The second half of a move: the volume `export` describes, taken in
+    /// from the object store and recorded here under its id, name and team.
+    public func importVolume(_ export: API.VolumeExport, for identity: Identity) async throws -> API.Volume {
+        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+        guard let remote = lifecycle.stores.remote else {
+            throw SproutError(.unsupported, "moving a volume needs the fleet's object store (--store s3://…)")
+        }
+        try Self.validateName(export.name)
+        guard export.id.hasPrefix("vol_"), Identifiers.isSafeName(export.id), Identifiers.isSafeName(export.team),
+              VolumeStore.sizeRangeMB.contains(export.sizeMB), export.key.hasPrefix("uppers/")
+        else { throw SproutError(.invalidArgument, "not a volume export: \(export.id)") }
+        let record = VolumeRecord(id: export.id, team: export.team, name: export.name, sizeMB: export.sizeMB, createdAt: export.createdAt)
+        // Refused when the id or the team's name is here already.
+        try await catalog.volumes.insert(record)
+        do {
+            try await store.adopt(record.id) { folder in try await remote.fetchDirectory(export.key, into: folder) }
+        } catch {
+            try? await catalog.volumes.delete(record.id)
+            throw error
+        }
+        lifecycle.logger.notice("volume taken in from another node", metadata: ["volume": "\(record.id)", "name": "\(record.name)"])
+        return try await api(record)
+    }
+
     /// The volume's files (mounted first if this server has not yet).
     public func files(_ nameOrID: String, for identity: Identity) async throws -> VolumeFiles {
         let record = try await find(nameOrID, identity)
