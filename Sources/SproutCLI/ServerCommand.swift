@@ -36,6 +36,8 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Default sandbox timeout in seconds.") var defaultTimeout = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel = "info"
     @Option(help: "Refuse creates below this much free disk space (MiB).") var minFreeMb = 256
+    @Option(help: "Keep the newest memory images whole, up to this much disk (MiB), so a resume here need not reassemble them (0: never).")
+    var keptImagesMb = 64
     @Option(help: "Sandboxes kept started ahead of demand per env in use (0: none).") var poolSize = 2
     @Option(help: "Pooled sandboxes in all, across envs.") var poolBudget = 8
     @Option(help: "An env keeps its pool this many seconds after the last create that could use it.") var poolIdle = 600
@@ -100,6 +102,8 @@ struct ServerCommand: AsyncParsableCommand {
         config.dashboardDirectory = dashboard
         config.defaultTimeoutSeconds = defaultTimeout
         config.minimumFreeBytes = Int64(minFreeMb) << 20
+        guard (0...1 << 20).contains(keptImagesMb) else { throw SproutError(.invalidArgument, "--kept-images-mb must be 0-1048576") }
+        config.keptImageBytes = Int64(keptImagesMb) << 20
         guard (0...64).contains(poolSize) else { throw SproutError(.invalidArgument, "--pool-size must be 0-64") }
         config.poolSize = poolSize
         guard (0...256).contains(poolBudget) else { throw SproutError(.invalidArgument, "--pool-budget must be 0-256") }

@@ -44,6 +44,9 @@ extension Integration {
                 clock.resumed()
                 let resumed = try await api.resume(sandbox.id)
                 #expect(resumed.state == .running)
+                // Restored from the files runsc wrote at the pause, kept on this host (no reassembly from chunks), then removed.
+                #expect(server.log.contains("(kept), network"), "the resume used the kept image")
+                #expect(!FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(sandbox.id)/kept-image"))
                 // The same kernel, carried on from memory: no new boot.
                 #expect(try await api.run(sandbox.id, API.Exec(cmd: ["cat", "/proc/sys/kernel/random/boot_id"])).stdoutText == bootID)
                 let after = try await counter(api, sandbox.id)
@@ -83,6 +86,7 @@ extension Integration {
                 let before = try await counter(server.client, sandbox.id)
                 _ = try await server.client.pause(sandbox.id)
                 clock.paused()
+                #expect(FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(sandbox.id)/kept-image"), "its image's files are kept")
                 // At most this much of its 20 s ran before the pause.
                 let ran = Date().timeIntervalSince1970 - asked
                 let pausedAt = monotonicSeconds()
@@ -97,6 +101,9 @@ extension Integration {
                 clock.resumed()
                 let hostBefore = Date().timeIntervalSince1970
                 let resumed = try await api.resume(sandbox.id)
+                // A restart forgets what was kept: the image is written again from its chunks, the stale copy removed.
+                #expect(!server.log.contains("(kept), network"), "after a restart the kept copy is not trusted")
+                #expect(!FileManager.default.fileExists(atPath: server.data + "/sandboxes/\(sandbox.id)/kept-image"))
                 let inside = Double(try await api.run(sandbox.id, API.Exec(cmd: ["date", "+%s"])).stdoutText.trimmedLines) ?? 0
                 let hostAfter = Date().timeIntervalSince1970
                 // The guest's clock is the host's again (paused 30 s ago: a clock carried over from the pause would be that far behind).
@@ -216,7 +223,8 @@ extension Integration {
                 _ = try await api.killSandbox(sandbox.id)
                 await expectNoLeftovers(server.data)
             }
-            try await ServerHarness.with { (server: ServerHarness) async throws in
+            // No kept images: the resume reads the image from its (damaged) chunks.
+            try await ServerHarness.with(extraArgs: ["--kept-images-mb", "0"]) { (server: ServerHarness) async throws in
                 let api = server.client
                 let sandbox = try await api.createSandbox(API.CreateSandbox(env: "empty"))
                 // A connection inside the sandbox: gVisor cannot save it, so pause says so and changes nothing.

@@ -56,6 +56,8 @@ public struct Settings: Sendable {
     public var poolBudget = 8
     /// An env keeps its pool this long after the last create that could use it.
     public var poolIdleSeconds = 600.0
+    /// The newest memory images kept whole for quick resumes, bytes at most (`KeptImages`; 0: none).
+    public var keptImageBytes: Int64 = 64 << 20
     /// Refuse creates when the data directory has less free space than this.
     public var minimumFreeBytes: Int64 = 256 << 20
     /// Paused sandboxes a team may hold (they cost disk, not memory).

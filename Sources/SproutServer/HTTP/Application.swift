@@ -40,6 +40,8 @@ public struct ServerConfiguration: Sendable {
     public var maxUploadBytes: Int64 = 4 << 30
     /// Creates are refused (cleanly) when the data directory has less free space.
     public var minimumFreeBytes: Int64 = 256 << 20
+    /// See `Settings.keptImageBytes`.
+    public var keptImageBytes: Int64 = 64 << 20
     /// Pooled sandboxes per env in demand (0: no pool).
     public var poolSize = 2
     /// Pooled sandboxes in all.
@@ -241,7 +243,7 @@ private func assembleApplication(
     let lifecycle = SandboxLifecycle(
         settings: lifecycleSettings, catalog: catalog, host: host, stores: stores, launcher: launcher,
         checkpoint: Checkpointer(settings: lifecycleSettings, runtime: host.runtime, network: host.network, launcher: launcher, agents: agents,
-                                 images: stores.images),
+                                 images: stores.images, keptImages: KeptImages(budget: lifecycleSettings.keptImageBytes)),
         graph: EnvGraph(catalog: catalog, bases: host.bases, remote: stores.remote, logger: logger),
         collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, metrics: metrics, logger: logger),
         admission: MemoryAdmission(settings: lifecycleSettings, repository: catalog.sandboxes, runtime: host.runtime, activity: activity, metrics: metrics),
@@ -367,6 +369,7 @@ func settings(_ config: ServerConfiguration, instance: String) throws -> Setting
     settings.pressureIdleSeconds = config.pressureIdleSeconds
     settings.defaultTimeoutSeconds = config.defaultTimeoutSeconds
     settings.minimumFreeBytes = config.minimumFreeBytes
+    settings.keptImageBytes = config.keptImageBytes
     settings.poolSize = config.poolSize
     settings.poolBudget = config.poolBudget
     settings.poolIdleSeconds = config.poolIdleSeconds

@@ -273,12 +273,16 @@ extension SandboxLifecycle {
         guard let image = resuming.imageList.last else {
             throw SproutError(.internal, "sandbox \(resuming.id) is paused but has no memory image")
         }
-        let imageDirectory = settings.directory(resuming.id) + "/image"
-        defer { try? FileSystem.removeTree(imageDirectory) }
-        let images = stores.images
         let t0 = monotonicSeconds()
-        try await onThread { try images.materialize(image, to: imageDirectory) }
-        let phases = String(format: "prepare %.1f ms, image %.1f ms, ", (t0 - started) * 1000, (monotonicSeconds() - t0) * 1000)
+        // The files runsc wrote at the pause, if this host kept them; else the image written again from its chunks.
+        let kept = await checkpoint.keptImages.take(sandbox: resuming.id, image: image, sandboxDirectory: settings.directory(resuming.id))
+        let imageDirectory = kept ?? settings.directory(resuming.id) + "/image"
+        defer { try? FileSystem.removeTree(imageDirectory) }
+        if kept == nil {
+            let images = stores.images
+            try await onThread { try images.materialize(image, to: imageDirectory) }
+        }
+        let phases = String(format: "prepare %.1f ms, image %.1f ms", (t0 - started) * 1000, (monotonicSeconds() - t0) * 1000) + (kept == nil ? ", " : " (kept), ")
         return phases + (try await launcher.restore(resuming, layers: layers, imageDirectory: imageDirectory, newNetwork: false))
     }
 

@@ -75,7 +75,9 @@ public final class SandboxLifecycle: Sendable {
     func perform(_ action: SandboxMachine.Action, _ record: SandboxRecord) async {
         switch action {
         case .none: break
-        case .teardown: await launcher.teardown(record)
+        case .teardown:
+            await launcher.teardown(record)
+            await checkpoint.keptImages.forget(record.id)
         case .removeContainer: await launcher.removeContainer(record)
         case .checkpoint, .stopContainer, .restoreFromImage, .bootFromFiles:
             logger.withSandbox(record.id).error("\(action) is not done by perform: its flow does it")

@@ -22,6 +22,7 @@ struct Checkpointer: Sendable {
     let launcher: SandboxLauncher
     let agents: AgentConnector
     let images: ImageStore
+    let keptImages: KeptImages
 
     /// Refuses what would make the checkpoint fail: too little disk for the
     /// image, or a TCP connection a process inside holds open.
@@ -105,9 +106,15 @@ struct Checkpointer: Sendable {
     func takeIntoStore(_ record: SandboxRecord) async throws -> ImageStore.Stored {
         let imageDirectory = settings.directory(record.id) + "/image"
         try await take(record, into: imageDirectory)
-        return try await onThread {
-            defer { try? FileSystem.removeTree(imageDirectory) }
-            return try images.store(directory: imageDirectory)
+        let stored: ImageStore.Stored
+        do {
+            stored = try await onThread { try images.store(directory: imageDirectory) }
+        } catch {
+            try? FileSystem.removeTree(imageDirectory)
+            throw error
         }
+        // Its files as runsc wrote them stay for the next resume here, within the budget.
+        await keptImages.keep(sandbox: record.id, image: stored.id, directory: imageDirectory, sandboxDirectory: settings.directory(record.id))
+        return stored
     }
 }
