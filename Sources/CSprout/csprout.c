@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <spawn.h>
+#include <errno.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,6 +57,20 @@ int csprout_is_overlay_opaque(const char *path) {
 }
 int csprout_set_overlay_opaque(const char *path) {
     return lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0);
+}
+int csprout_set_topdir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int flags = 0;
+    int result = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (result == 0 && !(flags & FS_TOPDIR_FL)) {
+        flags |= FS_TOPDIR_FL;
+        result = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
 }
 
 #include <sys/eventfd.h>

@@ -26,6 +26,11 @@ int csprout_peek_exited_child(void);
 /// 1 if overlayfs marked the directory opaque (trusted.overlay.opaque = "y").
 int csprout_is_overlay_opaque(const char *path);
 int csprout_set_overlay_opaque(const char *path);
+/// Marks a directory as a top of a hierarchy for ext4's Orlov allocator
+/// (FS_TOPDIR_FL, `chattr +T`): its subdirectories are spread over block
+/// groups like top-level ones. 0 on success; -1 with errno (ENOTTY,
+/// EOPNOTSUPP on file systems without the flag).
+int csprout_set_topdir(const char *path);
 
 /// A close-on-exec eventfd (for cgroup memory thresholds).
 int csprout_eventfd(void);

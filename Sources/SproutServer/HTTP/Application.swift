@@ -230,6 +230,12 @@ private func assembleApplication(
     // The parts, each given what it works with.
     let metrics = ServerMetrics()
     let stores = Stores(dataDirectory: data, remote: try await openStore(config, logger: logger), cacheBytes: config.cacheBytes)
+    // Where trees are made and removed all day (image layers unpacked, sandboxes, builds): on ext4, each new
+    // subdirectory goes to a block group of its own, not beside the ones just deleted (docs/performance.md).
+    for directory in [stores.layers.root, data + "/sandboxes", data + "/builds"] {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        FileSystem.markTopDirectory(directory)
+    }
     let agents = AgentConnector(network: host.network)
     let memoryGuard = host.watchesMemory
         ? try MemoryGuard(runtime: host.runtime, sandboxes: catalog.sandboxes, agents: agents, metrics: metrics, logger: logger) : nil
