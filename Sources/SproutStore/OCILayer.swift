@@ -27,11 +27,13 @@ public enum OCILayer {
             }
         }
 
-        /// `tar`'s option for it.
+        /// `tar`'s option for it: gzip through `unpigz` where it is
+        /// installed (it decompresses in one thread and reads, writes and
+        /// checks in others: about twice gzip's speed).
         var tarOption: [String] {
             switch self {
             case .none: []
-            case .gzip: ["--gzip"]
+            case .gzip: Spawn.resolveExecutable("unpigz", searchPath: HostCommand.searchPath) == nil ? ["--gzip"] : ["--use-compress-program=unpigz"]
             case .zstd: ["--zstd"]
             }
         }
