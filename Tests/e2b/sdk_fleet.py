@@ -74,4 +74,15 @@ if os.environ.get("FLEET_TEMPLATES"):
         r = sbx.commands.run("cat /srv/twice.txt")
         check(f"a sandbox of {name}:stable ({sbx.sandbox_id}) has its files", r.stdout == "copied through the fleet\n" * 2, repr(r.stdout))
         sbx.kill()
+    # Deleted through the API server (E2B's DELETE /templates/{id}): gone on every node, by name and by tag.
+    api = os.environ["E2B_API_URL"]
+    r = httpx.delete(f"{api}/templates/{name}", headers={"X-API-Key": os.environ["E2B_API_KEY"]}, timeout=60)
+    check("DELETE /templates/{id} through the API server", r.status_code == 204, f"{r.status_code} {r.text}")
+    check("the deleted template no longer exists", not Template.exists(name))
+    for reference in [name, f"{name}:stable", name, f"{name}:stable"]:  # twice each: placement tries both nodes
+        try:
+            Sandbox.create(reference, timeout=60).kill()
+            check(f"no sandbox of the deleted {reference}", False, "created")
+        except Exception as error:
+            check(f"no sandbox of the deleted {reference}", "not found" in str(error).lower() or "404" in str(error), repr(error))
     print("fleet template checks passed")
