@@ -8,6 +8,11 @@ import SproutCore
 /// (what `GET /v1/whoami` answers).
 public typealias Identity = API.WhoAmI
 
+extension Identity {
+    /// The same key acting for `team` (an API server acting for each sandbox's or volume's team).
+    func acting(for team: String) -> Identity { Identity(keyID: keyID, team: team, admin: admin) }
+}
+
 /// A stored API key. The secret itself is never stored, only its SHA-256.
 struct KeyRecord: StoredRecord {
     static let table = "apiKey"

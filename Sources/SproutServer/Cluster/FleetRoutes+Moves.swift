@@ -121,7 +121,7 @@ extension FleetRoutes {
             volumes = try await catalog.volumes(on: node)
             if !volumes.isEmpty, let source = try await catalog.nodes().first(where: { $0.id == node })?.placement {
                 for (home, team) in volumes {
-                    let volume: API.Volume = try await call(.get, "/v1/volumes/\(home.id)", identity: Identity(keyID: caller.keyID, team: team, admin: caller.admin),
+                    let volume: API.Volume = try await call(.get, "/v1/volumes/\(home.id)", identity: caller.acting(for: team),
                                                             to: source)
                     mounting[home.id] = volume.mountedBy
                 }
@@ -136,7 +136,7 @@ extension FleetRoutes {
                 guard !team.isEmpty else {
                     throw SproutError(.conflict, "placed before the catalog kept teams; move it with POST /v1/sandboxes/\(id)/resume?node=ID")
                 }
-                let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+                let identity = caller.acting(for: team)
                 let move = try await drainOne(id, team: identity)
                 logger.notice("drain moved a sandbox", metadata: ["sandbox": "\(id)", "from": "\(node)", "to": "\(move.node)"])
                 outcome.moved.append(move)
@@ -180,7 +180,7 @@ extension FleetRoutes {
         var wasRunning: Set<String> = [], paused: Set<String> = []
         for id in users {
             do {
-                let identity = Identity(keyID: caller.keyID, team: teams[id] ?? "", admin: caller.admin)
+                let identity = caller.acting(for: teams[id] ?? "")
                 let sandbox: API.Sandbox = try await call(.get, "/v1/sandboxes/\(id)", identity: identity, to: source)
                 switch sandbox.state {
                 case .running:
@@ -214,7 +214,7 @@ extension FleetRoutes {
         let nodes = (try? await catalog.nodes()) ?? []
         let json: HTTPFields = [.contentType: "application/json"]
         for id in users where paused.contains(id) {
-            let identity = Identity(keyID: caller.keyID, team: teams[id] ?? "", admin: caller.admin)
+            let identity = caller.acting(for: teams[id] ?? "")
             let own = mounting.filter { $0.value.contains(id) }.map(\.key)
             do {
                 guard own.allSatisfy(movedVolumes.contains) else {

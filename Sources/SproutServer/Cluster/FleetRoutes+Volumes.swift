@@ -117,7 +117,7 @@ extension FleetRoutes {
         _ home: ClusterCatalog.VolumeHome, team: String, from source: ClusterCatalog.Placement, to target: ClusterCatalog.Placement,
         withPaused: Bool, by caller: Identity
     ) async throws {
-        let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+        let identity = caller.acting(for: team)
         let export: API.VolumeExport = try await call(.post, "/v1/volumes/\(home.id)/export" + (withPaused ? "?withPaused=true" : ""),
                                                       body: ByteBuffer(), identity: identity, to: source)
         do {
@@ -138,7 +138,7 @@ extension FleetRoutes {
     /// logged: that copy is never mounted again, and its node's list shows it
     /// until it is deleted there).
     func dropMovedVolume(_ home: ClusterCatalog.VolumeHome, team: String, from source: ClusterCatalog.Placement, by caller: Identity) async {
-        let identity = Identity(keyID: caller.keyID, team: team, admin: caller.admin)
+        let identity = caller.acting(for: team)
         do {
             let response = try await send(.delete, path: "/v1/volumes/\(home.id)", query: nil, headers: [:], body: nil, identity: identity, to: source)
             let body = try await response.body.collect(upTo: 1 << 20)

@@ -84,10 +84,7 @@ public struct Volumes: Sendable {
     /// moves those with it). The volume stays here until its delete ends the
     /// move, or `cancelExport`.
     public func export(_ nameOrID: String, withPaused: Bool, for identity: Identity) async throws -> API.VolumeExport {
-        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
-        guard let remote = lifecycle.stores.remote else {
-            throw SproutError(.unsupported, "moving a volume needs the fleet's object store (--store s3://…)")
-        }
+        let remote = try moveStore(for: identity)
         let record = try await find(nameOrID, identity)
         let folder = try await store.beginMove(record.id)
         defer { try? FileSystem.removeTree(folder) }
@@ -109,19 +106,30 @@ public struct Volumes: Sendable {
         }
     }
 
+    /// Moves are an admin's (an API server's for its caller).
+    static func requireMover(_ identity: Identity) throws {
+        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+    }
+
+    /// The object store a move goes through, for an admin.
+    func moveStore(for identity: Identity) throws -> RemoteStore {
+        try Self.requireMover(identity)
+        guard let remote = lifecycle.stores.remote else {
+            throw SproutError(.unsupported, "moving a volume needs the fleet's object store (--store s3://…)")
+        }
+        return remote
+    }
+
     /// Ends a move that did not happen: the volume mounts here again.
     public func cancelExport(_ nameOrID: String, for identity: Identity) async throws {
-        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
+        try Self.requireMover(identity)
         await store.endMove(try await find(nameOrID, identity).id)
     }
 
     /// The second half of a move: the volume `export` describes, taken in
     /// from the object store and recorded here under its id, name and team.
     public func importVolume(_ export: API.VolumeExport, for identity: Identity) async throws -> API.Volume {
-        guard identity.admin else { throw SproutError(.forbidden, "moving a volume needs an admin key") }
-        guard let remote = lifecycle.stores.remote else {
-            throw SproutError(.unsupported, "moving a volume needs the fleet's object store (--store s3://…)")
-        }
+        let remote = try moveStore(for: identity)
         try Self.validateName(export.name)
         guard export.id.hasPrefix("vol_"), Identifiers.isSafeName(export.id), Identifiers.isSafeName(export.team),
               VolumeStore.sizeRangeMB.contains(export.sizeMB), export.key.hasPrefix("uppers/")
