@@ -105,7 +105,8 @@ public final class AgentServer: @unchecked Sendable {
             gethostname(&name, name.count - 1)
             try channel.send(message: Reply(health: Health(
                 protocolVersion: AgentProtocol.version, agentVersion: AgentProtocol.agentVersion,
-                pid: getpid(), uptimeSeconds: monotonicSeconds() - startedAt, hostname: cStringToString(name))))
+                pid: getpid(), uptimeSeconds: monotonicSeconds() - startedAt, hostname: cStringToString(name),
+                unixTime: SystemClock().now)))
         case .startProcess(let spec):
             let (process, readers) = try processes.start(spec, defaults: configuration.defaults)
             let key = try? process.attach(channel) { Reply(process: $0) }

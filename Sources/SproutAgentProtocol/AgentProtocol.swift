@@ -99,12 +99,16 @@ public struct Health: Codable, Sendable {
     public var pid: Int32
     public var uptimeSeconds: Double
     public var hostname: String
+    /// The sandbox's wall clock when the agent answered (seconds since the
+    /// epoch); nil from agents older than this field.
+    public var unixTime: Double?
 
-    public init(protocolVersion: Int, agentVersion: String, pid: Int32, uptimeSeconds: Double, hostname: String) {
+    public init(protocolVersion: Int, agentVersion: String, pid: Int32, uptimeSeconds: Double, hostname: String, unixTime: Double? = nil) {
         self.protocolVersion = protocolVersion
         self.agentVersion = agentVersion
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
         self.hostname = hostname
+        self.unixTime = unixTime
     }
 }

@@ -17,6 +17,9 @@ public enum Spawn {
         public var newSession = false
         /// Put the child in its own process group.
         public var newProcessGroup = true
+        /// Close the inherited descriptors one by one from a list even where
+        /// `close_range` works (what a gVisor sandbox does; for tests).
+        var closeDescriptorsByList = false
 
         public init() {}
     }
@@ -56,7 +59,11 @@ public enum Spawn {
         // connection) must not live on in a child. The runtime's daemons
         // outlive the server; holding its sockets, they kept its port and its
         // clients' connections open after a crash.
-        csprout_spawn_addclosefrom(&actions, 3)
+        if closeRangeWorks && !options.closeDescriptorsByList {
+            csprout_spawn_addclosefrom(&actions, 3)
+        } else {
+            for fd in inheritableDescriptors() { csprout_spawn_addclose(&actions, fd) }
+        }
         if let cwd = options.cwd {
             csprout_spawn_addchdir(&actions, cwd)
         }
@@ -94,6 +101,26 @@ public enum Spawn {
             throw SproutError.system("cannot start \(argv.first ?? path)", errno: rc)
         }
         return pid
+    }
+
+    /// Whether the kernel takes glibc's `close_range(fd, ~0U, 0)`. gVisor
+    /// 20240729 does not, and glibc then lists `/proc/self/fd` in every
+    /// child. Each short-lived process that looks at its own /proc
+    /// directory there leaves its task's procfs inodes behind for good
+    /// (about 80 KB each, saved in every checkpoint and read back at every
+    /// restore), so the agent must not do that for each process it starts.
+    static let closeRangeWorks = csprout_close_range_works() != 0
+
+    /// Descriptors at 3 and above that a child would inherit (no
+    /// FD_CLOEXEC), listed in this process, which is long-lived: closed
+    /// one by one in the child where `close_range` does not work.
+    static func inheritableDescriptors() -> [Int32] {
+        let names = (try? FileSystem.children("/proc/self/fd")) ?? []
+        return names.compactMap { Int32($0) }.filter { fd in
+            guard fd > 2 else { return false }
+            let flags = fcntl(fd, F_GETFD)
+            return flags >= 0 && flags & FD_CLOEXEC == 0
+        }
     }
 
     /// Finds an executable: names with a slash are taken as they are, others

@@ -76,6 +76,40 @@ extension Integration {
             }
         }
 
+        @Test("pauses, resumes and the processes the agent starts leave no kernel state behind in the sandbox (runsc 20240729 keeps that of every process that looked at /proc/self)")
+        func kernelStateStaysFlat() async throws {
+            try await ServerHarness.with { (server: ServerHarness) async throws in
+                let api = server.client
+                let id = try await api.createSandbox(API.CreateSandbox(env: "empty")).id
+                // A file the kernel refuses to run: the agent's child does all it does before exec, then exec fails.
+                _ = try await api.run(id, API.Exec(shell: ": > /tmp/noexec && chmod +x /tmp/noexec"))
+                // The kernel state a pause saves (and a resume reads back).
+                func kernelState() async throws -> Int64 {
+                    _ = try await api.pause(id)
+                    var st = stat()
+                    let path = server.data + "/sandboxes/\(id)/kept-image/checkpoint.img"
+                    try sysCall("stat \(path)") { stat(path, &st) }
+                    _ = try await api.resume(id)
+                    return Int64(st.st_size)
+                }
+                let first = try await kernelState()
+                for _ in 0..<10 { _ = try? await api.run(id, API.Exec(cmd: ["/tmp/noexec"])) }
+                let second = try await kernelState()
+                let third = try await kernelState()
+                // Each process that looked at /proc/self left about 80 KB: the server's clock check
+                // at every resume did, and the agent's child did (listing /proc/self/fd where gVisor
+                // refuses the close_range glibc asks for).
+                #expect(second - first < 150_000, "ten starts and a resume added \(second - first) bytes")
+                #expect(third - second < 50_000, "a pause and resume added \(third - second) bytes")
+                // Positive control: ten processes that read /proc/self do leave theirs (gVisor's own).
+                _ = try await api.run(id, API.Exec(shell: "for i in 1 2 3 4 5 6 7 8 9 10; do cat /proc/self/stat > /dev/null; done"))
+                let fourth = try await kernelState()
+                #expect(fourth - third > 400_000, "ten processes that read /proc/self added \(fourth - third) bytes")
+                _ = try await api.killSandbox(id)
+                await expectNoLeftovers(server.data)
+            }
+        }
+
         @Test("a paused sandbox survives a server restart and does not time out; after 30 s its clock matches the host's")
         func restartAndClock() async throws {
             try await ServerHarness.with { (server: ServerHarness) async throws in

@@ -1,6 +1,6 @@
 import Glibc
 import SproutCore
-import SproutSystem
+@testable import SproutSystem
 import Testing
 
 /// `Text file busy` (ETXTBSY) when starting a program this process has just
@@ -48,5 +48,33 @@ struct SpawnTests {
         while finished.current < 2 { usleep(1000) }
         #expect(during > 2 + 30, "positive control: the other threads spawned beside the writes (\(during))")
         #expect(busy == 0, "\(busy) of 300 starts failed with ETXTBSY")
+    }
+
+    @Test("a child inherits only 0, 1 and 2, also where descriptors are closed one by one (gVisor refuses glibc's close_range)")
+    func onlyStandardDescriptorsCross() async throws {
+        #expect(Spawn.closeRangeWorks, "Linux takes close_range(fd, ~0U, 0)")
+        var open: [Int32] = [0, 0]
+        try sysCall("pipe") { pipe(&open) }  // no O_CLOEXEC: a child would keep these
+        defer { open.forEach { close($0) } }
+        let marked = try Spawn.pipe()  // O_CLOEXEC: gone at exec anyway
+        defer { close(marked.read); close(marked.write) }
+        let listed = Spawn.inheritableDescriptors()
+        #expect(listed.contains(open[0]) && listed.contains(open[1]), "\(listed) lists the pipe without O_CLOEXEC")
+        #expect(!listed.contains(marked.read) && !listed.contains(marked.write))
+        for byList in [false, true] {
+            var options = Spawn.Options()
+            options.closeDescriptorsByList = byList
+            let (pid, output) = try Spawn.withOutputPipe(options) { options in
+                try Spawn.spawn(path: "/bin/ls", argv: ["ls", "/proc/self/fd"], env: [], options: options)
+            }
+            let text = String(decoding: try Descriptor.readAll(output, limit: 1 << 16, what: "ls"), as: UTF8.self)
+            close(output)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            let fds = Set(text.split(separator: "\n").compactMap { Int32($0) })
+            // ls's own directory descriptor is the only one above 2.
+            #expect(fds.filter { $0 > 2 }.count == 1, "by list: \(byList); the child had \(fds.sorted())")
+            #expect(!fds.contains(open[0]) && !fds.contains(open[1]))
+        }
     }
 }

@@ -13,6 +13,8 @@ int csprout_spawn_setsid_flag(void);
 int csprout_spawn_addchdir(void *actions, const char *path);
 /// The child closes every descriptor from `from` up (glibc 2.34+).
 int csprout_spawn_addclosefrom(void *actions, int from);
+int csprout_close_range_works(void);
+int csprout_spawn_addclose(void *actions, int fd);
 int csprout_setns(int fd, int nstype);
 int csprout_unshare(int flags);
 /// An anonymous in-memory file (close-on-exec), or -1 with errno.

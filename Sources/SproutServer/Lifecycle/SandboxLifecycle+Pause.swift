@@ -304,19 +304,29 @@ extension SandboxLifecycle {
 
     // MARK: Clock
 
-    /// Checks the clock off the request's path (a process start in gVisor costs ≈ 10 ms).
+    /// Checks the clock off the request's path.
     func clockCheckLater(_ record: SandboxRecord) {
         Task { await correctClock(record) }
     }
 
     /// After a restore the sandbox's wall clock must match the host's. gVisor
     /// reads the host's clock, so it does; if it ever does not (another
-    /// runtime, an old image), set it through the agent.
+    /// runtime, an old image), set it through the agent. The agent says its
+    /// time in its health answer; an agent restored from an image older
+    /// than that field is asked with `date` (a process: in gVisor 20240729
+    /// every short-lived process that looks at /proc/self leaves its procfs
+    /// inodes in the sandbox for good, so not at every resume).
     func correctClock(_ record: SandboxRecord) async {
         let client = agents.client(record)
-        guard let bytes = try? await client.run(ProcessSpec(cmd: ["date", "+%s.%N"])).stdout,
-            let inside = Double(String(decoding: bytes, as: UTF8.self).trimmed)
-        else { return }
+        let inside: Double
+        if let time = try? await client.health().unixTime {
+            inside = time
+        } else if let bytes = try? await client.run(ProcessSpec(cmd: ["date", "+%s.%N"])).stdout,
+            let time = Double(String(decoding: bytes, as: UTF8.self).trimmed) {
+            inside = time
+        } else {
+            return
+        }
         let skew = inside - SystemClock().now
         metrics.clockSkew(skew)
         guard abs(skew) > 1 else { return }
