@@ -9,6 +9,9 @@ public enum Cgroups {
 
     static func path(_ controller: String, _ id: String) -> String { "\(root)/\(controller)/sprout/\(id)" }
 
+    /// Sandbox `id`'s memory cgroup.
+    public static func memoryPath(_ id: String) -> String { path("memory", id) }
+
     static func read(_ path: String) -> String? {
         (try? Descriptor.readFile(path, limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }
     }

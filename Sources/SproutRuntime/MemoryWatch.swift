@@ -27,16 +27,30 @@ public final class MemoryWatch: @unchecked Sendable {
     private var byID: [String: UInt64] = [:]
     private var nextTag: UInt64 = 1
     private let onCross: @Sendable (String) -> Void
+    private let onArmFailure: @Sendable (String, Error) -> Void
+    /// Where thresholds are registered: off the caller's path (below).
+    private let armer = WorkerThread()
 
-    public init(onCross: @escaping @Sendable (String) -> Void) throws {
+    /// `onArmFailure` hears of a sandbox whose threshold could not be
+    /// registered (it then has only the kernel's hard limit).
+    public init(onCross: @escaping @Sendable (String) -> Void,
+                onArmFailure: @escaping @Sendable (String, Error) -> Void = { _, _ in }) throws {
         epoll = csprout_epoll_create()
         guard epoll >= 0 else { throw SproutError.system("epoll_create") }
         self.onCross = onCross
+        self.onArmFailure = onArmFailure
         startThread { [self] in waitForever() }
     }
 
     /// Watches sandbox `id`'s memory cgroup for a crossing of `thresholdBytes`
     /// (replacing an earlier watch of it).
+    ///
+    /// The kernel registers a threshold only after an RCU grace period
+    /// (10–20 ms here), which a resume would wait for; so the registration
+    /// is written on a thread of its own, through copies of the two
+    /// descriptors. Those copies keep the eventfd alive until it is
+    /// registered, so an `unwatch` meanwhile still ends the registration:
+    /// the kernel drops it when the eventfd's last descriptor closes.
     public func watch(id: String, thresholdBytes: Int64) throws {
         unwatch(id: id)
         let dir = Cgroups.path("memory", id)
@@ -47,15 +61,11 @@ public final class MemoryWatch: @unchecked Sendable {
             Glibc.close(eventFD)
             throw SproutError.system("open \(dir)/memory.usage_in_bytes")
         }
-        do {
-            let control = open(dir + "/cgroup.event_control", O_WRONLY | O_CLOEXEC)
-            guard control >= 0 else { throw SproutError.system("open \(dir)/cgroup.event_control") }
-            defer { Glibc.close(control) }
-            try Descriptor.writeAll(control, Array("\(eventFD) \(usageFD) \(thresholdBytes)".utf8))
-        } catch {
-            Glibc.close(eventFD)
-            Glibc.close(usageFD)
-            throw error
+        let eventCopy = fcntl(eventFD, F_DUPFD_CLOEXEC, 0)
+        let usageCopy = fcntl(usageFD, F_DUPFD_CLOEXEC, 0)
+        guard eventCopy >= 0, usageCopy >= 0 else {
+            for fd in [eventFD, usageFD, eventCopy, usageCopy] where fd >= 0 { Glibc.close(fd) }
+            throw SproutError.system("dup")
         }
         lock.withLock {
             let tag = nextTag
@@ -63,6 +73,23 @@ public final class MemoryWatch: @unchecked Sendable {
             registrations[tag] = Registration(id: id, eventFD: eventFD, usageFD: usageFD)
             byID[id] = tag
             _ = csprout_epoll_add(epoll, eventFD, tag)
+        }
+        let line = Array("\(eventCopy) \(usageCopy) \(thresholdBytes)".utf8)
+        Task { [armer, onArmFailure] in
+            do {
+                try await armer.run {
+                    defer {
+                        Glibc.close(eventCopy)
+                        Glibc.close(usageCopy)
+                    }
+                    let control = open(dir + "/cgroup.event_control", O_WRONLY | O_CLOEXEC)
+                    guard control >= 0 else { throw SproutError.system("open \(dir)/cgroup.event_control") }
+                    defer { Glibc.close(control) }
+                    try Descriptor.writeAll(control, line)
+                }
+            } catch {
+                onArmFailure(id, error)
+            }
         }
     }
 

@@ -228,13 +228,15 @@ extension SandboxLifecycle {
             throw SproutError(.unavailable, "cannot resume sandbox \(id): \(error.sentence); it stays paused and its files are intact")
         }
         let fromMemory = action == .restoreFromImage
+        let up = monotonicSeconds()
         let running = try await markRunning(id, note: fromMemory ? nil : "booted again from its files")
-        metrics.memoryOperation(fromMemory ? "resume" : "resume-files", seconds: monotonicSeconds() - started)
+        let marked = monotonicSeconds()
+        metrics.memoryOperation(fromMemory ? "resume" : "resume-files", seconds: marked - started)
         await publishStateCounts()
         if fromMemory { clockCheckLater(running) }
         logger.withSandbox(id).info("resumed", metadata: [
             "seconds": "\(String(format: "%.3f", monotonicSeconds() - started))", "from": "\(fromMemory ? "memory" : "files")",
-            "phases": "\(phases)",
+            "phases": "\(phases), record \(String(format: "%.1f", (marked - up) * 1000)) ms, counts \(String(format: "%.1f", (monotonicSeconds() - marked) * 1000)) ms",
         ])
         return running
     }

@@ -35,10 +35,15 @@ final class MemoryGuard: Sendable {
         self.agents = agents
         self.metrics = metrics
         self.logger = logger
-        let watch = try MemoryWatch { [weak self] id in
+        let watch = try MemoryWatch(onCross: { [weak self] id in
             guard let self else { return }
             Task { await self.enforce(id) }
-        }
+        }, onArmFailure: { id, error in
+            // A sandbox stopped meanwhile has no cgroup left to watch: nothing to say.
+            guard FileSystem.exists(Cgroups.memoryPath(id)) else { return }
+            logger.withSandbox(id).warning("cannot watch the sandbox's memory: only the kernel's hard limit applies",
+                                           metadata: ["error": "\(error)"])
+        })
         watcher.withLock { $0 = watch }
     }
 
