@@ -31,7 +31,7 @@ extension Integration {
             let resume = metrics.first { $0["name"] as? String == "resume" } ?? [:]
             #expect(resume["available"] as? Bool == true)
             #expect(resume["runs"] as? Int == 3)
-            #expect((resume["baseline"] as? [String: Any])?["name"] as? String == "bare runsc restore")
+            #expect((resume["baseline"] as? [String: Any])?["name"] as? String == "bare runsc restore (same loop, same age)")
             let wake = metrics.first { $0["name"] as? String == "wake.http" } ?? [:]
             #expect(wake["runs"] as? Int == 3 && (wake["p50"] as? Double ?? 0) > 0, "\(wake)")
             #expect((wake["baseline"] as? [String: Any])?["name"] as? String == "the same request, running")

@@ -183,6 +183,49 @@ extension BareRuntime {
         return (dir, image)
     }
 
+    /// A bare container running the shell loop, left running: checkpointed
+    /// and restored like the sandbox it stands beside, and
+    /// frozen while that sandbox is paused (`freeze`, `thaw`), so the two
+    /// run alike. That matters under gVisor 20240729, where every process
+    /// that looks at /proc/self (busybox's `sleep` does) leaves its procfs
+    /// inodes behind for good: the kernel state a restore reads grows with
+    /// the time the loop has run, about 80 KB per `sleep`.
+    func runningLoop(rootfs: String) async throws -> (id: String, bundle: String) {
+        let id = "bench-loop-\(Identifiers.random(length: 8))"
+        let dir = try bundleDirectory(id, rootfs: rootfs, args: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); sleep 0.1; done"])
+        try await HostCommand.runDetached(base + ["run", "--detach", "--bundle", dir, id])
+        return (id, dir)
+    }
+
+    /// Checkpoints the running loop (it stops).
+    func checkpointLoop(id: String, bundle: String) async throws {
+        let image = bundle + "/image-cycle"
+        try? FileSystem.removeTree(image)
+        try FileSystem.makeDirectories(image)
+        try await HostCommand.run(base + ["checkpoint", "--compression", "none", "--image-path", image, id])
+        _ = try? await HostCommand.capture(base + ["delete", "--force", id])
+    }
+
+    /// `runsc restore --detach` of the loop's last checkpoint under the same
+    /// id until it returns (running); seconds.
+    func restoreLoop(id: String, bundle: String) async throws -> Double {
+        let started = monotonicSeconds()
+        try await HostCommand.runDetached(base + ["restore", "--detach", "--bundle", bundle, "--image-path", bundle + "/image-cycle", id])
+        return monotonicSeconds() - started
+    }
+
+    /// Stops the loop's processes where they are (`runsc pause`).
+    func freeze(_ id: String) async throws { try await HostCommand.run(base + ["pause", id]) }
+
+    /// Lets them go on (`runsc resume`).
+    func thaw(_ id: String) async throws { try await HostCommand.run(base + ["resume", id]) }
+
+    /// Bytes of kernel state in the loop's last checkpoint.
+    func lastCheckpointBytes(bundle: String) -> Int64? {
+        var st = stat()
+        return stat(bundle + "/image-cycle/checkpoint.img", &st) == 0 ? Int64(st.st_size) : nil
+    }
+
     /// `runsc restore --detach` of that image until it returns (running); seconds.
     func restoreOnce(bundle: String, image: String) async throws -> Double {
         let id = "bench-restore-\(Identifiers.random(length: 8))"
