@@ -79,6 +79,9 @@ public final class MountNamespace: @unchecked Sendable {
         lifeline = input.write
     }
 
+    /// The namespace itself, for `Spawn.spawnInMountNamespace`.
+    public var path: String { "/proc/\(holderPID)/ns/mnt" }
+
     /// The argv prefix that runs a command inside the namespace.
     public var enter: [String] { ["nsenter", "--mount=/proc/\(holderPID)/ns/mnt", "--"] }
 

@@ -161,13 +161,14 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         guard options.utf8.count < 4000 else {
             throw SproutError(.tooLarge, "the layer chain is too deep for one overlay mount (\(launch.rootfs.layers.count) layers)")
         }
-        // One shell inside the namespace mounts the root and becomes the runtime.
-        let script = "mount -t overlay overlay -o \"$1\" \"$2\" && shift 2 && exec \"$@\""
-        let argv = namespace.enter + ["/bin/sh", "-c", script, "sh", options, launch.rootfs.mountPoint] + base + command
+        // Started inside the namespace once the root is mounted there.
+        let argv = base + command
+        let overlay = Spawn.OverlayMount(options: options, mountPoint: launch.rootfs.mountPoint)
         let kind = self.kind
+        let namespacePath = namespace.path
         do {
             try await onThread {
-                try Self.spawnAndWait(argv: argv, launch: launch, waitForReadyLine: wait, kind: kind)
+                try Self.spawnAndWait(argv: argv, namespace: namespacePath, overlay: overlay, launch: launch, waitForReadyLine: wait, kind: kind)
             }
         } catch {
             await destroy(id: id, rootfs: launch.rootfs)
@@ -175,7 +176,8 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         }
     }
 
-    private static func spawnAndWait(argv: [String], launch: ContainerLaunch, waitForReadyLine wait: Bool, kind: RuntimeKind) throws {
+    private static func spawnAndWait(argv: [String], namespace: String, overlay: Spawn.OverlayMount, launch: ContainerLaunch,
+                                     waitForReadyLine wait: Bool, kind: RuntimeKind) throws {
         let id = launch.spec.id
         let log = open(launch.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard log >= 0 else { throw SproutError.system("open \(launch.logPath)") }
@@ -183,7 +185,8 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
         var spawnOptions = Spawn.Options()
         spawnOptions.stderr = log
         let (pid, output) = try Spawn.withOutputPipe(spawnOptions) { options in
-            try Spawn.spawn(path: "/usr/bin/nsenter", argv: argv, env: HostCommand.environment, options: options)
+            try Spawn.spawnInMountNamespace(namespace, overlay: overlay, path: argv[0], argv: argv, env: HostCommand.environment,
+                                            stdout: options.stdout, stderr: options.stderr)
         }
         defer { close(output) }
         do {
@@ -191,16 +194,8 @@ public final class OCIRuntime: SandboxRuntime, @unchecked Sendable {
                 try waitForReadyLine(output, prefix: launch.readyPrefix, timeout: launch.readyTimeoutSeconds, id: id, logPath: launch.logPath, kind: kind)
             }
             // `--detach` returns once the container started.
-            let deadline = monotonicSeconds() + launch.readyTimeoutSeconds
-            var status: Int32 = 0
-            while true {
-                let r = waitpid(pid, &status, WNOHANG)
-                if r == pid { break }
-                if r == -1 && errno != EINTR { break }
-                guard monotonicSeconds() < deadline else {
-                    throw SproutError(.timeout, "\(kind.binary) did not return within \(Int(launch.readyTimeoutSeconds)) s for sandbox \(id)")
-                }
-                usleep(2_000)
+            guard let status = Spawn.waitForExit(pid, timeout: launch.readyTimeoutSeconds) else {
+                throw SproutError(.timeout, "\(kind.binary) did not return within \(Int(launch.readyTimeoutSeconds)) s for sandbox \(id)")
             }
             if !wait && decodeWaitStatus(status).code != 0 {
                 let detail = (try? Descriptor.readFile(launch.logPath, limit: 1 << 20)).map { String(decoding: $0.suffix(1500), as: UTF8.self) } ?? ""

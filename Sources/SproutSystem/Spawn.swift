@@ -276,3 +276,92 @@ public func decodeWaitStatus(_ status: Int32) -> (code: Int32?, signal: Int32?) 
     if sig == 0 { return ((status >> 8) & 0xFF, nil) }
     return (nil, sig)
 }
+
+extension Spawn {
+    /// An overlay mount made in the namespace before the program starts.
+    public struct OverlayMount: Sendable {
+        public var options: String
+        public var mountPoint: String
+
+        public init(options: String, mountPoint: String) {
+            self.options = options
+            self.mountPoint = mountPoint
+        }
+    }
+
+    /// Starts `path` inside the mount namespace at `namespace` (a
+    /// `/proc/PID/ns/mnt` path), after `overlay` is mounted there: what
+    /// `nsenter` running a shell that mounts and then execs did, without
+    /// starting those two programs first (about 5 ms on every start and
+    /// resume here). The child gets its own process group, default signal
+    /// handling, /dev/null as stdin, and no descriptor above 2.
+    public static func spawnInMountNamespace(_ namespace: String, overlay: OverlayMount?, path: String, argv: [String], env: [String],
+                                             stdout: Int32?, stderr: Int32?) throws -> pid_t {
+        let namespaceFD = open(namespace, O_RDONLY | O_CLOEXEC)
+        guard namespaceFD >= 0 else { throw SproutError.system("open \(namespace)") }
+        defer { close(namespaceFD) }
+        let texts: [String] = [path, overlay?.options ?? "", overlay?.mountPoint ?? ""]
+        let strings = texts.map { strdup($0) }
+        let cArgv = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup($0) } + [nil]
+        defer {
+            (strings + cArgv + cEnv).forEach { free($0) }
+        }
+        var spec = csprout_ns_spawn()
+        spec.namespace_fd = namespaceFD
+        spec.path = UnsafePointer(strings[0])
+        spec.overlay_options = overlay == nil ? nil : UnsafePointer(strings[1])
+        spec.mount_point = UnsafePointer(strings[2])
+        spec.stdout_fd = stdout ?? -1
+        spec.stderr_fd = stderr ?? -1
+        let pid: pid_t = cArgv.withUnsafeBufferPointer { argvBuffer in
+            cEnv.withUnsafeBufferPointer { envBuffer in
+                spec.argv = argvBuffer.baseAddress
+                spec.envp = envBuffer.baseAddress
+                return SpawnExclusion.spawning { csprout_spawn_in_namespace(&spec) }
+            }
+        }
+        guard pid > 0 else {
+            let code = errno
+            let step = switch spec.stage {
+            case 1: "enter the mount namespace \(namespace)"
+            case 2: "mount the overlay at \(overlay?.mountPoint ?? "")"
+            case 3: "set up the descriptors of \(argv.first ?? path)"
+            default: "start \(argv.first ?? path)"
+            }
+            throw SproutError.system("cannot \(step)", errno: code)
+        }
+        return pid
+    }
+}
+
+extension Spawn {
+    /// Waits for child `pid` to exit and reaps it: its wait status, or nil
+    /// when `timeout` seconds passed first (it is then left running). Woken
+    /// by the exit itself (a pidfd), not by looking every few milliseconds.
+    public static func waitForExit(_ pid: pid_t, timeout: Double) -> Int32? {
+        let deadline = monotonicSeconds() + timeout
+        var status: Int32 = 0
+        let pidfd = csprout_pidfd_open(pid)
+        if pidfd >= 0 {
+            defer { close(pidfd) }
+            while true {
+                let left = deadline - monotonicSeconds()
+                guard left > 0 else { return nil }
+                var entry = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+                let n = poll(&entry, 1, Int32(min(left * 1000, 60_000).rounded(.up)))
+                if n > 0 { break }
+                if n < 0 && errno != EINTR { break }
+            }
+        }
+        while true {
+            let r = waitpid(pid, &status, pidfd >= 0 ? 0 : WNOHANG)
+            if r == pid { return status }
+            if r == -1 && errno != EINTR { return status }
+            if r == 0 {
+                guard monotonicSeconds() < deadline else { return nil }
+                usleep(2_000)
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import Glibc
 import SproutCore
+import SproutRuntime
 @testable import SproutSystem
 import Testing
 
@@ -75,6 +76,38 @@ struct SpawnTests {
             // ls's own directory descriptor is the only one above 2.
             #expect(fds.filter { $0 > 2 }.count == 1, "by list: \(byList); the child had \(fds.sorted())")
             #expect(!fds.contains(open[0]) && !fds.contains(open[1]))
+        }
+    }
+
+    @Test("a program started in a mount namespace after an overlay mount sees the mount, which the host does not; a failed mount names its step")
+    func inMountNamespace() async throws {
+        let dir = try FileSystem.makeTemporaryDirectory(prefix: "sprout-spawn-ns")
+        defer { try? FileSystem.removeTree(dir) }
+        for sub in ["lower", "upper", "work", "root"] { try FileSystem.makeDirectories("\(dir)/\(sub)") }
+        try FileSystem.writeAtomically("\(dir)/lower/file", "from the lower layer\n")
+        let namespace = try MountNamespace()
+        defer { namespace.close() }  // its mounts go with it
+        let overlay = Spawn.OverlayMount(options: "lowerdir=\(dir)/lower,upperdir=\(dir)/upper,workdir=\(dir)/work", mountPoint: "\(dir)/root")
+        let (pid, output) = try Spawn.withOutputPipe { options in
+            try Spawn.spawnInMountNamespace(namespace.path, overlay: overlay, path: "/bin/sh",
+                                            argv: ["sh", "-c", "cat \"$0\"/file; ls /proc/self/fd", overlay.mountPoint], env: [],
+                                            stdout: options.stdout, stderr: nil)
+        }
+        let text = String(decoding: try Descriptor.readAll(output, limit: 1 << 16, what: "sh"), as: UTF8.self)
+        close(output)
+        #expect(Spawn.waitForExit(pid, timeout: 60).map { decodeWaitStatus($0).code } == 0)
+        let lines = text.split(separator: "\n")
+        #expect(lines.first == "from the lower layer", "\(text)")
+        // 0, 1, 2 and ls's own directory descriptor.
+        #expect(lines.dropFirst().compactMap { Int32($0) }.filter { $0 > 2 }.count == 1, "\(text)")
+        #expect(try FileSystem.children("\(dir)/root").isEmpty, "the mount is the namespace's only")
+
+        let missing = Spawn.OverlayMount(options: "lowerdir=\(dir)/nope,upperdir=\(dir)/upper,workdir=\(dir)/work", mountPoint: "\(dir)/root")
+        #expect(throws: SproutError.system("cannot mount the overlay at \(dir)/root", errno: ENOENT)) {
+            try Spawn.spawnInMountNamespace(namespace.path, overlay: missing, path: "/bin/true", argv: ["true"], env: [], stdout: nil, stderr: nil)
+        }
+        #expect(throws: SproutError.system("cannot start /nope", errno: ENOENT)) {
+            try Spawn.spawnInMountNamespace(namespace.path, overlay: nil, path: "/nope", argv: ["/nope"], env: [], stdout: nil, stderr: nil)
         }
     }
 }

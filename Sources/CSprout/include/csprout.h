@@ -62,4 +62,24 @@ ssize_t csprout_receive_request(int sock, void *data, size_t len, int *fds, int 
 /// A read-write lock in which a waiting writer goes ahead of new readers.
 int csprout_rwlock_init_writer_preferred(pthread_rwlock_t *lock);
 
+/// What `csprout_spawn_in_namespace` starts, and how far a failed start got.
+struct csprout_ns_spawn {
+    int namespace_fd;             /* a mount namespace to enter, or -1 */
+    const char *overlay_options;  /* an overlay mount to make there first, or NULL */
+    const char *mount_point;
+    const char *path;             /* the program, an absolute path */
+    char *const *argv;
+    char *const *envp;
+    int stdout_fd;                /* -1: /dev/null (stdin is always /dev/null) */
+    int stderr_fd;
+    volatile int error;           /* set by a start that failed: errno */
+    volatile int stage;           /* 1 entering the namespace, 2 mounting, 3 descriptors, 4 exec */
+};
+/// Starts `path` in its own process group with default signal handling and
+/// only 0, 1 and 2 open, inside the namespace after the mount. Returns the
+/// pid, or -1 with errno (and `error`, `stage`) set.
+pid_t csprout_spawn_in_namespace(struct csprout_ns_spawn *s);
+/// A descriptor that becomes readable when child `pid` exits; -1 and errno where the kernel has none.
+int csprout_pidfd_open(pid_t pid);
+
 #endif
