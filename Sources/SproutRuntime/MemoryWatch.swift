@@ -53,7 +53,7 @@ public final class MemoryWatch: @unchecked Sendable {
     /// the kernel drops it when the eventfd's last descriptor closes.
     public func watch(id: String, thresholdBytes: Int64) throws {
         unwatch(id: id)
-        let dir = Cgroups.path("memory", id)
+        let dir = Cgroups.memoryPath(id)
         let eventFD = csprout_eventfd()
         guard eventFD >= 0 else { throw SproutError.system("eventfd") }
         let usageFD = open(dir + "/memory.usage_in_bytes", O_RDONLY | O_CLOEXEC)

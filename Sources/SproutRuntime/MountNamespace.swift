@@ -83,7 +83,7 @@ public final class MountNamespace: @unchecked Sendable {
     public var path: String { "/proc/\(holderPID)/ns/mnt" }
 
     /// The argv prefix that runs a command inside the namespace.
-    public var enter: [String] { ["nsenter", "--mount=/proc/\(holderPID)/ns/mnt", "--"] }
+    public var enter: [String] { ["nsenter", "--mount=\(path)", "--"] }
 
     /// Ends the holder. Mounts made in the namespace go with the last process in it.
     public func close() {

@@ -226,16 +226,10 @@ extension Spawn {
     /// Stops a child: SIGTERM, then SIGKILL after `graceSeconds`; reaps it.
     public static func terminate(_ pid: pid_t, graceSeconds: Double) {
         kill(pid, SIGTERM)
-        let deadline = monotonicSeconds() + graceSeconds
+        if waitForExit(pid, timeout: graceSeconds) != nil { return }
+        kill(pid, SIGKILL)
         var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) == 0 {
-            if monotonicSeconds() > deadline {
-                kill(pid, SIGKILL)
-                waitpid(pid, &status, 0)
-                return
-            }
-            usleep(5000)
-        }
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     }
 }
 
