@@ -70,7 +70,8 @@ public enum FileSystem {
 
     /// The names in the open directory `fd` (which stays open and the caller's), sorted.
     public static func children(ofDirectory fd: Int32) throws -> [String] {
-        let copy = dup(fd)
+        // Close-on-exec: a child another thread starts meanwhile must not inherit it.
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
         guard copy >= 0, let d = fdopendir(copy) else {
             if copy >= 0 { close(copy) }
             throw SproutError.system("read directory")
