@@ -144,7 +144,9 @@ public final class LocalS3: Sendable {
         }
     }
 
-    /// Until every server accepts connections (the proxy last), or one exits.
+    /// Until every server accepts connections (the proxy last), or one
+    /// exits, or a port turns out to be another process's (then the start
+    /// is tried again on other ports).
     private static func waitUntilServing(ports: [Int], pids: [pid_t], directory: String) async throws {
         for port in ports.reversed() {
             while !Socket.answers(host: "127.0.0.1", port: UInt16(port), timeoutSeconds: 1) {
@@ -154,6 +156,10 @@ public final class LocalS3: Sendable {
                     throw SproutError(.unavailable, "swift-\(name)-server exited: \(log.suffix(1500))")
                 }
                 try await Task.sleep(for: .milliseconds(20))
+            }
+            // Something answers there: it must be one of these servers.
+            guard Socket.loopbackListener(port: UInt16(port), isHeldByOneOf: pids) else {
+                throw SproutError(.unavailable, "port \(port) was taken by another process before Swift bound it")
             }
         }
     }

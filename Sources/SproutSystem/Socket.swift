@@ -137,6 +137,31 @@ public enum Socket {
 
     /// Whether something accepts connections at host:port (the probe
     /// connection is reset, not closed: see `setAbortiveClose`).
+    /// Whether one of `pids` holds the socket listening on 127.0.0.1:`port`
+    /// (from /proc/net/tcp and the processes' descriptors). A port picked
+    /// free may be taken by another process before the program it was meant
+    /// for binds it: then something answers there, but not that program.
+    public static func loopbackListener(port: UInt16, isHeldByOneOf pids: [pid_t]) -> Bool {
+        guard let table = try? Descriptor.readFile("/proc/net/tcp", limit: 16 << 20) else { return false }
+        let hex = String(port, radix: 16, uppercase: true)
+        let local = "0100007F:" + String(repeating: "0", count: 4 - hex.count) + hex
+        let inodes = Set(String(decoding: table, as: UTF8.self).split(separator: "\n").compactMap { line -> Substring? in
+            let fields = line.split(separator: " ")
+            return fields.count > 9 && fields[1] == local && fields[3] == "0A" ? fields[9] : nil
+        })
+        guard !inodes.isEmpty else { return false }
+        var buffer = [CChar](repeating: 0, count: 64)
+        for pid in pids {
+            for fd in (try? FileSystem.children("/proc/\(pid)/fd")) ?? [] {
+                let n = readlink("/proc/\(pid)/fd/\(fd)", &buffer, buffer.count - 1)
+                guard n > 0 else { continue }
+                let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if target.hasPrefix("socket:["), inodes.contains(target.dropFirst(8).dropLast()) { return true }
+            }
+        }
+        return false
+    }
+
     public static func answers(host: String, port: UInt16, timeoutSeconds: Double) -> Bool {
         guard let fd = try? connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: true) else { return false }
         Descriptor.close(fd)

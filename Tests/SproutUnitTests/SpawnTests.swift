@@ -110,4 +110,14 @@ struct SpawnTests {
             try Spawn.spawnInMountNamespace(namespace.path, overlay: nil, path: "/nope", argv: ["/nope"], env: [], stdout: nil, stderr: nil)
         }
     }
+
+    @Test("a loopback port's listener is found among the processes that hold it, and only there")
+    func loopbackListenerOwner() throws {
+        let (fd, port) = try Socket.listenTCP(host: "127.0.0.1", port: 0)
+        #expect(Socket.loopbackListener(port: port, isHeldByOneOf: [getpid()]), "this process listens on \(port)")
+        #expect(!Socket.loopbackListener(port: port, isHeldByOneOf: [getppid()]), "its parent does not")
+        close(fd)
+        #expect(!Socket.loopbackListener(port: port, isHeldByOneOf: [getpid()]), "nobody listens once it is closed")
+    }
 }
+
