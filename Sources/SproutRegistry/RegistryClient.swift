@@ -64,17 +64,23 @@ public final class RegistryClient: Sendable {
         return Image(reference: reference.pinned(digest), digest: digest, config: config, layers: manifest.layers)
     }
 
-    /// Writes blob `layer` to `path`, checked against its digest and size as it arrives.
-    public func download(_ reference: ImageReference, _ layer: OCIDescriptor, to path: String) async throws {
+    /// Hands blob `layer`'s bytes to `sink` as they arrive, counting and
+    /// hashing them: throws, once the body has ended, if they are not the
+    /// blob the digest names (the sink must then drop what it made of
+    /// them), and at once if they run past the size the manifest gives.
+    public func download(_ reference: ImageReference, _ layer: OCIDescriptor, into sink: (ByteBuffer) async throws -> Void) async throws {
         let response = try await get(reference, "blobs/\(layer.digest)", accept: nil, timeout: .minutes(60))
-        let file = try HashingFile(creating: path)
+        var hasher = SHA256()
+        var size: Int64 = 0
         for try await buffer in response.body {
-            try buffer.withUnsafeReadableBytes { try file.write($0) }
-            if let size = layer.size, file.size > size {
-                throw SproutError(.malformed, "blob \(layer.digest) from \(reference.registry) is larger than the \(size) bytes its manifest says")
+            size += Int64(buffer.readableBytes)
+            if let limit = layer.size, size > limit {
+                throw SproutError(.malformed, "blob \(layer.digest) from \(reference.registry) is larger than the \(limit) bytes its manifest says")
             }
+            buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            try await sink(buffer)
         }
-        let actual = "sha256:" + file.digest()
+        let actual = "sha256:" + hexString(hasher.finalize())
         guard actual == layer.digest else {
             throw SproutError(.malformed, "blob \(layer.digest) from \(reference.registry) does not match its digest (it is \(actual))")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NIOCore
 import SproutCore
 import SproutHost
 import SproutStore
@@ -12,6 +13,7 @@ import Testing
 struct OCIImageTests {
     /// A scratch folder removed after `body`, however it ends.
     static func withScratch(_ body: (String) async throws -> Void) async throws {
+        ignoreSIGPIPE()  // as the server does: a pipe into a tar that has ended is EPIPE, not the end of us
         let directory = "/tmp/sprout-oci-test-\(Identifiers.random(length: 8))"
         try FileSystem.makeDirectories(directory)
         do { try await body(directory) } catch {
@@ -44,7 +46,7 @@ struct OCIImageTests {
         return blob
     }
 
-    @Test("a layer unpacks with its owners, modes and links; OCI whiteouts become overlay ones; the same content is stored once")
+    @Test("a layer unpacks with its owners, modes and links; OCI whiteouts become overlay ones; the same blob is stored once")
     func layer() async throws {
         try await Self.withScratch { scratch in
             let blob = try await Self.makeLayer(in: scratch)
@@ -66,6 +68,103 @@ struct OCIImageTests {
             #expect(again.digest == digest && again.addedBytes == 0)
             #expect(try FileSystem.children(store.root) == [String(digest.prefix(20))])
         }
+    }
+
+    /// Hands `bytes` to `unpacker` as a download would: a first piece too
+    /// short to tell the compression, then 64 KiB pieces.
+    static func feed(_ bytes: [UInt8], to unpacker: LayerUnpacker, stoppingAfter limit: Int = .max) async throws {
+        var offset = 0
+        var size = 3
+        while offset < min(bytes.count, limit) {
+            let end = min(offset + size, bytes.count)
+            try await unpacker.write(ByteBuffer(bytes: bytes[offset..<end]))
+            offset = end
+            size = 64 << 10
+        }
+    }
+
+    @Test("a layer unpacked as its bytes arrive (gzip, zstd or plain) is the layer its file makes; a blob stored before is not fetched again")
+    func streamedLayer() async throws {
+        try await Self.withScratch { scratch in
+            _ = try await Self.makeLayer(in: scratch)
+            // Some size, so the stream takes several pieces; a hard link, counted once.
+            try await HostCommand.run(["sh", "-c", "head -c 300000 /dev/urandom > \"$1\"/filler && ln \"$1\"/filler \"$1\"/filler-too", "sh", scratch + "/layer-src"])
+            let plain = scratch + "/layer.tar"
+            try await HostCommand.run(["tar", "--create", "--numeric-owner", "--file", plain, "--directory", scratch + "/layer-src", "."])
+            try await HostCommand.run(["sh", "-c", "gzip -c \"$1\" > \"$1\".gz && zstd -q -c \"$1\" > \"$1\".zst", "sh", plain])
+            let store = LayerStore(root: scratch + "/layers")
+            var layers: [String] = []
+            for name in [plain + ".gz", plain + ".zst", plain] {
+                let bytes = try Descriptor.readFile(name, limit: 4 << 20)
+                let digest = try await Self.sha256(name)
+                let (layer, added) = try await store.importLayer(blobDigest: digest) { try await Self.feed(bytes, to: $0) }
+                #expect(layer == (try OCILayer.layerDigest(blob: digest)), "named by its blob's digest")
+                let path = store.path(layer)
+                #expect(added == Int64(try await HostCommand.run(["du", "-s", "-B1", path]).prefix { $0.isNumber }), "its bytes as du counts them")
+                #expect(added > 300_000 && added < 600_000)
+                var st = stat()
+                #expect(lstat(path + "/etc/kept", &st) == 0 && st.st_uid == 1000 && st.st_mode & 0o7777 == 0o640, "\(name)")
+                #expect(lstat(path + "/gone", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0, "the whiteout is a 0/0 device")
+                #expect(!FileSystem.exists(path + "/.wh.gone") && !FileSystem.exists(path + "/opaque/.wh..wh..opq"))
+                #expect(try Descriptor.readFile(path + "/filler", limit: 1 << 20) == Descriptor.readFile(scratch + "/layer-src/filler", limit: 1 << 20))
+
+                // The same blob again, streamed or from its file: known by its digest, not fetched or unpacked.
+                let again = try await store.importLayer(blobDigest: digest) { _ in Issue.record("a stored blob was fetched again") }
+                #expect(again == (layer, 0))
+                #expect(try await store.importLayer(name, digest: digest) == (layer, 0))
+                layers.append(layer)
+            }
+            #expect(Set(layers).count == 3, "three blobs, three layers")
+            #expect(try FileSystem.children(store.root).sorted() == layers.map { String($0.prefix(20)) }.sorted(), "no scratch left")
+        }
+    }
+
+    @Test("a stream that breaks off, or whose bytes are no layer, stores nothing and leaves no tar running")
+    func brokenStreams() async throws {
+        try await Self.withScratch { scratch in
+            let blob = try await Self.makeLayer(in: scratch)
+            try await HostCommand.run(["sh", "-c", "head -c 2000000 /dev/urandom > \"$1\"/filler", "sh", scratch + "/layer-src"])
+            try await HostCommand.run(["tar", "--create", "--gzip", "--numeric-owner", "--file", blob, "--directory", scratch + "/layer-src", "."])
+            let bytes = try Descriptor.readFile(blob, limit: 8 << 20)
+            let store = LayerStore(root: scratch + "/layers")
+
+            // The download fails half way (a refused digest is such a failure too).
+            struct Cut: Error {}
+            await #expect(throws: Cut.self) {
+                _ = try await store.importLayer(blobDigest: try await Self.sha256(blob)) { unpacker in
+                    try await Self.feed(bytes, to: unpacker, stoppingAfter: bytes.count / 2)
+                    #expect(try await !Self.processes(naming: store.root).isEmpty, "tar runs while the stream is open (the probe's control)")
+                    throw Cut()
+                }
+            }
+            #expect(try FileSystem.children(store.root).isEmpty, "nothing stored, no scratch left")
+            #expect(try await Self.processes(naming: store.root).isEmpty, "tar was stopped")
+
+            // Bytes that are no archive: tar's complaint, once they have all arrived.
+            let noise = Array("hello, this is no archive, just some words\n".utf8)
+            await #expect(throws: SproutError.self) {
+                _ = try await store.importLayer(blobDigest: "sha256:" + String(repeating: "1", count: 64)) { try await Self.feed(noise, to: $0) }
+            }
+            // A corrupt gzip stream: tar gives up part way and the rest is still taken (the digest check must see it all).
+            var corrupt = bytes
+            corrupt[corrupt.count / 3] ^= 0xFF
+            let delivered = Locked(0)
+            await #expect(throws: SproutError.self) {
+                _ = try await store.importLayer(blobDigest: "sha256:" + String(repeating: "2", count: 64)) { unpacker in
+                    try await Self.feed(corrupt, to: unpacker)
+                    delivered.withLock { $0 = corrupt.count }
+                }
+            }
+            #expect(delivered.current == corrupt.count, "every byte was taken")
+            #expect(try FileSystem.children(store.root).isEmpty, "nothing stored, no scratch left")
+            #expect(try await Self.processes(naming: store.root).isEmpty)
+        }
+    }
+
+    /// Processes whose command line names `path` (the store's `tar`, which unpacks into it).
+    static func processes(naming path: String) async throws -> [String] {
+        let out = try await HostCommand.capture(["pgrep", "-f", "--", path])
+        return out.stdout.split(separator: "\n").map(String.init)
     }
 
     @Test("a layer whose digest does not match, that is not a tar, or whose member climbs out is refused, leaving nothing")

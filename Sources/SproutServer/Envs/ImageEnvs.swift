@@ -71,12 +71,15 @@ struct ImageEnvs: Sendable {
         }
         let digests = results.map(\.1)
         let added = results.reduce(Int64(0)) { $0 + $1.2 }
+        // What this pull stored is sized already; layers stored before are measured.
+        let sizes = Dictionary(results.filter { $0.2 > 0 }.map { ($0.1, $0.2) }, uniquingKeysWith: { first, _ in first })
         return try await record(name: Self.name(image.reference), image: image.reference.description, digest: image.digest,
-                                config: image.config, layers: digests, added: added, team: team)
+                                config: image.config, layers: digests, sizes: sizes, added: added, team: team)
     }
 
     /// Layer `index` of `image` as a stored layer: known from an earlier
-    /// pull, or downloaded (checked against its digest as it arrives) and imported.
+    /// pull, or downloaded and unpacked at once (checked against its digest
+    /// as it arrives, stored only if it matched).
     private func pullLayer(_ image: RegistryClient.Image, index: Int, client: RegistryClient, log: @Sendable (String) -> Void)
         async throws -> (Int, String, Int64)
     {
@@ -88,16 +91,18 @@ struct ImageEnvs: Sendable {
             log("\(name): already here")
             return (index, known, 0)
         }
-        try FileSystem.makeDirectories(layers.root, mode: 0o700)
-        let download = "\(layers.root)/.pull-\(Identifiers.random(length: 8))"
-        defer { unlink(download) }
         let t0 = monotonicSeconds()
-        try await client.download(image.reference, layer, to: download)
-        let t1 = monotonicSeconds()
-        // Checked as it arrived: not hashed again.
-        let (digest, bytes) = try await layers.importLayer(download, digest: nil)
+        let downloaded = Locked(0.0)
+        // Unpacked as it arrives; checked against its digest before it is stored.
+        let (digest, bytes) = try await layers.importLayer(blobDigest: layer.digest) { unpacker in
+            try await client.download(image.reference, layer) { try await unpacker.write($0) }
+            downloaded.withLock { $0 = monotonicSeconds() }
+        }
         try await lifecycle.catalog.envs.rememberLayer(key, digest)
-        log(String(format: "%@: %lld KiB pulled in %.1f s, unpacked and stored in %.1f s", name, (layer.size ?? 0) >> 10, t1 - t0, monotonicSeconds() - t1))
+        let end = monotonicSeconds()
+        let arrived = downloaded.current > 0 ? downloaded.current : end
+        log(String(format: "%@: %lld KiB pulled in %.1f s, unpacked as it came and stored %.1f s after", name, (layer.size ?? 0) >> 10,
+                   arrived - t0, end - arrived))
         return (index, digest, bytes)
     }
 
@@ -143,12 +148,15 @@ struct ImageEnvs: Sendable {
         }
     }
 
-    /// Records the env of an image whose layers are in the store.
-    private func record(name: String, image: String, digest: String, config: OCIImageConfig, layers: [String], added: Int64,
-                        team: String) async throws -> EnvRecord {
+    /// Records the env of an image whose layers are in the store (`sizes`:
+    /// the bytes of those whose size is known).
+    private func record(name: String, image: String, digest: String, config: OCIImageConfig, layers: [String], sizes: [String: Int64] = [:],
+                        added: Int64, team: String) async throws -> EnvRecord {
         let store = lifecycle.stores.layers
         var total = await LayerStore.diskUsage(lifecycle.host.bases.path(Self.base))
-        for layer in layers { total += await LayerStore.diskUsage(store.path(layer)) }
+        for layer in layers {
+            if let size = sizes[layer] { total += size } else { total += await LayerStore.diskUsage(store.path(layer)) }
+        }
         let now = lifecycle.clock.now
         let start = Self.start(config)
         let env = EnvRecord(
