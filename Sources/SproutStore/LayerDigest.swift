@@ -65,7 +65,7 @@ public enum LayerDigest {
     }
 
     /// Overlayfs marks a directory that hides everything below it with this xattr.
-    static func isOpaque(_ path: String) -> Bool {
+    public static func isOpaque(_ path: String) -> Bool {
         csprout_is_overlay_opaque(path) == 1
     }
 }

@@ -43,6 +43,25 @@ public struct LayerStore: Sendable {
         return try await store(directory: temp, salt: salt)
     }
 
+    /// A layer holding only the empty directories `paths` (relative, made
+    /// with their parents), root's and mode 0755, as a build step's
+    /// `mkdir -p` as root leaves them.
+    public func directoriesLayer(_ paths: [String]) async throws -> (digest: String, addedBytes: Int64) {
+        try FileSystem.makeDirectories(root, mode: 0o700)
+        let temp = "\(root)/.dirs-\(Identifiers.random(length: 8))"
+        defer { try? FileSystem.removeTree(temp) }
+        try FileSystem.makeDirectories(temp)
+        for path in paths {
+            var made = temp
+            for part in path.split(separator: "/") {
+                made += "/\(part)"
+                if mkdir(made, 0o755) != 0 && errno != EEXIST { throw SproutError.system("make \(made)") }
+                try sysCall("chmod \(made)") { chmod(made, 0o755) }
+            }
+        }
+        return try await store(directory: temp)
+    }
+
     /// Moves the finished layer `directory` (a folder inside `root`) into
     /// the store under its digest, or leaves it if that content is stored
     /// already. Returns the digest and the bytes it added.

@@ -90,6 +90,11 @@ extension Integration {
                 // A request's own user, cwd and variables win.
                 let own = try await api.run(sandbox.id, API.Exec(shell: "id -un; pwd; echo $GREETING", cwd: "/tmp", env: ["GREETING": "mine"], user: "root"))
                 #expect(own.stdoutText == "root\n/tmp\nmine\n")
+                // The push had no files: /code, which the image lacks, was made without a sandbox, as `mkdir -p` would.
+                let code = try await api.run(sandbox.id, API.Exec(shell: "stat -c '%U %a %F' /code"))
+                #expect(code.stdoutText == "root 755 directory\n", "\(code.stdoutText) \(code.stderrText)")
+                let firstLog = try await cli.run(["env", "logs", build.id]).stdout
+                #expect(firstLog.contains("step files: no files (makes /code)"), "\(firstLog)")
 
                 // Another env on the same image: its env is there, no blob is fetched (the registry's own log says).
                 let blobGets = { try registry.requests(matching: "GET /v2/sprout-test/app/blobs/") }
@@ -102,6 +107,11 @@ extension Integration {
                 #expect(!log.stdout.contains("pull"), "\(log.stdout)")
                 #expect(try await api.env(build2.envID).parent == imageEnv.id)
                 #expect(try blobGets() == fetched + 1, "only the config blob, read with the manifest")
+                // On an env that has /code, a push with no files adds nothing for them.
+                let third = try JSONDecoder().decode(API.Build.self, from: Data(try await push("web3", from: "web", run: "true").stdout.utf8))
+                #expect(third.status == "succeeded", "\(third)")
+                #expect(try await cli.run(["env", "logs", third.id]).stdout.contains("step files: no files (/code is there)"))
+                #expect(try await api.env(third.envID).layers.count == env.layers.count + 1, "web's layers and the run step's")
 
                 // The stock E2B SDK's template builder from the same image, with a start command and wait_for_port.
                 let sdk = try await CLI.runProcess([LongIntegration.E2BTests.python, "-c", """

@@ -108,6 +108,16 @@ struct BuildRun: Sendable {
         if let layer = try await cachedLayer(key) {
             log.line("step files: \(job.files.count) file(s) (cached)")
             progress.withLock { $0.chain.append(layer); $0.cached += 1 }
+        } else if job.files.isEmpty, lock.isEmpty, let code = codeDirectory(in: progress.current.chain) {
+            // No files to write or delete: the step would only make /code, which needs no sandbox.
+            if code {
+                log.line("step files: no files (/code is there)")
+            } else {
+                log.line("step files: no files (makes /code)")
+                let (layer, bytes) = try await lifecycle.stores.layers.directoriesLayer(["code"])
+                try await lifecycle.catalog.envs.rememberLayer(key, layer)
+                progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes }
+            }
         } else {
             log.line("step files: \(job.files.count) file(s) to /code")
             let blobs = lifecycle.stores.blobs
@@ -126,6 +136,26 @@ struct BuildRun: Sendable {
             try await lifecycle.catalog.envs.rememberLayer(key, layer)
             progress.withLock { $0.chain.append(layer); $0.made.append(layer); $0.added += bytes; $0.warnings = warnings.current }
         }
+    }
+
+    /// Whether `chain` (its layers from the top, then the build's base)
+    /// holds /code as a directory; nil when that is not plain to see (a
+    /// file or a link there): a sandbox's `mkdir -p` then decides.
+    func codeDirectory(in chain: [String]) -> Bool? {
+        let roots = chain.reversed().map(lifecycle.stores.layers.path) + [lifecycle.host.bases.path(job.from.base)]
+        for root in roots {
+            var st = stat()
+            if lstat(root + "/code", &st) == 0 {
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: return true
+                case S_IFCHR where st.st_rdev == 0: return false  // a whiteout
+                default: return nil
+                }
+            }
+            guard errno == ENOENT else { return nil }
+            if LayerDigest.isOpaque(root) { return false }
+        }
+        return false
     }
 
     /// Makes the env of the image the build starts from; its layers.
