@@ -34,16 +34,20 @@ public struct NetworkPool: AddressPool {
         self.directory = directory
     }
 
-    /// Takes a free slot for `owner` (a sandbox id).
+    /// Takes a free slot for `owner` (a sandbox id). The slot file appears
+    /// with its owner already in it: written to a file with no name
+    /// (`O_TMPFILE`), then linked in, which fails if the slot is taken. A
+    /// server killed between creating the file and writing it left an empty
+    /// slot file that no one owned and so no one ever released.
     public func allocate(owner: String) throws -> NetworkSlot {
         try FileSystem.makeDirectories(directory)
+        let fd = try sysCall("open a slot file in \(directory)") { open(directory, Self.tmpfile | O_WRONLY | O_CLOEXEC, 0o600) }
+        defer { close(fd) }
+        try Descriptor.writeAll(fd, Array(owner.utf8))
         let start = Int.random(in: 0..<NetworkSlot.capacity)
         for offset in 0..<NetworkSlot.capacity {
             let index = (start + offset) % NetworkSlot.capacity
-            let fd = open(path(index), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            if fd >= 0 {
-                try? Descriptor.writeAll(fd, Array(owner.utf8))
-                close(fd)
+            if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, path(index), AT_SYMLINK_FOLLOW) == 0 {
                 return NetworkSlot(index: index)
             }
             guard errno == EEXIST else { throw SproutError.system("allocate a network slot") }
@@ -72,6 +76,9 @@ public struct NetworkPool: AddressPool {
             return predicate(owner) ? (NetworkSlot(index: index), owner) : nil
         }
     }
+
+    /// `O_TMPFILE` (Linux's generic `__O_TMPFILE | O_DIRECTORY`), which Swift's Glibc does not export.
+    static let tmpfile: Int32 = 0o20000000 | O_DIRECTORY
 
     private func path(_ index: Int) -> String { "\(directory)/slot-\(index)" }
 }
