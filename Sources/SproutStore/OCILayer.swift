@@ -56,30 +56,6 @@ public enum OCILayer {
         }
     }
 
-    /// Unpacks the layer tar `blob` into the empty directory `directory`
-    /// and converts its whiteouts. Members are taken as GNU tar takes an
-    /// untrusted archive: no absolute names, no `..`, no writing through a
-    /// link the archive made.
-    @discardableResult
-    public static func unpack(_ blob: String, into directory: String) async throws -> Int64 {
-        let fd = try sysCall("open \(blob)") { open(blob, O_RDONLY | O_CLOEXEC) }
-        defer { Glibc.close(fd) }
-        let unpacker = try LayerUnpacker(into: directory)
-        do {
-            var buffer = ByteBuffer()
-            while true {
-                buffer.clear(minimumCapacity: 1 << 20)
-                let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1 << 20) { try Descriptor.read(fd, into: $0.baseAddress!, count: $0.count) }
-                if n == 0 { break }
-                try await unpacker.write(buffer)
-            }
-            return try await unpacker.finish()
-        } catch {
-            await unpacker.abandon()
-            throw error
-        }
-    }
-
     /// `tar` unpacking its stdin into `directory`, keeping owners, modes
     /// and extended attributes.
     static func tarArguments(into directory: String) -> [String] {
@@ -193,38 +169,31 @@ extension LayerStore {
         } else {
             blobDigest = "sha256:" + (try await onThread { try LayerDigest.fileDigest(blob) })
         }
-        let layer = try OCILayer.layerDigest(blob: blobDigest)
-        if contains(layer) { return (layer, 0) }
-        return try await storeUnpacked(as: layer) { try await OCILayer.unpack(blob, into: $0) }
+        return try await importLayer(blobDigest: blobDigest) { try await $0.write(file: blob) }
     }
 
     /// Stores the image layer whose blob is `blobDigest` as `feed` hands
     /// over its bytes (unpacked as they come; `feed` checks them against
     /// the digest and throws if they do not match). Returns its layer digest
     /// and the bytes it added; one stored before is not fed at all.
-    /// Nothing is left behind when it fails.
+    /// Nothing is left behind when it fails. Members are taken as GNU tar
+    /// takes an untrusted archive: no absolute names, no `..`, no writing
+    /// through a link the archive made.
     public func importLayer(blobDigest: String, feed: (LayerUnpacker) async throws -> Void) async throws -> (digest: String, addedBytes: Int64) {
         let layer = try OCILayer.layerDigest(blob: blobDigest)
         if contains(layer) { return (layer, 0) }
-        return try await storeUnpacked(as: layer) { directory in
-            let unpacker = try LayerUnpacker(into: directory)
-            do {
-                try await feed(unpacker)
-                return try await unpacker.finish()
-            } catch {
-                await unpacker.abandon()
-                throw error
-            }
-        }
-    }
-
-    /// Unpacks a layer with `unpack` (which returns the bytes it made) into
-    /// a scratch folder of the store and moves it in as `layer`.
-    private func storeUnpacked(as layer: String, _ unpack: (String) async throws -> Int64) async throws -> (digest: String, addedBytes: Int64) {
         try FileSystem.makeDirectories(root, mode: 0o700)
         let temp = "\(root)/.import-\(Identifiers.random(length: 8))"
         defer { try? FileSystem.removeTree(temp) }
-        let bytes = try await unpack(temp)
+        let unpacker = try LayerUnpacker(into: temp)
+        let bytes: Int64
+        do {
+            try await feed(unpacker)
+            bytes = try await unpacker.finish()
+        } catch {
+            await unpacker.abandon()
+            throw error
+        }
         if rename(temp, path(layer)) != 0 {
             if errno == EEXIST || errno == ENOTEMPTY { return (layer, 0) }  // stored meanwhile
             throw SproutError.system("store layer \(layer)")
@@ -276,6 +245,19 @@ public final class LayerUnpacker: @unchecked Sendable {
             try await send { write in try first.withUnsafeBytes { try write($0) } }
         } else {
             try await send { write in try buffer.withUnsafeReadableBytes { try write($0) } }
+        }
+    }
+
+    /// Hands over the whole of file `path`, in 1 MiB pieces.
+    func write(file path: String) async throws {
+        let fd = try sysCall("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { Glibc.close(fd) }
+        var buffer = ByteBuffer()
+        while true {
+            buffer.clear(minimumCapacity: 1 << 20)
+            let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1 << 20) { try Descriptor.read(fd, into: $0.baseAddress!, count: $0.count) }
+            if n == 0 { return }
+            try await write(buffer)
         }
     }
 

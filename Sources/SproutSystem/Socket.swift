@@ -135,8 +135,6 @@ public enum Socket {
         return Int(port)
     }
 
-    /// Whether something accepts connections at host:port (the probe
-    /// connection is reset, not closed: see `setAbortiveClose`).
     /// Whether one of `pids` holds the socket listening on 127.0.0.1:`port`
     /// (from /proc/net/tcp and the processes' descriptors). A port picked
     /// free may be taken by another process before the program it was meant
@@ -162,6 +160,8 @@ public enum Socket {
         return false
     }
 
+    /// Whether something accepts connections at host:port (the probe
+    /// connection is reset, not closed: see `setAbortiveClose`).
     public static func answers(host: String, port: UInt16, timeoutSeconds: Double) -> Bool {
         guard let fd = try? connectTCP(host: host, port: port, timeoutSeconds: timeoutSeconds, resetOnClose: true) else { return false }
         Descriptor.close(fd)
