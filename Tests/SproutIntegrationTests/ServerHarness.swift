@@ -17,8 +17,9 @@ final class ServerHarness: @unchecked Sendable {
     let runtime: String
     /// Arguments added to `sprout server`; a restart (`start`) uses the current value.
     var extraArgs: [String]
+    /// The server's process while it runs; 0 once it is stopped or killed
+    /// (its number may belong to another process by then).
     private(set) var pid: pid_t = 0
-    private var crashed = false
     private(set) var port: UInt16 = 0
     private(set) var adminKey = ""
     /// `http` or `https`, as the server said it listens.
@@ -71,7 +72,6 @@ final class ServerHarness: @unchecked Sendable {
 
     /// Starts (or restarts) the server on the same data directory.
     func start() throws {
-        crashed = false
         let out = try Spawn.pipe()
         logFD = open(data + "/server.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         var options = Spawn.Options()
@@ -116,43 +116,67 @@ final class ServerHarness: @unchecked Sendable {
     /// The id the server gave its data directory; its host resources are named after it.
     var instance: String { HostResources.instance(of: data) }
 
-    /// SIGKILL: the crash case.
+    /// SIGKILL: the crash case. The pid and the log's descriptor are
+    /// forgotten with the process: signalling or closing them again later
+    /// would hit whatever has their numbers by then (the other lane's).
     func crash() {
+        guard pid > 0 else { return }
         kill(pid, SIGKILL)
-        waitpid(pid, nil, 0)
-        close(logFD)
-        crashed = true
+        while waitpid(pid, nil, 0) == -1 && errno == EINTR {}
+        pid = 0
+        closeLog()
     }
 
-    /// Started and not crashed since.
-    var isRunning: Bool { pid > 0 && !crashed }
+    /// Started and not crashed or stopped since.
+    var isRunning: Bool { pid > 0 }
 
     /// SIGTERM and wait: a graceful stop kills every sandbox.
     func stopServer() {
-        guard pid > 0 else { return }
-        Spawn.terminate(pid, graceSeconds: 60)
+        if pid > 0 { Spawn.terminate(pid, graceSeconds: 60) }
         pid = 0
-        close(logFD)
+        closeLog()
     }
 
-    /// Stops the server and removes its data directory.
-    func stop() {
+    private func closeLog() {
+        if logFD >= 0 { close(logFD) }
+        logFD = -1
+    }
+
+    /// Stops the server and removes its data directory, and the server's
+    /// firewall table if it is still there: a server keeps it across a kill
+    /// -9 (and a stop with paused sandboxes), for its next start, and here
+    /// none comes. `emptied`: the server had no live sandbox left, so a
+    /// graceful stop must have removed the table itself.
+    func stop(emptied: Bool = false) {
+        let instance = HostResources.instance(of: data)
+        let graceful = pid > 0
         stopServer()
-        HostResources.stopped.withLock { $0[data] = (HostResources.instance(of: data), HostResources.sandboxIDs(data)) }
+        HostResources.stopped.withLock { $0[data] = (instance, HostResources.sandboxIDs(data)) }
         do {
             try FileSystem.removeTree(data)
         } catch {
             Issue.record("cannot remove \(data): \(error)")
         }
         HostResources.servers.withLock { _ = $0.remove(data) }
+        if !instance.isEmpty, Self.deleteTable("sprout_" + instance), graceful && emptied {
+            Issue.record("a graceful stop with no live sandboxes left its firewall table sprout_\(instance)")
+        }
+    }
+
+    /// Deletes nftables table `inet name`; true if there was one.
+    static func deleteTable(_ name: String) -> Bool {
+        guard let pid = try? Spawn.spawn(path: "/usr/sbin/nft", argv: ["nft", "delete", "table", "inet", name],
+                                          env: HostCommand.environment, options: Spawn.Options())
+        else { return false }
+        return Spawn.waitForExit(pid, timeout: 60) == 0
     }
 
     static func with<T>(runtime: String = "gvisor", extraArgs: [String] = [], _ body: (ServerHarness) async throws -> T) async throws -> T {
         let server = try ServerHarness(runtime: runtime, extraArgs: extraArgs)
         do {
             let result = try await body(server)
-            await server.killPaused()
-            server.stop()
+            let emptied = await server.killPaused()
+            server.stop(emptied: emptied)
             return result
         } catch {
             await server.killPaused()
@@ -162,12 +186,16 @@ final class ServerHarness: @unchecked Sendable {
     }
 
     /// Paused sandboxes outlive a server stop by design (their namespace and
-    /// address wait for resume): kill them before stopping.
-    func killPaused() async {
-        guard pid > 0 else { return }
-        for sandbox in (try? await client.sandboxes()) ?? [] where sandbox.state == .paused {
-            _ = try? await client.killSandbox(sandbox.id)
+    /// address wait for resume): kill them before stopping. True if the
+    /// server runs and every paused sandbox it listed is killed.
+    @discardableResult
+    func killPaused() async -> Bool {
+        guard pid > 0, let sandboxes = try? await client.sandboxes() else { return false }
+        var all = true
+        for sandbox in sandboxes where sandbox.state == .paused {
+            if (try? await client.killSandbox(sandbox.id)) == nil { all = false }
         }
+        return all
     }
 }
 

@@ -12,40 +12,81 @@ struct TestNetwork: Sendable {
     /// The host's end of the veth pair.
     let link: String
     let subnet: Int
+    /// The descriptor whose lock holds the subnet (see `subnets`).
+    private let lock: Int32
     var hostAddress: String { "198.18.\(subnet).1" }
     var innerAddress: String { "198.18.\(subnet).2" }
     var cidr: String { "198.18.\(subnet).0/24" }
 
-    /// Where test runs on this host take their subnets: a file per
-    /// subnet made with O_EXCL, holding the taker's pid, so two test
-    /// runs side by side never put the same address on two veths (a
-    /// run that died leaves its files; a dead pid's are taken over).
+    /// Where test runs on this host take their subnets: a file per subnet,
+    /// held by a lock (`flock`) on it for as long as the network lives and
+    /// naming the network's namespace and link. The kernel drops the lock
+    /// when its holder dies, whatever pid namespace that ran in, so a test run
+    /// that was killed leaves a file anyone can lock, and the next taker
+    /// removes what it names before using the subnet: a leaked veth still
+    /// holding the subnet's address would otherwise take the replies meant
+    /// for the new one. A subnet with an address on the host that no file
+    /// names (a run elsewhere, or one that leaked without a record) is skipped.
     static let subnets = "/run/sprout-test-subnets"
 
-    static func takeSubnet() throws -> Int {
+    /// The subnet taken, and the descriptor holding its lock.
+    static func takeSubnet(namespace: String, link: String) async throws -> (subnet: Int, lock: Int32) {
         try FileSystem.makeDirectories(subnets)
         for subnet in 1...250 {
             let path = "\(subnets)/\(subnet)"
-            for _ in 0..<2 {
-                let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                if fd >= 0 {
-                    try Descriptor.writeAll(fd, Array("\(getpid())\n".utf8))
-                    Descriptor.close(fd)
-                    return subnet
-                }
-                let owner = (try? Descriptor.readFile(path, limit: 64)).flatMap { Int32(String(decoding: $0, as: UTF8.self).trimmed) }
-                // Taken by a live process (or being written): try the next one.
-                guard let owner, kill(owner, 0) != 0 && errno == ESRCH else { break }
-                unlink(path)
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw SproutError.system("open \(path)") }
+            // Held by a live network, or a file its last holder has just unlinked: not this one.
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0, isNamed(fd, path) else {
+                Descriptor.close(fd)
+                continue
             }
+            let record = String(decoding: (try? Descriptor.readAll(fd, limit: 256, what: path)) ?? [], as: UTF8.self).split(separator: " ").map(String.init)
+            if record.count == 2 { await removeLeaked(namespace: record[0], link: record[1]) }
+            let ours = Array("\(namespace) \(link)".utf8)
+            guard !addressInUse(subnet), ftruncate(fd, 0) == 0, pwrite(fd, ours, ours.count, 0) == ours.count else {
+                if record.isEmpty { unlink(path) }  // made just now, and names no one
+                Descriptor.close(fd)
+                continue
+            }
+            return (subnet, fd)
         }
         throw SproutError(.unavailable, "no free test subnet in \(subnets)")
     }
 
+    /// Whether `fd` is still the file at `path`.
+    private static func isNamed(_ fd: Int32, _ path: String) -> Bool {
+        var held = stat()
+        var named = stat()
+        return fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    /// What a killed test run left of its network: the pair first (see `remove`).
+    private static func removeLeaked(namespace: String, link: String) async {
+        guard namespace.hasPrefix("sproutit-"), link.hasPrefix("stv") else { return }
+        _ = try? await HostCommand.capture(["ip", "link", "delete", link])
+        _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
+    }
+
+    /// Whether an address of the subnet is on one of the host's interfaces.
+    static func addressInUse(_ subnet: Int) -> Bool {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return true }
+        defer { freeifaddrs(list) }
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard let address = current.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            let octets = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { withUnsafeBytes(of: $0.pointee.sin_addr.s_addr) { Array($0) } }
+            if octets[0] == 198, octets[1] == 18, Int(octets[2]) == subnet { return true }
+        }
+        return false
+    }
+
     init(defaultRoute: Bool) async throws {
-        subnet = try Self.takeSubnet()
         namespace = "\(HostResources.testHostPrefix)\(Identifiers.random(length: 6))"
         link = "stv\(Identifiers.random(length: 8))"
+        (subnet, lock) = try await Self.takeSubnet(namespace: namespace, link: link)
         let namespace = namespace
         HostResources.testHosts.withLock { _ = $0.insert(namespace) }
         do {
@@ -75,7 +116,10 @@ struct TestNetwork: Sendable {
     func remove() async {
         _ = try? await HostCommand.capture(["ip", "link", "delete", link])
         _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
-        unlink("\(Self.subnets)/\(subnet)")
+        // Gone: the record goes too (unlinked while locked). Still there: the
+        // record stays, for the next taker to remove.
+        if if_nametoindex(link) == 0 { unlink("\(Self.subnets)/\(subnet)") }
+        Descriptor.close(lock)
         let namespace = namespace
         HostResources.testHosts.withLock { _ = $0.remove(namespace) }
     }
