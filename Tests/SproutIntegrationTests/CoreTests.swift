@@ -155,6 +155,8 @@ extension Integration {
                     all.withLock { $0.append(created.id) }
                 }
                 let outcomes = Locked<[String: Int]>([:])
+                // What the server said of an outcome other than success or 409, and what it logged of the sandbox.
+                let details = Locked<[String]>([])
                 let envs = Locked<[String]>([])
                 let deadline = monotonicSeconds() + 40
                 await withTaskGroup(of: Void.self) { group in
@@ -197,6 +199,10 @@ extension Integration {
                                     outcome = "hung"
                                 } catch let error as SproutError {
                                     outcome = error.code.rawValue
+                                    if error.code != .conflict {
+                                        let lines = server.log.split(separator: "\n").filter { $0.contains(id) }.suffix(30)
+                                        details.withLock { $0.append("\(operation) of \(id): \(error.message)\n\(lines.joined(separator: "\n"))") }
+                                    }
                                 } catch {
                                     outcome = "other: \(error)"
                                 }
@@ -209,7 +215,7 @@ extension Integration {
                 let total = tally.values.reduce(0, +)
                 let conflicts = tally.filter { $0.key.hasSuffix(" conflict") }.values.reduce(0, +)
                 let unexpected = tally.filter { entry in !["ok", "conflict", "skipped"].contains { entry.key.hasSuffix(" " + $0) } }
-                #expect(unexpected.isEmpty, "outcomes other than success or 409: \(unexpected)")
+                #expect(unexpected.isEmpty, "outcomes other than success or 409: \(unexpected)\n\(details.current.prefix(3).joined(separator: "\n\n"))")
                 #expect(tally["exec ok", default: 0] > 0 && tally["pause ok", default: 0] > 0 && tally["resume ok", default: 0] > 0,
                         "the storm did real work: \(tally)")
 
