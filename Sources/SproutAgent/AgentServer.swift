@@ -63,7 +63,14 @@ public final class AgentServer: @unchecked Sendable {
 
     /// Serves one connection, e.g. over stdin/stdout.
     public func handle(_ channel: FrameChannel) {
-        defer { finish(channel) }
+        var resetNow = false
+        defer {
+            if resetNow {
+                channel.abort()
+            } else {
+                finish(channel)
+            }
+        }
         Socket.setReceiveTimeout(channel.readFD, seconds: AgentProtocol.handshakeTimeoutSeconds)
         let envelope: RequestEnvelope
         do {
@@ -86,7 +93,12 @@ public final class AgentServer: @unchecked Sendable {
             return
         }
         do {
-            try dispatch(envelope.request, channel)
+            if case .quiesce = envelope.request {
+                try quiesce(channel)
+                resetNow = true
+            } else {
+                try dispatch(envelope.request, channel)
+            }
         } catch let error as SproutError {
             try? channel.send(message: Reply.failure(error))
         } catch {
@@ -159,7 +171,21 @@ public final class AgentServer: @unchecked Sendable {
             try channel.send(message: Reply(victim: MemoryReclaim.killLargest(except: getpid())))
         case .lookupUser(let request):
             try channel.send(message: Reply(account: try Accounts.find(request.name)))
+        case .quiesce:
+            try quiesce(channel)
         }
+    }
+
+    /// `net.quiesce`: answers once nothing but this connection is open (see
+    /// `NetworkQuiet`), waits for the client's `end` (it has the answer),
+    /// and then the caller resets this connection from here: the agent's end
+    /// is closed as the reset goes out, so once the client sees the reset
+    /// there is nothing connected left in the sandbox.
+    private func quiesce(_ channel: FrameChannel) throws {
+        try NetworkQuiet.wait(except: channel.readFD, timeoutSeconds: 2)
+        try channel.send(message: Reply.ok)
+        Socket.setReceiveTimeout(channel.readFD, seconds: 10)
+        _ = try? channel.receive()
     }
 
     /// Reads the client's side of a process stream (input, end of input,
@@ -208,7 +234,7 @@ public final class AgentServer: @unchecked Sendable {
                     break
                 }
             }
-            if !peerClosed { Socket.setAbortiveClose(channel.readFD) }
+            if !peerClosed { return channel.abort() }
         }
         channel.close()
     }

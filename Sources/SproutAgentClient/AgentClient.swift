@@ -91,6 +91,21 @@ public struct AgentClient: Sendable {
         return account
     }
 
+    /// Returns once the sandbox holds no TCP connection, this call's own
+    /// included: the agent answers when nothing but this connection is open
+    /// and then resets it itself, so its end is closed before this side sees
+    /// the reset. `conflict` if something stays open for 2 s; an agent older
+    /// than this call answers `malformed` (an unknown op).
+    public func quiesce() async throws {
+        try await onThread { [self] in
+            let (channel, _) = try connect(.quiesce)
+            defer { channel.close() }
+            try channel.send(.end, [])
+            Socket.setReceiveTimeout(channel.readFD, seconds: 10)
+            while (try? channel.receive()) != nil {}
+        }
+    }
+
     /// Sets the sandbox's wall clock.
     public func setClock(unixNanos: Int64) async throws {
         _ = try await call(.setClock(ClockRequest(unixNanos: unixNanos)))

@@ -10,21 +10,25 @@ public final class LocalAgent: @unchecked Sendable {
     public let pid: pid_t
     public let port: UInt16
     public let token: String
+    /// The address it listens on.
+    public let host: String
     private let stopped = Locked(false)
 
-    public var endpoint: AgentEndpoint { AgentEndpoint(host: "127.0.0.1", port: port, token: token) }
+    public var endpoint: AgentEndpoint { AgentEndpoint(host: host, port: port, token: token) }
     public var client: AgentClient { AgentClient(endpoint: endpoint) }
 
     /// Starts `binary` with the given working directory (and `token`, a new
     /// random one unless given) and waits until it listens. `launcher` runs
     /// it through another program (`["unshare", "--pid", …]`): a command
-    /// line, never a script written for the purpose.
-    public init(binary: String, workdir: String = "/", token given: String? = nil, launcher: [String] = []) throws {
+    /// line, never a script written for the purpose. `host`: the address to
+    /// listen on (another than loopback for an agent in a network namespace).
+    public init(binary: String, workdir: String = "/", token given: String? = nil, launcher: [String] = [], host: String = "127.0.0.1") throws {
         token = given ?? Identifiers.random(length: 32)
+        self.host = host
         var options = Spawn.Options()
         options.stderr = 2
         let env = ["SPROUT_AGENT_TOKEN=\(token)", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
-        let arguments = ["--listen", "127.0.0.1:0", "--workdir", workdir]
+        let arguments = ["--listen", "\(host):0", "--workdir", workdir]
         let (started, output) = try Spawn.withOutputPipe(options) { options in
             if let program = launcher.first {
                 guard let path = Spawn.resolveExecutable(program, searchPath: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin") else {

@@ -205,4 +205,17 @@ public final class FrameChannel: @unchecked Sendable {
         }
     }
 
+    /// Ends a socket's connection with a reset alone: no FIN first, as
+    /// `close` sends to wake a blocked writer. A FIN leaves a moment in which
+    /// the peer's own FIN can arrive and put this end in TIME_WAIT before the
+    /// reset goes out. For a channel no other thread is using.
+    public func abort() {
+        guard readFD == writeFD else { return close() }
+        stateLock.withLock {
+            guard !isClosed else { return }
+            isClosed = true
+            Socket.setAbortiveClose(readFD)
+            Descriptor.close(readFD)
+        }
+    }
 }

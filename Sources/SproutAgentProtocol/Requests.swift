@@ -21,6 +21,10 @@ public enum AgentRequest: Sendable {
     case killLargest
     /// A user of the sandbox, as its /etc/passwd and /etc/group say now.
     case lookupUser(UserRequest)
+    /// Waits until the sandbox holds no TCP connection but this one, then
+    /// ends this one with a reset once the client has the answer (before a
+    /// checkpoint, which cannot save a connection).
+    case quiesce
 
     /// The operation's name on the wire.
     public var op: String {
@@ -42,6 +46,7 @@ public enum AgentRequest: Sendable {
         case .setClock: "clock.set"
         case .killLargest: "memory.killLargest"
         case .lookupUser: "user.lookup"
+        case .quiesce: "net.quiesce"
         }
     }
 }
@@ -69,6 +74,7 @@ extension AgentRequest: Codable {
         case "clock.set": self = .setClock(try ClockRequest(from: decoder))
         case "memory.killLargest": self = .killLargest
         case "user.lookup": self = .lookupUser(try UserRequest(from: decoder))
+        case "net.quiesce": self = .quiesce
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: [OpKey.op], debugDescription: "unknown op '\(op)'"))
         }
@@ -78,7 +84,7 @@ extension AgentRequest: Codable {
         var c = encoder.container(keyedBy: OpKey.self)
         try c.encode(op, forKey: .op)
         switch self {
-        case .health, .listProcesses, .killLargest: break
+        case .health, .listProcesses, .killLargest, .quiesce: break
         case .startProcess(let r): try r.encode(to: encoder)
         case .attachProcess(let r): try r.encode(to: encoder)
         case .signalProcess(let r): try r.encode(to: encoder)

@@ -179,11 +179,22 @@ public enum Socket {
     }
 
     public static func localPort(_ fd: Int32) throws -> UInt16 {
+        try port(fd, "getsockname", getsockname)
+    }
+
+    /// The port of the other end of a connected IPv4 socket.
+    public static func remotePort(_ fd: Int32) throws -> UInt16 {
+        try port(fd, "getpeername", getpeername)
+    }
+
+    private static func port(
+        _ fd: Int32, _ call: String, _ name: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32
+    ) throws -> UInt16 {
         var addr = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         try withUnsafeMutablePointer(to: &addr) { p in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                _ = try sysCall("getsockname") { getsockname(fd, sa, &len) }
+                _ = try sysCall(call) { name(fd, sa, &len) }
             }
         }
         return UInt16(bigEndian: addr.sin_port)

@@ -249,7 +249,7 @@ private func assembleApplication(
     let lifecycle = SandboxLifecycle(
         settings: lifecycleSettings, catalog: catalog, host: host, stores: stores, launcher: launcher,
         checkpoint: Checkpointer(settings: lifecycleSettings, runtime: host.runtime, network: host.network, launcher: launcher, agents: agents,
-                                 images: stores.images, keptImages: KeptImages(budget: lifecycleSettings.keptImageBytes)),
+                                 images: stores.images, keptImages: KeptImages(budget: lifecycleSettings.keptImageBytes), logger: logger),
         graph: EnvGraph(catalog: catalog, bases: host.bases, remote: stores.remote, logger: logger),
         collector: GarbageCollector(catalog: catalog, stores: stores, readyImages: lifecycleSettings.readyImagesDirectory, metrics: metrics, logger: logger),
         admission: MemoryAdmission(settings: lifecycleSettings, repository: catalog.sandboxes, runtime: host.runtime, activity: activity, metrics: metrics),

@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import SproutAgentClient
+import SproutAgentProtocol
 import SproutCore
 import SproutRuntime
 import SproutStore
@@ -23,6 +25,7 @@ struct Checkpointer: Sendable {
     let agents: AgentConnector
     let images: ImageStore
     let keptImages: KeptImages
+    let logger: Logger
 
     /// Refuses what would make the checkpoint fail: too little disk for the
     /// image, or a TCP connection a process inside holds open.
@@ -59,26 +62,11 @@ struct Checkpointer: Sendable {
     /// endpoints, and connections the host holds open (state ESTABLISHED
     /// with `host`): the server resets those itself before the checkpoint.
     static func connectedEndpoints(_ table: String, host: String) -> [(endpoint: String, closing: Bool)] {
-        table.split(separator: "\n").dropFirst().compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 3 else { return nil }
-            let state = fields[3]
-            guard state != "0A" && state != "07" else { return nil }  // LISTEN, CLOSE
-            let local = decodeProcAddress(fields[1])
-            let remote = decodeProcAddress(fields[2])
-            if state == "01" && remote.hasPrefix(host + ":") { return nil }
-            return ("\(local) -> \(remote)", state != "01" && state != "02" && state != "03")
+        TCPEndpoint.parse(table).compactMap { endpoint in
+            guard endpoint.isConnection else { return nil }
+            if endpoint.state == TCPEndpoint.established && endpoint.remote.hasPrefix(host + ":") { return nil }
+            return (endpoint.description, endpoint.isClosing)
         }
-    }
-
-    /// `0100007F:1F90` → `127.0.0.1:8080` (IPv4; IPv6 is shown as it is).
-    static func decodeProcAddress(_ field: Substring) -> String {
-        let parts = field.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1], radix: 16) else { return String(field) }
-        // IPv4, or IPv4 mapped into IPv6 (the last 32 bits after ::ffff).
-        let hex = parts[0].count == 32 && parts[0].hasPrefix("0000000000000000FFFF0000") ? parts[0].suffix(8) : parts[0]
-        guard hex.count == 8, let raw = UInt32(hex, radix: 16) else { return "[\(parts[0])]:\(port)" }
-        return "\(raw & 0xFF).\(raw >> 8 & 0xFF).\(raw >> 16 & 0xFF).\(raw >> 24):\(port)"
     }
 
     /// Checkpoints the sandbox into `directory` (its container ends).
@@ -86,8 +74,7 @@ struct Checkpointer: Sendable {
         launcher.unwatch(record.id)
         let slot = NetworkSlot(index: record.slot ?? 0)
         await network.closeConnections(to: slot)
-        // Let the sandbox's side of those connections finish closing.
-        try await Task.sleep(for: .milliseconds(30))
+        await awaitClosed(record)
         // Requests into the sandbox are not held off during a checkpoint, so a
         // connection may open after that reset; the container is gone once
         // the checkpoint ends (or fails) and nothing there answers, so those
@@ -99,6 +86,21 @@ struct Checkpointer: Sendable {
             throw error
         }
         await network.closeConnections(to: slot)
+    }
+
+    /// Waits until the sandbox's side of the connections just reset has
+    /// taken the resets in (the agent says when; see `AgentClient.quiesce`).
+    /// An agent from before `net.quiesce` gets the fixed wait it had; one
+    /// that finds a connection still open after its bound leaves it to the
+    /// checkpoint, which then fails and restarts the sandbox from its files.
+    func awaitClosed(_ record: SandboxRecord) async {
+        do {
+            try await agents.client(record).quiesce()
+        } catch let error as SproutError where error.code == .malformed {
+            try? await Task.sleep(for: .milliseconds(30))
+        } catch {
+            logger.withSandbox(record.id).warning("connections still open before the checkpoint", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Checkpoints the sandbox and stores its image in the chunk store. The
