@@ -172,7 +172,7 @@ public final class AgentServer: @unchecked Sendable {
         case .lookupUser(let request):
             try channel.send(message: Reply(account: try Accounts.find(request.name)))
         case .quiesce:
-            try quiesce(channel)
+            break  // served by `handle`: it ends the connection its own way
         }
     }
 
