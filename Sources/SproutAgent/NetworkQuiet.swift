@@ -1,5 +1,4 @@
 import Glibc
-import SproutAgentProtocol
 import SproutCore
 import SproutSystem
 

@@ -141,12 +141,8 @@ public enum Socket {
     /// for binds it: then something answers there, but not that program.
     public static func loopbackListener(port: UInt16, isHeldByOneOf pids: [pid_t]) -> Bool {
         guard let table = try? Descriptor.readFile("/proc/net/tcp", limit: 16 << 20) else { return false }
-        let hex = String(port, radix: 16, uppercase: true)
-        let local = "0100007F:" + String(repeating: "0", count: 4 - hex.count) + hex
-        let inodes = Set(String(decoding: table, as: UTF8.self).split(separator: "\n").compactMap { line -> Substring? in
-            let fields = line.split(separator: " ")
-            return fields.count > 9 && fields[1] == local && fields[3] == "0A" ? fields[9] : nil
-        })
+        let inodes = Set(TCPEndpoint.parse(String(decoding: table, as: UTF8.self))
+            .filter { $0.state == TCPEndpoint.listening && $0.local == "127.0.0.1:\(port)" }.map(\.inode))
         guard !inodes.isEmpty else { return false }
         var buffer = [CChar](repeating: 0, count: 64)
         for pid in pids {
@@ -154,7 +150,7 @@ public enum Socket {
                 let n = readlink("/proc/\(pid)/fd/\(fd)", &buffer, buffer.count - 1)
                 guard n > 0 else { continue }
                 let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                if target.hasPrefix("socket:["), inodes.contains(target.dropFirst(8).dropLast()) { return true }
+                if target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast())) { return true }
             }
         }
         return false

@@ -1,6 +1,5 @@
 import Glibc
 import SproutAgentClient
-import SproutAgentProtocol
 import SproutCore
 import SproutHost
 import SproutSystem

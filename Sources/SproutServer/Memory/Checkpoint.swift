@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import SproutAgentClient
-import SproutAgentProtocol
 import SproutCore
 import SproutRuntime
 import SproutStore

@@ -1,6 +1,7 @@
 /// The TCP endpoints of a `/proc/net/tcp` or `/proc/net/tcp6` table: what
 /// the server reads of a sandbox before a checkpoint (gVisor cannot save a
-/// connection), and what the agent waits on to empty (`net.quiesce`).
+/// connection), what the agent waits on to empty (`net.quiesce`), and which
+/// socket listens on a port (`Socket.loopbackListener`).
 public struct TCPEndpoint: Sendable, Equatable {
     /// `127.0.0.1:8080`; an IPv6 address other than a mapped IPv4 one is shown in brackets, as the table has it.
     public var local: String
@@ -9,6 +10,8 @@ public struct TCPEndpoint: Sendable, Equatable {
     public var remotePort: UInt16
     /// The kernel's state number (`/proc/net/tcp`'s `st`, hex there).
     public var state: UInt8
+    /// The socket's inode, as a descriptor's `socket:[…]` link names it.
+    public var inode: String
 
     public static let established: UInt8 = 0x01
     public static let closed: UInt8 = 0x07
@@ -27,7 +30,8 @@ public struct TCPEndpoint: Sendable, Equatable {
             guard fields.count > 3, let state = UInt8(fields[3], radix: 16) else { return nil }
             let local = decodeAddress(fields[1])
             let remote = decodeAddress(fields[2])
-            return TCPEndpoint(local: local.text, remote: remote.text, localPort: local.port, remotePort: remote.port, state: state)
+            return TCPEndpoint(local: local.text, remote: remote.text, localPort: local.port, remotePort: remote.port, state: state,
+                               inode: fields.count > 9 ? String(fields[9]) : "")
         }
     }
 
