@@ -61,9 +61,16 @@ struct TestNetwork: Sendable {
         return fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino
     }
 
-    /// What a killed test run left of its network: the pair first (see `remove`).
+    /// What a killed test run left of its network.
     private static func removeLeaked(namespace: String, link: String) async {
         guard namespace.hasPrefix("sproutit-"), link.hasPrefix("stv") else { return }
+        await deletePair(namespace: namespace, link: link)
+    }
+
+    /// The pair goes first, with its address: a namespace outlives its name
+    /// while its sockets close, and those that cannot (a link set down)
+    /// would keep the subnet's route on the host.
+    private static func deletePair(namespace: String, link: String) async {
         _ = try? await HostCommand.capture(["ip", "link", "delete", link])
         _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
     }
@@ -110,12 +117,9 @@ struct TestNetwork: Sendable {
         }
     }
 
-    /// The pair goes first, with its address: a namespace outlives its name
-    /// while its sockets close, and those that cannot (a link set down)
-    /// would keep the subnet's route on the host.
+    /// Removes the pair and the namespace (see `deletePair`), then gives the subnet back.
     func remove() async {
-        _ = try? await HostCommand.capture(["ip", "link", "delete", link])
-        _ = try? await HostCommand.capture(["ip", "netns", "delete", namespace])
+        await Self.deletePair(namespace: namespace, link: link)
         // Gone: the record goes too (unlinked while locked). Still there: the
         // record stays, for the next taker to remove.
         if if_nametoindex(link) == 0 { unlink("\(Self.subnets)/\(subnet)") }
